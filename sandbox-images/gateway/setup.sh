@@ -1,0 +1,90 @@
+#!/bin/sh
+# Runs as the gateway container's entrypoint (root, NET_ADMIN, network mode none). Builds the
+# namespace's only "internet": a veth pair whose both ends stay in this namespace (it only carries
+# a default route), and rules that send every TCP connection, DNS query and UDP datagram to the
+# capture program and drop everything else. Any failure stops the container before the capture
+# prints READY, so phonehome never starts a sandbox in a half-built namespace.
+#
+# Ports must match src/capture/main.ts (CAPTURE_PORTS).
+set -u
+TCP_PORT=15001
+DNS_PORT=15053
+UDP_PORT=15002
+# An address on v0 that looks like a home network; nothing routes anywhere from here.
+V4_ADDR=192.168.1.23/24
+V4_RESOLVER=192.168.1.1
+V6_ADDR=fd42:6e70:6d::23/64
+
+fail() {
+  echo "SETUP-FAILED: $1" >&2
+  exit 1
+}
+
+ip link add v0 type veth peer name v1 || fail "cannot create a veth pair (ip link add v0 type veth)"
+ip link set v0 up && ip link set v1 up || fail "cannot bring the veth pair up"
+ip addr add "$V4_ADDR" dev v0 || fail "cannot add an IPv4 address to v0"
+ip route add default dev v0 || fail "cannot add the IPv4 default route"
+
+iptables-restore -w <<RULES || fail "cannot install IPv4 rules (iptables-restore: nat/filter tables, REDIRECT, conntrack, owner, addrtype matches)"
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A OUTPUT -d 127.0.0.0/8 -j RETURN
+-A OUTPUT -p udp --dport 53 -j REDIRECT --to-ports $DNS_PORT
+-A OUTPUT -m addrtype --dst-type LOCAL -j RETURN
+-A OUTPUT -p tcp -j REDIRECT --to-ports $TCP_PORT
+-A OUTPUT -p udp -j REDIRECT --to-ports $UDP_PORT
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT DROP [0:0]
+-A OUTPUT -o lo -j ACCEPT
+-A OUTPUT -m conntrack --ctstate DNAT -j ACCEPT
+-A OUTPUT -p icmp --icmp-type echo-request -j ACCEPT
+-A OUTPUT -j DROP
+COMMIT
+RULES
+
+IPV6=no-ipv6
+if [ "$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null)" = "0" ]; then
+  ip -6 addr add "$V6_ADDR" dev v0 nodad || fail "cannot add an IPv6 address to v0"
+  ip -6 route add default dev v0 || fail "cannot add the IPv6 default route"
+  ip6tables-restore -w <<RULES || fail "cannot install IPv6 rules (ip6tables-restore)"
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A OUTPUT -d ::1/128 -j RETURN
+-A OUTPUT -p udp --dport 53 -j REDIRECT --to-ports $DNS_PORT
+-A OUTPUT -m addrtype --dst-type LOCAL -j RETURN
+-A OUTPUT -p tcp -j REDIRECT --to-ports $TCP_PORT
+-A OUTPUT -p udp -j REDIRECT --to-ports $UDP_PORT
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT DROP [0:0]
+-A OUTPUT -o lo -j ACCEPT
+-A OUTPUT -m conntrack --ctstate DNAT -j ACCEPT
+-A OUTPUT -p ipv6-icmp --icmpv6-type echo-request -j ACCEPT
+-A OUTPUT -p ipv6-icmp --icmpv6-type neighbour-solicitation -j ACCEPT
+-A OUTPUT -j DROP
+COMMIT
+RULES
+  IPV6=ipv6
+fi
+
+# Every name resolves through the capture, whatever the sandbox's resolver settings say; the
+# sandbox shares this file with the gateway.
+echo "nameserver $V4_RESOLVER" > /etc/resolv.conf 2>/dev/null || true
+
+mkdir -p /run/capture || fail "cannot create /run/capture"
+if [ "${1:-}" = "--rules-only" ]; then
+  echo "RULES-OK $IPV6"
+  exit 0
+fi
+exec node /opt/capture/main.js /run/capture/events.ndjson "$IPV6"

@@ -1,0 +1,158 @@
+/**
+ * Original destinations of redirected connections, read back from /proc/net/nf_conntrack in the
+ * gateway's namespace (Node has no SO_ORIGINAL_DST). A redirected flow's entry has the package's
+ * source port in the original tuple and the capture's port as the reply tuple's source port.
+ */
+import { readFile } from 'node:fs/promises';
+import { normalizeIpv6 } from './dns.js';
+
+export interface ConntrackEntry {
+  family: 'ipv4' | 'ipv6';
+  proto: string;
+  state?: string;
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  /** Reply tuple source port: the capture's port for redirected flows. */
+  replySport: number;
+  /** ICMP echo id, for icmp entries. */
+  icmpId?: number;
+  mark: number;
+}
+
+function field(line: string, key: string, from = 0): { value: string; end: number } | undefined {
+  const i = line.indexOf(` ${key}=`, from);
+  if (i < 0) return undefined;
+  const start = i + key.length + 2;
+  let end = line.indexOf(' ', start);
+  if (end < 0) end = line.length;
+  return { value: line.slice(start, end), end };
+}
+
+function addr(family: 'ipv4' | 'ipv6', a: string): string {
+  return family === 'ipv6' ? normalizeIpv6(a) : a;
+}
+
+export function parseConntrackLine(line: string): ConntrackEntry | undefined {
+  const parts = line.split(/\s+/, 6);
+  const family = parts[0];
+  const proto = parts[2];
+  if ((family !== 'ipv4' && family !== 'ipv6') || !proto) return undefined;
+  const src = field(line, 'src');
+  if (!src) return undefined;
+  const dst = field(line, 'dst', src.end - 1);
+  if (!dst) return undefined;
+  const maybeState = parts[5];
+  const state = maybeState && /^[A-Z_]+$/.test(maybeState) ? maybeState : undefined;
+  const markF = field(line, 'mark');
+  const mark = markF ? Number(markF.value) : 0;
+  if (proto === 'icmp' || proto === 'icmpv6') {
+    const id = field(line, 'id', dst.end - 1);
+    return {
+      family,
+      proto,
+      src: addr(family, src.value),
+      dst: addr(family, dst.value),
+      sport: 0,
+      dport: 0,
+      replySport: 0,
+      mark,
+      ...(id ? { icmpId: Number(id.value) } : {}),
+      ...(state ? { state } : {}),
+    };
+  }
+  const sport = field(line, 'sport', dst.end - 1);
+  const dport = sport && field(line, 'dport', sport.end - 1);
+  if (!sport || !dport) return undefined;
+  const rsrc = field(line, 'src', dport.end - 1);
+  const rsport = rsrc && field(line, 'sport', rsrc.end - 1);
+  return {
+    family,
+    proto,
+    src: addr(family, src.value),
+    dst: addr(family, dst.value),
+    sport: Number(sport.value),
+    dport: Number(dport.value),
+    replySport: rsport ? Number(rsport.value) : 0,
+    mark,
+    ...(state ? { state } : {}),
+  };
+}
+
+const STALE_STATES = new Set(['TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'FIN_WAIT']);
+
+/** Pick the entry for a client port among several (a reused port may leave a TIME_WAIT twin). */
+export function pickEntry(entries: ConntrackEntry[]): ConntrackEntry | undefined {
+  return entries.find((e) => !e.state || !STALE_STATES.has(e.state)) ?? entries[0];
+}
+
+export interface Lookup {
+  proto: 'tcp' | 'udp';
+  clientPort: number;
+  capturePort: number;
+}
+
+/**
+ * Looks up original destinations, coalescing concurrent lookups into one read of the table: under
+ * a burst of thousands of connections, each read of /proc serves every waiting connection.
+ */
+export class ConntrackReader {
+  private waiting: { lookup: Lookup; resolve: (e: ConntrackEntry | undefined) => void; tries: number }[] = [];
+  private reading = false;
+
+  constructor(
+    private readonly path = '/proc/net/nf_conntrack',
+    private readonly maxTries = 3,
+  ) {}
+
+  lookup(lookup: Lookup): Promise<ConntrackEntry | undefined> {
+    return new Promise((resolve) => {
+      this.waiting.push({ lookup, resolve, tries: 0 });
+      void this.pump();
+    });
+  }
+
+  async readAll(): Promise<ConntrackEntry[]> {
+    const text = await readFile(this.path, 'utf8');
+    const out: ConntrackEntry[] = [];
+    for (const line of text.split('\n')) {
+      if (!line) continue;
+      const e = parseConntrackLine(line);
+      if (e) out.push(e);
+    }
+    return out;
+  }
+
+  private async pump(): Promise<void> {
+    if (this.reading) return;
+    this.reading = true;
+    try {
+      while (this.waiting.length > 0) {
+        const batch = this.waiting;
+        this.waiting = [];
+        let entries: ConntrackEntry[] = [];
+        try {
+          entries = await this.readAll();
+        } catch {
+          entries = [];
+        }
+        const index = new Map<string, ConntrackEntry[]>();
+        for (const e of entries) {
+          const key = `${e.proto}/${e.sport}/${e.replySport}`;
+          const list = index.get(key);
+          if (list) list.push(e);
+          else index.set(key, [e]);
+        }
+        for (const w of batch) {
+          const found = index.get(`${w.lookup.proto}/${w.lookup.clientPort}/${w.lookup.capturePort}`);
+          if (found) w.resolve(pickEntry(found));
+          else if (++w.tries >= this.maxTries) w.resolve(undefined);
+          else this.waiting.push(w);
+        }
+      }
+    } finally {
+      this.reading = false;
+    }
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * Reads an HTTP/1.x request head from the first bytes of a connection. Pure; no I/O.
+ */
+
+export const HTTP_METHODS = [
+  'GET',
+  'POST',
+  'PUT',
+  'DELETE',
+  'HEAD',
+  'OPTIONS',
+  'PATCH',
+  'CONNECT',
+  'TRACE',
+  'PROPFIND',
+] as const;
+
+/** Whether the bytes so far could be the start of an HTTP request (a method then a space). */
+export function mayBeHttp(buf: Buffer): boolean {
+  const head = buf.subarray(0, 9).toString('latin1');
+  return HTTP_METHODS.some((m) => {
+    const token = `${m} `;
+    return head.length >= token.length ? head.startsWith(token) : token.startsWith(head);
+  });
+}
+
+export interface HttpRequestHead {
+  method: string;
+  path: string;
+  httpVersion: string;
+  headers: [string, string][];
+  /** Bytes of the head including the blank line; the body starts here. */
+  headLength: number;
+  contentLength?: number;
+  chunked: boolean;
+  host?: string;
+  websocket: boolean;
+}
+
+export type HttpParseResult =
+  | { status: 'incomplete' }
+  | { status: 'not-http' }
+  | { status: 'ok'; head: HttpRequestHead };
+
+/** Header heads larger than this are not HTTP we care to parse. */
+export const MAX_HEAD_BYTES = 64 * 1024;
+const MAX_HEADERS = 100;
+const MAX_HEADER_VALUE = 4096;
+
+export function parseRequestHead(buf: Buffer): HttpParseResult {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) {
+    if (buf.length > MAX_HEAD_BYTES || !mayBeHttp(buf)) return { status: 'not-http' };
+    return { status: 'incomplete' };
+  }
+  const text = buf.subarray(0, end).toString('latin1');
+  const [requestLine = '', ...lines] = text.split('\r\n');
+  const m = /^([A-Z]+) (\S+) HTTP\/(\d\.\d)$/.exec(requestLine);
+  if (!m) return { status: 'not-http' };
+  const headers: [string, string][] = [];
+  for (const line of lines.slice(0, MAX_HEADERS)) {
+    const i = line.indexOf(':');
+    if (i <= 0) continue;
+    headers.push([line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim().slice(0, MAX_HEADER_VALUE)]);
+  }
+  const get = (name: string) => headers.find(([k]) => k === name)?.[1];
+  const cl = get('content-length');
+  const contentLength = cl !== undefined && /^\d+$/.test(cl) ? Number(cl) : undefined;
+  const chunked = /chunked/i.test(get('transfer-encoding') ?? '');
+  const upgrade = get('upgrade');
+  const host = get('host');
+  return {
+    status: 'ok',
+    head: {
+      method: m[1] ?? '',
+      path: m[2] ?? '',
+      httpVersion: m[3] ?? '',
+      headers,
+      headLength: end + 4,
+      chunked,
+      websocket: upgrade !== undefined && upgrade.toLowerCase() === 'websocket',
+      ...(contentLength !== undefined ? { contentLength } : {}),
+      ...(host !== undefined ? { host } : {}),
+    },
+  };
+}
+
+/** Whether a chunked body is complete (its last-chunk and trailer end have arrived). */
+export function chunkedBodyComplete(body: Buffer): boolean {
+  let off = 0;
+  for (;;) {
+    const lineEnd = body.indexOf('\r\n', off);
+    if (lineEnd < 0) return false;
+    const size = parseInt(body.subarray(off, lineEnd).toString('latin1').split(';')[0] ?? '', 16);
+    if (Number.isNaN(size)) return true; // malformed: nothing more to wait for
+    if (size === 0) return body.indexOf('\r\n\r\n', lineEnd) >= 0 || body.subarray(lineEnd).equals(Buffer.from('\r\n\r\n'));
+    off = lineEnd + 2 + size + 2;
+    if (off > body.length) return false;
+  }
+}
+
+export const HTTP_OK_EMPTY = Buffer.from(
+  'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n',
+  'latin1',
+);

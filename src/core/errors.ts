@@ -1,0 +1,115 @@
+/**
+ * The one catalogue of phonehome's own failures (what breaks the tool, not what the package does).
+ * Each code maps to a summary, a fix and an exit code; every thrown PhonehomeError carries a code
+ * from here, so the CLI can print the fix and exit with the right status.
+ */
+
+export const ExitCode = {
+  pass: 0,
+  findings: 1,
+  usage: 2,
+  environment: 3,
+  internal: 4,
+  interrupted: 130,
+} as const;
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+interface CatalogueEntry {
+  summary: string;
+  fix: string;
+  exit: ExitCode;
+}
+
+export const errorCatalogue = {
+  EDOCKER_UNREACHABLE: {
+    summary: 'The Docker daemon does not answer.',
+    fix: 'Start Docker (as root: `dockerd &`, or `systemctl start docker`), or point DOCKER_HOST at a running engine. On Debian without an engine: `apt-get install -y docker.io`. `phonehome doctor` checks again.',
+    exit: ExitCode.environment,
+  },
+  EDOCKER_PERMISSION: {
+    summary: 'The Docker socket refused this user.',
+    fix: 'Run phonehome as root or as a member of the `docker` group, or set DOCKER_HOST to an engine you may use.',
+    exit: ExitCode.environment,
+  },
+  EDOCKER_API: {
+    summary: 'The Docker engine answered with an error.',
+    fix: 'Read the engine message above; `phonehome doctor` checks the engine, images and gateway rules.',
+    exit: ExitCode.environment,
+  },
+  EIMAGE_MISSING: {
+    summary: 'A sandbox image is not built.',
+    fix: 'Run `phonehome images build`.',
+    exit: ExitCode.environment,
+  },
+  EIMAGE_BUILD: {
+    summary: 'Building a sandbox image failed; no image was tagged.',
+    fix: 'Read the step output above. Check that Debian packages and the npm registry are reachable and that the disk has a few GB free, then run `phonehome images build` again.',
+    exit: ExitCode.environment,
+  },
+  EIMAGE_PREREQ: {
+    summary: 'A tool the offline image build needs is missing.',
+    fix: 'Install it (as root: `apt-get install -y debootstrap`) or build from the official node image with `phonehome images build --from-registry` where a container registry is reachable.',
+    exit: ExitCode.environment,
+  },
+  EDISK_FULL: {
+    summary: 'The disk ran out of space.',
+    fix: 'Free space where the cache and Docker live (`docker system df`, `phonehome sweep`), then retry.',
+    exit: ExitCode.environment,
+  },
+  EGATEWAY_SETUP: {
+    summary: 'The capture gateway could not be set up, so no package code was run.',
+    fix: 'The kernel or engine lacks something the isolation needs (iptables nat/filter, veth, conntrack). `phonehome doctor` shows which step failed.',
+    exit: ExitCode.environment,
+  },
+  EGATEWAY_DIED: {
+    summary: 'The capture gateway stopped during the run; the run was stopped and its results are incomplete.',
+    fix: 'Run again; if it repeats, run `phonehome doctor` and report the gateway log printed above.',
+    exit: ExitCode.environment,
+  },
+  EUSAGE: {
+    summary: 'The command line is not valid.',
+    fix: 'See `phonehome --help` or `phonehome <command> --help`.',
+    exit: ExitCode.usage,
+  },
+  EINTERRUPTED: {
+    summary: 'Interrupted; the run was stopped and its containers removed.',
+    fix: 'Run the command again.',
+    exit: ExitCode.interrupted,
+  },
+  EINTERNAL: {
+    summary: 'phonehome failed unexpectedly.',
+    fix: 'This is a bug in phonehome; please report it with the message above.',
+    exit: ExitCode.internal,
+  },
+} as const satisfies Record<string, CatalogueEntry>;
+
+export type ErrorCode = keyof typeof errorCatalogue;
+
+export class PhonehomeError extends Error {
+  readonly code: ErrorCode;
+  readonly detail: string | undefined;
+  readonly fix: string;
+  readonly exitCode: ExitCode;
+
+  constructor(code: ErrorCode, message?: string, opts: { detail?: string; fix?: string; cause?: unknown } = {}) {
+    const entry: CatalogueEntry = errorCatalogue[code];
+    super(message ?? entry.summary, { cause: opts.cause });
+    this.name = 'PhonehomeError';
+    this.code = code;
+    this.detail = opts.detail;
+    this.fix = opts.fix ?? entry.fix;
+    this.exitCode = entry.exit;
+  }
+}
+
+export function isPhonehomeError(e: unknown): e is PhonehomeError {
+  return e instanceof PhonehomeError;
+}
+
+/** Human rendering used by the CLI: what, detail, fix. */
+export function formatError(e: PhonehomeError): string {
+  const lines = [`phonehome: error ${e.code}: ${e.message}`];
+  if (e.detail) lines.push(...e.detail.split('\n').map((l) => `  ${l}`));
+  lines.push(`  fix: ${e.fix}`);
+  return lines.join('\n');
+}

@@ -1,0 +1,423 @@
+/**
+ * The dockerode implementation of the sandbox port. dockerode is imported only in this folder.
+ */
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import Docker from 'dockerode';
+import * as tar from 'tar';
+import { PhonehomeError } from '../../core/errors.js';
+import {
+  LABEL_CREATED,
+  LABEL_ROLE,
+  LABEL_RUN,
+  LogWaitError,
+  type ContainerRole,
+  type ContainerSpec,
+  type EngineInfo,
+  type ExecOptions,
+  type ExecResult,
+  type SandboxContainer,
+  type SandboxEngine,
+  type SandboxRun,
+  type SweepResult,
+} from '../sandbox.js';
+import { BoundedBuffer, Demuxer } from './demux.js';
+import { dockerError, isNotFound } from './errors.js';
+
+const DEFAULT_MAX_OUTPUT = 1024 * 1024;
+
+
+export function newRunId(): string {
+  return randomBytes(6).toString('hex');
+}
+
+export class DockerEngine implements SandboxEngine {
+  readonly docker: Docker;
+  private readonly runs = new Set<DockerRun>();
+
+  /** Connects the way the docker CLI does: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH, else the local socket. */
+  constructor(docker?: Docker) {
+    this.docker = docker ?? new Docker();
+  }
+
+  async info(): Promise<EngineInfo> {
+    try {
+      const v = await this.docker.version();
+      return {
+        clientApiVersion: (this.docker.modem as { version?: string }).version ?? 'negotiated',
+        serverVersion: v.Version,
+        serverApiVersion: v.ApiVersion,
+        os: `${v.Os}/${v.Arch}`,
+        kernel: v.KernelVersion,
+      };
+    } catch (e) {
+      throw dockerError(e, 'asking the engine for its version');
+    }
+  }
+
+  async imageExists(ref: string): Promise<boolean> {
+    try {
+      await this.docker.getImage(ref).inspect();
+      return true;
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      throw dockerError(e, `inspecting image ${ref}`);
+    }
+  }
+
+  newRun(runId: string = newRunId()): SandboxRun {
+    const run = new DockerRun(this, runId, () => this.runs.delete(run));
+    this.runs.add(run);
+    return run;
+  }
+
+  /** Remove every container of every run this engine object started (Ctrl-C path). */
+  async disposeAll(): Promise<void> {
+    await Promise.allSettled([...this.runs].map((r) => r.dispose()));
+  }
+
+  async sweep(opts: { minAgeMs?: number; keepRunIds?: string[] } = {}): Promise<SweepResult> {
+    const minAgeMs = opts.minAgeMs ?? 0;
+    const keep = new Set([...(opts.keepRunIds ?? []), ...[...this.runs].map((r) => r.id)]);
+    const now = Date.now();
+    const result: SweepResult = { removedContainers: [], removedNetworks: [] };
+    try {
+      const containers = await this.docker.listContainers({ all: true, filters: { label: [LABEL_RUN] } });
+      for (const c of containers) {
+        const run = c.Labels[LABEL_RUN];
+        if (!run || keep.has(run)) continue;
+        if (now - c.Created * 1000 < minAgeMs) continue;
+        try {
+          await this.docker.getContainer(c.Id).remove({ force: true, v: true });
+          result.removedContainers.push(c.Id.slice(0, 12));
+        } catch (e) {
+          if (!isNotFound(e)) throw e;
+        }
+      }
+      const networks = await this.docker.listNetworks({ filters: { label: [LABEL_RUN] } });
+      for (const n of networks) {
+        const run = n.Labels?.[LABEL_RUN];
+        if (!run || keep.has(run)) continue;
+        try {
+          await this.docker.getNetwork(n.Id).remove();
+          result.removedNetworks.push(n.Id.slice(0, 12));
+        } catch (e) {
+          if (!isNotFound(e)) throw e;
+        }
+      }
+    } catch (e) {
+      throw dockerError(e, 'sweeping stale phonehome containers');
+    }
+    return result;
+  }
+}
+
+class DockerRun implements SandboxRun {
+  private readonly containers: DockerContainer[] = [];
+  private disposed = false;
+
+  constructor(
+    private readonly engine: DockerEngine,
+    readonly id: string,
+    private readonly onDisposed: () => void,
+  ) {}
+
+  async start(spec: ContainerSpec): Promise<SandboxContainer> {
+    if (this.disposed) throw new PhonehomeError('EINTERRUPTED', 'The run was already stopped.');
+    const docker = this.engine.docker;
+    const networkMode =
+      spec.network.mode === 'none' ? 'none' : `container:${spec.network.container.id}`;
+    const hostConfig: Docker.HostConfig = {
+      NetworkMode: networkMode,
+      CapAdd: spec.capAdd,
+      CapDrop: spec.capDropAll ? ['ALL'] : undefined,
+      SecurityOpt: spec.noNewPrivileges ? ['no-new-privileges'] : undefined,
+      ReadonlyRootfs: spec.readOnlyRootFs ?? false,
+      Tmpfs: spec.tmpfs,
+      Memory: spec.limits?.memoryBytes,
+      // Same as Memory: no swap on top of the limit.
+      MemorySwap: spec.limits?.memoryBytes,
+      PidsLimit: spec.limits?.pids,
+      NanoCpus: spec.limits?.nanoCpus,
+      Sysctls: spec.sysctls,
+      // No host mounts, no devices, no privileged mode, ever.
+      Privileged: false,
+      Binds: [],
+      LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
+    };
+    let created: Docker.Container;
+    try {
+      created = await docker.createContainer({
+        Image: spec.image,
+        Cmd: spec.cmd,
+        Entrypoint: spec.entrypoint,
+        User: spec.user,
+        Env: spec.env ? Object.entries(spec.env).map(([k, v]) => `${k}=${v}`) : undefined,
+        WorkingDir: spec.workingDir,
+        Hostname: spec.network.mode === 'none' ? spec.hostname : undefined,
+        Labels: {
+          [LABEL_RUN]: this.id,
+          [LABEL_ROLE]: spec.role,
+          [LABEL_CREATED]: new Date().toISOString(),
+        },
+        HostConfig: hostConfig,
+      });
+    } catch (e) {
+      if (isNotFound(e)) {
+        throw new PhonehomeError('EIMAGE_MISSING', `Image ${spec.image} is not present.`, { cause: e });
+      }
+      throw dockerError(e, `creating the ${spec.role} container`);
+    }
+    const container = new DockerContainer(docker, created, spec.role);
+    this.containers.push(container);
+    try {
+      await created.start();
+    } catch (e) {
+      throw dockerError(e, `starting the ${spec.role} container`);
+    }
+    if (this.disposed) {
+      // Interrupted while starting: do not leave this one behind.
+      await container.remove();
+      throw new PhonehomeError('EINTERRUPTED');
+    }
+    return container;
+  }
+
+  async dispose(): Promise<void> {
+    this.disposed = true;
+    // Dependents first: a sandbox holds the gateway's namespace.
+    const order = [...this.containers].reverse();
+    for (const c of order) await c.remove();
+    this.onDisposed();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+class DockerContainer implements SandboxContainer {
+  private removed = false;
+
+  constructor(
+    private readonly docker: Docker,
+    private readonly container: Docker.Container,
+    readonly role: ContainerRole,
+  ) {}
+
+  get id(): string {
+    return this.container.id;
+  }
+
+  async exec(cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    const max = opts.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
+    const stdout = new BoundedBuffer(max);
+    const stderr = new BoundedBuffer(max);
+    let exec: Docker.Exec;
+    let stream: NodeJS.ReadWriteStream;
+    try {
+      exec = await this.container.exec({
+        Cmd: cmd,
+        AttachStdout: true,
+        AttachStderr: true,
+        User: opts.user,
+        Env: opts.env ? Object.entries(opts.env).map(([k, v]) => `${k}=${v}`) : undefined,
+        WorkingDir: opts.workingDir,
+      });
+      stream = (await exec.start({ hijack: true, stdin: false })) as NodeJS.ReadWriteStream;
+    } catch (e) {
+      throw dockerError(e, `running ${cmd[0] ?? 'a command'} in the ${this.role} container`);
+    }
+    const demux = new Demuxer(stdout, stderr);
+    const timedOut = await new Promise<boolean>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      if (opts.timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          (stream as unknown as Readable).destroy();
+          resolve(true);
+        }, opts.timeoutMs);
+      }
+      stream.on('data', (d: Buffer) => demux.write(d));
+      stream.on('end', () => {
+        clearTimeout(timer);
+        resolve(false);
+      });
+      stream.on('close', () => {
+        clearTimeout(timer);
+        resolve(false);
+      });
+      stream.on('error', (e) => {
+        clearTimeout(timer);
+        reject(dockerError(e, `reading output of ${cmd[0] ?? 'a command'}`));
+      });
+    });
+    let exitCode: number | null = null;
+    if (!timedOut) {
+      try {
+        // The stream can end a moment before the engine records the exit code.
+        for (let i = 0; i < 50; i++) {
+          const info = await exec.inspect();
+          if (!info.Running) {
+            exitCode = info.ExitCode;
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      } catch (e) {
+        throw dockerError(e, 'reading an exit code');
+      }
+    }
+    return {
+      exitCode,
+      stdout: stdout.toString(),
+      stderr: stderr.toString(),
+      stdoutBytes: stdout.total,
+      stderrBytes: stderr.total,
+      truncated: stdout.truncated || stderr.truncated,
+      timedOut,
+    };
+  }
+
+  async putArchive(archive: Readable | Buffer, dir: string): Promise<void> {
+    try {
+      const body = Buffer.isBuffer(archive) ? Readable.from([archive]) : archive;
+      await this.container.putArchive(body as unknown as NodeJS.ReadableStream, { path: dir });
+    } catch (e) {
+      throw dockerError(e, `copying files into ${dir} of the ${this.role} container`);
+    }
+  }
+
+  async getArchive(path: string): Promise<Readable> {
+    try {
+      return (await this.container.getArchive({ path })) as unknown as Readable;
+    } catch (e) {
+      throw dockerError(e, `copying ${path} out of the ${this.role} container`);
+    }
+  }
+
+  async readFile(path: string, maxBytes: number): Promise<Buffer> {
+    const archive = await this.getArchive(path);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let found = false;
+    await new Promise<void>((resolve, reject) => {
+      const parser = new tar.Parser({
+        onReadEntry: (entry) => {
+          if (found || entry.type !== 'File') {
+            entry.resume();
+            return;
+          }
+          found = true;
+          if (entry.size > maxBytes) {
+            reject(new PhonehomeError('EINTERNAL', `${path} in the ${this.role} container is ${entry.size} bytes, more than ${maxBytes}.`));
+            entry.resume();
+            return;
+          }
+          entry.on('data', (d: Buffer) => {
+            size += d.length;
+            chunks.push(d);
+          });
+        },
+      });
+      parser.on('end', () => resolve());
+      parser.on('error', reject);
+      archive.on('error', reject);
+      archive.pipe(parser);
+    });
+    if (!found) throw new PhonehomeError('EINTERNAL', `${path} is not a regular file in the ${this.role} container.`);
+    return Buffer.concat(chunks, size);
+  }
+
+  async isRunning(): Promise<boolean> {
+    try {
+      const info = await this.container.inspect();
+      return info.State.Running;
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      throw dockerError(e, `inspecting the ${this.role} container`);
+    }
+  }
+
+  async logs(maxBytes: number): Promise<string> {
+    try {
+      const raw = (await this.container.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer;
+      const out = new BoundedBuffer(maxBytes);
+      new Demuxer(out, out).write(raw);
+      return out.toString();
+    } catch (e) {
+      if (isNotFound(e)) return '';
+      throw dockerError(e, `reading the ${this.role} container's log`);
+    }
+  }
+
+  waitForLog(pattern: RegExp, timeoutMs: number, opts: { since?: number } = {}): Promise<RegExpExecArray> {
+    return new Promise((resolve, reject) => {
+      const out = new BoundedBuffer(256 * 1024);
+      const demux = new Demuxer(out, out);
+      let settled = false;
+      let stream: Readable | undefined;
+      const settle = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        stream?.destroy();
+        fn();
+      };
+      const timer = setTimeout(
+        () => settle(() => reject(new LogWaitError(`no line matching ${pattern} within ${timeoutMs} ms`, out.toString()))),
+        timeoutMs,
+      );
+      this.container
+        .logs({ stdout: true, stderr: true, follow: true, ...(opts.since !== undefined ? { since: opts.since } : {}) })
+        .then((s) => {
+          stream = s as unknown as Readable;
+          if (settled) return stream.destroy();
+          stream.on('data', (d: Buffer) => {
+            demux.write(d);
+            const m = pattern.exec(out.toString());
+            if (m) settle(() => resolve(m));
+          });
+          stream.on('end', () => settle(() => reject(new LogWaitError('the container exited', out.toString()))));
+          stream.on('error', (e) => settle(() => reject(dockerError(e, `following the ${this.role} container's log`))));
+        })
+        .catch((e: unknown) => settle(() => reject(dockerError(e, `following the ${this.role} container's log`))));
+    });
+  }
+
+  async kill(signal: string): Promise<void> {
+    try {
+      await this.container.kill({ signal });
+    } catch (e) {
+      throw dockerError(e, `signalling the ${this.role} container`);
+    }
+  }
+
+  async wait(timeoutMs: number): Promise<number | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), timeoutMs)));
+    try {
+      const done = this.container.wait().then((r: { StatusCode: number }) => r.StatusCode);
+      return await Promise.race([done, timeout]);
+    } catch (e) {
+      throw dockerError(e, `waiting for the ${this.role} container`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async remove(): Promise<void> {
+    if (this.removed) return;
+    try {
+      await this.container.remove({ force: true, v: true });
+    } catch (e) {
+      if (!isNotFound(e) && !/removal of container .* is already in progress/.test(String((e as Error).message))) {
+        throw dockerError(e, `removing the ${this.role} container`);
+      }
+    }
+    this.removed = true;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.remove();
+  }
+}

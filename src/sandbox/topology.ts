@@ -1,0 +1,150 @@
+/**
+ * The two-container topology of a run: a gateway that owns the network namespace and records
+ * every egress attempt, and a sandbox that joins that namespace and runs package code as an
+ * unprivileged user. Built on the sandbox port only, so any engine that implements it gets the
+ * same isolation. Fail-closed: if the gateway cannot install its rules or start its capture, no
+ * sandbox is started.
+ */
+import { PhonehomeError } from '../core/errors.js';
+import { parseEventLog, type EventLog } from '../core/events.js';
+import { LogWaitError, type ResourceLimits, type SandboxContainer, type SandboxRun } from './sandbox.js';
+
+export const SANDBOX_USER = '1000:1000';
+export const SANDBOX_HOME = '/home/node';
+export const SANDBOX_WORKDIR = '/work';
+const EVENTS_PATH = '/run/capture/events.ndjson';
+const EVENTS_MAX_BYTES = 64 * 1024 * 1024;
+
+export interface TopologyOptions {
+  runnerImage: string;
+  gatewayImage: string;
+  hostname?: string;
+  ipv6?: boolean;
+  sandboxLimits?: ResourceLimits;
+  /** Size of the writable tmpfs mounts of the sandbox (the root filesystem is read-only). */
+  tmpfsSizes?: { work?: string; home?: string; tmp?: string };
+  readyTimeoutMs?: number;
+}
+
+export const DEFAULT_SANDBOX_LIMITS: Required<ResourceLimits> = {
+  memoryBytes: 2 * 1024 * 1024 * 1024,
+  pids: 512,
+  nanoCpus: 1_500_000_000,
+};
+
+export interface StartupTimings {
+  gatewayMs: number;
+  sandboxMs: number;
+}
+
+export class CaptureTopology {
+  private flushes = 0;
+
+  private constructor(
+    readonly gateway: SandboxContainer,
+    readonly sandbox: SandboxContainer,
+    readonly timings: StartupTimings,
+  ) {}
+
+  static async start(run: SandboxRun, opts: TopologyOptions): Promise<CaptureTopology> {
+    const t0 = performance.now();
+    const gateway = await startGateway(run, opts);
+    const t1 = performance.now();
+    const limits = { ...DEFAULT_SANDBOX_LIMITS, ...opts.sandboxLimits };
+    const sizes = { work: '1g', home: '256m', tmp: '512m', ...opts.tmpfsSizes };
+    const sandbox = await run.start({
+      role: 'sandbox',
+      image: opts.runnerImage,
+      // The main process only holds the container open; package code runs through exec.
+      entrypoint: ['/bin/sh', '-c', 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'],
+      user: SANDBOX_USER,
+      workingDir: SANDBOX_WORKDIR,
+      network: { mode: 'join', container: gateway },
+      capDropAll: true,
+      noNewPrivileges: true,
+      readOnlyRootFs: true,
+      tmpfs: {
+        [SANDBOX_WORKDIR]: `rw,exec,nosuid,nodev,size=${sizes.work},uid=1000,gid=1000,mode=0755`,
+        [SANDBOX_HOME]: `rw,exec,nosuid,nodev,size=${sizes.home},uid=1000,gid=1000,mode=0755`,
+        '/tmp': `rw,exec,nosuid,nodev,size=${sizes.tmp},mode=1777`,
+      },
+      limits,
+      env: { HOME: SANDBOX_HOME },
+    });
+    const t2 = performance.now();
+    return new CaptureTopology(gateway, sandbox, { gatewayMs: t1 - t0, sandboxMs: t2 - t1 });
+  }
+
+  /** Whether the capture program still runs (if it does not, the sandbox has no network at all). */
+  gatewayRunning(): Promise<boolean> {
+    return this.gateway.isRunning();
+  }
+
+  /**
+   * Make the capture write out everything it saw so far (with ICMP and drop counts) and read the
+   * event log back.
+   */
+  async events(timeoutMs = 15_000): Promise<EventLog> {
+    const n = ++this.flushes;
+    if (!(await this.gateway.isRunning())) {
+      throw new PhonehomeError('EGATEWAY_DIED', undefined, { detail: await this.gateway.logs(8192) });
+    }
+    await this.gateway.kill('SIGUSR1');
+    try {
+      await this.gateway.waitForLog(new RegExp(`^FLUSHED ${n} \\d+$`, 'm'), timeoutMs);
+    } catch (e) {
+      if (e instanceof LogWaitError) throw new PhonehomeError('EGATEWAY_DIED', `The capture did not write out its events (${e.message}).`, { detail: e.output });
+      throw e;
+    }
+    const text = (await this.gateway.readFile(EVENTS_PATH, EVENTS_MAX_BYTES)).toString('utf8');
+    return parseEventLog(text);
+  }
+}
+
+async function startGateway(run: SandboxRun, opts: TopologyOptions): Promise<SandboxContainer> {
+  const ipv6 = opts.ipv6 ?? true;
+  const gateway = await run.start({
+    role: 'gateway',
+    image: opts.gatewayImage,
+    network: { mode: 'none' },
+    ...(opts.hostname ? { hostname: opts.hostname } : {}),
+    capAdd: ['NET_ADMIN'],
+    noNewPrivileges: true,
+    sysctls: {
+      'net.ipv6.conf.all.disable_ipv6': ipv6 ? '0' : '1',
+      // Lets the unprivileged sandbox user ping (ICMP datagram sockets), so pings are recorded
+      // instead of failing before they are sent.
+      'net.ipv4.ping_group_range': '0 2147483647',
+    },
+    limits: { memoryBytes: 512 * 1024 * 1024, pids: 128, nanoCpus: 1_000_000_000 },
+  });
+  try {
+    await gateway.waitForLog(/^READY$/m, opts.readyTimeoutMs ?? 15_000);
+  } catch (e) {
+    if (e instanceof LogWaitError) {
+      const failed = /SETUP-FAILED: (.*)/.exec(e.output)?.[1];
+      throw new PhonehomeError(
+        'EGATEWAY_SETUP',
+        failed ? `The capture gateway could not be set up: ${failed}. No package code was run.` : undefined,
+        { detail: e.output.trim() || e.message },
+      );
+    }
+    throw e;
+  }
+  return gateway;
+}
+
+/** Start a gateway that only installs its rules and exits; for `doctor`. */
+export async function checkGatewayRules(run: SandboxRun, gatewayImage: string): Promise<{ ok: boolean; ipv6: boolean; output: string }> {
+  const gateway = await run.start({
+    role: 'probe',
+    image: gatewayImage,
+    cmd: ['--rules-only'],
+    network: { mode: 'none' },
+    capAdd: ['NET_ADMIN'],
+    sysctls: { 'net.ipv6.conf.all.disable_ipv6': '0' },
+  });
+  const code = await gateway.wait(20_000);
+  const output = await gateway.logs(16_384);
+  return { ok: code === 0 && /RULES-OK/.test(output), ipv6: /RULES-OK ipv6/.test(output), output: output.trim() };
+}
