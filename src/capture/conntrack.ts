@@ -98,7 +98,11 @@ export interface Lookup {
  * a burst of thousands of connections, each read of /proc serves every waiting connection.
  */
 export class ConntrackReader {
-  private waiting: { lookup: Lookup; resolve: (e: ConntrackEntry | undefined) => void; tries: number }[] = [];
+  private waiting: {
+    lookup: Lookup;
+    resolve: (e: ConntrackEntry | undefined) => void;
+    tries: number;
+  }[] = [];
   private reading = false;
 
   constructor(
@@ -145,7 +149,9 @@ export class ConntrackReader {
           else index.set(key, [e]);
         }
         for (const w of batch) {
-          const found = index.get(`${w.lookup.proto}/${w.lookup.clientPort}/${w.lookup.capturePort}`);
+          const found = index.get(
+            `${w.lookup.proto}/${w.lookup.clientPort}/${w.lookup.capturePort}`,
+          );
           if (found) w.resolve(pickEntry(found));
           else if (++w.tries >= this.maxTries) w.resolve(undefined);
           else this.waiting.push(w);

@@ -88,7 +88,8 @@ export function ipv6Bytes(address: string): Buffer {
   const [head = '', tail] = address.split('::');
   const h = head ? head.split(':') : [];
   const t = tail !== undefined && tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const groups =
+    tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
   const out = Buffer.alloc(16);
   groups.forEach((g, i) => out.writeUInt16BE(parseInt(g || '0', 16), i * 2));
   return out;
@@ -152,7 +153,7 @@ export function normalizeIpv6(address: string): string {
   for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i));
   let bestStart = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;

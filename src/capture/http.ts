@@ -38,9 +38,7 @@ export interface HttpRequestHead {
 }
 
 export type HttpParseResult =
-  | { status: 'incomplete' }
-  | { status: 'not-http' }
-  | { status: 'ok'; head: HttpRequestHead };
+  { status: 'incomplete' } | { status: 'not-http' } | { status: 'ok'; head: HttpRequestHead };
 
 /** Header heads larger than this are not HTTP we care to parse. */
 export const MAX_HEAD_BYTES = 64 * 1024;
@@ -61,7 +59,13 @@ export function parseRequestHead(buf: Buffer): HttpParseResult {
   for (const line of lines.slice(0, MAX_HEADERS)) {
     const i = line.indexOf(':');
     if (i <= 0) continue;
-    headers.push([line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim().slice(0, MAX_HEADER_VALUE)]);
+    headers.push([
+      line.slice(0, i).trim().toLowerCase(),
+      line
+        .slice(i + 1)
+        .trim()
+        .slice(0, MAX_HEADER_VALUE),
+    ]);
   }
   const get = (name: string) => headers.find(([k]) => k === name)?.[1];
   const cl = get('content-length');
@@ -93,7 +97,11 @@ export function chunkedBodyComplete(body: Buffer): boolean {
     if (lineEnd < 0) return false;
     const size = parseInt(body.subarray(off, lineEnd).toString('latin1').split(';')[0] ?? '', 16);
     if (Number.isNaN(size)) return true; // malformed: nothing more to wait for
-    if (size === 0) return body.indexOf('\r\n\r\n', lineEnd) >= 0 || body.subarray(lineEnd).equals(Buffer.from('\r\n\r\n'));
+    if (size === 0)
+      return (
+        body.indexOf('\r\n\r\n', lineEnd) >= 0 ||
+        body.subarray(lineEnd).equals(Buffer.from('\r\n\r\n'))
+      );
     off = lineEnd + 2 + size + 2;
     if (off > body.length) return false;
   }

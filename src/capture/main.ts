@@ -13,8 +13,21 @@ import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dg
 import { createServer, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { ConntrackReader, type ConntrackEntry } from './conntrack.js';
-import { buildResponse, DnsParseError, parseQuery, ptrAddress, qtypeName, type DnsAnswer } from './dns.js';
-import { chunkedBodyComplete, HTTP_OK_EMPTY, mayBeHttp, parseRequestHead, type HttpRequestHead } from './http.js';
+import {
+  buildResponse,
+  DnsParseError,
+  parseQuery,
+  ptrAddress,
+  qtypeName,
+  type DnsAnswer,
+} from './dns.js';
+import {
+  chunkedBodyComplete,
+  HTTP_OK_EMPTY,
+  mayBeHttp,
+  parseRequestHead,
+  type HttpRequestHead,
+} from './http.js';
 import { EventSink, monotonicMs } from './sink.js';
 import { SyntheticAddresses } from './synthetic.js';
 import { looksLikeTls, parseClientHello, TLS_HANDSHAKE_FAILURE_ALERT } from './tls.js';
@@ -74,11 +87,26 @@ class Capture {
     return { answer: { type: 'none' }, text: 'NOERROR empty' };
   }
 
-  handleDnsMessage(msg: Buffer, t: number, resolver: string, resolverPort: number, transport: 'udp' | 'tcp'): Buffer | undefined {
+  handleDnsMessage(
+    msg: Buffer,
+    t: number,
+    resolver: string,
+    resolverPort: number,
+    transport: 'udp' | 'tcp',
+  ): Buffer | undefined {
     try {
       const q = parseQuery(msg);
       const { answer, text } = this.answerFor(q.qname, q.qtype);
-      this.sink.record({ kind: 'dns', t, qname: q.qname, qtype: qtypeName(q.qtype), resolver, resolverPort, transport, answer: text });
+      this.sink.record({
+        kind: 'dns',
+        t,
+        qname: q.qname,
+        qtype: qtypeName(q.qtype),
+        resolver,
+        resolverPort,
+        transport,
+        answer: text,
+      });
       return buildResponse(msg, q, answer);
     } catch (e) {
       if (!(e instanceof DnsParseError)) throw e;
@@ -90,12 +118,14 @@ class Capture {
     const sock = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
     sock.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
       const t = monotonicMs();
-      void this.conntrack.lookup({ proto: 'udp', clientPort: rinfo.port, capturePort: CAPTURE_PORTS.dns }).then((ct) => {
-        const resolver = ct?.dst ?? plainAddress(host);
-        const reply = this.handleDnsMessage(msg, t, resolver, ct?.dport ?? 53, 'udp');
-        if (reply) sock.send(reply, rinfo.port, rinfo.address);
-        else this.recordDatagram(msg, t, ct);
-      });
+      void this.conntrack
+        .lookup({ proto: 'udp', clientPort: rinfo.port, capturePort: CAPTURE_PORTS.dns })
+        .then((ct) => {
+          const resolver = ct?.dst ?? plainAddress(host);
+          const reply = this.handleDnsMessage(msg, t, resolver, ct?.dport ?? 53, 'udp');
+          if (reply) sock.send(reply, rinfo.port, rinfo.address);
+          else this.recordDatagram(msg, t, ct);
+        });
     });
     return bind(sock, host, CAPTURE_PORTS.dns);
   }
@@ -131,23 +161,35 @@ class Capture {
   // ---- TCP ----
 
   startTcp(): Promise<void> {
-    const server = createServer({ allowHalfOpen: false, pauseOnConnect: false }, (s) => this.onConnection(s));
+    const server = createServer({ allowHalfOpen: false, pauseOnConnect: false }, (s) =>
+      this.onConnection(s),
+    );
     server.maxConnections = MAX_CONNECTIONS;
     server.on('drop', () => {
       this.refusedOverLimit++;
-      this.sink.record({ kind: 'truncated', reason: `more than ${MAX_CONNECTIONS} connections open at once; connection refused`, countsByKind: { tcp: 1 } });
+      this.sink.record({
+        kind: 'truncated',
+        reason: `more than ${MAX_CONNECTIONS} connections open at once; connection refused`,
+        countsByKind: { tcp: 1 },
+      });
     });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       // '::' with ipv6Only off takes both the IPv4 and the IPv6 redirects.
-      server.listen({ host: '::', port: CAPTURE_PORTS.tcp, ipv6Only: false, backlog: 4096 }, () => resolve());
+      server.listen({ host: '::', port: CAPTURE_PORTS.tcp, ipv6Only: false, backlog: 4096 }, () =>
+        resolve(),
+      );
     });
   }
 
   onConnection(sock: Socket): void {
     const t = monotonicMs();
     const clientPort = sock.remotePort ?? 0;
-    const ctPromise = this.conntrack.lookup({ proto: 'tcp', clientPort, capturePort: CAPTURE_PORTS.tcp });
+    const ctPromise = this.conntrack.lookup({
+      proto: 'tcp',
+      clientPort,
+      capturePort: CAPTURE_PORTS.tcp,
+    });
     let buf = Buffer.alloc(0);
     let total = 0;
     let done = false;
@@ -155,7 +197,10 @@ class Capture {
     let head: HttpRequestHead | undefined;
     const deadline = setTimeout(() => finish('timeout'), CONNECTION_MAX_MS);
 
-    const finish = (why: 'idle' | 'timeout' | 'end' | 'tls' | 'http' | 'dns' | 'raw', reply?: Buffer) => {
+    const finish = (
+      why: 'idle' | 'timeout' | 'end' | 'tls' | 'http' | 'dns' | 'raw',
+      reply?: Buffer,
+    ) => {
       if (done) return;
       done = true;
       clearTimeout(deadline);
@@ -182,7 +227,8 @@ class Capture {
       total += d.length;
       if (done) return;
       armIdle();
-      if (buf.length < CLASSIFY_MAX) buf = Buffer.concat([buf, d.subarray(0, CLASSIFY_MAX - buf.length)]);
+      if (buf.length < CLASSIFY_MAX)
+        buf = Buffer.concat([buf, d.subarray(0, CLASSIFY_MAX - buf.length)]);
       if (looksLikeTls(buf)) {
         const ch = parseClientHello(buf);
         if (ch.status === 'incomplete' && buf.length < CLASSIFY_MAX) return;
@@ -227,8 +273,15 @@ class Capture {
     sock.on('error', () => finish('end'));
   }
 
-  recordStream(t: number, ct: ConntrackEntry, buf: Buffer, bytesOut: number, head: HttpRequestHead | undefined, why: string): void {
-    if (why === 'dns' ) return;
+  recordStream(
+    t: number,
+    ct: ConntrackEntry,
+    buf: Buffer,
+    bytesOut: number,
+    head: HttpRequestHead | undefined,
+    why: string,
+  ): void {
+    if (why === 'dns') return;
     const host = this.names.nameFor(ct.dst);
     const base: Omit<StreamEvent, 'seq' | 't' | 'kind'> = {
       ip: ct.dst,
@@ -240,7 +293,13 @@ class Capture {
     if (looksLikeTls(buf)) {
       const ch = parseClientHello(buf);
       if (ch.status === 'ok') {
-        this.sink.record({ kind: 'tls', t, ...base, ...(ch.sni ? { sni: ch.sni } : {}), ...(ch.alpn ? { alpn: ch.alpn } : {}) });
+        this.sink.record({
+          kind: 'tls',
+          t,
+          ...base,
+          ...(ch.sni ? { sni: ch.sni } : {}),
+          ...(ch.alpn ? { alpn: ch.alpn } : {}),
+        });
         return;
       }
     }
@@ -311,7 +370,11 @@ class Capture {
         const m = /^\s*(\d+)\s+\d+\s+DROP\b/.exec(last);
         const packets = m ? Number(m[1]) : 0;
         if (packets > this.droppedReported[family]) {
-          this.sink.record({ kind: 'dropped', family, packets: packets - this.droppedReported[family] });
+          this.sink.record({
+            kind: 'dropped',
+            family,
+            packets: packets - this.droppedReported[family],
+          });
           this.droppedReported[family] = packets;
         }
       } catch {

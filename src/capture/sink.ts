@@ -6,7 +6,11 @@
 import { openSync, writeSync, fsyncSync, closeSync } from 'node:fs';
 import type { CaptureEvent } from '../core/terms.js';
 
-export type EventInput = CaptureEvent extends infer E ? (E extends CaptureEvent ? Omit<E, 'seq' | 't'> & { t?: number } : never) : never;
+export type EventInput = CaptureEvent extends infer E
+  ? E extends CaptureEvent
+    ? Omit<E, 'seq' | 't'> & { t?: number }
+    : never
+  : never;
 
 export interface SinkLimits {
   maxEvents: number;
@@ -86,7 +90,13 @@ export class EventSink {
       const countsByKind = { ...this.overflow };
       for (const k of Object.keys(this.overflow)) delete this.overflow[k];
       this.pending.push(
-        JSON.stringify({ kind: 'truncated', seq: this.seq++, t: monotonicMs(), reason: this.truncatedReason, countsByKind }) + '\n',
+        JSON.stringify({
+          kind: 'truncated',
+          seq: this.seq++,
+          t: monotonicMs(),
+          reason: this.truncatedReason,
+          countsByKind,
+        }) + '\n',
       );
     }
     this.flush(true);

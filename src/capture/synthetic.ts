@@ -35,7 +35,9 @@ export class SyntheticAddresses {
   ipv6For(name: string): string | undefined {
     const i = this.indexOf(name);
     if (i === undefined) return undefined;
-    return normalizeIpv6(`2001:2:0:0:0:0:${((i >>> 16) & 0xffff).toString(16)}:${(i & 0xffff).toString(16)}`);
+    return normalizeIpv6(
+      `2001:2:0:0:0:0:${((i >>> 16) & 0xffff).toString(16)}:${(i & 0xffff).toString(16)}`,
+    );
   }
 
   /** The name a synthetic address was handed out for, if it is one of ours. */

@@ -45,7 +45,11 @@ export function parseClientHello(buf: Buffer): ClientHelloResult {
     if (type === 0 && body.length >= 5) {
       // server_name list: one host_name entry in practice.
       const nameLen = body.readUInt16BE(3);
-      if (body[2] === 0) sni = body.subarray(5, 5 + nameLen).toString('latin1').toLowerCase();
+      if (body[2] === 0)
+        sni = body
+          .subarray(5, 5 + nameLen)
+          .toString('latin1')
+          .toLowerCase();
     } else if (type === 16 && body.length >= 2) {
       alpn = [];
       let p = 2;

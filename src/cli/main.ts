@@ -1,16 +1,20 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { ExitCode, formatError, isPhonehomeError, PhonehomeError } from '../core/errors.js';
+import { checkCommand } from './commands/check.js';
 import { doctorCommand } from './commands/doctor.js';
 import { imagesCommand } from './commands/images.js';
 import { sweepCommand } from './commands/sweep.js';
 
 const program = new Command('phonehome')
-  .description('Find out whether an npm package talks to the network, to whom and when: install and exercise it in a sandbox whose only "internet" is a capture gateway.')
+  .description(
+    'Find out whether an npm package talks to the network, to whom and when: install and exercise it in a sandbox whose only "internet" is a capture gateway.',
+  )
   .version('0.1.0')
   .exitOverride()
   .showSuggestionAfterError();
 
+program.addCommand(checkCommand());
 program.addCommand(doctorCommand());
 program.addCommand(imagesCommand());
 program.addCommand(sweepCommand());
@@ -25,7 +29,9 @@ try {
     process.stderr.write(formatError(e) + '\n');
     process.exitCode = e.exitCode;
   } else {
-    const err = new PhonehomeError('EINTERNAL', e instanceof Error ? e.message : String(e), { detail: e instanceof Error ? e.stack : undefined });
+    const err = new PhonehomeError('EINTERNAL', e instanceof Error ? e.message : String(e), {
+      detail: e instanceof Error ? e.stack : undefined,
+    });
     process.stderr.write(formatError(err) + '\n');
     process.exitCode = ExitCode.internal;
   }

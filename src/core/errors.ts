@@ -62,8 +62,29 @@ export const errorCatalogue = {
     exit: ExitCode.environment,
   },
   EGATEWAY_DIED: {
-    summary: 'The capture gateway stopped during the run; the run was stopped and its results are incomplete.',
+    summary:
+      'The capture gateway stopped during the run; the run was stopped and its results are incomplete.',
     fix: 'Run again; if it repeats, run `phonehome doctor` and report the gateway log printed above.',
+    exit: ExitCode.environment,
+  },
+  ESPEC: {
+    summary: 'The package spec is not valid.',
+    fix: 'Give a registry spec (`name`, `name@1.2.3`, `name@^1`, `@scope/name@tag`), a path to a .tgz, or a package folder.',
+    exit: ExitCode.usage,
+  },
+  ESPEC_NOT_FOUND: {
+    summary: 'The package or version does not exist in the registry.',
+    fix: 'Check the name and version (`npm view <name> versions`), or pass `--registry` for a private registry.',
+    exit: ExitCode.usage,
+  },
+  ESPEC_CORRUPT: {
+    summary: 'The package tarball or its package.json is corrupt.',
+    fix: 'Re-download or re-pack the package; a registry tarball that fails its integrity check may have been tampered with.',
+    exit: ExitCode.usage,
+  },
+  ERESOLVE: {
+    summary: 'Resolving the dependency tree failed.',
+    fix: 'Check that the registry is reachable (`npm ping`) and your npm configuration; `--registry` selects another registry.',
     exit: ExitCode.environment,
   },
   EUSAGE: {
@@ -91,7 +112,11 @@ export class PhonehomeError extends Error {
   readonly fix: string;
   readonly exitCode: ExitCode;
 
-  constructor(code: ErrorCode, message?: string, opts: { detail?: string; fix?: string; cause?: unknown } = {}) {
+  constructor(
+    code: ErrorCode,
+    message?: string,
+    opts: { detail?: string; fix?: string; cause?: unknown } = {},
+  ) {
     const entry: CatalogueEntry = errorCatalogue[code];
     super(message ?? entry.summary, { cause: opts.cause });
     this.name = 'PhonehomeError';

@@ -22,12 +22,18 @@ export function parseEventLog(text: string): EventLog {
       malformedLines++;
       continue;
     }
-    if (typeof e !== 'object' || e === null || typeof e.kind !== 'string' || typeof e.seq !== 'number') {
+    if (
+      typeof e !== 'object' ||
+      e === null ||
+      typeof e.kind !== 'string' ||
+      typeof e.seq !== 'number'
+    ) {
       malformedLines++;
       continue;
     }
     if (e.kind === 'truncated') {
-      for (const [k, n] of Object.entries(e.countsByKind)) truncatedCounts[k] = (truncatedCounts[k] ?? 0) + n;
+      for (const [k, n] of Object.entries(e.countsByKind))
+        truncatedCounts[k] = (truncatedCounts[k] ?? 0) + n;
     }
     events.push(e);
   }

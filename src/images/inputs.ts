@@ -45,7 +45,11 @@ function listFiles(dir: string): string[] {
   return out;
 }
 
-function hashFiles(h: ReturnType<typeof createHash>, dir: string, filter: (p: string) => boolean = () => true): void {
+function hashFiles(
+  h: ReturnType<typeof createHash>,
+  dir: string,
+  filter: (p: string) => boolean = () => true,
+): void {
   for (const f of listFiles(dir).filter(filter)) {
     h.update(relative(dir, f)).update('\0').update(readFileSync(f)).update('\0');
   }

@@ -4,7 +4,20 @@
  */
 import { randomInt } from 'node:crypto';
 
-const OWNERS = ['alex', 'sam', 'jordan', 'maria', 'chen', 'priya', 'lukas', 'emma', 'diego', 'noah', 'yuki', 'olivia'];
+const OWNERS = [
+  'alex',
+  'sam',
+  'jordan',
+  'maria',
+  'chen',
+  'priya',
+  'lukas',
+  'emma',
+  'diego',
+  'noah',
+  'yuki',
+  'olivia',
+];
 const MACHINES = ['laptop', 'thinkpad', 'mbp', 'desktop', 'xps', 'workstation', 'dev'];
 
 function pick<T>(list: readonly T[]): T {

@@ -61,6 +61,8 @@ export interface ExecOptions {
   timeoutMs?: number;
   /** Keep at most this many bytes of stdout and of stderr; the rest is counted, not kept. */
   maxOutputBytes?: number;
+  /** Fed to the command's standard input, then closed. */
+  stdin?: Readable;
 }
 
 export interface ExecResult {
@@ -91,7 +93,11 @@ export interface SandboxContainer extends AsyncDisposable {
    * Wait until the main process prints a line matching `pattern` (stdout or stderr). Rejects with
    * the output so far when the container exits first or `timeoutMs` passes.
    */
-  waitForLog(pattern: RegExp, timeoutMs: number, opts?: { since?: number }): Promise<RegExpExecArray>;
+  waitForLog(
+    pattern: RegExp,
+    timeoutMs: number,
+    opts?: { since?: number },
+  ): Promise<RegExpExecArray>;
   /** Send a signal to the main process. */
   kill(signal: string): Promise<void>;
   /** Wait for the main process to exit; its exit code. */
@@ -145,6 +151,14 @@ export interface ImageStore {
   /** Import a root filesystem tar stream as image `ref` (tagged only once the import completed). */
   importRootfs(rootfsTar: Readable, ref: string, changes: string[]): Promise<void>;
   /** Build `ref` from a build-context tar (a Dockerfile at its root); progress lines go to `onLine`. */
-  build(contextTar: Readable, ref: string, opts: { buildArgs?: Record<string, string>; labels?: Record<string, string>; onLine?: (line: string) => void }): Promise<void>;
+  build(
+    contextTar: Readable,
+    ref: string,
+    opts: {
+      buildArgs?: Record<string, string>;
+      labels?: Record<string, string>;
+      onLine?: (line: string) => void;
+    },
+  ): Promise<void>;
   remove(ref: string): Promise<void>;
 }

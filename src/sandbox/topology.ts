@@ -5,10 +5,16 @@
  * same isolation. Fail-closed: if the gateway cannot install its rules or start its capture, no
  * sandbox is started.
  */
+import type { Readable } from 'node:stream';
 import { PhonehomeError } from '../core/errors.js';
 import { parseEventLog, type EventLog } from '../core/events.js';
 import { randomHostname } from './identity.js';
-import { LogWaitError, type ResourceLimits, type SandboxContainer, type SandboxRun } from './sandbox.js';
+import {
+  LogWaitError,
+  type ResourceLimits,
+  type SandboxContainer,
+  type SandboxRun,
+} from './sandbox.js';
 
 export const SANDBOX_USER = '1000:1000';
 export const SANDBOX_HOME = '/home/node';
@@ -76,6 +82,28 @@ export class CaptureTopology {
     return new CaptureTopology(gateway, sandbox, { gatewayMs: t1 - t0, sandboxMs: t2 - t1 });
   }
 
+  /**
+   * Unpack a tar stream into the sandbox's project folder as the sandbox user. (The engine's
+   * archive API refuses containers with a read-only root filesystem, even for a tmpfs path.)
+   */
+  async unpack(archive: Readable, dir = SANDBOX_WORKDIR): Promise<void> {
+    const r = await this.sandbox.exec(['tar', '-x', '--no-same-owner', '-C', dir, '-f', '-'], {
+      stdin: archive,
+      timeoutMs: 300_000,
+      maxOutputBytes: 16_384,
+    });
+    if (r.exitCode !== 0) {
+      const full = /No space left on device/i.test(r.stderr);
+      throw new PhonehomeError(
+        full ? 'EDISK_FULL' : 'EINTERNAL',
+        full
+          ? `The staged package does not fit in the sandbox's ${dir}.`
+          : `Unpacking the staged package in the sandbox failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,
+        { detail: r.stderr.slice(0, 4000) },
+      );
+    }
+  }
+
   /** Whether the capture program still runs (if it does not, the sandbox has no network at all). */
   gatewayRunning(): Promise<boolean> {
     return this.gateway.isRunning();
@@ -88,13 +116,20 @@ export class CaptureTopology {
   async events(timeoutMs = 15_000): Promise<EventLog> {
     const n = ++this.flushes;
     if (!(await this.gateway.isRunning())) {
-      throw new PhonehomeError('EGATEWAY_DIED', undefined, { detail: await this.gateway.logs(8192) });
+      throw new PhonehomeError('EGATEWAY_DIED', undefined, {
+        detail: await this.gateway.logs(8192),
+      });
     }
     await this.gateway.kill('SIGUSR1');
     try {
       await this.gateway.waitForLog(new RegExp(`^FLUSHED ${n} \\d+$`, 'm'), timeoutMs);
     } catch (e) {
-      if (e instanceof LogWaitError) throw new PhonehomeError('EGATEWAY_DIED', `The capture did not write out its events (${e.message}).`, { detail: e.output });
+      if (e instanceof LogWaitError)
+        throw new PhonehomeError(
+          'EGATEWAY_DIED',
+          `The capture did not write out its events (${e.message}).`,
+          { detail: e.output },
+        );
       throw e;
     }
     const text = (await this.gateway.readFile(EVENTS_PATH, EVENTS_MAX_BYTES)).toString('utf8');
@@ -126,7 +161,9 @@ async function startGateway(run: SandboxRun, opts: TopologyOptions): Promise<San
       const failed = /SETUP-FAILED: (.*)/.exec(e.output)?.[1];
       throw new PhonehomeError(
         'EGATEWAY_SETUP',
-        failed ? `The capture gateway could not be set up: ${failed}. No package code was run.` : undefined,
+        failed
+          ? `The capture gateway could not be set up: ${failed}. No package code was run.`
+          : undefined,
         { detail: e.output.trim() || e.message },
       );
     }
@@ -136,7 +173,10 @@ async function startGateway(run: SandboxRun, opts: TopologyOptions): Promise<San
 }
 
 /** Start a gateway that only installs its rules and exits; for `doctor`. */
-export async function checkGatewayRules(run: SandboxRun, gatewayImage: string): Promise<{ ok: boolean; ipv6: boolean; output: string }> {
+export async function checkGatewayRules(
+  run: SandboxRun,
+  gatewayImage: string,
+): Promise<{ ok: boolean; ipv6: boolean; output: string }> {
   const gateway = await run.start({
     role: 'probe',
     image: gatewayImage,
@@ -147,5 +187,9 @@ export async function checkGatewayRules(run: SandboxRun, gatewayImage: string): 
   });
   const code = await gateway.wait(20_000);
   const output = await gateway.logs(16_384);
-  return { ok: code === 0 && /RULES-OK/.test(output), ipv6: /RULES-OK ipv6/.test(output), output: output.trim() };
+  return {
+    ok: code === 0 && /RULES-OK/.test(output),
+    ipv6: /RULES-OK ipv6/.test(output),
+    output: output.trim(),
+  };
 }

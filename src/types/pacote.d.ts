@@ -22,6 +22,14 @@ declare module 'pacote' {
   export function extract(spec: string, dest: string, opts?: PacoteOptions): Promise<FetchResult>;
   export function manifest(spec: string, opts?: PacoteOptions): Promise<Manifest>;
   export function packument(spec: string, opts?: PacoteOptions): Promise<Record<string, unknown>>;
-  const pacote: { extract: typeof extract; manifest: typeof manifest; packument: typeof packument };
+  export const tarball: {
+    file(spec: string, dest: string, opts?: PacoteOptions): Promise<FetchResult>;
+  };
+  const pacote: {
+    extract: typeof extract;
+    manifest: typeof manifest;
+    packument: typeof packument;
+    tarball: typeof tarball;
+  };
   export default pacote;
 }

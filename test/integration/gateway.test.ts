@@ -6,14 +6,24 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { after, before, describe, it } from 'node:test';
-import type { CaptureEvent, DatagramEvent, DnsEvent, IcmpEvent, StreamEvent } from '../../src/core/terms.js';
+import type {
+  CaptureEvent,
+  DatagramEvent,
+  DnsEvent,
+  IcmpEvent,
+  StreamEvent,
+} from '../../src/core/terms.js';
 import type { ImageRefs } from '../../src/images/inputs.js';
 import type { SandboxRun } from '../../src/sandbox/sandbox.js';
 import { CaptureTopology } from '../../src/sandbox/topology.js';
 import { engine as newEngine, images } from '../support/sandbox.js';
 
 /** A listener on every host address: if isolation leaked, it would see a connection. */
-async function hostListener(): Promise<{ server: Server; port: number; connections: () => number }> {
+async function hostListener(): Promise<{
+  server: Server;
+  port: number;
+  connections: () => number;
+}> {
   let n = 0;
   const server = createServer((s) => {
     n++;
@@ -33,7 +43,8 @@ function hostAddresses(): string[] {
   return out;
 }
 
-const streams = (events: CaptureEvent[]) => events.filter((e): e is StreamEvent => e.kind === 'tcp' || e.kind === 'tls' || e.kind === 'http');
+const streams = (events: CaptureEvent[]) =>
+  events.filter((e): e is StreamEvent => e.kind === 'tcp' || e.kind === 'tls' || e.kind === 'http');
 const dns = (events: CaptureEvent[]) => events.filter((e): e is DnsEvent => e.kind === 'dns');
 
 describe('capture gateway', () => {
@@ -48,7 +59,10 @@ describe('capture gateway', () => {
     refs = await images(engine);
     listener = await hostListener();
     run = engine.newRun();
-    topo = await CaptureTopology.start(run, { runnerImage: refs.runner, gatewayImage: refs.gateway });
+    topo = await CaptureTopology.start(run, {
+      runnerImage: refs.runner,
+      gatewayImage: refs.gateway,
+    });
   });
   after(async () => {
     await run?.dispose();
@@ -56,7 +70,9 @@ describe('capture gateway', () => {
   });
 
   /** Run a shell command in the sandbox and return the events it caused. */
-  async function attempt(cmd: string): Promise<{ events: CaptureEvent[]; stdout: string; exitCode: number | null }> {
+  async function attempt(
+    cmd: string,
+  ): Promise<{ events: CaptureEvent[]; stdout: string; exitCode: number | null }> {
     const r = await topo.sandbox.exec(['bash', '-c', cmd], { timeoutMs: 30_000 });
     const log = await topo.events();
     const events = log.events.filter((e) => e.seq > lastSeq);
@@ -78,7 +94,9 @@ describe('capture gateway', () => {
   });
 
   it('curl and wget over HTTPS: TLS with SNI and ALPN', async () => {
-    const { events } = await attempt('curl -sS -m 5 https://beta.example/ ; wget -q -T 5 -t 1 -O /dev/null https://gamma.example/x; true');
+    const { events } = await attempt(
+      'curl -sS -m 5 https://beta.example/ ; wget -q -T 5 -t 1 -O /dev/null https://gamma.example/x; true',
+    );
     const tls = streams(events).filter((e) => e.kind === 'tls');
     const beta = tls.find((e) => e.sni === 'beta.example');
     assert.ok(beta);
@@ -90,7 +108,11 @@ describe('capture gateway', () => {
 
   it('wget over HTTP', async () => {
     const { events } = await attempt('wget -q -T 5 -t 1 -O /dev/null http://gamma2.example/w');
-    assert.ok(streams(events).find((e) => e.kind === 'http' && e.host === 'gamma2.example' && e.path === '/w'));
+    assert.ok(
+      streams(events).find(
+        (e) => e.kind === 'http' && e.host === 'gamma2.example' && e.path === '/w',
+      ),
+    );
   });
 
   it('Node http, https, net, tls and fetch', async () => {
@@ -104,13 +126,25 @@ describe('capture gateway', () => {
       setTimeout(() => process.exit(0), 2500);`;
     const { events } = await attempt(`node -e "${script.replace(/"/g, '\\"')}"`);
     const s = streams(events);
-    assert.ok(s.find((e) => e.kind === 'http' && e.host === 'delta.example' && e.port === 8080 && e.path === '/n'), 'http');
-    assert.ok(s.find((e) => e.kind === 'tls' && e.sni === 'delta-s.example'), 'https');
+    assert.ok(
+      s.find(
+        (e) =>
+          e.kind === 'http' && e.host === 'delta.example' && e.port === 8080 && e.path === '/n',
+      ),
+      'http',
+    );
+    assert.ok(
+      s.find((e) => e.kind === 'tls' && e.sni === 'delta-s.example'),
+      'https',
+    );
     const raw = s.find((e) => e.kind === 'tcp' && e.host === 'epsilon.example');
     assert.ok(raw, 'net');
     assert.equal(raw.port, 4444);
     assert.equal(raw.firstBytesHex, Buffer.from('hello raw').toString('hex'));
-    assert.ok(s.find((e) => e.kind === 'tls' && e.sni === 'zeta.example' && e.port === 8443), 'tls');
+    assert.ok(
+      s.find((e) => e.kind === 'tls' && e.sni === 'zeta.example' && e.port === 8443),
+      'tls',
+    );
     const post = s.find((e) => e.kind === 'http' && e.host === 'iota.example');
     assert.ok(post, 'fetch');
     assert.equal(post.method, 'POST');
@@ -132,7 +166,10 @@ describe('capture gateway', () => {
     assert.equal(udp.port, 9999);
     assert.equal(udp.bytes, 4);
     assert.equal(udp.sampleHex, Buffer.from('ping').toString('hex'));
-    assert.ok(dns(events).find((e) => e.qname === 'eta.example' && e.qtype === 'A'), 'lookup');
+    assert.ok(
+      dns(events).find((e) => e.qname === 'eta.example' && e.qtype === 'A'),
+      'lookup',
+    );
     const txt = dns(events).find((e) => e.qname === 'theta.example');
     assert.ok(txt, 'resolver');
     assert.equal(txt.qtype, 'TXT');
@@ -143,11 +180,17 @@ describe('capture gateway', () => {
     const { events } = await attempt(`python3 -c "import urllib.request
 try: urllib.request.urlopen('http://kappa.example/py', timeout=5)
 except Exception: pass"`);
-    assert.ok(streams(events).find((e) => e.kind === 'http' && e.host === 'kappa.example' && e.path === '/py'));
+    assert.ok(
+      streams(events).find(
+        (e) => e.kind === 'http' && e.host === 'kappa.example' && e.path === '/py',
+      ),
+    );
   });
 
   it('a raw IPv4 on a non-standard port and an IPv6 literal', async () => {
-    const { events } = await attempt('curl -sS -m 5 http://203.0.113.7:1224/x; curl -sS -m 5 "http://[2001:db8::7]:8080/v6"; true');
+    const { events } = await attempt(
+      'curl -sS -m 5 http://203.0.113.7:1224/x; curl -sS -m 5 "http://[2001:db8::7]:8080/v6"; true',
+    );
     const v4 = streams(events).find((e) => e.ip === '203.0.113.7');
     assert.ok(v4);
     assert.equal(v4.port, 1224);
@@ -182,16 +225,30 @@ except Exception: pass"`);
 
   it('the Docker bridge, the host addresses and the metadata service are recorded, never reached', async () => {
     const targets = ['172.17.0.1', ...hostAddresses()];
-    const cmds = targets.map((ip) => `curl -sS -m 5 http://${ip}:${listener.port}/probe`).join('; ');
-    const { events, stdout } = await attempt(`${cmds}; curl -sS -m 5 http://169.254.169.254/latest/meta-data/; true`);
-    for (const ip of targets) assert.ok(streams(events).find((e) => e.ip === ip && e.port === listener.port), `attempt to ${ip} recorded`);
-    assert.ok(streams(events).find((e) => e.ip === '169.254.169.254' && e.path === '/latest/meta-data/'));
+    const cmds = targets
+      .map((ip) => `curl -sS -m 5 http://${ip}:${listener.port}/probe`)
+      .join('; ');
+    const { events, stdout } = await attempt(
+      `${cmds}; curl -sS -m 5 http://169.254.169.254/latest/meta-data/; true`,
+    );
+    for (const ip of targets)
+      assert.ok(
+        streams(events).find((e) => e.ip === ip && e.port === listener.port),
+        `attempt to ${ip} recorded`,
+      );
+    assert.ok(
+      streams(events).find((e) => e.ip === '169.254.169.254' && e.path === '/latest/meta-data/'),
+    );
     assert.equal(listener.connections(), 0, 'nothing reached the host');
     assert.doesNotMatch(stdout, /REAL HOST/);
   });
 
   it('the sandbox cannot change the rules or the links', async () => {
-    const r = await topo.sandbox.exec(['sh', '-c', 'iptables -F OUTPUT; echo "iptables=$?"; iptables -t nat -F; echo "nat=$?"; ip link set v0 down; echo "ip=$?"']);
+    const r = await topo.sandbox.exec([
+      'sh',
+      '-c',
+      'iptables -F OUTPUT; echo "iptables=$?"; iptables -t nat -F; echo "nat=$?"; ip link set v0 down; echo "ip=$?"',
+    ]);
     assert.match(r.stdout, /iptables=[1-9]/);
     assert.match(r.stdout, /nat=[1-9]/);
     assert.match(r.stdout, /ip=[1-9]/);
@@ -202,7 +259,9 @@ except Exception: pass"`);
 
   it('loopback servers in the sandbox work and are not egress', async () => {
     const server = `require('http').createServer((q, s) => s.end('local-ok')).listen(8123, '127.0.0.1')`;
-    const { events, stdout } = await attempt(`node -e "${server}" & sleep 0.7; curl -sS -m 5 http://127.0.0.1:8123/; curl -sS -m 5 http://localhost:8123/; kill %1`);
+    const { events, stdout } = await attempt(
+      `node -e "${server}" & sleep 0.7; curl -sS -m 5 http://127.0.0.1:8123/; curl -sS -m 5 http://localhost:8123/; kill %1`,
+    );
     assert.match(stdout, /local-ok/);
     assert.deepEqual(streams(events), []);
   });
@@ -216,16 +275,25 @@ describe('capture gateway, fail-closed', () => {
     const listener = await hostListener();
     await using run = engine.newRun();
     try {
-      const topo = await CaptureTopology.start(run, { runnerImage: refs.runner, gatewayImage: refs.gateway });
+      const topo = await CaptureTopology.start(run, {
+        runnerImage: refs.runner,
+        gatewayImage: refs.gateway,
+      });
       await topo.gateway.kill('SIGKILL');
       await topo.gateway.wait(10_000);
       const targets = ['mu.example', '203.0.113.1', '172.17.0.1', ...hostAddresses()];
       for (const t of targets) {
-        const r = await topo.sandbox.exec(['curl', '-sS', '-m', '3', `http://${t}:${listener.port}/`], { timeoutMs: 15_000 });
+        const r = await topo.sandbox.exec(
+          ['curl', '-sS', '-m', '3', `http://${t}:${listener.port}/`],
+          { timeoutMs: 15_000 },
+        );
         assert.notEqual(r.exitCode, 0, `curl to ${t} must fail`);
         assert.doesNotMatch(r.stdout, /REAL HOST/);
       }
-      const d = await topo.sandbox.exec(['dig', '+time=1', '+tries=1', 'A', 'nu.example', '@9.9.9.9'], { timeoutMs: 15_000 });
+      const d = await topo.sandbox.exec(
+        ['dig', '+time=1', '+tries=1', 'A', 'nu.example', '@9.9.9.9'],
+        { timeoutMs: 15_000 },
+      );
       assert.notEqual(d.exitCode, 0, 'dns must fail');
       assert.equal(listener.connections(), 0);
     } finally {

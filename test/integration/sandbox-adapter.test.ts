@@ -50,17 +50,36 @@ describe('docker adapter with the runner image', () => {
 
   it('copies files in and out, bounds output, and times out without hanging', async () => {
     await using run = engine.newRun();
-    const c = await run.start({ role: 'sandbox', image: refs.runner, entrypoint: ['sleep', '60'], user: '1000:1000', network: { mode: 'none' } });
+    const c = await run.start({
+      role: 'sandbox',
+      image: refs.runner,
+      entrypoint: ['sleep', '60'],
+      user: '1000:1000',
+      network: { mode: 'none' },
+    });
     const { Header } = await import('tar');
     const data = Buffer.from('hello from the host\n');
-    const h = new Header({ path: 'greeting.txt', mode: 0o644, size: data.length, type: 'File', mtime: new Date(0) });
+    const h = new Header({
+      path: 'greeting.txt',
+      mode: 0o644,
+      size: data.length,
+      type: 'File',
+      mtime: new Date(0),
+    });
     const block = Buffer.alloc(512);
     h.encode(block, 0);
-    const archive = Buffer.concat([block, data, Buffer.alloc(512 - data.length), Buffer.alloc(1024)]);
+    const archive = Buffer.concat([
+      block,
+      data,
+      Buffer.alloc(512 - data.length),
+      Buffer.alloc(1024),
+    ]);
     await c.putArchive(archive, '/tmp');
     assert.equal((await c.readFile('/tmp/greeting.txt', 1024)).toString(), 'hello from the host\n');
 
-    const big = await c.exec(['sh', '-c', 'head -c 5000000 /dev/zero | tr "\\0" x'], { maxOutputBytes: 1000 });
+    const big = await c.exec(['sh', '-c', 'head -c 5000000 /dev/zero | tr "\\0" x'], {
+      maxOutputBytes: 1000,
+    });
     assert.equal(big.stdout.length, 1000);
     assert.equal(big.stdoutBytes, 5_000_000);
     assert.equal(big.truncated, true);
@@ -71,11 +90,29 @@ describe('docker adapter with the runner image', () => {
   });
 
   it('sweeps containers whose owner process is gone, by label only', async () => {
-    const labels = (owner: string) => ({ [LABEL_RUN]: `test-${owner}`, [LABEL_ROLE]: 'probe', [LABEL_OWNER]: owner });
+    const labels = (owner: string) => ({
+      [LABEL_RUN]: `test-${owner}`,
+      [LABEL_ROLE]: 'probe',
+      [LABEL_OWNER]: owner,
+    });
     // pid 2^22+1 is above pid_max: no such process.
-    const dead = await engine.docker.createContainer({ Image: refs.runner, Entrypoint: ['sleep', '60'], Labels: labels(`${hostname()}:4194305`), HostConfig: { NetworkMode: 'none' } });
-    const live = await engine.docker.createContainer({ Image: refs.runner, Entrypoint: ['sleep', '60'], Labels: labels(`${hostname()}:${process.pid}`), HostConfig: { NetworkMode: 'none' } });
-    const unlabelled = await engine.docker.createContainer({ Image: refs.runner, Entrypoint: ['sleep', '60'], HostConfig: { NetworkMode: 'none' } });
+    const dead = await engine.docker.createContainer({
+      Image: refs.runner,
+      Entrypoint: ['sleep', '60'],
+      Labels: labels(`${hostname()}:4194305`),
+      HostConfig: { NetworkMode: 'none' },
+    });
+    const live = await engine.docker.createContainer({
+      Image: refs.runner,
+      Entrypoint: ['sleep', '60'],
+      Labels: labels(`${hostname()}:${process.pid}`),
+      HostConfig: { NetworkMode: 'none' },
+    });
+    const unlabelled = await engine.docker.createContainer({
+      Image: refs.runner,
+      Entrypoint: ['sleep', '60'],
+      HostConfig: { NetworkMode: 'none' },
+    });
     try {
       const r = await newEngine().sweep();
       assert.ok(r.removedContainers.includes(dead.id.slice(0, 12)));

@@ -14,6 +14,8 @@ export function engine(): DockerEngine {
 }
 
 export function images(e: DockerEngine = engine()): Promise<ImageRefs> {
-  refs ??= buildImages(new DockerImages(e.docker), { log: (l) => process.stderr.write(`${l}\n`) }).then((r) => r.refs);
+  refs ??= buildImages(new DockerImages(e.docker), {
+    log: (l) => process.stderr.write(`${l}\n`),
+  }).then((r) => r.refs);
   return refs;
 }

@@ -28,7 +28,6 @@ import { dockerError, isNotFound } from './errors.js';
 
 const DEFAULT_MAX_OUTPUT = 1024 * 1024;
 
-
 export function newRunId(): string {
   return randomBytes(6).toString('hex');
 }
@@ -101,7 +100,10 @@ export class DockerEngine implements SandboxEngine {
     };
     const result: SweepResult = { removedContainers: [], removedNetworks: [] };
     try {
-      const containers = await this.docker.listContainers({ all: true, filters: { label: [LABEL_RUN] } });
+      const containers = await this.docker.listContainers({
+        all: true,
+        filters: { label: [LABEL_RUN] },
+      });
       for (const c of containers) {
         if (!stale(c.Labels, c.Created * 1000)) continue;
         try {
@@ -181,7 +183,9 @@ class DockerRun implements SandboxRun {
       });
     } catch (e) {
       if (isNotFound(e)) {
-        throw new PhonehomeError('EIMAGE_MISSING', `Image ${spec.image} is not present.`, { cause: e });
+        throw new PhonehomeError('EIMAGE_MISSING', `Image ${spec.image} is not present.`, {
+          cause: e,
+        });
       }
       throw dockerError(e, `creating the ${spec.role} container`);
     }
@@ -237,15 +241,24 @@ class DockerContainer implements SandboxContainer {
         Cmd: cmd,
         AttachStdout: true,
         AttachStderr: true,
+        AttachStdin: opts.stdin !== undefined,
         User: opts.user,
         Env: opts.env ? Object.entries(opts.env).map(([k, v]) => `${k}=${v}`) : undefined,
         WorkingDir: opts.workingDir,
       });
-      stream = (await exec.start({ hijack: true, stdin: false })) as NodeJS.ReadWriteStream;
+      stream = (await exec.start({
+        hijack: true,
+        stdin: opts.stdin !== undefined,
+      })) as NodeJS.ReadWriteStream;
     } catch (e) {
       throw dockerError(e, `running ${cmd[0] ?? 'a command'} in the ${this.role} container`);
     }
     const demux = new Demuxer(stdout, stderr);
+    if (opts.stdin) {
+      // end() half-closes the hijacked connection, which the engine passes on as end of input.
+      opts.stdin.on('error', () => (stream as unknown as Readable).destroy());
+      opts.stdin.pipe(stream as unknown as NodeJS.WritableStream);
+    }
     const timedOut = await new Promise<boolean>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       if (opts.timeoutMs !== undefined) {
@@ -326,7 +339,12 @@ class DockerContainer implements SandboxContainer {
           }
           found = true;
           if (entry.size > maxBytes) {
-            reject(new PhonehomeError('EINTERNAL', `${path} in the ${this.role} container is ${entry.size} bytes, more than ${maxBytes}.`));
+            reject(
+              new PhonehomeError(
+                'EINTERNAL',
+                `${path} in the ${this.role} container is ${entry.size} bytes, more than ${maxBytes}.`,
+              ),
+            );
             entry.resume();
             return;
           }
@@ -341,7 +359,11 @@ class DockerContainer implements SandboxContainer {
       archive.on('error', reject);
       archive.pipe(parser);
     });
-    if (!found) throw new PhonehomeError('EINTERNAL', `${path} is not a regular file in the ${this.role} container.`);
+    if (!found)
+      throw new PhonehomeError(
+        'EINTERNAL',
+        `${path} is not a regular file in the ${this.role} container.`,
+      );
     return Buffer.concat(chunks, size);
   }
 
@@ -357,7 +379,11 @@ class DockerContainer implements SandboxContainer {
 
   async logs(maxBytes: number): Promise<string> {
     try {
-      const raw = (await this.container.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer;
+      const raw = (await this.container.logs({
+        stdout: true,
+        stderr: true,
+        follow: false,
+      })) as unknown as Buffer;
       const out = new BoundedBuffer(maxBytes);
       new Demuxer(out, out).write(raw);
       return out.toString();
@@ -367,7 +393,11 @@ class DockerContainer implements SandboxContainer {
     }
   }
 
-  waitForLog(pattern: RegExp, timeoutMs: number, opts: { since?: number } = {}): Promise<RegExpExecArray> {
+  waitForLog(
+    pattern: RegExp,
+    timeoutMs: number,
+    opts: { since?: number } = {},
+  ): Promise<RegExpExecArray> {
     return new Promise((resolve, reject) => {
       const out = new BoundedBuffer(256 * 1024);
       const demux = new Demuxer(out, out);
@@ -381,11 +411,24 @@ class DockerContainer implements SandboxContainer {
         fn();
       };
       const timer = setTimeout(
-        () => settle(() => reject(new LogWaitError(`no line matching ${pattern} within ${timeoutMs} ms`, out.toString()))),
+        () =>
+          settle(() =>
+            reject(
+              new LogWaitError(
+                `no line matching ${pattern} within ${timeoutMs} ms`,
+                out.toString(),
+              ),
+            ),
+          ),
         timeoutMs,
       );
       this.container
-        .logs({ stdout: true, stderr: true, follow: true, ...(opts.since !== undefined ? { since: opts.since } : {}) })
+        .logs({
+          stdout: true,
+          stderr: true,
+          follow: true,
+          ...(opts.since !== undefined ? { since: opts.since } : {}),
+        })
         .then((s) => {
           stream = s as unknown as Readable;
           if (settled) return stream.destroy();
@@ -394,10 +437,16 @@ class DockerContainer implements SandboxContainer {
             const m = pattern.exec(out.toString());
             if (m) settle(() => resolve(m));
           });
-          stream.on('end', () => settle(() => reject(new LogWaitError('the container exited', out.toString()))));
-          stream.on('error', (e) => settle(() => reject(dockerError(e, `following the ${this.role} container's log`))));
+          stream.on('end', () =>
+            settle(() => reject(new LogWaitError('the container exited', out.toString()))),
+          );
+          stream.on('error', (e) =>
+            settle(() => reject(dockerError(e, `following the ${this.role} container's log`))),
+          );
         })
-        .catch((e: unknown) => settle(() => reject(dockerError(e, `following the ${this.role} container's log`))));
+        .catch((e: unknown) =>
+          settle(() => reject(dockerError(e, `following the ${this.role} container's log`))),
+        );
     });
   }
 
@@ -411,7 +460,9 @@ class DockerContainer implements SandboxContainer {
 
   async wait(timeoutMs: number): Promise<number | undefined> {
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), timeoutMs)));
+    const timeout = new Promise<undefined>(
+      (r) => (timer = setTimeout(() => r(undefined), timeoutMs)),
+    );
     try {
       const done = this.container.wait().then((r: { StatusCode: number }) => r.StatusCode);
       return await Promise.race([done, timeout]);
@@ -427,7 +478,10 @@ class DockerContainer implements SandboxContainer {
     try {
       await this.container.remove({ force: true, v: true });
     } catch (e) {
-      if (!isNotFound(e) && !/removal of container .* is already in progress/.test(String((e as Error).message))) {
+      if (
+        !isNotFound(e) &&
+        !/removal of container .* is already in progress/.test(String((e as Error).message))
+      ) {
         throw dockerError(e, `removing the ${this.role} container`);
       }
     }

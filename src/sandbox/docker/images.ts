@@ -22,11 +22,14 @@ export class DockerImages implements ImageStore {
     let stream: NodeJS.ReadableStream;
     try {
       // POST /images/create?fromSrc=-: the engine tags the image only when the import finished.
-      stream = (await this.docker.importImage(rootfsTar as unknown as NodeJS.ReadableStream, {
-        repo,
-        tag,
-        changes,
-      } as unknown as Record<string, unknown>)) as NodeJS.ReadableStream;
+      stream = (await this.docker.importImage(
+        rootfsTar as unknown as NodeJS.ReadableStream,
+        {
+          repo,
+          tag,
+          changes,
+        } as unknown as Record<string, unknown>,
+      )) as NodeJS.ReadableStream;
     } catch (e) {
       throw dockerError(e, `importing the root filesystem as ${ref}`);
     }
@@ -36,19 +39,26 @@ export class DockerImages implements ImageStore {
   async build(
     contextTar: Readable,
     ref: string,
-    opts: { buildArgs?: Record<string, string>; labels?: Record<string, string>; onLine?: (line: string) => void },
+    opts: {
+      buildArgs?: Record<string, string>;
+      labels?: Record<string, string>;
+      onLine?: (line: string) => void;
+    },
   ): Promise<void> {
     let stream: NodeJS.ReadableStream;
     try {
-      stream = await this.docker.buildImage(contextTar as unknown as NodeJS.ReadableStream, {
-        t: ref,
-        buildargs: opts.buildArgs,
-        labels: opts.labels,
-        rm: true,
-        forcerm: true,
-        // The base is local; never try to pull it.
-        pull: undefined,
-      } as Docker.ImageBuildOptions);
+      stream = await this.docker.buildImage(
+        contextTar as unknown as NodeJS.ReadableStream,
+        {
+          t: ref,
+          buildargs: opts.buildArgs,
+          labels: opts.labels,
+          rm: true,
+          forcerm: true,
+          // The base is local; never try to pull it.
+          pull: undefined,
+        } as Docker.ImageBuildOptions,
+      );
     } catch (e) {
       throw dockerError(e, `building ${ref}`);
     }
@@ -63,7 +73,11 @@ export class DockerImages implements ImageStore {
     }
   }
 
-  private follow(stream: NodeJS.ReadableStream, doing: string, onLine?: (line: string) => void): Promise<void> {
+  private follow(
+    stream: NodeJS.ReadableStream,
+    doing: string,
+    onLine?: (line: string) => void,
+  ): Promise<void> {
     return new Promise((resolve, reject) => {
       this.docker.modem.followProgress(
         stream,
@@ -72,8 +86,15 @@ export class DockerImages implements ImageStore {
           const failed = output.find((o) => o.error || o.errorDetail);
           if (failed) {
             const msg = failed.errorDetail?.message ?? failed.error ?? 'unknown error';
-            if (/no space left on device/i.test(msg)) return reject(new PhonehomeError('EDISK_FULL', `No space left on device while ${doing}.`, { detail: msg }));
-            return reject(new PhonehomeError('EIMAGE_BUILD', `The engine failed while ${doing}: ${msg}`));
+            if (/no space left on device/i.test(msg))
+              return reject(
+                new PhonehomeError('EDISK_FULL', `No space left on device while ${doing}.`, {
+                  detail: msg,
+                }),
+              );
+            return reject(
+              new PhonehomeError('EIMAGE_BUILD', `The engine failed while ${doing}: ${msg}`),
+            );
           }
           resolve();
         },

@@ -1,0 +1,56 @@
+import {
+  destinationOf,
+  summarizeEvents,
+  type CheckReport,
+  type ReportEvent,
+} from '../core/report.js';
+
+function detail(e: ReportEvent): string {
+  switch (e.kind) {
+    case 'dns':
+      return `dns   ${e.host} ${e.qtype} (asked ${e.resolver})`;
+    case 'http':
+      return `http  ${e.method} ${e.host ?? e.ip}:${e.port}${e.path ?? ''}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.host ? ` [${e.ip}]` : ''}`;
+    case 'tls':
+      return `tls   ${destinationOf(e)}${e.alpn ? ` alpn=${e.alpn.join(',')}` : ''}${e.host || e.sni ? ` [${e.ip}]` : ''}`;
+    case 'tcp':
+      return `tcp   ${destinationOf(e)} (${e.bytesOut ?? 0} bytes sent)`;
+    case 'udp':
+      return `udp   ${destinationOf(e)} (${e.bytesOut ?? 0} bytes)`;
+    case 'icmp':
+      return `icmp  ${e.ip} (${e.count} echo request(s))`;
+    case 'dropped':
+      return `other ${e.count} packet(s) of other protocols dropped`;
+    default:
+      return e.kind;
+  }
+}
+
+export function renderText(report: CheckReport): string {
+  const { subject } = report;
+  const destinations = new Set(report.findings.map((f) => f.destination)).size;
+  const head =
+    report.verdict === 'pass'
+      ? `PASS ${subject.name}@${subject.version}: no egress attempts`
+      : `${report.verdict.toUpperCase()} ${subject.name}@${subject.version}: ${report.events.length} egress attempt(s), ${destinations} destination(s)`;
+  const lines = [head];
+  for (const p of report.phases) {
+    const note = p.note ? ` - ${p.note}` : '';
+    lines.push(
+      `  ${p.name} (${p.status}${p.status === 'skipped' ? '' : `, ${(p.durationMs / 1000).toFixed(1)} s`})${note}`,
+    );
+    for (const { event, times } of summarizeEvents(
+      report.events.filter((e) => e.phase === p.name),
+    )) {
+      lines.push(`    ${detail(event)}${times > 1 ? ` x${times}` : ''}`);
+    }
+  }
+  if (report.truncated) {
+    lines.push(
+      `  capture bounds hit; counted without detail: ${Object.entries(report.truncated)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', ')}`,
+    );
+  }
+  return lines.join('\n') + '\n';
+}

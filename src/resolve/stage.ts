@@ -1,0 +1,168 @@
+/**
+ * Resolve and stage, on the host, without running package code: arborist builds the tree for the
+ * spec and reifies it with scripts ignored into a staging directory (a small project that depends
+ * on the spec), which then enters the sandbox as a tar stream.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join, resolve as resolvePath } from 'node:path';
+import type { Readable } from 'node:stream';
+import Arborist, { type ArboristNode } from '@npmcli/arborist';
+import pacote from 'pacote';
+import * as tar from 'tar';
+import { PhonehomeError } from '../core/errors.js';
+
+/** The project the package is installed into inside the sandbox: looks like someone's app. */
+export const PROJECT_NAME = 'web-app';
+
+export interface StagedPackage {
+  /** The package asked about. */
+  name: string;
+  version: string;
+  integrity: string | null;
+  spec: string;
+  dir: string;
+  /** Every package of the tree with its install scripts, dependencies first. */
+  packages: { name: string; version: string; location: string; installScripts: string[] }[];
+  tar(): Readable;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface StageOptions {
+  registry?: string;
+  cacheDir?: string;
+}
+
+const INSTALL_EVENTS = ['preinstall', 'install', 'postinstall'] as const;
+
+/** What arborist's `add` should see: local tarballs and folders become file: specs (folders packed first). */
+async function addSpec(spec: string, work: string, opts: StageOptions): Promise<string> {
+  const looksLocal = spec.startsWith('.') || spec.startsWith('/') || spec.startsWith('file:');
+  const path = resolvePath(spec.replace(/^file:/, ''));
+  if (!looksLocal && !existsSync(path)) return spec;
+  if (!existsSync(path)) throw new PhonehomeError('ESPEC', `No file or folder at ${path}.`);
+  if (statSync(path).isDirectory()) {
+    // Packed the way `npm pack` would, with scripts (prepare) ignored: nothing runs on the host.
+    const tgz = join(work, `${basename(path)}.tgz`);
+    await pacote.tarball
+      .file(`file:${path}`, tgz, { ignoreScripts: true, Arborist, ...pacoteOpts(opts) })
+      .catch((e: unknown) => {
+        throw new PhonehomeError(
+          'ESPEC',
+          `Could not pack the folder ${path}: ${(e as Error).message}`,
+          { cause: e },
+        );
+      });
+    return `file:${tgz}`;
+  }
+  return `file:${path}`;
+}
+
+function pacoteOpts(opts: StageOptions): Record<string, unknown> {
+  return {
+    ...(opts.registry ? { registry: opts.registry } : {}),
+    ...(opts.cacheDir ? { cache: opts.cacheDir } : {}),
+  };
+}
+
+export async function stage(spec: string, opts: StageOptions = {}): Promise<StagedPackage> {
+  if (!spec.trim()) throw new PhonehomeError('ESPEC', 'An empty package spec.');
+  const work = await mkdtemp(join(tmpdir(), 'phonehome-stage-'));
+  const dir = join(work, 'project');
+  const cleanup = () => rm(work, { recursive: true, force: true });
+  try {
+    const add = await addSpec(spec, work, opts);
+    await rm(dir, { recursive: true, force: true });
+    await import('node:fs/promises').then((fs) => fs.mkdir(dir));
+    await writeFile(
+      join(dir, 'package.json'),
+      JSON.stringify({ name: PROJECT_NAME, version: '1.0.0', private: true }, null, 2) + '\n',
+    );
+    const arb = new Arborist({
+      path: dir,
+      ignoreScripts: true,
+      audit: false,
+      fund: false,
+      ...pacoteOpts(opts),
+    });
+    let root: ArboristNode;
+    try {
+      root = await arb.reify({ add: [add], save: true });
+    } catch (e) {
+      throw specError(spec, e);
+    }
+    const direct = [...root.edgesOut.values()][0]?.to;
+    if (!direct) throw new PhonehomeError('ESPEC', `Resolving ${spec} produced no package.`);
+    const packages = [...root.inventory.values()]
+      .filter((n) => !n.isRoot)
+      .map((n) => ({
+        name: n.packageName,
+        version: n.version,
+        location: n.location,
+        installScripts: INSTALL_EVENTS.filter((ev) => typeof n.package.scripts?.[ev] === 'string'),
+      }))
+      // Deeper locations first: a dependency's scripts run before its dependents'.
+      .sort(
+        (a, b) =>
+          b.location.split('node_modules').length - a.location.split('node_modules').length ||
+          a.location.localeCompare(b.location),
+      );
+    return {
+      name: direct.packageName,
+      version: direct.version,
+      integrity: direct.integrity,
+      spec,
+      dir,
+      packages,
+      tar: () => tar.c({ cwd: dir, portable: true, follow: false }, ['.']) as unknown as Readable,
+      [Symbol.asyncDispose]: cleanup,
+    };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}
+
+function specError(spec: string, e: unknown): PhonehomeError {
+  const err = e as { code?: string; statusCode?: number; message?: string };
+  const msg = err.message ?? String(e);
+  if (err.code === 'E404' || err.statusCode === 404) {
+    return new PhonehomeError('ESPEC_NOT_FOUND', `${spec} is not in the registry (404).`, {
+      detail: msg,
+      cause: e,
+    });
+  }
+  if (err.code === 'ETARGET')
+    return new PhonehomeError('ESPEC_NOT_FOUND', `No version of ${spec} matches.`, {
+      detail: msg,
+      cause: e,
+    });
+  if (
+    err.code === 'EINVALIDTAGNAME' ||
+    err.code === 'EINVALIDPACKAGENAME' ||
+    /Invalid (tag|package) name/i.test(msg)
+  ) {
+    return new PhonehomeError('ESPEC', `${spec} is not a valid package spec.`, {
+      detail: msg,
+      cause: e,
+    });
+  }
+  if (
+    err.code === 'EINTEGRITY' ||
+    err.code === 'TAR_BAD_ARCHIVE' ||
+    /zlib|unexpected end of file|TAR_/i.test(`${err.code} ${msg}`)
+  ) {
+    return new PhonehomeError(
+      'ESPEC_CORRUPT',
+      `The tarball for ${spec} is corrupt or does not match its integrity.`,
+      { detail: msg, cause: e },
+    );
+  }
+  if (err.code === 'EJSONPARSE')
+    return new PhonehomeError('ESPEC_CORRUPT', `A package.json in ${spec} is not valid JSON.`, {
+      detail: msg,
+      cause: e,
+    });
+  return new PhonehomeError('ERESOLVE', `Could not resolve ${spec}: ${msg}`, { cause: e });
+}

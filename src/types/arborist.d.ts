@@ -1,0 +1,33 @@
+// The part of @npmcli/arborist phonehome uses (it ships no typings).
+declare module '@npmcli/arborist' {
+  export interface ArboristNode {
+    name: string;
+    packageName: string;
+    version: string;
+    location: string;
+    path: string;
+    integrity: string | null;
+    resolved: string | null;
+    isLink: boolean;
+    isRoot: boolean;
+    package: Record<string, unknown> & { scripts?: Record<string, string> };
+    children: Map<string, ArboristNode>;
+    inventory: Map<string, ArboristNode>;
+    edgesOut: Map<string, { to: ArboristNode | null; spec: string }>;
+  }
+  export interface ArboristOptions {
+    path: string;
+    registry?: string;
+    ignoreScripts?: boolean;
+    audit?: boolean;
+    fund?: boolean;
+    cache?: string;
+    [key: string]: unknown;
+  }
+  export default class Arborist {
+    constructor(opts: ArboristOptions);
+    reify(opts?: { add?: string[]; save?: boolean; [key: string]: unknown }): Promise<ArboristNode>;
+    loadActual(): Promise<ArboristNode>;
+    loadVirtual(): Promise<ArboristNode>;
+  }
+}

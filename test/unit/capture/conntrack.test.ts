@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ConntrackReader, parseConntrackLine, pickEntry } from '../../../src/capture/conntrack.js';
+
+// Lines as the kernel prints them in the gateway's namespace (shapes seen on our machines).
+const TCP =
+  'ipv4     2 tcp      6 119 ESTABLISHED src=192.168.1.23 dst=203.0.113.7 sport=40312 dport=1224 src=127.0.0.1 dst=192.168.1.23 sport=15001 dport=40312 [ASSURED] mark=0 zone=0 use=2';
+const TCP_OLD =
+  'ipv4     2 tcp      6 30 TIME_WAIT src=192.168.1.23 dst=198.18.0.9 sport=40312 dport=80 src=127.0.0.1 dst=192.168.1.23 sport=15001 dport=40312 [ASSURED] mark=0 zone=0 use=2';
+const UDP =
+  'ipv4     2 udp      17 29 src=192.168.1.23 dst=9.9.9.9 sport=51000 dport=53 [UNREPLIED] src=127.0.0.1 dst=192.168.1.23 sport=15053 dport=51000 mark=7 zone=0 use=2';
+const TCP6 =
+  'ipv6     10 tcp      6 119 SYN_RECV src=fd42:6e70:006d:0000:0000:0000:0000:0023 dst=2001:0db8:0000:0000:0000:0000:0000:0007 sport=50000 dport=8080 src=0000:0000:0000:0000:0000:0000:0000:0001 dst=fd42:6e70:006d:0000:0000:0000:0000:0023 sport=15001 dport=50000 mark=0 zone=0 use=2';
+const ICMP =
+  'ipv4     2 icmp     1 29 src=192.168.1.23 dst=203.0.113.5 type=8 code=0 id=17 [UNREPLIED] src=203.0.113.5 dst=192.168.1.23 type=0 code=0 id=17 mark=0 zone=0 use=2';
+
+describe('conntrack', () => {
+  it('reads original destination and the capture port of a redirected flow', () => {
+    const e = parseConntrackLine(TCP);
+    assert.ok(e);
+    assert.equal(e.dst, '203.0.113.7');
+    assert.equal(e.dport, 1224);
+    assert.equal(e.sport, 40312);
+    assert.equal(e.replySport, 15001);
+    assert.equal(e.state, 'ESTABLISHED');
+    const u = parseConntrackLine(UDP);
+    assert.equal(u?.dst, '9.9.9.9');
+    assert.equal(u?.mark, 7);
+    assert.equal(u?.state, undefined);
+  });
+
+  it('prints IPv6 addresses in their short form and reads ICMP ids', () => {
+    assert.equal(parseConntrackLine(TCP6)?.dst, '2001:db8::7');
+    const i = parseConntrackLine(ICMP);
+    assert.equal(i?.proto, 'icmp');
+    assert.equal(i?.icmpId, 17);
+    assert.equal(parseConntrackLine('garbage'), undefined);
+  });
+
+  it('prefers the live entry over a TIME_WAIT twin on a reused port', () => {
+    const live = parseConntrackLine(TCP);
+    const old = parseConntrackLine(TCP_OLD);
+    assert.ok(live && old);
+    assert.equal(pickEntry([old, live]), live);
+  });
+
+  it('answers many concurrent lookups from one read', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ct-'));
+    const path = join(dir, 'nf_conntrack');
+    writeFileSync(path, [TCP, UDP, TCP6, ICMP].join('\n') + '\n');
+    const reader = new ConntrackReader(path);
+    const [a, b, c, missing] = await Promise.all([
+      reader.lookup({ proto: 'tcp', clientPort: 40312, capturePort: 15001 }),
+      reader.lookup({ proto: 'udp', clientPort: 51000, capturePort: 15053 }),
+      reader.lookup({ proto: 'tcp', clientPort: 50000, capturePort: 15001 }),
+      reader.lookup({ proto: 'tcp', clientPort: 1, capturePort: 15001 }),
+    ]);
+    assert.equal(a?.dst, '203.0.113.7');
+    assert.equal(b?.dst, '9.9.9.9');
+    assert.equal(c?.dst, '2001:db8::7');
+    assert.equal(missing, undefined, 'a direct loopback connection has no entry');
+  });
+});
