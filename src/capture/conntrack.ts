@@ -1,7 +1,8 @@
 /**
  * Original destinations of redirected connections, read back from /proc/net/nf_conntrack in the
- * gateway's namespace (Node has no SO_ORIGINAL_DST). A redirected flow's entry has the package's
- * source port in the original tuple and the capture's port as the reply tuple's source port.
+ * gateway's namespace (Node has no SO_ORIGINAL_DST). A redirected flow is found by its reply
+ * tuple: source port = the capture's port, destination port = the client port the capture's
+ * socket sees. The reply tuple is unique in the table, the original source port is not.
  */
 import { readFile } from 'node:fs/promises';
 import { normalizeIpv6 } from './dns.js';
@@ -16,6 +17,12 @@ export interface ConntrackEntry {
   dport: number;
   /** Reply tuple source port: the capture's port for redirected flows. */
   replySport: number;
+  /**
+   * Reply tuple destination port: the client port as the capture's socket sees it. Usually the
+   * original source port, but not always: when the kernel reuses a source port for two
+   * destinations, both redirects would share one reply tuple, and conntrack remaps the port.
+   */
+  replyDport: number;
   /** ICMP echo id, for icmp entries. */
   icmpId?: number;
   mark: number;
@@ -57,6 +64,7 @@ export function parseConntrackLine(line: string): ConntrackEntry | undefined {
       sport: 0,
       dport: 0,
       replySport: 0,
+      replyDport: 0,
       mark,
       ...(id ? { icmpId: Number(id.value) } : {}),
       ...(state ? { state } : {}),
@@ -67,6 +75,7 @@ export function parseConntrackLine(line: string): ConntrackEntry | undefined {
   if (!sport || !dport) return undefined;
   const rsrc = field(line, 'src', dport.end - 1);
   const rsport = rsrc && field(line, 'sport', rsrc.end - 1);
+  const rdport = rsport && field(line, 'dport', rsport.end - 1);
   return {
     family,
     proto,
@@ -75,6 +84,7 @@ export function parseConntrackLine(line: string): ConntrackEntry | undefined {
     sport: Number(sport.value),
     dport: Number(dport.value),
     replySport: rsport ? Number(rsport.value) : 0,
+    replyDport: rdport ? Number(rdport.value) : 0,
     mark,
     ...(state ? { state } : {}),
   };
@@ -104,10 +114,13 @@ export class ConntrackReader {
     tries: number;
   }[] = [];
   private reading = false;
+  /** Lookups that found no entry after every try (direct loopback connections, or a miss). */
+  unresolved = 0;
+  readErrors = 0;
 
   constructor(
     private readonly path = '/proc/net/nf_conntrack',
-    private readonly maxTries = 3,
+    private readonly maxTries = 6,
   ) {}
 
   lookup(lookup: Lookup): Promise<ConntrackEntry | undefined> {
@@ -139,11 +152,12 @@ export class ConntrackReader {
         try {
           entries = await this.readAll();
         } catch {
+          this.readErrors++;
           entries = [];
         }
         const index = new Map<string, ConntrackEntry[]>();
         for (const e of entries) {
-          const key = `${e.proto}/${e.sport}/${e.replySport}`;
+          const key = `${e.proto}/${e.replyDport}/${e.replySport}`;
           const list = index.get(key);
           if (list) list.push(e);
           else index.set(key, [e]);
@@ -153,9 +167,15 @@ export class ConntrackReader {
             `${w.lookup.proto}/${w.lookup.clientPort}/${w.lookup.capturePort}`,
           );
           if (found) w.resolve(pickEntry(found));
-          else if (++w.tries >= this.maxTries) w.resolve(undefined);
-          else this.waiting.push(w);
+          else if (++w.tries >= this.maxTries) {
+            this.unresolved++;
+            w.resolve(undefined);
+          } else this.waiting.push(w);
         }
+        // Reading /proc while the table changes can skip entries; retry a moment later.
+        const retry = this.waiting.filter((w) => w.tries > 0);
+        if (retry.length > 0)
+          await new Promise((r) => setTimeout(r, 5 * Math.max(...retry.map((w) => w.tries))));
       }
     } finally {
       this.reading = false;

@@ -418,6 +418,9 @@ async function main(): Promise<void> {
     flushing = flushing.then(async () => {
       await capture.flush();
       process.stdout.write(`FLUSHED ${++flushes} ${capture.sink.written}\n`);
+      process.stderr.write(
+        `capture: conntrack unresolved=${capture.conntrack.unresolved} readErrors=${capture.conntrack.readErrors}\n`,
+      );
     });
     return flushing;
   };

@@ -19,6 +19,13 @@ program.addCommand(doctorCommand());
 program.addCommand(imagesCommand());
 program.addCommand(sweepCommand());
 
+// Added commands do not inherit settings: usage errors everywhere must reach the handler below.
+const override = (c: Command): void => {
+  c.exitOverride().showSuggestionAfterError();
+  c.commands.forEach(override);
+};
+override(program);
+
 try {
   await program.parseAsync(process.argv);
 } catch (e) {

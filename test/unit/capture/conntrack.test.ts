@@ -47,6 +47,21 @@ describe('conntrack', () => {
     assert.equal(pickEntry([old, live]), live);
   });
 
+  it('finds a flow whose client port conntrack remapped (a source port reused for two destinations)', async () => {
+    const remapped =
+      'ipv4     2 tcp      6 119 ESTABLISHED src=192.168.1.23 dst=203.0.113.8 sport=40312 dport=80 src=127.0.0.1 dst=192.168.1.23 sport=15001 dport=61234 [ASSURED] mark=0 zone=0 use=2';
+    const dir = mkdtempSync(join(tmpdir(), 'ct-'));
+    const path = join(dir, 'nf_conntrack');
+    writeFileSync(path, [TCP, remapped].join('\n') + '\n');
+    const reader = new ConntrackReader(path);
+    const [first, second] = await Promise.all([
+      reader.lookup({ proto: 'tcp', clientPort: 40312, capturePort: 15001 }),
+      reader.lookup({ proto: 'tcp', clientPort: 61234, capturePort: 15001 }),
+    ]);
+    assert.equal(first?.dst, '203.0.113.7');
+    assert.equal(second?.dst, '203.0.113.8');
+  });
+
   it('answers many concurrent lookups from one read', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ct-'));
     const path = join(dir, 'nf_conntrack');

@@ -1,0 +1,127 @@
+/**
+ * `npm run bench`: measured, not guessed. Each figure is set beside a baseline run in the same
+ * process on the same machine, and reported as a ratio.
+ *
+ * - gateway start-up: gateway ready + sandbox started, against starting one plain container;
+ * - gateway burst: N connection attempts and DNS queries through the capture, against the same
+ *   burst at loopback servers inside the same sandbox (no capture); events lost are attempts the
+ *   capture did not record.
+ */
+import { buildImages } from '../src/images/build.js';
+import { DockerEngine } from '../src/sandbox/docker/engine.js';
+import { DockerImages } from '../src/sandbox/docker/images.js';
+import { CaptureTopology } from '../src/sandbox/topology.js';
+import { BURST_SOURCE } from './burst.js';
+
+const N = Number(process.env.BENCH_BURST ?? 6000);
+const STARTS = Number(process.env.BENCH_STARTS ?? 5);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+}
+
+async function main(): Promise<void> {
+  const engine = new DockerEngine();
+  const { refs } = await buildImages(new DockerImages(engine.docker), {
+    log: (l) => process.stderr.write(`${l}\n`),
+  });
+  process.on('SIGINT', () => void engine.disposeAll().finally(() => process.exit(130)));
+
+  // ---- start-up ----
+  const topoMs: number[] = [];
+  const plainMs: number[] = [];
+  for (let i = 0; i < STARTS; i++) {
+    {
+      await using run = engine.newRun();
+      const t0 = performance.now();
+      await run.start({
+        role: 'sandbox',
+        image: refs.runner,
+        entrypoint: ['sleep', '60'],
+        network: { mode: 'none' },
+      });
+      plainMs.push(performance.now() - t0);
+    }
+    {
+      await using run = engine.newRun();
+      const t0 = performance.now();
+      await CaptureTopology.start(run, { runnerImage: refs.runner, gatewayImage: refs.gateway });
+      topoMs.push(performance.now() - t0);
+    }
+  }
+  const startRows = [
+    ['plain container start (baseline)', median(plainMs)],
+    ['gateway ready + sandbox started', median(topoMs)],
+  ] as const;
+
+  // ---- burst ----
+  await using run = engine.newRun();
+  const topo = await CaptureTopology.start(run, {
+    runnerImage: refs.runner,
+    gatewayImage: refs.gateway,
+  });
+  const burst = async (mode: 'egress' | 'loopback') => {
+    const r = await topo.sandbox.exec(['node', '-e', BURST_SOURCE, String(N), mode], {
+      timeoutMs: 300_000,
+    });
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    if (r.exitCode !== 0 || !line)
+      throw new Error(`burst (${mode}) failed: ${r.stderr.slice(0, 2000)}`);
+    return JSON.parse(line) as {
+      tcpOk: number;
+      dnsOk: number;
+      tcpMs: number;
+      dnsMs: number;
+      totalMs: number;
+    };
+  };
+  const base = await burst('loopback');
+  const cap = await burst('egress');
+  const log = await topo.events();
+  const tcpEvents = log.events.filter(
+    (e) => e.kind === 'tcp' && e.ip.startsWith('203.0.113.'),
+  ).length;
+  const dnsEvents = log.events.filter(
+    (e) => e.kind === 'dns' && e.qname.endsWith('.burst.example'),
+  ).length;
+  const half = Math.floor(N / 2);
+  const lost =
+    2 * half -
+    tcpEvents -
+    dnsEvents -
+    (log.truncatedCounts.tcp ?? 0) -
+    (log.truncatedCounts.dns ?? 0);
+
+  const out: string[] = [];
+  out.push(
+    `phonehome bench (${new Date().toISOString().slice(0, 10)}, ${STARTS} start-ups, burst of ${2 * half} attempts)`,
+  );
+  out.push('');
+  out.push('start-up (median)                        ms      ratio');
+  for (const [name, ms] of startRows)
+    out.push(
+      `${name.padEnd(40)} ${ms.toFixed(0).padStart(5)}  ${(ms / startRows[0][1]).toFixed(2).padStart(6)}`,
+    );
+  out.push('');
+  out.push('burst                                    attempts  ok     ms      attempts/s  ratio');
+  const row = (name: string, r: typeof base) => {
+    const ok = r.tcpOk + r.dnsOk;
+    const rate = (2 * half) / (r.totalMs / 1000);
+    return `${name.padEnd(40)} ${String(2 * half).padStart(8)}  ${String(ok).padStart(5)}  ${r.totalMs.toFixed(0).padStart(6)}  ${rate.toFixed(0).padStart(10)}`;
+  };
+  out.push(`${row('loopback servers, no capture (baseline)', base)}  ${'1.00'.padStart(5)}`);
+  out.push(
+    `${row('through the capture gateway', cap)}  ${(cap.totalMs / base.totalMs).toFixed(2).padStart(5)}`,
+  );
+  out.push(
+    `  tcp: ${half} attempts in ${cap.tcpMs.toFixed(0)} ms (baseline ${base.tcpMs.toFixed(0)} ms); dns: ${half} queries in ${cap.dnsMs.toFixed(0)} ms (baseline ${base.dnsMs.toFixed(0)} ms)`,
+  );
+  out.push(`  events recorded: tcp ${tcpEvents}, dns ${dnsEvents}; events lost: ${lost}`);
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});
