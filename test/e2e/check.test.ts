@@ -160,6 +160,48 @@ describe('phonehome check (CLI), bad input', () => {
     assert.match(d.stdout, /fix:/);
   });
 
+  it('a postinstall that never ends times out, and the run is still reported', async () => {
+    const r = await cli([
+      'check',
+      fixture('hostile-infinite-loop'),
+      '--json',
+      '--install-timeout',
+      '3',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as CheckReport;
+    assert.equal(report.phases.find((p) => p.name === 'install')?.status, 'timeout');
+    assert.equal(report.phases.find((p) => p.name === 'import')?.status, 'completed');
+    assert.equal(await leftovers(r.pid), 0);
+  });
+
+  it('Ctrl-C in the middle of a run removes its containers and exits 130', async () => {
+    const child = spawn(process.execPath, [CLI, 'check', fixture('hostile-infinite-loop')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    await new Promise<void>((resolve) => {
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('phase install')) resolve();
+      });
+    });
+    const pid = child.pid ?? 0;
+    assert.ok(
+      (
+        await engine().docker.listContainers({
+          all: true,
+          filters: { label: [`${LABEL_OWNER}=${hostname()}:${pid}`] },
+        })
+      ).length > 0,
+      'the run had containers',
+    );
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 130);
+    assert.equal(await leftovers(pid), 0);
+  });
+
   it('usage errors exit 2', async () => {
     const r = await cli(['check']);
     assert.equal(r.code, 2);

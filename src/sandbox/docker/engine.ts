@@ -204,12 +204,26 @@ class DockerRun implements SandboxRun {
     return container;
   }
 
-  async dispose(): Promise<void> {
+  private disposing: Promise<void> | undefined;
+
+  /** Idempotent, and safe to call concurrently (Ctrl-C and `await using` may both call it). */
+  dispose(): Promise<void> {
     this.disposed = true;
-    // Dependents first: a sandbox holds the gateway's namespace.
-    const order = [...this.containers].reverse();
-    for (const c of order) await c.remove();
-    this.onDisposed();
+    this.disposing ??= (async () => {
+      // Dependents first: a sandbox holds the gateway's namespace. Try every container even if
+      // one removal fails, then report the first failure.
+      const errors: unknown[] = [];
+      for (const c of [...this.containers].reverse()) {
+        try {
+          await c.remove();
+        } catch (e) {
+          errors.push(e);
+        }
+      }
+      this.onDisposed();
+      if (errors.length > 0) throw errors[0];
+    })();
+    return this.disposing;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
