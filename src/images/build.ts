@@ -141,21 +141,24 @@ function contextTar(dir: string, extra: { name: string; data: Buffer }[]): Reada
   return Readable.from([Buffer.concat(chunks)]);
 }
 
-// ---- registry path ----
-
-async function buildBaseFromRegistry(
+/** Makes the base image `ref`: the two build paths. */
+type BaseBuilder = (
   images: ImageStore,
   ref: string,
   v: ImageVersions,
   log: (l: string) => void,
   opts: BuildOptions,
-): Promise<void> {
+) => Promise<void>;
+
+// ---- registry path ----
+
+const buildBaseFromRegistry: BaseBuilder = async (images, ref, v, log, opts) => {
   await images.build(contextTar(join(imagesDir(), 'base'), []), ref, {
     buildArgs: { NODE_VERSION: v.node, NPM_VERSION: v.npm },
     labels: { 'phonehome.image': 'base', 'phonehome.build': 'registry' },
     onLine: opts.verbose ? (l) => log(`  ${l}`) : () => undefined,
   });
-}
+};
 
 // ---- offline path ----
 
@@ -200,13 +203,7 @@ export function hostDebianMirror(): string | undefined {
   return undefined;
 }
 
-async function buildBaseOffline(
-  images: ImageStore,
-  ref: string,
-  v: ImageVersions,
-  log: (l: string) => void,
-  opts: BuildOptions,
-): Promise<void> {
+const buildBaseOffline: BaseBuilder = async (images, ref, v, log, opts) => {
   requireRoot();
   const buildRoot = join(cacheDir(), 'build');
   await mkdir(buildRoot, { recursive: true });
@@ -308,7 +305,7 @@ async function buildBaseOffline(
   } finally {
     await removeBuildDir(work);
   }
-}
+};
 
 interface RunOpts {
   log: (l: string) => void;

@@ -145,20 +145,18 @@ export interface ImageInfo {
   labels: Record<string, string>;
 }
 
+export interface ImageBuildOptions {
+  buildArgs?: Record<string, string>;
+  labels?: Record<string, string>;
+  onLine?: (line: string) => void;
+}
+
 /** Images: what the image build needs from the engine. */
 export interface ImageStore {
   inspect(ref: string): Promise<ImageInfo | undefined>;
   /** Import a root filesystem tar stream as image `ref` (tagged only once the import completed). */
   importRootfs(rootfsTar: Readable, ref: string, changes: string[]): Promise<void>;
   /** Build `ref` from a build-context tar (a Dockerfile at its root); progress lines go to `onLine`. */
-  build(
-    contextTar: Readable,
-    ref: string,
-    opts: {
-      buildArgs?: Record<string, string>;
-      labels?: Record<string, string>;
-      onLine?: (line: string) => void;
-    },
-  ): Promise<void>;
+  build(contextTar: Readable, ref: string, opts: ImageBuildOptions): Promise<void>;
   remove(ref: string): Promise<void>;
 }

@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import { PhonehomeError } from '../../core/errors.js';
-import type { ImageInfo, ImageStore } from '../sandbox.js';
+import type { ImageBuildOptions, ImageInfo, ImageStore } from '../sandbox.js';
 import { dockerError, isNotFound } from './errors.js';
 
 export class DockerImages implements ImageStore {
@@ -36,15 +36,7 @@ export class DockerImages implements ImageStore {
     await this.follow(stream, `importing ${ref}`);
   }
 
-  async build(
-    contextTar: Readable,
-    ref: string,
-    opts: {
-      buildArgs?: Record<string, string>;
-      labels?: Record<string, string>;
-      onLine?: (line: string) => void;
-    },
-  ): Promise<void> {
+  async build(contextTar: Readable, ref: string, opts: ImageBuildOptions): Promise<void> {
     let stream: NodeJS.ReadableStream;
     try {
       stream = await this.docker.buildImage(
