@@ -62,7 +62,6 @@ class Capture {
   private readonly icmpSeen = new Map<string, Set<number>>();
   private readonly icmpReported = new Map<string, number>();
   private droppedReported = { ipv4: 0, ipv6: 0 };
-  private refusedOverLimit = 0;
 
   constructor(eventsPath: string) {
     this.sink = new EventSink(eventsPath);
@@ -166,7 +165,6 @@ class Capture {
     );
     server.maxConnections = MAX_CONNECTIONS;
     server.on('drop', () => {
-      this.refusedOverLimit++;
       this.sink.record({
         kind: 'truncated',
         reason: `more than ${MAX_CONNECTIONS} connections open at once; connection refused`,
@@ -207,10 +205,12 @@ class Capture {
       clearTimeout(idle);
       const snapshot = buf;
       const bytesOut = total;
-      void ctPromise.then((ct) => {
-        if (!ct) return; // a direct loopback connection to our port: not egress
-        this.recordStream(t, ct, snapshot, bytesOut, head, why);
-      });
+      if (why !== 'dns') {
+        void ctPromise.then((ct) => {
+          if (!ct) return; // a direct loopback connection to our port: not egress
+          this.recordStream(t, ct, snapshot, bytesOut, head);
+        });
+      }
       if (reply && !sock.destroyed) sock.end(reply);
       else sock.end();
       // Never wait on a client that does not close.
@@ -248,24 +248,17 @@ class Capture {
         if (bodyDone || (head.chunked && buf.length >= CLASSIFY_MAX)) finish('http', HTTP_OK_EMPTY);
         return;
       }
-      // DNS over TCP: a two-byte length then a query.
+      // DNS over TCP: a two-byte length then a query; answered, and recorded as dns only.
       void ctPromise.then((ct) => {
         if (done || !ct || ct.dport !== 53 || buf.length < 2) return;
         const len = buf.readUInt16BE(0);
         if (buf.length < 2 + len) return;
         const reply = this.handleDnsMessage(buf.subarray(2, 2 + len), t, ct.dst, ct.dport, 'tcp');
-        if (reply) {
-          const framed = Buffer.alloc(2 + reply.length);
-          framed.writeUInt16BE(reply.length, 0);
-          reply.copy(framed, 2);
-          head = undefined;
-          buf = Buffer.alloc(0); // recorded as dns, not as a stream
-          done = true;
-          clearTimeout(deadline);
-          clearTimeout(idle);
-          sock.end(framed);
-          setTimeout(() => sock.destroy(), 1000).unref();
-        }
+        if (!reply) return;
+        const framed = Buffer.alloc(2 + reply.length);
+        framed.writeUInt16BE(reply.length, 0);
+        reply.copy(framed, 2);
+        finish('dns', framed);
       });
       if (buf.length >= 4096) finish('raw');
     });
@@ -279,9 +272,7 @@ class Capture {
     buf: Buffer,
     bytesOut: number,
     head: HttpRequestHead | undefined,
-    why: string,
   ): void {
-    if (why === 'dns') return;
     const host = this.names.nameFor(ct.dst);
     const base: Omit<StreamEvent, 'seq' | 't' | 'kind'> = {
       ip: ct.dst,

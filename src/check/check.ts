@@ -11,7 +11,7 @@ import {
 } from '../core/report.js';
 import type { Phase } from '../core/terms.js';
 import { buildImages } from '../images/build.js';
-import { stage, type StagedPackage } from '../resolve/stage.js';
+import { stage } from '../resolve/stage.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
 import { CaptureTopology, SANDBOX_HOME, SANDBOX_WORKDIR } from '../sandbox/topology.js';
 import { DRIVER_SOURCE, type StepResult } from './driver.js';
@@ -47,7 +47,10 @@ export async function check(
   const log = opts.log ?? (() => undefined);
   const { refs } = await buildImages(images, { log });
   log(`[check] resolving ${spec}`);
-  await using staged = await stage(spec, { ...(opts.registry ? { registry: opts.registry } : {}) });
+  await using staged = await stage(spec, {
+    ...(opts.registry ? { registry: opts.registry } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
   log(
     `[check] ${staged.name}@${staged.version}: ${staged.packages.length} package(s), ${staged.packages.filter((p) => p.installScripts.length).length} with install scripts`,
   );
@@ -152,5 +155,3 @@ function noteFor(r: StepResult): string {
   ).slice(0, 200);
   return `exit ${r.code ?? r.signal}${lastLine ? `: ${lastLine}` : ''}`;
 }
-
-export type { StagedPackage };

@@ -3,8 +3,8 @@
  * spec and reifies it with scripts ignored into a staging directory (a small project that depends
  * on the spec), which then enters the sandbox as a tar stream.
  */
-import { existsSync, statSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { existsSync, rmSync, statSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -32,6 +32,8 @@ export interface StagedPackage {
 export interface StageOptions {
   registry?: string;
   cacheDir?: string;
+  /** When aborted (Ctrl-C), the staging directory is removed at once. */
+  signal?: AbortSignal;
 }
 
 const INSTALL_EVENTS = ['preinstall', 'install', 'postinstall'] as const;
@@ -68,13 +70,18 @@ function pacoteOpts(opts: StageOptions): Record<string, unknown> {
 
 export async function stage(spec: string, opts: StageOptions = {}): Promise<StagedPackage> {
   if (!spec.trim()) throw new PhonehomeError('ESPEC', 'An empty package spec.');
-  const work = await mkdtemp(join(tmpdir(), 'phonehome-stage-'));
+  const work = await mkdtemp(join(tmpdir(), `phonehome-stage-${process.pid}-`));
   const dir = join(work, 'project');
-  const cleanup = () => rm(work, { recursive: true, force: true });
+  // On Ctrl-C the process exits right after aborting: remove synchronously, or not at all.
+  const onAbort = () => rmSync(work, { recursive: true, force: true });
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const cleanup = async () => {
+    opts.signal?.removeEventListener('abort', onAbort);
+    await rm(work, { recursive: true, force: true });
+  };
   try {
     const add = await addSpec(spec, work, opts);
-    await rm(dir, { recursive: true, force: true });
-    await import('node:fs/promises').then((fs) => fs.mkdir(dir));
+    await mkdir(dir);
     await writeFile(
       join(dir, 'package.json'),
       JSON.stringify({ name: PROJECT_NAME, version: '1.0.0', private: true }, null, 2) + '\n',

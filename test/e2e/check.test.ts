@@ -3,7 +3,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
@@ -200,6 +200,8 @@ describe('phonehome check (CLI), bad input', () => {
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
     assert.equal(code, 130);
     assert.equal(await leftovers(pid), 0);
+    const staging = readdirSync(tmpdir()).filter((n) => n.startsWith(`phonehome-stage-${pid}-`));
+    assert.deepEqual(staging, [], 'the staging directory is removed');
   });
 
   it('usage errors exit 2', async () => {

@@ -216,6 +216,18 @@ except Exception: pass"`);
     assert.ok(dns(events).find((e) => e.qname === name && e.transport === 'udp'));
   });
 
+  it('DNS over TCP is answered and recorded as DNS, not as a stream', async () => {
+    const { events, stdout } = await attempt(
+      'dig +tcp +short +time=2 +tries=1 A tcpdns.example @9.9.9.9',
+    );
+    assert.match(stdout, /^198\.1[89]\./);
+    const q = dns(events).find((e) => e.qname === 'tcpdns.example');
+    assert.ok(q);
+    assert.equal(q.transport, 'tcp');
+    assert.equal(q.resolver, '9.9.9.9');
+    assert.deepEqual(streams(events), []);
+  });
+
   it('ICMP echo is counted per destination', async () => {
     const { events } = await attempt('ping -c 2 -W 1 203.0.113.5; true');
     const icmp = events.find((e): e is IcmpEvent => e.kind === 'icmp' && e.ip === '203.0.113.5');

@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { hostname } from 'node:os';
-import { LABEL_OWNER, LABEL_ROLE, LABEL_RUN } from '../../src/sandbox/sandbox.js';
+import {
+  LABEL_OWNER,
+  LABEL_ROLE,
+  LABEL_RUN,
+  type ContainerSpec,
+  type SandboxRun,
+} from '../../src/sandbox/sandbox.js';
 import { engine as newEngine, images } from '../support/sandbox.js';
 import type { ImageRefs } from '../../src/images/inputs.js';
 
@@ -15,19 +21,22 @@ describe('docker adapter with the runner image', () => {
     await engine.disposeAll();
   });
 
+  /** A runner container that only sleeps, as the sandbox user, with no network. */
+  const idleSandbox = (run: SandboxRun, extra: Partial<ContainerSpec> = {}) =>
+    run.start({
+      role: 'sandbox',
+      image: refs.runner,
+      entrypoint: ['sleep', '60'],
+      user: '1000:1000',
+      network: { mode: 'none' },
+      ...extra,
+    });
+
   it('runs node and curl as the unprivileged user, labels the container, and removes it on dispose', async () => {
     let id: string;
     {
       await using run = engine.newRun();
-      const c = await run.start({
-        role: 'sandbox',
-        image: refs.runner,
-        entrypoint: ['sleep', '60'],
-        user: '1000:1000',
-        network: { mode: 'none' },
-        capDropAll: true,
-        noNewPrivileges: true,
-      });
+      const c = await idleSandbox(run, { capDropAll: true, noNewPrivileges: true });
       id = c.id;
       const whoami = await c.exec(['id', '-u']);
       assert.equal(whoami.stdout.trim(), '1000');
@@ -50,13 +59,7 @@ describe('docker adapter with the runner image', () => {
 
   it('copies files in and out, bounds output, and times out without hanging', async () => {
     await using run = engine.newRun();
-    const c = await run.start({
-      role: 'sandbox',
-      image: refs.runner,
-      entrypoint: ['sleep', '60'],
-      user: '1000:1000',
-      network: { mode: 'none' },
-    });
+    const c = await idleSandbox(run);
     const { Header } = await import('tar');
     const data = Buffer.from('hello from the host\n');
     const h = new Header({
