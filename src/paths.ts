@@ -13,6 +13,11 @@ export function captureDistDir(): string {
   return join(packageRoot(), 'dist', 'src', 'capture');
 }
 
+/** Where compiled sandbox agent files live (copied into the runner image). */
+export function agentDistDir(): string {
+  return join(packageRoot(), 'dist', 'src', 'agent');
+}
+
 /** The user's cache directory for phonehome (XDG on Linux). */
 export function cacheDir(): string {
   const xdg = process.env.XDG_CACHE_HOME;

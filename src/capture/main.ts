@@ -28,10 +28,11 @@ import {
   parseRequestHead,
   type HttpRequestHead,
 } from './http.js';
+import { ObserverLink } from './observer-link.js';
 import { EventSink, monotonicMs } from './sink.js';
 import { SyntheticAddresses } from './synthetic.js';
 import { looksLikeTls, parseClientHello, TLS_HANDSHAKE_FAILURE_ALERT } from './tls.js';
-import type { StreamEvent } from '../core/terms.js';
+import type { ProcessInfo, StreamEvent } from '../core/terms.js';
 
 const execFileP = promisify(execFile);
 
@@ -58,6 +59,11 @@ class Capture {
   readonly sink: EventSink;
   readonly names = new SyntheticAddresses();
   readonly conntrack = new ConntrackReader();
+  readonly observer: ObserverLink;
+  /** Open connections, to be recorded at a flush even if the client still holds them. */
+  private readonly open = new Set<() => void>();
+  /** Records waiting on a conntrack or observer lookup; a flush waits for them. */
+  private readonly inflight = new Set<Promise<unknown>>();
   private sampleBudget = BODY_SAMPLE_BUDGET;
   private readonly icmpSeen = new Map<string, Set<number>>();
   private readonly icmpReported = new Map<string, number>();
@@ -65,6 +71,27 @@ class Capture {
 
   constructor(eventsPath: string) {
     this.sink = new EventSink(eventsPath);
+    this.observer = new ObserverLink(this.sink);
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+    return p;
+  }
+
+  /** Conntrack entry of a redirected flow, then the sandbox process that owns its socket. */
+  private lookup(
+    proto: 'tcp' | 'udp',
+    clientPort: number,
+    capturePort: number,
+  ): Promise<{ ct: ConntrackEntry | undefined; proc: ProcessInfo | undefined }> {
+    return this.track(
+      this.conntrack.lookup({ proto, clientPort, capturePort }).then(async (ct) => ({
+        ct,
+        proc: ct ? await this.observer.who(proto, ct.sport, ct.dport) : undefined,
+      })),
+    );
   }
 
   // ---- DNS ----
@@ -92,6 +119,7 @@ class Capture {
     resolver: string,
     resolverPort: number,
     transport: 'udp' | 'tcp',
+    proc: ProcessInfo | undefined,
   ): Buffer | undefined {
     try {
       const q = parseQuery(msg);
@@ -105,6 +133,7 @@ class Capture {
         resolverPort,
         transport,
         answer: text,
+        ...(proc ? { proc } : {}),
       });
       return buildResponse(msg, q, answer);
     } catch (e) {
@@ -117,21 +146,24 @@ class Capture {
     const sock = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
     sock.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
       const t = monotonicMs();
-      void this.conntrack
-        .lookup({ proto: 'udp', clientPort: rinfo.port, capturePort: CAPTURE_PORTS.dns })
-        .then((ct) => {
-          const resolver = ct?.dst ?? plainAddress(host);
-          const reply = this.handleDnsMessage(msg, t, resolver, ct?.dport ?? 53, 'udp');
-          if (reply) sock.send(reply, rinfo.port, rinfo.address);
-          else this.recordDatagram(msg, t, ct);
-        });
+      void this.lookup('udp', rinfo.port, CAPTURE_PORTS.dns).then(({ ct, proc }) => {
+        const resolver = ct?.dst ?? plainAddress(host);
+        const reply = this.handleDnsMessage(msg, t, resolver, ct?.dport ?? 53, 'udp', proc);
+        if (reply) sock.send(reply, rinfo.port, rinfo.address);
+        else this.recordDatagram(msg, t, ct, proc);
+      });
     });
     return bind(sock, host, CAPTURE_PORTS.dns);
   }
 
   // ---- UDP (not DNS) ----
 
-  recordDatagram(msg: Buffer, t: number, ct: ConntrackEntry | undefined): void {
+  recordDatagram(
+    msg: Buffer,
+    t: number,
+    ct: ConntrackEntry | undefined,
+    proc: ProcessInfo | undefined,
+  ): void {
     if (!ct) return; // direct loopback traffic to our port: not egress
     const host = this.names.nameFor(ct.dst);
     this.sink.record({
@@ -142,7 +174,7 @@ class Capture {
       bytes: msg.length,
       sampleHex: msg.subarray(0, RAW_SAMPLE_MAX).toString('hex'),
       ...(host ? { host } : {}),
-      ...(ct.mark ? { mark: ct.mark } : {}),
+      ...(proc ? { proc } : {}),
     });
   }
 
@@ -150,9 +182,9 @@ class Capture {
     const sock = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
     sock.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
       const t = monotonicMs();
-      void this.conntrack
-        .lookup({ proto: 'udp', clientPort: rinfo.port, capturePort: CAPTURE_PORTS.udp })
-        .then((ct) => this.recordDatagram(msg, t, ct));
+      void this.lookup('udp', rinfo.port, CAPTURE_PORTS.udp).then(({ ct, proc }) =>
+        this.recordDatagram(msg, t, ct, proc),
+      );
     });
     return bind(sock, host, CAPTURE_PORTS.udp);
   }
@@ -183,11 +215,7 @@ class Capture {
   onConnection(sock: Socket): void {
     const t = monotonicMs();
     const clientPort = sock.remotePort ?? 0;
-    const ctPromise = this.conntrack.lookup({
-      proto: 'tcp',
-      clientPort,
-      capturePort: CAPTURE_PORTS.tcp,
-    });
+    const found = this.lookup('tcp', clientPort, CAPTURE_PORTS.tcp);
     let buf = Buffer.alloc(0);
     let total = 0;
     let done = false;
@@ -196,26 +224,32 @@ class Capture {
     const deadline = setTimeout(() => finish('timeout'), CONNECTION_MAX_MS);
 
     const finish = (
-      why: 'idle' | 'timeout' | 'end' | 'tls' | 'http' | 'dns' | 'raw',
+      why: 'idle' | 'timeout' | 'end' | 'tls' | 'http' | 'dns' | 'raw' | 'flush',
       reply?: Buffer,
     ) => {
       if (done) return;
       done = true;
+      this.open.delete(finishAtFlush);
       clearTimeout(deadline);
       clearTimeout(idle);
       const snapshot = buf;
       const bytesOut = total;
       if (why !== 'dns') {
-        void ctPromise.then((ct) => {
-          if (!ct) return; // a direct loopback connection to our port: not egress
-          this.recordStream(t, ct, snapshot, bytesOut, head);
-        });
+        void this.track(
+          found.then(({ ct, proc }) => {
+            if (!ct) return; // a direct loopback connection to our port: not egress
+            this.recordStream(t, ct, snapshot, bytesOut, head, proc);
+          }),
+        );
       }
       if (reply && !sock.destroyed) sock.end(reply);
       else sock.end();
       // Never wait on a client that does not close.
       setTimeout(() => sock.destroy(), 1000).unref();
     };
+
+    const finishAtFlush = () => finish('flush');
+    this.open.add(finishAtFlush);
 
     const armIdle = () => {
       clearTimeout(idle);
@@ -249,11 +283,12 @@ class Capture {
         return;
       }
       // DNS over TCP: a two-byte length then a query; answered, and recorded as dns only.
-      void ctPromise.then((ct) => {
+      void found.then(({ ct, proc }) => {
         if (done || !ct || ct.dport !== 53 || buf.length < 2) return;
         const len = buf.readUInt16BE(0);
         if (buf.length < 2 + len) return;
-        const reply = this.handleDnsMessage(buf.subarray(2, 2 + len), t, ct.dst, ct.dport, 'tcp');
+        const query = buf.subarray(2, 2 + len);
+        const reply = this.handleDnsMessage(query, t, ct.dst, ct.dport, 'tcp', proc);
         if (!reply) return;
         const framed = Buffer.alloc(2 + reply.length);
         framed.writeUInt16BE(reply.length, 0);
@@ -272,6 +307,7 @@ class Capture {
     buf: Buffer,
     bytesOut: number,
     head: HttpRequestHead | undefined,
+    proc: ProcessInfo | undefined,
   ): void {
     const host = this.names.nameFor(ct.dst);
     const base: Omit<StreamEvent, 'seq' | 't' | 'kind'> = {
@@ -279,7 +315,7 @@ class Capture {
       port: ct.dport,
       bytesOut,
       ...(host ? { host } : {}),
-      ...(ct.mark ? { mark: ct.mark } : {}),
+      ...(proc ? { proc } : {}),
     };
     if (looksLikeTls(buf)) {
       const ch = parseClientHello(buf);
@@ -337,6 +373,8 @@ class Capture {
       ids.add(e.icmpId ?? 0);
       this.icmpSeen.set(e.dst, ids);
     }
+    // Recorded when first seen, so the attempt falls in the phase that made it.
+    this.reportIcmp();
   }
 
   reportIcmp(): void {
@@ -375,8 +413,10 @@ class Capture {
   }
 
   async flush(): Promise<void> {
+    // Connections still held open (a detached child that never closes) are recorded as they are.
+    for (const finish of [...this.open]) finish();
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
     await this.pollIcmp();
-    this.reportIcmp();
     await this.reportDropped();
     this.sink.finish();
   }
@@ -402,7 +442,10 @@ async function main(): Promise<void> {
     await capture.startUdpSink('::1');
   }
   await capture.startTcp();
-  const icmpTimer = setInterval(() => void capture.pollIcmp(), 5000);
+  const observerSocket = process.env.OBSERVER_SOCKET;
+  if (observerSocket) await capture.observer.listen(observerSocket);
+  // ICMP echo entries live 30 s in conntrack; a 1 s poll sees each and dates it to within 1 s.
+  const icmpTimer = setInterval(() => void capture.pollIcmp(), 1000);
   let flushing: Promise<void> = Promise.resolve();
   let flushes = 0;
   const flush = () => {

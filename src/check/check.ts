@@ -1,7 +1,8 @@
 /**
  * `check`: resolve and stage on the host, then in a fresh sandbox behind a fresh gateway run the
- * install and import phases, collect every egress attempt and build the report.
+ * install, import and exercise phases, collect every egress attempt and build the report.
  */
+import { randomBytes } from 'node:crypto';
 import { PhonehomeError } from '../core/errors.js';
 import {
   buildReport,
@@ -11,22 +12,35 @@ import {
 } from '../core/report.js';
 import type { Phase } from '../core/terms.js';
 import { buildImages } from '../images/build.js';
+import type { NpmConfig } from '../resolve/npmrc.js';
 import { stage } from '../resolve/stage.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
-import { CaptureTopology, SANDBOX_HOME, SANDBOX_WORKDIR } from '../sandbox/topology.js';
-import { DRIVER_SOURCE, type StepResult } from './driver.js';
+import { AGENT_DIR, CaptureTopology, SANDBOX_HOME, SANDBOX_WORKDIR } from '../sandbox/topology.js';
+import { HARNESS_INPUT_VAR, type HarnessInput, type HarnessResult } from '../agent/harness.js';
+import type { StepInput, StepOutput } from '../agent/step.js';
 
 export interface CheckOptions {
-  registry?: string;
+  npmConfig?: NpmConfig;
   installTimeoutMs?: number;
   importTimeoutMs?: number;
-  /** How long to keep watching after the last phase for delayed and detached egress. */
+  exerciseTimeoutMs?: number;
+  /** Timeout of each run of a `bin` in the exercise phase. */
+  binTimeoutMs?: number;
+  /** How long processes that outlive a step (detached children) are watched before being killed. */
   settleMs?: number;
   log?: (line: string) => void;
+  /** Called as each phase starts (progress display). */
+  onPhase?: (phase: Phase) => void;
   signal?: AbortSignal;
 }
 
-const DEFAULTS = { installTimeoutMs: 180_000, importTimeoutMs: 30_000, settleMs: 3_000 };
+export const CHECK_DEFAULTS = {
+  installTimeoutMs: 180_000,
+  importTimeoutMs: 30_000,
+  exerciseTimeoutMs: 60_000,
+  binTimeoutMs: 10_000,
+  settleMs: 10_000,
+};
 const STEP_OUTPUT_MAX = 64 * 1024;
 
 /** Environment of every step: npm's own update check would be egress that is not the package's. */
@@ -37,22 +51,37 @@ const STEP_ENV = {
   npm_config_fund: 'false',
 };
 
+/** Harmless ways to run a command a package installs. */
+const BIN_ARGUMENTS: string[][] = [['--help'], ['--version'], []];
+
+interface Step {
+  label: string;
+  cmd: string;
+  args: string[];
+  timeoutMs: number;
+  env?: Record<string, string>;
+}
+
+/** The harness reads its input from the environment (and removes it), so command lines stay stable. */
+const HARNESS_SOURCE = `import { run } from '${AGENT_DIR}/harness.js';\nawait run((n) => import(n));`;
+
 export async function check(
   engine: SandboxEngine,
   images: ImageStore,
   spec: string,
   opts: CheckOptions = {},
 ): Promise<CheckReport> {
-  const o = { ...DEFAULTS, ...opts };
+  const o = { ...CHECK_DEFAULTS, ...opts };
   const log = opts.log ?? (() => undefined);
   const { refs } = await buildImages(images, { log });
   log(`[check] resolving ${spec}`);
   await using staged = await stage(spec, {
-    ...(opts.registry ? { registry: opts.registry } : {}),
+    ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
+  const scripted = staged.packages.filter((p) => p.installScripts.length > 0);
   log(
-    `[check] ${staged.name}@${staged.version}: ${staged.packages.length} package(s), ${staged.packages.filter((p) => p.installScripts.length).length} with install scripts`,
+    `[check] ${staged.name}@${staged.version}: ${staged.packages.length} package(s), ${scripted.length} with install scripts`,
   );
   opts.signal?.throwIfAborted();
   await using run = engine.newRun();
@@ -64,88 +93,206 @@ export async function check(
 
   const phases: PhaseResult[] = [];
   const windows: PhaseWindow[] = [];
-  const runStep = async (cmd: string, args: string[], timeoutMs: number): Promise<StepResult> => {
+  const marker = `@@${randomBytes(8).toString('hex')}@@`;
+
+  const runStep = async (step: Step): Promise<StepOutput> => {
     opts.signal?.throwIfAborted();
-    const r = await topo.sandbox.exec(
-      ['node', '-e', DRIVER_SOURCE, JSON.stringify([cmd, args, timeoutMs, STEP_OUTPUT_MAX])],
-      {
-        env: STEP_ENV,
-        workingDir: SANDBOX_WORKDIR,
-        // The driver kills the step at its timeout; this only guards against the driver itself hanging.
-        timeoutMs: timeoutMs + 15_000,
-        maxOutputBytes: 4 * STEP_OUTPUT_MAX,
-      },
-    );
+    const input: StepInput = {
+      cmd: step.cmd,
+      args: step.args,
+      timeoutMs: step.timeoutMs,
+      maxOutputBytes: STEP_OUTPUT_MAX,
+      settleMs: o.settleMs,
+      keepPids: topo.observerPid !== undefined ? [topo.observerPid] : [],
+      sandboxReadyMs: topo.readyMs,
+      ...(step.env ? { env: step.env } : {}),
+    };
+    const r = await topo.sandbox.exec(['node', `${AGENT_DIR}/step.js`, JSON.stringify(input)], {
+      env: STEP_ENV,
+      workingDir: SANDBOX_WORKDIR,
+      // The driver kills the step at its timeout; this only guards against the driver hanging.
+      timeoutMs: step.timeoutMs + o.settleMs + 15_000,
+      maxOutputBytes: 4 * STEP_OUTPUT_MAX,
+    });
     const line = r.stdout.trim().split('\n').pop() ?? '';
     try {
-      return JSON.parse(line) as StepResult;
+      return JSON.parse(line) as StepOutput;
     } catch {
       throw new PhonehomeError(
         'EINTERNAL',
-        `The phase driver gave no result for ${cmd} (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,
+        `The step driver gave no result for ${step.label} (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,
         { detail: r.stderr.slice(0, 2000) },
       );
     }
   };
-  const phase = async (
-    name: Phase,
-    steps: [string, string[]][],
-    timeoutMs: number,
-  ): Promise<void> => {
-    log(`[check] phase ${name}`);
-    const results: StepResult[] = [];
-    for (const [cmd, args] of steps) results.push(await runStep(cmd, args, timeoutMs));
-    const first = results[0];
-    const last = results[results.length - 1];
-    if (!first || !last) return;
-    windows.push({ name, startMs: first.start, endMs: last.end });
-    const failed = results.find((r) => r.timedOut || r.code !== 0);
-    phases.push({
-      name,
-      status: results.some((r) => r.timedOut) ? 'timeout' : failed ? 'failed' : 'completed',
-      durationMs: Math.round(last.end - first.start),
-      exitCode: failed ? failed.code : 0,
-      outputBytes: results.reduce((n, r) => n + r.stdoutBytes + r.stderrBytes, 0),
-      ...(failed ? { note: noteFor(failed) } : {}),
-    });
-  };
 
-  await phase(
-    'install',
-    [['npm', ['rebuild', '--dangerously-allow-all-scripts', '--foreground-scripts']]],
-    o.installTimeoutMs,
-  );
-  const name = JSON.stringify(staged.name);
-  await phase(
-    'import',
-    [
-      ['node', ['-e', `require(${name})`]],
-      ['node', ['--input-type=module', '-e', `await import(${name})`]],
-    ],
-    o.importTimeoutMs,
-  );
-  phases.push({
-    name: 'exercise',
-    status: 'skipped',
-    durationMs: 0,
-    note: 'calling exports and bins is not built yet',
+  const harness = (input: Omit<HarnessInput, 'marker'>, timeoutMs: number): Step => ({
+    label: `${input.mode} of ${input.name}`,
+    cmd: 'node',
+    args: ['--input-type=module', '-e', HARNESS_SOURCE],
+    env: { [HARNESS_INPUT_VAR]: JSON.stringify({ ...input, marker }) },
+    timeoutMs,
   });
 
-  // Delayed payloads and detached children: keep the gateway listening a little longer.
-  await new Promise((r) => setTimeout(r, o.settleMs));
+  /**
+   * Run a phase's steps one after another within the phase's time budget. `failedIf` says which
+   * step outcomes are the package's failure (a bin that exits 1 on no arguments is not).
+   */
+  const phase = async (
+    name: Phase,
+    steps: Step[],
+    budgetMs: number,
+    failedIf: (r: StepOutput, s: Step) => boolean,
+  ): Promise<StepOutput[]> => {
+    opts.onPhase?.(name);
+    log(`[check] phase ${name}`);
+    const results: StepOutput[] = [];
+    const started = performance.now();
+    for (const s of steps) {
+      const left = budgetMs - (performance.now() - started);
+      if (left <= 0) break;
+      results.push(await runStep({ ...s, timeoutMs: Math.min(s.timeoutMs, left) }));
+    }
+    const first = results[0];
+    const last = results[results.length - 1];
+    if (!first || !last) {
+      phases.push({ name, status: 'skipped', durationMs: 0, note: 'nothing to run' });
+      return results;
+    }
+    windows.push({ name, startMs: first.start, endMs: last.settledAt });
+    const timedOut = results.find((r) => r.timedOut);
+    const failed = results.find((r, i) => !r.timedOut && failedIf(r, steps[i] as Step));
+    const leftovers = results.reduce((n, r) => n + r.leftoverCount, 0);
+    const killed = results.reduce((n, r) => n + r.killed, 0);
+    const notes: string[] = [];
+    if (timedOut) notes.push(`killed at its timeout (${steps[results.indexOf(timedOut)]?.label})`);
+    else if (failed) notes.push(noteFor(failed, steps[results.indexOf(failed)] as Step));
+    if (results.length < steps.length)
+      notes.push(`${steps.length - results.length} step(s) not run: the phase ran out of time`);
+    if (leftovers > 0)
+      notes.push(
+        `${leftovers} process(es) outlived their step${killed ? `; ${killed} still running after the settle window were killed` : ''}`,
+      );
+    phases.push({
+      name,
+      status:
+        timedOut || results.length < steps.length ? 'timeout' : failed ? 'failed' : 'completed',
+      durationMs: Math.round(last.settledAt - first.start),
+      exitCode: failed ? failed.code : (timedOut?.code ?? 0),
+      outputBytes: results.reduce((n, r) => n + r.stdoutBytes + r.stderrBytes, 0),
+      ...(leftovers > 0
+        ? { leftovers: results.flatMap((r) => r.leftovers.map((l) => l.cmd)).slice(0, 20) }
+        : {}),
+      ...(notes.length ? { note: notes.join('; ') } : {}),
+    });
+    return results;
+  };
+
+  const nonZero = (r: StepOutput) => r.code !== 0;
+
+  // install: npm runs every package's install scripts, dependencies first, with npm's environment.
+  if (scripted.length > 0) {
+    await phase(
+      'install',
+      [
+        {
+          label: 'npm rebuild',
+          cmd: 'npm',
+          args: ['rebuild', '--dangerously-allow-all-scripts', '--foreground-scripts'],
+          timeoutMs: o.installTimeoutMs,
+        },
+      ],
+      o.installTimeoutMs,
+      nonZero,
+    );
+  } else {
+    phases.push({
+      name: 'install',
+      status: 'skipped',
+      durationMs: 0,
+      note: 'no package in the tree has install scripts',
+    });
+  }
+
+  // import: fresh processes, require() then import(); each entry point may behave differently.
+  const imported = await phase(
+    'import',
+    [
+      harness({ mode: 'require', name: staged.name }, o.importTimeoutMs),
+      harness({ mode: 'import', name: staged.name }, o.importTimeoutMs),
+    ],
+    o.importTimeoutMs * 2,
+    nonZero,
+  );
+  const importPhase = phases.find((p) => p.name === 'import');
+  const notLoadable = imported
+    .map((r, i) => [i === 0 ? 'require' : 'import', parseHarness(r.stdout, marker)?.loadError])
+    .filter(([, code]) => code)
+    .map(([how, code]) => `${how}() not possible (${code})`);
+  if (importPhase && notLoadable.length)
+    importPhase.note = [importPhase.note, ...notLoadable].filter(Boolean).join('; ');
+
+  // exercise: call what the package exports, run the commands it installs.
+  const exercised = await phase(
+    'exercise',
+    [
+      harness({ mode: 'exercise', name: staged.name }, o.exerciseTimeoutMs),
+      ...staged.bins.flatMap((bin) =>
+        BIN_ARGUMENTS.map((args) => ({
+          label: `${[bin, ...args].join(' ')}`,
+          cmd: `${SANDBOX_WORKDIR}/node_modules/.bin/${bin}`,
+          args,
+          timeoutMs: o.binTimeoutMs,
+        })),
+      ),
+    ],
+    o.exerciseTimeoutMs,
+    // Only the harness itself failing counts; bins may exit non-zero on odd arguments.
+    (r, s) => s.cmd === 'node' && nonZero(r),
+  );
+  const calls = parseHarness(exercised[0]?.stdout ?? '', marker);
+  const exercisePhase = phases.find((p) => p.name === 'exercise');
+  if (exercisePhase && calls) {
+    exercisePhase.calls = {
+      functions: calls.functions,
+      classes: calls.classes,
+      calls: calls.calls,
+      threw: calls.threw,
+      pending: calls.pending,
+      bins: staged.bins.length,
+    };
+  }
+
   const eventLog = await topo.events();
   return buildReport({
     subject: { name: staged.name, version: staged.version, integrity: staged.integrity, spec },
     phases,
     windows,
     events: eventLog.events,
-    truncated: eventLog.truncatedCounts,
+    processNames: { [`node --input-type=module -e ${HARNESS_SOURCE}`]: 'node (phonehome harness)' },
+    packages: staged.packages.map((p) => ({
+      id: `${p.name}@${p.version}`,
+      installScripts: p.installScripts,
+    })),
+    ...(eventLog.truncatedCounts ? { truncated: eventLog.truncatedCounts } : {}),
   });
 }
 
-function noteFor(r: StepResult): string {
-  if (r.timedOut) return 'killed at its timeout';
-  if (r.error) return r.error;
+function parseHarness(stdout: string, marker: string): HarnessResult | undefined {
+  const line = stdout
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith(marker));
+  if (!line) return undefined;
+  try {
+    return JSON.parse(line.slice(marker.length)) as HarnessResult;
+  } catch {
+    return undefined;
+  }
+}
+
+function noteFor(r: StepOutput, s: Step): string {
+  if (r.error) return `${s.label}: ${r.error}`;
   const lastLine = (
     r.stderr
       .trim()
@@ -153,5 +300,5 @@ function noteFor(r: StepResult): string {
       .filter((l) => l.trim())
       .pop() ?? ''
   ).slice(0, 200);
-  return `exit ${r.code ?? r.signal}${lastLine ? `: ${lastLine}` : ''}`;
+  return `${s.label}: exit ${r.code ?? r.signal}${lastLine ? `: ${lastLine}` : ''}`;
 }

@@ -26,9 +26,13 @@ function detail(e: ReportEvent): string {
   }
 }
 
+function short(cmd: string, max = 70): string {
+  return cmd.length > max ? `${cmd.slice(0, max - 1)}…` : cmd;
+}
+
 export function renderText(report: CheckReport): string {
   const { subject } = report;
-  const destinations = new Set(report.findings.map((f) => f.destination)).size;
+  const destinations = new Set(report.findings.map((f) => f.destination).filter(Boolean)).size;
   const head =
     report.verdict === 'pass'
       ? `PASS ${subject.name}@${subject.version}: no egress attempts`
@@ -39,12 +43,27 @@ export function renderText(report: CheckReport): string {
     lines.push(
       `  ${p.name} (${p.status}${p.status === 'skipped' ? '' : `, ${(p.durationMs / 1000).toFixed(1)} s`})${note}`,
     );
-    for (const { event, times } of summarizeEvents(
-      report.events.filter((e) => e.phase === p.name),
-    )) {
-      lines.push(`    ${detail(event)}${times > 1 ? ` x${times}` : ''}`);
+    if (p.calls)
+      lines.push(
+        `    called ${p.calls.functions} function(s) and ${p.calls.classes} class(es) ${p.calls.calls} time(s); ran ${p.calls.bins} command(s)`,
+      );
+    const inPhase = report.events.filter((e) => e.phase === p.name);
+    const byPackage = new Map<string, ReportEvent[]>();
+    for (const e of inPhase) {
+      const key = e.package ?? '(package not identified)';
+      byPackage.set(key, [...(byPackage.get(key) ?? []), e]);
+    }
+    for (const [pkg, events] of byPackage) {
+      lines.push(`    ${pkg}`);
+      for (const { event, times } of summarizeEvents(events)) {
+        const by = event.process
+          ? `  <- ${event.script ? `${event.script}: ` : ''}${short(event.process)}`
+          : '';
+        lines.push(`      ${detail(event)}${times > 1 ? ` x${times}` : ''}${by}`);
+      }
     }
   }
+  for (const f of report.findings.filter((f) => f.id !== 'egress')) lines.push(`  ! ${f.message}`);
   if (report.truncated) {
     lines.push(
       `  capture bounds hit; counted without detail: ${Object.entries(report.truncated)

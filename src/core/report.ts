@@ -19,6 +19,17 @@ export interface PhaseResult {
   note?: string;
   exitCode?: number | null;
   outputBytes?: number;
+  /** Command lines of processes that outlived their step (detached children), at most 20. */
+  leftovers?: string[];
+  /** What the exercise phase did. */
+  calls?: {
+    functions: number;
+    classes: number;
+    calls: number;
+    threw: number;
+    pending: number;
+    bins: number;
+  };
 }
 
 /** When a phase ran, on the sandbox kernel's monotonic clock (the clock capture events use). */
@@ -30,6 +41,16 @@ export interface PhaseWindow {
 
 export interface ReportEvent {
   phase: Phase;
+  /**
+   * The package charged with the attempt (`name@version`): the package whose install script (or
+   * its child) made it, or the package asked about for import and exercise. Absent when an
+   * install-time attempt cannot be tied to one package.
+   */
+  package?: string;
+  /** Command line of the process that made the attempt, when the observer could tell. */
+  process?: string;
+  /** The npm lifecycle event the process ran under. */
+  script?: string;
   kind: CaptureEvent['kind'];
   host?: string;
   ip?: string;
@@ -50,7 +71,8 @@ export interface Finding {
   id: string;
   severity: Severity;
   phase: Phase;
-  destination: string;
+  package?: string;
+  destination?: string;
   message: string;
 }
 
@@ -73,15 +95,29 @@ export function phaseAt(t: number, windows: PhaseWindow[]): Phase | undefined {
   return found;
 }
 
-export function toReportEvent(e: CaptureEvent, phase: Phase): ReportEvent | undefined {
+/** Who an event is charged to; see ReportEvent.package. */
+export interface Attribution {
+  phase: Phase;
+  package?: string;
+  process?: string;
+  script?: string;
+}
+
+export function toReportEvent(e: CaptureEvent, who: Attribution): ReportEvent | undefined {
+  const base = {
+    phase: who.phase,
+    ...(who.package ? { package: who.package } : {}),
+    ...(who.process ? { process: who.process } : {}),
+    ...(who.script ? { script: who.script } : {}),
+  };
   switch (e.kind) {
     case 'dns':
-      return { phase, kind: 'dns', host: e.qname, qtype: e.qtype, resolver: e.resolver };
+      return { ...base, kind: 'dns', host: e.qname, qtype: e.qtype, resolver: e.resolver };
     case 'tcp':
     case 'tls':
     case 'http':
       return {
-        phase,
+        ...base,
         kind: e.kind,
         ip: e.ip,
         port: e.port,
@@ -96,7 +132,7 @@ export function toReportEvent(e: CaptureEvent, phase: Phase): ReportEvent | unde
       };
     case 'udp':
       return {
-        phase,
+        ...base,
         kind: 'udp',
         ip: e.ip,
         port: e.port,
@@ -104,9 +140,9 @@ export function toReportEvent(e: CaptureEvent, phase: Phase): ReportEvent | unde
         ...(e.host ? { host: e.host } : {}),
       };
     case 'icmp':
-      return { phase, kind: 'icmp', ip: e.ip, count: e.count };
+      return { ...base, kind: 'icmp', ip: e.ip, count: e.count };
     case 'dropped':
-      return { phase, kind: 'dropped', count: e.packets };
+      return { ...base, kind: 'dropped', count: e.packets };
     default:
       return undefined;
   }
@@ -126,44 +162,120 @@ const KIND_ORDER = ['dns', 'tcp', 'tls', 'http', 'udp', 'icmp', 'dropped', 'trun
 function compareEvents(a: ReportEvent, b: ReportEvent): number {
   return (
     PHASES.indexOf(a.phase) - PHASES.indexOf(b.phase) ||
+    (a.package ?? '').localeCompare(b.package ?? '') ||
     KIND_ORDER.indexOf(a.kind) - KIND_ORDER.indexOf(b.kind) ||
     JSON.stringify(a).localeCompare(JSON.stringify(b))
   );
 }
 
+/** A package of the staged tree, as buildReport needs it. */
+export interface TreePackage {
+  /** `name@version` */
+  id: string;
+  installScripts: string[];
+}
+
+/**
+ * Charge an event to a phase and a package. A process's attempts count for the phase that started
+ * the process (a detached child of a postinstall is still install). The package comes from the
+ * npm lifecycle environment of the process; for import and exercise it is the package asked
+ * about; for an install-time attempt of unknown origin, the tree's only package with install
+ * scripts if there is exactly one.
+ */
+export function attribute(
+  e: CaptureEvent,
+  windows: PhaseWindow[],
+  subject: string,
+  packages: TreePackage[],
+): Attribution | undefined {
+  const proc = 'proc' in e ? e.proc : undefined;
+  // Start times have 10 ms resolution; a step's processes start after its window opens.
+  const phase = (proc ? phaseAt(proc.startMs + 10, windows) : undefined) ?? phaseAt(e.t, windows);
+  if (!phase) return undefined;
+  let pkg = proc?.package;
+  if (!pkg && phase !== 'install') pkg = subject;
+  if (!pkg) {
+    const scripted = packages.filter((p) => p.installScripts.length > 0);
+    if (scripted.length === 1) pkg = scripted[0]?.id;
+  }
+  return {
+    phase,
+    ...(pkg ? { package: pkg } : {}),
+    ...(proc?.cmd ? { process: proc.cmd } : {}),
+    ...(proc?.script ? { script: proc.script } : {}),
+  };
+}
+
 /**
  * Until policies exist, every destination the package tried is a `warn` finding, and no egress
- * is a pass.
+ * is a pass. Losing the observer mid-run (the package killed it) or an impostor on its socket is
+ * a finding too: attribution stopped, and something went after the sandbox's instruments.
  */
 export function buildReport(input: {
   subject: CheckReport['subject'];
   phases: PhaseResult[];
   windows: PhaseWindow[];
   events: CaptureEvent[];
+  packages?: TreePackage[];
+  /** Names to show instead of phonehome's own command lines (the harness's). */
+  processNames?: Record<string, string>;
   truncated?: Record<string, number>;
 }): CheckReport {
+  const subjectId = `${input.subject.name}@${input.subject.version}`;
   const events: ReportEvent[] = [];
+  const findings: Finding[] = [];
   for (const e of input.events) {
-    const phase = phaseAt(e.t, input.windows);
-    if (!phase) continue;
-    const r = toReportEvent(e, phase);
+    if (e.kind === 'observer') {
+      if (e.status === 'connected') continue;
+      const phase = phaseAt(e.t, input.windows) ?? 'install';
+      findings.push(
+        e.status === 'lost'
+          ? {
+              id: 'observer-lost',
+              severity: 'warn',
+              phase,
+              message: `a process in the sandbox stopped the observer during ${phase}; later attempts are recorded without their process`,
+            }
+          : {
+              id: 'observer-impostor',
+              severity: 'warn',
+              phase,
+              message: `a process in the sandbox connected to the capture's observer socket during ${phase}; it was refused`,
+            },
+      );
+      continue;
+    }
+    const who = attribute(e, input.windows, subjectId, input.packages ?? []);
+    if (!who) continue;
+    const shown = who.process ? input.processNames?.[who.process] : undefined;
+    if (shown) who.process = shown;
+    const r = toReportEvent(e, who);
     if (r) events.push(r);
   }
   events.sort(compareEvents);
-  const seen = new Map<string, Finding>();
+  const seen = new Set<string>();
   for (const e of events) {
     const destination = destinationOf(e);
-    const key = `${e.phase}\0${destination}`;
+    const key = `${e.phase}\0${e.package ?? ''}\0${destination}`;
     if (seen.has(key)) continue;
-    seen.set(key, {
+    seen.add(key);
+    const who = e.package ?? 'an unidentified package';
+    findings.push({
       id: 'egress',
       severity: 'warn',
       phase: e.phase,
+      ...(e.package ? { package: e.package } : {}),
       destination,
-      message: `tried to reach ${destination} during ${e.phase}`,
+      message: `${who} tried to reach ${destination} during ${e.phase}`,
     });
   }
-  const findings = [...seen.values()];
+  findings.sort(
+    (a, b) =>
+      PHASES.indexOf(a.phase) - PHASES.indexOf(b.phase) ||
+      a.id.localeCompare(b.id) ||
+      (a.package ?? '').localeCompare(b.package ?? '') ||
+      (a.destination ?? '').localeCompare(b.destination ?? ''),
+  );
   const verdict: Verdict = findings.some((f) => f.severity === 'fail')
     ? 'fail'
     : findings.length > 0

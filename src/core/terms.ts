@@ -16,12 +16,41 @@
  *   unprivileged user.
  * - phase: a step of a check run inside the sandbox, in order: install, import, exercise.
  * - loopback: traffic inside the namespace to 127.0.0.0/8 or ::1; it is not egress.
+ * - observer: a process in the sandbox that tells the capture which process owns the socket of
+ *   each attempt (the gateway cannot see the sandbox's processes).
+ * - attribution: the package (`name@version`) and process an event is charged to.
+ * - settle window: how long processes that outlived a step (detached children) are watched before
+ *   they are killed; their attempts count for the phase that started them.
+ * - step: one command run in the sandbox within a phase (`npm rebuild`, a `require()`, a bin).
  */
 
 export type Phase = 'install' | 'import' | 'exercise';
 export const PHASES: readonly Phase[] = ['install', 'import', 'exercise'];
 
-export type EventKind = 'dns' | 'tcp' | 'tls' | 'http' | 'udp' | 'icmp' | 'dropped' | 'truncated';
+export type EventKind =
+  'dns' | 'tcp' | 'tls' | 'http' | 'udp' | 'icmp' | 'dropped' | 'truncated' | 'observer';
+
+/**
+ * The sandbox process that owned the socket of an attempt, read from /proc by the sandbox's
+ * observer while the attempt was in flight.
+ */
+export interface ProcessInfo {
+  pid: number;
+  /** Command line, arguments joined by spaces, at most 300 characters. */
+  cmd: string;
+  /**
+   * When the process started, CLOCK_MONOTONIC ms (10 ms resolution): a detached child's attempts
+   * count for the phase that started it.
+   */
+  startMs: number;
+  /**
+   * `name@version` from the npm lifecycle environment of the process or its nearest parent that
+   * has one (npm sets it for every script; a hostile script can forge it for its own children).
+   */
+  package?: string;
+  /** The lifecycle event (`preinstall`, `install`, `postinstall`, …). */
+  script?: string;
+}
 
 interface EventBase {
   /** Order in which the capture program recorded the event, from 0. */
@@ -42,6 +71,7 @@ export interface DnsEvent extends EventBase {
   transport: 'udp' | 'tcp';
   /** What the capture answered: a synthetic address, or a note such as 'NOERROR empty'. */
   answer: string;
+  proc?: ProcessInfo;
 }
 
 export interface StreamEvent extends EventBase {
@@ -66,8 +96,7 @@ export interface StreamEvent extends EventBase {
   /** Base64 of the first bytes of the request body (at most 64 KiB). */
   bodySample?: string;
   websocket?: boolean;
-  /** Conntrack mark of the connection, when the sandbox set one (used for attribution). */
-  mark?: number;
+  proc?: ProcessInfo;
 }
 
 export interface DatagramEvent extends EventBase {
@@ -77,7 +106,7 @@ export interface DatagramEvent extends EventBase {
   host?: string;
   bytes: number;
   sampleHex: string;
-  mark?: number;
+  proc?: ProcessInfo;
 }
 
 export interface IcmpEvent extends EventBase {
@@ -102,5 +131,17 @@ export interface TruncatedEvent extends EventBase {
   countsByKind: Record<string, number>;
 }
 
+/** The link to the sandbox's observer: when it came up, when it was lost, an impostor refused. */
+export interface ObserverEvent extends EventBase {
+  kind: 'observer';
+  status: 'connected' | 'lost' | 'rejected';
+}
+
 export type CaptureEvent =
-  DnsEvent | StreamEvent | DatagramEvent | IcmpEvent | DroppedEvent | TruncatedEvent;
+  | DnsEvent
+  | StreamEvent
+  | DatagramEvent
+  | IcmpEvent
+  | DroppedEvent
+  | TruncatedEvent
+  | ObserverEvent;

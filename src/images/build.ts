@@ -19,6 +19,7 @@ import { PhonehomeError } from '../core/errors.js';
 import { cacheDir } from '../paths.js';
 import type { ImageStore } from '../sandbox/sandbox.js';
 import {
+  agentFiles,
   captureFiles,
   debianPackages,
   defaultVersions,
@@ -89,7 +90,12 @@ export async function buildImages(
   const onLine = opts.verbose ? (l: string) => log(`  ${l}`) : undefined;
   if (needRunner) {
     log(`[images] building ${refs.runner}`);
-    await images.build(contextTar(join(imagesDir(), 'runner'), []), refs.runner, {
+    const extra = agentFiles().map((f) => ({
+      name: `agent/${basename(f)}`,
+      data: readFileSync(f),
+    }));
+    extra.push({ name: 'agent/package.json', data: Buffer.from('{"type":"module"}\n') });
+    await images.build(contextTar(join(imagesDir(), 'runner'), extra), refs.runner, {
       buildArgs: { BASE: refs.base },
       labels: { 'phonehome.image': 'runner', 'phonehome.base': refs.base },
       ...(onLine ? { onLine } : {}),

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { captureDistDir, packageRoot } from '../paths.js';
+import { agentDistDir, captureDistDir, packageRoot } from '../paths.js';
 
 export interface ImageVersions {
   debianSuite: string;
@@ -60,6 +60,11 @@ export function captureFiles(): string[] {
   return listFiles(captureDistDir()).filter((f) => f.endsWith('.js'));
 }
 
+/** Sandbox agent files (observer, step driver, harness) that go into the runner image. */
+export function agentFiles(): string[] {
+  return listFiles(agentDistDir()).filter((f) => f.endsWith('.js'));
+}
+
 export function imageRefs(versions: ImageVersions): ImageRefs {
   const base = createHash('sha256').update(JSON.stringify(versions)).update('\0');
   hashFiles(base, join(imagesDir(), 'base'));
@@ -67,6 +72,7 @@ export function imageRefs(versions: ImageVersions): ImageRefs {
 
   const runner = createHash('sha256').update(baseTag).update('\0');
   hashFiles(runner, join(imagesDir(), 'runner'));
+  hashFiles(runner, agentDistDir(), (f) => f.endsWith('.js'));
 
   const gateway = createHash('sha256').update(baseTag).update('\0');
   hashFiles(gateway, join(imagesDir(), 'gateway'));

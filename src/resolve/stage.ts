@@ -12,6 +12,7 @@ import Arborist, { type ArboristNode } from '@npmcli/arborist';
 import pacote from 'pacote';
 import * as tar from 'tar';
 import { PhonehomeError } from '../core/errors.js';
+import { fetchOptions, type NpmConfig } from './npmrc.js';
 
 /** The project the package is installed into inside the sandbox: looks like someone's app. */
 export const PROJECT_NAME = 'web-app';
@@ -25,12 +26,15 @@ export interface StagedPackage {
   dir: string;
   /** Every package of the tree with its install scripts, dependencies first. */
   packages: { name: string; version: string; location: string; installScripts: string[] }[];
+  /** The commands the package asked about declares (`bin`), by name. */
+  bins: string[];
   tar(): Readable;
   [Symbol.asyncDispose](): Promise<void>;
 }
 
 export interface StageOptions {
-  registry?: string;
+  /** Registries, credentials, proxy: see npmrc.ts. */
+  npmConfig?: NpmConfig;
   cacheDir?: string;
   /** When aborted (Ctrl-C), the staging directory is removed at once. */
   signal?: AbortSignal;
@@ -63,7 +67,7 @@ async function addSpec(spec: string, work: string, opts: StageOptions): Promise<
 
 function pacoteOpts(opts: StageOptions): Record<string, unknown> {
   return {
-    ...(opts.registry ? { registry: opts.registry } : {}),
+    ...fetchOptions(opts.npmConfig ?? {}),
     ...(opts.cacheDir ? { cache: opts.cacheDir } : {}),
   };
 }
@@ -87,11 +91,11 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
       JSON.stringify({ name: PROJECT_NAME, version: '1.0.0', private: true }, null, 2) + '\n',
     );
     const arb = new Arborist({
+      ...pacoteOpts(opts),
       path: dir,
       ignoreScripts: true,
       audit: false,
       fund: false,
-      ...pacoteOpts(opts),
     });
     let root: ArboristNode;
     try {
@@ -107,7 +111,7 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
         name: n.packageName,
         version: n.version,
         location: n.location,
-        installScripts: INSTALL_EVENTS.filter((ev) => typeof n.package.scripts?.[ev] === 'string'),
+        installScripts: installScripts(n, join(dir, n.location)),
       }))
       // Deeper locations first: a dependency's scripts run before its dependents'.
       .sort(
@@ -122,6 +126,7 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
       spec,
       dir,
       packages,
+      bins: binNames(direct.package.bin, direct.packageName),
       tar: () => tar.c({ cwd: dir, portable: true, follow: false }, ['.']) as unknown as Readable,
       [Symbol.asyncDispose]: cleanup,
     };
@@ -129,6 +134,25 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
     await cleanup();
     throw e;
   }
+}
+
+/** The install events npm runs for a package, with the implicit `node-gyp rebuild`. */
+function installScripts(n: ArboristNode, folder: string): string[] {
+  const scripts = INSTALL_EVENTS.filter((ev) => typeof n.package.scripts?.[ev] === 'string');
+  // npm runs `node-gyp rebuild` as the install script when binding.gyp exists and the package
+  // has neither an install nor a preinstall script of its own.
+  const gyp =
+    n.package.gypfile !== false &&
+    !scripts.includes('install') &&
+    !scripts.includes('preinstall') &&
+    existsSync(join(folder, 'binding.gyp'));
+  return gyp ? [...scripts, 'install'] : scripts;
+}
+
+function binNames(bin: unknown, packageName: string): string[] {
+  if (typeof bin === 'string') return [packageName.replace(/^@[^/]+\//, '')];
+  if (bin && typeof bin === 'object') return Object.keys(bin).sort();
+  return [];
 }
 
 function specError(spec: string, e: unknown): PhonehomeError {

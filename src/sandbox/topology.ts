@@ -5,6 +5,7 @@
  * same isolation. Fail-closed: if the gateway cannot install its rules or start its capture, no
  * sandbox is started.
  */
+import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { PhonehomeError } from '../core/errors.js';
 import { parseEventLog, type EventLog } from '../core/events.js';
@@ -20,6 +21,8 @@ export const SANDBOX_USER = '1000:1000';
 export const SANDBOX_HOME = '/home/node';
 export const SANDBOX_WORKDIR = '/work';
 const EVENTS_PATH = '/run/capture/events.ndjson';
+/** Where the runner image keeps the programs phonehome runs in the sandbox (root-owned, read-only). */
+export const AGENT_DIR = '/opt/agent';
 const EVENTS_MAX_BYTES = 64 * 1024 * 1024;
 
 export interface TopologyOptions {
@@ -31,6 +34,11 @@ export interface TopologyOptions {
   /** Size of the writable tmpfs mounts of the sandbox (the root filesystem is read-only). */
   tmpfsSizes?: { work?: string; home?: string; tmp?: string };
   readyTimeoutMs?: number;
+  /**
+   * Start the observer that tells the capture which sandbox process made each attempt (default
+   * true). Without it events carry no process and no package from the npm environment.
+   */
+  observer?: boolean;
 }
 
 export const DEFAULT_SANDBOX_LIMITS: Required<ResourceLimits> = {
@@ -51,19 +59,33 @@ export class CaptureTopology {
     readonly gateway: SandboxContainer,
     readonly sandbox: SandboxContainer,
     readonly timings: StartupTimings,
+    /** The observer's pid in the sandbox; steps never count it as a leftover process. */
+    readonly observerPid: number | undefined,
+    /** CLOCK_MONOTONIC ms by which the sandbox's own processes had started. */
+    readonly readyMs: number,
   ) {}
 
   static async start(run: SandboxRun, opts: TopologyOptions): Promise<CaptureTopology> {
     const t0 = performance.now();
-    const gateway = await startGateway(run, opts);
+    const observer = opts.observer ?? true;
+    // Abstract Unix socket names live in the network namespace both containers share.
+    const socketName = randomBytes(12).toString('hex');
+    const gateway = await startGateway(run, opts, observer ? socketName : undefined);
     const t1 = performance.now();
     const limits = { ...DEFAULT_SANDBOX_LIMITS, ...opts.sandboxLimits };
     const sizes = { work: '1g', home: '256m', tmp: '512m', ...opts.tmpfsSizes };
     const sandbox = await run.start({
       role: 'sandbox',
       image: opts.runnerImage,
-      // The main process only holds the container open; package code runs through exec.
-      entrypoint: ['/bin/sh', '-c', 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'],
+      // Process 1 is a shell that only waits: the kernel does not deliver signals to a
+      // namespace's init from inside it, so package code cannot stop the container, and its
+      // waits reap orphans (a fork bomb's zombies would otherwise keep holding the pids limit).
+      // The observer is its child; package code runs through exec.
+      entrypoint: [
+        '/bin/sh',
+        '-c',
+        `trap "exit 0" TERM; ${observer ? `node ${AGENT_DIR}/observer.js ${socketName} & ` : ''}while :; do sleep 2147483647 & wait $!; done`,
+      ],
       user: SANDBOX_USER,
       workingDir: SANDBOX_WORKDIR,
       network: { mode: 'join', container: gateway },
@@ -78,8 +100,31 @@ export class CaptureTopology {
       limits,
       env: { HOME: SANDBOX_HOME },
     });
+    let observerPid: number | undefined;
+    let readyMs = 0;
+    if (observer) {
+      try {
+        const m = await sandbox.waitForLog(/^READY (\d+) (\d+)$/m, opts.readyTimeoutMs ?? 15_000);
+        observerPid = Number(m[1]);
+        readyMs = Number(m[2]);
+      } catch (e) {
+        if (e instanceof LogWaitError)
+          throw new PhonehomeError(
+            'EGATEWAY_SETUP',
+            'The sandbox observer did not connect to the capture. No package code was run.',
+            { detail: e.output.trim() || e.message },
+          );
+        throw e;
+      }
+    }
     const t2 = performance.now();
-    return new CaptureTopology(gateway, sandbox, { gatewayMs: t1 - t0, sandboxMs: t2 - t1 });
+    return new CaptureTopology(
+      gateway,
+      sandbox,
+      { gatewayMs: t1 - t0, sandboxMs: t2 - t1 },
+      observerPid,
+      readyMs,
+    );
   }
 
   /**
@@ -137,7 +182,11 @@ export class CaptureTopology {
   }
 }
 
-async function startGateway(run: SandboxRun, opts: TopologyOptions): Promise<SandboxContainer> {
+async function startGateway(
+  run: SandboxRun,
+  opts: TopologyOptions,
+  observerSocket: string | undefined,
+): Promise<SandboxContainer> {
   const ipv6 = opts.ipv6 ?? true;
   const gateway = await run.start({
     role: 'gateway',
@@ -153,6 +202,7 @@ async function startGateway(run: SandboxRun, opts: TopologyOptions): Promise<San
       'net.ipv4.ping_group_range': '0 2147483647',
     },
     limits: { memoryBytes: 512 * 1024 * 1024, pids: 128, nanoCpus: 1_000_000_000 },
+    ...(observerSocket ? { env: { OBSERVER_SOCKET: observerSocket } } : {}),
   });
   try {
     await gateway.waitForLog(/^READY$/m, opts.readyTimeoutMs ?? 15_000);

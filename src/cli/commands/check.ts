@@ -1,27 +1,103 @@
 import { Command, Option } from 'commander';
-import { check } from '../../check/check.js';
-import { ExitCode } from '../../core/errors.js';
+import { CHECK_DEFAULTS, check } from '../../check/check.js';
+import { ExitCode, PhonehomeError } from '../../core/errors.js';
 import { REPORT_SCHEMA_VERSION, type CheckReport, type Verdict } from '../../core/report.js';
+import type { Phase } from '../../core/terms.js';
+import { loadNpmConfig } from '../../resolve/npmrc.js';
 import { cliContext } from '../context.js';
 import { renderText } from '../render-text.js';
 
 const LEVELS: Record<Verdict | 'none', number> = { pass: 0, warn: 1, fail: 2, none: 99 };
 
+function seconds(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0)
+    throw new PhonehomeError('EUSAGE', `${flag} wants a number of seconds, not "${value}".`);
+  return Math.round(n * 1000);
+}
+
+/** Phase and elapsed time, redrawn in place; only when stderr is a terminal. */
+function progress(
+  spec: string,
+  log: (line: string) => void,
+): { phase: (p: Phase) => void; log: (line: string) => void; stop: () => void } {
+  if (!process.stderr.isTTY) return { phase: () => undefined, log, stop: () => undefined };
+  const started = Date.now();
+  let current = 'resolving';
+  const draw = () =>
+    process.stderr.write(
+      `\r\x1b[2K${spec}: ${current} ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
+  const timer = setInterval(draw, 200);
+  timer.unref();
+  return {
+    phase: (p) => {
+      current = p;
+      draw();
+    },
+    // Log lines go above the progress line.
+    log: (line) => {
+      process.stderr.write('\r\x1b[2K');
+      log(line);
+      draw();
+    },
+    stop: () => {
+      clearInterval(timer);
+      process.stderr.write('\r\x1b[2K');
+    },
+  };
+}
+
 export function checkCommand(): Command {
+  const d = (ms: number) => String(ms / 1000);
   return new Command('check')
-    .description('install and import packages in the sandbox and report every egress attempt')
+    .description(
+      'install, import and exercise packages in the sandbox and report every egress attempt',
+    )
     .argument(
       '<spec...>',
       'registry spec (name, name@1.2.3, name@^1, @scope/name@tag), a .tgz path, or a package folder',
     )
     .option('--json', 'print the versioned JSON report')
-    .option('--registry <url>', 'npm registry to resolve from')
+    .option(
+      '--registry <url>',
+      'npm registry to resolve from (default: from your npm config, like npm)',
+    )
     .addOption(
       new Option('--fail-on <level>', 'exit 1 when the verdict is at or above this level')
         .choices(['warn', 'fail', 'none'])
         .default('warn'),
     )
-    .option('--install-timeout <seconds>', 'timeout of the install phase', '180')
+    .option(
+      '--install-timeout <seconds>',
+      'timeout of the install phase',
+      d(CHECK_DEFAULTS.installTimeoutMs),
+    )
+    .option(
+      '--import-timeout <seconds>',
+      'timeout of each import step',
+      d(CHECK_DEFAULTS.importTimeoutMs),
+    )
+    .option(
+      '--exercise-timeout <seconds>',
+      'timeout of the exercise phase',
+      d(CHECK_DEFAULTS.exerciseTimeoutMs),
+    )
+    .option(
+      '--settle <seconds>',
+      'how long processes that outlive a step (detached children) are watched before being killed',
+      d(CHECK_DEFAULTS.settleMs),
+    )
+    .addHelpText(
+      'after',
+      `
+Registries, scoped registries, auth tokens, proxy and TLS settings come from your npm
+configuration (npmrc files and npm_config_* variables), as npm reads them. Nothing runs on this
+machine: install scripts and package code run only in the sandbox.
+
+Exit codes: 0 pass, 1 findings at or above --fail-on, 2 usage error, 3 environment (Docker,
+images), 4 internal error, 130 interrupted.`,
+    )
     .action(
       async (
         specs: string[],
@@ -30,18 +106,35 @@ export function checkCommand(): Command {
           registry?: string;
           failOn: 'warn' | 'fail' | 'none';
           installTimeout: string;
+          importTimeout: string;
+          exerciseTimeout: string;
+          settle: string;
         },
       ) => {
+        const timeouts = {
+          installTimeoutMs: seconds('--install-timeout', o.installTimeout),
+          importTimeoutMs: seconds('--import-timeout', o.importTimeout),
+          exerciseTimeoutMs: seconds('--exercise-timeout', o.exerciseTimeout),
+          settleMs: seconds('--settle', o.settle),
+        };
+        const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
         const ctx = cliContext();
         const reports: CheckReport[] = [];
         for (const spec of specs) {
           const started = Date.now();
-          const report = await check(ctx.engine, ctx.images, spec, {
-            ...(o.registry ? { registry: o.registry } : {}),
-            installTimeoutMs: Number(o.installTimeout) * 1000,
-            log: ctx.log,
-            signal: ctx.signal,
-          });
+          const bar = progress(spec, ctx.log);
+          let report: CheckReport;
+          try {
+            report = await check(ctx.engine, ctx.images, spec, {
+              ...timeouts,
+              npmConfig,
+              log: bar.log,
+              onPhase: bar.phase,
+              signal: ctx.signal,
+            });
+          } finally {
+            bar.stop();
+          }
           ctx.log(
             `[check] ${spec}: ${report.verdict} in ${((Date.now() - started) / 1000).toFixed(1)} s`,
           );

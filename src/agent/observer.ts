@@ -1,0 +1,208 @@
+/**
+ * The observer: runs in the sandbox, as the sandbox user, for the whole run. The capture program
+ * (in the gateway, which shares the network namespace but not the process namespace) asks it, for
+ * each DNS query, datagram and connection it receives, which process owns the client socket. The
+ * answer is read from /proc at the moment of the attempt, while the client still waits for its
+ * reply, so the socket still exists.
+ *
+ * The package runs as the same user and could kill this process; the capture notices the lost
+ * link and the report says attribution stopped, while capture itself goes on in the gateway.
+ *
+ * Runs on the sandbox's Node with built-ins only. Protocol: newline-delimited JSON over an
+ * abstract Unix socket the capture listens on; requests `{id, proto, port, rport?}`, replies
+ * `{id, proc?}`.
+ */
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { connect } from 'node:net';
+import type { ProcessInfo } from '../core/terms.js';
+
+interface Request {
+  id: number;
+  proto: 'tcp' | 'udp';
+  /** The client socket's local port. */
+  port: number;
+  /** The port the client aimed at, to tell apart two sockets on one local port. */
+  rport?: number;
+}
+
+/** USER_HZ: the unit of /proc/<pid>/stat start times on Linux. */
+const TICKS_PER_SECOND = 100;
+const CMD_MAX = 300;
+const ANCESTORS_MAX = 12;
+
+const monotonicMs = (): number => Number(process.hrtime.bigint() / 1000n) / 1000;
+
+/** Process start times count from boot (CLOCK_BOOTTIME); events use CLOCK_MONOTONIC. */
+function bootToMonotonicOffsetMs(): number {
+  const uptimeS = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+  return monotonicMs() - uptimeS * 1000;
+}
+
+function read(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** inode of the socket bound to `port` in /proc/net/<proto>{,6}, preferring one aimed at rport. */
+function socketInode(proto: 'tcp' | 'udp', port: number, rport?: number): string | undefined {
+  let fallback: string | undefined;
+  for (const table of [proto, `${proto}6`]) {
+    const text = read(`/proc/net/${table}`);
+    if (!text) continue;
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      const local = f[1];
+      const remote = f[2];
+      const inode = f[9];
+      if (!local || !remote || !inode || inode === '0') continue;
+      if (parseInt(local.slice(local.lastIndexOf(':') + 1), 16) !== port) continue;
+      const rp = parseInt(remote.slice(remote.lastIndexOf(':') + 1), 16);
+      if (rport === undefined || rp === rport) return inode;
+      fallback ??= inode;
+    }
+  }
+  return fallback;
+}
+
+function pids(): number[] {
+  return readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number);
+}
+
+/** Which of `inodes` each process holds; one pass over /proc/<pid>/fd for a batch of requests. */
+function owners(inodes: Set<string>): Map<string, number> {
+  const found = new Map<string, number>();
+  for (const pid of pids()) {
+    if (found.size === inodes.size) break;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      const m = /^socket:\[(\d+)\]$/.exec(target);
+      if (m?.[1] && inodes.has(m[1]) && !found.has(m[1])) found.set(m[1], pid);
+    }
+  }
+  return found;
+}
+
+interface Proc {
+  ppid: number;
+  startTicks: number;
+  cmd: string;
+  env: Map<string, string>;
+}
+
+function proc(pid: number): Proc | undefined {
+  const stat = read(`/proc/${pid}/stat`);
+  if (!stat) return undefined;
+  // Fields after the command name, which may itself hold spaces and parentheses.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const cmdline = read(`/proc/${pid}/cmdline`) ?? '';
+  const env = new Map<string, string>();
+  for (const kv of (read(`/proc/${pid}/environ`) ?? '').split('\0')) {
+    const i = kv.indexOf('=');
+    if (i > 0 && kv.startsWith('npm_')) env.set(kv.slice(0, i), kv.slice(i + 1));
+  }
+  return {
+    ppid: Number(rest[1]),
+    startTicks: Number(rest[19]),
+    cmd: cmdline.split('\0').filter(Boolean).join(' ').slice(0, CMD_MAX),
+    env,
+  };
+}
+
+function describe(pid: number, offsetMs: number): ProcessInfo | undefined {
+  const p = proc(pid);
+  if (!p) return undefined;
+  const info: ProcessInfo = {
+    pid,
+    cmd: p.cmd,
+    startMs: Math.round((p.startTicks * 1000) / TICKS_PER_SECOND + offsetMs),
+  };
+  // npm gives every lifecycle script its package's name, version and event; children inherit
+  // them. A child that cleared its environment is attributed through its parents.
+  let cur: Proc | undefined = p;
+  for (let i = 0; cur && i < ANCESTORS_MAX; i++) {
+    const name = cur.env.get('npm_package_name');
+    const version = cur.env.get('npm_package_version');
+    const script = cur.env.get('npm_lifecycle_event');
+    if (name && script) {
+      info.package = version ? `${name}@${version}` : name;
+      info.script = script;
+      break;
+    }
+    cur = cur.ppid > 1 ? proc(cur.ppid) : undefined;
+  }
+  return info;
+}
+
+function main(): void {
+  const name = process.argv[2];
+  if (!name) throw new Error('usage: observer <abstract socket name>');
+  const offsetMs = bootToMonotonicOffsetMs();
+  const link = connect({ path: `\0${name}` });
+  let queue: Request[] = [];
+  let scheduled = false;
+  const answer = () => {
+    scheduled = false;
+    const batch = queue;
+    queue = [];
+    const inodeOf = new Map<number, string>();
+    for (const r of batch) {
+      const inode = socketInode(r.proto, r.port, r.rport);
+      if (inode) inodeOf.set(r.id, inode);
+    }
+    const owner = inodeOf.size ? owners(new Set(inodeOf.values())) : new Map<string, number>();
+    const out: string[] = [];
+    for (const r of batch) {
+      const inode = inodeOf.get(r.id);
+      const pid = inode ? owner.get(inode) : undefined;
+      const info = pid ? describe(pid, offsetMs) : undefined;
+      out.push(JSON.stringify(info ? { id: r.id, proc: info } : { id: r.id }));
+    }
+    link.write(out.join('\n') + '\n');
+  };
+  let pending = '';
+  link.setEncoding('utf8');
+  link.on('data', (chunk: string) => {
+    pending += chunk;
+    let nl: number;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      try {
+        queue.push(JSON.parse(line) as Request);
+      } catch {
+        continue;
+      }
+    }
+    if (queue.length && !scheduled) {
+      scheduled = true;
+      setImmediate(answer);
+    }
+  });
+  // The pid, and the time from which every new process is the package's (steps start later).
+  link.on('connect', () =>
+    process.stdout.write(`READY ${process.pid} ${Math.ceil(monotonicMs())}\n`),
+  );
+  link.on('error', (e) => {
+    process.stderr.write(`observer: ${e.message}\n`);
+    process.exit(1);
+  });
+  link.on('close', () => process.exit(0));
+}
+
+main();
