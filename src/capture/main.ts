@@ -242,10 +242,14 @@ class Capture {
           }),
         );
       }
-      if (reply && !sock.destroyed) sock.end(reply);
-      else sock.end();
-      // Never wait on a client that does not close.
-      setTimeout(() => sock.destroy(), 1000).unref();
+      // Answer only once the observer has looked up the client's socket: a client that has its
+      // answer closes, and a closed socket has no owner to find.
+      void found.then(() => {
+        if (reply && !sock.destroyed) sock.end(reply);
+        else sock.end();
+        // Never wait on a client that does not close.
+        setTimeout(() => sock.destroy(), 1000).unref();
+      });
     };
 
     const finishAtFlush = () => finish('flush');

@@ -129,7 +129,8 @@ export async function check(
   const harness = (input: Omit<HarnessInput, 'marker'>, timeoutMs: number): Step => ({
     label: `${input.mode} of ${input.name}`,
     cmd: 'node',
-    args: ['--input-type=module', '-e', HARNESS_SOURCE],
+    // The mode is repeated as an argument so the command line says which load made an attempt.
+    args: ['--input-type=module', '-e', HARNESS_SOURCE, input.mode],
     env: { [HARNESS_INPUT_VAR]: JSON.stringify({ ...input, marker }) },
     timeoutMs,
   });
@@ -269,7 +270,12 @@ export async function check(
     phases,
     windows,
     events: eventLog.events,
-    processNames: { [`node --input-type=module -e ${HARNESS_SOURCE}`]: 'node (phonehome harness)' },
+    processNames: Object.fromEntries(
+      (['require', 'import', 'exercise'] as const).map((mode) => [
+        `node --input-type=module -e ${HARNESS_SOURCE} ${mode}`,
+        `node (phonehome harness: ${mode})`,
+      ]),
+    ),
     packages: staged.packages.map((p) => ({
       id: `${p.name}@${p.version}`,
       installScripts: p.installScripts,

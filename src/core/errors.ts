@@ -82,6 +82,11 @@ export const errorCatalogue = {
     fix: 'Re-download or re-pack the package; a registry tarball that fails its integrity check may have been tampered with.',
     exit: ExitCode.usage,
   },
+  EREGISTRY_AUTH: {
+    summary: 'The registry refused the request: missing or wrong credentials.',
+    fix: 'Log in (`npm login --registry <url>`) or set `//<registry host>/:_authToken` in your .npmrc; phonehome reads the same npm configuration as npm.',
+    exit: ExitCode.environment,
+  },
   ERESOLVE: {
     summary: 'Resolving the dependency tree failed.',
     fix: 'Check that the registry is reachable (`npm ping`) and your npm configuration; `--registry` selects another registry.',

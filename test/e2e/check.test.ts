@@ -10,6 +10,7 @@ import { before, describe, it } from 'node:test';
 import type { CheckReport } from '../../src/core/report.js';
 import { packageRoot } from '../../src/paths.js';
 import { LABEL_OWNER } from '../../src/sandbox/sandbox.js';
+import { startRegistry } from '../support/registry.js';
 import { engine, images } from '../support/sandbox.js';
 
 const CLI = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
@@ -63,7 +64,7 @@ describe('phonehome check (CLI)', () => {
       [
         ['install', 'completed'],
         ['import', 'completed'],
-        ['exercise', 'skipped'],
+        ['exercise', 'completed'],
       ],
     );
     const post = report.events.find((e) => e.kind === 'http' && e.method === 'POST');
@@ -82,6 +83,9 @@ describe('phonehome check (CLI)', () => {
         (f) => f.phase === 'install' && f.destination === 'hooks.collector.example:80',
       ),
     );
+    assert.equal(post.package, 'install-env-post@1.0.0');
+    assert.equal(post.script, 'postinstall');
+    assert.equal(post.process, 'node collect.js');
     assert.equal(await leftovers(r.pid), 0);
   });
 
@@ -113,6 +117,130 @@ describe('phonehome check (CLI)', () => {
       return { ...r, phases: r.phases.map((p) => ({ ...p, durationMs: 0 })) };
     };
     assert.deepEqual(strip(a.stdout), strip(b.stdout));
+  });
+});
+
+async function checkJson(args: string[], env?: NodeJS.ProcessEnv): Promise<CheckReport> {
+  const r = await cli(['check', '--json', ...args], env);
+  assert.ok(r.code === 0 || r.code === 1, `exit ${r.code}: ${r.stderr}`);
+  assert.equal(await leftovers(r.pid), 0);
+  return JSON.parse(r.stdout) as CheckReport;
+}
+
+describe('phonehome check (CLI), threat behaviours and controls', () => {
+  before(async () => {
+    await images();
+  });
+
+  it('DNS-only exfiltration: the data-carrying names, at install, nothing else', async () => {
+    const report = await checkJson([fixture('dns-exfil')]);
+    const names = report.events.filter((e) => e.kind === 'dns').map((e) => e.host ?? '');
+    assert.equal(names.length, 3);
+    for (const n of names) assert.match(n, /^[0-9a-f]+\.\d\.q\.exfil-zone\.example$/);
+    assert.ok(report.events.every((e) => e.kind === 'dns' && e.phase === 'install'));
+    assert.ok(report.events.every((e) => e.script === 'preinstall'));
+  });
+
+  it('a curl/wget second stage from a shell script: the GET, made by curl', async () => {
+    const report = await checkJson([fixture('shell-second-stage')]);
+    const get = report.events.find((e) => e.kind === 'http');
+    assert.ok(get);
+    assert.equal(get.phase, 'install');
+    assert.equal(get.method, 'GET');
+    assert.equal(get.ip, '198.51.100.23');
+    assert.equal(get.port, 8080);
+    assert.equal(get.path, '/stage2.bin');
+    assert.match(get.process ?? '', /^curl /);
+    assert.equal(get.package, 'shell-second-stage@1.0.0');
+  });
+
+  it('a detached child that phones home after its postinstall ended counts for install', async () => {
+    const report = await checkJson([fixture('detached-beacon'), '--settle', '5']);
+    const tls = report.events.find((e) => e.kind === 'tls');
+    assert.ok(tls, JSON.stringify(report.events));
+    assert.equal(tls.sni, 'late.beacon.example');
+    assert.equal(tls.phase, 'install');
+    assert.equal(tls.package, 'detached-beacon@1.0.0');
+    assert.match(tls.process ?? '', /later\.js$/);
+    const install = report.phases.find((p) => p.name === 'install');
+    assert.ok(install?.leftovers?.some((c) => c.endsWith('later.js')));
+  });
+
+  it('egress only when an export is called lands in exercise, not import', async () => {
+    const report = await checkJson([fixture('call-time-beacon')]);
+    assert.ok(!report.events.some((e) => e.phase === 'import'));
+    const tls = report.events.find((e) => e.kind === 'tls');
+    assert.ok(tls);
+    assert.equal(tls.phase, 'exercise');
+    assert.equal(tls.sni, 'api.wallet-lookup.example');
+    const exercise = report.phases.find((p) => p.name === 'exercise');
+    assert.ok((exercise?.calls?.functions ?? 0) >= 1);
+  });
+
+  it('a bin that phones home is run in exercise, with harmless arguments', async () => {
+    const report = await checkJson([fixture('bin-beacon')]);
+    const dns = report.events.filter((e) => e.kind === 'dns');
+    assert.ok(dns.length > 0);
+    assert.ok(dns.every((e) => e.phase === 'exercise' && e.host === 'telemetry.cli.example'));
+    const runs = new Set(dns.map((e) => e.process));
+    assert.ok(runs.has('node /work/node_modules/.bin/bin-beacon --help'), [...runs].join(', '));
+    assert.ok(runs.has('node /work/node_modules/.bin/bin-beacon --version'));
+  });
+
+  it('only the CommonJS entry phones home: seen on require(), not on import()', async () => {
+    const report = await checkJson([fixture('require-only-beacon')]);
+    const atImport = report.events.filter((e) => e.phase === 'import');
+    assert.ok(atImport.length > 0);
+    assert.ok(atImport.every((e) => e.process === 'node (phonehome harness: require)'));
+  });
+
+  it('the install script of a bundled dependency runs and is charged to it', async () => {
+    const report = await checkJson([fixture('bundles-beacon')]);
+    const dns = report.events.find((e) => e.host === 'bundled.beacon.example');
+    assert.ok(dns);
+    assert.equal(dns.phase, 'install');
+    assert.equal(dns.package, 'inner-beacon@1.0.0');
+  });
+
+  it('honest controls pass: a postinstall that prints, a loopback self-test', async () => {
+    for (const name of ['honest-postinstall-prints', 'honest-loopback-server']) {
+      const report = await checkJson([fixture(name)]);
+      assert.equal(report.verdict, 'pass', `${name}: ${JSON.stringify(report.events)}`);
+      assert.ok(
+        report.phases.every((p) => p.status === 'completed'),
+        name,
+      );
+    }
+  });
+
+  it('a dependency that phones home, from an authenticated registry named in the npmrc', async () => {
+    const token = 'test-token-5d1e';
+    const registry = await startRegistry(
+      [fixture('telemetry-dep'), fixture('uses-telemetry-dep')],
+      { token },
+    );
+    try {
+      const dir = mkdtempSync(join(tmpdir(), 'npmrc-'));
+      const npmrc = join(dir, 'npmrc');
+      const hostPath = registry.url.replace(/^http:/, '');
+      writeFileSync(npmrc, `registry=${registry.url}\n${hostPath}:_authToken=\${TEST_TOKEN}\n`);
+      const env = { ...process.env, NPM_CONFIG_USERCONFIG: npmrc, TEST_TOKEN: token };
+      const report = await checkJson(['uses-telemetry-dep@^1'], env);
+      assert.equal(report.subject.name, 'uses-telemetry-dep');
+      const tls = report.events.find((e) => e.kind === 'tls' && e.phase === 'install');
+      assert.ok(tls, JSON.stringify(report.events));
+      assert.equal(tls.sni, 'metrics.dep-telemetry.example');
+      assert.equal(tls.package, 'telemetry-dep@1.0.0', 'charged to the dependency');
+      assert.ok(report.findings.some((f) => f.package === 'telemetry-dep@1.0.0'));
+
+      // Without the token: a clear auth error, nothing started.
+      const denied = await cli(['check', 'uses-telemetry-dep@^1', '--registry', registry.url]);
+      assert.equal(denied.code, 3, denied.stderr);
+      assert.match(denied.stderr, /EREGISTRY_AUTH/);
+      assert.equal(await leftovers(denied.pid), 0);
+    } finally {
+      await registry.close();
+    }
   });
 });
 

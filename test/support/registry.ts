@@ -1,0 +1,92 @@
+/**
+ * A minimal npm registry on loopback for tests: serves packuments and tarballs of fixture
+ * folders (packed with scripts ignored), and can require a bearer token, so tests exercise
+ * `--registry`, npmrc registries and auth without leaving the machine.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Arborist from '@npmcli/arborist';
+import pacote from 'pacote';
+
+export interface TestRegistry {
+  url: string;
+  /** Paths requested, in order, with the status answered. */
+  requests: string[];
+  close(): Promise<void>;
+}
+
+export async function startRegistry(
+  folders: string[],
+  opts: { token?: string } = {},
+): Promise<TestRegistry> {
+  const work = await mkdtemp(join(tmpdir(), 'phonehome-test-registry-'));
+  const tarballs = new Map<string, Buffer>();
+  const manifests: { name: string; version: string; manifest: Record<string, unknown> }[] = [];
+  for (const folder of folders) {
+    const manifest = JSON.parse(readFileSync(join(folder, 'package.json'), 'utf8')) as Record<
+      string,
+      unknown
+    > & { name: string; version: string };
+    const file = join(work, `${manifest.name.replace('/', '-')}-${manifest.version}.tgz`);
+    await pacote.tarball.file(`file:${folder}`, file, { ignoreScripts: true, Arborist });
+    tarballs.set(`${manifest.name}@${manifest.version}`, await readFile(file));
+    manifests.push({ name: manifest.name, version: manifest.version, manifest });
+  }
+  const requests: string[] = [];
+  const server = createServer((req, res) => {
+    const path = decodeURIComponent((req.url ?? '/').split('?')[0] ?? '/');
+    const answer = (status: number, body: Buffer | string, type = 'application/json') => {
+      requests.push(`${status} ${path}`);
+      res.writeHead(status, { 'content-type': type });
+      res.end(body);
+    };
+    if (opts.token && req.headers.authorization !== `Bearer ${opts.token}`)
+      return answer(401, JSON.stringify({ error: 'authentication required' }));
+    const tgz = /^\/(.+)\/-\/.+-(\d+\.\d+\.\d+[^/]*)\.tgz$/.exec(path);
+    if (tgz) {
+      const data = tarballs.get(`${tgz[1]}@${tgz[2]}`);
+      return data
+        ? answer(200, data, 'application/octet-stream')
+        : answer(404, JSON.stringify({ error: 'not found' }));
+    }
+    const name = path.slice(1);
+    const versions = manifests.filter((m) => m.name === name);
+    if (versions.length === 0) return answer(404, JSON.stringify({ error: 'not found' }));
+    const base = `http://${req.headers.host}`;
+    const packument = {
+      name,
+      'dist-tags': { latest: versions[versions.length - 1]?.version },
+      versions: Object.fromEntries(
+        versions.map((m) => {
+          const data = tarballs.get(`${m.name}@${m.version}`) as Buffer;
+          const integrity = `sha512-${createHash('sha512').update(data).digest('base64')}`;
+          const file = `${m.name.split('/').pop()}-${m.version}.tgz`;
+          return [
+            m.version,
+            {
+              ...m.manifest,
+              _id: `${m.name}@${m.version}`,
+              dist: { tarball: `${base}/${m.name}/-/${file}`, integrity },
+            },
+          ];
+        }),
+      ),
+    };
+    return answer(200, JSON.stringify(packument));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    requests,
+    close: async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await rm(work, { recursive: true, force: true });
+    },
+  };
+}
