@@ -164,7 +164,12 @@ function specError(spec: string, e: unknown): PhonehomeError {
       cause: e,
     });
   }
-  if (err.code === 'E401' || err.code === 'E403' || err.statusCode === 401 || err.statusCode === 403)
+  if (
+    err.code === 'E401' ||
+    err.code === 'E403' ||
+    err.statusCode === 401 ||
+    err.statusCode === 403
+  )
     return new PhonehomeError(
       'EREGISTRY_AUTH',
       `The registry refused ${spec} (${err.code ?? err.statusCode}).`,
