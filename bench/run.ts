@@ -6,7 +6,19 @@
  * - gateway burst: N connection attempts and DNS queries through the capture, against the same
  *   burst at loopback servers inside the same sandbox (no capture); events lost are attempts the
  *   capture did not record.
+ * - check: `check` of a tiny package with no scripts and of a small one with a postinstall,
+ *   against a plain `npm install` of the same tarball in a fresh runner container with no
+ *   network and no gateway (container start, copy, install, removal: what a careful user would
+ *   do by hand).
  */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import Arborist from '@npmcli/arborist';
+import pacote from 'pacote';
+import { check } from '../src/check/check.js';
+import { packageRoot } from '../src/paths.js';
 import { buildImages } from '../src/images/build.js';
 import { DockerEngine } from '../src/sandbox/docker/engine.js';
 import { DockerImages } from '../src/sandbox/docker/images.js';
@@ -15,6 +27,11 @@ import { BURST_SOURCE } from './burst.js';
 
 const N = Number(process.env.BENCH_BURST ?? 6000);
 const STARTS = Number(process.env.BENCH_STARTS ?? 5);
+const CHECKS = Number(process.env.BENCH_CHECKS ?? 5);
+const CHECK_FIXTURES = [
+  ['tiny, no scripts', 'honest-no-scripts'],
+  ['small, postinstall', 'honest-postinstall-prints'],
+] as const;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -54,6 +71,67 @@ async function main(): Promise<void> {
     ['plain container start (baseline)', median(plainMs)],
     ['gateway ready + sandbox started', median(topoMs)],
   ] as const;
+
+  // ---- check vs plain npm install ----
+  const images = new DockerImages(engine.docker);
+  const checkRows: { name: string; plain: number; check: number }[] = [];
+  const work = await mkdtemp(join(tmpdir(), 'phonehome-bench-'));
+  try {
+    for (const [name, fixture] of CHECK_FIXTURES) {
+      const folder = join(packageRoot(), 'fixtures', 'packages', fixture);
+      const tgz = join(work, `${fixture}.tgz`);
+      await pacote.tarball.file(`file:${folder}`, tgz, { ignoreScripts: true, Arborist });
+      const data = await readFile(tgz);
+      const plain: number[] = [];
+      const checked: number[] = [];
+      for (let i = 0; i < CHECKS; i++) {
+        {
+          const t0 = performance.now();
+          await using run = engine.newRun();
+          const c = await run.start({
+            role: 'sandbox',
+            image: refs.runner,
+            entrypoint: ['sleep', '600'],
+            network: { mode: 'none' },
+            user: '1000:1000',
+            tmpfs: {
+              '/work': 'rw,exec,size=256m,uid=1000,gid=1000',
+              '/tmp': 'rw,size=64m,mode=1777',
+            },
+          });
+          const put = await c.exec(['sh', '-c', 'cat > /tmp/pkg.tgz'], {
+            stdin: Readable.from([data]),
+          });
+          const install = await c.exec(
+            [
+              'npm',
+              'install',
+              '--offline',
+              '--no-audit',
+              '--no-fund',
+              '--dangerously-allow-all-scripts',
+              '/tmp/pkg.tgz',
+            ],
+            { workingDir: '/work', env: { HOME: '/tmp', npm_config_update_notifier: 'false' } },
+          );
+          if (put.exitCode !== 0 || install.exitCode !== 0)
+            throw new Error(
+              `plain npm install of ${fixture} failed: ${install.stderr.slice(0, 2000)}`,
+            );
+          await run[Symbol.asyncDispose]();
+          plain.push(performance.now() - t0);
+        }
+        {
+          const t0 = performance.now();
+          await check(engine, images, folder, {});
+          checked.push(performance.now() - t0);
+        }
+      }
+      checkRows.push({ name, plain: median(plain), check: median(checked) });
+    }
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 
   // ---- burst ----
   await using run = engine.newRun();
@@ -102,6 +180,12 @@ async function main(): Promise<void> {
   for (const [name, ms] of startRows)
     out.push(
       `${name.padEnd(40)} ${ms.toFixed(0).padStart(5)}  ${(ms / startRows[0][1]).toFixed(2).padStart(6)}`,
+    );
+  out.push('');
+  out.push(`check vs plain npm install (median of ${CHECKS})     plain ms  check ms  ratio`);
+  for (const r of checkRows)
+    out.push(
+      `${r.name.padEnd(40)} ${r.plain.toFixed(0).padStart(9)} ${r.check.toFixed(0).padStart(9)}  ${(r.check / r.plain).toFixed(2).padStart(5)}`,
     );
   out.push('');
   out.push('burst                                    attempts  ok     ms      attempts/s  ratio');

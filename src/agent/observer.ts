@@ -13,7 +13,7 @@
  * `{id, proc?}`.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import type { ProcessInfo } from '../core/terms.js';
 
 interface Request {
@@ -153,7 +153,23 @@ function main(): void {
   const name = process.argv[2];
   if (!name) throw new Error('usage: observer <abstract socket name>');
   const offsetMs = bootToMonotonicOffsetMs();
-  const link = connect({ path: `\0${name}` });
+  // The sandbox starts while the gateway is still setting up: retry until the capture listens.
+  const give = Date.now() + 15_000;
+  const attempt = () => {
+    const s = connect({ path: `\0${name}` });
+    s.once('error', (e) => {
+      if (Date.now() > give) {
+        process.stderr.write(`observer: ${e.message}\n`);
+        process.exit(1);
+      }
+      setTimeout(attempt, 10);
+    });
+    s.once('connect', () => serve(s, offsetMs));
+  };
+  attempt();
+}
+
+function serve(link: Socket, offsetMs: number): void {
   let queue: Request[] = [];
   let scheduled = false;
   const answer = () => {
@@ -195,9 +211,7 @@ function main(): void {
     }
   });
   // The pid, and the time from which every new process is the package's (steps start later).
-  link.on('connect', () =>
-    process.stdout.write(`READY ${process.pid} ${Math.ceil(monotonicMs())}\n`),
-  );
+  process.stdout.write(`READY ${process.pid} ${Math.ceil(monotonicMs())}\n`);
   link.on('error', (e) => {
     process.stderr.write(`observer: ${e.message}\n`);
     process.exit(1);

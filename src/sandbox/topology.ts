@@ -70,7 +70,11 @@ export class CaptureTopology {
     const observer = opts.observer ?? true;
     // Abstract Unix socket names live in the network namespace both containers share.
     const socketName = randomBytes(12).toString('hex');
-    const gateway = await startGateway(run, opts, observer ? socketName : undefined);
+    const gateway = await startGatewayContainer(run, opts, observer ? socketName : undefined);
+    // The sandbox is created while the gateway sets up: its network namespace exists from the
+    // start and leads nowhere, and no package code runs until the gateway said READY below.
+    const gatewayReady = waitGatewayReady(gateway, opts);
+    gatewayReady.catch(() => undefined);
     const t1 = performance.now();
     const limits = { ...DEFAULT_SANDBOX_LIMITS, ...opts.sandboxLimits };
     const sizes = { work: '1g', home: '256m', tmp: '512m', ...opts.tmpfsSizes };
@@ -100,6 +104,7 @@ export class CaptureTopology {
       limits,
       env: { HOME: SANDBOX_HOME },
     });
+    await gatewayReady;
     let observerPid: number | undefined;
     let readyMs = 0;
     if (observer) {
@@ -182,13 +187,13 @@ export class CaptureTopology {
   }
 }
 
-async function startGateway(
+function startGatewayContainer(
   run: SandboxRun,
   opts: TopologyOptions,
   observerSocket: string | undefined,
 ): Promise<SandboxContainer> {
   const ipv6 = opts.ipv6 ?? true;
-  const gateway = await run.start({
+  return run.start({
     role: 'gateway',
     image: opts.gatewayImage,
     network: { mode: 'none' },
@@ -204,6 +209,9 @@ async function startGateway(
     limits: { memoryBytes: 512 * 1024 * 1024, pids: 128, nanoCpus: 1_000_000_000 },
     ...(observerSocket ? { env: { OBSERVER_SOCKET: observerSocket } } : {}),
   });
+}
+
+async function waitGatewayReady(gateway: SandboxContainer, opts: TopologyOptions): Promise<void> {
   try {
     await gateway.waitForLog(/^READY$/m, opts.readyTimeoutMs ?? 15_000);
   } catch (e) {
@@ -219,7 +227,6 @@ async function startGateway(
     }
     throw e;
   }
-  return gateway;
 }
 
 /** Start a gateway that only installs its rules and exits; for `doctor`. */

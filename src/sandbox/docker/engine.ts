@@ -213,6 +213,9 @@ class DockerRun implements SandboxRun {
       // Dependents first: a sandbox holds the gateway's namespace. Try every container even if
       // one removal fails, then report the first failure.
       const errors: unknown[] = [];
+      // Stop everything at once first: removing stopped containers is quicker than stopping
+      // them one by one.
+      await Promise.allSettled(this.containers.map((c) => c.kill('SIGKILL')));
       for (const c of [...this.containers].reverse()) {
         try {
           await c.remove();
