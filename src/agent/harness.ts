@@ -170,7 +170,7 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
   // The package's stray errors are its own business, not the harness's end.
   process.on('uncaughtException', () => undefined);
   process.on('unhandledRejection', () => undefined);
-  const baseline = process.getActiveResourcesInfo().length;
+  const baseline = pendingWork();
   let loaded: Awaited<ReturnType<typeof load>>;
   try {
     loaded = await load(input, importer);
@@ -232,8 +232,16 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
     }
   }
   await quiesce(baseline, input.graceMs ?? 1500);
-  process.stdout.write(`\n${input.marker}${JSON.stringify(result)}\n`);
-  process.exit(0);
+  // Exit once the line is out (a pipe would cut it otherwise), whatever the package left running.
+  process.stdout.write(`\n${input.marker}${JSON.stringify(result)}\n`, () => process.exit(0));
+}
+
+/**
+ * Work the event loop still has, other than the process's own stdio (touching process.stdout,
+ * as colour-detection libraries do, opens a handle that is no sign of pending work).
+ */
+function pendingWork(): number {
+  return process.getActiveResourcesInfo().filter((t) => t !== 'PipeWrap' && t !== 'TTYWrap').length;
 }
 
 /**
@@ -244,7 +252,7 @@ async function quiesce(baseline: number, graceMs: number): Promise<void> {
   const until = Date.now() + graceMs;
   for (let polls = 0; ; polls++) {
     // From the second look on, our own poll timer is one of the active resources.
-    const active = process.getActiveResourcesInfo().length - (polls > 0 ? 1 : 0);
+    const active = pendingWork() - (polls > 0 ? 1 : 0);
     if (active <= baseline || Date.now() >= until) return;
     await new Promise((r) => realSetTimeout(r, 20));
   }

@@ -181,8 +181,8 @@ async function main(): Promise<void> {
     leftoverCount: left.length,
     killed,
   };
-  process.stdout.write(JSON.stringify(out) + '\n');
-  process.exit(0);
+  // Exit only once the line is written: through a pipe, exiting at once would cut it at 64 KiB.
+  process.stdout.write(JSON.stringify(out) + '\n', () => process.exit(0));
 }
 
 void main();

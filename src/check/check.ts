@@ -179,7 +179,8 @@ export async function check(
       status:
         timedOut || results.length < steps.length ? 'timeout' : failed ? 'failed' : 'completed',
       durationMs: Math.round(last.settledAt - first.start),
-      exitCode: failed ? failed.code : (timedOut?.code ?? 0),
+      // A step killed at its timeout has no exit code.
+      exitCode: timedOut ? null : failed ? failed.code : 0,
       outputBytes: results.reduce((n, r) => n + r.stdoutBytes + r.stderrBytes, 0),
       ...(leftovers > 0
         ? { leftovers: results.flatMap((r) => r.leftovers.map((l) => l.cmd)).slice(0, 20) }
@@ -297,13 +298,17 @@ function parseHarness(stdout: string, marker: string): HarnessResult | undefined
   }
 }
 
+/** npm's own closing lines, which say nothing about why the script failed. */
+const NPM_TRAILER =
+  /A complete log of this run can be found in|^npm (error|ERR!) (code|path|command|workdir|signal|errno)\b|^npm (error|ERR!)\s*$/;
+
 function noteFor(r: StepOutput, s: Step): string {
   if (r.error) return `${s.label}: ${r.error}`;
   const lastLine = (
     r.stderr
       .trim()
       .split('\n')
-      .filter((l) => l.trim())
+      .filter((l) => l.trim() && !NPM_TRAILER.test(l))
       .pop() ?? ''
   ).slice(0, 200);
   return `${s.label}: exit ${r.code ?? r.signal}${lastLine ? `: ${lastLine}` : ''}`;

@@ -54,6 +54,8 @@ async function addSpec(spec: string, work: string, opts: StageOptions): Promise<
     await pacote.tarball
       .file(`file:${path}`, tgz, { ignoreScripts: true, Arborist, ...pacoteOpts(opts) })
       .catch((e: unknown) => {
+        const mapped = specError(spec, e);
+        if (mapped.code !== 'ERESOLVE') throw mapped;
         throw new PhonehomeError(
           'ESPEC',
           `Could not pack the folder ${path}: ${(e as Error).message}`,
