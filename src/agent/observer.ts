@@ -12,9 +12,10 @@
  * abstract Unix socket the capture listens on; requests `{id, proto, port, rport?}`, replies
  * `{id, proc?}`.
  */
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import type { ProcessInfo } from '../core/terms.js';
+import { cmdline, monotonicMs, pids, read, stat, type ProcStat } from './proc.js';
 
 interface Request {
   id: number;
@@ -25,26 +26,7 @@ interface Request {
   rport?: number;
 }
 
-/** USER_HZ: the unit of /proc/<pid>/stat start times on Linux. */
-const TICKS_PER_SECOND = 100;
-const CMD_MAX = 300;
 const ANCESTORS_MAX = 12;
-
-const monotonicMs = (): number => Number(process.hrtime.bigint() / 1000n) / 1000;
-
-/** Process start times count from boot (CLOCK_BOOTTIME); events use CLOCK_MONOTONIC. */
-function bootToMonotonicOffsetMs(): number {
-  const uptimeS = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
-  return monotonicMs() - uptimeS * 1000;
-}
-
-function read(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
 
 /** inode of the socket bound to `port` in /proc/net/<proto>{,6}, preferring one aimed at rport. */
 function socketInode(proto: 'tcp' | 'udp', port: number, rport?: number): string | undefined {
@@ -65,12 +47,6 @@ function socketInode(proto: 'tcp' | 'udp', port: number, rport?: number): string
     }
   }
   return fallback;
-}
-
-function pids(): number[] {
-  return readdirSync('/proc')
-    .filter((n) => /^\d+$/.test(n))
-    .map(Number);
 }
 
 /** Which of `inodes` each process holds; one pass over /proc/<pid>/fd for a batch of requests. */
@@ -98,53 +74,35 @@ function owners(inodes: Set<string>): Map<string, number> {
   return found;
 }
 
-interface Proc {
-  ppid: number;
-  startTicks: number;
-  cmd: string;
-  env: Map<string, string>;
-}
-
-function proc(pid: number): Proc | undefined {
-  const stat = read(`/proc/${pid}/stat`);
-  if (!stat) return undefined;
-  // Fields after the command name, which may itself hold spaces and parentheses.
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const cmdline = read(`/proc/${pid}/cmdline`) ?? '';
+/** The npm lifecycle variables of a process's environment. */
+function npmEnv(pid: number): Map<string, string> {
   const env = new Map<string, string>();
   for (const kv of (read(`/proc/${pid}/environ`) ?? '').split('\0')) {
     const i = kv.indexOf('=');
     if (i > 0 && kv.startsWith('npm_')) env.set(kv.slice(0, i), kv.slice(i + 1));
   }
-  return {
-    ppid: Number(rest[1]),
-    startTicks: Number(rest[19]),
-    cmd: cmdline.split('\0').filter(Boolean).join(' ').slice(0, CMD_MAX),
-    env,
-  };
+  return env;
 }
 
-function describe(pid: number, offsetMs: number): ProcessInfo | undefined {
-  const p = proc(pid);
-  if (!p) return undefined;
-  const info: ProcessInfo = {
-    pid,
-    cmd: p.cmd,
-    startMs: Math.round((p.startTicks * 1000) / TICKS_PER_SECOND + offsetMs),
-  };
+function describe(pid: number): ProcessInfo | undefined {
+  const st = stat(pid);
+  if (!st) return undefined;
+  const info: ProcessInfo = { pid, cmd: cmdline(pid), startMs: st.startMs };
   // npm gives every lifecycle script its package's name, version and event; children inherit
   // them. A child that cleared its environment is attributed through its parents.
-  let cur: Proc | undefined = p;
+  let cur: { pid: number; ppid: number } | undefined = { pid, ppid: st.ppid };
   for (let i = 0; cur && i < ANCESTORS_MAX; i++) {
-    const name = cur.env.get('npm_package_name');
-    const version = cur.env.get('npm_package_version');
-    const script = cur.env.get('npm_lifecycle_event');
+    const env = npmEnv(cur.pid);
+    const name = env.get('npm_package_name');
+    const version = env.get('npm_package_version');
+    const script = env.get('npm_lifecycle_event');
     if (name && script) {
       info.package = version ? `${name}@${version}` : name;
       info.script = script;
       break;
     }
-    cur = cur.ppid > 1 ? proc(cur.ppid) : undefined;
+    const parent: ProcStat | undefined = cur.ppid > 1 ? stat(cur.ppid) : undefined;
+    cur = parent ? { pid: cur.ppid, ppid: parent.ppid } : undefined;
   }
   return info;
 }
@@ -152,7 +110,6 @@ function describe(pid: number, offsetMs: number): ProcessInfo | undefined {
 function main(): void {
   const name = process.argv[2];
   if (!name) throw new Error('usage: observer <abstract socket name>');
-  const offsetMs = bootToMonotonicOffsetMs();
   // The sandbox starts while the gateway is still setting up: retry until the capture listens.
   const give = Date.now() + 15_000;
   const attempt = () => {
@@ -164,12 +121,12 @@ function main(): void {
       }
       setTimeout(attempt, 10);
     });
-    s.once('connect', () => serve(s, offsetMs));
+    s.once('connect', () => serve(s));
   };
   attempt();
 }
 
-function serve(link: Socket, offsetMs: number): void {
+function serve(link: Socket): void {
   let queue: Request[] = [];
   let scheduled = false;
   const answer = () => {
@@ -186,7 +143,7 @@ function serve(link: Socket, offsetMs: number): void {
     for (const r of batch) {
       const inode = inodeOf.get(r.id);
       const pid = inode ? owner.get(inode) : undefined;
-      const info = pid ? describe(pid, offsetMs) : undefined;
+      const info = pid ? describe(pid) : undefined;
       out.push(JSON.stringify(info ? { id: r.id, proc: info } : { id: r.id }));
     }
     link.write(out.join('\n') + '\n');

@@ -8,7 +8,7 @@
  * Runs on the sandbox's Node with built-ins only; its input is one JSON argument (StepInput).
  */
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { cmdline, monotonicMs as now, pids, stat } from './proc.js';
 
 export interface StepInput {
   cmd: string;
@@ -52,40 +52,20 @@ export interface StepOutput {
   killed: number;
 }
 
-const now = (): number => Number(process.hrtime.bigint() / 1000n) / 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const POLL_MS = 100;
 
-function read(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
-
-/** USER_HZ: the unit of /proc/<pid>/stat start times. */
-const TICKS_PER_SECOND = 100;
-let bootOffsetMs = 0;
-let readyTicks = 0;
-
 /**
- * Live processes started by steps: not the sandbox's own, not ourselves or `keep`, not zombies.
+ * Live processes started by steps: not the sandbox's own (started by `readyMs`), not ourselves or
+ * `keep`, not zombies.
  */
-function leftovers(keep: Set<number>): Leftover[] {
+function leftovers(keep: Set<number>, readyMs: number): Leftover[] {
   const out: Leftover[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
+  for (const pid of pids()) {
     if (pid === 1 || keep.has(pid)) continue;
-    const stat = read(`/proc/${pid}/stat`);
-    if (!stat) continue;
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    if (state === 'Z' || state === 'X') continue;
-    const startTicks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-    if (startTicks <= readyTicks) continue;
-    const cmd = (read(`/proc/${pid}/cmdline`) ?? '').split('\0').filter(Boolean).join(' ');
-    out.push({ pid, cmd: cmd.slice(0, 300) });
+    const st = stat(pid);
+    if (!st || st.state === 'Z' || st.state === 'X' || st.startMs <= readyMs) continue;
+    out.push({ pid, cmd: cmdline(pid) });
   }
   return out;
 }
@@ -101,14 +81,14 @@ function signalAll(list: Leftover[], signal: NodeJS.Signals): void {
 }
 
 /** Stop, then kill, until nothing is left: stopping first keeps a fork bomb from outrunning us. */
-async function killAll(keep: Set<number>): Promise<number> {
+async function killAll(list: () => Leftover[]): Promise<number> {
   let killed = 0;
   for (let round = 0; round < 50; round++) {
-    const list = leftovers(keep);
-    if (list.length === 0) break;
-    if (round === 0) killed = list.length;
-    signalAll(list, 'SIGSTOP');
-    signalAll(leftovers(keep), 'SIGKILL');
+    const alive = list();
+    if (alive.length === 0) break;
+    if (round === 0) killed = alive.length;
+    signalAll(alive, 'SIGSTOP');
+    signalAll(list(), 'SIGKILL');
     await sleep(20);
   }
   return killed;
@@ -117,9 +97,7 @@ async function killAll(keep: Set<number>): Promise<number> {
 async function main(): Promise<void> {
   const input = JSON.parse(process.argv[2] ?? '') as StepInput;
   const keep = new Set([process.pid, ...input.keepPids]);
-  // Start times count from boot; the sandbox-ready time is on the monotonic clock.
-  bootOffsetMs = now() - Number((read('/proc/uptime') ?? '0').split(' ')[0]) * 1000;
-  readyTicks = Math.floor(((input.sandboxReadyMs - bootOffsetMs) * TICKS_PER_SECOND) / 1000);
+  const mine = () => leftovers(keep, input.sandboxReadyMs);
   const head = { out: [] as Buffer[], err: [] as Buffer[] };
   const size = { out: 0, err: 0 };
   const keepHead = (k: 'out' | 'err') => (d: Buffer) => {
@@ -158,12 +136,12 @@ async function main(): Promise<void> {
   // Let the output already written drain, without waiting on a leftover that holds the pipes.
   await Promise.race([closed, sleep(200)]);
 
-  const left = leftovers(keep);
+  const left = mine();
   let killed = 0;
   if (left.length > 0) {
     const until = timedOut ? end : end + input.settleMs;
-    while (now() < until && leftovers(keep).length > 0) await sleep(POLL_MS);
-    killed = await killAll(keep);
+    while (now() < until && mine().length > 0) await sleep(POLL_MS);
+    killed = await killAll(mine);
   }
   const out: StepOutput = {
     start,

@@ -4,7 +4,7 @@
  * two containers share); the first process to connect is the observer, started before any package
  * code. Any later connection is an impostor: refused and recorded.
  */
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import type { ProcessInfo } from '../core/terms.js';
 import type { EventSink } from './sink.js';
 
@@ -12,7 +12,6 @@ import type { EventSink } from './sink.js';
 const LOOKUP_TIMEOUT_MS = 250;
 
 export class ObserverLink {
-  private server: Server | undefined;
   private sock: Socket | undefined;
   private state: 'waiting' | 'connected' | 'lost' = 'waiting';
   private nextId = 1;
@@ -22,15 +21,10 @@ export class ObserverLink {
 
   listen(name: string): Promise<void> {
     const server = createServer((s) => this.onConnection(s));
-    this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen({ path: `\0${name}` }, () => resolve());
     });
-  }
-
-  get connected(): boolean {
-    return this.state === 'connected';
   }
 
   private onConnection(s: Socket): void {
@@ -85,9 +79,5 @@ export class ObserverLink {
       this.waiting.set(id, finish);
       sock.write(JSON.stringify({ id, proto, port, ...(rport ? { rport } : {}) }) + '\n');
     });
-  }
-
-  close(): void {
-    this.server?.close();
   }
 }

@@ -60,6 +60,8 @@ interface Step {
   args: string[];
   timeoutMs: number;
   env?: Record<string, string>;
+  /** A non-zero exit is not the package failing (a bin run with odd arguments). */
+  exitMayFail?: boolean;
 }
 
 /** The harness reads its input from the environment (and removes it), so command lines stay stable. */
@@ -135,16 +137,12 @@ export async function check(
     timeoutMs,
   });
 
-  /**
-   * Run a phase's steps one after another within the phase's time budget. `failedIf` says which
-   * step outcomes are the package's failure (a bin that exits 1 on no arguments is not).
-   */
+  /** Run a phase's steps one after another within the phase's time budget, and record it. */
   const phase = async (
     name: Phase,
     steps: Step[],
     budgetMs: number,
-    failedIf: (r: StepOutput, s: Step) => boolean,
-  ): Promise<StepOutput[]> => {
+  ): Promise<{ outputs: StepOutput[]; result: PhaseResult }> => {
     opts.onPhase?.(name);
     log(`[check] phase ${name}`);
     const results: StepOutput[] = [];
@@ -157,12 +155,18 @@ export async function check(
     const first = results[0];
     const last = results[results.length - 1];
     if (!first || !last) {
-      phases.push({ name, status: 'skipped', durationMs: 0, note: 'nothing to run' });
-      return results;
+      const result: PhaseResult = {
+        name,
+        status: 'skipped',
+        durationMs: 0,
+        note: 'nothing to run',
+      };
+      phases.push(result);
+      return { outputs: results, result };
     }
     windows.push({ name, startMs: first.start, endMs: last.settledAt });
     const timedOut = results.find((r) => r.timedOut);
-    const failed = results.find((r, i) => !r.timedOut && failedIf(r, steps[i] as Step));
+    const failed = results.find((r, i) => !r.timedOut && r.code !== 0 && !steps[i]?.exitMayFail);
     const leftovers = results.reduce((n, r) => n + r.leftoverCount, 0);
     const killed = results.reduce((n, r) => n + r.killed, 0);
     const notes: string[] = [];
@@ -174,7 +178,7 @@ export async function check(
       notes.push(
         `${leftovers} process(es) outlived their step${killed ? `; ${killed} still running after the settle window were killed` : ''}`,
       );
-    phases.push({
+    const result: PhaseResult = {
       name,
       status:
         timedOut || results.length < steps.length ? 'timeout' : failed ? 'failed' : 'completed',
@@ -186,11 +190,10 @@ export async function check(
         ? { leftovers: results.flatMap((r) => r.leftovers.map((l) => l.cmd)).slice(0, 20) }
         : {}),
       ...(notes.length ? { note: notes.join('; ') } : {}),
-    });
-    return results;
+    };
+    phases.push(result);
+    return { outputs: results, result };
   };
-
-  const nonZero = (r: StepOutput) => r.code !== 0;
 
   // install: npm runs every package's install scripts, dependencies first, with npm's environment.
   if (scripted.length > 0) {
@@ -205,7 +208,6 @@ export async function check(
         },
       ],
       o.installTimeoutMs,
-      nonZero,
     );
   } else {
     phases.push({
@@ -224,15 +226,13 @@ export async function check(
       harness({ mode: 'import', name: staged.name }, o.importTimeoutMs),
     ],
     o.importTimeoutMs * 2,
-    nonZero,
   );
-  const importPhase = phases.find((p) => p.name === 'import');
-  const notLoadable = imported
+  const notLoadable = imported.outputs
     .map((r, i) => [i === 0 ? 'require' : 'import', parseHarness(r.stdout, marker)?.loadError])
     .filter(([, code]) => code)
     .map(([how, code]) => `${how}() not possible (${code})`);
-  if (importPhase && notLoadable.length)
-    importPhase.note = [importPhase.note, ...notLoadable].filter(Boolean).join('; ');
+  if (notLoadable.length)
+    imported.result.note = [imported.result.note, ...notLoadable].filter(Boolean).join('; ');
 
   // exercise: call what the package exports, run the commands it installs.
   const exercised = await phase(
@@ -245,17 +245,15 @@ export async function check(
           cmd: `${SANDBOX_WORKDIR}/node_modules/.bin/${bin}`,
           args,
           timeoutMs: o.binTimeoutMs,
+          exitMayFail: true,
         })),
       ),
     ],
     o.exerciseTimeoutMs,
-    // Only the harness itself failing counts; bins may exit non-zero on odd arguments.
-    (r, s) => s.cmd === 'node' && nonZero(r),
   );
-  const calls = parseHarness(exercised[0]?.stdout ?? '', marker);
-  const exercisePhase = phases.find((p) => p.name === 'exercise');
-  if (exercisePhase && calls) {
-    exercisePhase.calls = {
+  const calls = parseHarness(exercised.outputs[0]?.stdout ?? '', marker);
+  if (calls) {
+    exercised.result.calls = {
       functions: calls.functions,
       classes: calls.classes,
       calls: calls.calls,

@@ -186,18 +186,14 @@ export function attribute(
   e: CaptureEvent,
   windows: PhaseWindow[],
   subject: string,
-  packages: TreePackage[],
+  /** The tree's only package with install scripts, when there is exactly one. */
+  soleInstaller: string | undefined,
 ): Attribution | undefined {
   const proc = 'proc' in e ? e.proc : undefined;
   // Start times have 10 ms resolution; a step's processes start after its window opens.
   const phase = (proc ? phaseAt(proc.startMs + 10, windows) : undefined) ?? phaseAt(e.t, windows);
   if (!phase) return undefined;
-  let pkg = proc?.package;
-  if (!pkg && phase !== 'install') pkg = subject;
-  if (!pkg) {
-    const scripted = packages.filter((p) => p.installScripts.length > 0);
-    if (scripted.length === 1) pkg = scripted[0]?.id;
-  }
+  const pkg = proc?.package ?? (phase === 'install' ? soleInstaller : subject);
   return {
     phase,
     ...(pkg ? { package: pkg } : {}),
@@ -222,6 +218,8 @@ export function buildReport(input: {
   truncated?: Record<string, number>;
 }): CheckReport {
   const subjectId = `${input.subject.name}@${input.subject.version}`;
+  const installers = (input.packages ?? []).filter((p) => p.installScripts.length > 0);
+  const soleInstaller = installers.length === 1 ? installers[0]?.id : undefined;
   const events: ReportEvent[] = [];
   const findings: Finding[] = [];
   for (const e of input.events) {
@@ -245,7 +243,7 @@ export function buildReport(input: {
       );
       continue;
     }
-    const who = attribute(e, input.windows, subjectId, input.packages ?? []);
+    const who = attribute(e, input.windows, subjectId, soleInstaller);
     if (!who) continue;
     const shown = who.process ? input.processNames?.[who.process] : undefined;
     if (shown) who.process = shown;

@@ -90,26 +90,20 @@ export async function buildImages(
   const onLine = opts.verbose ? (l: string) => log(`  ${l}`) : undefined;
   if (needRunner) {
     log(`[images] building ${refs.runner}`);
-    const extra = agentFiles().map((f) => ({
-      name: `agent/${basename(f)}`,
-      data: readFileSync(f),
-    }));
-    extra.push({ name: 'agent/package.json', data: Buffer.from('{"type":"module"}\n') });
-    await images.build(contextTar(join(imagesDir(), 'runner'), extra), refs.runner, {
-      buildArgs: { BASE: refs.base },
-      labels: { 'phonehome.image': 'runner', 'phonehome.base': refs.base },
-      ...(onLine ? { onLine } : {}),
-    });
+    await images.build(
+      contextTar(join(imagesDir(), 'runner'), moduleFolder('agent', agentFiles())),
+      refs.runner,
+      {
+        buildArgs: { BASE: refs.base },
+        labels: { 'phonehome.image': 'runner', 'phonehome.base': refs.base },
+        ...(onLine ? { onLine } : {}),
+      },
+    );
     built.push('runner');
   }
   if (needGateway) {
     log(`[images] building ${refs.gateway}`);
-    const extra: { name: string; data: Buffer }[] = captureFiles().map((f) => ({
-      name: `capture/${basename(f)}`,
-      data: readFileSync(f),
-    }));
-    // The compiled capture program is ES modules.
-    extra.push({ name: 'capture/package.json', data: Buffer.from('{"type":"module"}\n') });
+    const extra = moduleFolder('capture', captureFiles());
     await images.build(contextTar(join(imagesDir(), 'gateway'), extra), refs.gateway, {
       buildArgs: { BASE: refs.base },
       labels: { 'phonehome.image': 'gateway', 'phonehome.base': refs.base },
@@ -118,6 +112,14 @@ export async function buildImages(
     built.push('gateway');
   }
   return { refs, built, seconds: (Date.now() - started) / 1000 };
+}
+
+/** Compiled program files as a folder of the build context; they are ES modules. */
+function moduleFolder(folder: string, files: string[]): { name: string; data: Buffer }[] {
+  return [
+    ...files.map((f) => ({ name: `${folder}/${basename(f)}`, data: readFileSync(f) })),
+    { name: `${folder}/package.json`, data: Buffer.from('{"type":"module"}\n') },
+  ];
 }
 
 /** A build context (the files of `dir` plus extra files) as a tar stream; contexts are small. */

@@ -3,48 +3,14 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
-import { hostname, tmpdir } from 'node:os';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import type { CheckReport } from '../../src/core/report.js';
-import { packageRoot } from '../../src/paths.js';
-import { LABEL_OWNER } from '../../src/sandbox/sandbox.js';
+import { CLI, cli, fixture, leftovers, staging } from '../support/cli.js';
 import { startRegistry } from '../support/registry.js';
-import { engine, images } from '../support/sandbox.js';
-
-const CLI = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
-const fixture = (name: string) => join(packageRoot(), 'fixtures', 'packages', name);
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  pid: number;
-}
-
-function cli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => resolve({ code, stdout, stderr, pid: child.pid ?? 0 }));
-  });
-}
-
-/** Containers a finished CLI process left behind (its owner label names its pid). */
-async function leftovers(pid: number): Promise<number> {
-  const list = await engine().docker.listContainers({
-    all: true,
-    filters: { label: [`${LABEL_OWNER}=${hostname()}:${pid}`] },
-  });
-  return list.length;
-}
+import { images } from '../support/sandbox.js';
 
 describe('phonehome check (CLI)', () => {
   before(async () => {
@@ -325,21 +291,12 @@ describe('phonehome check (CLI), bad input', () => {
       });
     });
     const pid = child.pid ?? 0;
-    assert.ok(
-      (
-        await engine().docker.listContainers({
-          all: true,
-          filters: { label: [`${LABEL_OWNER}=${hostname()}:${pid}`] },
-        })
-      ).length > 0,
-      'the run had containers',
-    );
+    assert.ok((await leftovers(pid)) > 0, 'the run had containers');
     child.kill('SIGINT');
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
     assert.equal(code, 130);
     assert.equal(await leftovers(pid), 0);
-    const staging = readdirSync(tmpdir()).filter((n) => n.startsWith(`phonehome-stage-${pid}-`));
-    assert.deepEqual(staging, [], 'the staging directory is removed');
+    assert.deepEqual(staging(pid), [], 'the staging directory is removed');
   });
 
   it('usage errors exit 2', async () => {

@@ -5,77 +5,24 @@
  * with a report or a clean spec error, and leave no container and no staging directory behind.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { hostname, tmpdir } from 'node:os';
+import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import * as tar from 'tar';
 import type { CheckReport, PhaseResult } from '../../src/core/report.js';
-import { packageRoot } from '../../src/paths.js';
-import { LABEL_OWNER } from '../../src/sandbox/sandbox.js';
+import {
+  cli,
+  fixture,
+  HANG_MS,
+  leftovers,
+  owner,
+  staging,
+  type CliResult,
+} from '../support/cli.js';
 import { engine, images } from '../support/sandbox.js';
-
-const CLI = join(packageRoot(), 'dist', 'src', 'cli', 'main.js');
-const fixture = (name: string) => join(packageRoot(), 'fixtures', 'packages', name);
-
-/** Past this the CLI is taken to hang: it gets Ctrl-C (its own cleanup), then SIGKILL. */
-const HANG_MS = 150_000;
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  pid: number;
-  hung: boolean;
-  /** Wall-clock bounds of the run, for the engine's event log (not asserted on). */
-  startedAt: number;
-  endedAt: number;
-}
-
-function cli(args: string[]): Promise<CliResult> {
-  return new Promise((resolve) => {
-    const startedAt = Date.now();
-    const child = spawn(process.execPath, [CLI, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    let hung = false;
-    const guard = setTimeout(() => {
-      hung = true;
-      child.kill('SIGINT');
-      setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
-    }, HANG_MS);
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('close', (code) => {
-      clearTimeout(guard);
-      resolve({
-        code,
-        stdout,
-        stderr,
-        pid: child.pid ?? 0,
-        hung,
-        startedAt,
-        endedAt: Date.now(),
-      });
-    });
-  });
-}
-
-const owner = (pid: number) => `${LABEL_OWNER}=${hostname()}:${pid}`;
-
-/** Containers a finished CLI process left behind (its owner label names its pid). */
-async function leftovers(pid: number): Promise<number> {
-  const list = await engine().docker.listContainers({
-    all: true,
-    filters: { label: [owner(pid)] },
-  });
-  return list.length;
-}
 
 /** Containers the engine created for a CLI process while it ran, from the engine's event log. */
 async function containersCreated(r: CliResult): Promise<number> {
@@ -87,11 +34,6 @@ async function containersCreated(r: CliResult): Promise<number> {
   let text = '';
   for await (const chunk of stream as AsyncIterable<Buffer>) text += chunk.toString();
   return text.split('\n').filter((l) => l.trim()).length;
-}
-
-/** Staging directories a CLI process left in the temp folder. */
-function staging(pid: number): string[] {
-  return readdirSync(tmpdir()).filter((n) => n.startsWith(`phonehome-stage-${pid}-`));
 }
 
 /** What holds however the run ended: it ended, and nothing of it is left. */

@@ -1,0 +1,65 @@
+/**
+ * Reading the sandbox's processes from /proc, for the observer and the step driver (both run as
+ * the sandbox user, so they can read the package's processes). Node built-ins only.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** USER_HZ: the unit of /proc/<pid>/stat start times on Linux. */
+const TICKS_PER_SECOND = 100;
+const CMD_MAX = 300;
+
+/** CLOCK_MONOTONIC in ms: the clock the capture stamps events with. */
+export const monotonicMs = (): number => Number(process.hrtime.bigint() / 1000n) / 1000;
+
+export function read(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+export function pids(): number[] {
+  return readdirSync('/proc')
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number);
+}
+
+export interface ProcStat {
+  /** R, S, D, Z, … */
+  state: string;
+  ppid: number;
+  /** Process start on CLOCK_MONOTONIC, ms (10 ms resolution). */
+  startMs: number;
+}
+
+/**
+ * Start times in /proc count from boot (CLOCK_BOOTTIME); events use CLOCK_MONOTONIC. The offset
+ * between the two, read once per process.
+ */
+let bootOffsetMs: number | undefined;
+function bootOffset(): number {
+  bootOffsetMs ??= monotonicMs() - Number((read('/proc/uptime') ?? '0').split(' ')[0]) * 1000;
+  return bootOffsetMs;
+}
+
+export function stat(pid: number): ProcStat | undefined {
+  const text = read(`/proc/${pid}/stat`);
+  if (!text) return undefined;
+  // Fields after the command name, which may itself hold spaces and parentheses.
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return {
+    state: rest[0] ?? '',
+    ppid: Number(rest[1]),
+    startMs: Math.round((Number(rest[19]) * 1000) / TICKS_PER_SECOND + bootOffset()),
+  };
+}
+
+/** Command line, arguments joined by spaces, at most 300 characters. */
+export function cmdline(pid: number): string {
+  return (read(`/proc/${pid}/cmdline`) ?? '')
+    .split('\0')
+    .filter(Boolean)
+    .join(' ')
+    .slice(0, CMD_MAX);
+}
