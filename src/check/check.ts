@@ -12,15 +12,26 @@ import {
 } from '../core/report.js';
 import type { Phase } from '../core/terms.js';
 import { buildImages } from '../images/build.js';
+import { evaluate } from '../policy/evaluate.js';
+import { loadPolicy, type LoadedPolicy } from '../policy/load.js';
+import { parseDeclaration } from '../policy/parse.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
 import { stage } from '../resolve/stage.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
-import { AGENT_DIR, CaptureTopology, SANDBOX_HOME, SANDBOX_WORKDIR } from '../sandbox/topology.js';
+import {
+  AGENT_DIR,
+  CaptureTopology,
+  SANDBOX_HOME,
+  SANDBOX_RESOLVERS,
+  SANDBOX_WORKDIR,
+} from '../sandbox/topology.js';
 import { HARNESS_INPUT_VAR, type HarnessInput, type HarnessResult } from '../agent/harness.js';
 import type { StepInput, StepOutput } from '../agent/step.js';
 
 export interface CheckOptions {
   npmConfig?: NpmConfig;
+  /** The policy that judges the run; default: the shipped defaults with the policy file found from the working directory. */
+  policy?: LoadedPolicy;
   installTimeoutMs?: number;
   importTimeoutMs?: number;
   exerciseTimeoutMs?: number;
@@ -75,6 +86,8 @@ export async function check(
 ): Promise<CheckReport> {
   const o = { ...CHECK_DEFAULTS, ...opts };
   const log = opts.log ?? (() => undefined);
+  // Read before anything starts: a broken policy file is the user's to fix, not a run to waste.
+  const judge = opts.policy ?? loadPolicy();
   const { refs } = await buildImages(images, { log });
   log(`[check] resolving ${spec}`);
   await using staged = await stage(spec, {
@@ -264,7 +277,7 @@ export async function check(
   }
 
   const eventLog = await topo.events();
-  return buildReport({
+  const report = buildReport({
     subject: { name: staged.name, version: staged.version, integrity: staged.integrity, spec },
     phases,
     windows,
@@ -281,6 +294,29 @@ export async function check(
     })),
     ...(eventLog.truncatedCounts ? { truncated: eventLog.truncatedCounts } : {}),
   });
+  const ids = (p: { name: string; version: string }) => `${p.name}@${p.version}`;
+  report.packages = staged.packages.map((p) => ({
+    id: ids(p),
+    installScripts: p.installScripts,
+    capabilities: p.capabilities,
+    ...(p.egress !== undefined ? { declares: declaredTexts(p.egress) } : {}),
+  }));
+  return evaluate(report, {
+    ...judge,
+    resolvers: SANDBOX_RESOLVERS,
+    declarations: Object.fromEntries(
+      staged.packages.filter((p) => p.egress !== undefined).map((p) => [ids(p), p.egress]),
+    ),
+    dependencies: Object.fromEntries(staged.packages.map((p) => [ids(p), p.dependencies])),
+  });
+}
+
+/** A declaration's destinations per phase as written, for the report. */
+function declaredTexts(field: unknown): Partial<Record<Phase, string[]>> {
+  const d = parseDeclaration(field);
+  return Object.fromEntries(
+    Object.entries(d.byPhase).map(([phase, list]) => [phase, list.map((p) => p.text)]),
+  );
 }
 
 function parseHarness(stdout: string, marker: string): HarnessResult | undefined {

@@ -4,6 +4,7 @@ import { ExitCode, formatError, isPhonehomeError, PhonehomeError } from '../core
 import { checkCommand } from './commands/check.js';
 import { doctorCommand } from './commands/doctor.js';
 import { imagesCommand } from './commands/images.js';
+import { policyCommand } from './commands/policy.js';
 import { sweepCommand } from './commands/sweep.js';
 
 const program = new Command('phonehome')
@@ -17,6 +18,7 @@ const program = new Command('phonehome')
 program.addCommand(checkCommand());
 program.addCommand(doctorCommand());
 program.addCommand(imagesCommand());
+program.addCommand(policyCommand());
 program.addCommand(sweepCommand());
 
 // Added commands do not inherit settings: usage errors everywhere must reach the handler below.

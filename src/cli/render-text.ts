@@ -30,14 +30,31 @@ function short(cmd: string, max = 70): string {
   return cmd.length > max ? `${cmd.slice(0, max - 1)}…` : cmd;
 }
 
+function headline(report: CheckReport): string {
+  const { subject, findings } = report;
+  const id = `${subject.name}@${subject.version}`;
+  if (report.events.length === 0 && findings.length === 0) return `PASS ${id}: no egress attempts`;
+  const destinations = new Set(
+    findings.filter((f) => f.id.startsWith('egress')).map((f) => f.destination),
+  ).size;
+  const notAllowed = findings.filter(
+    (f) => f.id === 'egress-not-allowed' || f.id === 'egress-denied',
+  ).length;
+  const indicators = findings.filter((f) => f.rule?.startsWith('indicator:')).length;
+  const parts = [
+    `${report.events.length} egress attempt(s) to ${destinations} destination(s)`,
+    notAllowed ? `${notAllowed} not allowed` : 'all allowed by the policy',
+    ...(indicators ? [`${indicators} indicator(s)`] : []),
+  ];
+  return `${report.verdict.toUpperCase()} ${id}: ${parts.join(', ')}`;
+}
+
 export function renderText(report: CheckReport): string {
-  const { subject } = report;
-  const destinations = new Set(report.findings.map((f) => f.destination).filter(Boolean)).size;
-  const head =
-    report.verdict === 'pass'
-      ? `PASS ${subject.name}@${subject.version}: no egress attempts`
-      : `${report.verdict.toUpperCase()} ${subject.name}@${subject.version}: ${report.events.length} egress attempt(s), ${destinations} destination(s)`;
-  const lines = [head];
+  const lines = [headline(report)];
+  if (report.policy)
+    lines.push(
+      `  policy: ${report.policy.sources.length ? report.policy.sources.join(' + ') : 'shipped defaults'}`,
+    );
   for (const p of report.phases) {
     const note = p.note ? ` - ${p.note}` : '';
     lines.push(
@@ -63,7 +80,15 @@ export function renderText(report: CheckReport): string {
       }
     }
   }
-  for (const f of report.findings.filter((f) => f.id !== 'egress')) lines.push(`  ! ${f.message}`);
+  if (report.findings.length) lines.push('  findings');
+  for (const f of report.findings) {
+    const sev = f.severity === 'info' ? 'info' : f.severity.toUpperCase();
+    lines.push(`    ${sev.padEnd(8)} ${f.message}`);
+    if (f.suggestion) {
+      lines.push('             to allow it, add to the rules of your policy:');
+      for (const l of f.suggestion.trimEnd().split('\n')) lines.push(`               ${l}`);
+    }
+  }
   if (report.truncated) {
     lines.push(
       `  capture bounds hit; counted without detail: ${Object.entries(report.truncated)

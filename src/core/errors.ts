@@ -92,6 +92,11 @@ export const errorCatalogue = {
     fix: 'Check that the registry is reachable (`npm ping`) and your npm configuration; `--registry` selects another registry.',
     exit: ExitCode.environment,
   },
+  EPOLICY: {
+    summary: 'The policy file is not valid.',
+    fix: 'Fix each entry named above (file:line); `phonehome policy check <file>` validates, and docs/policy.md and policies/policy.schema.json describe the format.',
+    exit: ExitCode.usage,
+  },
   EUSAGE: {
     summary: 'The command line is not valid.',
     fix: 'See `phonehome --help` or `phonehome <command> --help`.',

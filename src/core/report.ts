@@ -2,14 +2,14 @@
  * The check report: a versioned contract. Events carry their phase but no timestamps, and every
  * list is sorted, so two runs of the same package diff cleanly.
  */
-import type { CaptureEvent, Phase } from './terms.js';
-import { PHASES } from './terms.js';
+import type { Capability, CaptureEvent, Phase, Severity } from './terms.js';
+import { PHASES, SEVERITIES } from './terms.js';
 
-export const REPORT_SCHEMA_VERSION = 1;
+/** 2: findings carry a severity of five levels, the rule that decided them and a suggestion. */
+export const REPORT_SCHEMA_VERSION = 2;
 
 export type PhaseStatus = 'completed' | 'failed' | 'timeout' | 'skipped';
 export type Verdict = 'pass' | 'warn' | 'fail';
-export type Severity = 'warn' | 'fail';
 
 export interface PhaseResult {
   name: Phase;
@@ -68,12 +68,31 @@ export interface ReportEvent {
 }
 
 export interface Finding {
+  /**
+   * `egress-allowed`, `egress-not-allowed`, `egress-denied`, an indicator id, `declaration-invalid`,
+   * `observer-lost`, `observer-impostor`.
+   */
   id: string;
   severity: Severity;
-  phase: Phase;
+  phase?: Phase;
   package?: string;
   destination?: string;
   message: string;
+  /** What decided it: a policy rule (`file:line`), `known-egress:<id>`, `declaration`, `default:<phase>`, `indicator:<id>`. */
+  rule?: string;
+  /** The smallest policy entry (YAML) that would allow it; absent when nothing may allow it. */
+  suggestion?: string;
+}
+
+/** A package of the checked tree, as the report describes it. */
+export interface PackageSummary {
+  /** `name@version` */
+  id: string;
+  installScripts: string[];
+  /** What its files show it could do (inferred; see Capability). */
+  capabilities: Capability[];
+  /** Destinations its own `egress` declaration names, per phase, as written. */
+  declares?: Partial<Record<Phase, string[]>>;
 }
 
 export interface CheckReport {
@@ -83,6 +102,10 @@ export interface CheckReport {
   events: ReportEvent[];
   findings: Finding[];
   verdict: Verdict;
+  /** The policy that judged the run: its files (empty: shipped defaults) and hash. */
+  policy?: { sources: string[]; hash: string };
+  /** The packages of the tree, dependencies first. */
+  packages?: PackageSummary[];
   /** Attempts the capture counted but could not keep in detail (it hit its bounds). */
   truncated?: Record<string, number>;
 }
@@ -175,6 +198,26 @@ export interface TreePackage {
   installScripts: string[];
 }
 
+export function severityRank(s: Severity): number {
+  return SEVERITIES.indexOf(s);
+}
+
+/** fail when a finding is high or critical, warn when one is low or medium, else pass. */
+export function verdictOf(findings: Finding[]): Verdict {
+  const worst = Math.max(-1, ...findings.map((f) => severityRank(f.severity)));
+  return worst >= severityRank('high') ? 'fail' : worst >= severityRank('low') ? 'warn' : 'pass';
+}
+
+export function compareFindings(a: Finding, b: Finding): number {
+  return (
+    severityRank(b.severity) - severityRank(a.severity) ||
+    (a.phase ? PHASES.indexOf(a.phase) : -1) - (b.phase ? PHASES.indexOf(b.phase) : -1) ||
+    (a.package ?? '').localeCompare(b.package ?? '') ||
+    (a.destination ?? '').localeCompare(b.destination ?? '') ||
+    a.id.localeCompare(b.id)
+  );
+}
+
 /**
  * Charge an event to a phase and a package. A process's attempts count for the phase that started
  * the process (a detached child of a postinstall is still install). The package comes from the
@@ -203,9 +246,9 @@ export function attribute(
 }
 
 /**
- * Until policies exist, every destination the package tried is a `warn` finding, and no egress
- * is a pass. Losing the observer mid-run (the package killed it) or an impostor on its socket is
- * a finding too: attribution stopped, and something went after the sandbox's instruments.
+ * Events attributed and sorted, and the findings about the sandbox itself: losing the observer
+ * mid-run (the package killed it) or an impostor on its socket means attribution stopped and
+ * something went after the sandbox's instruments. Judging the egress is evaluate()'s work.
  */
 export function buildReport(input: {
   subject: CheckReport['subject'];
@@ -230,13 +273,13 @@ export function buildReport(input: {
         e.status === 'lost'
           ? {
               id: 'observer-lost',
-              severity: 'warn',
+              severity: 'medium',
               phase,
               message: `a process in the sandbox stopped the observer during ${phase}; later attempts are recorded without their process`,
             }
           : {
               id: 'observer-impostor',
-              severity: 'warn',
+              severity: 'medium',
               phase,
               message: `a process in the sandbox connected to the capture's observer socket during ${phase}; it was refused`,
             },
@@ -251,34 +294,7 @@ export function buildReport(input: {
     if (r) events.push(r);
   }
   events.sort(compareEvents);
-  const seen = new Set<string>();
-  for (const e of events) {
-    const destination = destinationOf(e);
-    const key = `${e.phase}\0${e.package ?? ''}\0${destination}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    const who = e.package ?? 'an unidentified package';
-    findings.push({
-      id: 'egress',
-      severity: 'warn',
-      phase: e.phase,
-      ...(e.package ? { package: e.package } : {}),
-      destination,
-      message: `${who} tried to reach ${destination} during ${e.phase}`,
-    });
-  }
-  findings.sort(
-    (a, b) =>
-      PHASES.indexOf(a.phase) - PHASES.indexOf(b.phase) ||
-      a.id.localeCompare(b.id) ||
-      (a.package ?? '').localeCompare(b.package ?? '') ||
-      (a.destination ?? '').localeCompare(b.destination ?? ''),
-  );
-  const verdict: Verdict = findings.some((f) => f.severity === 'fail')
-    ? 'fail'
-    : findings.length > 0
-      ? 'warn'
-      : 'pass';
+  findings.sort(compareFindings);
   const truncated =
     input.truncated && Object.keys(input.truncated).length > 0
       ? { truncated: input.truncated }
@@ -289,7 +305,7 @@ export function buildReport(input: {
     phases: input.phases,
     events,
     findings,
-    verdict,
+    verdict: verdictOf(findings),
     ...truncated,
   };
 }

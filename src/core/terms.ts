@@ -22,9 +22,45 @@
  * - settle window: how long processes that outlived a step (detached children) are watched before
  *   they are killed; their attempts count for the phase that started them.
  * - step: one command run in the sandbox within a phase (`npm rebuild`, a `require()`, a bin).
+ * - capability: what a package's files show it could do (network modules, child_process, eval,
+ *   native code, obfuscation, shell install scripts), read without running it. Weak evidence.
+ * - declaration: the `egress` field of a package's package.json: what its author says it needs.
+ * - policy: the consumer's rules (phonehome.policy.yaml) over shipped defaults: which egress is
+ *   allowed, per phase, destination and package.
+ * - indicator: a signature or behaviour rule (exfiltration channel, raw IP, data in DNS names…)
+ *   applied to every attempt whatever the policy says; shipped as data in policies/.
+ * - finding: one judgement of the report: what was seen, the rule or indicator it tripped, its
+ *   severity, and the policy entry that would allow it when one may.
  */
 
 export type Phase = 'install' | 'import' | 'exercise';
+
+/** How much a finding matters; the verdict is fail at high or above, warn at low or above. */
+export type Severity = 'info' | 'low' | 'medium' | 'high' | 'critical';
+export const SEVERITIES: readonly Severity[] = ['info', 'low', 'medium', 'high', 'critical'];
+
+export type Capability =
+  | 'network'
+  | 'child-process'
+  | 'dynamic-code'
+  | 'dynamic-require'
+  | 'native-code'
+  | 'minified'
+  | 'obfuscated'
+  | 'shell-script'
+  | 'not-scanned';
+
+/** Capabilities that mean code could reach the network one way or another. */
+export const NETWORK_CAPABLE: readonly Capability[] = [
+  'network',
+  'child-process',
+  'dynamic-code',
+  'dynamic-require',
+  'native-code',
+  'obfuscated',
+  'shell-script',
+  'not-scanned',
+];
 export const PHASES: readonly Phase[] = ['install', 'import', 'exercise'];
 
 export type EventKind =

@@ -12,6 +12,8 @@ import Arborist, { type ArboristNode } from '@npmcli/arborist';
 import pacote from 'pacote';
 import * as tar from 'tar';
 import { PhonehomeError } from '../core/errors.js';
+import type { Capability } from '../core/terms.js';
+import { scanCapabilities } from './capabilities.js';
 import { fetchOptions, type NpmConfig } from './npmrc.js';
 
 /** The project the package is installed into inside the sandbox: looks like someone's app. */
@@ -24,12 +26,26 @@ export interface StagedPackage {
   integrity: string | null;
   spec: string;
   dir: string;
-  /** Every package of the tree with its install scripts, dependencies first. */
-  packages: { name: string; version: string; location: string; installScripts: string[] }[];
+  /** Every package of the tree, dependencies first. */
+  packages: TreePackageInfo[];
   /** The commands the package asked about declares (`bin`), by name. */
   bins: string[];
   tar(): Readable;
   [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface TreePackageInfo {
+  name: string;
+  version: string;
+  location: string;
+  /** The install events npm will run for it (with the implicit node-gyp `install`). */
+  installScripts: string[];
+  /** What its files show it could do, read without running it. */
+  capabilities: Capability[];
+  /** Its `egress` declaration, as written (validated when the run is judged). */
+  egress?: unknown;
+  /** `name@version` of the packages it depends on directly. */
+  dependencies: string[];
 }
 
 export interface StageOptions {
@@ -107,14 +123,29 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
     }
     const direct = [...root.edgesOut.values()][0]?.to;
     if (!direct) throw new PhonehomeError('ESPEC', `Resolving ${spec} produced no package.`);
-    const packages = [...root.inventory.values()]
-      .filter((n) => !n.isRoot)
-      .map((n) => ({
-        name: n.packageName,
-        version: n.version,
-        location: n.location,
-        installScripts: installScripts(n, join(dir, n.location)),
-      }))
+    const nodes = [...root.inventory.values()].filter((n) => !n.isRoot);
+    const packages = (
+      await mapLimit(nodes, 16, async (n): Promise<TreePackageInfo> => {
+        const folder = join(dir, n.location);
+        const scripts = installScripts(n, folder);
+        const commands = Object.fromEntries(
+          scripts.map((ev) => [ev, n.package.scripts?.[ev] ?? 'node-gyp rebuild']),
+        );
+        return {
+          name: n.packageName,
+          version: n.version,
+          location: n.location,
+          installScripts: scripts,
+          capabilities: await scanCapabilities(folder, commands),
+          ...(n.package.egress !== undefined ? { egress: n.package.egress } : {}),
+          dependencies: [...n.edgesOut.values()]
+            .map((e) => e.to)
+            .filter((t): t is ArboristNode => !!t && !t.isRoot)
+            .map((t) => `${t.packageName}@${t.version}`)
+            .sort(),
+        };
+      })
+    )
       // Deeper locations first: a dependency's scripts run before its dependents'.
       .sort(
         (a, b) =>
@@ -136,6 +167,24 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
     await cleanup();
     throw e;
   }
+}
+
+/** Map with at most `limit` calls in flight (file scans of a large tree would exhaust descriptors). */
+async function mapLimit<T, R>(
+  items: T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }
 
 /** The install events npm runs for a package, with the implicit `node-gyp rebuild`. */

@@ -23,6 +23,8 @@ export const SANDBOX_WORKDIR = '/work';
 const EVENTS_PATH = '/run/capture/events.ndjson';
 /** Where the runner image keeps the programs phonehome runs in the sandbox (root-owned, read-only). */
 export const AGENT_DIR = '/opt/agent';
+/** The nameserver the sandbox's resolv.conf names (V4_RESOLVER in sandbox-images/gateway/setup.sh). */
+export const SANDBOX_RESOLVERS: readonly string[] = ['192.168.1.1'];
 const EVENTS_MAX_BYTES = 64 * 1024 * 1024;
 
 export interface TopologyOptions {

@@ -1,13 +1,27 @@
 import { Command, Option } from 'commander';
 import { CHECK_DEFAULTS, check } from '../../check/check.js';
 import { ExitCode, PhonehomeError } from '../../core/errors.js';
-import { REPORT_SCHEMA_VERSION, type CheckReport, type Verdict } from '../../core/report.js';
+import { REPORT_SCHEMA_VERSION, severityRank, type CheckReport } from '../../core/report.js';
 import type { Phase } from '../../core/terms.js';
+import { loadPolicy } from '../../policy/load.js';
 import { loadNpmConfig } from '../../resolve/npmrc.js';
 import { cliContext } from '../context.js';
 import { renderText } from '../render-text.js';
 
-const LEVELS: Record<Verdict | 'none', number> = { pass: 0, warn: 1, fail: 2, none: 99 };
+/** --fail-on: a severity, or a verdict name (warn = low and above, fail = high and above). */
+export const FAIL_ON = ['warn', 'fail', 'none', 'low', 'medium', 'high', 'critical'] as const;
+export type FailOn = (typeof FAIL_ON)[number];
+
+export function failOnRank(level: FailOn): number {
+  if (level === 'none') return Infinity;
+  return severityRank(level === 'warn' ? 'low' : level === 'fail' ? 'high' : level);
+}
+
+/** Whether any finding of the reports reaches the --fail-on level. */
+export function reachesFailOn(reports: CheckReport[], level: FailOn): boolean {
+  const rank = failOnRank(level);
+  return reports.some((r) => r.findings.some((f) => severityRank(f.severity) >= rank));
+}
 
 function seconds(flag: string, value: string): number {
   const n = Number(value);
@@ -63,9 +77,20 @@ export function checkCommand(): Command {
       '--registry <url>',
       'npm registry to resolve from (default: from your npm config, like npm)',
     )
+    .option(
+      '--policy <file>',
+      'policy file (default: the first phonehome.policy.{yaml,yml,json} from here up)',
+    )
+    .option(
+      '--policy-override <file>',
+      'override merged on top of the policy (default: phonehome.policy.override.* next to it)',
+    )
     .addOption(
-      new Option('--fail-on <level>', 'exit 1 when the verdict is at or above this level')
-        .choices(['warn', 'fail', 'none'])
+      new Option(
+        '--fail-on <level>',
+        'exit 1 when a finding is at or above this severity (warn = low, fail = high)',
+      )
+        .choices(FAIL_ON)
         .default('warn'),
     )
     .option(
@@ -91,11 +116,16 @@ export function checkCommand(): Command {
     .addHelpText(
       'after',
       `
+Every egress attempt is judged by the policy (docs/policy.md): your rules, the shipped list of
+known legitimate downloads, the package's own "egress" declaration, then the default for the
+phase (deny). Indicators (exfiltration channels, raw IPs, data in DNS names, ...) apply whatever
+the policy allows. Findings have a severity: info, low, medium, high, critical.
+
 Registries, scoped registries, auth tokens, proxy and TLS settings come from your npm
 configuration (npmrc files and npm_config_* variables), as npm reads them. Nothing runs on this
 machine: install scripts and package code run only in the sandbox.
 
-Exit codes: 0 pass, 1 findings at or above --fail-on, 2 usage error, 3 environment (Docker,
+Exit codes: 0 pass, 1 findings at or above --fail-on, 2 usage error (also a bad policy file), 3 environment (Docker,
 images), 4 internal error, 130 interrupted.`,
     )
     .action(
@@ -104,7 +134,9 @@ images), 4 internal error, 130 interrupted.`,
         o: {
           json?: boolean;
           registry?: string;
-          failOn: 'warn' | 'fail' | 'none';
+          failOn: FailOn;
+          policy?: string;
+          policyOverride?: string;
           installTimeout: string;
           importTimeout: string;
           exerciseTimeout: string;
@@ -117,6 +149,10 @@ images), 4 internal error, 130 interrupted.`,
           exerciseTimeoutMs: seconds('--exercise-timeout', o.exerciseTimeout),
           settleMs: seconds('--settle', o.settle),
         };
+        const policy = loadPolicy({
+          ...(o.policy ? { file: o.policy } : {}),
+          ...(o.policyOverride ? { override: o.policyOverride } : {}),
+        });
         const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
         const ctx = cliContext();
         const reports: CheckReport[] = [];
@@ -128,6 +164,7 @@ images), 4 internal error, 130 interrupted.`,
             report = await check(ctx.engine, ctx.images, spec, {
               ...timeouts,
               npmConfig,
+              policy,
               log: bar.log,
               onPhase: bar.phase,
               signal: ctx.signal,
@@ -146,8 +183,7 @@ images), 4 internal error, 130 interrupted.`,
             reports.length === 1 ? reports[0] : { schemaVersion: REPORT_SCHEMA_VERSION, reports };
           process.stdout.write(JSON.stringify(out, null, 2) + '\n');
         }
-        const worst = Math.max(...reports.map((r) => LEVELS[r.verdict]));
-        process.exitCode = worst >= LEVELS[o.failOn] ? ExitCode.findings : ExitCode.pass;
+        process.exitCode = reachesFailOn(reports, o.failOn) ? ExitCode.findings : ExitCode.pass;
       },
     );
 }

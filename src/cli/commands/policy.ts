@@ -1,0 +1,159 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Command } from 'commander';
+import { check } from '../../check/check.js';
+import { PhonehomeError } from '../../core/errors.js';
+import type { CheckReport, Finding } from '../../core/report.js';
+import { PHASES } from '../../core/terms.js';
+import {
+  findPolicyFile,
+  formatProblems,
+  loadPolicy,
+  POLICY_FILE_NAMES,
+  readPolicyFile,
+} from '../../policy/load.js';
+import { POLICY_VERSION } from '../../policy/parse.js';
+import { loadNpmConfig } from '../../resolve/npmrc.js';
+import { cliContext } from '../context.js';
+
+const HEADER = `# phonehome policy (format version ${POLICY_VERSION}; docs/policy.md, policies/policy.schema.json).
+# Merged on top of phonehome's shipped defaults: deny egress in every phase unless a rule below,
+# the shipped known-egress list or the package's own "egress" declaration allows it.
+version: ${POLICY_VERSION}
+
+# deny (high, fails), warn (medium) or allow (info) for egress nothing allows.
+defaults:
+  install: deny
+  import: deny
+  exercise: deny
+
+# allow | warn | ignore: how a package's own "egress" declaration counts.
+declarations: allow
+
+# Allow the documented downloads of popular packages (policies/known-egress.json).
+knownEgress: true
+
+# Rules are tried in order; the first that matches an attempt decides it. Destinations: host,
+# host:port, *.zone, IP, CIDR, [IPv6]:port; packages: name, name@range, @scope/*;
+# phases: install, import, exercise, runtime (= import and exercise).
+#
+#   - allow: [downloads.example.com:443]
+#     packages: [some-tool@^2]
+#     phases: [install]
+#     why: postinstall downloads the platform binary
+`;
+
+/** A rules list for the destinations a run saw: each one deny until a human flips it. */
+export function rulesFromReports(reports: CheckReport[]): string {
+  const seen = new Set<string>();
+  const out: string[] = [];
+  for (const r of reports) {
+    const egress = r.findings.filter((f) => f.id.startsWith('egress-'));
+    for (const f of egress) {
+      const key = `${f.phase}\0${f.package ?? ''}\0${f.destination}`;
+      if (seen.has(key) || !f.phase) continue;
+      seen.add(key);
+      out.push(ruleText(f, r.findings));
+    }
+  }
+  if (out.length === 0) return 'rules: []\n';
+  return `# Every destination the run saw, not yet approved: change "deny" to "allow" for each one you\n# expect, delete the line or leave it denied for the rest.\nrules:\n${out.join('')}`;
+}
+
+function ruleText(f: Finding, all: Finding[]): string {
+  const dest = (f.destination ?? '').replace(/ \(DNS\)$/, '');
+  const blocked = all.filter(
+    (g) =>
+      g.rule?.startsWith('indicator:') &&
+      g.phase === f.phase &&
+      g.package === f.package &&
+      g.destination === f.destination,
+  );
+  const notes = [
+    `seen during ${f.phase}${f.package ? ` from ${f.package}` : ''}`,
+    ...(f.id === 'egress-allowed'
+      ? [`now ${f.rule === 'declaration' ? 'declared by the package' : `allowed by ${f.rule}`}`]
+      : []),
+    ...blocked.map((b) => `indicator ${b.rule?.slice('indicator:'.length)} (${b.severity})`),
+  ];
+  const lines = [
+    `  # ${notes.join('; ')}`,
+    `  - deny: [${JSON.stringify(dest)}]`,
+    ...(f.package ? [`    packages: [${JSON.stringify(f.package)}]`] : []),
+    `    phases: [${f.phase}]`,
+  ];
+  return lines.join('\n') + '\n';
+}
+
+export function policyCommand(): Command {
+  const cmd = new Command('policy').description('write and validate policy files');
+
+  cmd
+    .command('init')
+    .description(
+      'write a starter policy; with specs, run them and list every destination they reached as a deny rule to review',
+    )
+    .argument('[spec...]', 'packages to run first (as for check)')
+    .option('-o, --output <file>', 'where to write it (- for stdout)', POLICY_FILE_NAMES[0])
+    .option('--force', 'overwrite an existing file')
+    .option('--registry <url>', 'npm registry to resolve from (default: from your npm config)')
+    .action(async (specs: string[], o: { output: string; force?: boolean; registry?: string }) => {
+      const target = o.output === '-' ? undefined : resolve(o.output);
+      if (target && existsSync(target) && !o.force)
+        throw new PhonehomeError('EUSAGE', `${target} exists; not overwritten.`, {
+          fix: 'Pass --force to replace it, or --output another file.',
+        });
+      let body = 'rules: []\n';
+      if (specs.length) {
+        const ctx = cliContext();
+        // Judged by the shipped defaults only: what the user's current policy allows is listed too.
+        const policy = loadPolicy({ discover: false });
+        const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
+        const reports: CheckReport[] = [];
+        for (const spec of specs) {
+          ctx.log(`[policy init] running ${spec}`);
+          reports.push(
+            await check(ctx.engine, ctx.images, spec, {
+              npmConfig,
+              policy,
+              log: ctx.log,
+              signal: ctx.signal,
+            }),
+          );
+        }
+        body = rulesFromReports(reports);
+      }
+      const text = `${HEADER}\n${body}`;
+      if (!target) process.stdout.write(text);
+      else {
+        writeFileSync(target, text, { flag: o.force ? 'w' : 'wx' });
+        process.stderr.write(`wrote ${target}\n`);
+      }
+    });
+
+  cmd
+    .command('check')
+    .description('validate a policy file (default: the one found from here up) and its override')
+    .argument('[file]', 'policy file')
+    .action((file: string | undefined) => {
+      const path = file ? resolve(file) : findPolicyFile(process.cwd());
+      if (!path)
+        throw new PhonehomeError('EPOLICY', 'No policy file here or in any parent folder.', {
+          fix: `Create one with \`phonehome policy init\` (${POLICY_FILE_NAMES.join(', ')}).`,
+        });
+      const { layer, problems } = readPolicyFile(path);
+      if (problems.length)
+        throw new PhonehomeError(
+          'EPOLICY',
+          `${path} is not valid (${problems.length} problem${problems.length > 1 ? 's' : ''}).`,
+          { detail: formatProblems(problems) },
+        );
+      // The merged result also validates an override next to the file.
+      const { policy } = file ? loadPolicy({ file: path }) : loadPolicy();
+      process.stdout.write(
+        `${path}: valid, ${layer.rules.length} rule(s)\n` +
+          `effective policy (${policy.sources.join(' + ')}): ${policy.rules.length} rule(s); defaults ${PHASES.map((p) => `${p} ${policy.defaults[p]}`).join(', ')}; declarations ${policy.declarations}; known egress ${policy.knownEgress ? 'on' : 'off'}; hash ${policy.hash}\n`,
+      );
+    });
+  return cmd;
+}

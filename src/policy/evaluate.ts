@@ -1,0 +1,336 @@
+/**
+ * Observed events + declarations + policy + indicators → findings → verdict. Pure: it reads
+ * nothing and can be fed recorded reports.
+ *
+ * For each destination a package tried in a phase, one decision, in this order:
+ *   1. the consumer's rules (override file first, then the policy file), first match wins;
+ *   2. the shipped known-egress list, when the policy keeps it on;
+ *   3. the package's own declaration, as the policy lets declarations count;
+ *   4. the policy's default for the phase (deny, warn or allow).
+ * Indicators are applied to every attempt regardless, and an indicator that forbids allowing
+ * (exfiltration channels, cloud metadata, data in DNS names) cannot be silenced by 1–3.
+ */
+import { stringify } from 'yaml';
+import {
+  compareFindings,
+  destinationOf,
+  verdictOf,
+  type CheckReport,
+  type Finding,
+  type PackageSummary,
+  type ReportEvent,
+} from '../core/report.js';
+import { NETWORK_CAPABLE, type Phase, type Severity } from '../core/terms.js';
+import { matchesDestination, patternFor, type Target } from './destination.js';
+import {
+  eventIndicators,
+  targetOf,
+  zoneOf,
+  type Indicator,
+  type IndicatorHit,
+} from './indicators.js';
+import { packageInScope, parseDeclaration } from './parse.js';
+import type { KnownEgressEntry, Policy, PolicyRule } from './types.js';
+import { severityRank } from './types.js';
+
+export interface EvaluationContext {
+  policy: Policy;
+  knownEgress: KnownEgressEntry[];
+  indicators: Indicator[];
+  /** The resolvers the sandbox is configured with (anything else is a hard-coded resolver). */
+  resolvers: readonly string[];
+  /** Raw `egress` fields of the tree's packages, by `name@version`. */
+  declarations: Record<string, unknown>;
+  /** Direct dependencies of each package, by `name@version`. */
+  dependencies: Record<string, string[]>;
+}
+
+const DEFAULT_SEVERITY: Record<Policy['defaults'][Phase], Severity> = {
+  deny: 'high',
+  warn: 'medium',
+  allow: 'info',
+};
+
+interface Decision {
+  id: 'egress-allowed' | 'egress-not-allowed' | 'egress-denied';
+  severity: Severity;
+  rule: string;
+  because: string;
+}
+
+function ruleMatches(r: PolicyRule, phase: Phase, pkg: string | undefined, t: Target): boolean {
+  if (r.phases && !r.phases.includes(phase)) return false;
+  if (r.packages && !(pkg && r.packages.some((s) => packageInScope(s, pkg)))) return false;
+  return r.destinations.some((d) => matchesDestination(d, t));
+}
+
+/** A DNS lookup counts as aimed at the name on any port: it is allowed when some port is. */
+function dnsTarget(t: Target): Target {
+  return { names: t.names };
+}
+
+function decide(
+  ctx: EvaluationContext,
+  phase: Phase,
+  pkg: string | undefined,
+  target: Target,
+  isDns: boolean,
+): Decision {
+  const t = isDns ? dnsTarget(target) : target;
+  const matches = (r: PolicyRule) =>
+    isDns
+      ? ruleMatches({ ...r, destinations: r.destinations.map((d) => ({ ...d, ports: undefined })) }, phase, pkg, t) // prettier-ignore
+      : ruleMatches(r, phase, pkg, t);
+  const rule = ctx.policy.rules.find(matches);
+  if (rule) {
+    const why = rule.why ? ` (${rule.why})` : '';
+    return rule.action === 'allow'
+      ? {
+          id: 'egress-allowed',
+          severity: 'info',
+          rule: rule.origin,
+          because: `allowed by the rule at ${rule.origin}${why}`,
+        }
+      : {
+          id: 'egress-denied',
+          severity: 'high',
+          rule: rule.origin,
+          because: `denied by the rule at ${rule.origin}${why}`,
+        };
+  }
+  if (ctx.policy.knownEgress) {
+    const known = ctx.knownEgress.find(matches);
+    if (known)
+      return {
+        id: 'egress-allowed',
+        severity: 'info',
+        rule: `known-egress:${known.id}`,
+        because: `known legitimate egress "${known.id}": ${known.why ?? ''} (source: ${known.source})`,
+      };
+  }
+  if (pkg && ctx.policy.declarations !== 'ignore' && ctx.declarations[pkg] !== undefined) {
+    const declared = parseDeclaration(ctx.declarations[pkg]).byPhase[phase] ?? [];
+    const hit = declared.find((d) => matchesDestination(isDns ? { ...d, ports: undefined } : d, t));
+    if (hit)
+      return ctx.policy.declarations === 'allow'
+        ? { id: 'egress-allowed', severity: 'info', rule: 'declaration', because: `declared by ${pkg} for ${phase} (${hit.text})` }
+        : { id: 'egress-allowed', severity: 'low', rule: 'declaration', because: `declared by ${pkg} for ${phase} (${hit.text}); the policy counts declarations as a warning` }; // prettier-ignore
+  }
+  const action = ctx.policy.defaults[phase];
+  return {
+    id: action === 'allow' ? 'egress-allowed' : 'egress-not-allowed',
+    severity: DEFAULT_SEVERITY[action],
+    rule: `default:${phase}`,
+    because:
+      action === 'allow'
+        ? `the policy allows ${phase}-time egress by default`
+        : `no rule, known-egress entry or declaration allows it (default for ${phase}: ${action})`,
+  };
+}
+
+/** Severity of an indicator after the policy's overrides (locked ones cannot be lowered). */
+function effectiveSeverity(ind: Indicator, policy: Policy): Severity | 'off' {
+  const o = policy.indicators[ind.id];
+  if (o === undefined) return ind.severity;
+  if (!ind.locked) return o;
+  return o !== 'off' && severityRank(o) > severityRank(ind.severity) ? o : ind.severity;
+}
+
+/** The smallest policy entry that allows this attempt, as YAML for the `rules:` list. */
+export function suggestRule(phase: Phase, pkg: string | undefined, t: Target): string {
+  const q = (v: string) => stringify(v).trim();
+  return (
+    [
+      `- allow: [${q(patternFor(t))}]`,
+      ...(pkg ? [`  packages: [${q(pkg)}]`] : []),
+      `  phases: [${phase}]`,
+    ].join('\n') + '\n'
+  );
+}
+
+function closure(start: string, deps: Record<string, string[]>): string[] {
+  const seen = new Set([start]);
+  const todo = [start];
+  while (todo.length) {
+    for (const d of deps[todo.pop() as string] ?? [])
+      if (!seen.has(d)) {
+        seen.add(d);
+        todo.push(d);
+      }
+  }
+  return [...seen];
+}
+
+export function evaluate(report: CheckReport, ctx: EvaluationContext): CheckReport {
+  const findings: Finding[] = report.findings.filter((f) => !f.id.startsWith('egress'));
+  const packages = new Map<string, PackageSummary>((report.packages ?? []).map((p) => [p.id, p]));
+  const active = ctx.indicators
+    .map((ind) => ({ ind, severity: effectiveSeverity(ind, ctx.policy) }))
+    .filter((a): a is { ind: Indicator; severity: Severity } => a.severity !== 'off');
+  const severityOf = new Map(active.map((a) => [a.ind.id, a.severity]));
+  const activeIndicators = active.map((a) => a.ind);
+
+  // Group attempts by phase, package and destination; a DNS lookup of a name the package then
+  // connected to is part of that connection, not a destination of its own.
+  type Group = { phase: Phase; pkg?: string; events: ReportEvent[]; dns: boolean };
+  const groups = new Map<string, Group>();
+  const byName = new Map<string, Group>();
+  const who = (e: ReportEvent) => `${e.phase}\0${e.package ?? ''}`;
+  const ordered = [
+    ...report.events.filter((e) => e.kind !== 'dns'),
+    ...report.events.filter((e) => e.kind === 'dns'),
+  ];
+  for (const e of ordered) {
+    const joined = e.kind === 'dns' ? byName.get(`${who(e)}\0${e.host}`) : undefined;
+    const key = `${who(e)}\0${e.kind === 'dns' ? `${e.host} (DNS)` : destinationOf(e)}`;
+    const g = joined ??
+      groups.get(key) ?? {
+        phase: e.phase,
+        ...(e.package ? { pkg: e.package } : {}),
+        events: [],
+        dns: e.kind === 'dns',
+      };
+    g.events.push(e);
+    if (!joined) groups.set(key, g);
+    if (e.kind !== 'dns' && e.host && !byName.has(`${who(e)}\0${e.host}`))
+      byName.set(`${who(e)}\0${e.host}`, g);
+  }
+
+  const seenIndicator = new Set<string>();
+  const addIndicator = (
+    hit: IndicatorHit,
+    phase: Phase,
+    pkg: string | undefined,
+    destination: string,
+    extra = '',
+    severity?: Severity,
+  ) => {
+    const key = `${hit.indicator.id}\0${phase}\0${pkg ?? ''}\0${destination}`;
+    if (seenIndicator.has(key)) return;
+    seenIndicator.add(key);
+    const who = pkg ?? 'an unidentified package';
+    findings.push({
+      id: hit.indicator.id,
+      severity: severity ?? severityOf.get(hit.indicator.id) ?? hit.indicator.severity,
+      phase,
+      ...(pkg ? { package: pkg } : {}),
+      destination,
+      message: `${hit.indicator.id}: ${who} -> ${destination} during ${phase}: ${hit.detail}; ${hit.indicator.rationale}${extra}`,
+      rule: `indicator:${hit.indicator.id}`,
+    });
+  };
+
+  for (const g of groups.values()) {
+    const main = g.events.find((e) => e.kind !== 'dns') ?? (g.events[0] as ReportEvent);
+    const target = targetOf(main);
+    const destination = g.dns ? `${main.host} (DNS)` : destinationOf(main);
+    const decision = decide(ctx, g.phase, g.pkg, target, g.dns);
+    const hits = g.events.flatMap((e) => eventIndicators(e, activeIndicators, ctx));
+    const forbidding = hits.find((h) => h.indicator.forbidsAllow);
+    // A human-approved rule or a curated known-egress entry explains an indicator that may be
+    // allowed; a package's own declaration does not (evidence, not trust).
+    const accepted =
+      decision.id === 'egress-allowed' &&
+      decision.rule !== 'declaration' &&
+      !decision.rule.startsWith('default:');
+    for (const h of hits)
+      addIndicator(
+        h,
+        g.phase,
+        g.pkg,
+        destination,
+        h.indicator.forbidsAllow && decision.id === 'egress-allowed'
+          ? ` (${decision.because}, but no policy can allow this)`
+          : accepted
+            ? ` (accepted: ${decision.because})`
+            : '',
+        accepted && !h.indicator.forbidsAllow ? 'info' : undefined,
+      );
+    const who = g.pkg ?? 'an unidentified package';
+    const verb = g.dns ? 'looked up' : 'tried to reach';
+    findings.push({
+      id: decision.id,
+      severity: decision.severity,
+      phase: g.phase,
+      ...(g.pkg ? { package: g.pkg } : {}),
+      destination,
+      message: `${who} ${verb} ${destination} during ${g.phase}: ${decision.because}`,
+      rule: decision.rule,
+      ...(decision.id !== 'egress-allowed' && !forbidding
+        ? { suggestion: suggestRule(g.phase, g.pkg, target) }
+        : {}),
+    });
+  }
+
+  // Detectors over many events: many names under one zone, per phase and package.
+  const many = activeIndicators.find((i) => i.detector === 'dns-many-subdomains');
+  if (many) {
+    const threshold = (many.params.threshold as number | undefined) ?? 10;
+    const zones = new Map<string, Set<string>>();
+    for (const e of report.events) {
+      if (e.kind !== 'dns' || !e.host) continue;
+      const key = `${e.phase}\0${e.package ?? ''}\0${zoneOf(e.host)}`;
+      zones.set(key, (zones.get(key) ?? new Set()).add(e.host));
+    }
+    for (const [key, names] of zones) {
+      if (names.size < threshold) continue;
+      const [phase, pkg, zone] = key.split('\0') as [Phase, string, string];
+      addIndicator(
+        { indicator: many, detail: `${names.size} distinct names under ${zone}` },
+        phase,
+        pkg || undefined,
+        `*.${zone} (DNS)`,
+      );
+    }
+  }
+
+  // Egress from a package whose code, with its dependencies', shows no way to the network.
+  const hidden = activeIndicators.find((i) => i.detector === 'hidden-network-code');
+  if (hidden && packages.size > 0) {
+    const charged = new Set(
+      report.events
+        .filter((e) => e.package && e.kind !== 'dropped')
+        .map((e) => `${e.phase}\0${e.package}`),
+    );
+    for (const key of charged) {
+      const [phase, pkg] = key.split('\0') as [Phase, string];
+      if (!packages.has(pkg)) continue;
+      const reach = closure(pkg, ctx.dependencies);
+      const capable = reach.some(
+        (id) => packages.get(id)?.capabilities.some((c) => NETWORK_CAPABLE.includes(c)) ?? true,
+      );
+      if (!capable)
+        addIndicator(
+          {
+            indicator: hidden,
+            detail: `none of its ${reach.length} package(s) use network modules, fetch, child_process, eval, native code or shell scripts`,
+          },
+          phase,
+          pkg,
+          '(any)',
+        );
+    }
+  }
+
+  for (const p of packages.values()) {
+    const raw = ctx.declarations[p.id];
+    if (raw === undefined) continue;
+    const problems = parseDeclaration(raw).problems;
+    if (problems.length)
+      findings.push({
+        id: 'declaration-invalid',
+        severity: 'low',
+        package: p.id,
+        message: `${p.id} declares its egress in a form phonehome does not understand; those entries were ignored: ${problems.join('; ')}`,
+        rule: 'declaration',
+      });
+  }
+
+  findings.sort(compareFindings);
+  return {
+    ...report,
+    findings,
+    verdict: verdictOf(findings),
+    policy: { sources: ctx.policy.sources, hash: ctx.policy.hash },
+  };
+}

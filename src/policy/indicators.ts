@@ -1,0 +1,221 @@
+/**
+ * Indicators: signature and behaviour rules from network traffic analysis, kept as data in
+ * policies/indicators.json. This module validates that data and applies it to report events;
+ * it has no I/O.
+ */
+import type { ReportEvent } from '../core/report.js';
+import {
+  matchesDestination,
+  parseDestination,
+  type DestinationPattern,
+  type Target,
+} from './destination.js';
+import { SEVERITIES, type Severity } from './types.js';
+
+export const DETECTORS = [
+  'hosts',
+  'raw-ip',
+  'nonstandard-port',
+  'dns-data',
+  'dns-many-subdomains',
+  'hardcoded-resolver',
+  'large-upload',
+  'foreign-process',
+  'other-protocol',
+  'hidden-network-code',
+] as const;
+export type Detector = (typeof DETECTORS)[number];
+
+export interface Indicator {
+  id: string;
+  severity: Severity;
+  detector: Detector;
+  /** No allow rule, declaration or known-egress entry makes such an attempt acceptable. */
+  forbidsAllow: boolean;
+  /** A policy cannot lower its severity or turn it off. */
+  locked: boolean;
+  rationale: string;
+  hosts: DestinationPattern[];
+  params: Record<string, unknown>;
+}
+
+/** Validate the shipped indicator list; a broken list is phonehome's bug, so this throws. */
+export function compileIndicators(data: unknown): Indicator[] {
+  const list = (data as { indicators?: unknown })?.indicators;
+  if (!Array.isArray(list)) throw new Error('indicators.json: no "indicators" list');
+  const seen = new Set<string>();
+  return list.map((raw: Record<string, unknown>, i) => {
+    const where = `indicators.json: indicators[${i}]`;
+    const id = raw.id;
+    if (typeof id !== 'string' || seen.has(id)) throw new Error(`${where}: missing or repeated id`);
+    seen.add(id);
+    if (!(SEVERITIES as readonly unknown[]).includes(raw.severity))
+      throw new Error(`${where}: bad severity`);
+    if (!(DETECTORS as readonly unknown[]).includes(raw.detector))
+      throw new Error(`${where}: unknown detector ${String(raw.detector)}`);
+    if (typeof raw.rationale !== 'string') throw new Error(`${where}: no rationale`);
+    const hosts = ((raw.hosts as unknown[] | undefined) ?? []).map((h) => {
+      const p = parseDestination(String(h));
+      if (typeof p === 'string') throw new Error(`${where}: ${p}`);
+      return p;
+    });
+    if (raw.detector === 'hosts' && hosts.length === 0) throw new Error(`${where}: no hosts`);
+    return {
+      id,
+      severity: raw.severity as Severity,
+      detector: raw.detector as Detector,
+      forbidsAllow: raw.forbidsAllow === true,
+      locked: raw.locked === true,
+      rationale: raw.rationale,
+      hosts,
+      params: (raw.params as Record<string, unknown> | undefined) ?? {},
+    };
+  });
+}
+
+/** What a report event was aimed at, in the terms destination patterns match on. */
+export function targetOf(e: ReportEvent): Target {
+  const names = [e.host, e.sni]
+    .filter((n): n is string => typeof n === 'string' && n.length > 0)
+    .map((n) => n.toLowerCase().replace(/\.$/, ''));
+  return {
+    names: [...new Set(names)],
+    ...(e.ip ? { ip: e.ip } : {}),
+    ...(e.port !== undefined && e.kind !== 'dns' ? { port: e.port } : {}),
+  };
+}
+
+const CONNECTIONS = new Set(['tcp', 'tls', 'http', 'udp']);
+
+/** One hit of an indicator on one event, with what exactly tripped it. */
+export interface IndicatorHit {
+  indicator: Indicator;
+  detail: string;
+}
+
+/** Detectors that judge one event on its own. */
+export function eventIndicators(
+  e: ReportEvent,
+  indicators: Indicator[],
+  ctx: { resolvers: readonly string[] },
+): IndicatorHit[] {
+  const hits: IndicatorHit[] = [];
+  const t = targetOf(e);
+  for (const ind of indicators) {
+    const p = ind.params;
+    switch (ind.detector) {
+      case 'hosts': {
+        if (e.kind === 'dropped') break;
+        const hit = ind.hosts.find((h) =>
+          matchesDestination(h, e.kind === 'dns' ? { names: t.names } : t),
+        );
+        if (hit) hits.push({ indicator: ind, detail: `matches ${hit.text}` });
+        break;
+      }
+      case 'raw-ip':
+        if (CONNECTIONS.has(e.kind) && !e.host && e.ip)
+          hits.push({ indicator: ind, detail: `connection to ${e.ip} without a name lookup` });
+        break;
+      case 'nonstandard-port': {
+        const standard = (p.standardPorts as number[] | undefined) ?? [80, 443];
+        if (CONNECTIONS.has(e.kind) && e.port !== undefined && !standard.includes(e.port))
+          hits.push({ indicator: ind, detail: `port ${e.port}` });
+        break;
+      }
+      case 'dns-data':
+        if (e.kind === 'dns' && e.host) {
+          const why = dataInName(e.host, p);
+          if (why) hits.push({ indicator: ind, detail: why });
+        }
+        break;
+      case 'hardcoded-resolver':
+        if (e.kind === 'dns' && e.resolver && !ctx.resolvers.includes(e.resolver))
+          hits.push({
+            indicator: ind,
+            detail: `asked ${e.resolver} instead of the configured resolver`,
+          });
+        break;
+      case 'large-upload': {
+        const limit = (p.bytes as number | undefined) ?? 102400;
+        if (CONNECTIONS.has(e.kind) && (e.bytesOut ?? 0) >= limit)
+          hits.push({ indicator: ind, detail: `${e.bytesOut} bytes sent` });
+        break;
+      }
+      case 'foreign-process': {
+        const programs = (p.programs as string[] | undefined) ?? [];
+        const prog = programOf(e.process);
+        if (prog && programs.includes(prog))
+          hits.push({ indicator: ind, detail: `made by ${prog}` });
+        break;
+      }
+      case 'other-protocol':
+        if (e.kind === 'icmp')
+          hits.push({ indicator: ind, detail: `${e.count ?? 1} ICMP echo request(s)` });
+        if (e.kind === 'dropped')
+          hits.push({ indicator: ind, detail: `${e.count ?? 1} packet(s) of other protocols` });
+        break;
+      default:
+        // dns-many-subdomains and hidden-network-code look at more than one event.
+        break;
+    }
+  }
+  return hits;
+}
+
+/** The program a command line runs: `/usr/bin/curl -s …` → curl; `/usr/bin/env python3 x` → python3. */
+export function programOf(cmd: string | undefined): string | undefined {
+  if (!cmd) return undefined;
+  const words = cmd.trim().split(/\s+/);
+  let i = 0;
+  const base = (w: string | undefined) => (w ?? '').split('/').pop() ?? '';
+  if (base(words[0]) === 'env') {
+    i = 1;
+    while (words[i]?.startsWith('-') || words[i]?.includes('=')) i++;
+  }
+  const prog = base(words[i]);
+  return prog || undefined;
+}
+
+function entropy(s: string): number {
+  const counts = new Map<string, number>();
+  for (const ch of s) counts.set(ch, (counts.get(ch) ?? 0) + 1);
+  let h = 0;
+  for (const n of counts.values()) {
+    const p = n / s.length;
+    h -= p * Math.log2(p);
+  }
+  return h;
+}
+
+/** Why a DNS name looks like it carries data, or undefined. */
+export function dataInName(name: string, p: Record<string, unknown>): string | undefined {
+  const maxLabel = (p.maxLabelLength as number | undefined) ?? 40;
+  const encoded = (p.encodedLabelLength as number | undefined) ?? 16;
+  const minEntropy = (p.minEntropy as number | undefined) ?? 3.6;
+  const entropyLength = (p.entropyLabelLength as number | undefined) ?? 24;
+  for (const label of name.split('.')) {
+    if (label.length > maxLabel) return `a ${label.length}-character label`;
+    if (
+      label.length >= encoded &&
+      /^[0-9a-f]+$/i.test(label) &&
+      /[0-9]/.test(label) &&
+      /[a-f]/i.test(label)
+    )
+      return `a hex-encoded label (${label.length} characters)`;
+    if (label.length >= entropyLength && entropy(label) >= minEntropy)
+      return `a high-entropy label (${label.length} characters, ${entropy(label).toFixed(1)} bits/char)`;
+  }
+  return undefined;
+}
+
+/** The zone a name belongs to, for counting subdomains: the last two labels (three under a short second level such as co.uk). */
+export function zoneOf(name: string): string {
+  const labels = name.split('.');
+  const n =
+    labels.length >= 3 &&
+    (labels[labels.length - 1] ?? '').length === 2 &&
+    (labels[labels.length - 2] ?? '').length <= 3
+      ? 3
+      : 2;
+  return labels.slice(-n).join('.');
+}

@@ -1,0 +1,86 @@
+/**
+ * The policy model once loaded and validated. Files (policy, override, declaration, shipped
+ * lists) are parsed into these shapes; evaluation works only on them.
+ *
+ * - rule: an `allow` or `deny` list of destinations, optionally scoped to packages (name and
+ *   semver range) and phases. The first rule that matches an attempt decides it.
+ * - declaration: the `egress` field of a package's own package.json: the destinations its author
+ *   says it needs, per phase. Evidence, not trust: it allows egress only when the policy lets
+ *   declarations count, and never silences an indicator.
+ * - known egress: shipped rules for popular packages' documented downloads, each with a source.
+ * - indicator: a signature or behaviour rule (exfiltration channels, raw IPs, data in DNS names,
+ *   …) with an id, a severity and a rationale, shipped as data in policies/indicators.json.
+ */
+import { SEVERITIES, type Phase, type Severity } from '../core/terms.js';
+import type { DestinationPattern } from './destination.js';
+
+export { SEVERITIES, type Severity };
+
+export function severityRank(s: Severity): number {
+  return SEVERITIES.indexOf(s);
+}
+
+/** Phases as written in files: `runtime` means import and exercise. */
+export type PhaseName = Phase | 'runtime';
+export const PHASE_NAMES: readonly PhaseName[] = ['install', 'import', 'exercise', 'runtime'];
+
+export function expandPhases(names: readonly PhaseName[]): Phase[] {
+  const out = new Set<Phase>();
+  for (const n of names) {
+    if (n === 'runtime') {
+      out.add('import');
+      out.add('exercise');
+    } else out.add(n);
+  }
+  return [...out];
+}
+
+/** What happens to egress that nothing allows or denies: deny = high, warn = medium, allow = info. */
+export type DefaultAction = 'deny' | 'warn' | 'allow';
+
+/** `name`, `name@range`, `@scope/*`: which packages a rule is about. */
+export interface PackageScope {
+  text: string;
+  name: string;
+  range?: string;
+}
+
+export interface PolicyRule {
+  action: 'allow' | 'deny';
+  destinations: DestinationPattern[];
+  /** Absent: every package, including attempts no package could be charged with. */
+  packages?: PackageScope[];
+  /** Absent: every phase. */
+  phases?: Phase[];
+  why?: string;
+  /** Where it was written, as `file:line` (or the shipped entry's id and source). */
+  origin: string;
+}
+
+export interface Policy {
+  /** Files the policy was read from, in merge order (base first). Empty: the shipped defaults. */
+  sources: string[];
+  defaults: Record<Phase, DefaultAction>;
+  /** How a package's own declaration counts. */
+  declarations: 'allow' | 'warn' | 'ignore';
+  /** Whether the shipped known-egress list allows what it lists. */
+  knownEgress: boolean;
+  /** Severity overrides of indicators by id; `off` turns one off (locked ones cannot be lowered). */
+  indicators: Record<string, Severity | 'off'>;
+  rules: PolicyRule[];
+  /** sha256 of the normalized policy, so a stored result says which policy judged it. */
+  hash: string;
+}
+
+export interface KnownEgressEntry extends PolicyRule {
+  id: string;
+  source: string;
+}
+
+/** A package's `egress` declaration, parsed. */
+export interface Declaration {
+  /** Destinations per phase (`runtime` expanded). */
+  byPhase: Partial<Record<Phase, DestinationPattern[]>>;
+  /** What was wrong with the field; those entries are ignored. */
+  problems: string[];
+}
