@@ -40,13 +40,19 @@ function headline(report: CheckReport): string {
   const notAllowed = findings.filter(
     (f) => f.id === 'egress-not-allowed' || f.id === 'egress-denied',
   ).length;
-  const indicators = findings.filter((f) => f.rule?.startsWith('indicator:')).length;
+  const indicators = [
+    ...new Set(
+      findings
+        .filter((f) => f.rule?.startsWith('indicator:') && f.severity !== 'info')
+        .map((f) => `${f.id} (${f.severity})`),
+    ),
+  ];
   const parts = [
     `${report.events.length} egress attempt(s) to ${destinations} destination(s)`,
-    notAllowed ? `${notAllowed} not allowed` : 'all allowed by the policy',
-    ...(indicators ? [`${indicators} indicator(s)`] : []),
+    notAllowed ? `policy: ${notAllowed} not allowed` : 'policy: all allowed',
+    ...(indicators.length ? [`indicators: ${indicators.join(', ')}`] : []),
   ];
-  return `${report.verdict.toUpperCase()} ${id}: ${parts.join(', ')}`;
+  return `${report.verdict.toUpperCase()} ${id}: ${parts.join('; ')}`;
 }
 
 export function renderText(report: CheckReport): string {

@@ -284,31 +284,30 @@ export function evaluate(report: CheckReport, ctx: EvaluationContext): CheckRepo
     }
   }
 
-  // Egress from a package whose code, with its dependencies', shows no way to the network.
+  // Egress from a package whose code, with its dependencies', shows no way to the network:
+  // once per package, at the first phase it happened in.
   const hidden = activeIndicators.find((i) => i.detector === 'hidden-network-code');
   if (hidden && packages.size > 0) {
-    const charged = new Set(
-      report.events
-        .filter((e) => e.package && e.kind !== 'dropped')
-        .map((e) => `${e.phase}\0${e.package}`),
-    );
-    for (const key of charged) {
-      const [phase, pkg] = key.split('\0') as [Phase, string];
+    const firstPhase = new Map<string, Phase>();
+    for (const e of report.events)
+      if (e.package && e.kind !== 'dropped' && !firstPhase.has(e.package))
+        firstPhase.set(e.package, e.phase);
+    for (const [pkg, phase] of firstPhase) {
       if (!packages.has(pkg)) continue;
       const reach = closure(pkg, ctx.dependencies);
       const capable = reach.some(
         (id) => packages.get(id)?.capabilities.some((c) => NETWORK_CAPABLE.includes(c)) ?? true,
       );
-      if (!capable)
-        addIndicator(
-          {
-            indicator: hidden,
-            detail: `none of its ${reach.length} package(s) use network modules, fetch, child_process, eval, native code or shell scripts`,
-          },
-          phase,
-          pkg,
-          '(any)',
-        );
+      if (capable) continue;
+      const severity = severityOf.get(hidden.id) ?? hidden.severity;
+      findings.push({
+        id: hidden.id,
+        severity,
+        phase,
+        package: pkg,
+        message: `${hidden.id}: ${pkg} reached the network from ${phase} on, but none of the ${reach.length} package(s) of its tree use network modules, fetch, child_process, eval, native code or shell scripts; ${hidden.rationale}`,
+        rule: `indicator:${hidden.id}`,
+      });
     }
   }
 

@@ -17,14 +17,14 @@ describe('phonehome check (CLI)', () => {
     await images();
   });
 
-  it('an install-time POST of the environment: warn, exit 1, the request in the install phase', async () => {
+  it('an install-time POST of the environment: fail, exit 1, the request in the install phase', async () => {
     const r = await cli(['check', fixture('install-env-post'), '--json']);
     assert.equal(r.code, 1, r.stderr);
     const report = JSON.parse(r.stdout) as CheckReport;
-    assert.equal(report.schemaVersion, 1);
+    assert.equal(report.schemaVersion, 2);
     assert.equal(report.subject.name, 'install-env-post');
     assert.equal(report.subject.version, '1.0.0');
-    assert.equal(report.verdict, 'warn');
+    assert.equal(report.verdict, 'fail');
     assert.deepEqual(
       report.phases.map((p) => [p.name, p.status]),
       [
@@ -46,7 +46,11 @@ describe('phonehome check (CLI)', () => {
     );
     assert.ok(
       report.findings.some(
-        (f) => f.phase === 'install' && f.destination === 'hooks.collector.example:80',
+        (f) =>
+          f.id === 'egress-not-allowed' &&
+          f.severity === 'high' &&
+          f.phase === 'install' &&
+          f.destination === 'hooks.collector.example:80',
       ),
     );
     assert.equal(post.package, 'install-env-post@1.0.0');
@@ -64,6 +68,9 @@ describe('phonehome check (CLI)', () => {
     assert.equal(tcp.phase, 'import');
     assert.equal(tcp.port, 1224);
     assert.ok(!report.events.some((e) => e.phase === 'install'), 'nothing at install');
+    const raw = report.findings.find((f) => f.id === 'raw-ip');
+    assert.equal(raw?.destination, '203.0.113.44:1224');
+    assert.equal(raw?.phase, 'import');
   });
 
   it('an honest package with no scripts passes with exit 0 and no events', async () => {
@@ -111,6 +118,12 @@ describe('phonehome check (CLI), threat behaviours and controls', () => {
     for (const n of names) assert.match(n, /^[0-9a-f]+\.\d\.q\.exfil-zone\.example$/);
     assert.ok(report.events.every((e) => e.kind === 'dns' && e.phase === 'install'));
     assert.ok(report.events.every((e) => e.script === 'preinstall'));
+    const data = report.findings.filter((f) => f.id === 'dns-data');
+    // The user name ("node", 8 hex characters) is too short to tell from a name; the host name
+    // and folder are not.
+    assert.equal(data.length, 2, JSON.stringify(report.findings));
+    assert.ok(data.every((f) => f.severity === 'high' && !f.suggestion));
+    assert.equal(report.verdict, 'fail');
   });
 
   it('a curl/wget second stage from a shell script: the GET, made by curl', async () => {
@@ -124,6 +137,9 @@ describe('phonehome check (CLI), threat behaviours and controls', () => {
     assert.equal(get.path, '/stage2.bin');
     assert.match(get.process ?? '', /^curl /);
     assert.equal(get.package, 'shell-second-stage@1.0.0');
+    const tripped = new Set(report.findings.map((f) => f.id));
+    for (const id of ['foreign-process', 'raw-ip', 'nonstandard-port', 'egress-not-allowed'])
+      assert.ok(tripped.has(id), `${id}: ${[...tripped].join(', ')}`);
   });
 
   it('a detached child that phones home after its postinstall ended counts for install', async () => {

@@ -27,11 +27,16 @@ export interface CliResult {
   endedAt: number;
 }
 
-export function cli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
+export function cli(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  opts: { cwd?: string } = {},
+): Promise<CliResult> {
   return new Promise((resolve) => {
     const startedAt = Date.now();
     const child = spawn(process.execPath, [CLI, ...args], {
       env,
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
