@@ -221,7 +221,7 @@ export function loadPolicy(opts: LoadPolicyOptions = {}): LoadedPolicy {
     if (problems.length)
       throw new PhonehomeError(
         'EPOLICY',
-        `The policy file ${f} is not valid (${problems.length} problem${problems.length > 1 ? 's' : ''}).`,
+        `The policy file ${displayName(f)} is not valid (${problems.length} problem${problems.length > 1 ? 's' : ''}).`,
         { detail: formatProblems(problems) },
       );
     layers.push(layer);

@@ -67,8 +67,9 @@ class Checker {
   readonly problems: Problem[] = [];
   constructor(private readonly src: StructuredSource) {}
 
-  problem(path: PathSegment[], message: string, fix: string): void {
-    this.problems.push({ where: this.src.where(path), path: formatPath(path), message, fix });
+  problem(path: PathSegment[], message: string, fix: string, atKey = false): void {
+    const where = atKey ? this.src.whereKey(path) : this.src.where(path);
+    this.problems.push({ where, path: formatPath(path), message, fix });
   }
 
   isObject(v: unknown, path: PathSegment[], what: string): v is Record<string, unknown> {
@@ -88,6 +89,7 @@ class Checker {
           [...path, k],
           `unknown key "${k}"`,
           `Remove it, or use one of: ${allowed.join(', ')}.`,
+          true,
         );
   }
 
@@ -202,6 +204,7 @@ export function parsePolicyLayer(
           ['indicators', id],
           `unknown indicator "${id}"`,
           `Use an id from policies/indicators.json: ${knownIndicators.join(', ')}.`,
+          true,
         );
       else if (s === 'off' || (SEVERITIES as readonly unknown[]).includes(s))
         ind[id] = s as Severity | 'off';
@@ -227,7 +230,13 @@ export function parsePolicyLayer(
         if (rule) layer.rules.push(rule);
       });
   }
-  return { layer, problems: c.problems };
+  return { layer, problems: sortProblems(c.problems) };
+}
+
+/** In file order: line, then column. */
+function sortProblems(problems: Problem[]): Problem[] {
+  const at = (p: Problem) => p.where.split(':').slice(-2).map(Number) as [number, number];
+  return [...problems].sort((a, b) => at(a)[0] - at(b)[0] || at(a)[1] - at(b)[1]);
 }
 
 function parseRule(

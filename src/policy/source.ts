@@ -3,7 +3,7 @@
  * JSON is read by the YAML parser too (YAML 1.2 is a superset for our purposes), which keeps one
  * code path for positions.
  */
-import { LineCounter, parseDocument, isNode, type Document } from 'yaml';
+import { LineCounter, isMap, isNode, isScalar, parseDocument, type Document } from 'yaml';
 
 export type PathSegment = string | number;
 
@@ -23,6 +23,8 @@ export interface StructuredSource {
   syntax: Problem[];
   /** `file:line:col` of the node at a path (the nearest ancestor that exists). */
   where(path: PathSegment[]): string;
+  /** `file:line:col` of the key of the last path segment (for problems with the key itself). */
+  whereKey(path: PathSegment[]): string;
   line(path: PathSegment[]): number;
 }
 
@@ -60,6 +62,16 @@ export function readStructured(file: string, text: string): StructuredSource {
     syntax,
     where: (path) => {
       const p = pos(nodeAt(path));
+      return `${file}:${p.line}:${p.col}`;
+    },
+    whereKey: (path) => {
+      const parent = path.length > 1 ? doc.getIn(path.slice(0, -1), true) : doc.contents;
+      const last = path[path.length - 1];
+      const pair = isMap(parent)
+        ? parent.items.find((p) => isScalar(p.key) && p.key.value === last)
+        : undefined;
+      const offset = isNode(pair?.key) && pair.key.range ? pair.key.range[0] : nodeAt(path);
+      const p = pos(offset);
       return `${file}:${p.line}:${p.col}`;
     },
     line: (path) => pos(nodeAt(path)).line,

@@ -1,5 +1,5 @@
 import { existsSync, writeFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { Command } from 'commander';
 import { check } from '../../check/check.js';
 import { PhonehomeError } from '../../core/errors.js';
@@ -145,7 +145,7 @@ export function policyCommand(): Command {
       if (problems.length)
         throw new PhonehomeError(
           'EPOLICY',
-          `${path} is not valid (${problems.length} problem${problems.length > 1 ? 's' : ''}).`,
+          `${relative(process.cwd(), path) || path} is not valid (${problems.length} problem${problems.length > 1 ? 's' : ''}).`,
           { detail: formatProblems(problems) },
         );
       // The merged result also validates an override next to the file.
