@@ -15,6 +15,7 @@ import { buildImages } from '../images/build.js';
 import { evaluate } from '../policy/evaluate.js';
 import { loadPolicy, type LoadedPolicy } from '../policy/load.js';
 import { parseDeclaration } from '../policy/parse.js';
+import type { Declaration } from '../policy/types.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
 import { stage } from '../resolve/stage.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
@@ -295,25 +296,23 @@ export async function check(
     ...(eventLog.truncatedCounts ? { truncated: eventLog.truncatedCounts } : {}),
   });
   const ids = (p: { name: string; version: string }) => `${p.name}@${p.version}`;
-  report.packages = staged.packages.map((p) => ({
-    id: ids(p),
-    installScripts: p.installScripts,
-    capabilities: p.capabilities,
-    ...(p.egress !== undefined ? { declares: declaredTexts(p.egress) } : {}),
-  }));
-  return evaluate(report, {
-    ...judge,
-    resolvers: SANDBOX_RESOLVERS,
-    declarations: Object.fromEntries(
-      staged.packages.filter((p) => p.egress !== undefined).map((p) => [ids(p), p.egress]),
-    ),
-    dependencies: Object.fromEntries(staged.packages.map((p) => [ids(p), p.dependencies])),
+  report.packages = staged.packages.map((p) => {
+    const declared = p.egress !== undefined ? parseDeclaration(p.egress) : undefined;
+    return {
+      id: ids(p),
+      installScripts: p.installScripts,
+      ...(Object.keys(p.scripts).length ? { scripts: p.scripts } : {}),
+      capabilities: p.capabilities,
+      ...(declared ? { declares: declaredTexts(declared) } : {}),
+      ...(declared?.problems.length ? { declarationProblems: declared.problems } : {}),
+      dependencies: p.dependencies,
+    };
   });
+  return evaluate(report, { ...judge, resolvers: SANDBOX_RESOLVERS });
 }
 
 /** A declaration's destinations per phase as written, for the report. */
-function declaredTexts(field: unknown): Partial<Record<Phase, string[]>> {
-  const d = parseDeclaration(field);
+function declaredTexts(d: Declaration): Partial<Record<Phase, string[]>> {
   return Object.fromEntries(
     Object.entries(d.byPhase).map(([phase, list]) => [phase, list.map((p) => p.text)]),
   );

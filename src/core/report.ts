@@ -91,9 +91,18 @@ export interface PackageSummary {
   installScripts: string[];
   /** What its files show it could do (inferred; see Capability). */
   capabilities: Capability[];
+  /** Install scripts: the command, and a digest of the file it runs when it is `node <file>`. */
+  scripts?: Record<string, { command: string; digest?: string }>;
   /** Destinations its own `egress` declaration names, per phase, as written. */
   declares?: Partial<Record<Phase, string[]>>;
+  /** What phonehome could not read in its declaration (those entries are ignored). */
+  declarationProblems?: string[];
+  /** `name@version` of its direct dependencies. */
+  dependencies?: string[];
 }
+
+/** Findings about the sandbox itself, made when the report is built; evaluate() keeps them. */
+export const SANDBOX_FINDINGS: readonly string[] = ['observer-lost', 'observer-impostor'];
 
 export interface CheckReport {
   schemaVersion: number;

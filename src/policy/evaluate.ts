@@ -12,6 +12,7 @@
  */
 import { stringify } from 'yaml';
 import {
+  SANDBOX_FINDINGS,
   compareFindings,
   destinationOf,
   verdictOf,
@@ -39,9 +40,11 @@ export interface EvaluationContext {
   indicators: Indicator[];
   /** The resolvers the sandbox is configured with (anything else is a hard-coded resolver). */
   resolvers: readonly string[];
-  /** Raw `egress` fields of the tree's packages, by `name@version`. */
+}
+
+/** What evaluation reads from the report's package list. */
+interface TreeFacts {
   declarations: Record<string, unknown>;
-  /** Direct dependencies of each package, by `name@version`. */
   dependencies: Record<string, string[]>;
 }
 
@@ -70,7 +73,7 @@ function dnsTarget(t: Target): Target {
 }
 
 function decide(
-  ctx: EvaluationContext,
+  ctx: EvaluationContext & TreeFacts,
   phase: Phase,
   pkg: string | undefined,
   target: Target,
@@ -161,9 +164,22 @@ function closure(start: string, deps: Record<string, string[]>): string[] {
   return [...seen];
 }
 
-export function evaluate(report: CheckReport, ctx: EvaluationContext): CheckReport {
-  const findings: Finding[] = report.findings.filter((f) => !f.id.startsWith('egress'));
+/**
+ * Judge a report: every finding but those about the sandbox itself is made again, so a stored
+ * report can be judged by another policy without running the package again.
+ */
+export function evaluate(report: CheckReport, judge: EvaluationContext): CheckReport {
+  const findings: Finding[] = report.findings.filter((f) => SANDBOX_FINDINGS.includes(f.id));
   const packages = new Map<string, PackageSummary>((report.packages ?? []).map((p) => [p.id, p]));
+  const ctx: EvaluationContext & TreeFacts = {
+    ...judge,
+    declarations: Object.fromEntries(
+      [...packages.values()].filter((p) => p.declares).map((p) => [p.id, p.declares]),
+    ),
+    dependencies: Object.fromEntries(
+      [...packages.values()].map((p) => [p.id, p.dependencies ?? []]),
+    ),
+  };
   const active = ctx.indicators
     .map((ind) => ({ ind, severity: effectiveSeverity(ind, ctx.policy) }))
     .filter((a): a is { ind: Indicator; severity: Severity } => a.severity !== 'off');
@@ -312,17 +328,14 @@ export function evaluate(report: CheckReport, ctx: EvaluationContext): CheckRepo
   }
 
   for (const p of packages.values()) {
-    const raw = ctx.declarations[p.id];
-    if (raw === undefined) continue;
-    const problems = parseDeclaration(raw).problems;
-    if (problems.length)
-      findings.push({
-        id: 'declaration-invalid',
-        severity: 'low',
-        package: p.id,
-        message: `${p.id} declares its egress in a form phonehome does not understand; those entries were ignored: ${problems.join('; ')}`,
-        rule: 'declaration',
-      });
+    if (!p.declarationProblems?.length) continue;
+    findings.push({
+      id: 'declaration-invalid',
+      severity: 'low',
+      package: p.id,
+      message: `${p.id} declares its egress in a form phonehome does not understand; those entries were ignored: ${p.declarationProblems.join('; ')}`,
+      rule: 'declaration',
+    });
   }
 
   findings.sort(compareFindings);

@@ -4,7 +4,8 @@
  * on the spec), which then enters the sandbox as a tar stream.
  */
 import { existsSync, rmSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -40,6 +41,8 @@ export interface TreePackageInfo {
   location: string;
   /** The install events npm will run for it (with the implicit node-gyp `install`). */
   installScripts: string[];
+  /** The command of each install script, and a digest of the file it runs when it is `node <file>`. */
+  scripts: Record<string, { command: string; digest?: string }>;
   /** What its files show it could do, read without running it. */
   capabilities: Capability[];
   /** Its `egress` declaration, as written (validated when the run is judged). */
@@ -136,6 +139,14 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
           version: n.version,
           location: n.location,
           installScripts: scripts,
+          scripts: Object.fromEntries(
+            await Promise.all(
+              Object.entries(commands).map(async ([ev, command]) => {
+                const digest = await scriptDigest(folder, command);
+                return [ev, { command, ...(digest ? { digest } : {}) }] as const;
+              }),
+            ),
+          ),
           capabilities: await scanCapabilities(folder, commands),
           ...(n.package.egress !== undefined ? { egress: n.package.egress } : {}),
           dependencies: [...n.edgesOut.values()]
@@ -166,6 +177,25 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
   } catch (e) {
     await cleanup();
     throw e;
+  }
+}
+
+/**
+ * A digest of the file an install script runs (`node install.js`), so a changed script body is
+ * seen between versions even when the command stays the same.
+ */
+async function scriptDigest(folder: string, command: string): Promise<string | undefined> {
+  const file = /^node\s+([\w./@-]+\.[cm]?js)\b/.exec(command.trim())?.[1];
+  if (!file) return undefined;
+  const path = resolvePath(folder, file);
+  if (!path.startsWith(`${folder}/`)) return undefined;
+  try {
+    return `sha256-${createHash('sha256')
+      .update(await readFile(path))
+      .digest('hex')
+      .slice(0, 32)}`;
+  } catch {
+    return undefined;
   }
 }
 

@@ -2,16 +2,43 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { verdictOf, type CheckReport, type ReportEvent } from '../../../src/core/report.js';
 import type { Capability } from '../../../src/core/terms.js';
-import { evaluate, type EvaluationContext } from '../../../src/policy/evaluate.js';
+import {
+  evaluate as evaluateReport,
+  type EvaluationContext,
+} from '../../../src/policy/evaluate.js';
 import { compileIndicators } from '../../../src/policy/indicators.js';
 import { mergeLayers, shippedIndicators } from '../../../src/policy/load.js';
 import { parsePolicyLayer } from '../../../src/policy/parse.js';
 import { readStructured } from '../../../src/policy/source.js';
 import type { KnownEgressEntry } from '../../../src/policy/types.js';
 import { parseDestination, type DestinationPattern } from '../../../src/policy/destination.js';
-import { parsePackageScope } from '../../../src/policy/parse.js';
+import { parseDeclaration, parsePackageScope } from '../../../src/policy/parse.js';
 
 const SUBJECT = 'pkg@1.0.1';
+
+interface Tree {
+  declarations?: Record<string, unknown>;
+  dependencies?: Record<string, string[]>;
+}
+
+/** The tree facts (declarations, dependencies) go into the report, as check.ts puts them. */
+function evaluate(r: CheckReport, c: EvaluationContext & Tree): CheckReport {
+  const packages = (r.packages ?? []).map((p) => ({
+    ...p,
+    dependencies: c.dependencies?.[p.id] ?? [],
+    ...declarationOf(c.declarations?.[p.id]),
+  }));
+  for (const id of Object.keys(c.declarations ?? {}))
+    if (!packages.some((p) => p.id === id))
+      packages.push({
+        id,
+        installScripts: [],
+        capabilities: ['network'],
+        dependencies: [],
+        ...declarationOf(c.declarations?.[id]),
+      });
+  return evaluateReport({ ...r, packages }, c);
+}
 
 function report(events: ReportEvent[], caps: Record<string, Capability[]> = {}): CheckReport {
   const ids = new Set([SUBJECT, ...events.map((e) => e.package).filter((p): p is string => !!p)]);
@@ -27,6 +54,18 @@ function report(events: ReportEvent[], caps: Record<string, Capability[]> = {}):
       installScripts: [],
       capabilities: caps[id] ?? ['network'],
     })),
+  };
+}
+
+/** As check.ts records a declaration in the report. */
+function declarationOf(field: unknown) {
+  if (field === undefined) return {};
+  const d = parseDeclaration(field);
+  return {
+    declares: Object.fromEntries(
+      Object.entries(d.byPhase).map(([phase, list]) => [phase, list.map((p) => p.text)]),
+    ),
+    ...(d.problems.length ? { declarationProblems: d.problems } : {}),
   };
 }
 
@@ -48,14 +87,12 @@ function dest(s: string): DestinationPattern {
   return d;
 }
 
-function ctx(over: Partial<EvaluationContext> = {}): EvaluationContext {
+function ctx(over: Partial<EvaluationContext> & Tree = {}): EvaluationContext & Tree {
   return {
     policy: layers('version: 1'),
     knownEgress: [],
     indicators: shippedIndicators(),
     resolvers: ['192.168.1.1'],
-    declarations: {},
-    dependencies: {},
     ...over,
   };
 }
