@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,4 +23,13 @@ export function agentDistDir(): string {
 export function cacheDir(): string {
   const xdg = process.env.XDG_CACHE_HOME;
   return join(xdg && xdg.startsWith('/') ? xdg : join(homedir(), '.cache'), 'phonehome');
+}
+
+let version: string | undefined;
+/** phonehome's own version, from its package.json. */
+export function phonehomeVersion(): string {
+  version ??= (
+    JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }
+  ).version;
+  return version;
 }

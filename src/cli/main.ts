@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
+import { phonehomeVersion } from '../paths.js';
 import { ExitCode, formatError, isPhonehomeError, PhonehomeError } from '../core/errors.js';
 import { checkCommand } from './commands/check.js';
+import { diffCommand } from './commands/diff.js';
 import { doctorCommand } from './commands/doctor.js';
+import { historyCommand } from './commands/history.js';
 import { imagesCommand } from './commands/images.js';
 import { policyCommand } from './commands/policy.js';
 import { sweepCommand } from './commands/sweep.js';
@@ -11,11 +14,13 @@ const program = new Command('phonehome')
   .description(
     'Find out whether an npm package talks to the network, to whom and when: install and exercise it in a sandbox whose only "internet" is a capture gateway.',
   )
-  .version('0.1.0')
+  .version(phonehomeVersion())
   .exitOverride()
   .showSuggestionAfterError();
 
 program.addCommand(checkCommand());
+program.addCommand(diffCommand());
+program.addCommand(historyCommand());
 program.addCommand(doctorCommand());
 program.addCommand(imagesCommand());
 program.addCommand(policyCommand());

@@ -4,6 +4,7 @@ import {
   type CheckReport,
   type ReportEvent,
 } from '../core/report.js';
+import { diffLines } from './render-diff.js';
 
 function detail(e: ReportEvent): string {
   switch (e.kind) {
@@ -85,6 +86,12 @@ export function renderText(report: CheckReport): string {
         lines.push(`      ${detail(event)}${times > 1 ? ` x${times}` : ''}${by}`);
       }
     }
+  }
+  if (report.comparison) {
+    lines.push(
+      `  changes since ${report.comparison.before.name}@${report.comparison.before.version}`,
+    );
+    lines.push(...diffLines(report.comparison, '    '));
   }
   if (report.findings.length) lines.push('  findings');
   for (const f of report.findings) {

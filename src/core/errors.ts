@@ -97,6 +97,11 @@ export const errorCatalogue = {
     fix: 'Fix each entry named above (file:line); `phonehome policy check <file>` validates, and docs/policy.md and policies/policy.schema.json describe the format.',
     exit: ExitCode.usage,
   },
+  ESTORE: {
+    summary: 'The result store cannot be used.',
+    fix: 'Check that the cache directory is writable (XDG_CACHE_HOME or ~/.cache/phonehome), or pass --store with another file; --no-cache runs without reusing results.',
+    exit: ExitCode.environment,
+  },
   EUSAGE: {
     summary: 'The command line is not valid.',
     fix: 'See `phonehome --help` or `phonehome <command> --help`.',

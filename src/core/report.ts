@@ -2,6 +2,7 @@
  * The check report: a versioned contract. Events carry their phase but no timestamps, and every
  * list is sorted, so two runs of the same package diff cleanly.
  */
+import type { ReportDiff } from './compare.js';
 import type { Capability, CaptureEvent, Phase, Severity } from './terms.js';
 import { PHASES, SEVERITIES } from './terms.js';
 
@@ -115,6 +116,8 @@ export interface CheckReport {
   policy?: { sources: string[]; hash: string };
   /** The packages of the tree, dependencies first. */
   packages?: PackageSummary[];
+  /** With --against: what changed since the earlier version (see core/compare.ts). */
+  comparison?: ReportDiff;
   /** Attempts the capture counted but could not keep in detail (it hit its bounds). */
   truncated?: Record<string, number>;
 }

@@ -11,6 +11,7 @@
  * (exfiltration channels, cloud metadata, data in DNS names) cannot be silenced by 1–3.
  */
 import { stringify } from 'yaml';
+import type { ReportDiff } from '../core/compare.js';
 import {
   SANDBOX_FINDINGS,
   compareFindings,
@@ -346,3 +347,79 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     policy: { sources: ctx.policy.sources, hash: ctx.policy.hash },
   };
 }
+
+const CHANGE_SEVERITY = DEFAULT_SEVERITY;
+
+/**
+ * With `--against`: what changed since the earlier version becomes findings. A destination the
+ * earlier version did not reach is judged by the policy's `changes` (install: deny by default);
+ * an install script that appeared or changed, and a declaration that widened, are findings of
+ * their own: most compromised-maintainer releases add exactly that.
+ */
+export function judgeChanges(report: CheckReport, diff: ReportDiff, policy: Policy): CheckReport {
+  const ids = new Map(
+    (report.packages ?? []).map((p) => [p.id.slice(0, p.id.lastIndexOf('@')), p.id]),
+  );
+  const idOf = (name: string) => ids.get(name) ?? (name || undefined);
+  const was = `${diff.before.name}@${diff.before.version}`;
+  const findings: Finding[] = report.findings.filter((f) => !CHANGE_FINDINGS.includes(f.id));
+  for (const d of diff.destinations.added) {
+    const action = policy.changes[d.phase];
+    const pkg = idOf(d.package);
+    findings.push({
+      id: 'new-destination',
+      severity: CHANGE_SEVERITY[action],
+      phase: d.phase,
+      ...(pkg ? { package: pkg } : {}),
+      destination: d.destination,
+      message: `new since ${was}: ${pkg ?? 'an unidentified package'} reached ${d.destination} during ${d.phase}, which ${was} did not (changes for ${d.phase}: ${action})`,
+      rule: `changes:${d.phase}`,
+    });
+  }
+  for (const s of diff.installScripts.added) {
+    const pkg = idOf(s.package);
+    findings.push({
+      id: 'install-script-added',
+      severity: 'medium',
+      phase: 'install',
+      ...(pkg ? { package: pkg } : {}),
+      message: `new since ${was}: ${pkg} has a ${s.event} script (${s.after}) it did not have before`,
+      rule: 'changes:install-script',
+    });
+  }
+  for (const s of diff.installScripts.changed) {
+    const pkg = idOf(s.package);
+    findings.push({
+      id: 'install-script-changed',
+      severity: 'low',
+      phase: 'install',
+      ...(pkg ? { package: pkg } : {}),
+      message: s.bodyChanged
+        ? `changed since ${was}: the file ${pkg}'s ${s.event} script runs (${s.after}) is different`
+        : `changed since ${was}: ${pkg}'s ${s.event} script was "${s.before}", is "${s.after}"`,
+      rule: 'changes:install-script',
+    });
+  }
+  for (const d of diff.declarations.widened) {
+    const pkg = idOf(d.package);
+    findings.push({
+      id: 'declaration-widened',
+      severity: 'medium',
+      phase: d.phase,
+      ...(pkg ? { package: pkg } : {}),
+      destination: d.destination,
+      message: `new since ${was}: ${pkg} now declares ${d.destination} for ${d.phase}; a declaration that widens in a new release deserves a look`,
+      rule: 'changes:declaration',
+    });
+  }
+  findings.sort(compareFindings);
+  return { ...report, findings, verdict: verdictOf(findings), comparison: diff };
+}
+
+/** Findings judgeChanges makes (and remakes). */
+export const CHANGE_FINDINGS: readonly string[] = [
+  'new-destination',
+  'install-script-added',
+  'install-script-changed',
+  'declaration-widened',
+];

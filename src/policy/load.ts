@@ -157,6 +157,7 @@ export function mergeLayers(layers: PolicyLayer[], sources: string[]): Policy {
   const policy: Omit<Policy, 'hash'> = {
     sources,
     defaults: { install: 'deny', import: 'deny', exercise: 'deny' },
+    changes: { install: 'deny', import: 'warn', exercise: 'warn' },
     declarations: 'allow',
     knownEgress: true,
     indicators: {},
@@ -164,6 +165,7 @@ export function mergeLayers(layers: PolicyLayer[], sources: string[]): Policy {
   };
   for (const l of layers) {
     policy.defaults = { ...policy.defaults, ...l.defaults };
+    policy.changes = { ...policy.changes, ...l.changes };
     if (l.declarations) policy.declarations = l.declarations;
     if (l.knownEgress !== undefined) policy.knownEgress = l.knownEgress;
     policy.indicators = { ...policy.indicators, ...l.indicators };
@@ -178,6 +180,7 @@ function hashPolicy(p: Omit<Policy, 'hash'>): string {
   h.update(
     JSON.stringify({
       defaults: PHASES.map((ph) => p.defaults[ph]),
+      changes: PHASES.map((ph) => p.changes[ph]),
       declarations: p.declarations,
       knownEgress: p.knownEgress,
       indicators: Object.entries(p.indicators).sort(),

@@ -24,12 +24,21 @@ import {
 export const POLICY_VERSION = 1;
 const DEFAULT_ACTIONS: readonly DefaultAction[] = ['deny', 'warn', 'allow'];
 const DECLARATION_MODES = ['allow', 'warn', 'ignore'] as const;
-const TOP_KEYS = ['version', 'defaults', 'declarations', 'knownEgress', 'indicators', 'rules'];
+const TOP_KEYS = [
+  'version',
+  'defaults',
+  'changes',
+  'declarations',
+  'knownEgress',
+  'indicators',
+  'rules',
+];
 const RULE_KEYS = ['allow', 'deny', 'packages', 'phases', 'why'];
 
 /** What one policy file says; absent keys leave the setting to the file below it (or the default). */
 export interface PolicyLayer {
   defaults?: Partial<Record<Phase, DefaultAction>>;
+  changes?: Partial<Record<Phase, DefaultAction>>;
   declarations?: Policy['declarations'];
   knownEgress?: boolean;
   indicators?: Record<string, Severity | 'off'>;
@@ -165,22 +174,20 @@ export function parsePolicyLayer(
         : `version ${JSON.stringify(v.version)} is not supported`,
       `Start the file with \`version: ${POLICY_VERSION}\`.`,
     );
-  if (v.defaults !== undefined && c.isObject(v.defaults, ['defaults'], 'defaults')) {
-    c.keys(v.defaults, ['defaults'], ['install', 'import', 'exercise', 'runtime']);
+  for (const key of ['defaults', 'changes'] as const) {
+    const section = v[key];
+    if (section === undefined || !c.isObject(section, [key], key)) continue;
+    c.keys(section, [key], ['install', 'import', 'exercise', 'runtime']);
     const d: Partial<Record<Phase, DefaultAction>> = {};
-    for (const [k, a] of Object.entries(v.defaults)) {
+    for (const [k, a] of Object.entries(section)) {
       if (!(DEFAULT_ACTIONS as readonly unknown[]).includes(a)) {
-        c.problem(
-          ['defaults', k],
-          `"${String(a)}" is not a default action`,
-          'Use deny, warn or allow.',
-        );
+        c.problem([key, k], `"${String(a)}" is not an action`, 'Use deny, warn or allow.');
         continue;
       }
       if ((PHASE_NAMES as readonly string[]).includes(k))
         for (const p of expandPhases([k as PhaseName])) d[p] = a as DefaultAction;
     }
-    layer.defaults = d;
+    layer[key] = d;
   }
   if (v.declarations !== undefined) {
     if ((DECLARATION_MODES as readonly unknown[]).includes(v.declarations))

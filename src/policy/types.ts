@@ -65,6 +65,11 @@ export interface Policy {
   declarations: 'allow' | 'warn' | 'ignore';
   /** Whether the shipped known-egress list allows what it lists. */
   knownEgress: boolean;
+  /**
+   * With `--against`: what a destination that is new since the earlier version is, per phase
+   * (deny = high, warn = medium, allow = info).
+   */
+  changes: Record<Phase, DefaultAction>;
   /** Severity overrides of indicators by id; `off` turns one off (locked ones cannot be lowered). */
   indicators: Record<string, Severity | 'off'>;
   rules: PolicyRule[];

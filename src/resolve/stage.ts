@@ -93,6 +93,25 @@ function pacoteOpts(opts: StageOptions): Record<string, unknown> {
   };
 }
 
+/**
+ * What a registry spec resolves to (name, version, tarball integrity), from the packument alone,
+ * without fetching the tree: enough to find a stored result. Undefined for local folders and
+ * tarballs, whose content is not pinned by the registry.
+ */
+export async function resolveSubject(
+  spec: string,
+  opts: StageOptions = {},
+): Promise<{ name: string; version: string; integrity: string } | undefined> {
+  const looksLocal = spec.startsWith('.') || spec.startsWith('/') || spec.startsWith('file:');
+  if (looksLocal || existsSync(resolvePath(spec))) return undefined;
+  try {
+    const m = await pacote.manifest(spec, pacoteOpts(opts));
+    return m._integrity ? { name: m.name, version: m.version, integrity: m._integrity } : undefined;
+  } catch (e) {
+    throw specError(spec, e);
+  }
+}
+
 export async function stage(spec: string, opts: StageOptions = {}): Promise<StagedPackage> {
   if (!spec.trim()) throw new PhonehomeError('ESPEC', 'An empty package spec.');
   const work = await mkdtemp(join(tmpdir(), `phonehome-stage-${process.pid}-`));

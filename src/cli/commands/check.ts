@@ -1,9 +1,11 @@
 import { Command, Option } from 'commander';
-import { CHECK_DEFAULTS, check } from '../../check/check.js';
+import { CHECK_DEFAULTS } from '../../check/check.js';
+import { checkStored } from '../../check/stored.js';
 import { ExitCode, PhonehomeError } from '../../core/errors.js';
 import { REPORT_SCHEMA_VERSION, severityRank, type CheckReport } from '../../core/report.js';
 import type { Phase } from '../../core/terms.js';
 import { loadPolicy } from '../../policy/load.js';
+import { openStore } from '../store-option.js';
 import { loadNpmConfig } from '../../resolve/npmrc.js';
 import { cliContext } from '../context.js';
 import { renderText } from '../render-text.js';
@@ -85,6 +87,15 @@ export function checkCommand(): Command {
       '--policy-override <file>',
       'override merged on top of the policy (default: phonehome.policy.override.* next to it)',
     )
+    .option(
+      '--against <version>',
+      'compare with an earlier version of the package (a version, or "previous": the one before by semver)',
+    )
+    .option(
+      '--store <file>',
+      'result store (default: results.sqlite in the phonehome cache folder)',
+    )
+    .option('--no-cache', 'run even when the store has a result for this tarball and sandbox')
     .addOption(
       new Option(
         '--fail-on <level>',
@@ -121,6 +132,11 @@ known legitimate downloads, the package's own "egress" declaration, then the def
 phase (deny). Indicators (exfiltration channels, raw IPs, data in DNS names, ...) apply whatever
 the policy allows. Findings have a severity: info, low, medium, high, critical.
 
+Results are kept in a result store (SQLite, in the phonehome cache folder, or --store): a later
+check of the same tarball (same integrity) in the same sandbox is answered from it, judged by
+the current policy, and says so on stderr. --against compares with an earlier version: a
+destination new at install fails, one new at runtime warns (the policy's "changes").
+
 Registries, scoped registries, auth tokens, proxy and TLS settings come from your npm
 configuration (npmrc files and npm_config_* variables), as npm reads them. Nothing runs on this
 machine: install scripts and package code run only in the sandbox.
@@ -137,6 +153,9 @@ images), 4 internal error, 130 interrupted.`,
           failOn: FailOn;
           policy?: string;
           policyOverride?: string;
+          against?: string;
+          store?: string;
+          cache: boolean;
           installTimeout: string;
           importTimeout: string;
           exerciseTimeout: string;
@@ -155,20 +174,24 @@ images), 4 internal error, 130 interrupted.`,
         });
         const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
         const ctx = cliContext();
+        const store = openStore(o.store);
         const reports: CheckReport[] = [];
         for (const spec of specs) {
           const started = Date.now();
           const bar = progress(spec, ctx.log);
           let report: CheckReport;
           try {
-            report = await check(ctx.engine, ctx.images, spec, {
+            ({ report } = await checkStored(ctx.engine, ctx.images, spec, {
               ...timeouts,
               npmConfig,
               policy,
+              store,
+              noCache: !o.cache,
+              ...(o.against ? { against: o.against } : {}),
               log: bar.log,
               onPhase: bar.phase,
               signal: ctx.signal,
-            });
+            }));
           } finally {
             bar.stop();
           }
@@ -183,6 +206,7 @@ images), 4 internal error, 130 interrupted.`,
             reports.length === 1 ? reports[0] : { schemaVersion: REPORT_SCHEMA_VERSION, reports };
           process.stdout.write(JSON.stringify(out, null, 2) + '\n');
         }
+        store.close();
         process.exitCode = reachesFailOn(reports, o.failOn) ? ExitCode.findings : ExitCode.pass;
       },
     );

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { verdictOf, type CheckReport, type ReportEvent } from '../../../src/core/report.js';
 import type { Capability } from '../../../src/core/terms.js';
 import {
+  judgeChanges,
   evaluate as evaluateReport,
   type EvaluationContext,
 } from '../../../src/policy/evaluate.js';
@@ -13,6 +14,7 @@ import { readStructured } from '../../../src/policy/source.js';
 import type { KnownEgressEntry } from '../../../src/policy/types.js';
 import { parseDestination, type DestinationPattern } from '../../../src/policy/destination.js';
 import { parseDeclaration, parsePackageScope } from '../../../src/policy/parse.js';
+import { diffReports } from '../../../src/core/compare.js';
 
 const SUBJECT = 'pkg@1.0.1';
 
@@ -454,6 +456,40 @@ describe('policy evaluation', () => {
       a.map((f) => f.destination),
       ['b.example.com:443', 'c.example.com (DNS)', 'a.example.com:443'],
     );
+  });
+
+  it('with --against, a new install-time destination fails, a new runtime one warns, per the policy', () => {
+    const base = evaluate(
+      report([https('old.example.com', { phase: 'import' })]),
+      ctx({ policy: layers('version: 1\nrules:\n  - allow: ["*"]') }),
+    );
+    const now = evaluate(
+      report([
+        https('old.example.com', { phase: 'import' }),
+        https('new.example.com'),
+        https('rt.example.com', { phase: 'exercise' }),
+      ]),
+      ctx({ policy: layers('version: 1\nrules:\n  - allow: ["*"]') }),
+    );
+    assert.equal(now.verdict, 'pass', 'everything is allowed by the policy itself');
+    const policy = layers('version: 1');
+    const judged = judgeChanges(now, diffReports(base, now), policy);
+    const news = judged.findings.filter((f) => f.id === 'new-destination');
+    assert.deepEqual(
+      news.map((f) => [f.phase, f.destination, f.severity]),
+      [
+        ['install', 'new.example.com:443', 'high'],
+        ['exercise', 'rt.example.com:443', 'medium'],
+      ],
+    );
+    assert.equal(judged.verdict, 'fail');
+    assert.equal(judged.comparison?.before.version, '1.0.1');
+    const lenient = judgeChanges(
+      now,
+      diffReports(base, now),
+      layers('version: 1\nchanges: { install: warn, runtime: allow }'),
+    );
+    assert.equal(lenient.verdict, 'warn');
   });
 
   it('verdict levels', () => {

@@ -95,6 +95,7 @@ describe('policy files', () => {
   it('a full valid policy has no problems', () => {
     const yaml = `version: 1
 defaults: { install: deny, runtime: warn }
+changes: { install: deny, runtime: allow }
 declarations: warn
 knownEgress: false
 indicators: { nonstandard-port: info, raw-ip: "off" }
@@ -110,7 +111,7 @@ rules:
     const { layer } = parsePolicyLayer(readStructured('p.yaml', yaml), indicatorIds());
     assert.deepEqual(layer.defaults, { install: 'deny', import: 'warn', exercise: 'warn' });
     assert.deepEqual(layer.rules[1]?.phases, ['import', 'exercise']);
-    assert.equal(layer.rules[0]?.origin, 'p.yaml:7');
+    assert.equal(layer.rules[0]?.origin, 'p.yaml:8');
   });
 
   it('unknown keys and wrong types are errors with file, line, path and fix', () => {
@@ -129,7 +130,7 @@ indicators: { no-such-indicator: high, raw-ip: severe }
 `;
     const problems = problemsOf(yaml);
     const byPath = Object.fromEntries(problems.map((p) => [p.path, p]));
-    assert.match(byPath['defaults.install']?.message ?? '', /"block" is not a default action/);
+    assert.match(byPath['defaults.install']?.message ?? '', /"block" is not an action/);
     assert.equal(byPath['defaults.install']?.where, 'phonehome.policy.yaml:3:12');
     assert.match(byPath['rulez']?.message ?? '', /unknown key "rulez"/);
     assert.match(byPath['rulez']?.fix ?? '', /rules/);

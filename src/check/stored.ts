@@ -1,0 +1,123 @@
+/**
+ * `check` with the result store and comparisons: a package whose tarball (integrity) was already
+ * checked in the same sandbox is answered from the store and judged again by the current policy;
+ * `--against` compares with an earlier version, itself from the store or run.
+ */
+import { diffReports } from '../core/compare.js';
+import { PhonehomeError } from '../core/errors.js';
+import type { CheckReport } from '../core/report.js';
+import { imageRefs } from '../images/inputs.js';
+import { resolveVersions } from '../images/build.js';
+import { phonehomeVersion } from '../paths.js';
+import { evaluate, judgeChanges } from '../policy/evaluate.js';
+import { loadPolicy } from '../policy/load.js';
+import { resolveSubject } from '../resolve/stage.js';
+import { fetchPackument, previousVersion } from '../resolve/versions.js';
+import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
+import { SANDBOX_RESOLVERS } from '../sandbox/topology.js';
+import type { ResultStore, StoredRun } from '../store/store.js';
+import { check, type CheckOptions } from './check.js';
+
+export interface StoredCheckOptions extends CheckOptions {
+  /** Where results are kept; without one nothing is reused or kept. */
+  store?: ResultStore;
+  /** Run even when the store has a result for this tarball and sandbox. */
+  noCache?: boolean;
+  /** A version of the same package to compare with, or `previous`. */
+  against?: string;
+}
+
+export interface StoredCheckResult {
+  report: CheckReport;
+  /** The stored run that answered, when the package was not run. */
+  fromStore?: StoredRun;
+  /** How the earlier version was obtained, with --against. */
+  baseline?: { version: string; fromStore?: StoredRun };
+}
+
+/**
+ * What a result depends on besides the package: phonehome's version and the sandbox images
+ * (their tags are hashes of every input, the agent programs included).
+ */
+export function sandboxVersion(): string {
+  const refs = imageRefs(resolveVersions());
+  const tag = (ref: string) => ref.slice(ref.lastIndexOf(':') + 1);
+  return `phonehome@${phonehomeVersion()} runner:${tag(refs.runner)} gateway:${tag(refs.gateway)}`;
+}
+
+export async function checkStored(
+  engine: SandboxEngine,
+  images: ImageStore,
+  spec: string,
+  opts: StoredCheckOptions = {},
+): Promise<StoredCheckResult> {
+  const policy = opts.policy ?? loadPolicy();
+  const o = { ...opts, policy };
+  const subject = await one(engine, images, spec, o);
+  if (!opts.against) return subject;
+  const { name, version } = subject.report.subject;
+  let base = opts.against;
+  if (base === 'previous') {
+    const packument = await fetchPackument(name, opts.npmConfig);
+    const prev = previousVersion(packument, version);
+    if (!prev)
+      throw new PhonehomeError('ESPEC_NOT_FOUND', `${name} has no version before ${version}.`, {
+        fix: 'Name the version to compare with: --against <version>.',
+      });
+    base = prev;
+  }
+  if (base === version)
+    throw new PhonehomeError('EUSAGE', `--against ${base} is the version being checked.`);
+  opts.log?.(`[check] comparing ${name}@${version} with ${name}@${base}`);
+  const baseline = await one(engine, images, `${name}@${base}`, o);
+  if (baseline.report.subject.name !== name)
+    throw new PhonehomeError(
+      'EUSAGE',
+      `--against resolved to ${baseline.report.subject.name}, not ${name}.`,
+    );
+  const diff = diffReports(baseline.report, subject.report);
+  return {
+    report: judgeChanges(subject.report, diff, policy.policy),
+    ...(subject.fromStore ? { fromStore: subject.fromStore } : {}),
+    baseline: {
+      version: baseline.report.subject.version,
+      ...(baseline.fromStore ? { fromStore: baseline.fromStore } : {}),
+    },
+  };
+}
+
+/** One package: from the store when it has this tarball in this sandbox, else a run (kept). */
+async function one(
+  engine: SandboxEngine,
+  images: ImageStore,
+  spec: string,
+  opts: StoredCheckOptions & { policy: NonNullable<CheckOptions['policy']> },
+): Promise<StoredCheckResult> {
+  const store = opts.store;
+  const sandbox = sandboxVersion();
+  if (store && !opts.noCache) {
+    const subject = await resolveSubject(spec, {
+      ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
+    });
+    const hit = subject && store.find({ ...subject, sandbox });
+    if (hit) {
+      opts.log?.(
+        `[check] ${subject.name}@${subject.version}: served from the result store (run ${hit.run.id} of ${hit.run.createdAt}); --no-cache runs it again`,
+      );
+      const { comparison: _, ...plain } = hit.report;
+      const report = evaluate(
+        { ...plain, subject: { ...plain.subject, spec } },
+        { ...opts.policy, resolvers: SANDBOX_RESOLVERS },
+      );
+      return { report, fromStore: hit.run };
+    }
+  }
+  const started = performance.now();
+  const report = await check(engine, images, spec, opts);
+  store?.save(report, {
+    sandbox,
+    phonehomeVersion: phonehomeVersion(),
+    durationMs: performance.now() - started,
+  });
+  return { report };
+}

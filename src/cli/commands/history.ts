@@ -1,0 +1,63 @@
+import { Command } from 'commander';
+import { openStore } from '../store-option.js';
+
+export function historyCommand(): Command {
+  return new Command('history')
+    .description('the stored runs of a package, newest first')
+    .argument('<name>', 'package name')
+    .option('--json', 'print the runs as JSON')
+    .option('--limit <n>', 'at most this many runs', '50')
+    .option(
+      '--store <file>',
+      'result store (default: results.sqlite in the phonehome cache folder)',
+    )
+    .action((name: string, o: { json?: boolean; limit: string; store?: string }) => {
+      const store = openStore(o.store);
+      try {
+        const runs = store.history(name, Math.max(1, Number(o.limit) || 50));
+        if (o.json) {
+          process.stdout.write(JSON.stringify({ name, runs }, null, 2) + '\n');
+          return;
+        }
+        if (runs.length === 0) {
+          process.stdout.write(`no stored runs of ${name} in ${store.path}\n`);
+          return;
+        }
+        const rows = runs.map((r) => {
+          const report = store.report(r.id);
+          const counts = new Map<string, number>();
+          for (const f of report?.findings ?? [])
+            if (f.severity !== 'info') counts.set(f.severity, (counts.get(f.severity) ?? 0) + 1);
+          return [
+            r.createdAt.replace('T', ' ').slice(0, 19),
+            r.version,
+            r.verdict,
+            [...counts].map(([s, n]) => `${n} ${s}`).join(', ') || '-',
+            r.integrity ? r.integrity.slice(0, 17) : '(local)',
+            r.policyHash ? r.policyHash.slice(0, 15) : '-',
+            r.durationMs !== null ? `${(r.durationMs / 1000).toFixed(1)} s` : '-',
+          ];
+        });
+        const head = [
+          'when (UTC)',
+          'version',
+          'verdict',
+          'findings',
+          'integrity',
+          'policy',
+          'took',
+        ];
+        const widths = head.map((h, i) =>
+          Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)),
+        );
+        const line = (cells: string[]) =>
+          cells
+            .map((c, i) => c.padEnd(widths[i] ?? 0))
+            .join('  ')
+            .trimEnd();
+        process.stdout.write([line(head), ...rows.map(line)].join('\n') + '\n');
+      } finally {
+        store.close();
+      }
+    });
+}
