@@ -10,7 +10,10 @@
  *   against a plain `npm install` of the same tarball in a fresh runner container with no
  *   network and no gateway (container start, copy, install, removal: what a careful user would
  *   do by hand).
+ * - result store: the CLI's `check` of a registry package answered from the store, against the
+ *   same command with --no-cache (a fresh run), both spawned as a user would.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +31,8 @@ import { BURST_SOURCE } from './burst.js';
 const N = Number(process.env.BENCH_BURST ?? 6000);
 const STARTS = Number(process.env.BENCH_STARTS ?? 5);
 const CHECKS = Number(process.env.BENCH_CHECKS ?? 5);
+/** A tiny package (the worst case for the ratio: its fresh check is quick) and a typical one. */
+const STORE_SPECS = (process.env.BENCH_STORE_SPECS ?? 'is-number@7.0.0,express@4.21.2').split(',');
 const CHECK_FIXTURES = [
   ['tiny, no scripts', 'honest-no-scripts'],
   ['small, postinstall', 'honest-postinstall-prints'],
@@ -133,6 +138,47 @@ async function main(): Promise<void> {
     await rm(work, { recursive: true, force: true });
   }
 
+  // ---- result store: cached vs fresh, through the CLI ----
+  const storeWork = await mkdtemp(join(tmpdir(), 'phonehome-bench-store-'));
+  const cliRun = (spec: string, extra: string[]) => {
+    const t0 = performance.now();
+    const r = spawnSync(
+      process.execPath,
+      [
+        join(packageRoot(), 'dist', 'src', 'cli', 'main.js'),
+        'check',
+        spec,
+        '--json',
+        '--store',
+        join(storeWork, 'results.sqlite'),
+        ...extra,
+      ],
+      { encoding: 'utf8' },
+    );
+    const ms = performance.now() - t0;
+    if (r.status !== 0 && r.status !== 1)
+      throw new Error(`check ${spec} failed (${r.status}): ${r.stderr.slice(0, 2000)}`);
+    return { ms, cached: /served from the result store/.test(r.stderr) };
+  };
+  const storeRows: { spec: string; fresh: number; cached: number }[] = [];
+  try {
+    for (const spec of STORE_SPECS) {
+      const freshMs: number[] = [];
+      const cachedMs: number[] = [];
+      for (let i = 0; i < CHECKS; i++) {
+        const f = cliRun(spec, ['--no-cache']);
+        const c = cliRun(spec, []);
+        if (f.cached || !c.cached)
+          throw new Error(`the store did not answer the second check of ${spec}`);
+        freshMs.push(f.ms);
+        cachedMs.push(c.ms);
+      }
+      storeRows.push({ spec, fresh: median(freshMs), cached: median(cachedMs) });
+    }
+  } finally {
+    await rm(storeWork, { recursive: true, force: true });
+  }
+
   // ---- burst ----
   await using run = engine.newRun();
   const topo = await CaptureTopology.start(run, {
@@ -186,6 +232,15 @@ async function main(): Promise<void> {
   for (const r of checkRows)
     out.push(
       `${r.name.padEnd(40)} ${r.plain.toFixed(0).padStart(9)} ${r.check.toFixed(0).padStart(9)}  ${(r.check / r.plain).toFixed(2).padStart(5)}`,
+    );
+  out.push('');
+  out.push(
+    `result store: CLI check, fresh (--no-cache) vs answered from the store (median of ${CHECKS})`,
+  );
+  out.push(`${'package'.padEnd(40)} fresh ms  stored ms  speed-up`);
+  for (const r of storeRows)
+    out.push(
+      `${r.spec.padEnd(40)} ${r.fresh.toFixed(0).padStart(8)} ${r.cached.toFixed(0).padStart(10)}  ${(r.fresh / r.cached).toFixed(1).padStart(8)}`,
     );
   out.push('');
   out.push('burst                                    attempts  ok     ms      attempts/s  ratio');

@@ -3,6 +3,7 @@
  * install, import and exercise phases, collect every egress attempt and build the report.
  */
 import { randomBytes } from 'node:crypto';
+import { CHECK_DEFAULTS } from './defaults.js';
 import { PhonehomeError } from '../core/errors.js';
 import {
   buildReport,
@@ -46,13 +47,7 @@ export interface CheckOptions {
   signal?: AbortSignal;
 }
 
-export const CHECK_DEFAULTS = {
-  installTimeoutMs: 180_000,
-  importTimeoutMs: 30_000,
-  exerciseTimeoutMs: 60_000,
-  binTimeoutMs: 10_000,
-  settleMs: 10_000,
-};
+export { CHECK_DEFAULTS };
 const STEP_OUTPUT_MAX = 64 * 1024;
 
 /** Environment of every step: npm's own update check would be egress that is not the package's. */

@@ -6,17 +6,19 @@
 import { diffReports } from '../core/compare.js';
 import { PhonehomeError } from '../core/errors.js';
 import type { CheckReport } from '../core/report.js';
-import { imageRefs } from '../images/inputs.js';
-import { resolveVersions } from '../images/build.js';
+import { imageRefs, resolveVersions } from '../images/inputs.js';
 import { phonehomeVersion } from '../paths.js';
 import { evaluate, judgeChanges } from '../policy/evaluate.js';
 import { loadPolicy } from '../policy/load.js';
-import { resolveSubject } from '../resolve/stage.js';
+import { resolveSubject } from '../resolve/subject.js';
 import { fetchPackument, previousVersion } from '../resolve/versions.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
 import { SANDBOX_RESOLVERS } from '../sandbox/topology.js';
 import type { ResultStore, StoredRun } from '../store/store.js';
-import { check, type CheckOptions } from './check.js';
+import type { CheckOptions } from './check.js';
+
+/** The sandbox, set up only when something has to run. */
+export type SandboxProvider = () => Promise<{ engine: SandboxEngine; images: ImageStore }>;
 
 export interface StoredCheckOptions extends CheckOptions {
   /** Where results are kept; without one nothing is reused or kept. */
@@ -46,14 +48,13 @@ export function sandboxVersion(): string {
 }
 
 export async function checkStored(
-  engine: SandboxEngine,
-  images: ImageStore,
+  sandbox: SandboxProvider,
   spec: string,
   opts: StoredCheckOptions = {},
 ): Promise<StoredCheckResult> {
   const policy = opts.policy ?? loadPolicy();
   const o = { ...opts, policy };
-  const subject = await one(engine, images, spec, o);
+  const subject = await one(sandbox, spec, o);
   if (!opts.against) return subject;
   const { name, version } = subject.report.subject;
   let base = opts.against;
@@ -69,7 +70,7 @@ export async function checkStored(
   if (base === version)
     throw new PhonehomeError('EUSAGE', `--against ${base} is the version being checked.`);
   opts.log?.(`[check] comparing ${name}@${version} with ${name}@${base}`);
-  const baseline = await one(engine, images, `${name}@${base}`, o);
+  const baseline = await one(sandbox, `${name}@${base}`, o);
   if (baseline.report.subject.name !== name)
     throw new PhonehomeError(
       'EUSAGE',
@@ -88,18 +89,17 @@ export async function checkStored(
 
 /** One package: from the store when it has this tarball in this sandbox, else a run (kept). */
 async function one(
-  engine: SandboxEngine,
-  images: ImageStore,
+  sandbox: SandboxProvider,
   spec: string,
   opts: StoredCheckOptions & { policy: NonNullable<CheckOptions['policy']> },
 ): Promise<StoredCheckResult> {
   const store = opts.store;
-  const sandbox = sandboxVersion();
+  const version = sandboxVersion();
   if (store && !opts.noCache) {
     const subject = await resolveSubject(spec, {
       ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
     });
-    const hit = subject && store.find({ ...subject, sandbox });
+    const hit = subject && store.find({ ...subject, sandbox: version });
     if (hit) {
       opts.log?.(
         `[check] ${subject.name}@${subject.version}: served from the result store (run ${hit.run.id} of ${hit.run.createdAt}); --no-cache runs it again`,
@@ -113,9 +113,10 @@ async function one(
     }
   }
   const started = performance.now();
+  const [{ engine, images }, { check }] = await Promise.all([sandbox(), import('./check.js')]);
   const report = await check(engine, images, spec, opts);
   store?.save(report, {
-    sandbox,
+    sandbox: version,
     phonehomeVersion: phonehomeVersion(),
     durationMs: performance.now() - started,
   });

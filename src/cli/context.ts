@@ -3,12 +3,20 @@
  * removes the run's containers before exiting.
  */
 import { PhonehomeError } from '../core/errors.js';
-import { DockerEngine } from '../sandbox/docker/engine.js';
-import { DockerImages } from '../sandbox/docker/images.js';
+import type { DockerEngine } from '../sandbox/docker/engine.js';
+import type { DockerImages } from '../sandbox/docker/images.js';
 
-export interface CliContext {
+export interface CliSandbox {
   engine: DockerEngine;
   images: DockerImages;
+}
+
+export interface CliContext {
+  /**
+   * The Docker engine, loaded on first use: a command answered from the result store never loads
+   * the Docker client.
+   */
+  sandbox(): Promise<CliSandbox>;
   log: (line: string) => void;
   /** Aborted on the first Ctrl-C / SIGTERM. */
   signal: AbortSignal;
@@ -18,11 +26,19 @@ let current: { ctx: CliContext; controller: AbortController } | undefined;
 
 export function cliContext(): CliContext {
   if (current) return current.ctx;
-  const engine = new DockerEngine();
+  let engine: DockerEngine | undefined;
+  let loading: Promise<CliSandbox> | undefined;
   const controller = new AbortController();
   const ctx: CliContext = {
-    engine,
-    images: new DockerImages(engine.docker),
+    sandbox: () =>
+      (loading ??= (async () => {
+        const [{ DockerEngine }, { DockerImages }] = await Promise.all([
+          import('../sandbox/docker/engine.js'),
+          import('../sandbox/docker/images.js'),
+        ]);
+        engine = new DockerEngine();
+        return { engine, images: new DockerImages(engine.docker) };
+      })()),
     log: (line) => process.stderr.write(`${line}\n`),
     signal: controller.signal,
   };
@@ -33,7 +49,9 @@ export function cliContext(): CliContext {
     if (interrupts > 1) process.exit(130);
     process.stderr.write(`\nphonehome: ${sig}: stopping and removing this run's containers...\n`);
     controller.abort(new PhonehomeError('EINTERRUPTED'));
-    void engine.disposeAll().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+    const code = sig === 'SIGINT' ? 130 : 143;
+    if (!engine) process.exit(code);
+    void engine.disposeAll().finally(() => process.exit(code));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);

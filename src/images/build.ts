@@ -22,9 +22,9 @@ import {
   agentFiles,
   captureFiles,
   debianPackages,
-  defaultVersions,
   imageRefs,
   imagesDir,
+  resolveVersions,
   type ImageRefs,
   type ImageVersions,
 } from './inputs.js';
@@ -46,12 +46,7 @@ export interface BuildResult {
   seconds: number;
 }
 
-export function resolveVersions(v: Partial<ImageVersions> = {}): ImageVersions {
-  return {
-    ...defaultVersions(),
-    ...Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined)),
-  };
-}
+export { resolveVersions };
 
 export async function imagesStatus(
   images: ImageStore,

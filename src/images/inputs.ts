@@ -65,6 +65,13 @@ export function agentFiles(): string[] {
   return listFiles(agentDistDir()).filter((f) => f.endsWith('.js'));
 }
 
+export function resolveVersions(v: Partial<ImageVersions> = {}): ImageVersions {
+  return {
+    ...defaultVersions(),
+    ...Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined)),
+  };
+}
+
 export function imageRefs(versions: ImageVersions): ImageRefs {
   const base = createHash('sha256').update(JSON.stringify(versions)).update('\0');
   hashFiles(base, join(imagesDir(), 'base'));

@@ -15,6 +15,7 @@ import * as tar from 'tar';
 import { PhonehomeError } from '../core/errors.js';
 import type { Capability } from '../core/terms.js';
 import { scanCapabilities } from './capabilities.js';
+import { specError } from './errors.js';
 import { fetchOptions, type NpmConfig } from './npmrc.js';
 
 /** The project the package is installed into inside the sandbox: looks like someone's app. */
@@ -91,25 +92,6 @@ function pacoteOpts(opts: StageOptions): Record<string, unknown> {
     ...fetchOptions(opts.npmConfig ?? {}),
     ...(opts.cacheDir ? { cache: opts.cacheDir } : {}),
   };
-}
-
-/**
- * What a registry spec resolves to (name, version, tarball integrity), from the packument alone,
- * without fetching the tree: enough to find a stored result. Undefined for local folders and
- * tarballs, whose content is not pinned by the registry.
- */
-export async function resolveSubject(
-  spec: string,
-  opts: StageOptions = {},
-): Promise<{ name: string; version: string; integrity: string } | undefined> {
-  const looksLocal = spec.startsWith('.') || spec.startsWith('/') || spec.startsWith('file:');
-  if (looksLocal || existsSync(resolvePath(spec))) return undefined;
-  try {
-    const m = await pacote.manifest(spec, pacoteOpts(opts));
-    return m._integrity ? { name: m.name, version: m.version, integrity: m._integrity } : undefined;
-  } catch (e) {
-    throw specError(spec, e);
-  }
 }
 
 export async function stage(spec: string, opts: StageOptions = {}): Promise<StagedPackage> {
@@ -253,58 +235,4 @@ function binNames(bin: unknown, packageName: string): string[] {
   if (typeof bin === 'string') return [packageName.replace(/^@[^/]+\//, '')];
   if (bin && typeof bin === 'object') return Object.keys(bin).sort();
   return [];
-}
-
-function specError(spec: string, e: unknown): PhonehomeError {
-  const err = e as { code?: string; statusCode?: number; message?: string };
-  const msg = err.message ?? String(e);
-  if (err.code === 'E404' || err.statusCode === 404) {
-    return new PhonehomeError('ESPEC_NOT_FOUND', `${spec} is not in the registry (404).`, {
-      detail: msg,
-      cause: e,
-    });
-  }
-  if (
-    err.code === 'E401' ||
-    err.code === 'E403' ||
-    err.statusCode === 401 ||
-    err.statusCode === 403
-  )
-    return new PhonehomeError(
-      'EREGISTRY_AUTH',
-      `The registry refused ${spec} (${err.code ?? err.statusCode}).`,
-      { detail: msg, cause: e },
-    );
-  if (err.code === 'ETARGET')
-    return new PhonehomeError('ESPEC_NOT_FOUND', `No version of ${spec} matches.`, {
-      detail: msg,
-      cause: e,
-    });
-  if (
-    err.code === 'EINVALIDTAGNAME' ||
-    err.code === 'EINVALIDPACKAGENAME' ||
-    /Invalid (tag|package) name/i.test(msg)
-  ) {
-    return new PhonehomeError('ESPEC', `${spec} is not a valid package spec.`, {
-      detail: msg,
-      cause: e,
-    });
-  }
-  if (
-    err.code === 'EINTEGRITY' ||
-    err.code === 'TAR_BAD_ARCHIVE' ||
-    /zlib|unexpected end of file|TAR_/i.test(`${err.code} ${msg}`)
-  ) {
-    return new PhonehomeError(
-      'ESPEC_CORRUPT',
-      `The tarball for ${spec} is corrupt or does not match its integrity.`,
-      { detail: msg, cause: e },
-    );
-  }
-  if (err.code === 'EJSONPARSE')
-    return new PhonehomeError('ESPEC_CORRUPT', `A package.json in ${spec} is not valid JSON.`, {
-      detail: msg,
-      cause: e,
-    });
-  return new PhonehomeError('ERESOLVE', `Could not resolve ${spec}: ${msg}`, { cause: e });
 }

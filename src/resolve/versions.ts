@@ -2,7 +2,6 @@
  * Which earlier version a package is compared with (`--against previous`), from the registry's
  * packument.
  */
-import pacote from 'pacote';
 import semver from 'semver';
 import { PhonehomeError } from '../core/errors.js';
 import { fetchOptions, type NpmConfig } from './npmrc.js';
@@ -31,6 +30,7 @@ export function previousVersion(p: Packument, current: string): string | undefin
 }
 
 export async function fetchPackument(name: string, npmConfig: NpmConfig = {}): Promise<Packument> {
+  const { default: pacote } = await import('pacote');
   try {
     return (await pacote.packument(name, { ...fetchOptions(npmConfig) })) as unknown as Packument;
   } catch (e) {

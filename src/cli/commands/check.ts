@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { CHECK_DEFAULTS } from '../../check/check.js';
+import { CHECK_DEFAULTS } from '../../check/defaults.js';
 import { checkStored } from '../../check/stored.js';
 import { ExitCode, PhonehomeError } from '../../core/errors.js';
 import { REPORT_SCHEMA_VERSION, severityRank, type CheckReport } from '../../core/report.js';
@@ -181,7 +181,7 @@ images), 4 internal error, 130 interrupted.`,
           const bar = progress(spec, ctx.log);
           let report: CheckReport;
           try {
-            ({ report } = await checkStored(ctx.engine, ctx.images, spec, {
+            ({ report } = await checkStored(ctx.sandbox, spec, {
               ...timeouts,
               npmConfig,
               policy,

@@ -52,7 +52,7 @@ run otherwise (and stored). Exit codes: 0 (whatever changed; use check --against
         const store = openStore(o.store);
         try {
           const side = (spec: string) =>
-            checkStored(ctx.engine, ctx.images, spec, {
+            checkStored(ctx.sandbox, spec, {
               npmConfig,
               policy,
               store,

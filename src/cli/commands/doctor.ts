@@ -1,7 +1,5 @@
 import { Command } from 'commander';
 import { isPhonehomeError } from '../../core/errors.js';
-import { imagesStatus } from '../../images/build.js';
-import { checkGatewayRules } from '../../sandbox/topology.js';
 import { cliContext } from '../context.js';
 
 interface Check {
@@ -19,10 +17,13 @@ export function doctorCommand(): Command {
     .option('--json', 'print the checks as JSON')
     .action(async (o: { json?: boolean }) => {
       const ctx = cliContext();
+      const { engine, images } = await ctx.sandbox();
+      const { imagesStatus } = await import('../../images/build.js');
+      const { checkGatewayRules } = await import('../../sandbox/topology.js');
       const checks: Check[] = [];
       let dockerOk = false;
       try {
-        const info = await ctx.engine.info();
+        const info = await engine.info();
         dockerOk = true;
         checks.push({
           name: 'docker',
@@ -39,7 +40,7 @@ export function doctorCommand(): Command {
       }
       let gatewayImage: string | undefined;
       if (dockerOk) {
-        const { refs, present } = await imagesStatus(ctx.images);
+        const { refs, present } = await imagesStatus(images);
         for (const k of ['runner', 'gateway'] as const) {
           checks.push(
             present[k]
@@ -55,7 +56,7 @@ export function doctorCommand(): Command {
         if (present.gateway) gatewayImage = refs.gateway;
       }
       if (gatewayImage) {
-        await using run = ctx.engine.newRun();
+        await using run = engine.newRun();
         try {
           const r = await checkGatewayRules(run, gatewayImage);
           checks.push(

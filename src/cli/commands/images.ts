@@ -1,5 +1,4 @@
 import { Command } from 'commander';
-import { buildImages, imagesStatus } from '../../images/build.js';
 import { cliContext } from '../context.js';
 
 export function imagesCommand(): Command {
@@ -24,7 +23,9 @@ export function imagesCommand(): Command {
         verbose?: boolean;
       }) => {
         const ctx = cliContext();
-        const result = await buildImages(ctx.images, {
+        const { images } = await ctx.sandbox();
+        const { buildImages } = await import('../../images/build.js');
+        const result = await buildImages(images, {
           versions: { ...(o.node ? { node: o.node } : {}), ...(o.npm ? { npm: o.npm } : {}) },
           fromRegistry: o.fromRegistry ?? false,
           force: o.force ?? false,
@@ -48,8 +49,9 @@ export function imagesCommand(): Command {
     .description('show the image tags the current inputs call for and whether they are built')
     .option('--node <version>', 'Node.js version for the runner')
     .action(async (o: { node?: string }) => {
-      const ctx = cliContext();
-      const { refs, present } = await imagesStatus(ctx.images, o.node ? { node: o.node } : {});
+      const { images } = await cliContext().sandbox();
+      const { imagesStatus } = await import('../../images/build.js');
+      const { refs, present } = await imagesStatus(images, o.node ? { node: o.node } : {});
       for (const k of ['base', 'runner', 'gateway'] as const) {
         process.stdout.write(
           `${k.padEnd(8)} ${refs[k].padEnd(36)} ${present[k] ? 'present' : 'missing'}\n`,

@@ -1,7 +1,6 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
 import { Command } from 'commander';
-import { check } from '../../check/check.js';
 import { PhonehomeError } from '../../core/errors.js';
 import type { CheckReport, Finding } from '../../core/report.js';
 import { PHASES } from '../../core/terms.js';
@@ -106,6 +105,7 @@ export function policyCommand(): Command {
       let body = 'rules: []\n';
       if (specs.length) {
         const ctx = cliContext();
+        const sandbox = await ctx.sandbox();
         // Judged by the shipped defaults only: what the user's current policy allows is listed too.
         const policy = loadPolicy({ discover: false });
         const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
@@ -113,7 +113,9 @@ export function policyCommand(): Command {
         for (const spec of specs) {
           ctx.log(`[policy init] running ${spec}`);
           reports.push(
-            await check(ctx.engine, ctx.images, spec, {
+            await (
+              await import('../../check/check.js')
+            ).check(sandbox.engine, sandbox.images, spec, {
               npmConfig,
               policy,
               log: ctx.log,

@@ -14,13 +14,14 @@ export function sweepCommand(): Command {
     )
     .action(async (o: { foreignMinAge: string }) => {
       const ctx = cliContext();
+      const { engine } = await ctx.sandbox();
       const age = Number(o.foreignMinAge);
       if (!Number.isFinite(age) || age < 0)
         throw new PhonehomeError(
           'EUSAGE',
           `--foreign-min-age wants a number of seconds, not "${o.foreignMinAge}".`,
         );
-      const r = await ctx.engine.sweep({ foreignMinAgeMs: age * 1000 });
+      const r = await engine.sweep({ foreignMinAgeMs: age * 1000 });
       process.stdout.write(
         `removed ${r.removedContainers.length} container(s)${r.removedContainers.length ? ` (${r.removedContainers.join(', ')})` : ''} and ${r.removedNetworks.length} network(s)\n`,
       );
