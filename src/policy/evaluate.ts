@@ -366,14 +366,25 @@ export function judgeChanges(report: CheckReport, diff: ReportDiff, policy: Poli
   for (const d of diff.destinations.added) {
     const action = policy.changes[d.phase];
     const pkg = idOf(d.package);
+    // A new destination one of the consumer's rules or the curated known-egress list allows was
+    // expected by someone who looked; a package's own declaration is not such an approval.
+    const approved = report.findings.find(
+      (f) =>
+        f.id === 'egress-allowed' &&
+        f.phase === d.phase &&
+        f.package === pkg &&
+        f.destination === d.destination &&
+        f.rule !== 'declaration' &&
+        !f.rule?.startsWith('default:'),
+    );
     findings.push({
       id: 'new-destination',
-      severity: CHANGE_SEVERITY[action],
+      severity: approved ? 'info' : CHANGE_SEVERITY[action],
       phase: d.phase,
       ...(pkg ? { package: pkg } : {}),
       destination: d.destination,
-      message: `new since ${was}: ${pkg ?? 'an unidentified package'} reached ${d.destination} during ${d.phase}, which ${was} did not (changes for ${d.phase}: ${action})`,
-      rule: `changes:${d.phase}`,
+      message: `new since ${was}: ${pkg ?? 'an unidentified package'} reached ${d.destination} during ${d.phase}, which ${was} did not (${approved ? `allowed by ${approved.rule}` : `changes for ${d.phase}: ${action}`})`,
+      rule: approved?.rule ?? `changes:${d.phase}`,
     });
   }
   for (const s of diff.installScripts.added) {

@@ -461,7 +461,7 @@ describe('policy evaluation', () => {
   it('with --against, a new install-time destination fails, a new runtime one warns, per the policy', () => {
     const base = evaluate(
       report([https('old.example.com', { phase: 'import' })]),
-      ctx({ policy: layers('version: 1\nrules:\n  - allow: ["*"]') }),
+      ctx({ policy: layers('version: 1\ndefaults: { install: allow, runtime: allow }') }),
     );
     const now = evaluate(
       report([
@@ -469,9 +469,9 @@ describe('policy evaluation', () => {
         https('new.example.com'),
         https('rt.example.com', { phase: 'exercise' }),
       ]),
-      ctx({ policy: layers('version: 1\nrules:\n  - allow: ["*"]') }),
+      ctx({ policy: layers('version: 1\ndefaults: { install: allow, runtime: allow }') }),
     );
-    assert.equal(now.verdict, 'pass', 'everything is allowed by the policy itself');
+    assert.equal(now.verdict, 'pass', 'everything is allowed by the defaults of the policy itself');
     const policy = layers('version: 1');
     const judged = judgeChanges(now, diffReports(base, now), policy);
     const news = judged.findings.filter((f) => f.id === 'new-destination');
@@ -484,6 +484,16 @@ describe('policy evaluation', () => {
     );
     assert.equal(judged.verdict, 'fail');
     assert.equal(judged.comparison?.before.version, '1.0.1');
+    // Allowed by a rule of the consumer's policy: expected by someone who looked, so info.
+    const ruled = layers(
+      'version: 1\nrules:\n  - allow: [new.example.com:443]\n    phases: [install]',
+    );
+    const nowRuled = evaluate(
+      report([https('old.example.com', { phase: 'import' }), https('new.example.com')]),
+      ctx({ policy: ruled }),
+    );
+    const approved = judgeChanges(nowRuled, diffReports(base, nowRuled), ruled);
+    assert.equal(approved.findings.find((f) => f.id === 'new-destination')?.severity, 'info');
     const lenient = judgeChanges(
       now,
       diffReports(base, now),
