@@ -19,11 +19,11 @@ import { parseDeclaration } from '../policy/parse.js';
 import type { Declaration } from '../policy/types.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
 import { stage } from '../resolve/stage.js';
+import { filesTar, makeIdentity, type IdentityProfile } from '../sandbox/identity.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
 import {
   AGENT_DIR,
   CaptureTopology,
-  SANDBOX_HOME,
   SANDBOX_RESOLVERS,
   SANDBOX_WORKDIR,
 } from '../sandbox/topology.js';
@@ -32,6 +32,8 @@ import type { StepInput, StepOutput } from '../agent/step.js';
 
 export interface CheckOptions {
   npmConfig?: NpmConfig;
+  /** What the sandbox looks like: a developer's laptop (default) or a CI runner. */
+  as?: IdentityProfile;
   /** The policy that judges the run; default: the shipped defaults with the policy file found from the working directory. */
   policy?: LoadedPolicy;
   installTimeoutMs?: number;
@@ -52,7 +54,6 @@ const STEP_OUTPUT_MAX = 64 * 1024;
 
 /** Environment of every step: npm's own update check would be egress that is not the package's. */
 const STEP_ENV = {
-  HOME: SANDBOX_HOME,
   npm_config_update_notifier: 'false',
   npm_config_audit: 'false',
   npm_config_fund: 'false',
@@ -96,11 +97,14 @@ export async function check(
   );
   opts.signal?.throwIfAborted();
   await using run = engine.newRun();
+  const identity = makeIdentity(opts.as ?? 'laptop');
   const topo = await CaptureTopology.start(run, {
+    identity,
     runnerImage: refs.runner,
     gatewayImage: refs.gateway,
   });
   await topo.unpack(staged.tar());
+  await topo.unpack(filesTar(identity.projectFiles));
 
   const phases: PhaseResult[] = [];
   const windows: PhaseWindow[] = [];
@@ -119,7 +123,7 @@ export async function check(
       ...(step.env ? { env: step.env } : {}),
     };
     const r = await topo.sandbox.exec(['node', `${AGENT_DIR}/step.js`, JSON.stringify(input)], {
-      env: STEP_ENV,
+      env: { ...STEP_ENV, HOME: identity.home },
       workingDir: SANDBOX_WORKDIR,
       // The driver kills the step at its timeout; this only guards against the driver hanging.
       timeoutMs: step.timeoutMs + o.settleMs + 15_000,
@@ -166,9 +170,10 @@ export async function check(
     if (!first || !last) {
       const result: PhaseResult = {
         name,
-        status: 'skipped',
+        // Steps that did not run for want of time are a timeout, never "nothing to run".
+        status: steps.length ? 'timeout' : 'skipped',
         durationMs: 0,
-        note: 'nothing to run',
+        note: steps.length ? 'no time left to run any step' : 'nothing to run',
       };
       phases.push(result);
       return { outputs: results, result };
@@ -288,6 +293,7 @@ export async function check(
       id: `${p.name}@${p.version}`,
       installScripts: p.installScripts,
     })),
+    bait: identity.bait,
     ...(eventLog.truncatedCounts ? { truncated: eventLog.truncatedCounts } : {}),
   });
   const ids = (p: { name: string; version: string }) => `${p.name}@${p.version}`;
@@ -332,12 +338,17 @@ const NPM_TRAILER =
 
 function noteFor(r: StepOutput, s: Step): string {
   if (r.error) return `${s.label}: ${r.error}`;
-  const lastLine = (
-    r.stderr
-      .trim()
-      .split('\n')
-      .filter((l) => l.trim() && !NPM_TRAILER.test(l))
-      .pop() ?? ''
-  ).slice(0, 200);
-  return `${s.label}: exit ${r.code ?? r.signal}${lastLine ? `: ${lastLine}` : ''}`;
+  const lines = r.stderr
+    .trim()
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !NPM_TRAILER.test(l));
+  // The line that names the error says more than a closing brace of a stack dump.
+  const telling =
+    [...lines].reverse().find((l) => /\b\w*(Error|ERR!?)\b|\berror\b/.test(l)) ??
+    [...lines].reverse().find((l) => /\w{3}/.test(l)) ??
+    '';
+  const line = telling.replace(/^npm (error|ERR!)\s*/, '');
+  const shown = line.length > 300 ? `${line.slice(0, line.lastIndexOf(' ', 300))} …` : line;
+  return `${s.label}: exit ${r.code ?? r.signal}${shown ? `: ${shown}` : ''}`;
 }

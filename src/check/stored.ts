@@ -3,6 +3,8 @@
  * checked in the same sandbox is answered from the store and judged again by the current policy;
  * `--against` compares with an earlier version, itself from the store or run.
  */
+import { createHash } from 'node:crypto';
+import semver from 'semver';
 import { diffReports } from '../core/compare.js';
 import { PhonehomeError } from '../core/errors.js';
 import type { CheckReport } from '../core/report.js';
@@ -16,6 +18,7 @@ import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
 import { SANDBOX_RESOLVERS } from '../sandbox/topology.js';
 import type { ResultStore, StoredRun } from '../store/store.js';
 import type { CheckOptions } from './check.js';
+import { CHECK_DEFAULTS } from './defaults.js';
 
 /** The sandbox, set up only when something has to run. */
 export type SandboxProvider = () => Promise<{ engine: SandboxEngine; images: ImageStore }>;
@@ -41,10 +44,25 @@ export interface StoredCheckResult {
  * What a result depends on besides the package: phonehome's version and the sandbox images
  * (their tags are hashes of every input, the agent programs included).
  */
-export function sandboxVersion(): string {
+export function sandboxVersion(opts: CheckOptions = {}): string {
   const refs = imageRefs(resolveVersions());
   const tag = (ref: string) => ref.slice(ref.lastIndexOf(':') + 1);
-  return `phonehome@${phonehomeVersion()} runner:${tag(refs.runner)} gateway:${tag(refs.gateway)}`;
+  // How it ran matters as much as where: a shorter timeout or settle window sees less.
+  const o = { ...CHECK_DEFAULTS, ...opts };
+  const how = createHash('sha256')
+    .update(
+      JSON.stringify([
+        o.installTimeoutMs,
+        o.importTimeoutMs,
+        o.exerciseTimeoutMs,
+        o.binTimeoutMs,
+        o.settleMs,
+        opts.as ?? 'laptop',
+      ]),
+    )
+    .digest('hex')
+    .slice(0, 12);
+  return `phonehome@${phonehomeVersion()} runner:${tag(refs.runner)} gateway:${tag(refs.gateway)} options:${how}`;
 }
 
 export async function checkStored(
@@ -54,6 +72,11 @@ export async function checkStored(
 ): Promise<StoredCheckResult> {
   const policy = opts.policy ?? loadPolicy();
   const o = { ...opts, policy };
+  if (opts.against && opts.against !== 'previous' && !semver.valid(opts.against))
+    throw new PhonehomeError(
+      'EUSAGE',
+      `--against wants a version of the same package (1.2.3) or "previous", not "${opts.against}".`,
+    );
   const subject = await one(sandbox, spec, o);
   if (!opts.against) return subject;
   const { name, version } = subject.report.subject;
@@ -69,6 +92,11 @@ export async function checkStored(
   }
   if (base === version)
     throw new PhonehomeError('EUSAGE', `--against ${base} is the version being checked.`);
+  if (semver.valid(version) && semver.gt(base, version))
+    throw new PhonehomeError(
+      'EUSAGE',
+      `--against ${base} is newer than ${name}@${version}; compare with an earlier version (a downgrade: phonehome diff ${name}@${version} ${name}@${base}).`,
+    );
   opts.log?.(`[check] comparing ${name}@${version} with ${name}@${base}`);
   const baseline = await one(sandbox, `${name}@${base}`, o);
   if (baseline.report.subject.name !== name)
@@ -94,7 +122,7 @@ async function one(
   opts: StoredCheckOptions & { policy: NonNullable<CheckOptions['policy']> },
 ): Promise<StoredCheckResult> {
   const store = opts.store;
-  const version = sandboxVersion();
+  const version = sandboxVersion(opts);
   if (store && !opts.noCache) {
     const subject = await resolveSubject(spec, {
       ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),

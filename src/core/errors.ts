@@ -99,7 +99,7 @@ export const errorCatalogue = {
   },
   ESTORE: {
     summary: 'The result store cannot be used.',
-    fix: 'Check that the cache directory is writable (XDG_CACHE_HOME or ~/.cache/phonehome), or pass --store with another file; --no-cache runs without reusing results.',
+    fix: 'Check that the cache directory is writable (XDG_CACHE_HOME or ~/.cache/phonehome), or pass --store with another file.',
     exit: ExitCode.environment,
   },
   EUSAGE: {

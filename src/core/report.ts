@@ -2,6 +2,7 @@
  * The check report: a versioned contract. Events carry their phase but no timestamps, and every
  * list is sorted, so two runs of the same package diff cleanly.
  */
+import { findBaitLeaks, type Bait } from './bait.js';
 import type { ReportDiff } from './compare.js';
 import type { Capability, CaptureEvent, Phase, Severity } from './terms.js';
 import { PHASES, SEVERITIES } from './terms.js';
@@ -103,7 +104,11 @@ export interface PackageSummary {
 }
 
 /** Findings about the sandbox itself, made when the report is built; evaluate() keeps them. */
-export const SANDBOX_FINDINGS: readonly string[] = ['observer-lost', 'observer-impostor'];
+export const SANDBOX_FINDINGS: readonly string[] = [
+  'observer-lost',
+  'observer-impostor',
+  'bait-leak',
+];
 
 export interface CheckReport {
   schemaVersion: number;
@@ -270,6 +275,8 @@ export function buildReport(input: {
   packages?: TreePackage[];
   /** Names to show instead of phonehome's own command lines (the harness's). */
   processNames?: Record<string, string>;
+  /** Secrets planted in the sandbox for this run; any of them in the traffic is a leak. */
+  bait?: Bait[];
   truncated?: Record<string, number>;
 }): CheckReport {
   const subjectId = `${input.subject.name}@${input.subject.version}`;
@@ -306,6 +313,25 @@ export function buildReport(input: {
     if (r) events.push(r);
   }
   events.sort(compareEvents);
+  const leaked = new Set<string>();
+  for (const leak of findBaitLeaks(input.events, input.bait ?? [])) {
+    const who = attribute(leak.event, input.windows, subjectId, soleInstaller);
+    const r = who && toReportEvent(leak.event, who);
+    if (!who || !r) continue;
+    const destination = destinationOf(r);
+    const key = `${leak.bait.id}\0${who.phase}\0${who.package ?? ''}\0${destination}`;
+    if (leaked.has(key)) continue;
+    leaked.add(key);
+    findings.push({
+      id: 'bait-leak',
+      severity: 'critical',
+      phase: who.phase,
+      ...(who.package ? { package: who.package } : {}),
+      destination,
+      message: `${who.package ?? 'an unidentified package'} sent the ${leak.bait.label} planted in ${leak.bait.where.join(' and ')} to ${destination} during ${who.phase} (${leak.encoding}, in the ${leak.channel}): a credential theft; no policy can allow it`,
+      rule: 'bait',
+    });
+  }
   findings.sort(compareFindings);
   const truncated =
     input.truncated && Object.keys(input.truncated).length > 0

@@ -38,6 +38,10 @@ const NAME = /^(\*\.)?([a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{
 export function parseDestination(raw: string): DestinationPattern | string {
   const text = raw.trim();
   if (!text) return 'an empty destination';
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text))
+    return `"${text}" is a URL; write the host (and port) without the scheme or path`;
+  if (text.includes('/') && !/^[[\]0-9a-f.:]+\/\d{1,3}(\]?:[\d-]+)?$/i.test(text))
+    return `"${text}" has a path; write the host (and port) only`;
   let hostPart = text;
   let portPart: string | undefined;
   const bracket = /^\[([^\]]+)\](?::(.+))?$/.exec(text);
@@ -58,7 +62,7 @@ export function parseDestination(raw: string): DestinationPattern | string {
       return `"${portPart}" is not a port or port range (1-65535, or lo-hi)`;
     out.ports = [lo, hi];
   }
-  const host = hostPart.toLowerCase().replace(/\.$/, '');
+  const host = hostPart.toLowerCase().replace(/(?<=[^*])\.$/, '');
   if (host === '*') {
     out.host = { any: true };
     return out;

@@ -402,7 +402,8 @@ export function judgeChanges(report: CheckReport, diff: ReportDiff, policy: Poli
     const pkg = idOf(s.package);
     findings.push({
       id: 'install-script-changed',
-      severity: 'low',
+      // Install scripts change in honest releases too; shown, not judged.
+      severity: 'info',
       phase: 'install',
       ...(pkg ? { package: pkg } : {}),
       message: s.bodyChanged

@@ -43,7 +43,12 @@ export function shippedDir(): string {
 export function findPolicyFile(cwd: string): string | undefined {
   let dir = resolve(cwd);
   for (;;) {
-    for (const n of POLICY_FILE_NAMES) if (existsSync(join(dir, n))) return join(dir, n);
+    const found = POLICY_FILE_NAMES.map((n) => join(dir, n)).filter((p) => existsSync(p));
+    if (found.length > 1)
+      throw new PhonehomeError('EPOLICY', `More than one policy file: ${found.join(', ')}.`, {
+        fix: 'Keep one of them, or name one with --policy.',
+      });
+    if (found[0]) return found[0];
     const up = dirname(dir);
     if (up === dir) return undefined;
     dir = up;
@@ -133,9 +138,33 @@ export function readPolicyFile(file: string): { layer: PolicyLayer; problems: Pr
       ],
     };
   }
+  const shown = displayName(file);
+  // JSON files are held to JSON (no trailing commas, no comments), then read for positions.
+  if (file.endsWith('.json')) {
+    try {
+      JSON.parse(text);
+    } catch (e) {
+      const at = /position (\d+)/.exec((e as Error).message);
+      const offset = at ? Number(at[1]) : 0;
+      const before = text.slice(0, offset).split('\n');
+      return {
+        layer: { rules: [] },
+        problems: [
+          {
+            where: `${shown}:${before.length}:${(before[before.length - 1]?.length ?? 0) + 1}`,
+            path: '',
+            message: `not valid JSON: ${(e as Error).message}`,
+            fix: 'Correct the JSON there (no trailing commas or comments in .json), or write the policy as YAML.',
+          },
+        ],
+      };
+    }
+  }
+  const indicators = shippedIndicators();
   return parsePolicyLayer(
-    readStructured(displayName(file), text),
-    shippedIndicators().map((i) => i.id),
+    readStructured(shown, text),
+    indicators.map((i) => i.id),
+    Object.fromEntries(indicators.filter((i) => i.locked).map((i) => [i.id, i.severity])),
   );
 }
 
@@ -215,8 +244,20 @@ export function loadPolicy(opts: LoadPolicyOptions = {}): LoadedPolicy {
     throw new PhonehomeError('EPOLICY', `No policy override file at ${override}.`, {
       fix: 'Check the --policy-override path.',
     });
-  if (!override && file)
-    override = OVERRIDE_FILE_NAMES.map((n) => join(dirname(file), n)).find((p) => existsSync(p));
+  if (!override && file) {
+    const found = OVERRIDE_FILE_NAMES.map((n) => join(dirname(file), n)).filter((p) =>
+      existsSync(p),
+    );
+    if (found.length > 1)
+      throw new PhonehomeError(
+        'EPOLICY',
+        `More than one policy override file: ${found.join(', ')}.`,
+        {
+          fix: 'Keep one of them.',
+        },
+      );
+    override = found[0];
+  }
   const files = [base, ...(file ? [file] : []), ...(override ? [override] : [])];
   const layers: PolicyLayer[] = [];
   for (const f of files) {

@@ -159,6 +159,8 @@ function kindOf(v: unknown): string {
 export function parsePolicyLayer(
   src: StructuredSource,
   knownIndicators: readonly string[],
+  /** Indicators a policy cannot lower, with their shipped severity. */
+  locked: Readonly<Record<string, Severity>> = {},
 ): { layer: PolicyLayer; problems: Problem[] } {
   const c = new Checker(src);
   const layer: PolicyLayer = { rules: [] };
@@ -179,7 +181,11 @@ export function parsePolicyLayer(
     if (section === undefined || !c.isObject(section, [key], key)) continue;
     c.keys(section, [key], ['install', 'import', 'exercise', 'runtime']);
     const d: Partial<Record<Phase, DefaultAction>> = {};
-    for (const [k, a] of Object.entries(section)) {
+    // runtime first, so import or exercise named beside it win whatever the order of the keys.
+    const entries = Object.entries(section).sort(([a], [b]) =>
+      a === 'runtime' ? -1 : b === 'runtime' ? 1 : 0,
+    );
+    for (const [k, a] of entries) {
       if (!(DEFAULT_ACTIONS as readonly unknown[]).includes(a)) {
         c.problem([key, k], `"${String(a)}" is not an action`, 'Use deny, warn or allow.');
         continue;
@@ -212,6 +218,15 @@ export function parsePolicyLayer(
           `unknown indicator "${id}"`,
           `Use an id from policies/indicators.json: ${knownIndicators.join(', ')}.`,
           true,
+        );
+      else if (
+        locked[id] &&
+        (s === 'off' || SEVERITIES.indexOf(s as Severity) < SEVERITIES.indexOf(locked[id]))
+      )
+        c.problem(
+          ['indicators', id],
+          `${id} is locked at ${locked[id]}: a policy cannot lower it or turn it off`,
+          'Remove the entry; what this indicator sees is never acceptable.',
         );
       else if (s === 'off' || (SEVERITIES as readonly unknown[]).includes(s))
         ind[id] = s as Severity | 'off';

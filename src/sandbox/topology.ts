@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { PhonehomeError } from '../core/errors.js';
 import { parseEventLog, type EventLog } from '../core/events.js';
-import { randomHostname } from './identity.js';
+import { filesTar, makeIdentity, type SandboxIdentity } from './identity.js';
 import {
   LogWaitError,
   type ResourceLimits,
@@ -18,7 +18,6 @@ import {
 } from './sandbox.js';
 
 export const SANDBOX_USER = '1000:1000';
-export const SANDBOX_HOME = '/home/node';
 export const SANDBOX_WORKDIR = '/work';
 const EVENTS_PATH = '/run/capture/events.ndjson';
 /** Where the runner image keeps the programs phonehome runs in the sandbox (root-owned, read-only). */
@@ -30,7 +29,8 @@ const EVENTS_MAX_BYTES = 64 * 1024 * 1024;
 export interface TopologyOptions {
   runnerImage: string;
   gatewayImage: string;
-  hostname?: string;
+  /** Who the sandbox looks like (host, user, home, bait); default: a fresh laptop identity. */
+  identity?: SandboxIdentity;
   ipv6?: boolean;
   sandboxLimits?: ResourceLimits;
   /** Size of the writable tmpfs mounts of the sandbox (the root filesystem is read-only). */
@@ -65,6 +65,7 @@ export class CaptureTopology {
     readonly observerPid: number | undefined,
     /** CLOCK_MONOTONIC ms by which the sandbox's own processes had started. */
     readonly readyMs: number,
+    readonly identity: SandboxIdentity,
   ) {}
 
   static async start(run: SandboxRun, opts: TopologyOptions): Promise<CaptureTopology> {
@@ -72,7 +73,13 @@ export class CaptureTopology {
     const observer = opts.observer ?? true;
     // Abstract Unix socket names live in the network namespace both containers share.
     const socketName = randomBytes(12).toString('hex');
-    const gateway = await startGatewayContainer(run, opts, observer ? socketName : undefined);
+    const identity = opts.identity ?? makeIdentity();
+    const gateway = await startGatewayContainer(
+      run,
+      opts,
+      identity.hostname,
+      observer ? socketName : undefined,
+    );
     // The sandbox is created while the gateway sets up: its network namespace exists from the
     // start and leads nowhere, and no package code runs until the gateway said READY below.
     const gatewayReady = waitGatewayReady(gateway, opts);
@@ -100,13 +107,16 @@ export class CaptureTopology {
       readOnlyRootFs: true,
       tmpfs: {
         [SANDBOX_WORKDIR]: `rw,exec,nosuid,nodev,size=${sizes.work},uid=1000,gid=1000,mode=0755`,
-        [SANDBOX_HOME]: `rw,exec,nosuid,nodev,size=${sizes.home},uid=1000,gid=1000,mode=0755`,
+        // All of /home, so only this run's user has a folder there.
+        '/home': `rw,exec,nosuid,nodev,size=${sizes.home},uid=1000,gid=1000,mode=0755`,
         '/tmp': `rw,exec,nosuid,nodev,size=${sizes.tmp},mode=1777`,
+        // /etc/passwd and /etc/group of the runner image point here: the user's name is per run.
+        [IDENTITY_DIR]: 'rw,noexec,nosuid,nodev,size=1m,mode=0755',
       },
       limits,
-      env: { HOME: SANDBOX_HOME },
+      env: identity.env,
     });
-    await gatewayReady;
+    await Promise.all([gatewayReady, writeIdentity(sandbox, identity)]);
     let observerPid: number | undefined;
     let readyMs = 0;
     if (observer) {
@@ -131,6 +141,7 @@ export class CaptureTopology {
       { gatewayMs: t1 - t0, sandboxMs: t2 - t1 },
       observerPid,
       readyMs,
+      identity,
     );
   }
 
@@ -189,9 +200,45 @@ export class CaptureTopology {
   }
 }
 
+/** Where the runner image's /etc/passwd and /etc/group point (sandbox-images/runner/Dockerfile). */
+const IDENTITY_DIR = '/run/identity';
+
+/**
+ * Give the sandbox its identity before any package code runs: the user in passwd and group (as
+ * root, in the identity tmpfs), then the home folder and its files (as the user).
+ */
+async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Promise<void> {
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const users = [
+    `grep -v '^node:' /etc/passwd.base > ${IDENTITY_DIR}/passwd`,
+    `echo ${q(`${id.user}:x:1000:1000:${id.fullName},,,:${id.home}:/bin/bash`)} >> ${IDENTITY_DIR}/passwd`,
+    `grep -v '^node:' /etc/group.base > ${IDENTITY_DIR}/group`,
+    `echo ${q(`${id.user}:x:1000:`)} >> ${IDENTITY_DIR}/group`,
+  ].join(' && ');
+  const root = await sandbox.exec(['sh', '-c', users], { user: '0:0', timeoutMs: 30_000 });
+  if (root.exitCode !== 0)
+    throw new PhonehomeError('EINTERNAL', 'Could not set up the sandbox user.', {
+      detail: root.stderr.slice(0, 2000),
+    });
+  const pack = filesTar(
+    id.homeFiles,
+    id.homeDirs.map((d) => `${id.home.slice(1)}/${d}`),
+  );
+  const r = await sandbox.exec(['tar', '-x', '--no-same-owner', '-C', '/', '-f', '-'], {
+    stdin: pack,
+    timeoutMs: 30_000,
+    maxOutputBytes: 16_384,
+  });
+  if (r.exitCode !== 0)
+    throw new PhonehomeError('EINTERNAL', 'Could not set up the sandbox home folder.', {
+      detail: r.stderr.slice(0, 2000),
+    });
+}
+
 function startGatewayContainer(
   run: SandboxRun,
   opts: TopologyOptions,
+  hostname: string,
   observerSocket: string | undefined,
 ): Promise<SandboxContainer> {
   const ipv6 = opts.ipv6 ?? true;
@@ -199,7 +246,7 @@ function startGatewayContainer(
     role: 'gateway',
     image: opts.gatewayImage,
     network: { mode: 'none' },
-    hostname: opts.hostname ?? randomHostname(),
+    hostname,
     capAdd: ['NET_ADMIN'],
     noNewPrivileges: true,
     sysctls: {

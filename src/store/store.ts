@@ -4,7 +4,7 @@
  * compared. One file, safe for several phonehome processes at once (WAL, busy timeout, each write
  * one transaction); the schema is versioned and migrated forward on open.
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { PhonehomeError } from '../core/errors.js';
@@ -95,6 +95,10 @@ export class ResultStore {
   }
 
   static open(path: string = defaultStorePath()): ResultStore {
+    if (path !== ':memory:' && existsSync(path) && statSync(path).isDirectory())
+      throw new PhonehomeError('ESTORE', `The result store ${path} is a directory.`, {
+        fix: 'Pass --store with a file path (it is created if missing).',
+      });
     let db: Database.Database;
     try {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -107,6 +111,42 @@ export class ResultStore {
     }
     const store = new ResultStore(path, db);
     store.migrate();
+    return store;
+  }
+
+  /**
+   * For reading only (`history`): nothing is created or migrated, and a read-only file is fine.
+   * Undefined when there is no store at that path.
+   */
+  static openReadOnly(path: string = defaultStorePath()): ResultStore | undefined {
+    if (!existsSync(path)) return undefined;
+    if (statSync(path).isDirectory())
+      throw new PhonehomeError('ESTORE', `The result store ${path} is a directory.`, {
+        fix: 'Pass --store with the store file.',
+      });
+    let db: Database.Database;
+    try {
+      db = new Database(path, { readonly: true, fileMustExist: true, timeout: 10_000 });
+    } catch (e) {
+      throw storeError(path, e);
+    }
+    const store = new ResultStore(path, db);
+    const at = store.schemaVersion;
+    if (at > STORE_SCHEMA_VERSION || at < 1) {
+      db.close();
+      throw new PhonehomeError(
+        'ESTORE',
+        at < 1
+          ? `${path} is not a phonehome result store.`
+          : `The result store ${path} was written by a newer phonehome (schema ${at}).`,
+        { fix: 'Pass --store with the store file, or upgrade phonehome.' },
+      );
+    }
+    if (at < STORE_SCHEMA_VERSION) {
+      // Older than this phonehome: readable only through a migration, which needs writing.
+      db.close();
+      return ResultStore.open(path);
+    }
     return store;
   }
 

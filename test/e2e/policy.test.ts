@@ -94,28 +94,36 @@ describe('phonehome check with policies (CLI)', () => {
     assert.match(r.stdout, /^FAIL import-beacon@1\.0\.0/);
   });
 
-  it('policy init lists every destination a run reached as a deny rule; flipped to allow, the check passes', async () => {
+  it('policy init lists every destination a run reached, not yet allowed ones as deny rules; flipped to allow, the check passes', async () => {
     const dir = mkdtempSync(join(work, 'init-'));
-    const init = await cli(['policy', 'init', fixture('install-env-post')], process.env, {
-      cwd: dir,
-    });
+    const init = await cli(
+      ['policy', 'init', fixture('upgrade-beacon-1.0.1'), fixture('declared-download')],
+      process.env,
+      { cwd: dir },
+    );
     assert.equal(init.code, 0, init.stderr);
     const text = readFileSync(join(dir, 'phonehome.policy.yaml'), 'utf8');
     assert.match(
       text,
-      /- deny: \["hooks\.collector\.example:80"\]\n {4}packages: \["install-env-post@1\.0\.0"\]\n {4}phases: \[install\]/,
+      /- deny: \["cdn\.upgrade-stats\.example:443"\]\n {4}packages: \["upgrade-beacon@1\.0\.1"\]\n {4}phases: \[install\]/,
     );
-    assert.match(text, /- deny: \["hooks\.collector\.example:443"\]/);
+    // Already allowed by its declaration: listed, commented out, so nothing that passes fails.
+    assert.match(
+      text,
+      /already allowed by the package's own declaration[^\n]*\n\s*# - allow: \["downloads\.declared-tool\.example:443"\]/,
+    );
     const valid = await cli(['policy', 'check'], process.env, { cwd: dir });
     assert.equal(valid.code, 0, valid.stderr);
-    assert.match(valid.stdout, /valid, 2 rule\(s\)/);
+    assert.match(valid.stdout, /valid, 1 rule\(s\)/);
+    const declared = await run([fixture('declared-download')], dir);
+    assert.equal(declared.code, 0, 'the starter policy does not fail what passed');
     // Not overwritten without --force.
     const again = await cli(['policy', 'init'], process.env, { cwd: dir });
     assert.equal(again.code, 2);
     assert.match(again.stderr, /exists; not overwritten/);
 
     writeFileSync(join(dir, 'phonehome.policy.yaml'), text.replaceAll('- deny:', '- allow:'));
-    const { code, report } = await run([fixture('install-env-post')], dir);
+    const { code, report } = await run([fixture('upgrade-beacon-1.0.1')], dir);
     assert.equal(code, 0, JSON.stringify(report.findings));
     assert.ok(report.findings.every((f) => f.id === 'egress-allowed'));
   });

@@ -27,8 +27,12 @@ export function reachesFailOn(reports: CheckReport[], level: FailOn): boolean {
 
 function seconds(flag: string, value: string): number {
   const n = Number(value);
-  if (!Number.isFinite(n) || n < 0)
-    throw new PhonehomeError('EUSAGE', `${flag} wants a number of seconds, not "${value}".`);
+  // Zero would skip a phase, and a skipped phase sees nothing: never a way to a pass.
+  if (!Number.isFinite(n) || n <= 0)
+    throw new PhonehomeError(
+      'EUSAGE',
+      `${flag} wants a number of seconds above zero, not "${value}".`,
+    );
   return Math.round(n * 1000);
 }
 
@@ -156,6 +160,7 @@ images), 4 internal error, 130 interrupted.`,
           against?: string;
           store?: string;
           cache: boolean;
+          as: 'laptop' | 'ci';
           installTimeout: string;
           importTimeout: string;
           exerciseTimeout: string;
@@ -187,6 +192,7 @@ images), 4 internal error, 130 interrupted.`,
               policy,
               store,
               noCache: !o.cache,
+              as: o.as,
               ...(o.against ? { against: o.against } : {}),
               log: bar.log,
               onPhase: bar.phase,

@@ -19,6 +19,7 @@ export function diffCommand(): Command {
     .option('--markdown', 'print the diff as Markdown (for a pull request comment)')
     .option('--registry <url>', 'npm registry to resolve from (default: from your npm config)')
     .option('--policy <file>', 'policy file (as for check)')
+    .option('--policy-override <file>', 'override merged on top of the policy (as for check)')
     .option(
       '--store <file>',
       'result store (default: results.sqlite in the phonehome cache folder)',
@@ -40,13 +41,17 @@ run otherwise (and stored). Exit codes: 0 (whatever changed; use check --against
           markdown?: boolean;
           registry?: string;
           policy?: string;
+          policyOverride?: string;
           store?: string;
           cache: boolean;
         },
       ) => {
         if (o.json && o.markdown)
           throw new PhonehomeError('EUSAGE', 'Choose one of --json and --markdown.');
-        const policy = loadPolicy(o.policy ? { file: o.policy } : {});
+        const policy = loadPolicy({
+          ...(o.policy ? { file: o.policy } : {}),
+          ...(o.policyOverride ? { override: o.policyOverride } : {}),
+        });
         const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
         const ctx = cliContext();
         const store = openStore(o.store);
@@ -62,6 +67,11 @@ run otherwise (and stored). Exit codes: 0 (whatever changed; use check --against
             });
           const before = await side(oldSpec);
           const after = await side(newSpec);
+          if (before.report.subject.name !== after.report.subject.name)
+            throw new PhonehomeError(
+              'EUSAGE',
+              `diff compares two versions of one package, not ${before.report.subject.name} and ${after.report.subject.name}.`,
+            );
           const d = diffReports(before.report, after.report);
           process.stdout.write(
             o.json

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
-import { openStore } from '../store-option.js';
+import { PhonehomeError } from '../../core/errors.js';
+import { defaultStorePath, ResultStore } from '../../store/store.js';
 
 export function historyCommand(): Command {
   return new Command('history')
@@ -12,9 +13,29 @@ export function historyCommand(): Command {
       'result store (default: results.sqlite in the phonehome cache folder)',
     )
     .action((name: string, o: { json?: boolean; limit: string; store?: string }) => {
-      const store = openStore(o.store);
+      const limit = Number(o.limit);
+      if (!Number.isInteger(limit) || limit < 1)
+        throw new PhonehomeError(
+          'EUSAGE',
+          `--limit wants a whole number of runs, not "${o.limit}".`,
+        );
+      const at = name.lastIndexOf('@');
+      if (at > 0)
+        throw new PhonehomeError(
+          'EUSAGE',
+          `history takes a package name, not a version: ${name}.`,
+          {
+            fix: `Run \`phonehome history ${name.slice(0, at)}\`; it lists every stored version.`,
+          },
+        );
+      const path = o.store ?? defaultStorePath();
+      const store = ResultStore.openReadOnly(path);
+      if (!store) {
+        process.stdout.write(`no stored runs of ${name}: there is no result store at ${path}\n`);
+        return;
+      }
       try {
-        const runs = store.history(name, Math.max(1, Number(o.limit) || 50));
+        const runs = store.history(name, limit);
         if (o.json) {
           process.stdout.write(JSON.stringify({ name, runs }, null, 2) + '\n');
           return;

@@ -42,13 +42,17 @@ knownEgress: true
 #     why: postinstall downloads the platform binary
 `;
 
-/** A rules list for the destinations a run saw: each one deny until a human flips it. */
+/**
+ * A rules list for the destinations a run saw. What nothing allows yet is a `deny` rule for a
+ * person to flip to `allow`; what the known-egress list or the package's declaration already
+ * allows is written commented out (uncomment to pin it in your own policy); what an indicator
+ * forbids is only noted, since no rule can allow it.
+ */
 export function rulesFromReports(reports: CheckReport[]): string {
   const seen = new Set<string>();
   const out: string[] = [];
   for (const r of reports) {
-    const egress = r.findings.filter((f) => f.id.startsWith('egress-'));
-    for (const f of egress) {
+    for (const f of r.findings.filter((x) => x.id.startsWith('egress-'))) {
       const key = `${f.phase}\0${f.package ?? ''}\0${f.destination}`;
       if (seen.has(key) || !f.phase) continue;
       seen.add(key);
@@ -56,32 +60,38 @@ export function rulesFromReports(reports: CheckReport[]): string {
     }
   }
   if (out.length === 0) return 'rules: []\n';
-  return `# Every destination the run saw, not yet approved: change "deny" to "allow" for each one you\n# expect, delete the line or leave it denied for the rest.\nrules:\n${out.join('')}`;
+  return `# Every destination the run saw. "deny" rules are not approved yet: change "deny" to "allow"\n# for each one you expect, and leave the rest denied.\nrules:\n${out.join('')}`;
 }
 
 function ruleText(f: Finding, all: Finding[]): string {
   const dest = (f.destination ?? '').replace(/ \(DNS\)$/, '');
-  const blocked = all.filter(
+  const forbidden = all.filter(
     (g) =>
       g.rule?.startsWith('indicator:') &&
+      g.severity !== 'info' &&
+      !g.suggestion &&
       g.phase === f.phase &&
       g.package === f.package &&
       g.destination === f.destination,
   );
-  const notes = [
-    `seen during ${f.phase}${f.package ? ` from ${f.package}` : ''}`,
-    ...(f.id === 'egress-allowed'
-      ? [`now ${f.rule === 'declaration' ? 'declared by the package' : `allowed by ${f.rule}`}`]
-      : []),
-    ...blocked.map((b) => `indicator ${b.rule?.slice('indicator:'.length)} (${b.severity})`),
+  const seenAt = `seen during ${f.phase}${f.package ? ` from ${f.package}` : ''}`;
+  const body = [
+    `- deny: [${JSON.stringify(dest)}]`,
+    ...(f.package ? [`  packages: [${JSON.stringify(f.package)}]`] : []),
+    `  phases: [${f.phase}]`,
   ];
-  const lines = [
-    `  # ${notes.join('; ')}`,
-    `  - deny: [${JSON.stringify(dest)}]`,
-    ...(f.package ? [`    packages: [${JSON.stringify(f.package)}]`] : []),
-    `    phases: [${f.phase}]`,
-  ];
-  return lines.join('\n') + '\n';
+  if (forbidden.length && !f.suggestion)
+    return `  # ${seenAt}: ${dest} cannot be allowed (${forbidden.map((b) => `indicator ${b.id}, ${b.severity}`).join('; ')})\n`;
+  if (f.id === 'egress-allowed') {
+    const by = f.rule === 'declaration' ? "the package's own declaration" : f.rule;
+    return (
+      [
+        `  # ${seenAt}; already allowed by ${by}. Uncomment (as allow) to pin it in this policy:`,
+        ...body.map((l) => `  # ${l.replace('- deny:', '- allow:')}`),
+      ].join('\n') + '\n'
+    );
+  }
+  return [`  # ${seenAt}`, ...body.map((l) => `  ${l}`)].join('\n') + '\n';
 }
 
 export function policyCommand(): Command {
@@ -147,14 +157,28 @@ export function policyCommand(): Command {
       if (problems.length)
         throw new PhonehomeError(
           'EPOLICY',
-          `${relative(process.cwd(), path) || path} is not valid (${problems.length} problem${problems.length > 1 ? 's' : ''}).`,
+          `The policy file ${relative(process.cwd(), path) || path} is not valid (${problems.length} problem${problems.length > 1 ? 's' : ''}).`,
           { detail: formatProblems(problems) },
         );
       // The merged result also validates an override next to the file.
       const { policy } = file ? loadPolicy({ file: path }) : loadPolicy();
+      const shown = relative(process.cwd(), path) || path;
+      const overrides = Object.entries(policy.indicators);
       process.stdout.write(
-        `${path}: valid, ${layer.rules.length} rule(s)\n` +
-          `effective policy (${policy.sources.join(' + ')}): ${policy.rules.length} rule(s); defaults ${PHASES.map((p) => `${p} ${policy.defaults[p]}`).join(', ')}; declarations ${policy.declarations}; known egress ${policy.knownEgress ? 'on' : 'off'}; hash ${policy.hash}\n`,
+        [
+          `${shown}: valid, ${layer.rules.length} rule(s)`,
+          `effective policy: ${policy.sources.map((p) => relative(process.cwd(), p) || p).join(' + ')} over the shipped defaults`,
+          `  defaults: ${PHASES.map((p) => `${p} ${policy.defaults[p]}`).join(', ')}`,
+          `  changes (--against): ${PHASES.map((p) => `${p} ${policy.changes[p]}`).join(', ')}`,
+          `  declarations: ${policy.declarations}; known egress: ${policy.knownEgress ? 'on' : 'off'}`,
+          `  indicators: ${overrides.length ? overrides.map(([id, s]) => `${id} ${s}`).join(', ') : 'as shipped'}`,
+          `  rules (first match wins):`,
+          ...policy.rules.map(
+            (r) =>
+              `    ${r.action} ${r.destinations.map((d) => d.text).join(', ')}${r.packages ? ` for ${r.packages.map((p) => p.text).join(', ')}` : ''}${r.phases ? ` in ${r.phases.join(', ')}` : ''}  (${r.origin})`,
+          ),
+          `  hash: ${policy.hash}`,
+        ].join('\n') + '\n',
       );
     });
   return cmd;

@@ -145,7 +145,8 @@ class DockerRun implements SandboxRun {
     const docker = this.engine.docker;
     const networkMode =
       spec.network.mode === 'none' ? 'none' : `container:${spec.network.container.id}`;
-    const hostConfig: Docker.HostConfig = {
+    // CgroupnsMode (API 1.41) is missing from @types/dockerode.
+    const hostConfig: Docker.HostConfig & { CgroupnsMode?: 'private' | 'host' } = {
       NetworkMode: networkMode,
       CapAdd: spec.capAdd,
       CapDrop: spec.capDropAll ? ['ALL'] : undefined,
@@ -158,6 +159,9 @@ class DockerRun implements SandboxRun {
       PidsLimit: spec.limits?.pids,
       NanoCpus: spec.limits?.nanoCpus,
       Sysctls: spec.sysctls,
+      // Its own cgroup namespace: /proc/self/cgroup shows "/" rather than the engine's
+      // /docker/<id> path, one fewer sign of a container for code that looks.
+      CgroupnsMode: 'private',
       // No host mounts, no devices, no privileged mode, ever.
       Privileged: false,
       Binds: [],

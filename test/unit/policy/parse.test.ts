@@ -146,6 +146,31 @@ indicators: { no-such-indicator: high, raw-ip: severe }
     for (const p of problems) assert.ok(p.fix.length > 5, p.path);
   });
 
+  it('import or exercise beside runtime wins whatever the key order; locked indicators cannot be lowered', () => {
+    for (const yaml of [
+      'version: 1\ndefaults: { runtime: warn, import: allow }',
+      'version: 1\ndefaults: { import: allow, runtime: warn }',
+    ]) {
+      const { layer } = parsePolicyLayer(readStructured('p.yaml', yaml), indicatorIds());
+      assert.deepEqual(layer.defaults, { import: 'allow', exercise: 'warn' }, yaml);
+    }
+    const locked = { 'request-catcher': 'critical' as const };
+    for (const v of ['"off"', 'info', 'high']) {
+      const p = parsePolicyLayer(
+        readStructured('p.yaml', `version: 1\nindicators: { request-catcher: ${v} }`),
+        indicatorIds(),
+        locked,
+      ).problems;
+      assert.match(p[0]?.message ?? '', /locked at critical/, v);
+    }
+  });
+
+  it('URLs, paths and a bare "*." are not destinations, and say why', () => {
+    assert.match(String(parseDestination('http://x.com')), /is a URL/);
+    assert.match(String(parseDestination('x.com/path')), /has a path/);
+    assert.equal(typeof parseDestination('*.'), 'string');
+  });
+
   it('a missing or unsupported version, a non-mapping file and YAML syntax errors', () => {
     assert.match(problemsOf('rules: []')[0]?.message ?? '', /no version/);
     assert.match(problemsOf('version: 2')[0]?.message ?? '', /version 2 is not supported/);

@@ -1,0 +1,186 @@
+/**
+ * Finding bait secrets in captured traffic. Each run plants unique, realistic secrets in the
+ * sandbox (see sandbox/identity.ts); any of them leaving in any common encoding is a leak.
+ *
+ * Where it looks: HTTP request line, headers and body sample; DNS names (labels joined, and all
+ * names of the run in order, for data chunked across queries); the first bytes of unrecognised TCP
+ * streams and UDP datagrams; TLS SNI. How: the value raw, base64 (standard and URL-safe, at every
+ * byte alignment, so a secret inside a larger encoded blob is found), hex, URL-encoded, and
+ * base32; case-insensitively where the channel folds case (DNS). A fragment of at least 16
+ * characters of an encoded form counts, so a secret cut into pieces is still seen.
+ */
+import type { CaptureEvent } from './terms.js';
+
+export interface Bait {
+  id: string;
+  label: string;
+  where: string[];
+  value: string;
+}
+
+export type BaitEncoding = 'raw' | 'base64' | 'hex' | 'url-encoded' | 'base32';
+
+export interface BaitLeak {
+  bait: Bait;
+  encoding: BaitEncoding;
+  /** Which part of the traffic carried it. */
+  channel: string;
+  event: CaptureEvent;
+}
+
+const FRAGMENT = 16;
+
+function base32(buf: Buffer): string {
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz234567';
+  let bits = 0;
+  let value = 0;
+  let out = '';
+  for (const byte of buf) {
+    value = (value << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      out += alphabet[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += alphabet[(value << (5 - bits)) & 31];
+  return out;
+}
+
+/**
+ * The forms a value takes on the wire, each trimmed so it does not depend on the bytes around it
+ * (base64 of a value inside a larger blob differs in its first and last characters).
+ */
+export function encodedForms(value: string): { encoding: BaitEncoding; form: string }[] {
+  const buf = Buffer.from(value, 'utf8');
+  const forms: { encoding: BaitEncoding; form: string }[] = [
+    { encoding: 'raw', form: value },
+    { encoding: 'hex', form: buf.toString('hex') },
+    { encoding: 'url-encoded', form: encodeURIComponent(value) },
+  ];
+  for (let shift = 0; shift < 3; shift++) {
+    const b64 = Buffer.concat([Buffer.alloc(shift), buf]).toString('base64');
+    // Drop the characters that mix in the unknown bytes before and after: with one byte before
+    // the value the first two characters carry some of it, with two the first three.
+    const start = [0, 2, 3][shift] as number;
+    const end = b64.replace(/=+$/, '').length - 2;
+    const inner = b64.slice(start, end);
+    forms.push({ encoding: 'base64', form: inner });
+    forms.push({ encoding: 'base64', form: inner.replace(/\+/g, '-').replace(/\//g, '_') });
+  }
+  // base32 shifts by 5 bytes; data in DNS labels is usually hex or base32 from the start.
+  forms.push({ encoding: 'base32', form: base32(buf).slice(0, -1) });
+  return forms.filter((f) => f.form.length >= Math.min(FRAGMENT, value.length));
+}
+
+/** Fragments of a form to look for: the whole when short, else overlapping windows. */
+function fragments(form: string): string[] {
+  if (form.length <= FRAGMENT * 2) return [form];
+  const out: string[] = [];
+  for (let i = 0; i + FRAGMENT <= form.length; i += FRAGMENT / 2)
+    out.push(form.slice(i, i + FRAGMENT));
+  return out;
+}
+
+interface Haystack {
+  channel: string;
+  text: string;
+  caseless: boolean;
+  event: CaptureEvent;
+}
+
+function latin1(hexOrB64: string, enc: 'hex' | 'base64'): string {
+  return Buffer.from(hexOrB64, enc).toString('latin1');
+}
+
+function haystacks(events: CaptureEvent[]): Haystack[] {
+  const out: Haystack[] = [];
+  const dns: { name: string; event: CaptureEvent }[] = [];
+  for (const e of events) {
+    switch (e.kind) {
+      case 'http':
+        if (e.path) out.push({ channel: 'HTTP path', text: e.path, caseless: false, event: e });
+        if (e.headers?.length)
+          out.push({
+            channel: 'HTTP headers',
+            text: e.headers.map(([k, v]) => `${k}: ${v}`).join('\n'),
+            caseless: false,
+            event: e,
+          });
+        if (e.bodySample)
+          out.push({
+            channel: 'HTTP body',
+            text: latin1(e.bodySample, 'base64'),
+            caseless: false,
+            event: e,
+          });
+        break;
+      case 'tcp':
+        if (e.firstBytesHex)
+          out.push({
+            channel: 'TCP data',
+            text: latin1(e.firstBytesHex, 'hex'),
+            caseless: false,
+            event: e,
+          });
+        break;
+      case 'tls':
+        if (e.sni) out.push({ channel: 'TLS server name', text: e.sni, caseless: true, event: e });
+        break;
+      case 'udp':
+        if (e.sampleHex)
+          out.push({
+            channel: 'UDP data',
+            text: latin1(e.sampleHex, 'hex'),
+            caseless: false,
+            event: e,
+          });
+        break;
+      case 'dns':
+        out.push({
+          channel: 'DNS name',
+          text: e.qname.split('.').join(''),
+          caseless: true,
+          event: e,
+        });
+        dns.push({ name: e.qname, event: e });
+        break;
+      default:
+        break;
+    }
+  }
+  // Data cut across many queries: the names' first labels in order, then each name whole.
+  if (dns.length > 1) {
+    const first = dns[0] as { event: CaptureEvent };
+    out.push({
+      channel: 'DNS names (joined)',
+      text: dns.map((d) => d.name.split('.').slice(0, -2).join('')).join(''),
+      caseless: true,
+      event: first.event,
+    });
+  }
+  return out;
+}
+
+/** Every bait value seen in the traffic: one leak per bait, channel and encoding. */
+export function findBaitLeaks(events: CaptureEvent[], bait: Bait[]): BaitLeak[] {
+  const hay = haystacks(events);
+  const leaks: BaitLeak[] = [];
+  const seen = new Set<string>();
+  for (const b of bait) {
+    for (const { encoding, form } of encodedForms(b.value)) {
+      const parts = fragments(form);
+      for (const h of hay) {
+        const text = h.caseless ? h.text.toLowerCase() : h.text;
+        const hit = parts.some((p) => text.includes(h.caseless ? p.toLowerCase() : p));
+        if (!hit) continue;
+        // Folding case makes a raw value and its hex or base32 indistinguishable only by form.
+        const key = `${b.id}\0${h.channel}\0${h.event.seq}\0${encoding}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        leaks.push({ bait: b, encoding, channel: h.channel, event: h.event });
+      }
+    }
+  }
+  return leaks;
+}

@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { encodedForms, findBaitLeaks, type Bait } from '../../../src/core/bait.js';
+import type { CaptureEvent } from '../../../src/core/terms.js';
+import { makeIdentity } from '../../../src/sandbox/identity.js';
+
+const token: Bait = {
+  id: 'npm-token',
+  label: 'npm access token',
+  where: ['~/.npmrc'],
+  value: 'npm_Q7rX2mLk9PzA4bVt1nWc8YhE3sDf6GjKuR0o',
+};
+let seq = 0;
+const http = (over: Record<string, unknown>): CaptureEvent =>
+  ({
+    seq: seq++,
+    t: 1,
+    kind: 'http',
+    ip: '198.18.0.1',
+    port: 443,
+    bytesOut: 100,
+    host: 'collect.example.net',
+    ...over,
+  }) as CaptureEvent;
+const dns = (qname: string): CaptureEvent =>
+  ({
+    seq: seq++,
+    t: 1,
+    kind: 'dns',
+    qname,
+    qtype: 'A',
+    resolver: '192.168.1.1',
+    resolverPort: 53,
+    transport: 'udp',
+    answer: '',
+  }) as CaptureEvent;
+
+describe('bait leaks', () => {
+  it('finds a secret raw, in base64 at any offset, in hex and URL-encoded, and names the channel', () => {
+    const env = JSON.stringify({ PATH: '/usr/bin', NPM_TOKEN: token.value, X: 'y' });
+    const cases: [CaptureEvent, string, string][] = [
+      [http({ bodySample: Buffer.from(env).toString('base64') }), 'raw', 'HTTP body'],
+      ...[0, 1, 2].map((pad): [CaptureEvent, string, string] => [
+        http({
+          bodySample: Buffer.from(Buffer.from('x'.repeat(pad) + env).toString('base64')).toString(
+            'base64',
+          ),
+        }),
+        'base64',
+        'HTTP body',
+      ]),
+      [http({ path: `/c?d=${Buffer.from(env).toString('hex')}` }), 'hex', 'HTTP path'],
+      [http({ path: `/c?t=${encodeURIComponent(`a b ${token.value}`)}` }), 'raw', 'HTTP path'],
+      [http({ headers: [['authorization', `Bearer ${token.value}`]] }), 'raw', 'HTTP headers'],
+    ];
+    for (const [event, encoding, channel] of cases) {
+      const leaks = findBaitLeaks([event], [token]);
+      assert.ok(
+        leaks.some((l) => l.encoding === encoding && l.channel === channel),
+        `${encoding} in ${channel}: ${JSON.stringify(leaks.map((l) => [l.encoding, l.channel]))}`,
+      );
+    }
+  });
+
+  it('finds hex data cut across DNS labels and across queries', () => {
+    const hex = Buffer.from(token.value).toString('hex');
+    const one = dns(`${hex.slice(0, 40)}.${hex.slice(40)}.x.exfil.example`);
+    assert.ok(
+      findBaitLeaks([one], [token]).some((l) => l.channel === 'DNS name' && l.encoding === 'hex'),
+    );
+    const chunks = hex.match(/.{1,30}/g) ?? [];
+    const many = chunks.map((c, i) => dns(`${c}.${i}.exfil.example`));
+    assert.ok(findBaitLeaks(many, [token]).some((l) => l.channel === 'DNS names (joined)'));
+  });
+
+  it('finds a secret in raw TCP and UDP bytes, and nothing in traffic without it', () => {
+    const tcp = {
+      seq: seq++,
+      t: 1,
+      kind: 'tcp',
+      ip: '203.0.113.5',
+      port: 1224,
+      bytesOut: 80,
+      firstBytesHex: Buffer.from(`TOKEN ${token.value}\n`).toString('hex'),
+    } as CaptureEvent;
+    const udp = {
+      seq: seq++,
+      t: 1,
+      kind: 'udp',
+      ip: '203.0.113.5',
+      port: 9999,
+      bytes: 60,
+      sampleHex: Buffer.from(Buffer.from(token.value).toString('base64')).toString('hex'),
+    } as CaptureEvent;
+    assert.equal(findBaitLeaks([tcp], [token])[0]?.channel, 'TCP data');
+    assert.equal(findBaitLeaks([udp], [token])[0]?.encoding, 'base64');
+    const clean = [
+      http({
+        bodySample: Buffer.from('{"hello":"world"}').toString('base64'),
+        path: '/api/v1/items',
+      }),
+      dns('registry.npmjs.org'),
+    ];
+    assert.deepEqual(findBaitLeaks(clean, [token]), []);
+  });
+
+  it('every encoded form of a fresh identity bait is long enough to be unambiguous', () => {
+    const id = makeIdentity('laptop');
+    assert.equal(new Set(id.bait.map((b) => b.value)).size, id.bait.length);
+    for (const b of id.bait) {
+      assert.ok(b.value.length >= 20, b.id);
+      for (const f of encodedForms(b.value))
+        assert.ok(f.form.length >= 16, `${b.id} ${f.encoding}`);
+      // Not textbook example values.
+      assert.doesNotMatch(b.value, /EXAMPLE|xxxx|1234567890/i);
+    }
+    const ci = makeIdentity('ci');
+    assert.equal(ci.user, 'runner');
+    assert.equal(ci.env.CI, 'true');
+    assert.match(ci.env.GITHUB_TOKEN ?? '', /^ghs_/);
+    assert.notEqual(makeIdentity('laptop').env.NPM_TOKEN, id.env.NPM_TOKEN, 'unique per run');
+  });
+});
