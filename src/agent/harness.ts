@@ -14,9 +14,8 @@
  * Runs on the sandbox's Node with built-ins only. It prints one result line, prefixed with the
  * marker the step passes in, on stdout.
  */
-import { createRequire, syncBuiltinESMExports } from 'node:module';
-import timers from 'node:timers';
-import timersPromises from 'node:timers/promises';
+import { createRequire } from 'node:module';
+import { accelerateTimers } from './clock.js';
 
 export const HARNESS_INPUT_VAR = 'AGENT_INPUT';
 
@@ -52,37 +51,6 @@ const NOT_LOADABLE = new Set([
 
 const realSetTimeout = globalThis.setTimeout;
 const realClearTimeout = globalThis.clearTimeout;
-
-/**
- * Delays are compressed: 10 ms stays 10 ms, 30 s becomes 310 ms, anything beyond ~3 min is 2 s.
- * Delayed payloads (a random 15–45 s wait before acting) then fire while we watch.
- */
-export function compressDelay(ms: unknown): number {
-  const n = typeof ms === 'number' && Number.isFinite(ms) ? Math.max(0, ms) : 0;
-  return n <= 10 ? n : Math.min(2000, 10 + (n - 10) / 100);
-}
-
-function accelerateTimers(): void {
-  type TimerFn = (fn: unknown, ms?: unknown, ...args: unknown[]) => unknown;
-  const wrap = (orig: TimerFn): TimerFn =>
-    function (this: unknown, fn: unknown, ms?: unknown, ...args: unknown[]) {
-      return orig.call(this, fn, compressDelay(ms), ...args);
-    };
-  const g = globalThis as unknown as Record<string, TimerFn>;
-  const t = timers as unknown as Record<string, TimerFn>;
-  for (const key of ['setTimeout', 'setInterval'] as const) {
-    const fast = wrap(g[key] as TimerFn);
-    g[key] = fast;
-    t[key] = fast;
-  }
-  const tp = timersPromises as unknown as Record<
-    string,
-    (ms?: unknown, ...a: unknown[]) => unknown
-  >;
-  const origSleep = tp.setTimeout as (ms?: unknown, ...a: unknown[]) => unknown;
-  tp.setTimeout = (ms?: unknown, ...a: unknown[]) => origSleep(compressDelay(ms), ...a);
-  syncBuiltinESMExports();
-}
 
 /** Strings, numbers, objects, a callback: what a caller of an unknown API would pass. */
 const ARGUMENT_SHAPES: (() => unknown[])[] = [

@@ -2,6 +2,7 @@
  * Reading the sandbox's processes from /proc, for the observer and the step driver (both run as
  * the sandbox user, so they can read the package's processes). Node built-ins only.
  */
+import { CLOCK_PRELOAD, REAL_NODE } from './clock.js';
 import { readdirSync, readFileSync } from 'node:fs';
 
 /** USER_HZ: the unit of /proc/<pid>/stat start times on Linux. */
@@ -57,9 +58,10 @@ export function stat(pid: number): ProcStat | undefined {
 
 /** Command line, arguments joined by spaces, at most 300 characters. */
 export function cmdline(pid: number): string {
-  return (read(`/proc/${pid}/cmdline`) ?? '')
-    .split('\0')
-    .filter(Boolean)
-    .join(' ')
-    .slice(0, CMD_MAX);
+  const argv = (read(`/proc/${pid}/cmdline`) ?? '').split('\0').filter(Boolean);
+  // The runner image's `node` starts the real binary with the clock preload: show it as the
+  // command the script ran.
+  if (argv[0] === REAL_NODE && argv[1] === '--import' && argv[2] === CLOCK_PRELOAD)
+    argv.splice(0, 3, 'node');
+  return argv.join(' ').slice(0, CMD_MAX);
 }
