@@ -48,7 +48,9 @@ function headline(report: CheckReport): string {
         .map((f) => `${f.id} (${f.severity})`),
     ),
   ];
+  const leaks = findings.filter((f) => f.id === 'bait-leak').length;
   const parts = [
+    ...(leaks ? [`BAIT SECRETS SENT OUT: ${leaks}`] : []),
     `${report.events.length} egress attempt(s) to ${destinations} destination(s)`,
     notAllowed ? `policy: ${notAllowed} not allowed` : 'policy: all allowed',
     ...(indicators.length ? [`indicators: ${indicators.join(', ')}`] : []),
