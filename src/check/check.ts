@@ -62,7 +62,7 @@ const STEP_ENV = {
 /** Harmless ways to run a command a package installs. */
 const BIN_ARGUMENTS: string[][] = [['--help'], ['--version'], []];
 
-interface Step {
+export interface Step {
   label: string;
   cmd: string;
   args: string[];
@@ -73,7 +73,7 @@ interface Step {
 }
 
 /** The harness reads its input from the environment (and removes it), so command lines stay stable. */
-const HARNESS_SOURCE = `import { run } from '${AGENT_DIR}/harness.js';\nawait run((n) => import(n));`;
+export const HARNESS_SOURCE = `import { run } from '${AGENT_DIR}/harness.js';\nawait run((n) => import(n));`;
 
 export async function check(
   engine: SandboxEngine,
@@ -110,36 +110,11 @@ export async function check(
   const windows: PhaseWindow[] = [];
   const marker = `@@${randomBytes(8).toString('hex')}@@`;
 
-  const runStep = async (step: Step): Promise<StepOutput> => {
-    opts.signal?.throwIfAborted();
-    const input: StepInput = {
-      cmd: step.cmd,
-      args: step.args,
-      timeoutMs: step.timeoutMs,
-      maxOutputBytes: STEP_OUTPUT_MAX,
+  const runStep = (step: Step): Promise<StepOutput> =>
+    runSandboxStep(topo, step, {
       settleMs: o.settleMs,
-      keepPids: topo.observerPid !== undefined ? [topo.observerPid] : [],
-      sandboxReadyMs: topo.readyMs,
-      ...(step.env ? { env: step.env } : {}),
-    };
-    const r = await topo.sandbox.exec(['node', `${AGENT_DIR}/step.js`, JSON.stringify(input)], {
-      env: { ...STEP_ENV, HOME: identity.home },
-      workingDir: SANDBOX_WORKDIR,
-      // The driver kills the step at its timeout; this only guards against the driver hanging.
-      timeoutMs: step.timeoutMs + o.settleMs + 15_000,
-      maxOutputBytes: 4 * STEP_OUTPUT_MAX,
+      ...(opts.signal ? { signal: opts.signal } : {}),
     });
-    const line = r.stdout.trim().split('\n').pop() ?? '';
-    try {
-      return JSON.parse(line) as StepOutput;
-    } catch {
-      throw new PhonehomeError(
-        'EINTERNAL',
-        `The step driver gave no result for ${step.label} (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,
-        { detail: r.stderr.slice(0, 2000) },
-      );
-    }
-  };
 
   const harness = (input: Omit<HarnessInput, 'marker'>, timeoutMs: number): Step => ({
     label: `${input.mode} of ${input.name}`,
@@ -319,7 +294,7 @@ function declaredTexts(d: Declaration): Partial<Record<Phase, string[]>> {
   );
 }
 
-function parseHarness(stdout: string, marker: string): HarnessResult | undefined {
+export function parseHarness(stdout: string, marker: string): HarnessResult | undefined {
   const line = stdout
     .split('\n')
     .reverse()
@@ -351,4 +326,40 @@ function noteFor(r: StepOutput, s: Step): string {
   const line = telling.replace(/^npm (error|ERR!)\s*/, '');
   const shown = line.length > 300 ? `${line.slice(0, line.lastIndexOf(' ', 300))} …` : line;
   return `${s.label}: exit ${r.code ?? r.signal}${shown ? `: ${shown}` : ''}`;
+}
+
+/** Run one step in the sandbox through the step driver, as the sandbox user, in the project. */
+export async function runSandboxStep(
+  topo: CaptureTopology,
+  step: Step,
+  o: { settleMs: number; signal?: AbortSignal },
+): Promise<StepOutput> {
+  o.signal?.throwIfAborted();
+  const input: StepInput = {
+    cmd: step.cmd,
+    args: step.args,
+    timeoutMs: step.timeoutMs,
+    maxOutputBytes: STEP_OUTPUT_MAX,
+    settleMs: o.settleMs,
+    keepPids: topo.observerPid !== undefined ? [topo.observerPid] : [],
+    sandboxReadyMs: topo.readyMs,
+    ...(step.env ? { env: step.env } : {}),
+  };
+  const r = await topo.sandbox.exec(['node', `${AGENT_DIR}/step.js`, JSON.stringify(input)], {
+    env: { ...STEP_ENV, HOME: topo.identity.home },
+    workingDir: SANDBOX_WORKDIR,
+    // The driver kills the step at its timeout; this only guards against the driver hanging.
+    timeoutMs: step.timeoutMs + o.settleMs + 15_000,
+    maxOutputBytes: 4 * STEP_OUTPUT_MAX,
+  });
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(line) as StepOutput;
+  } catch {
+    throw new PhonehomeError(
+      'EINTERNAL',
+      `The step driver gave no result for ${step.label} (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,
+      { detail: r.stderr.slice(0, 2000) },
+    );
+  }
 }

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { phonehomeVersion } from '../paths.js';
 import { ExitCode, formatError, isPhonehomeError, PhonehomeError } from '../core/errors.js';
+import { auditCommand } from './commands/audit.js';
 import { checkCommand } from './commands/check.js';
 import { diffCommand } from './commands/diff.js';
 import { doctorCommand } from './commands/doctor.js';
@@ -19,6 +20,7 @@ const program = new Command('phonehome')
   .showSuggestionAfterError();
 
 program.addCommand(checkCommand());
+program.addCommand(auditCommand());
 program.addCommand(diffCommand());
 program.addCommand(historyCommand());
 program.addCommand(doctorCommand());

@@ -82,6 +82,11 @@ export const errorCatalogue = {
     fix: 'Re-download or re-pack the package; a registry tarball that fails its integrity check may have been tampered with.',
     exit: ExitCode.usage,
   },
+  ELOCKFILE: {
+    summary: 'The lockfile cannot be audited as it is.',
+    fix: 'Point at a package-lock.json (lockfileVersion 2 or 3), an npm-shrinkwrap.json, or a project folder with one; regenerate a damaged or old lockfile with `npm install --package-lock-only`.',
+    exit: ExitCode.usage,
+  },
   EREGISTRY_AUTH: {
     summary: 'The registry refused the request: missing or wrong credentials.',
     fix: 'Log in (`npm login --registry <url>`) or set `//<registry host>/:_authToken` in your .npmrc; phonehome reads the same npm configuration as npm.',

@@ -40,6 +40,7 @@ export interface TreePackageInfo {
   name: string;
   version: string;
   location: string;
+  integrity: string | null;
   /** The install events npm will run for it (with the implicit node-gyp `install`). */
   installScripts: string[];
   /** The command of each install script, and a digest of the file it runs when it is `node <file>`. */
@@ -87,7 +88,7 @@ async function addSpec(spec: string, work: string, opts: StageOptions): Promise<
   return `file:${path}`;
 }
 
-function pacoteOpts(opts: StageOptions): Record<string, unknown> {
+export function pacoteOpts(opts: StageOptions): Record<string, unknown> {
   return {
     ...fetchOptions(opts.npmConfig ?? {}),
     ...(opts.cacheDir ? { cache: opts.cacheDir } : {}),
@@ -127,43 +128,7 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
     }
     const direct = [...root.edgesOut.values()][0]?.to;
     if (!direct) throw new PhonehomeError('ESPEC', `Resolving ${spec} produced no package.`);
-    const nodes = [...root.inventory.values()].filter((n) => !n.isRoot);
-    const packages = (
-      await mapLimit(nodes, 16, async (n): Promise<TreePackageInfo> => {
-        const folder = join(dir, n.location);
-        const scripts = installScripts(n, folder);
-        const commands = Object.fromEntries(
-          scripts.map((ev) => [ev, n.package.scripts?.[ev] ?? 'node-gyp rebuild']),
-        );
-        return {
-          name: n.packageName,
-          version: n.version,
-          location: n.location,
-          installScripts: scripts,
-          scripts: Object.fromEntries(
-            await Promise.all(
-              Object.entries(commands).map(async ([ev, command]) => {
-                const digest = await scriptDigest(folder, command);
-                return [ev, { command, ...(digest ? { digest } : {}) }] as const;
-              }),
-            ),
-          ),
-          capabilities: await scanCapabilities(folder, commands),
-          ...(n.package.egress !== undefined ? { egress: n.package.egress } : {}),
-          dependencies: [...n.edgesOut.values()]
-            .map((e) => e.to)
-            .filter((t): t is ArboristNode => !!t && !t.isRoot)
-            .map((t) => `${t.packageName}@${t.version}`)
-            .sort(),
-        };
-      })
-    )
-      // Deeper locations first: a dependency's scripts run before its dependents'.
-      .sort(
-        (a, b) =>
-          b.location.split('node_modules').length - a.location.split('node_modules').length ||
-          a.location.localeCompare(b.location),
-      );
+    const packages = await describeTree(root, dir);
     return {
       name: direct.packageName,
       version: direct.version,
@@ -198,6 +163,49 @@ async function scriptDigest(folder: string, command: string): Promise<string | u
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Every package of a reified tree, read on the host: install scripts (with the implicit node-gyp
+ * one), script digests, capabilities, declaration, direct dependencies. Dependencies first.
+ */
+export async function describeTree(root: ArboristNode, dir: string): Promise<TreePackageInfo[]> {
+  const nodes = [...root.inventory.values()].filter((n) => !n.isRoot && !n.isLink);
+  const packages = await mapLimit(nodes, 16, async (n): Promise<TreePackageInfo> => {
+    const folder = join(dir, n.location);
+    const scripts = installScripts(n, folder);
+    const commands = Object.fromEntries(
+      scripts.map((ev) => [ev, n.package.scripts?.[ev] ?? 'node-gyp rebuild']),
+    );
+    return {
+      name: n.packageName,
+      version: n.version,
+      location: n.location,
+      integrity: n.integrity,
+      installScripts: scripts,
+      scripts: Object.fromEntries(
+        await Promise.all(
+          Object.entries(commands).map(async ([ev, command]) => {
+            const digest = await scriptDigest(folder, command);
+            return [ev, { command, ...(digest ? { digest } : {}) }] as const;
+          }),
+        ),
+      ),
+      capabilities: await scanCapabilities(folder, commands),
+      ...(n.package.egress !== undefined ? { egress: n.package.egress } : {}),
+      dependencies: [...n.edgesOut.values()]
+        .map((e) => e.to)
+        .filter((t): t is ArboristNode => !!t && !t.isRoot)
+        .map((t) => `${t.packageName}@${t.version}`)
+        .sort(),
+    };
+  });
+  // Deeper locations first: a dependency's scripts run before its dependents'.
+  return packages.sort(
+    (a, b) =>
+      b.location.split('node_modules').length - a.location.split('node_modules').length ||
+      a.location.localeCompare(b.location),
+  );
 }
 
 /** Map with at most `limit` calls in flight (file scans of a large tree would exhaust descriptors). */

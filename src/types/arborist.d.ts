@@ -10,6 +10,9 @@ declare module '@npmcli/arborist' {
     resolved: string | null;
     isLink: boolean;
     isRoot: boolean;
+    dev: boolean;
+    optional: boolean;
+    peer: boolean;
     package: Record<string, unknown> & { scripts?: Record<string, string> };
     children: Map<string, ArboristNode>;
     inventory: Map<string, ArboristNode>;

@@ -3,10 +3,12 @@
  * npm CLI, then checked by registry spec with --registry, the way users check packages.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { AuditReport } from '../../src/audit/audit.js';
 import type { CheckReport } from '../../src/core/report.js';
 import { cli, fixture, leftovers } from '../support/cli.js';
 import { images } from '../support/sandbox.js';
@@ -39,6 +41,8 @@ describe('registry specs through a real registry (verdaccio)', () => {
       'scoped-beacon',
       'upgrade-beacon-1.0.0',
       'upgrade-beacon-1.0.1',
+      'honest-no-scripts',
+      'honest-postinstall-prints',
     ])
       await registry.publish(fixture(f));
   });
@@ -81,5 +85,125 @@ describe('registry specs through a real registry (verdaccio)', () => {
     assert.equal(report.subject.version, '1.0.1');
     assert.equal(report.comparison?.before.version, '1.0.0');
     assert.ok(report.findings.some((f) => f.id === 'new-destination' && f.phase === 'install'));
+  });
+
+  /** A project that depends on the published fixtures, locked by npm against the registry. */
+  const project = async (name: string): Promise<string> => {
+    const dir = mkdtempSync(join(work, `${name}-`));
+    writeFileSync(
+      join(dir, 'package.json'),
+      JSON.stringify({
+        name: 'shop-frontend',
+        version: '2.3.0',
+        private: true,
+        dependencies: {
+          'app-toolkit': '^1.0.0',
+          'honest-no-scripts': '^1.0.0',
+          'honest-postinstall-prints': '^1.0.0',
+        },
+        devDependencies: { 'upgrade-beacon': '1.0.0' },
+      }),
+    );
+    await new Promise<void>((resolve, reject) => {
+      const c = spawn(
+        'npm',
+        ['install', '--package-lock-only', '--ignore-scripts', '--registry', registry.url],
+        { cwd: dir, env: { ...env, NPM_CONFIG_USERCONFIG: registry.npmrc }, stdio: 'ignore' },
+      );
+      c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`npm exit ${code}`))));
+    });
+    return dir;
+  };
+  const audit = (args: string[]) =>
+    cli(['audit', '--registry', registry.url, '--store', join(work, 'audit.sqlite'), ...args], env);
+
+  it('audit: every locked package; the transitive one that phones home is named with its path; a second audit is served from the store', async () => {
+    const dir = await project('audit');
+    const r = await audit([dir, '--json']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(await leftovers(r.pid), 0);
+    const report = JSON.parse(r.stdout) as AuditReport;
+    assert.equal(report.kind, 'audit');
+    assert.equal(report.summary.packages, 6);
+    assert.equal(report.summary.fromStore, 0);
+    assert.equal(report.summary.withInstallScripts, 2);
+    const bad = report.packages.find((p) => p.id === 'telemetry-dep@1.0.0');
+    assert.equal(bad?.verdict, 'fail');
+    assert.deepEqual(bad?.path, [
+      'shop-frontend',
+      'app-toolkit',
+      'uses-telemetry-dep',
+      'telemetry-dep',
+    ]);
+    assert.ok(
+      bad?.report.findings.some((f) => f.id === 'egress-not-allowed' && f.phase === 'install'),
+    );
+    const honest = report.packages.find((p) => p.id === 'honest-postinstall-prints@1.0.0');
+    assert.equal(honest?.verdict, 'pass');
+    assert.deepEqual(honest?.installScripts, ['postinstall']);
+    assert.ok(
+      report.packages
+        .filter((p) => p.id !== 'telemetry-dep@1.0.0')
+        .every((p) => p.verdict === 'pass'),
+    );
+
+    const again = await audit([dir]);
+    assert.equal(again.code, 1);
+    assert.match(again.stdout, /6 package\(s\) checked, 6 from the result store/);
+    assert.match(
+      again.stdout,
+      /via shop-frontend > app-toolkit > uses-telemetry-dep > telemetry-dep/,
+    );
+    assert.doesNotMatch(again.stderr, /fetching the locked tree/, 'nothing fetched or run');
+
+    const prod = await audit([dir, '--omit', 'dev', '--json']);
+    const omitted = JSON.parse(prod.stdout) as AuditReport;
+    assert.equal(omitted.summary.packages, 5);
+    assert.ok(!omitted.packages.some((p) => p.id.startsWith('upgrade-beacon@')));
+  });
+
+  it('audit: broken, foreign and tampered lockfiles are clear errors, and nothing is left behind', async () => {
+    const dir = await project('bad');
+    const lockPath = join(dir, 'package-lock.json');
+    const good = readFileSync(lockPath, 'utf8');
+    const expectError = async (args: string[], code: number, pattern: RegExp) => {
+      const r = await audit(args);
+      assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, pattern);
+      assert.match(r.stderr, /fix: /);
+      assert.equal(r.stdout, '');
+      assert.equal(await leftovers(r.pid), 0);
+    };
+    writeFileSync(lockPath, good.slice(0, Math.floor(good.length / 2)));
+    await expectError([dir], 2, /ELOCKFILE.*not valid JSON/);
+    writeFileSync(lockPath, JSON.stringify({ name: 'x', lockfileVersion: 1, dependencies: {} }));
+    await expectError([dir], 2, /lockfileVersion 1/);
+    const yarnDir = mkdtempSync(join(work, 'yarn-'));
+    writeFileSync(join(yarnDir, 'yarn.lock'), '# yarn lockfile v1\n');
+    await expectError([yarnDir], 2, /Yarn lockfiles are not supported yet/);
+
+    const lock = JSON.parse(good) as {
+      packages: Record<string, { resolved?: string; integrity?: string }>;
+    };
+    const entry = lock.packages['node_modules/honest-no-scripts'];
+    assert.ok(entry?.resolved && entry.integrity);
+    // A tarball the registry does not have.
+    const missing = structuredClone(lock);
+    const m = missing.packages['node_modules/honest-no-scripts'] as {
+      resolved: string;
+      integrity: string;
+    };
+    m.resolved = m.resolved.replace('honest-no-scripts-1.0.0.tgz', 'honest-no-scripts-9.9.9.tgz');
+    // With its own integrity the content would come from npm's cache, which is the locked
+    // content; a tarball nobody has is one whose integrity nothing matches.
+    m.integrity = `sha512-${Buffer.alloc(64, 7).toString('base64')}`;
+    writeFileSync(lockPath, JSON.stringify(missing));
+    await expectError([dir, '--no-cache'], 2, /ESPEC_NOT_FOUND|404/);
+    // A tarball that does not match its locked integrity.
+    const tampered = structuredClone(lock);
+    (tampered.packages['node_modules/honest-no-scripts'] as { integrity: string }).integrity =
+      `sha512-${Buffer.alloc(64, 9).toString('base64')}`;
+    writeFileSync(lockPath, JSON.stringify(tampered));
+    await expectError([dir, '--no-cache'], 2, /ESPEC_CORRUPT|integrity/i);
   });
 });

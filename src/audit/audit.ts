@@ -1,0 +1,445 @@
+/**
+ * `audit`: every package of a lockfile, at its locked version and integrity, with the least work
+ * that is still faithful:
+ * - the tree is staged once, as locked (arborist, scripts ignored);
+ * - packages already in the result store (same integrity, same sandbox) are not run again;
+ * - the rest are split into shards, each run in a fresh sandbox behind a fresh gateway, a bounded
+ *   number at once; in a shard, only packages with install scripts (or binding.gyp) are rebuilt,
+ *   by name, so npm's lifecycle environment charges each attempt to its package; every package is
+ *   then loaded in a process of its own (its id on the command line, so the observer's answer
+ *   charges the attempt to it), one after another;
+ * - each package's result is stored as soon as its shard ends, so an interrupted audit resumes.
+ * The exercise phase is not run in an audit (see docs/audit.md).
+ */
+import { randomBytes } from 'node:crypto';
+import { cpus, freemem } from 'node:os';
+import {
+  buildReport,
+  type CheckReport,
+  type PackageSummary,
+  type PhaseResult,
+  type PhaseWindow,
+} from '../core/report.js';
+import { findBaitLeaks } from '../core/bait.js';
+import type { CaptureEvent } from '../core/terms.js';
+import { buildImages } from '../images/build.js';
+import { phonehomeVersion } from '../paths.js';
+import { evaluate } from '../policy/evaluate.js';
+import type { LoadedPolicy } from '../policy/load.js';
+import { parseDeclaration } from '../policy/parse.js';
+import {
+  loadLockTree,
+  type LockedPackage,
+  type OmitKind,
+  type StagedTree,
+} from '../resolve/lockfile.js';
+import type { TreePackageInfo } from '../resolve/stage.js';
+import type { NpmConfig } from '../resolve/npmrc.js';
+import { filesTar, makeIdentity, type IdentityProfile } from '../sandbox/identity.js';
+import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
+import { CaptureTopology, SANDBOX_RESOLVERS, SANDBOX_WORKDIR } from '../sandbox/topology.js';
+import type { ResultStore } from '../store/store.js';
+import { HARNESS_INPUT_VAR } from '../agent/harness.js';
+import type { StepOutput } from '../agent/step.js';
+import { HARNESS_SOURCE, parseHarness, runSandboxStep, type Step } from '../check/check.js';
+import { CHECK_DEFAULTS } from '../check/defaults.js';
+import { sandboxVersion } from '../check/stored.js';
+
+export interface AuditOptions {
+  npmConfig?: NpmConfig;
+  policy: LoadedPolicy;
+  store?: ResultStore;
+  noCache?: boolean;
+  omit?: OmitKind[];
+  /** Sandboxes at once. */
+  concurrency?: number;
+  /** Packages per sandbox. */
+  shardSize?: number;
+  as?: IdentityProfile;
+  installTimeoutMs?: number;
+  importTimeoutMs?: number;
+  settleMs?: number;
+  log?: (line: string) => void;
+  onProgress?: (p: AuditProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface AuditProgress {
+  total: number;
+  done: number;
+  fromStore: number;
+  running: number;
+}
+
+export interface AuditPackage {
+  id: string;
+  /** From the project down to the package. */
+  path: string[];
+  dev: boolean;
+  optional: boolean;
+  fromStore: boolean;
+  installScripts: string[];
+  verdict: CheckReport['verdict'];
+  report: CheckReport;
+}
+
+export const AUDIT_SCHEMA_VERSION = 1;
+
+export interface AuditReport {
+  schemaVersion: number;
+  kind: 'audit';
+  lockfile: string;
+  project: { name: string; version: string };
+  summary: {
+    packages: number;
+    fromStore: number;
+    withInstallScripts: number;
+    withEgress: number;
+    findings: Record<string, number>;
+    /** Attempts seen in a shard that no process could be tied to (see docs/audit.md). */
+    unattributed: number;
+    /** Bait secrets in such attempts: a theft by some package of the shard. */
+    unattributedLeaks: string[];
+  };
+  packages: AuditPackage[];
+  verdict: CheckReport['verdict'];
+  policy: { sources: string[]; hash: string };
+}
+
+/** Sandboxes at once: one per core, as memory allows (about 1.5 GB each), at most four. */
+export function defaultConcurrency(): number {
+  const byMemory = Math.floor(freemem() / (1.5 * 1024 ** 3));
+  return Math.max(1, Math.min(4, cpus().length, byMemory));
+}
+
+/**
+ * Loads run one after another in a sandbox: each step's driver treats every process that started
+ * after the sandbox came up and outlives the step as a leftover to watch and kill, so two steps at
+ * once would kill each other. Parallelism comes from sandboxes (--concurrency).
+ */
+const IMPORTS_AT_ONCE = 1;
+const idOf = (p: { name: string; version: string }) => `${p.name}@${p.version}`;
+
+export async function audit(
+  engine: SandboxEngine,
+  images: ImageStore,
+  path: string,
+  opts: AuditOptions,
+): Promise<AuditReport> {
+  const log = opts.log ?? (() => undefined);
+  const o = { ...CHECK_DEFAULTS, ...opts };
+  await using tree = await loadLockTree(path, {
+    ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
+    ...(opts.omit ? { omit: opts.omit } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
+  const sandbox = `${sandboxVersion({ ...o, ...(opts.as ? { as: opts.as } : {}) })} audit`;
+  const judge = { ...opts.policy, resolvers: SANDBOX_RESOLVERS };
+  const results = new Map<string, AuditPackage>();
+  const entry = (
+    p: Omit<LockedPackage, keyof TreePackageInfo> & {
+      name: string;
+      version: string;
+      installScripts?: string[];
+    },
+    report: CheckReport,
+    fromStore: boolean,
+  ): AuditPackage => ({
+    id: idOf(p),
+    path: p.path,
+    dev: p.dev,
+    optional: p.optional,
+    fromStore,
+    installScripts:
+      p.installScripts ?? report.packages?.find((x) => x.id === idOf(p))?.installScripts ?? [],
+    verdict: report.verdict,
+    report,
+  });
+  const missing = new Set<string>();
+  for (const p of tree.entries) {
+    const hit =
+      !opts.noCache && p.integrity
+        ? opts.store?.find({ name: p.name, version: p.version, integrity: p.integrity, sandbox })
+        : undefined;
+    if (hit) results.set(idOf(p), entry(p, evaluate(hit.report, judge), true));
+    else missing.add(p.location);
+  }
+  const total = tree.entries.length;
+  const fromStore = results.size;
+  let running = 0;
+  const progress = () => opts.onProgress?.({ total, done: results.size, fromStore, running });
+  log(`[audit] ${total} package(s): ${fromStore} from the result store, ${missing.size} to run`);
+  progress();
+
+  let unattributed = 0;
+  const unattributedLeaks: string[] = [];
+  if (missing.size) {
+    log(`[audit] fetching the locked tree of ${tree.lockfile}`);
+    const staged = await tree.stage();
+    const todo = staged.packages.filter((p) => missing.has(p.location));
+    const { refs } = await buildImages(images, { log });
+    const size = opts.shardSize ?? 40;
+    // Packages with install scripts spread over shards, so no sandbox gets all the slow ones.
+    const ordered = [
+      ...todo.filter((p) => p.installScripts.length),
+      ...todo.filter((p) => !p.installScripts.length),
+    ];
+    const shards: LockedPackage[][] = [];
+    const count = Math.ceil(ordered.length / size);
+    ordered.forEach((p, i) => (shards[i % count] ??= []).push(p));
+    let next = 0;
+    const worker = async () => {
+      while (next < shards.length) {
+        const shard = shards[next++] as LockedPackage[];
+        running += shard.length;
+        progress();
+        const out = await runShard(engine, refs, staged, shard, { ...o, ...opts });
+        running -= shard.length;
+        unattributed += out.unattributed;
+        unattributedLeaks.push(...out.unattributedLeaks);
+        for (const p of shard) {
+          const report = out.reports.get(idOf(p));
+          if (!report) continue;
+          opts.store?.save(report, {
+            sandbox,
+            phonehomeVersion: phonehomeVersion(),
+            durationMs: out.ms / shard.length,
+          });
+          results.set(idOf(p), entry(p, report, false));
+        }
+        progress();
+      }
+    };
+    const k = Math.max(1, Math.min(opts.concurrency ?? defaultConcurrency(), shards.length));
+    await Promise.all(Array.from({ length: k }, worker));
+  }
+
+  const packages = tree.entries
+    .map((p) => results.get(idOf(p)))
+    .filter((p): p is AuditPackage => !!p);
+  const findings: Record<string, number> = {};
+  for (const p of packages)
+    for (const f of p.report.findings) findings[f.severity] = (findings[f.severity] ?? 0) + 1;
+  const worst = packages.some((p) => p.verdict === 'fail')
+    ? 'fail'
+    : packages.some((p) => p.verdict === 'warn')
+      ? 'warn'
+      : 'pass';
+  return {
+    schemaVersion: AUDIT_SCHEMA_VERSION,
+    kind: 'audit',
+    lockfile: tree.lockfile,
+    project: tree.project,
+    summary: {
+      packages: packages.length,
+      fromStore,
+      withInstallScripts: packages.filter((p) => p.installScripts.length).length,
+      withEgress: packages.filter((p) => p.report.events.length > 0).length,
+      findings,
+      unattributed,
+      unattributedLeaks,
+    },
+    packages,
+    verdict: unattributedLeaks.length
+      ? 'fail'
+      : unattributed > 0 && worst === 'pass'
+        ? 'warn'
+        : worst,
+    policy: { sources: opts.policy.policy.sources, hash: opts.policy.policy.hash },
+  };
+}
+
+interface ShardResult {
+  reports: Map<string, CheckReport>;
+  unattributed: number;
+  /** Bait secrets seen in attempts no process could be tied to. */
+  unattributedLeaks: string[];
+  ms: number;
+}
+
+/** One sandbox: rebuild the shard's packages that have install scripts, then load each one. */
+async function runShard(
+  engine: SandboxEngine,
+  refs: { runner: string; gateway: string },
+  staged: StagedTree,
+  shard: LockedPackage[],
+  o: AuditOptions & typeof CHECK_DEFAULTS,
+): Promise<ShardResult> {
+  const started = performance.now();
+  const identity = makeIdentity(o.as ?? 'laptop');
+  await using run = engine.newRun();
+  const topo = await CaptureTopology.start(run, {
+    identity,
+    runnerImage: refs.runner,
+    gatewayImage: refs.gateway,
+  });
+  await topo.unpack(staged.tar());
+  await topo.unpack(filesTar(identity.projectFiles));
+  const step = (s: Step) =>
+    runSandboxStep(topo, s, { settleMs: o.settleMs, ...(o.signal ? { signal: o.signal } : {}) });
+  const windows: PhaseWindow[] = [];
+  const scripted = shard.filter((p) => p.installScripts.length);
+  let install: PhaseResult = {
+    name: 'install',
+    status: 'skipped',
+    durationMs: 0,
+    note: 'no install scripts',
+  };
+  if (scripted.length) {
+    const names = [...new Set(scripted.map((p) => p.name))];
+    const r = await step({
+      label: 'npm rebuild',
+      cmd: 'npm',
+      args: ['rebuild', ...names, '--dangerously-allow-all-scripts', '--foreground-scripts'],
+      timeoutMs: o.installTimeoutMs,
+    });
+    windows.push({ name: 'install', startMs: r.start, endMs: r.settledAt });
+    install = {
+      name: 'install',
+      status: r.timedOut ? 'timeout' : r.code === 0 ? 'completed' : 'failed',
+      durationMs: Math.round(r.settledAt - r.start),
+      exitCode: r.timedOut ? null : r.code,
+      ...(r.code !== 0 && !r.timedOut
+        ? { note: `npm rebuild of the shard's packages: exit ${r.code}` }
+        : {}),
+    };
+  }
+
+  // Load each package in a process of its own; require() first, import() when the package cannot
+  // be required.
+  const marker = `@@${randomBytes(8).toString('hex')}@@`;
+  const imports = new Map<string, { out: StepOutput; mode: string }>();
+  const target = (p: LockedPackage) =>
+    p.location === `node_modules/${p.name}` ? p.name : `${SANDBOX_WORKDIR}/${p.location}`;
+  const load = (p: LockedPackage, mode: 'require' | 'import') =>
+    step({
+      label: `${mode} of ${idOf(p)}`,
+      cmd: 'node',
+      // The package id on the command line: the observer's answer then names the package.
+      args: ['--input-type=module', '-e', HARNESS_SOURCE, mode, idOf(p)],
+      env: { [HARNESS_INPUT_VAR]: JSON.stringify({ mode, name: target(p), marker }) },
+      timeoutMs: o.importTimeoutMs,
+    });
+  let next = 0;
+  const loader = async () => {
+    while (next < shard.length) {
+      const p = shard[next++] as LockedPackage;
+      let out = await load(p, 'require');
+      let mode: 'require' | 'import' = 'require';
+      const err = parseHarness(out.stdout, marker)?.loadError;
+      if (err && /REQUIRE_ESM|REQUIRE_ASYNC|PATH_NOT_EXPORTED/.test(err) && target(p) === p.name) {
+        out = await load(p, 'import');
+        mode = 'import';
+      }
+      imports.set(idOf(p), { out, mode });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(IMPORTS_AT_ONCE, shard.length) }, loader));
+  const outs = [...imports.values()].map((x) => x.out);
+  if (outs.length)
+    windows.push({
+      name: 'import',
+      startMs: Math.min(...outs.map((x) => x.start)),
+      endMs: Math.max(...outs.map((x) => x.settledAt)),
+    });
+
+  const log = await topo.events();
+  // Each attempt to the package whose install script or loader process made it.
+  const harnessId = /--input-type=module -e .* (?:require|import) (\S+)$/s;
+  const byPackage = new Map<string, CaptureEvent[]>();
+  let unattributed = 0;
+  const orphans: CaptureEvent[] = [];
+  for (const e of log.events) {
+    if (e.kind === 'observer') continue;
+    const proc = 'proc' in e ? e.proc : undefined;
+    const id = proc?.package ?? (proc?.cmd ? harnessId.exec(proc.cmd)?.[1] : undefined);
+    if (!id) {
+      unattributed++;
+      orphans.push(e);
+      continue;
+    }
+    byPackage.set(id, [...(byPackage.get(id) ?? []), e]);
+  }
+  const summaries = new Map(
+    staged.packages.map((p): [string, PackageSummary] => {
+      const declared = p.egress !== undefined ? parseDeclaration(p.egress) : undefined;
+      return [
+        idOf(p),
+        {
+          id: idOf(p),
+          installScripts: p.installScripts,
+          ...(Object.keys(p.scripts).length ? { scripts: p.scripts } : {}),
+          capabilities: p.capabilities,
+          ...(declared
+            ? {
+                declares: Object.fromEntries(
+                  Object.entries(declared.byPhase).map(([ph, l]) => [ph, l.map((d) => d.text)]),
+                ),
+              }
+            : {}),
+          ...(declared?.problems.length ? { declarationProblems: declared.problems } : {}),
+          dependencies: p.dependencies,
+        },
+      ];
+    }),
+  );
+  const closure = (id: string): PackageSummary[] => {
+    const seen = new Set([id]);
+    const todo = [id];
+    while (todo.length)
+      for (const d of summaries.get(todo.pop() as string)?.dependencies ?? [])
+        if (!seen.has(d)) {
+          seen.add(d);
+          todo.push(d);
+        }
+    return [...seen].map((x) => summaries.get(x)).filter((x): x is PackageSummary => !!x);
+  };
+  const reports = new Map<string, CheckReport>();
+  for (const p of shard) {
+    const id = idOf(p);
+    const loaded = imports.get(id);
+    const importPhase: PhaseResult = loaded
+      ? {
+          name: 'import',
+          status: loaded.out.timedOut ? 'timeout' : 'completed',
+          durationMs: Math.round(loaded.out.settledAt - loaded.out.start),
+          ...(parseHarness(loaded.out.stdout, marker)?.loadError
+            ? {
+                note: `${loaded.mode}() not possible (${parseHarness(loaded.out.stdout, marker)?.loadError})`,
+              }
+            : {}),
+        }
+      : { name: 'import', status: 'skipped', durationMs: 0, note: 'not run' };
+    const report = buildReport({
+      subject: {
+        name: p.name,
+        version: p.version,
+        integrity: p.integrity,
+        spec: `${id} (${staged.lockfile})`,
+      },
+      phases: [
+        p.installScripts.length
+          ? install
+          : { name: 'install', status: 'skipped', durationMs: 0, note: 'no install scripts' },
+        importPhase,
+        { name: 'exercise', status: 'skipped', durationMs: 0, note: 'not run in an audit' },
+      ],
+      windows,
+      events: byPackage.get(id) ?? [],
+      packages: [{ id, installScripts: p.installScripts }],
+      processNames: {
+        [`node --input-type=module -e ${HARNESS_SOURCE} require ${id}`]:
+          'node (phonehome harness: require)',
+        [`node --input-type=module -e ${HARNESS_SOURCE} import ${id}`]:
+          'node (phonehome harness: import)',
+      },
+      bait: identity.bait,
+    });
+    report.packages = closure(id);
+    reports.set(id, evaluate(report, { ...o.policy, resolvers: SANDBOX_RESOLVERS }));
+  }
+  const unattributedLeaks = findBaitLeaks(orphans, identity.bait).map(
+    (l) => `${l.bait.label} (${l.encoding}, ${l.channel})`,
+  );
+  return { reports, unattributed, unattributedLeaks, ms: performance.now() - started };
+}

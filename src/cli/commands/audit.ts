@@ -1,0 +1,179 @@
+import { Command, Option } from 'commander';
+import type { AuditProgress, AuditReport } from '../../audit/audit.js';
+import { ExitCode, PhonehomeError } from '../../core/errors.js';
+import { severityRank } from '../../core/report.js';
+import { loadPolicy } from '../../policy/load.js';
+import { loadNpmConfig } from '../../resolve/npmrc.js';
+import { cliContext } from '../context.js';
+import { renderAuditMarkdown, renderAuditText } from '../render-audit.js';
+import { openStore } from '../store-option.js';
+import { FAIL_ON, failOnRank, type FailOn } from './check.js';
+
+function fmt(s: number): string {
+  const m = Math.floor(s / 60);
+  return m ? `${m}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${Math.round(s)}s`;
+}
+
+/** A bar redrawn in place on a terminal; a plain line every 10 s otherwise. */
+function progressDisplay(): { update: (p: AuditProgress) => void; stop: () => void } {
+  const started = Date.now();
+  let last: AuditProgress | undefined;
+  let lastLine = 0;
+  const line = (p: AuditProgress) => {
+    const elapsed = (Date.now() - started) / 1000;
+    const ran = p.done - p.fromStore;
+    const left = p.total - p.done;
+    const eta = ran > 0 ? fmt((elapsed / ran) * left) : '?';
+    return `${p.done}/${p.total} done, ${p.fromStore} from the store, ${p.running} running, ${fmt(elapsed)} elapsed, ETA ${left ? eta : '0s'}`;
+  };
+  if (process.stderr.isTTY) {
+    const draw = () => {
+      if (!last) return;
+      const width = 24;
+      const filled = Math.round((last.done / Math.max(1, last.total)) * width);
+      process.stderr.write(
+        `\r\x1b[2K[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${line(last)}`,
+      );
+    };
+    const timer = setInterval(draw, 250);
+    timer.unref();
+    return {
+      update: (p) => {
+        last = p;
+        draw();
+      },
+      stop: () => {
+        clearInterval(timer);
+        process.stderr.write('\r\x1b[2K');
+      },
+    };
+  }
+  return {
+    update: (p) => {
+      last = p;
+      if (Date.now() - lastLine > 10_000 || p.done === p.total) {
+        lastLine = Date.now();
+        process.stderr.write(`[audit] ${line(p)}\n`);
+      }
+    },
+    stop: () => undefined,
+  };
+}
+
+export function auditCommand(): Command {
+  return new Command('audit')
+    .description(
+      'check every package of a lockfile at its locked version and integrity; results from the store are reused',
+    )
+    .argument('[path]', 'package-lock.json, npm-shrinkwrap.json, or a project folder', '.')
+    .option('--json', 'print the audit report as JSON')
+    .option('--markdown', 'print the audit report as Markdown')
+    .addOption(
+      new Option(
+        '--omit <kind...>',
+        'leave out dev, optional or peer dependencies, like npm',
+      ).choices(['dev', 'optional', 'peer']),
+    )
+    .option('--concurrency <n>', 'sandboxes at once (default: from CPU count and free memory)')
+    .option('--registry <url>', 'npm registry to fetch from (default: from your npm config)')
+    .option('--policy <file>', 'policy file (as for check)')
+    .option('--policy-override <file>', 'override merged on top of the policy')
+    .option(
+      '--store <file>',
+      'result store (default: results.sqlite in the phonehome cache folder)',
+    )
+    .option('--no-cache', 'run every package even when the store has its result')
+    .addOption(
+      new Option('--as <profile>', 'laptop or ci identity')
+        .choices(['laptop', 'ci'])
+        .default('laptop'),
+    )
+    .addOption(
+      new Option('--fail-on <level>', 'exit 1 when a finding is at or above this severity')
+        .choices(FAIL_ON)
+        .default('warn'),
+    )
+    .addHelpText(
+      'after',
+      `
+Only packages with install scripts (or binding.gyp) get an install phase; every package is
+loaded (require(), or import() when it cannot be required); the exercise phase is not run.
+Interrupted audits keep what finished in the store: run again to resume. Yarn and pnpm lockfiles
+are not supported yet (exit 2).
+
+Exit codes: 0 pass, 1 findings at or above --fail-on, 2 usage error or unusable lockfile,
+3 environment (Docker, images, registry, store), 130 interrupted.`,
+    )
+    .action(
+      async (
+        path: string,
+        o: {
+          json?: boolean;
+          markdown?: boolean;
+          omit?: ('dev' | 'optional' | 'peer')[];
+          concurrency?: string;
+          registry?: string;
+          policy?: string;
+          policyOverride?: string;
+          store?: string;
+          cache: boolean;
+          as: 'laptop' | 'ci';
+          failOn: FailOn;
+        },
+      ) => {
+        if (o.json && o.markdown)
+          throw new PhonehomeError('EUSAGE', 'Choose one of --json and --markdown.');
+        const concurrency = o.concurrency === undefined ? undefined : Number(o.concurrency);
+        if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1))
+          throw new PhonehomeError(
+            'EUSAGE',
+            `--concurrency wants a whole number, not "${o.concurrency}".`,
+          );
+        const policy = loadPolicy({
+          ...(o.policy ? { file: o.policy } : {}),
+          ...(o.policyOverride ? { override: o.policyOverride } : {}),
+        });
+        const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
+        const ctx = cliContext();
+        const store = openStore(o.store);
+        const display = progressDisplay();
+        let report: AuditReport;
+        try {
+          const { engine, images } = await ctx.sandbox();
+          const { audit } = await import('../../audit/audit.js');
+          report = await audit(engine, images, path, {
+            npmConfig,
+            policy,
+            store,
+            noCache: !o.cache,
+            ...(o.omit ? { omit: o.omit } : {}),
+            ...(concurrency ? { concurrency } : {}),
+            as: o.as,
+            log: (l) => {
+              if (process.stderr.isTTY) process.stderr.write('\r\x1b[2K');
+              ctx.log(l);
+            },
+            onProgress: display.update,
+            signal: ctx.signal,
+          });
+        } finally {
+          display.stop();
+          store.close();
+        }
+        process.stdout.write(
+          o.json
+            ? JSON.stringify(report, null, 2) + '\n'
+            : o.markdown
+              ? renderAuditMarkdown(report)
+              : renderAuditText(report),
+        );
+        const rank = failOnRank(o.failOn);
+        const hit =
+          report.summary.unattributedLeaks.length > 0 ||
+          report.packages.some((p) =>
+            p.report.findings.some((f) => severityRank(f.severity) >= rank),
+          );
+        process.exitCode = hit ? ExitCode.findings : ExitCode.pass;
+      },
+    );
+}

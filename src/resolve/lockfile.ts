@@ -1,0 +1,337 @@
+/**
+ * Staging a lockfile's tree, as locked: the lockfile (and the project's package.json, or one
+ * written from the lockfile's root entry) is copied to a staging folder and reified there by
+ * arborist with scripts ignored, which fetches every package at its locked version and checks
+ * its locked integrity. Nothing runs on the host.
+ */
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve as resolvePath } from 'node:path';
+import type { Readable } from 'node:stream';
+import Arborist, { type ArboristNode } from '@npmcli/arborist';
+import * as tar from 'tar';
+import { PhonehomeError } from '../core/errors.js';
+import { specError } from './errors.js';
+import type { NpmConfig } from './npmrc.js';
+import { describeTree, pacoteOpts, type TreePackageInfo } from './stage.js';
+
+export type OmitKind = 'dev' | 'optional' | 'peer';
+
+export interface LockedPackage extends TreePackageInfo {
+  /** Names from the project down to this package (`app > a > b`), the shortest way in. */
+  path: string[];
+  dev: boolean;
+  optional: boolean;
+}
+
+export interface StagedTree {
+  /** The lockfile read. */
+  lockfile: string;
+  project: { name: string; version: string };
+  dir: string;
+  packages: LockedPackage[];
+  tar(): Readable;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+const UNSUPPORTED: Record<string, string> = {
+  'yarn.lock': 'Yarn',
+  'pnpm-lock.yaml': 'pnpm',
+  'bun.lockb': 'Bun',
+  'bun.lock': 'Bun',
+};
+
+/** The npm lockfile a path means: the file itself, or the one in a project folder. */
+export function findLockfile(path: string): string {
+  const p = resolvePath(path);
+  if (!existsSync(p)) throw new PhonehomeError('ELOCKFILE', `Nothing at ${p}.`);
+  if (statSync(p).isDirectory()) {
+    for (const n of ['npm-shrinkwrap.json', 'package-lock.json'])
+      if (existsSync(join(p, n))) return join(p, n);
+    const other = Object.keys(UNSUPPORTED).find((n) => existsSync(join(p, n)));
+    if (other)
+      throw new PhonehomeError(
+        'ELOCKFILE',
+        `${p} has a ${UNSUPPORTED[other]} lockfile (${other}); ${UNSUPPORTED[other]} lockfiles are not supported yet.`,
+        { fix: 'Audit an npm lockfile: `npm install --package-lock-only` writes one next to it.' },
+      );
+    throw new PhonehomeError('ELOCKFILE', `${p} has no package-lock.json or npm-shrinkwrap.json.`);
+  }
+  const other = UNSUPPORTED[basename(p)];
+  if (other)
+    throw new PhonehomeError('ELOCKFILE', `${p} is a ${other} lockfile; not supported yet.`, {
+      fix: 'Audit an npm lockfile: `npm install --package-lock-only` writes one next to it.',
+    });
+  return p;
+}
+
+interface LockJson {
+  lockfileVersion?: number;
+  name?: string;
+  version?: string;
+  packages?: Record<string, Record<string, unknown>>;
+}
+
+export function readLockfile(file: string): LockJson {
+  const text = readFileSync(file, 'utf8');
+  let lock: LockJson;
+  try {
+    lock = JSON.parse(text) as LockJson;
+  } catch (e) {
+    const at = /position (\d+)/.exec((e as Error).message);
+    const before = text.slice(0, at ? Number(at[1]) : text.length).split('\n');
+    throw new PhonehomeError(
+      'ELOCKFILE',
+      `${file} is not valid JSON (line ${before.length}): ${(e as Error).message}`,
+      {
+        fix: 'The lockfile is damaged or cut short; regenerate it with `npm install --package-lock-only`.',
+      },
+    );
+  }
+  if (!lock || typeof lock !== 'object' || Array.isArray(lock))
+    throw new PhonehomeError('ELOCKFILE', `${file} is not a lockfile.`);
+  if (lock.lockfileVersion === 1 || (lock.lockfileVersion === undefined && !lock.packages))
+    throw new PhonehomeError(
+      'ELOCKFILE',
+      `${file} is a lockfileVersion 1 file (npm 6); it does not record every package's place in the tree.`,
+      { fix: 'Regenerate it with npm 7 or later: `npm install --package-lock-only`.' },
+    );
+  if (!lock.packages || typeof lock.packages !== 'object' || !lock.packages[''])
+    throw new PhonehomeError('ELOCKFILE', `${file} has no "packages" section with a root entry.`);
+  return lock;
+}
+
+/** A package of the lockfile, as locked, before anything is fetched. */
+export interface LockEntry {
+  name: string;
+  version: string;
+  integrity: string | null;
+  location: string;
+  /** Names from the project down to this package (`app > a > b`), the shortest way in. */
+  path: string[];
+  dev: boolean;
+  optional: boolean;
+}
+
+export interface LockTree {
+  lockfile: string;
+  project: { name: string; version: string };
+  entries: LockEntry[];
+  /** Fetch every package as locked (integrity checked) into a staging folder. */
+  stage(): Promise<StagedTree>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/**
+ * Read a lockfile's tree without fetching anything (arborist's virtual tree): enough to know every
+ * package, its integrity and how it comes in, and to find stored results.
+ */
+export async function loadLockTree(
+  path: string,
+  opts: { npmConfig?: NpmConfig; omit?: OmitKind[]; signal?: AbortSignal } = {},
+): Promise<LockTree> {
+  const lockfile = findLockfile(path);
+  const lock = readLockfile(lockfile);
+  const work = await mkdtemp(join(tmpdir(), `phonehome-stage-${process.pid}-`));
+  const dir = join(work, 'project');
+  const onAbort = () => rmSync(work, { recursive: true, force: true });
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const cleanup = async () => {
+    opts.signal?.removeEventListener('abort', onAbort);
+    await rm(work, { recursive: true, force: true });
+  };
+  try {
+    await mkdir(dir);
+    const rootEntry = lock.packages?.[''] ?? {};
+    const projectJson = join(dirname(lockfile), 'package.json');
+    // The project's own package.json when it is there; else the root entry the lockfile keeps.
+    const pkg = existsSync(projectJson)
+      ? (JSON.parse(readFileSync(projectJson, 'utf8')) as Record<string, unknown>)
+      : {
+          name: lock.name ?? rootEntry.name ?? 'project',
+          version: lock.version ?? rootEntry.version ?? '0.0.0',
+          ...Object.fromEntries(
+            ['dependencies', 'devDependencies', 'optionalDependencies', 'peerDependencies']
+              .filter((k) => rootEntry[k])
+              .map((k) => [k, rootEntry[k]]),
+          ),
+        };
+    // Only what resolving needs: the project's own scripts never run.
+    delete pkg.scripts;
+    await writeFile(join(dir, 'package.json'), JSON.stringify(pkg, null, 2));
+    await writeFile(
+      join(
+        dir,
+        basename(lockfile) === 'npm-shrinkwrap.json' ? 'npm-shrinkwrap.json' : 'package-lock.json',
+      ),
+      readFileSync(lockfile),
+    );
+    const arbOpts = {
+      ...pacoteOpts(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
+      path: dir,
+      ignoreScripts: true,
+      audit: false,
+      fund: false,
+    };
+    let vroot: ArboristNode;
+    try {
+      vroot = await new Arborist(arbOpts).loadVirtual();
+    } catch (e) {
+      throw new PhonehomeError(
+        'ELOCKFILE',
+        `${lockfile} cannot be read as a tree: ${(e as Error).message}`,
+        {
+          cause: e,
+        },
+      );
+    }
+    const omit = new Set(opts.omit ?? []);
+    const kept = (n: ArboristNode) =>
+      !n.isRoot &&
+      !n.isLink &&
+      !(omit.has('dev') && n.dev) &&
+      !(omit.has('optional') && n.optional) &&
+      !(omit.has('peer') && n.peer);
+    const paths = shortestPaths(vroot);
+    const projectName = String(pkg.name ?? 'project');
+    const entries: LockEntry[] = [...vroot.inventory.values()].filter(kept).map((n) => ({
+      name: n.packageName,
+      version: n.version,
+      integrity: n.integrity,
+      location: n.location,
+      path: [projectName, ...(paths.get(n.location) ?? [n.packageName])],
+      dev: n.dev,
+      optional: n.optional,
+    }));
+    for (const e of entries)
+      if (!e.version)
+        throw new PhonehomeError('ELOCKFILE', `${lockfile} has no version for ${e.location}.`);
+    const stage = async (): Promise<StagedTree> => {
+      let root: ArboristNode;
+      try {
+        root = await new Arborist(arbOpts).reify({ omit: [...omit], save: false });
+      } catch (e) {
+        const mapped = specError(`a package of ${lockfile}`, e);
+        throw new PhonehomeError(
+          mapped.code,
+          `${mapped.message} ${(e as Error).message ?? ''}`.trim(),
+          {
+            ...(mapped.detail ? { detail: mapped.detail } : {}),
+            cause: e,
+          },
+        );
+      }
+      // As locked, or not at all: a package.json that disagrees with its lockfile is re-resolved
+      // by npm, which is not what the lockfile says.
+      const differ = [...root.inventory.values()].filter((n) => {
+        const locked = lock.packages?.[n.location];
+        return (
+          !n.isRoot && locked && typeof locked.version === 'string' && locked.version !== n.version
+        );
+      });
+      if (differ.length)
+        throw new PhonehomeError(
+          'ELOCKFILE',
+          `${lockfile} and its package.json disagree: ${differ
+            .slice(0, 5)
+            .map(
+              (n) =>
+                `${n.location} locked ${String(lock.packages?.[n.location]?.version)}, would be ${n.version}`,
+            )
+            .join('; ')}.`,
+          {
+            fix: 'Bring the lockfile up to date (`npm install --package-lock-only`) and audit again.',
+          },
+        );
+      // Every package's content as locked: arborist may fetch a registry package by name and
+      // version when its locked tarball is gone; a different integrity is then a different
+      // tarball than the one locked, which is what tampering looks like.
+      const tampered = [...root.inventory.values()].filter((n) => {
+        const locked = lock.packages?.[n.location]?.integrity;
+        return !n.isRoot && typeof locked === 'string' && n.integrity && n.integrity !== locked;
+      });
+      if (tampered.length)
+        throw new PhonehomeError(
+          'ESPEC_CORRUPT',
+          `The registry's tarball does not match the lockfile's integrity for ${tampered
+            .slice(0, 5)
+            .map(
+              (n) =>
+                `${n.packageName}@${n.version} (locked ${String(lock.packages?.[n.location]?.integrity).slice(0, 20)}…, got ${String(n.integrity).slice(0, 20)}…)`,
+            )
+            .join(', ')}.`,
+          {
+            fix: 'Find out why the tarball changed before trusting it; if the lockfile is wrong, regenerate it with `npm install --package-lock-only`.',
+          },
+        );
+      // And the content is the package locked there (an integrity that names another cached
+      // tarball would put another package in its place).
+      const swapped = [...root.inventory.values()].filter((n) => {
+        const locked = lock.packages?.[n.location];
+        if (n.isRoot || n.isLink || !locked || typeof locked.version !== 'string') return false;
+        const name =
+          typeof locked.name === 'string'
+            ? locked.name
+            : n.location.slice(n.location.lastIndexOf('node_modules/') + 'node_modules/'.length);
+        return n.package.name !== name || n.package.version !== locked.version;
+      });
+      if (swapped.length)
+        throw new PhonehomeError(
+          'ESPEC_CORRUPT',
+          `The content fetched for ${swapped
+            .slice(0, 5)
+            .map((n) => `${n.location} is ${String(n.package.name)}@${String(n.package.version)}`)
+            .join(', ')}, not the package the lockfile names there.`,
+          {
+            fix: "Check the lockfile's integrity values; regenerate it with `npm install --package-lock-only` if it is wrong.",
+          },
+        );
+      const described = await describeTree(root, dir);
+      const byLocation = new Map(entries.map((e) => [e.location, e]));
+      const packages: LockedPackage[] = described.map((p) => {
+        const e = byLocation.get(p.location);
+        return {
+          ...p,
+          path: e?.path ?? [projectName, p.name],
+          dev: e?.dev ?? false,
+          optional: e?.optional ?? false,
+        };
+      });
+      return {
+        lockfile,
+        project: { name: projectName, version: String(pkg.version ?? '0.0.0') },
+        dir,
+        packages,
+        tar: () => tar.c({ cwd: dir, portable: true, follow: false }, ['.']) as unknown as Readable,
+        [Symbol.asyncDispose]: async () => undefined,
+      };
+    };
+    return {
+      lockfile,
+      project: { name: projectName, version: String(pkg.version ?? '0.0.0') },
+      entries,
+      stage,
+      [Symbol.asyncDispose]: cleanup,
+    };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}
+
+/** The shortest way from the project to each package, breadth first. */
+function shortestPaths(root: ArboristNode): Map<string, string[]> {
+  const paths = new Map<string, string[]>([[root.location, []]]);
+  const queue: ArboristNode[] = [root];
+  while (queue.length) {
+    const n = queue.shift() as ArboristNode;
+    for (const edge of n.edgesOut.values()) {
+      const to = edge.to;
+      if (!to || paths.has(to.location)) continue;
+      paths.set(to.location, [...(paths.get(n.location) ?? []), to.packageName]);
+      queue.push(to);
+    }
+  }
+  return paths;
+}
