@@ -12,9 +12,12 @@
  *   do by hand).
  * - result store: the CLI's `check` of a registry package answered from the store, against the
  *   same command with --no-cache (a fresh run), both spawned as a user would.
+ * - audit: a lockfile of the dependency tree of a few popular tools (500+ registry packages),
+ *   audited cold (empty store) and warm (everything stored); packages per minute, and how many
+ *   needed an install phase. BENCH_AUDIT=0 skips it.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -31,6 +34,18 @@ import { BURST_SOURCE } from './burst.js';
 const N = Number(process.env.BENCH_BURST ?? 6000);
 const STARTS = Number(process.env.BENCH_STARTS ?? 5);
 const CHECKS = Number(process.env.BENCH_CHECKS ?? 5);
+/** Pinned, so the tree (and the figures) stay comparable between runs. */
+const AUDIT_DEPENDENCIES = {
+  express: '4.21.2',
+  webpack: '5.97.1',
+  jest: '29.7.0',
+  eslint: '8.57.1',
+  '@babel/core': '7.26.0',
+  typescript: '5.7.2',
+  esbuild: '0.24.2',
+  sharp: '0.32.6',
+};
+
 /** A tiny package (the worst case for the ratio: its fresh check is quick) and a typical one. */
 const STORE_SPECS = (process.env.BENCH_STORE_SPECS ?? 'is-number@7.0.0,express@4.21.2').split(',');
 const CHECK_FIXTURES = [
@@ -179,6 +194,76 @@ async function main(): Promise<void> {
     await rm(storeWork, { recursive: true, force: true });
   }
 
+  // ---- audit of a real lockfile: cold, then warm ----
+  let auditRow:
+    | { packages: number; checked: number; scripted: number; coldMs: number; warmMs: number }
+    | undefined;
+  if (process.env.BENCH_AUDIT !== '0') {
+    const proj = await mkdtemp(join(tmpdir(), 'phonehome-bench-audit-'));
+    try {
+      await writeFile(
+        join(proj, 'package.json'),
+        JSON.stringify({
+          name: 'bench-app',
+          version: '1.0.0',
+          private: true,
+          dependencies: AUDIT_DEPENDENCIES,
+        }),
+      );
+      const env = Object.fromEntries(
+        Object.entries(process.env).filter(([k]) => !/^npm_config_/i.test(k)),
+      );
+      const lock = spawnSync('npm', ['install', '--package-lock-only', '--ignore-scripts'], {
+        cwd: proj,
+        env,
+        encoding: 'utf8',
+      });
+      if (lock.status !== 0)
+        throw new Error(`npm could not lock the audit project: ${lock.stderr.slice(0, 2000)}`);
+      const auditRun = () => {
+        const t0 = performance.now();
+        const r = spawnSync(
+          process.execPath,
+          [
+            join(packageRoot(), 'dist', 'src', 'cli', 'main.js'),
+            'audit',
+            proj,
+            '--json',
+            '--store',
+            join(proj, 's.sqlite'),
+          ],
+          { encoding: 'utf8', env, maxBuffer: 512 * 1024 * 1024 },
+        );
+        if (r.status !== 0 && r.status !== 1)
+          throw new Error(`audit failed (${r.status}): ${r.stderr.slice(-2000)}`);
+        return {
+          ms: performance.now() - t0,
+          report: JSON.parse(r.stdout) as {
+            summary: {
+              packages: number;
+              checked: number;
+              fromStore: number;
+              withInstallScripts: number;
+            };
+          },
+        };
+      };
+      const cold = auditRun();
+      const warm = auditRun();
+      if (warm.report.summary.fromStore !== warm.report.summary.checked)
+        throw new Error('the warm audit ran packages again');
+      auditRow = {
+        packages: cold.report.summary.packages,
+        checked: cold.report.summary.checked,
+        scripted: cold.report.summary.withInstallScripts,
+        coldMs: cold.ms,
+        warmMs: warm.ms,
+      };
+    } finally {
+      await rm(proj, { recursive: true, force: true });
+    }
+  }
+
   // ---- burst ----
   await using run = engine.newRun();
   const topo = await CaptureTopology.start(run, {
@@ -243,6 +328,16 @@ async function main(): Promise<void> {
       `${r.spec.padEnd(40)} ${r.fresh.toFixed(0).padStart(8)} ${r.cached.toFixed(0).padStart(10)}  ${(r.fresh / r.cached).toFixed(1).padStart(8)}`,
     );
   out.push('');
+  if (auditRow) {
+    out.push(`audit of a lockfile (${Object.keys(AUDIT_DEPENDENCIES).join(', ')})`);
+    out.push(
+      `  ${auditRow.packages} packages (${auditRow.checked} installable here), ${auditRow.scripted} with an install phase`,
+    );
+    out.push(
+      `  cold ${(auditRow.coldMs / 1000).toFixed(1)} s (${((auditRow.checked / auditRow.coldMs) * 60_000).toFixed(0)} packages/min), warm ${(auditRow.warmMs / 1000).toFixed(2)} s; warm is ${(auditRow.coldMs / auditRow.warmMs).toFixed(0)}x faster`,
+    );
+    out.push('');
+  }
   out.push('burst                                    attempts  ok     ms      attempts/s  ratio');
   const row = (name: string, r: typeof base) => {
     const ok = r.tcpOk + r.dnsOk;

@@ -73,6 +73,11 @@ export interface AuditProgress {
 
 export interface AuditPackage {
   id: string;
+  /**
+   * checked: run now or taken from the store; not-installed: npm would not install it here (an
+   * optional dependency for another platform); not-run: it should have run and did not.
+   */
+  status: 'checked' | 'not-installed' | 'not-run';
   /** From the project down to the package. */
   path: string[];
   dev: boolean;
@@ -80,7 +85,7 @@ export interface AuditPackage {
   fromStore: boolean;
   installScripts: string[];
   verdict: CheckReport['verdict'];
-  report: CheckReport;
+  report?: CheckReport;
 }
 
 export const AUDIT_SCHEMA_VERSION = 1;
@@ -91,7 +96,13 @@ export interface AuditReport {
   lockfile: string;
   project: { name: string; version: string };
   summary: {
+    /** Distinct name@version in the lockfile (after --omit). */
     packages: number;
+    checked: number;
+    /** Optional dependencies npm would not install on this platform. */
+    notInstalled: number;
+    /** Packages that should have run and did not (never silent: the verdict is at least warn). */
+    notRun: number;
     fromStore: number;
     withInstallScripts: number;
     withEgress: number;
@@ -146,6 +157,7 @@ export async function audit(
     fromStore: boolean,
   ): AuditPackage => ({
     id: idOf(p),
+    status: 'checked',
     path: p.path,
     dev: p.dev,
     optional: p.optional,
@@ -156,7 +168,11 @@ export async function audit(
     report,
   });
   const missing = new Set<string>();
+  const lockedIntegrity = new Map(tree.entries.map((e) => [e.location, e.integrity]));
+  let installed: Set<string> | undefined;
   for (const p of tree.entries) {
+    // A package npm would not install on this platform is listed as such, not run.
+    if (!p.installable && p.optional) continue;
     const hit =
       !opts.noCache && p.integrity
         ? opts.store?.find({ name: p.name, version: p.version, integrity: p.integrity, sandbox })
@@ -164,7 +180,7 @@ export async function audit(
     if (hit) results.set(idOf(p), entry(p, evaluate(hit.report, judge), true));
     else missing.add(p.location);
   }
-  const total = tree.entries.length;
+  const total = new Set(tree.entries.filter((e) => e.installable || !e.optional).map(idOf)).size;
   const fromStore = results.size;
   let running = 0;
   const progress = () => opts.onProgress?.({ total, done: results.size, fromStore, running });
@@ -177,6 +193,7 @@ export async function audit(
     log(`[audit] fetching the locked tree of ${tree.lockfile}`);
     const staged = await tree.stage();
     const todo = staged.packages.filter((p) => missing.has(p.location));
+    installed = new Set(staged.packages.map((p) => p.location));
     const { refs } = await buildImages(images, { log });
     const size = opts.shardSize ?? 40;
     // Packages with install scripts spread over shards, so no sandbox gets all the slow ones.
@@ -198,8 +215,11 @@ export async function audit(
         unattributed += out.unattributed;
         unattributedLeaks.push(...out.unattributedLeaks);
         for (const p of shard) {
-          const report = out.reports.get(idOf(p));
-          if (!report) continue;
+          const found = out.reports.get(idOf(p));
+          if (!found) continue;
+          // Keyed on the lockfile's integrity, which is what the next audit looks up.
+          const locked = lockedIntegrity.get(p.location) ?? p.integrity;
+          const report = { ...found, subject: { ...found.subject, integrity: locked } };
           opts.store?.save(report, {
             sandbox,
             phonehomeVersion: phonehomeVersion(),
@@ -214,12 +234,34 @@ export async function audit(
     await Promise.all(Array.from({ length: k }, worker));
   }
 
-  const packages = tree.entries
-    .map((p) => results.get(idOf(p)))
-    .filter((p): p is AuditPackage => !!p);
+  // One line per package (the same name@version in two places is checked once), none dropped.
+  const packages: AuditPackage[] = [];
+  const listed = new Set<string>();
+  for (const e of tree.entries) {
+    const id = idOf(e);
+    if (listed.has(id)) continue;
+    listed.add(id);
+    const done = results.get(id);
+    if (done) packages.push(done);
+    else {
+      const skipped =
+        e.optional && (!e.installable || (installed !== undefined && !installed.has(e.location)));
+      packages.push({
+        id,
+        status: skipped ? 'not-installed' : 'not-run',
+        path: e.path,
+        dev: e.dev,
+        optional: e.optional,
+        fromStore: false,
+        installScripts: [],
+        verdict: skipped ? 'pass' : 'warn',
+      });
+    }
+  }
   const findings: Record<string, number> = {};
   for (const p of packages)
-    for (const f of p.report.findings) findings[f.severity] = (findings[f.severity] ?? 0) + 1;
+    for (const f of p.report?.findings ?? [])
+      findings[f.severity] = (findings[f.severity] ?? 0) + 1;
   const worst = packages.some((p) => p.verdict === 'fail')
     ? 'fail'
     : packages.some((p) => p.verdict === 'warn')
@@ -232,9 +274,12 @@ export async function audit(
     project: tree.project,
     summary: {
       packages: packages.length,
-      fromStore,
+      checked: packages.filter((p) => p.status === 'checked').length,
+      notInstalled: packages.filter((p) => p.status === 'not-installed').length,
+      notRun: packages.filter((p) => p.status === 'not-run').length,
+      fromStore: packages.filter((p) => p.fromStore).length,
       withInstallScripts: packages.filter((p) => p.installScripts.length).length,
-      withEgress: packages.filter((p) => p.report.events.length > 0).length,
+      withEgress: packages.filter((p) => (p.report?.events.length ?? 0) > 0).length,
       findings,
       unattributed,
       unattributedLeaks,

@@ -112,6 +112,20 @@ export interface LockEntry {
   path: string[];
   dev: boolean;
   optional: boolean;
+  /**
+   * Whether npm installs it on the sandbox's platform (Linux, this machine's CPU, glibc), from
+   * the lockfile's os, cpu and libc fields: platform packages of other systems are skipped.
+   */
+  installable: boolean;
+}
+
+/** npm's rule for os/cpu/libc lists: a match, or not excluded by a `!value` entry. */
+function allows(list: unknown, value: string): boolean {
+  if (!Array.isArray(list) || list.length === 0) return true;
+  const items = list.map(String);
+  if (items.includes(`!${value}`)) return false;
+  const positive = items.filter((x) => !x.startsWith('!'));
+  return positive.length === 0 || positive.includes(value);
 }
 
 export interface LockTree {
@@ -203,6 +217,10 @@ export async function loadLockTree(
       path: [projectName, ...(paths.get(n.location) ?? [n.packageName])],
       dev: n.dev,
       optional: n.optional,
+      installable:
+        allows(lock.packages?.[n.location]?.os, 'linux') &&
+        allows(lock.packages?.[n.location]?.cpu, process.arch) &&
+        allows(lock.packages?.[n.location]?.libc, 'glibc'),
     }));
     for (const e of entries)
       if (!e.version)

@@ -170,8 +170,9 @@ Exit codes: 0 pass, 1 findings at or above --fail-on, 2 usage error or unusable 
         const rank = failOnRank(o.failOn);
         const hit =
           report.summary.unattributedLeaks.length > 0 ||
+          report.summary.notRun > 0 ||
           report.packages.some((p) =>
-            p.report.findings.some((f) => severityRank(f.severity) >= rank),
+            p.report?.findings.some((f) => severityRank(f.severity) >= rank),
           );
         process.exitCode = hit ? ExitCode.findings : ExitCode.pass;
       },
