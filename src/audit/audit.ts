@@ -34,19 +34,27 @@ import {
   type StagedTree,
 } from '../resolve/lockfile.js';
 import type { TreePackageInfo } from '../resolve/stage.js';
-import type { NpmConfig } from '../resolve/npmrc.js';
-import { filesTar, makeIdentity, type IdentityProfile } from '../sandbox/identity.js';
+import { filesTar, makeIdentity } from '../sandbox/identity.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
 import { CaptureTopology, SANDBOX_RESOLVERS, SANDBOX_WORKDIR } from '../sandbox/topology.js';
 import type { ResultStore } from '../store/store.js';
 import { HARNESS_INPUT_VAR } from '../agent/harness.js';
 import type { StepOutput } from '../agent/step.js';
-import { HARNESS_SOURCE, parseHarness, runSandboxStep, type Step } from '../check/check.js';
+import {
+  HARNESS_SOURCE,
+  parseHarness,
+  runSandboxStep,
+  type CheckOptions,
+  type Step,
+} from '../check/check.js';
 import { CHECK_DEFAULTS } from '../check/defaults.js';
 import { sandboxVersion } from '../check/stored.js';
 
-export interface AuditOptions {
-  npmConfig?: NpmConfig;
+/** As for check (npm config, identity, time limits, log, signal), and what an audit adds. */
+export interface AuditOptions extends Pick<
+  CheckOptions,
+  'npmConfig' | 'as' | 'installTimeoutMs' | 'importTimeoutMs' | 'settleMs' | 'log' | 'signal'
+> {
   policy: LoadedPolicy;
   store?: ResultStore;
   noCache?: boolean;
@@ -55,13 +63,7 @@ export interface AuditOptions {
   concurrency?: number;
   /** Packages per sandbox. */
   shardSize?: number;
-  as?: IdentityProfile;
-  installTimeoutMs?: number;
-  importTimeoutMs?: number;
-  settleMs?: number;
-  log?: (line: string) => void;
   onProgress?: (p: AuditProgress) => void;
-  signal?: AbortSignal;
 }
 
 export interface AuditProgress {
@@ -184,7 +186,8 @@ export async function audit(
   const fromStore = results.size;
   let running = 0;
   const progress = () => opts.onProgress?.({ total, done: results.size, fromStore, running });
-  log(`[audit] ${total} package(s): ${fromStore} from the result store, ${missing.size} to run`);
+  const toRun = new Set(tree.entries.filter((e) => missing.has(e.location)).map(idOf)).size;
+  log(`[audit] ${total} package(s): ${fromStore} from the result store, ${toRun} to run`);
   progress();
 
   let unattributed = 0;

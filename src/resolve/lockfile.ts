@@ -4,9 +4,8 @@
  * arborist with scripts ignored, which fetches every package at its locked version and checks
  * its locked integrity. Nothing runs on the host.
  */
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
 import Arborist, { type ArboristNode } from '@npmcli/arborist';
@@ -14,7 +13,7 @@ import * as tar from 'tar';
 import { PhonehomeError } from '../core/errors.js';
 import { specError } from './errors.js';
 import type { NpmConfig } from './npmrc.js';
-import { describeTree, pacoteOpts, type TreePackageInfo } from './stage.js';
+import { describeTree, pacoteOpts, stagingDir, type TreePackageInfo } from './stage.js';
 
 export type OmitKind = 'dev' | 'optional' | 'peer';
 
@@ -147,14 +146,7 @@ export async function loadLockTree(
 ): Promise<LockTree> {
   const lockfile = findLockfile(path);
   const lock = readLockfile(lockfile);
-  const work = await mkdtemp(join(tmpdir(), `phonehome-stage-${process.pid}-`));
-  const dir = join(work, 'project');
-  const onAbort = () => rmSync(work, { recursive: true, force: true });
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  const cleanup = async () => {
-    opts.signal?.removeEventListener('abort', onAbort);
-    await rm(work, { recursive: true, force: true });
-  };
+  const { dir, cleanup } = await stagingDir(opts.signal);
   try {
     await mkdir(dir);
     const rootEntry = lock.packages?.[''] ?? {};

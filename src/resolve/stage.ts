@@ -95,17 +95,29 @@ export function pacoteOpts(opts: StageOptions): Record<string, unknown> {
   };
 }
 
+/**
+ * A staging folder (`<tmp>/phonehome-stage-<pid>-…/project`) removed by `cleanup`, or at once
+ * when the signal aborts (the process exits right after: remove synchronously, or not at all).
+ */
+export async function stagingDir(
+  signal?: AbortSignal,
+): Promise<{ work: string; dir: string; cleanup: () => Promise<void> }> {
+  const work = await mkdtemp(join(tmpdir(), `phonehome-stage-${process.pid}-`));
+  const onAbort = () => rmSync(work, { recursive: true, force: true });
+  signal?.addEventListener('abort', onAbort, { once: true });
+  return {
+    work,
+    dir: join(work, 'project'),
+    cleanup: async () => {
+      signal?.removeEventListener('abort', onAbort);
+      await rm(work, { recursive: true, force: true });
+    },
+  };
+}
+
 export async function stage(spec: string, opts: StageOptions = {}): Promise<StagedPackage> {
   if (!spec.trim()) throw new PhonehomeError('ESPEC', 'An empty package spec.');
-  const work = await mkdtemp(join(tmpdir(), `phonehome-stage-${process.pid}-`));
-  const dir = join(work, 'project');
-  // On Ctrl-C the process exits right after aborting: remove synchronously, or not at all.
-  const onAbort = () => rmSync(work, { recursive: true, force: true });
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  const cleanup = async () => {
-    opts.signal?.removeEventListener('abort', onAbort);
-    await rm(work, { recursive: true, force: true });
-  };
+  const { work, dir, cleanup } = await stagingDir(opts.signal);
   try {
     const add = await addSpec(spec, work, opts);
     await mkdir(dir);

@@ -2,11 +2,10 @@ import { Command, Option } from 'commander';
 import type { AuditProgress, AuditReport } from '../../audit/audit.js';
 import { ExitCode, PhonehomeError } from '../../core/errors.js';
 import { severityRank } from '../../core/report.js';
-import { loadPolicy } from '../../policy/load.js';
 import { loadNpmConfig } from '../../resolve/npmrc.js';
 import { cliContext } from '../context.js';
 import { renderAuditMarkdown, renderAuditText } from '../render-audit.js';
-import { openStore } from '../store-option.js';
+import { openStore, policyFromFlags } from '../store-option.js';
 import { FAIL_ON, failOnRank, type FailOn } from './check.js';
 
 function fmt(s: number): string {
@@ -129,10 +128,7 @@ Exit codes: 0 pass, 1 findings at or above --fail-on, 2 usage error or unusable 
             'EUSAGE',
             `--concurrency wants a whole number, not "${o.concurrency}".`,
           );
-        const policy = loadPolicy({
-          ...(o.policy ? { file: o.policy } : {}),
-          ...(o.policyOverride ? { override: o.policyOverride } : {}),
-        });
+        const policy = policyFromFlags(o);
         const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
         const ctx = cliContext();
         const store = openStore(o.store);

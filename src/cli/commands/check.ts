@@ -4,8 +4,7 @@ import { checkStored } from '../../check/stored.js';
 import { ExitCode, PhonehomeError } from '../../core/errors.js';
 import { REPORT_SCHEMA_VERSION, severityRank, type CheckReport } from '../../core/report.js';
 import type { Phase } from '../../core/terms.js';
-import { loadPolicy } from '../../policy/load.js';
-import { openStore } from '../store-option.js';
+import { openStore, policyFromFlags } from '../store-option.js';
 import { loadNpmConfig } from '../../resolve/npmrc.js';
 import { cliContext } from '../context.js';
 import { renderText } from '../render-text.js';
@@ -173,10 +172,7 @@ images), 4 internal error, 130 interrupted.`,
           exerciseTimeoutMs: seconds('--exercise-timeout', o.exerciseTimeout),
           settleMs: seconds('--settle', o.settle),
         };
-        const policy = loadPolicy({
-          ...(o.policy ? { file: o.policy } : {}),
-          ...(o.policyOverride ? { override: o.policyOverride } : {}),
-        });
+        const policy = policyFromFlags(o);
         const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
         const ctx = cliContext();
         const store = openStore(o.store);

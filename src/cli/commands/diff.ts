@@ -2,11 +2,10 @@ import { Command } from 'commander';
 import { checkStored } from '../../check/stored.js';
 import { diffReports } from '../../core/compare.js';
 import { PhonehomeError } from '../../core/errors.js';
-import { loadPolicy } from '../../policy/load.js';
 import { loadNpmConfig } from '../../resolve/npmrc.js';
 import { cliContext } from '../context.js';
 import { renderDiffMarkdown, renderDiffText } from '../render-diff.js';
-import { openStore } from '../store-option.js';
+import { openStore, policyFromFlags } from '../store-option.js';
 
 export function diffCommand(): Command {
   return new Command('diff')
@@ -48,10 +47,7 @@ run otherwise (and stored). Exit codes: 0 (whatever changed; use check --against
       ) => {
         if (o.json && o.markdown)
           throw new PhonehomeError('EUSAGE', 'Choose one of --json and --markdown.');
-        const policy = loadPolicy({
-          ...(o.policy ? { file: o.policy } : {}),
-          ...(o.policyOverride ? { override: o.policyOverride } : {}),
-        });
+        const policy = policyFromFlags(o);
         const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
         const ctx = cliContext();
         const store = openStore(o.store);
