@@ -6,6 +6,7 @@ import { auditCommand } from './commands/audit.js';
 import { checkCommand } from './commands/check.js';
 import { diffCommand } from './commands/diff.js';
 import { doctorCommand } from './commands/doctor.js';
+import { gateCommand } from './commands/gate.js';
 import { historyCommand } from './commands/history.js';
 import { imagesCommand } from './commands/images.js';
 import { policyCommand } from './commands/policy.js';
@@ -21,6 +22,7 @@ const program = new Command('phonehome')
 
 program.addCommand(checkCommand());
 program.addCommand(auditCommand());
+program.addCommand(gateCommand());
 program.addCommand(diffCommand());
 program.addCommand(historyCommand());
 program.addCommand(doctorCommand());

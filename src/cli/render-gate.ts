@@ -1,0 +1,184 @@
+import type { Finding } from '../core/report.js';
+import type { GatePackage, GateReport } from '../gate/gate.js';
+import { phonehomeVersion } from '../paths.js';
+
+const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+const judged = (p: GatePackage) => p.report.findings.filter((f) => f.severity !== 'info');
+const change = (p: GatePackage) =>
+  p.kind === 'added' ? `added ${p.to}` : `${p.from} → ${p.to} (${p.kind})`;
+
+export function renderGateText(r: GateReport): string {
+  const lines = [
+    `${r.verdict.toUpperCase()} gate: ${r.packages.length} package(s) added or changed, ${r.removed.length} removed (${r.base} → ${r.head})`,
+  ];
+  for (const p of r.packages) {
+    lines.push(
+      `  ${p.verdict.toUpperCase().padEnd(4)} ${p.name} ${change(p)}  via ${p.path.join(' > ')}`,
+    );
+    for (const d of p.report.comparison?.destinations.added ?? [])
+      lines.push(`       + ${d.phase} ${d.destination}`);
+    for (const d of p.report.comparison?.destinations.removed ?? [])
+      lines.push(`       - ${d.phase} ${d.destination}`);
+    for (const f of judged(p)) lines.push(`       ${f.severity.toUpperCase()} ${f.message}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+function allowedBy(p: GatePackage): Finding[] {
+  return p.report.findings.filter(
+    (f) => f.id === 'egress-allowed' || (f.id === 'new-destination' && f.severity === 'info'),
+  );
+}
+
+/** A pull request comment: a table, then per package what changed, the findings and how to allow. */
+export function renderGateMarkdown(r: GateReport): string {
+  const icon = { pass: '✅', warn: '⚠️', fail: '❌' }[r.verdict];
+  const out = [
+    `## ${icon} phonehome: ${r.verdict.toUpperCase()}`,
+    '',
+    r.packages.length
+      ? `${r.packages.length} package(s) added or changed in \`${r.lockfile}\` (${r.base} → ${r.head}); ${r.removed.length} removed.`
+      : `No package added or changed in \`${r.lockfile}\` (${r.base} → ${r.head}).`,
+    '',
+  ];
+  if (r.packages.length) {
+    out.push(
+      '| package | change | verdict | new destinations | findings |',
+      '| --- | --- | --- | --- | --- |',
+    );
+    for (const p of r.packages) {
+      const added = (p.report.comparison?.destinations.added ?? []).map(
+        (d) => `${d.phase}: \`${d.destination}\``,
+      );
+      const fresh =
+        p.kind === 'added'
+          ? p.report.findings
+              .filter((f) => f.id.startsWith('egress-') && f.destination)
+              .map((f) => `${f.phase}: \`${f.destination}\``)
+          : added;
+      out.push(
+        `| \`${p.name}\` | ${change(p)} | ${p.verdict} | ${fresh.length ? [...new Set(fresh)].join('<br>') : '—'} | ${judged(p).length ? `${judged(p).length} (${[...new Set(judged(p).map((f) => f.severity))].join(', ')})` : '—'} |`,
+      );
+    }
+    out.push('');
+  }
+  for (const p of r.packages) {
+    const findings = judged(p);
+    const allowed = allowedBy(p);
+    const removed = p.report.comparison?.destinations.removed ?? [];
+    if (!findings.length && !allowed.length && !removed.length) continue;
+    out.push(
+      `### \`${p.name}\` ${change(p)}`,
+      '',
+      `Brought in by ${p.path.map((x) => `\`${x}\``).join(' › ')}.`,
+      '',
+    );
+    for (const f of findings) out.push(`- **${f.severity}** ${cell(f.message)}`);
+    for (const f of allowed)
+      out.push(
+        `- allowed: \`${f.destination}\` during ${f.phase} — ${f.rule === 'declaration' ? 'declared by the package' : `allowed by ${f.rule}`}`,
+      );
+    for (const d of removed)
+      out.push(`- no longer reached: \`${d.destination}\` during ${d.phase}`);
+    const snippets = findings.filter((f) => f.suggestion);
+    if (snippets.length) {
+      out.push(
+        '',
+        '<details><summary>Expected? Allow it in phonehome.policy.yaml, reviewed in this pull request</summary>',
+        '',
+        '```yaml',
+        'rules:',
+        ...snippets.flatMap((f) =>
+          (f.suggestion ?? '')
+            .trimEnd()
+            .split('\n')
+            .map((l) => `  ${l}`),
+        ),
+        '```',
+        '',
+        '</details>',
+      );
+    }
+    const events = p.report.events;
+    if (events.length) {
+      out.push(
+        '',
+        `<details><summary>${events.length} egress attempt(s)</summary>`,
+        '',
+        '| phase | kind | destination | process |',
+        '| --- | --- | --- | --- |',
+      );
+      for (const e of events.slice(0, 50))
+        out.push(
+          `| ${e.phase} | ${e.kind} | \`${cell(e.sni ?? e.host ?? e.ip ?? '')}${e.port ? `:${e.port}` : ''}\` | ${cell(e.process ?? '')} |`,
+        );
+      if (events.length > 50) out.push(`| … | | ${events.length - 50} more | |`);
+      out.push('', '</details>');
+    }
+    out.push('');
+  }
+  if (r.removed.length)
+    out.push(
+      `<details><summary>${r.removed.length} removed</summary>`,
+      '',
+      r.removed.map((x) => `\`${x.name}@${x.version}\``).join(', '),
+      '',
+      '</details>',
+      '',
+    );
+  return out.join('\n');
+}
+
+const LEVEL: Record<Finding['severity'], 'error' | 'warning' | 'note'> = {
+  critical: 'error',
+  high: 'error',
+  medium: 'warning',
+  low: 'warning',
+  info: 'note',
+};
+
+/** SARIF 2.1.0: one result per finding of low severity or above, at the lockfile entry. */
+export function renderGateSarif(r: GateReport): object {
+  const rules = new Map<string, { id: string; shortDescription: { text: string } }>();
+  const results: object[] = [];
+  for (const p of r.packages)
+    for (const f of judged(p)) {
+      if (!rules.has(f.id))
+        rules.set(f.id, {
+          id: f.id,
+          shortDescription: {
+            text: f.rule?.startsWith('indicator:') ? `indicator ${f.id}` : f.id.replace(/-/g, ' '),
+          },
+        });
+      results.push({
+        ruleId: f.id,
+        level: LEVEL[f.severity],
+        message: { text: `${p.name} ${change(p)}: ${f.message}` },
+        locations: [
+          {
+            physicalLocation: {
+              artifactLocation: { uri: r.lockfile },
+              ...(p.line ? { region: { startLine: p.line } } : {}),
+            },
+          },
+        ],
+        properties: { severity: f.severity, package: `${p.name}@${p.to}`, phase: f.phase ?? null },
+      });
+    }
+  return {
+    version: '2.1.0',
+    $schema: 'https://json.schemastore.org/sarif-2.1.0.json',
+    runs: [
+      {
+        tool: {
+          driver: {
+            name: 'phonehome',
+            version: phonehomeVersion(),
+            rules: [...rules.values()],
+          },
+        },
+        results,
+      },
+    ],
+  };
+}

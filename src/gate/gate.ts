@@ -1,0 +1,296 @@
+/**
+ * `gate`: what a pull request changed in the lockfile, and whether that change brings unexpected
+ * egress. Added and changed packages are checked (upgrades against their base version, from the
+ * store when it has them); unchanged packages are not run. For an upgrade, egress the base version
+ * already had is shown but does not fail the gate: the question is what the change brings.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+import semver from 'semver';
+import { checkStored, type SandboxProvider } from '../check/stored.js';
+import { PhonehomeError } from '../core/errors.js';
+import { compareFindings, verdictOf, type CheckReport } from '../core/report.js';
+import type { LoadedPolicy } from '../policy/load.js';
+import { findLockfile, loadLockTree, type LockEntry } from '../resolve/lockfile.js';
+import type { NpmConfig } from '../resolve/npmrc.js';
+import type { ResultStore } from '../store/store.js';
+
+export type ChangeKind = 'added' | 'upgraded' | 'downgraded';
+
+export interface LockChange {
+  name: string;
+  kind: ChangeKind;
+  from?: string;
+  to: string;
+  /** How the head tree brings it in. */
+  path: string[];
+}
+
+export interface LockChanges {
+  changed: LockChange[];
+  removed: { name: string; version: string }[];
+}
+
+/** What changed between two trees, by package name (a name may appear at several versions). */
+export function lockChanges(base: LockEntry[], head: LockEntry[]): LockChanges {
+  const versions = (entries: LockEntry[]) => {
+    const m = new Map<string, Set<string>>();
+    for (const e of entries) m.set(e.name, (m.get(e.name) ?? new Set()).add(e.version));
+    return m;
+  };
+  const b = versions(base);
+  const h = versions(head);
+  const changed: LockChange[] = [];
+  const seen = new Set<string>();
+  for (const e of head) {
+    const key = `${e.name}@${e.version}`;
+    if (seen.has(key) || b.get(e.name)?.has(e.version)) continue;
+    seen.add(key);
+    const before = [...(b.get(e.name) ?? [])].filter((v) => semver.valid(v)).sort(semver.rcompare);
+    if (!before.length) {
+      changed.push({ name: e.name, kind: 'added', to: e.version, path: e.path });
+      continue;
+    }
+    // Compared with the closest base version below it (an upgrade), else the lowest above it.
+    const lower = before.find((v) => semver.valid(e.version) && semver.lt(v, e.version));
+    const from = lower ?? (before[before.length - 1] as string);
+    changed.push({
+      name: e.name,
+      kind: lower ? 'upgraded' : 'downgraded',
+      from,
+      to: e.version,
+      path: e.path,
+    });
+  }
+  const removed: { name: string; version: string }[] = [];
+  for (const [name, vs] of b)
+    for (const v of vs) if (!h.get(name)?.has(v)) removed.push({ name, version: v });
+  const order = (x: { name: string }, y: { name: string }) => x.name.localeCompare(y.name);
+  return { changed: changed.sort(order), removed: removed.sort(order) };
+}
+
+/** A lockfile path, a project folder, or a git ref (its package-lock.json next to the cwd). */
+export function lockSource(
+  ref: string,
+  cwd = process.cwd(),
+): { label: string; dir: string; uri: string; cleanup: () => void } {
+  const p = resolve(cwd, ref);
+  if (existsSync(p)) {
+    const file = findLockfile(p);
+    return {
+      label: relative(cwd, file) || file,
+      dir: statSync(p).isDirectory() ? p : file,
+      uri: relative(cwd, file) || file,
+      cleanup: () => undefined,
+    };
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'phonehome-gate-'));
+  try {
+    let found: string | undefined;
+    for (const name of ['npm-shrinkwrap.json', 'package-lock.json']) {
+      const text = gitShow(`${ref}:./${name}`, cwd);
+      if (text === undefined) continue;
+      writeFileSync(join(dir, name), text);
+      found = name;
+      break;
+    }
+    if (!found)
+      throw new PhonehomeError(
+        'ELOCKFILE',
+        `No lockfile at git ref ${ref} (package-lock.json or npm-shrinkwrap.json here).`,
+        {
+          fix: 'Pass --base/--head as a lockfile path or a git ref where the lockfile exists.',
+        },
+      );
+    const pkg = gitShow(`${ref}:./package.json`, cwd);
+    if (pkg !== undefined) writeFileSync(join(dir, 'package.json'), pkg);
+    return {
+      label: ref,
+      dir,
+      uri: found,
+      cleanup: () => rmSync(dir, { recursive: true, force: true }),
+    };
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** The line where `"node_modules/…/<name>": {` with that version starts in a lockfile. */
+export function entryLine(text: string, name: string, version: string): number | undefined {
+  const lines = text.split('\n');
+  const key = `node_modules/${name}":`;
+  for (let i = 0; i < lines.length; i++) {
+    if (!(lines[i] as string).trimEnd().endsWith(`${key} {`)) continue;
+    for (let j = i + 1; j < Math.min(lines.length, i + 8); j++) {
+      const l = lines[j] as string;
+      if (l.trim().startsWith('}')) break;
+      if (l.includes(`"version": "${version}"`)) return i + 1;
+    }
+  }
+  return undefined;
+}
+
+function gitShow(spec: string, cwd: string): string | undefined {
+  try {
+    return execFileSync('git', ['show', spec], {
+      cwd,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+      maxBuffer: 256 * 1024 * 1024,
+    });
+  } catch {
+    return undefined;
+  }
+}
+
+/** The merge base of HEAD with the default branch (origin's HEAD, else main or master). */
+export function defaultBase(cwd = process.cwd()): string {
+  const git = (...args: string[]) => {
+    try {
+      return execFileSync('git', args, {
+        cwd,
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trim();
+    } catch {
+      return undefined;
+    }
+  };
+  const branch =
+    git('rev-parse', '--abbrev-ref', 'origin/HEAD') ??
+    ['origin/main', 'origin/master', 'main', 'master'].find(
+      (b) => git('rev-parse', '--verify', '--quiet', b) !== undefined,
+    );
+  const base = branch ? git('merge-base', 'HEAD', branch) : undefined;
+  if (!base)
+    throw new PhonehomeError(
+      'EUSAGE',
+      'No --base given and no default branch to take the merge base with.',
+      {
+        fix: 'Pass --base <git-ref or lockfile>, e.g. --base origin/main.',
+      },
+    );
+  return base;
+}
+
+export interface GatePackage extends LockChange {
+  /** Line of the head lockfile where the package's entry starts (for SARIF), when found. */
+  line?: number;
+  verdict: CheckReport['verdict'];
+  report: CheckReport;
+  fromStore: boolean;
+}
+
+export const GATE_SCHEMA_VERSION = 1;
+
+export interface GateReport {
+  schemaVersion: number;
+  kind: 'gate';
+  base: string;
+  head: string;
+  /** The head lockfile as a path from the working directory (what SARIF results point at). */
+  lockfile: string;
+  packages: GatePackage[];
+  removed: { name: string; version: string }[];
+  verdict: CheckReport['verdict'];
+  policy: { sources: string[]; hash: string };
+}
+
+export interface GateOptions {
+  npmConfig?: NpmConfig;
+  policy: LoadedPolicy;
+  store?: ResultStore;
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * For an upgrade, egress the base version already had (and no rule allows) is shown as inherited,
+ * not held against the change; new destinations, indicators and bait leaks stand.
+ */
+function forChange(report: CheckReport, change: LockChange): CheckReport {
+  if (change.kind === 'added' || !report.comparison) return report;
+  const fresh = new Set(
+    report.comparison.destinations.added.map((d) => `${d.phase}\0${d.destination}`),
+  );
+  const findings = report.findings
+    .map((f) =>
+      f.id === 'egress-not-allowed' && !fresh.has(`${f.phase}\0${f.destination}`)
+        ? {
+            ...f,
+            severity: 'info' as const,
+            message: `${f.message} (already in ${change.name}@${change.from}; not new in this change)`,
+          }
+        : f,
+    )
+    .sort(compareFindings);
+  return { ...report, findings, verdict: verdictOf(findings) };
+}
+
+export async function gate(
+  sandbox: SandboxProvider,
+  base: string,
+  head: string,
+  opts: GateOptions,
+): Promise<GateReport> {
+  const b = lockSource(base);
+  const h = lockSource(head);
+  try {
+    await using baseTree = await loadLockTree(
+      b.dir,
+      opts.npmConfig ? { npmConfig: opts.npmConfig } : {},
+    );
+    await using headTree = await loadLockTree(
+      h.dir,
+      opts.npmConfig ? { npmConfig: opts.npmConfig } : {},
+    );
+    const changes = lockChanges(baseTree.entries, headTree.entries);
+    const lockText = readFileSync(headTree.lockfile, 'utf8');
+    opts.log?.(
+      `[gate] ${changes.changed.length} package(s) added or changed, ${changes.removed.length} removed`,
+    );
+    const packages: GatePackage[] = [];
+    for (const c of changes.changed) {
+      opts.signal?.throwIfAborted();
+      const r = await checkStored(sandbox, `${c.name}@${c.to}`, {
+        policy: opts.policy,
+        ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
+        ...(opts.store ? { store: opts.store } : {}),
+        ...(c.from && c.kind === 'upgraded' ? { against: c.from } : {}),
+        ...(opts.log ? { log: opts.log } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      const report = forChange(r.report, c);
+      const line = entryLine(lockText, c.name, c.to);
+      packages.push({
+        ...c,
+        ...(line ? { line } : {}),
+        verdict: report.verdict,
+        report,
+        fromStore: !!r.fromStore,
+      });
+    }
+    const verdict = packages.some((p) => p.verdict === 'fail')
+      ? 'fail'
+      : packages.some((p) => p.verdict === 'warn')
+        ? 'warn'
+        : 'pass';
+    return {
+      schemaVersion: GATE_SCHEMA_VERSION,
+      kind: 'gate',
+      base: b.label,
+      head: h.label,
+      lockfile: h.uri,
+      packages,
+      removed: changes.removed,
+      verdict,
+      policy: { sources: opts.policy.policy.sources, hash: opts.policy.policy.hash },
+    };
+  } finally {
+    b.cleanup();
+    h.cleanup();
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * End to end: `phonehome gate` between two lockfiles, packages from a real registry (verdaccio).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Ajv } from 'ajv';
+import type { GateReport } from '../../src/gate/gate.js';
+import { cli, fixture, leftovers } from '../support/cli.js';
+import { images } from '../support/sandbox.js';
+import { startVerdaccio, type Verdaccio } from '../support/verdaccio.js';
+
+describe('phonehome gate (CLI)', () => {
+  let registry: Verdaccio;
+  const work = mkdtempSync(join(tmpdir(), 'phonehome-gate-e2e-'));
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([k]) => !/^npm_config_/i.test(k)),
+  );
+  /** A project locked by npm against the registry; returns its folder. */
+  const locked = async (name: string, dependencies: Record<string, string>) => {
+    const dir = mkdtempSync(join(work, `${name}-`));
+    writeFileSync(
+      join(dir, 'package.json'),
+      JSON.stringify({ name: 'web-shop', version: '1.0.0', private: true, dependencies }),
+    );
+    await new Promise<void>((resolve, reject) => {
+      const c = spawn(
+        'npm',
+        ['install', '--package-lock-only', '--ignore-scripts', '--registry', registry.url],
+        { cwd: dir, env: { ...env, NPM_CONFIG_USERCONFIG: registry.npmrc }, stdio: 'ignore' },
+      );
+      c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`npm exit ${code}`))));
+    });
+    return dir;
+  };
+  const gate = async (args: string[], cwd?: string) => {
+    const r = await cli(
+      ['gate', '--registry', registry.url, '--store', join(work, 'gate.sqlite'), ...args],
+      env,
+      cwd ? { cwd } : {},
+    );
+    assert.equal(await leftovers(r.pid), 0);
+    return r;
+  };
+
+  before(async () => {
+    await images();
+    registry = await startVerdaccio();
+    for (const f of [
+      'upgrade-beacon-1.0.0',
+      'upgrade-beacon-1.0.1',
+      'quiet-lib-1.0.0',
+      'quiet-lib-1.1.0',
+      'honest-no-scripts',
+    ])
+      await registry.publish(fixture(f));
+  });
+  after(async () => {
+    await registry?.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('an upgrade that adds an install-time beacon fails; the comment names it; SARIF validates', async () => {
+    const base = await locked('base', { 'upgrade-beacon': '1.0.0', 'honest-no-scripts': '^1.0.0' });
+    const head = await locked('head', { 'upgrade-beacon': '1.0.1', 'honest-no-scripts': '^1.0.0' });
+    const sarif = join(work, 'results.sarif');
+    const comment = join(work, 'comment.md');
+    const r = await gate([
+      '--base',
+      join(base, 'package-lock.json'),
+      '--head',
+      join(head, 'package-lock.json'),
+      '--json',
+      '--sarif',
+      sarif,
+      '--comment-file',
+      comment,
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    const report = JSON.parse(r.stdout) as GateReport;
+    assert.equal(report.verdict, 'fail');
+    assert.deepEqual(
+      report.packages.map((p) => [p.name, p.kind, p.from, p.to]),
+      [['upgrade-beacon', 'upgraded', '1.0.0', '1.0.1']],
+    );
+    const md = readFileSync(comment, 'utf8');
+    assert.match(md, /phonehome: FAIL/);
+    assert.match(
+      md,
+      /\| `upgrade-beacon` \| 1\.0\.0 → 1\.0\.1 \(upgraded\) \| fail \| install: `cdn\.upgrade-stats\.example:443` \|/,
+    );
+    assert.match(md, /```yaml\nrules:\n {2}- allow: \[cdn\.upgrade-stats\.example:443\]/);
+    const doc = JSON.parse(readFileSync(sarif, 'utf8')) as {
+      runs: {
+        results: {
+          ruleId: string;
+          locations: { physicalLocation: { region?: { startLine: number } } }[];
+        }[];
+      }[];
+    };
+    const schemaFile = join(
+      import.meta.dirname,
+      '..',
+      '..',
+      '..',
+      'test',
+      'support',
+      'sarif-schema-2.1.0.json',
+    );
+    assert.ok(existsSync(schemaFile), 'the SARIF 2.1.0 schema is in test/support');
+    const validate = new Ajv({ strict: false, allErrors: true, validateFormats: false }).compile(
+      JSON.parse(readFileSync(schemaFile, 'utf8')) as object,
+    );
+    assert.ok(validate(doc), JSON.stringify(validate.errors));
+    const results = doc.runs[0]?.results ?? [];
+    assert.ok(results.some((x) => x.ruleId === 'new-destination'));
+    const line = results[0]?.locations[0]?.physicalLocation.region?.startLine ?? 0;
+    const lockLine = readFileSync(join(head, 'package-lock.json'), 'utf8').split('\n')[line - 1];
+    assert.match(
+      lockLine ?? '',
+      /"node_modules\/upgrade-beacon": \{/,
+      'points at the lockfile entry',
+    );
+  });
+
+  it('an upgrade with no egress change passes', async () => {
+    const base = await locked('quiet-base', { 'quiet-lib': '1.0.0' });
+    const head = await locked('quiet-head', { 'quiet-lib': '1.1.0' });
+    const r = await gate(['--base', base, '--head', head, '--markdown']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /phonehome: PASS/);
+    assert.match(r.stdout, /\| `quiet-lib` \| 1\.0\.0 → 1\.1\.0 \(upgraded\) \| pass \| — \| — \|/);
+  });
+
+  it('an added package whose download a policy entry allows passes, and the comment says which rule', async () => {
+    const base = await locked('add-base', { 'honest-no-scripts': '^1.0.0' });
+    const head = await locked('add-head', {
+      'honest-no-scripts': '^1.0.0',
+      'upgrade-beacon': '1.0.1',
+    });
+    writeFileSync(
+      join(head, 'phonehome.policy.yaml'),
+      'version: 1\nrules:\n  - allow: [cdn.upgrade-stats.example:443]\n    packages: [upgrade-beacon@^1]\n    phases: [install]\n    why: reviewed telemetry\n',
+    );
+    const r = await gate(['--base', base, '--head', '.', '--markdown'], head);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /\| `upgrade-beacon` \| added 1\.0\.1 \| pass \|/);
+    assert.match(
+      r.stdout,
+      /allowed: `cdn\.upgrade-stats\.example:443` during install — allowed by phonehome\.policy\.yaml:3/,
+    );
+  });
+
+  it('identical trees pass at once without starting a container', async () => {
+    const dir = await locked('same', { 'honest-no-scripts': '^1.0.0' });
+    const r = await gate(['--base', dir, '--head', dir]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /PASS gate: 0 package\(s\) added or changed, 0 removed/);
+    assert.doesNotMatch(r.stderr, /\[check\]/, 'nothing was checked');
+  });
+});

@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { entryLine, lockChanges } from '../../../src/gate/gate.js';
+import type { LockEntry } from '../../../src/resolve/lockfile.js';
+
+const e = (name: string, version: string, path = ['app', name]): LockEntry => ({
+  name,
+  version,
+  integrity: `sha512-${name}${version}`,
+  location: `node_modules/${name}`,
+  path,
+  dev: false,
+  optional: false,
+  installable: true,
+});
+
+describe('lockfile changes', () => {
+  it('added, upgraded, downgraded and removed, by name; unchanged packages are not listed', () => {
+    const base = [e('a', '1.0.0'), e('b', '2.0.0'), e('c', '3.1.0'), e('gone', '1.0.0')];
+    const head = [
+      e('a', '1.0.0'),
+      e('b', '2.1.0'),
+      e('c', '3.0.0'),
+      e('new', '0.1.0', ['app', 'a', 'new']),
+    ];
+    const d = lockChanges(base, head);
+    assert.deepEqual(
+      d.changed.map((c) => [c.name, c.kind, c.from, c.to]),
+      [
+        ['b', 'upgraded', '2.0.0', '2.1.0'],
+        ['c', 'downgraded', '3.1.0', '3.0.0'],
+        ['new', 'added', undefined, '0.1.0'],
+      ],
+    );
+    assert.deepEqual(d.changed.find((c) => c.name === 'new')?.path, ['app', 'a', 'new']);
+    assert.deepEqual(d.removed, [
+      { name: 'b', version: '2.0.0' },
+      { name: 'c', version: '3.1.0' },
+      { name: 'gone', version: '1.0.0' },
+    ]);
+  });
+
+  it('a second copy of a name at a new version is compared with the closest lower version', () => {
+    const d = lockChanges(
+      [e('x', '1.0.0'), e('x', '2.0.0')],
+      [e('x', '1.0.0'), e('x', '2.0.0'), e('x', '2.3.0')],
+    );
+    assert.deepEqual(
+      d.changed.map((c) => [c.kind, c.from, c.to]),
+      [['upgraded', '2.0.0', '2.3.0']],
+    );
+    assert.deepEqual(lockChanges([e('x', '1.0.0')], [e('x', '1.0.0')]), {
+      changed: [],
+      removed: [],
+    });
+  });
+
+  it('finds the line of a package entry in a lockfile', () => {
+    const text = [
+      '{',
+      '  "packages": {',
+      '    "node_modules/a/node_modules/x": {',
+      '      "version": "1.0.0"',
+      '    },',
+      '    "node_modules/x": {',
+      '      "version": "2.0.0",',
+      '    }',
+      '  }',
+      '}',
+    ].join('\n');
+    assert.equal(entryLine(text, 'x', '2.0.0'), 6);
+    assert.equal(entryLine(text, 'x', '1.0.0'), 3);
+    assert.equal(entryLine(text, 'x', '9.0.0'), undefined);
+  });
+});
