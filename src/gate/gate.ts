@@ -64,9 +64,12 @@ export function lockChanges(base: LockEntry[], head: LockEntry[]): LockChanges {
       path: e.path,
     });
   }
+  // A version replaced by an upgrade or downgrade is part of that change, not a removal.
+  const replaced = new Set(changed.filter((c) => c.from).map((c) => `${c.name}@${c.from}`));
   const removed: { name: string; version: string }[] = [];
   for (const [name, vs] of b)
-    for (const v of vs) if (!h.get(name)?.has(v)) removed.push({ name, version: v });
+    for (const v of vs)
+      if (!h.get(name)?.has(v) && !replaced.has(`${name}@${v}`)) removed.push({ name, version: v });
   const order = (x: { name: string }, y: { name: string }) => x.name.localeCompare(y.name);
   return { changed: changed.sort(order), removed: removed.sort(order) };
 }
