@@ -356,6 +356,8 @@ export async function runSandboxStep(
   try {
     return JSON.parse(line) as StepOutput;
   } catch {
+    // Ctrl-C removes the containers under a running step: that is the interruption, not a bug.
+    o.signal?.throwIfAborted();
     throw new PhonehomeError(
       'EINTERNAL',
       `The step driver gave no result for ${step.label} (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,

@@ -41,9 +41,30 @@ export function renderAuditText(r: AuditReport): string {
     for (const f of (p.report?.findings ?? []).filter((x) => x.severity !== 'info'))
       lines.push(`  ${f.severity.toUpperCase().padEnd(8)} ${f.message}`);
   }
+  const failedInstalls = r.packages.filter((p) =>
+    p.report?.phases.some(
+      (x) => x.name === 'install' && (x.status === 'failed' || x.status === 'timeout'),
+    ),
+  );
+  if (failedInstalls.length)
+    lines.push(
+      '',
+      `install failed or timed out for ${failedInstalls.map((p) => p.id).join(', ')}: what their install would have done after that point was not observed`,
+    );
   const allowed = r.packages.filter((p) => p.report?.events.length && !flagged.includes(p));
-  if (allowed.length)
-    lines.push('', `egress allowed by the policy: ${allowed.map((p) => p.id).join(', ')}`);
+  for (const p of allowed) {
+    const rules = [
+      ...new Set(
+        (p.report?.findings ?? [])
+          .filter((f) => f.id === 'egress-allowed')
+          .map(
+            (f) =>
+              `${f.destination} (${f.rule === 'declaration' ? 'its declaration' : f.rule?.startsWith('known-egress:') ? `shipped ${f.rule}` : f.rule})`,
+          ),
+      ),
+    ];
+    lines.push('', `egress allowed: ${p.id}: ${rules.join(', ')}`);
+  }
   return lines.join('\n') + '\n';
 }
 

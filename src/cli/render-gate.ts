@@ -7,11 +7,36 @@ const judged = (p: GatePackage) => p.report.findings.filter((f) => f.severity !=
 const change = (p: GatePackage) =>
   p.kind === 'added' ? `added ${p.to}` : `${p.from} → ${p.to} (${p.kind})`;
 
+/** Direct dependencies first (what the pull request changed by hand), then by name. */
+function ordered(r: GateReport): GatePackage[] {
+  return [...r.packages].sort(
+    (a, b) => a.path.length - b.path.length || a.name.localeCompare(b.name),
+  );
+}
+
+const installNote = (p: GatePackage) => {
+  const install = p.report.phases.find((x) => x.name === 'install');
+  return install && (install.status === 'failed' || install.status === 'timeout')
+    ? `install ${install.status}${install.note ? ` (${install.note})` : ''}: what it would have done after that point was not observed`
+    : undefined;
+};
+
+const ruleName = (rule: string | undefined) =>
+  rule === 'declaration'
+    ? 'the package’s own declaration'
+    : rule?.startsWith('known-egress:')
+      ? `phonehome’s shipped known-egress list (${rule.slice('known-egress:'.length)}; set knownEgress: false in your policy to review these yourself)`
+      : rule;
+
 export function renderGateText(r: GateReport): string {
   const lines = [
     `${r.verdict.toUpperCase()} gate: ${r.packages.length} package(s) added or changed, ${r.removed.length} removed (${r.base} → ${r.head})`,
   ];
-  for (const p of r.packages) {
+  for (const t of r.retargeted)
+    lines.push(
+      `  FAIL ${t.name}@${t.version}: locked to another tarball with no version change (${t.before.slice(0, 20)}… → ${t.after.slice(0, 20)}…)`,
+    );
+  for (const p of ordered(r)) {
     lines.push(
       `  ${p.verdict.toUpperCase().padEnd(4)} ${p.name} ${change(p)}  via ${p.path.join(' > ')}`,
     );
@@ -20,7 +45,12 @@ export function renderGateText(r: GateReport): string {
     for (const d of p.report.comparison?.destinations.removed ?? [])
       lines.push(`       - ${d.phase} ${d.destination}`);
     for (const f of judged(p)) lines.push(`       ${f.severity.toUpperCase()} ${f.message}`);
+    const note = installNote(p);
+    if (note) lines.push(`       note: ${note}`);
   }
+  for (const r2 of r.removed) lines.push(`  removed ${r2.name}@${r2.version}`);
+  if (r.notInstalled.length)
+    lines.push(`  not installed on this platform, not checked: ${r.notInstalled.join(', ')}`);
   return lines.join('\n') + '\n';
 }
 
@@ -41,12 +71,25 @@ export function renderGateMarkdown(r: GateReport): string {
       : `No package added or changed in \`${r.lockfile}\` (${r.base} → ${r.head}).`,
     '',
   ];
+  if (r.retargeted.length) {
+    out.push(
+      "**Locked to other content with no version change** (a lockfile edit that swaps a package's tarball):",
+      '',
+    );
+    for (const t of r.retargeted)
+      out.push(
+        `- ❌ \`${t.name}@${t.version}\` (${t.path.join(' › ')}): integrity \`${t.before.slice(0, 24)}…\` → \`${t.after.slice(0, 24)}…\``,
+      );
+    out.push('');
+  }
+  if (r.removed.length)
+    out.push(`Removed: ${r.removed.map((x) => `\`${x.name}@${x.version}\``).join(', ')}.`, '');
   if (r.packages.length) {
     out.push(
       '| package | change | verdict | new destinations | findings |',
       '| --- | --- | --- | --- | --- |',
     );
-    for (const p of r.packages) {
+    for (const p of ordered(r)) {
       const added = (p.report.comparison?.destinations.added ?? []).map(
         (d) => `${d.phase}: \`${d.destination}\``,
       );
@@ -57,16 +100,17 @@ export function renderGateMarkdown(r: GateReport): string {
               .map((f) => `${f.phase}: \`${f.destination}\``)
           : added;
       out.push(
-        `| \`${p.name}\` | ${change(p)} | ${p.verdict} | ${fresh.length ? [...new Set(fresh)].join('<br>') : '—'} | ${judged(p).length ? `${judged(p).length} (${[...new Set(judged(p).map((f) => f.severity))].join(', ')})` : '—'} |`,
+        `| \`${p.name}\`${p.path.length > 2 ? ` <sub>via ${p.path.slice(1, -1).map(cell).join(' › ')}</sub>` : ''} | ${change(p)} | ${p.verdict} | ${fresh.length ? [...new Set(fresh)].join('<br>') : '—'} | ${judged(p).length ? `${judged(p).length} (${[...new Set(judged(p).map((f) => f.severity))].join(', ')})` : '—'} |`,
       );
     }
     out.push('');
   }
-  for (const p of r.packages) {
+  for (const p of ordered(r)) {
     const findings = judged(p);
     const allowed = allowedBy(p);
     const removed = p.report.comparison?.destinations.removed ?? [];
-    if (!findings.length && !allowed.length && !removed.length) continue;
+    const note = installNote(p);
+    if (!findings.length && !allowed.length && !removed.length && !note) continue;
     out.push(
       `### \`${p.name}\` ${change(p)}`,
       '',
@@ -76,10 +120,11 @@ export function renderGateMarkdown(r: GateReport): string {
     for (const f of findings) out.push(`- **${f.severity}** ${cell(f.message)}`);
     for (const f of allowed)
       out.push(
-        `- allowed: \`${f.destination}\` during ${f.phase} — ${f.rule === 'declaration' ? 'declared by the package' : `allowed by ${f.rule}`}`,
+        `- allowed: \`${f.destination}\` during ${f.phase} — allowed by ${ruleName(f.rule)}`,
       );
     for (const d of removed)
       out.push(`- no longer reached: \`${d.destination}\` during ${d.phase}`);
+    if (note) out.push(`- note: ${cell(note)}`);
     const snippets = findings.filter((f) => f.suggestion);
     if (snippets.length) {
       out.push(
@@ -117,16 +162,12 @@ export function renderGateMarkdown(r: GateReport): string {
     }
     out.push('');
   }
-  if (r.removed.length)
+  if (r.notInstalled.length)
     out.push(
-      `<details><summary>${r.removed.length} removed</summary>`,
-      '',
-      r.removed.map((x) => `\`${x.name}@${x.version}\``).join(', '),
-      '',
-      '</details>',
+      `Not installed on this platform, not checked: ${r.notInstalled.map((x) => `\`${x}\``).join(', ')}.`,
       '',
     );
-  return out.join('\n');
+  return out.join('\n').trimEnd() + '\n';
 }
 
 const LEVEL: Record<Finding['severity'], 'error' | 'warning' | 'note'> = {
@@ -165,6 +206,20 @@ export function renderGateSarif(r: GateReport): object {
         properties: { severity: f.severity, package: `${p.name}@${p.to}`, phase: f.phase ?? null },
       });
     }
+  for (const t of r.retargeted) {
+    rules.set('lockfile-retargeted', {
+      id: 'lockfile-retargeted',
+      shortDescription: { text: 'package locked to other content with no version change' },
+    });
+    results.push({
+      ruleId: 'lockfile-retargeted',
+      level: 'error',
+      message: {
+        text: `${t.name}@${t.version} is locked to another tarball with no version change (${t.before} → ${t.after})`,
+      },
+      locations: [{ physicalLocation: { artifactLocation: { uri: r.lockfile } } }],
+    });
+  }
   return {
     version: '2.1.0',
     $schema: 'https://json.schemastore.org/sarif-2.1.0.json',

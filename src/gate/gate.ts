@@ -31,6 +31,11 @@ export interface LockChange {
 export interface LockChanges {
   changed: LockChange[];
   removed: { name: string; version: string }[];
+  /**
+   * The same name@version locked to another tarball (its integrity changed with no version
+   * change): a lockfile edited to point a package at other content.
+   */
+  retargeted: { name: string; version: string; before: string; after: string; path: string[] }[];
 }
 
 /** What changed between two trees, by package name (a name may appear at several versions). */
@@ -70,8 +75,29 @@ export function lockChanges(base: LockEntry[], head: LockEntry[]): LockChanges {
   for (const [name, vs] of b)
     for (const v of vs)
       if (!h.get(name)?.has(v) && !replaced.has(`${name}@${v}`)) removed.push({ name, version: v });
+  const integrity = new Map(base.map((e) => [`${e.name}@${e.version}`, e.integrity]));
+  const retargeted: LockChanges['retargeted'] = [];
+  const flagged = new Set<string>();
+  for (const e of head) {
+    const key = `${e.name}@${e.version}`;
+    const before = integrity.get(key);
+    if (before && e.integrity && before !== e.integrity && !flagged.has(key)) {
+      flagged.add(key);
+      retargeted.push({
+        name: e.name,
+        version: e.version,
+        before,
+        after: e.integrity,
+        path: e.path,
+      });
+    }
+  }
   const order = (x: { name: string }, y: { name: string }) => x.name.localeCompare(y.name);
-  return { changed: changed.sort(order), removed: removed.sort(order) };
+  return {
+    changed: changed.sort(order),
+    removed: removed.sort(order),
+    retargeted: retargeted.sort(order),
+  };
 }
 
 /** A lockfile path, a project folder, or a git ref (its package-lock.json next to the cwd). */
@@ -88,6 +114,20 @@ export function lockSource(
       uri: relative(cwd, file) || file,
       cleanup: () => undefined,
     };
+  }
+  try {
+    execFileSync('git', ['rev-parse', '--verify', '--quiet', `${ref}^{commit}`], {
+      cwd,
+      stdio: 'ignore',
+    });
+  } catch {
+    throw new PhonehomeError(
+      'EUSAGE',
+      `"${ref}" is neither a lockfile, a folder, nor a git ref here.`,
+      {
+        fix: 'Pass a path to a package-lock.json or project folder, or a commit, branch or tag of this repository.',
+      },
+    );
   }
   const dir = mkdtempSync(join(tmpdir(), 'phonehome-gate-'));
   try {
@@ -194,6 +234,10 @@ export interface GateReport {
   kind: 'gate';
   base: string;
   head: string;
+  /** Packages whose locked tarball changed with no version change: the gate fails on any. */
+  retargeted: LockChanges['retargeted'];
+  /** Optional packages for other platforms that the change adds; npm does not install them here. */
+  notInstalled: string[];
   /** The head lockfile as a path from the working directory (what SARIF results point at). */
   lockfile: string;
   packages: GatePackage[];
@@ -206,6 +250,7 @@ export interface GateOptions {
   npmConfig?: NpmConfig;
   policy: LoadedPolicy;
   store?: ResultStore;
+  noCache?: boolean;
   log?: (line: string) => void;
   signal?: AbortSignal;
 }
@@ -233,6 +278,26 @@ function forChange(report: CheckReport, change: LockChange): CheckReport {
   return { ...report, findings, verdict: verdictOf(findings) };
 }
 
+/**
+ * The package checked is the registry's name@version; the lockfile must name that same tarball,
+ * or what would be installed is not what was checked.
+ */
+function lockedContent(report: CheckReport, locked: string | null): CheckReport {
+  const checked = report.subject.integrity;
+  if (!locked || !checked || locked === checked) return report;
+  const findings = [
+    ...report.findings,
+    {
+      id: 'lockfile-integrity-mismatch',
+      severity: 'critical' as const,
+      package: `${report.subject.name}@${report.subject.version}`,
+      message: `the lockfile locks ${report.subject.name}@${report.subject.version} to ${locked.slice(0, 24)}…, but the registry's tarball is ${checked.slice(0, 24)}…: what npm would install is not what was checked`,
+      rule: 'lockfile',
+    },
+  ].sort(compareFindings);
+  return { ...report, findings, verdict: verdictOf(findings) };
+}
+
 export async function gate(
   sandbox: SandboxProvider,
   base: string,
@@ -250,7 +315,12 @@ export async function gate(
       h.dir,
       opts.npmConfig ? { npmConfig: opts.npmConfig } : {},
     );
-    const changes = lockChanges(baseTree.entries, headTree.entries);
+    const here = (e: LockEntry) => e.installable || !e.optional;
+    const all = lockChanges(baseTree.entries, headTree.entries);
+    const changes = lockChanges(baseTree.entries.filter(here), headTree.entries.filter(here));
+    const notInstalled = all.changed
+      .filter((c) => !changes.changed.some((x) => x.name === c.name && x.to === c.to))
+      .map((c) => `${c.name}@${c.to}`);
     const lockText = readFileSync(headTree.lockfile, 'utf8');
     opts.log?.(
       `[gate] ${changes.changed.length} package(s) added or changed, ${changes.removed.length} removed`,
@@ -262,11 +332,13 @@ export async function gate(
         policy: opts.policy,
         ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
         ...(opts.store ? { store: opts.store } : {}),
+        ...(opts.noCache ? { noCache: true } : {}),
         ...(c.from && c.kind === 'upgraded' ? { against: c.from } : {}),
         ...(opts.log ? { log: opts.log } : {}),
         ...(opts.signal ? { signal: opts.signal } : {}),
       });
-      const report = forChange(r.report, c);
+      const locked = headTree.entries.find((e) => e.name === c.name && e.version === c.to);
+      const report = lockedContent(forChange(r.report, c), locked?.integrity ?? null);
       const line = entryLine(lockText, c.name, c.to);
       packages.push({
         ...c,
@@ -276,17 +348,20 @@ export async function gate(
         fromStore: !!r.fromStore,
       });
     }
-    const verdict = packages.some((p) => p.verdict === 'fail')
-      ? 'fail'
-      : packages.some((p) => p.verdict === 'warn')
-        ? 'warn'
-        : 'pass';
+    const verdict =
+      all.retargeted.length || packages.some((p) => p.verdict === 'fail')
+        ? 'fail'
+        : packages.some((p) => p.verdict === 'warn')
+          ? 'warn'
+          : 'pass';
     return {
       schemaVersion: GATE_SCHEMA_VERSION,
       kind: 'gate',
       base: b.label,
       head: h.label,
       lockfile: h.uri,
+      retargeted: all.retargeted,
+      notInstalled,
       packages,
       removed: changes.removed,
       verdict,

@@ -192,6 +192,24 @@ export async function loadLockTree(
         },
       );
     }
+    // As npm ci: every dependency package.json declares must be in the lockfile, at a version
+    // that satisfies it; otherwise npm would resolve afresh, which is not what the lockfile says.
+    const unmet = [...vroot.edgesOut.values()].filter((e) => !e.valid && e.type !== 'peerOptional');
+    if (unmet.length)
+      throw new PhonehomeError(
+        'ELOCKFILE',
+        `${lockfile} and its package.json disagree: ${unmet
+          .slice(0, 5)
+          .map((e) =>
+            e.to
+              ? `${e.name} wants ${e.spec}, the lockfile has ${e.to.version}`
+              : `${e.name}@${e.spec} is not in the lockfile`,
+          )
+          .join('; ')}.`,
+        {
+          fix: 'Bring the lockfile up to date (`npm install --package-lock-only`) and audit again.',
+        },
+      );
     const omit = new Set(opts.omit ?? []);
     const kept = (n: ArboristNode) =>
       !n.isRoot &&
@@ -277,21 +295,35 @@ export async function loadLockTree(
         );
       // And the content is the package locked there (an integrity that names another cached
       // tarball would put another package in its place).
-      const swapped = [...root.inventory.values()].filter((n) => {
-        const locked = lock.packages?.[n.location];
-        if (n.isRoot || n.isLink || !locked || typeof locked.version !== 'string') return false;
-        const name =
-          typeof locked.name === 'string'
-            ? locked.name
-            : n.location.slice(n.location.lastIndexOf('node_modules/') + 'node_modules/'.length);
-        return n.package.name !== name || n.package.version !== locked.version;
-      });
+      // Read from the unpacked files: arborist's own record of a node is the lockfile's.
+      const onDisk = (n: ArboristNode): { name?: string; version?: string } => {
+        try {
+          return JSON.parse(readFileSync(join(dir, n.location, 'package.json'), 'utf8')) as {
+            name?: string;
+            version?: string;
+          };
+        } catch {
+          return {};
+        }
+      };
+      const swapped = [...root.inventory.values()]
+        .filter((n) => !n.isRoot && !n.isLink)
+        .map((n) => ({ n, disk: onDisk(n) }))
+        .filter(({ n, disk }) => {
+          const locked = lock.packages?.[n.location];
+          if (!locked || typeof locked.version !== 'string') return false;
+          const name =
+            typeof locked.name === 'string'
+              ? locked.name
+              : n.location.slice(n.location.lastIndexOf('node_modules/') + 'node_modules/'.length);
+          return disk.name !== name || disk.version !== locked.version;
+        });
       if (swapped.length)
         throw new PhonehomeError(
           'ESPEC_CORRUPT',
           `The content fetched for ${swapped
             .slice(0, 5)
-            .map((n) => `${n.location} is ${String(n.package.name)}@${String(n.package.version)}`)
+            .map(({ n, disk }) => `${n.location} is ${String(disk.name)}@${String(disk.version)}`)
             .join(', ')}, not the package the lockfile names there.`,
           {
             fix: "Check the lockfile's integrity values; regenerate it with `npm install --package-lock-only` if it is wrong.",

@@ -16,7 +16,10 @@ declare module '@npmcli/arborist' {
     package: Record<string, unknown> & { scripts?: Record<string, string> };
     children: Map<string, ArboristNode>;
     inventory: Map<string, ArboristNode>;
-    edgesOut: Map<string, { to: ArboristNode | null; spec: string }>;
+    edgesOut: Map<
+      string,
+      { to: ArboristNode | null; spec: string; name: string; type: string; valid: boolean }
+    >;
   }
   export interface ArboristOptions {
     path: string;

@@ -171,6 +171,22 @@ describe('phonehome gate (CLI)', () => {
     );
   });
 
+  it('a package locked to another tarball with no version change fails before anything runs', async () => {
+    const base = await locked('swap-base', { 'honest-no-scripts': '^1.0.0', 'quiet-lib': '1.0.0' });
+    const lock = JSON.parse(readFileSync(join(base, 'package-lock.json'), 'utf8')) as {
+      packages: Record<string, { resolved?: string; integrity?: string }>;
+    };
+    const head = mkdtempSync(join(work, 'swap-head-'));
+    writeFileSync(join(head, 'package.json'), readFileSync(join(base, 'package.json')));
+    const target = lock.packages['node_modules/honest-no-scripts'] as object;
+    Object.assign(target, { integrity: lock.packages['node_modules/quiet-lib']?.integrity });
+    writeFileSync(join(head, 'package-lock.json'), JSON.stringify(lock));
+    const r = await gate(['--base', base, '--head', head, '--markdown']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout, /Locked to other content with no version change/);
+    assert.match(r.stdout, /`honest-no-scripts@1\.0\.0`/);
+  });
+
   it('identical trees pass at once without starting a container', async () => {
     const dir = await locked('same', { 'honest-no-scripts': '^1.0.0' });
     const r = await gate(['--base', dir, '--head', dir]);

@@ -207,5 +207,34 @@ describe('registry specs through a real registry (verdaccio)', () => {
       `sha512-${Buffer.alloc(64, 9).toString('base64')}`;
     writeFileSync(lockPath, JSON.stringify(tampered));
     await expectError([dir, '--no-cache'], 2, /ESPEC_CORRUPT|integrity/i);
+    // Another package's tarball and integrity at this place (npm ci would install it).
+    const swapped = structuredClone(lock);
+    const other = lock.packages['node_modules/honest-postinstall-prints'] as {
+      resolved: string;
+      integrity: string;
+    };
+    Object.assign(swapped.packages['node_modules/honest-no-scripts'] as object, {
+      resolved: other.resolved,
+      integrity: other.integrity,
+    });
+    writeFileSync(lockPath, JSON.stringify(swapped));
+    await expectError(
+      [dir, '--no-cache'],
+      2,
+      /ESPEC_CORRUPT.*node_modules\/honest-no-scripts is honest-postinstall-prints@1\.0\.0/s,
+    );
+    // A package.json that wants what the lockfile does not have.
+    writeFileSync(lockPath, good);
+    const pkgPath = join(dir, 'package.json');
+    const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as {
+      dependencies: Record<string, string>;
+    };
+    pkg.dependencies['quiet-extra'] = '^1.0.0';
+    writeFileSync(pkgPath, JSON.stringify(pkg));
+    await expectError(
+      [dir],
+      2,
+      /ELOCKFILE.*disagree: quiet-extra@\^1\.0\.0 is not in the lockfile/s,
+    );
   });
 });

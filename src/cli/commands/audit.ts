@@ -47,15 +47,20 @@ function progressDisplay(): { update: (p: AuditProgress) => void; stop: () => vo
       },
     };
   }
+  // Not a terminal: a line every 10 s whether or not anything finished, and one at the end.
+  const timer = setInterval(() => {
+    if (last) process.stderr.write(`[audit] ${line(last)}\n`);
+  }, 10_000);
+  timer.unref();
   return {
     update: (p) => {
       last = p;
-      if (Date.now() - lastLine > 10_000 || p.done === p.total) {
+      if (p.done === p.total && Date.now() - lastLine > 1000) {
         lastLine = Date.now();
         process.stderr.write(`[audit] ${line(p)}\n`);
       }
     },
-    stop: () => undefined,
+    stop: () => clearInterval(timer),
   };
 }
 
@@ -100,8 +105,9 @@ loaded (require(), or import() when it cannot be required); the exercise phase i
 Interrupted audits keep what finished in the store: run again to resume. Yarn and pnpm lockfiles
 are not supported yet (exit 2).
 
-Exit codes: 0 pass, 1 findings at or above --fail-on, 2 usage error or unusable lockfile,
-3 environment (Docker, images, registry, store), 130 interrupted.`,
+Exit codes: 0 pass, 1 findings at or above --fail-on (default warn) or a package not run,
+2 usage error or unusable lockfile, 3 environment (Docker, images, registry, store), 4 internal
+error, 130 interrupted.`,
     )
     .action(
       async (

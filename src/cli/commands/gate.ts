@@ -45,8 +45,9 @@ in the traffic fail; new runtime egress warns (the policy's "changes"). For an u
 base version already had is shown but does not fail. Allowing an expected change is a policy
 edit, reviewed in the same pull request. Identical trees exit 0 without starting a container.
 
-Exit codes: 0 pass, 1 findings at or above --fail-on (default fail), 2 usage or lockfile error,
-3 environment, 130 interrupted.`,
+Exit codes: 0 pass, 1 findings at or above --fail-on (default fail) or a package whose locked
+tarball changed without a version change, 2 usage or lockfile error, 3 environment (Docker,
+images, registry, store), 4 internal error, 130 interrupted.`,
     )
     .action(
       async (o: {
@@ -60,6 +61,7 @@ Exit codes: 0 pass, 1 findings at or above --fail-on (default fail), 2 usage or 
         policy?: string;
         policyOverride?: string;
         store?: string;
+        cache: boolean;
         failOn: FailOn;
       }) => {
         const policy = policyFromFlags(o);
@@ -73,6 +75,7 @@ Exit codes: 0 pass, 1 findings at or above --fail-on (default fail), 2 usage or 
             policy,
             npmConfig,
             store,
+            noCache: !o.cache,
             log: ctx.log,
             signal: ctx.signal,
           });
@@ -91,9 +94,11 @@ Exit codes: 0 pass, 1 findings at or above --fail-on (default fail), 2 usage or 
               : renderGateText(report),
         );
         const rank = failOnRank(o.failOn);
-        const hit = report.packages.some((p) =>
-          p.report.findings.some((f) => severityRank(f.severity) >= rank),
-        );
+        const hit =
+          report.retargeted.length > 0 ||
+          report.packages.some((p) =>
+            p.report.findings.some((f) => severityRank(f.severity) >= rank),
+          );
         process.exitCode = hit ? ExitCode.findings : ExitCode.pass;
       },
     );

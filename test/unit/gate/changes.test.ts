@@ -49,7 +49,18 @@ describe('lockfile changes', () => {
     assert.deepEqual(lockChanges([e('x', '1.0.0')], [e('x', '1.0.0')]), {
       changed: [],
       removed: [],
+      retargeted: [],
     });
+  });
+
+  it('the same name@version locked to another tarball is retargeted', () => {
+    const swapped = { ...e('wrappy', '1.0.2'), integrity: 'sha512-leftpadcontent' };
+    const d = lockChanges([e('wrappy', '1.0.2')], [swapped]);
+    assert.deepEqual(d.changed, []);
+    assert.deepEqual(
+      d.retargeted.map((t) => [t.name, t.version, t.before, t.after]),
+      [['wrappy', '1.0.2', 'sha512-wrappy1.0.2', 'sha512-leftpadcontent']],
+    );
   });
 
   it('finds the line of a package entry in a lockfile', () => {
