@@ -34,9 +34,8 @@ import {
   type StagedTree,
 } from '../resolve/lockfile.js';
 import type { TreePackageInfo } from '../resolve/stage.js';
-import { filesTar, makeIdentity } from '../sandbox/identity.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
-import { CaptureTopology, SANDBOX_RESOLVERS, SANDBOX_WORKDIR } from '../sandbox/topology.js';
+import { SANDBOX_RESOLVERS, SANDBOX_WORKDIR } from '../sandbox/topology.js';
 import type { ResultStore } from '../store/store.js';
 import { HARNESS_INPUT_VAR } from '../agent/harness.js';
 import type { StepOutput } from '../agent/step.js';
@@ -44,6 +43,7 @@ import {
   HARNESS_SOURCE,
   parseHarness,
   runSandboxStep,
+  startProject,
   type CheckOptions,
   type Step,
 } from '../check/check.js';
@@ -314,15 +314,9 @@ async function runShard(
   o: AuditOptions & typeof CHECK_DEFAULTS,
 ): Promise<ShardResult> {
   const started = performance.now();
-  const identity = makeIdentity(o.as ?? 'laptop');
   await using run = engine.newRun();
-  const topo = await CaptureTopology.start(run, {
-    identity,
-    runnerImage: refs.runner,
-    gatewayImage: refs.gateway,
-  });
-  await topo.unpack(staged.tar());
-  await topo.unpack(filesTar(identity.projectFiles));
+  const topo = await startProject(run, refs, staged.tar(), o.as);
+  const identity = topo.identity;
   const step = (s: Step) =>
     runSandboxStep(topo, s, { settleMs: o.settleMs, ...(o.signal ? { signal: o.signal } : {}) });
   const windows: PhaseWindow[] = [];

@@ -3,6 +3,7 @@
  * install, import and exercise phases, collect every egress attempt and build the report.
  */
 import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { CHECK_DEFAULTS } from './defaults.js';
 import { PhonehomeError } from '../core/errors.js';
 import {
@@ -20,7 +21,7 @@ import type { Declaration } from '../policy/types.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
 import { stage } from '../resolve/stage.js';
 import { filesTar, makeIdentity, type IdentityProfile } from '../sandbox/identity.js';
-import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
+import type { ImageStore, SandboxEngine, SandboxRun } from '../sandbox/sandbox.js';
 import {
   AGENT_DIR,
   CaptureTopology,
@@ -97,14 +98,8 @@ export async function check(
   );
   opts.signal?.throwIfAborted();
   await using run = engine.newRun();
-  const identity = makeIdentity(opts.as ?? 'laptop');
-  const topo = await CaptureTopology.start(run, {
-    identity,
-    runnerImage: refs.runner,
-    gatewayImage: refs.gateway,
-  });
-  await topo.unpack(staged.tar());
-  await topo.unpack(filesTar(identity.projectFiles));
+  const topo = await startProject(run, refs, staged.tar(), opts.as);
+  const identity = topo.identity;
 
   const phases: PhaseResult[] = [];
   const windows: PhaseWindow[] = [];
@@ -364,4 +359,25 @@ export async function runSandboxStep(
       { detail: r.stderr.slice(0, 2000) },
     );
   }
+}
+
+/**
+ * A fresh sandbox behind a fresh gateway, with a fresh identity, holding the staged project and
+ * the identity's project files (.env).
+ */
+export async function startProject(
+  run: SandboxRun,
+  refs: { runner: string; gateway: string },
+  project: Readable,
+  as: IdentityProfile = 'laptop',
+): Promise<CaptureTopology> {
+  const identity = makeIdentity(as);
+  const topo = await CaptureTopology.start(run, {
+    identity,
+    runnerImage: refs.runner,
+    gatewayImage: refs.gateway,
+  });
+  await topo.unpack(project);
+  await topo.unpack(filesTar(identity.projectFiles));
+  return topo;
 }

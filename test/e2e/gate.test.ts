@@ -2,7 +2,6 @@
  * End to end: `phonehome gate` between two lockfiles, packages from a real registry (verdaccio).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,14 +34,7 @@ describe('phonehome gate (CLI)', () => {
       join(dir, 'package.json'),
       JSON.stringify({ name: 'web-shop', version: '1.0.0', private: true, dependencies }),
     );
-    await new Promise<void>((resolve, reject) => {
-      const c = spawn(
-        'npm',
-        ['install', '--package-lock-only', '--ignore-scripts', '--registry', registry.url],
-        { cwd: dir, env: { ...env, NPM_CONFIG_USERCONFIG: registry.npmrc }, stdio: 'ignore' },
-      );
-      c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`npm exit ${code}`))));
-    });
+    await registry.lock(dir);
     return dir;
   };
   const gate = async (args: string[], cwd?: string) => {

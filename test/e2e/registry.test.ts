@@ -3,7 +3,6 @@
  * npm CLI, then checked by registry spec with --registry, the way users check packages.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -104,14 +103,7 @@ describe('registry specs through a real registry (verdaccio)', () => {
         devDependencies: { 'upgrade-beacon': '1.0.0' },
       }),
     );
-    await new Promise<void>((resolve, reject) => {
-      const c = spawn(
-        'npm',
-        ['install', '--package-lock-only', '--ignore-scripts', '--registry', registry.url],
-        { cwd: dir, env: { ...env, NPM_CONFIG_USERCONFIG: registry.npmrc }, stdio: 'ignore' },
-      );
-      c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`npm exit ${code}`))));
-    });
+    await registry.lock(dir);
     return dir;
   };
   const audit = (args: string[]) =>

@@ -15,6 +15,8 @@ export interface Verdaccio {
   /** An npmrc file with this registry and a token that may publish. */
   npmrc: string;
   publish(folder: string): Promise<void>;
+  /** Write the package-lock.json of a project folder against this registry (no scripts run). */
+  lock(dir: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -126,6 +128,21 @@ export async function startVerdaccio(): Promise<Verdaccio> {
       publish: async (folder) => {
         // Scripts are not run: publishing a fixture must not execute it on this machine.
         await run('npm', ['publish', folder, '--ignore-scripts', '--registry', url], publishEnv);
+      },
+      lock: async (project) => {
+        await run(
+          'npm',
+          [
+            'install',
+            '--package-lock-only',
+            '--ignore-scripts',
+            '--registry',
+            url,
+            '--prefix',
+            project,
+          ],
+          publishEnv,
+        );
       },
       close,
     };
