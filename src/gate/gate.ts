@@ -305,16 +305,26 @@ export async function gate(
   opts: GateOptions,
 ): Promise<GateReport> {
   const b = lockSource(base);
-  const h = lockSource(head);
+  let h: ReturnType<typeof lockSource>;
   try {
-    await using baseTree = await loadLockTree(
-      b.dir,
-      opts.npmConfig ? { npmConfig: opts.npmConfig } : {},
-    );
-    await using headTree = await loadLockTree(
-      h.dir,
-      opts.npmConfig ? { npmConfig: opts.npmConfig } : {},
-    );
+    h = lockSource(head);
+  } catch (e) {
+    b.cleanup();
+    throw e;
+  }
+  const onAbort = () => {
+    b.cleanup();
+    h.cleanup();
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    // With the signal: on Ctrl-C the process exits at once, and the staging folders go with it.
+    const treeOpts = {
+      ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    };
+    await using baseTree = await loadLockTree(b.dir, treeOpts);
+    await using headTree = await loadLockTree(h.dir, treeOpts);
     const here = (e: LockEntry) => e.installable || !e.optional;
     const all = lockChanges(baseTree.entries, headTree.entries);
     const changes = lockChanges(baseTree.entries.filter(here), headTree.entries.filter(here));
@@ -368,6 +378,7 @@ export async function gate(
       policy: { sources: opts.policy.policy.sources, hash: opts.policy.policy.hash },
     };
   } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
     b.cleanup();
     h.cleanup();
   }
