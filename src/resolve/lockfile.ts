@@ -179,6 +179,9 @@ export async function loadLockTree(
       ignoreScripts: true,
       audit: false,
       fund: false,
+      // The lockfile already says where every peer dependency is; resolving peers again (npm's
+      // default) would move packages a lockfile made with --legacy-peer-deps put elsewhere.
+      legacyPeerDeps: true,
     };
     let vroot: ArboristNode;
     try {
