@@ -8,6 +8,7 @@
  * Runs on the sandbox's Node with built-ins only; its input is one JSON argument (StepInput).
  */
 import { spawn } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
 import { cmdline, monotonicMs as now, pids, stat } from './proc.js';
 
 export interface StepInput {
@@ -94,8 +95,8 @@ async function killAll(list: () => Leftover[]): Promise<number> {
   return killed;
 }
 
-async function main(): Promise<void> {
-  const input = JSON.parse(process.argv[2] ?? '') as StepInput;
+/** Run one step and say how it went (used by the step driver and the batch driver). */
+export async function runStep(input: StepInput): Promise<StepOutput> {
   const keep = new Set([process.pid, ...input.keepPids]);
   const mine = () => leftovers(keep, input.sandboxReadyMs);
   const head = { out: [] as Buffer[], err: [] as Buffer[] };
@@ -159,8 +160,14 @@ async function main(): Promise<void> {
     leftoverCount: left.length,
     killed,
   };
+  return out;
+}
+
+async function main(): Promise<void> {
+  const out = await runStep(JSON.parse(process.argv[2] ?? '') as StepInput);
   // Exit only once the line is written: through a pipe, exiting at once would cut it at 64 KiB.
   process.stdout.write(JSON.stringify(out) + '\n', () => process.exit(0));
 }
 
-void main();
+// As a program (`node step.js <input>`), not when the batch driver imports it.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) void main();

@@ -7,7 +7,9 @@
  *   number at once; in a shard, only packages with install scripts (or binding.gyp) are rebuilt,
  *   by name, so npm's lifecycle environment charges each attempt to its package; every package is
  *   then loaded in a process of its own (its id on the command line, so the observer's answer
- *   charges the attempt to it), one after another;
+ *   charges the attempt to it), one after another through one batch driver per shard (the step
+ *   driver kills whatever outlives a step, so loads in one sandbox cannot overlap; parallelism
+ *   comes from sandboxes);
  * - each package's result is stored as soon as its shard ends, so an interrupted audit resumes.
  * The exercise phase is not run in an audit (see docs/audit.md).
  */
@@ -42,6 +44,7 @@ import type { StepOutput } from '../agent/step.js';
 import {
   HARNESS_SOURCE,
   parseHarness,
+  runSandboxBatch,
   runSandboxStep,
   startProject,
   type CheckOptions,
@@ -61,7 +64,7 @@ export interface AuditOptions extends Pick<
   omit?: OmitKind[];
   /** Sandboxes at once. */
   concurrency?: number;
-  /** Packages per sandbox. */
+  /** Packages per sandbox (default: 40, more for large trees, at most 150). */
   shardSize?: number;
   onProgress?: (p: AuditProgress) => void;
 }
@@ -125,12 +128,6 @@ export function defaultConcurrency(): number {
   return Math.max(1, Math.min(4, cpus().length, byMemory));
 }
 
-/**
- * Loads run one after another in a sandbox: each step's driver treats every process that started
- * after the sandbox came up and outlives the step as a leftover to watch and kill, so two steps at
- * once would kill each other. Parallelism comes from sandboxes (--concurrency).
- */
-const IMPORTS_AT_ONCE = 1;
 const idOf = (p: { name: string; version: string }) => `${p.name}@${p.version}`;
 
 export async function audit(
@@ -198,7 +195,10 @@ export async function audit(
     const todo = staged.packages.filter((p) => missing.has(p.location));
     installed = new Set(staged.packages.map((p) => p.location));
     const { refs } = await buildImages(images, { log });
-    const size = opts.shardSize ?? 40;
+    // Every shard unpacks the whole tree into its sandbox, so a large tree gets larger shards
+    // (four per sandbox): fewer unpacks, at the price of coarser resuming after a Ctrl-C.
+    const k0 = Math.max(1, opts.concurrency ?? defaultConcurrency());
+    const size = opts.shardSize ?? Math.min(150, Math.max(40, Math.ceil(todo.length / (k0 * 4))));
     // Packages with install scripts spread over shards, so no sandbox gets all the slow ones.
     const ordered = [
       ...todo.filter((p) => p.installScripts.length),
@@ -353,30 +353,33 @@ async function runShard(
   const imports = new Map<string, { out: StepOutput; mode: string }>();
   const target = (p: LockedPackage) =>
     p.location === `node_modules/${p.name}` ? p.name : `${SANDBOX_WORKDIR}/${p.location}`;
-  const load = (p: LockedPackage, mode: 'require' | 'import') =>
-    step({
-      label: `${mode} of ${idOf(p)}`,
-      cmd: 'node',
-      // The package id on the command line: the observer's answer then names the package.
-      args: ['--input-type=module', '-e', HARNESS_SOURCE, mode, idOf(p)],
-      env: { [HARNESS_INPUT_VAR]: JSON.stringify({ mode, name: target(p), marker }) },
-      timeoutMs: o.importTimeoutMs,
+  const batch = (steps: Step[]) =>
+    runSandboxBatch(topo, steps, {
+      settleMs: o.settleMs,
+      ...(o.signal ? { signal: o.signal } : {}),
     });
-  let next = 0;
-  const loader = async () => {
-    while (next < shard.length) {
-      const p = shard[next++] as LockedPackage;
-      let out = await load(p, 'require');
-      let mode: 'require' | 'import' = 'require';
-      const err = parseHarness(out.stdout, marker)?.loadError;
-      if (err && /REQUIRE_ESM|REQUIRE_ASYNC|PATH_NOT_EXPORTED/.test(err) && target(p) === p.name) {
-        out = await load(p, 'import');
-        mode = 'import';
-      }
-      imports.set(idOf(p), { out, mode });
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(IMPORTS_AT_ONCE, shard.length) }, loader));
+  const load = (p: LockedPackage, mode: 'require' | 'import'): Step => ({
+    label: `${mode} of ${idOf(p)}`,
+    cmd: 'node',
+    // The package id on the command line: the observer's answer then names the package.
+    args: ['--input-type=module', '-e', HARNESS_SOURCE, mode, idOf(p)],
+    env: { [HARNESS_INPUT_VAR]: JSON.stringify({ mode, name: target(p), marker }) },
+    timeoutMs: o.importTimeoutMs,
+  });
+  // One exec for the shard: require() of every package, then import() of those that could not
+  // be required.
+  const requires = await batch(shard.map((p) => load(p, 'require')));
+  const retry = shard.filter((p, i) => {
+    const err = parseHarness((requires[i] as StepOutput).stdout, marker)?.loadError;
+    return err && /REQUIRE_ESM|REQUIRE_ASYNC|PATH_NOT_EXPORTED/.test(err) && target(p) === p.name;
+  });
+  const importsOut = retry.length ? await batch(retry.map((p) => load(p, 'import'))) : [];
+  shard.forEach((p, i) =>
+    imports.set(idOf(p), { out: requires[i] as StepOutput, mode: 'require' }),
+  );
+  retry.forEach((p, i) =>
+    imports.set(idOf(p), { out: importsOut[i] as StepOutput, mode: 'import' }),
+  );
   const outs = [...imports.values()].map((x) => x.out);
   if (outs.length)
     windows.push({

@@ -323,42 +323,69 @@ function noteFor(r: StepOutput, s: Step): string {
   return `${s.label}: exit ${r.code ?? r.signal}${shown ? `: ${shown}` : ''}`;
 }
 
+function toStepInput(topo: CaptureTopology, step: Step, settleMs: number): StepInput {
+  return {
+    cmd: step.cmd,
+    args: step.args,
+    timeoutMs: step.timeoutMs,
+    maxOutputBytes: STEP_OUTPUT_MAX,
+    settleMs,
+    keepPids: topo.observerPid !== undefined ? [topo.observerPid] : [],
+    sandboxReadyMs: topo.readyMs,
+    ...(step.env ? { env: step.env } : {}),
+  };
+}
+
 /** Run one step in the sandbox through the step driver, as the sandbox user, in the project. */
 export async function runSandboxStep(
   topo: CaptureTopology,
   step: Step,
   o: { settleMs: number; signal?: AbortSignal },
 ): Promise<StepOutput> {
+  const [out] = await runSandboxBatch(topo, [step], o, 'step.js');
+  return out as StepOutput;
+}
+
+/**
+ * Run steps one after another in the sandbox in one exec (the batch driver), each exactly as the
+ * step driver would; one result per step, in order.
+ */
+export async function runSandboxBatch(
+  topo: CaptureTopology,
+  steps: Step[],
+  o: { settleMs: number; signal?: AbortSignal },
+  driver: 'batch.js' | 'step.js' = 'batch.js',
+): Promise<StepOutput[]> {
   o.signal?.throwIfAborted();
-  const input: StepInput = {
-    cmd: step.cmd,
-    args: step.args,
-    timeoutMs: step.timeoutMs,
-    maxOutputBytes: STEP_OUTPUT_MAX,
-    settleMs: o.settleMs,
-    keepPids: topo.observerPid !== undefined ? [topo.observerPid] : [],
-    sandboxReadyMs: topo.readyMs,
-    ...(step.env ? { env: step.env } : {}),
-  };
-  const r = await topo.sandbox.exec(['node', `${AGENT_DIR}/step.js`, JSON.stringify(input)], {
+  const inputs = steps.map((s) => toStepInput(topo, s, o.settleMs));
+  const arg = JSON.stringify(driver === 'step.js' ? inputs[0] : inputs);
+  const r = await topo.sandbox.exec(['node', `${AGENT_DIR}/${driver}`, arg], {
     env: { ...STEP_ENV, HOME: topo.identity.home },
     workingDir: SANDBOX_WORKDIR,
-    // The driver kills the step at its timeout; this only guards against the driver hanging.
-    timeoutMs: step.timeoutMs + o.settleMs + 15_000,
-    maxOutputBytes: 4 * STEP_OUTPUT_MAX,
+    // The driver kills each step at its timeout; this only guards against the driver hanging.
+    timeoutMs: steps.reduce((n, s) => n + s.timeoutMs + o.settleMs, 0) + 15_000,
+    maxOutputBytes: 4 * STEP_OUTPUT_MAX * steps.length,
   });
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  try {
-    return JSON.parse(line) as StepOutput;
-  } catch {
+  const lines = r.stdout.trim().split('\n').filter(Boolean);
+  const outs: StepOutput[] = [];
+  for (const line of driver === 'step.js' ? lines.slice(-1) : lines) {
+    try {
+      outs.push(JSON.parse(line) as StepOutput);
+    } catch {
+      // Not a result line; the count below says whether one is missing.
+    }
+  }
+  if (outs.length !== steps.length) {
     // Ctrl-C removes the containers under a running step: that is the interruption, not a bug.
     o.signal?.throwIfAborted();
+    const missing = steps[outs.length];
     throw new PhonehomeError(
       'EINTERNAL',
-      `The step driver gave no result for ${step.label} (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,
+      `The step driver gave no result for ${missing?.label ?? 'a step'} (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,
       { detail: r.stderr.slice(0, 2000) },
     );
   }
+  return outs;
 }
 
 /**
