@@ -3,12 +3,12 @@
  * the monotonic clock the capture stamps events with, keeps a bounded head of the output, kills the
  * step's process group at its timeout, then deals with processes the step left behind (detached
  * children): they are watched for the settle window and killed when it ends, so the next step
- * starts clean. Its one line of JSON on stdout is the step's result.
+ * starts clean. The batch driver writes each result as one line of JSON.
  *
- * Runs on the sandbox's Node with built-ins only; its input is one JSON argument (StepInput).
+ * Runs on the sandbox's Node with built-ins only, inside the batch driver (batch.ts), which
+ * runs a list of steps one after another in one process.
  */
 import { spawn } from 'node:child_process';
-import { pathToFileURL } from 'node:url';
 import { cmdline, monotonicMs as now, pids, stat } from './proc.js';
 
 export interface StepInput {
@@ -95,7 +95,7 @@ async function killAll(list: () => Leftover[]): Promise<number> {
   return killed;
 }
 
-/** Run one step and say how it went (used by the step driver and the batch driver). */
+/** Run one step and say how it went. */
 export async function runStep(input: StepInput): Promise<StepOutput> {
   const keep = new Set([process.pid, ...input.keepPids]);
   const mine = () => leftovers(keep, input.sandboxReadyMs);
@@ -162,12 +162,3 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
   };
   return out;
 }
-
-async function main(): Promise<void> {
-  const out = await runStep(JSON.parse(process.argv[2] ?? '') as StepInput);
-  // Exit only once the line is written: through a pipe, exiting at once would cut it at 64 KiB.
-  process.stdout.write(JSON.stringify(out) + '\n', () => process.exit(0));
-}
-
-// As a program (`node step.js <input>`), not when the batch driver imports it.
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) void main();

@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { cpus, freemem } from 'node:os';
 import {
   buildReport,
+  worstVerdict,
   type CheckReport,
   type PackageSummary,
   type PhaseResult,
@@ -31,11 +32,11 @@ import type { LoadedPolicy } from '../policy/load.js';
 import { parseDeclaration } from '../policy/parse.js';
 import {
   loadLockTree,
+  type LockEntry,
   type LockedPackage,
   type OmitKind,
   type StagedTree,
 } from '../resolve/lockfile.js';
-import type { TreePackageInfo } from '../resolve/stage.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
 import { SANDBOX_RESOLVERS, SANDBOX_WORKDIR } from '../sandbox/topology.js';
 import type { ResultStore } from '../store/store.js';
@@ -147,11 +148,7 @@ export async function audit(
   const judge = { ...opts.policy, resolvers: SANDBOX_RESOLVERS };
   const results = new Map<string, AuditPackage>();
   const entry = (
-    p: Omit<LockedPackage, keyof TreePackageInfo> & {
-      name: string;
-      version: string;
-      installScripts?: string[];
-    },
+    p: Pick<LockEntry, 'name' | 'version' | 'path' | 'dev' | 'optional'>,
     report: CheckReport,
     fromStore: boolean,
   ): AuditPackage => ({
@@ -161,8 +158,7 @@ export async function audit(
     dev: p.dev,
     optional: p.optional,
     fromStore,
-    installScripts:
-      p.installScripts ?? report.packages?.find((x) => x.id === idOf(p))?.installScripts ?? [],
+    installScripts: report.packages?.find((x) => x.id === idOf(p))?.installScripts ?? [],
     verdict: report.verdict,
     report,
   });
@@ -265,11 +261,7 @@ export async function audit(
   for (const p of packages)
     for (const f of p.report?.findings ?? [])
       findings[f.severity] = (findings[f.severity] ?? 0) + 1;
-  const worst = packages.some((p) => p.verdict === 'fail')
-    ? 'fail'
-    : packages.some((p) => p.verdict === 'warn')
-      ? 'warn'
-      : 'pass';
+  const worst = worstVerdict(packages.map((p) => p.verdict));
   return {
     schemaVersion: AUDIT_SCHEMA_VERSION,
     kind: 'audit',

@@ -336,13 +336,13 @@ function toStepInput(topo: CaptureTopology, step: Step, settleMs: number): StepI
   };
 }
 
-/** Run one step in the sandbox through the step driver, as the sandbox user, in the project. */
+/** Run one step in the sandbox, as the sandbox user, in the project. */
 export async function runSandboxStep(
   topo: CaptureTopology,
   step: Step,
   o: { settleMs: number; signal?: AbortSignal },
 ): Promise<StepOutput> {
-  const [out] = await runSandboxBatch(topo, [step], o, 'step.js');
+  const [out] = await runSandboxBatch(topo, [step], o);
   return out as StepOutput;
 }
 
@@ -354,12 +354,10 @@ export async function runSandboxBatch(
   topo: CaptureTopology,
   steps: Step[],
   o: { settleMs: number; signal?: AbortSignal },
-  driver: 'batch.js' | 'step.js' = 'batch.js',
 ): Promise<StepOutput[]> {
   o.signal?.throwIfAborted();
   const inputs = steps.map((s) => toStepInput(topo, s, o.settleMs));
-  const arg = JSON.stringify(driver === 'step.js' ? inputs[0] : inputs);
-  const r = await topo.sandbox.exec(['node', `${AGENT_DIR}/${driver}`, arg], {
+  const r = await topo.sandbox.exec(['node', `${AGENT_DIR}/batch.js`, JSON.stringify(inputs)], {
     env: { ...STEP_ENV, HOME: topo.identity.home },
     workingDir: SANDBOX_WORKDIR,
     // The driver kills each step at its timeout; this only guards against the driver hanging.
@@ -368,7 +366,7 @@ export async function runSandboxBatch(
   });
   const lines = r.stdout.trim().split('\n').filter(Boolean);
   const outs: StepOutput[] = [];
-  for (const line of driver === 'step.js' ? lines.slice(-1) : lines) {
+  for (const line of lines) {
     try {
       outs.push(JSON.parse(line) as StepOutput);
     } catch {

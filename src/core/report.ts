@@ -225,6 +225,11 @@ export function verdictOf(findings: Finding[]): Verdict {
   return worst >= severityRank('high') ? 'fail' : worst >= severityRank('low') ? 'warn' : 'pass';
 }
 
+/** The worst of several verdicts (an audit's or a gate's over its packages). */
+export function worstVerdict(verdicts: Verdict[]): Verdict {
+  return verdicts.includes('fail') ? 'fail' : verdicts.includes('warn') ? 'warn' : 'pass';
+}
+
 export function compareFindings(a: Finding, b: Finding): number {
   return (
     severityRank(b.severity) - severityRank(a.severity) ||

@@ -11,7 +11,7 @@ import { join, relative, resolve } from 'node:path';
 import semver from 'semver';
 import { checkStored, type SandboxProvider } from '../check/stored.js';
 import { PhonehomeError } from '../core/errors.js';
-import { compareFindings, verdictOf, type CheckReport } from '../core/report.js';
+import { compareFindings, verdictOf, worstVerdict, type CheckReport } from '../core/report.js';
 import type { LoadedPolicy } from '../policy/load.js';
 import { findLockfile, loadLockTree, type LockEntry } from '../resolve/lockfile.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
@@ -325,11 +325,16 @@ export async function gate(
     };
     await using baseTree = await loadLockTree(b.dir, treeOpts);
     await using headTree = await loadLockTree(h.dir, treeOpts);
-    const here = (e: LockEntry) => e.installable || !e.optional;
     const all = lockChanges(baseTree.entries, headTree.entries);
-    const changes = lockChanges(baseTree.entries.filter(here), headTree.entries.filter(here));
+    // Optional packages for other platforms are listed, not run: npm does not install them here.
+    const here = new Set(
+      headTree.entries
+        .filter((e) => e.installable || !e.optional)
+        .map((e) => `${e.name}@${e.version}`),
+    );
+    const changes = { ...all, changed: all.changed.filter((c) => here.has(`${c.name}@${c.to}`)) };
     const notInstalled = all.changed
-      .filter((c) => !changes.changed.some((x) => x.name === c.name && x.to === c.to))
+      .filter((c) => !here.has(`${c.name}@${c.to}`))
       .map((c) => `${c.name}@${c.to}`);
     const lockText = readFileSync(headTree.lockfile, 'utf8');
     opts.log?.(
@@ -358,12 +363,7 @@ export async function gate(
         fromStore: !!r.fromStore,
       });
     }
-    const verdict =
-      all.retargeted.length || packages.some((p) => p.verdict === 'fail')
-        ? 'fail'
-        : packages.some((p) => p.verdict === 'warn')
-          ? 'warn'
-          : 'pass';
+    const verdict = all.retargeted.length ? 'fail' : worstVerdict(packages.map((p) => p.verdict));
     return {
       schemaVersion: GATE_SCHEMA_VERSION,
       kind: 'gate',

@@ -72,7 +72,19 @@ export function resolveVersions(v: Partial<ImageVersions> = {}): ImageVersions {
   };
 }
 
+const refsCache = new Map<string, ImageRefs>();
+
+/** The image tags: hashes of every input (read once per process; the inputs do not change). */
 export function imageRefs(versions: ImageVersions): ImageRefs {
+  const key = JSON.stringify(versions);
+  const known = refsCache.get(key);
+  if (known) return known;
+  const refs = computeRefs(versions);
+  refsCache.set(key, refs);
+  return refs;
+}
+
+function computeRefs(versions: ImageVersions): ImageRefs {
   const base = createHash('sha256').update(JSON.stringify(versions)).update('\0');
   hashFiles(base, join(imagesDir(), 'base'));
   const baseTag = base.digest('hex').slice(0, 16);

@@ -30,6 +30,8 @@ export interface Target {
   names: string[];
   ip?: string;
   port?: number;
+  /** A name lookup (DNS): it matches a pattern whatever port the pattern names. */
+  anyPort?: boolean;
 }
 
 const NAME = /^(\*\.)?([a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*)$/;
@@ -87,7 +89,7 @@ export function parseDestination(raw: string): DestinationPattern | string {
 }
 
 export function matchesDestination(p: DestinationPattern, t: Target): boolean {
-  if (p.ports) {
+  if (p.ports && !t.anyPort) {
     if (t.port === undefined || t.port < p.ports[0] || t.port > p.ports[1]) return false;
   }
   if (p.host) {

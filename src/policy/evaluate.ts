@@ -33,7 +33,7 @@ import {
 } from './indicators.js';
 import { packageInScope, parseDeclaration } from './parse.js';
 import type { KnownEgressEntry, Policy, PolicyRule } from './types.js';
-import { severityRank } from './types.js';
+import { severityRank } from '../core/report.js';
 
 export interface EvaluationContext {
   policy: Policy;
@@ -68,23 +68,13 @@ function ruleMatches(r: PolicyRule, phase: Phase, pkg: string | undefined, t: Ta
   return r.destinations.some((d) => matchesDestination(d, t));
 }
 
-/** A DNS lookup counts as aimed at the name on any port: it is allowed when some port is. */
-function dnsTarget(t: Target): Target {
-  return { names: t.names };
-}
-
 function decide(
   ctx: EvaluationContext & TreeFacts,
   phase: Phase,
   pkg: string | undefined,
-  target: Target,
-  isDns: boolean,
+  t: Target,
 ): Decision {
-  const t = isDns ? dnsTarget(target) : target;
-  const matches = (r: PolicyRule) =>
-    isDns
-      ? ruleMatches({ ...r, destinations: r.destinations.map((d) => ({ ...d, ports: undefined })) }, phase, pkg, t) // prettier-ignore
-      : ruleMatches(r, phase, pkg, t);
+  const matches = (r: PolicyRule) => ruleMatches(r, phase, pkg, t);
   const rule = ctx.policy.rules.find(matches);
   if (rule) {
     const why = rule.why ? ` (${rule.why})` : '';
@@ -114,7 +104,7 @@ function decide(
   }
   if (pkg && ctx.policy.declarations !== 'ignore' && ctx.declarations[pkg] !== undefined) {
     const declared = parseDeclaration(ctx.declarations[pkg]).byPhase[phase] ?? [];
-    const hit = declared.find((d) => matchesDestination(isDns ? { ...d, ports: undefined } : d, t));
+    const hit = declared.find((d) => matchesDestination(d, t));
     if (hit)
       return ctx.policy.declarations === 'allow'
         ? { id: 'egress-allowed', severity: 'info', rule: 'declaration', because: `declared by ${pkg} for ${phase} (${hit.text})` }
@@ -241,7 +231,7 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     const main = g.events.find((e) => e.kind !== 'dns') ?? (g.events[0] as ReportEvent);
     const target = targetOf(main);
     const destination = g.dns ? `${main.host} (DNS)` : destinationOf(main);
-    const decision = decide(ctx, g.phase, g.pkg, target, g.dns);
+    const decision = decide(ctx, g.phase, g.pkg, target);
     const hits = g.events.flatMap((e) => eventIndicators(e, activeIndicators, ctx));
     const forbidding = hits.find((h) => h.indicator.forbidsAllow);
     // A human-approved rule or a curated known-egress entry explains an indicator that may be

@@ -81,7 +81,7 @@ export function targetOf(e: ReportEvent): Target {
   return {
     names: [...new Set(names)],
     ...(e.ip ? { ip: e.ip } : {}),
-    ...(e.port !== undefined && e.kind !== 'dns' ? { port: e.port } : {}),
+    ...(e.kind === 'dns' ? { anyPort: true } : e.port !== undefined ? { port: e.port } : {}),
   };
 }
 
@@ -106,9 +106,7 @@ export function eventIndicators(
     switch (ind.detector) {
       case 'hosts': {
         if (e.kind === 'dropped') break;
-        const hit = ind.hosts.find((h) =>
-          matchesDestination(h, e.kind === 'dns' ? { names: t.names } : t),
-        );
+        const hit = ind.hosts.find((h) => matchesDestination(h, t));
         if (hit) hits.push({ indicator: ind, detail: `matches ${hit.text}` });
         break;
       }

@@ -16,10 +16,6 @@ import type { DestinationPattern } from './destination.js';
 
 export { SEVERITIES, type Severity };
 
-export function severityRank(s: Severity): number {
-  return SEVERITIES.indexOf(s);
-}
-
 /** Phases as written in files: `runtime` means import and exercise. */
 export type PhaseName = Phase | 'runtime';
 export const PHASE_NAMES: readonly PhaseName[] = ['install', 'import', 'exercise', 'runtime'];

@@ -24,6 +24,7 @@ export interface LockedPackage extends TreePackageInfo {
   optional: boolean;
 }
 
+/** The locked tree fetched into the LockTree's staging folder (removed with the LockTree). */
 export interface StagedTree {
   /** The lockfile read. */
   lockfile: string;
@@ -31,7 +32,6 @@ export interface StagedTree {
   dir: string;
   packages: LockedPackage[];
   tar(): Readable;
-  [Symbol.asyncDispose](): Promise<void>;
 }
 
 const UNSUPPORTED: Record<string, string> = {
@@ -349,7 +349,6 @@ export async function loadLockTree(
         dir,
         packages,
         tar: () => tar.c({ cwd: dir, portable: true, follow: false }, ['.']) as unknown as Readable,
-        [Symbol.asyncDispose]: async () => undefined,
       };
     };
     return {

@@ -4,7 +4,8 @@
  * when asked, so a check answered from the store stays quick.
  */
 import { existsSync } from 'node:fs';
-import { resolve as resolvePath } from 'node:path';
+import { homedir } from 'node:os';
+import { join, resolve as resolvePath } from 'node:path';
 import { specError } from './errors.js';
 import { fetchOptions, type NpmConfig } from './npmrc.js';
 
@@ -39,6 +40,8 @@ export async function resolveSubject(
     const exact = parsed.type === 'version';
     const packument = await npmFetch.json(`/${parsed.escapedName}`, {
       ...fetchOptions(opts.npmConfig ?? {}),
+      // npm's cache, where pacote (and npm) keep packuments; npm-registry-fetch has no default.
+      cache: join(homedir(), '.npm', '_cacache'),
       spec: parsed,
       headers: {
         accept: 'application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*',

@@ -1,12 +1,11 @@
 import { Command, Option } from 'commander';
 import type { AuditProgress, AuditReport } from '../../audit/audit.js';
 import { ExitCode, PhonehomeError } from '../../core/errors.js';
-import { severityRank } from '../../core/report.js';
 import { loadNpmConfig } from '../../resolve/npmrc.js';
 import { cliContext } from '../context.js';
 import { renderAuditMarkdown, renderAuditText } from '../render-audit.js';
 import { openStore, policyFromFlags } from '../store-option.js';
-import { FAIL_ON, failOnRank, type FailOn } from './check.js';
+import { failOnOption, reachesFailOn, type FailOn } from './check.js';
 
 function fmt(s: number): string {
   const m = Math.floor(s / 60);
@@ -92,11 +91,7 @@ export function auditCommand(): Command {
         .choices(['laptop', 'ci'])
         .default('laptop'),
     )
-    .addOption(
-      new Option('--fail-on <level>', 'exit 1 when a finding is at or above this severity')
-        .choices(FAIL_ON)
-        .default('warn'),
-    )
+    .addOption(failOnOption('warn'))
     .addHelpText(
       'after',
       `
@@ -169,12 +164,12 @@ error, 130 interrupted.`,
               ? renderAuditMarkdown(report)
               : renderAuditText(report),
         );
-        const rank = failOnRank(o.failOn);
         const hit =
           report.summary.unattributedLeaks.length > 0 ||
           report.summary.notRun > 0 ||
-          report.packages.some((p) =>
-            p.report?.findings.some((f) => severityRank(f.severity) >= rank),
+          reachesFailOn(
+            report.packages.flatMap((p) => (p.report ? [p.report] : [])),
+            o.failOn,
           );
         process.exitCode = hit ? ExitCode.findings : ExitCode.pass;
       },

@@ -18,6 +18,16 @@ export function failOnRank(level: FailOn): number {
   return severityRank(level === 'warn' ? 'low' : level === 'fail' ? 'high' : level);
 }
 
+/** --fail-on, as check, audit and gate take it (with their own default). */
+export function failOnOption(defaultLevel: FailOn): Option {
+  return new Option(
+    '--fail-on <level>',
+    'exit 1 when a finding is at or above this severity (warn = low, fail = high)',
+  )
+    .choices(FAIL_ON)
+    .default(defaultLevel);
+}
+
 /** Whether any finding of the reports reaches the --fail-on level. */
 export function reachesFailOn(reports: CheckReport[], level: FailOn): boolean {
   const rank = failOnRank(level);
@@ -99,14 +109,7 @@ export function checkCommand(): Command {
       'result store (default: results.sqlite in the phonehome cache folder)',
     )
     .option('--no-cache', 'run even when the store has a result for this tarball and sandbox')
-    .addOption(
-      new Option(
-        '--fail-on <level>',
-        'exit 1 when a finding is at or above this severity (warn = low, fail = high)',
-      )
-        .choices(FAIL_ON)
-        .default('warn'),
-    )
+    .addOption(failOnOption('warn'))
     .option(
       '--install-timeout <seconds>',
       'timeout of the install phase',

@@ -1,12 +1,11 @@
 import { writeFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
 import { ExitCode } from '../../core/errors.js';
-import { severityRank } from '../../core/report.js';
 import { loadNpmConfig } from '../../resolve/npmrc.js';
 import { cliContext } from '../context.js';
 import { renderGateMarkdown, renderGateSarif, renderGateText } from '../render-gate.js';
 import { openStore, policyFromFlags } from '../store-option.js';
-import { failOnRank, FAIL_ON, type FailOn } from './check.js';
+import { failOnOption, reachesFailOn, type FailOn } from './check.js';
 
 export function gateCommand(): Command {
   return new Command('gate')
@@ -32,11 +31,7 @@ export function gateCommand(): Command {
       '--store <file>',
       'result store (default: results.sqlite in the phonehome cache folder)',
     )
-    .addOption(
-      new Option('--fail-on <level>', 'exit 1 when a finding is at or above this severity')
-        .choices(FAIL_ON)
-        .default('fail'),
-    )
+    .addOption(failOnOption('fail'))
     .addHelpText(
       'after',
       `
@@ -93,11 +88,11 @@ images, registry, store), 4 internal error, 130 interrupted.`,
               ? md
               : renderGateText(report),
         );
-        const rank = failOnRank(o.failOn);
         const hit =
           report.retargeted.length > 0 ||
-          report.packages.some((p) =>
-            p.report.findings.some((f) => severityRank(f.severity) >= rank),
+          reachesFailOn(
+            report.packages.map((p) => p.report),
+            o.failOn,
           );
         process.exitCode = hit ? ExitCode.findings : ExitCode.pass;
       },
