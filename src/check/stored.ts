@@ -15,6 +15,7 @@ import { loadPolicy } from '../policy/load.js';
 import { resolveSubject } from '../resolve/subject.js';
 import { fetchPackument, previousVersion } from '../resolve/versions.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
+import { sandboxSeccompProfile } from '../sandbox/seccomp.js';
 import { SANDBOX_RESOLVERS } from '../sandbox/topology.js';
 import type { ResultStore, StoredRun } from '../store/store.js';
 import type { CheckOptions } from './check.js';
@@ -58,6 +59,7 @@ export function sandboxVersion(opts: CheckOptions = {}): string {
         o.binTimeoutMs,
         o.settleMs,
         opts.as ?? 'laptop',
+        sandboxSeccompProfile().sha256,
       ]),
     )
     .digest('hex')

@@ -61,6 +61,11 @@ export const errorCatalogue = {
     fix: 'The kernel or engine lacks something the isolation needs (iptables nat/filter, veth, conntrack). `phonehome doctor` shows which step failed.',
     exit: ExitCode.environment,
   },
+  ESECCOMP: {
+    summary: 'The sandbox seccomp profile is missing or not valid, so no package code was run.',
+    fix: 'Reinstall phonehome (it ships sandbox-images/seccomp/sandbox.json), or restore the file if it was edited; the problems above say what is wrong. `phonehome doctor` checks the profile.',
+    exit: ExitCode.environment,
+  },
   EGATEWAY_DIED: {
     summary:
       'The capture gateway stopped during the run; the run was stopped and its results are incomplete.',

@@ -51,6 +51,8 @@ export interface ContainerSpec {
   tmpfs?: Record<string, string>;
   limits?: ResourceLimits;
   sysctls?: Record<string, string>;
+  /** A seccomp profile in Docker's JSON format (the text itself) instead of the engine's default. */
+  seccompProfile?: string;
 }
 
 export interface ExecOptions {

@@ -1,5 +1,7 @@
 import { Command } from 'commander';
 import { isPhonehomeError } from '../../core/errors.js';
+import type { SandboxEngine } from '../../sandbox/sandbox.js';
+import { probeSeccompProfile, sandboxSeccompProfile } from '../../sandbox/seccomp.js';
 import { cliContext } from '../context.js';
 
 interface Check {
@@ -12,7 +14,7 @@ interface Check {
 export function doctorCommand(): Command {
   return new Command('doctor')
     .description(
-      'check Docker, the sandbox images and the gateway rules; each failing line says how to fix it',
+      'check Docker, the sandbox images, the gateway rules and the seccomp profile; each failing line says how to fix it',
     )
     .option('--json', 'print the checks as JSON')
     .action(async (o: { json?: boolean }) => {
@@ -39,6 +41,7 @@ export function doctorCommand(): Command {
         });
       }
       let gatewayImage: string | undefined;
+      let runnerImage: string | undefined;
       if (dockerOk) {
         const { refs, present } = await imagesStatus(images);
         for (const k of ['runner', 'gateway'] as const) {
@@ -54,6 +57,7 @@ export function doctorCommand(): Command {
           );
         }
         if (present.gateway) gatewayImage = refs.gateway;
+        if (present.runner) runnerImage = refs.runner;
       }
       if (gatewayImage) {
         await using run = engine.newRun();
@@ -89,16 +93,70 @@ export function doctorCommand(): Command {
           fix: 'Fix the lines above first.',
         });
       }
+      checks.push(await seccompCheck(engine, runnerImage));
       if (o.json) {
         process.stdout.write(
           JSON.stringify({ ok: checks.every((c) => c.ok), checks }, null, 2) + '\n',
         );
       } else {
         for (const c of checks) {
-          process.stdout.write(`${c.ok ? 'ok  ' : 'FAIL'} ${c.name.padEnd(14)} ${c.detail}\n`);
-          if (!c.ok && c.fix) process.stdout.write(`     ${''.padEnd(14)} fix: ${c.fix}\n`);
+          process.stdout.write(`${c.ok ? 'ok  ' : 'FAIL'} ${c.name.padEnd(15)} ${c.detail}\n`);
+          if (!c.ok && c.fix) process.stdout.write(`     ${''.padEnd(15)} fix: ${c.fix}\n`);
         }
       }
       process.exitCode = checks.every((c) => c.ok) ? 0 : 3;
     });
+}
+
+/**
+ * The seccomp profile loads and passes its check, and, in a probe container from the runner
+ * image, refuses AF_VSOCK with EAFNOSUPPORT while AF_INET and AF_UNIX work.
+ */
+async function seccompCheck(
+  engine: SandboxEngine,
+  runnerImage: string | undefined,
+): Promise<Check> {
+  const name = 'seccomp profile';
+  let profile: { json: string; sha256: string };
+  try {
+    profile = sandboxSeccompProfile();
+  } catch (e) {
+    return {
+      name,
+      ok: false,
+      detail: [e instanceof Error ? e.message : String(e), isPhonehomeError(e) ? e.detail : '']
+        .filter(Boolean)
+        .join(' ')
+        .replace(/\n/g, '; '),
+      ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
+    };
+  }
+  const id = `sha256 ${profile.sha256.slice(0, 12)}`;
+  if (!runnerImage) {
+    return {
+      name,
+      ok: false,
+      detail: `${id} passes its check; not tried in a container: needs Docker and the runner image`,
+      fix: 'Fix the lines above first.',
+    };
+  }
+  try {
+    await using run = engine.newRun();
+    const r = await probeSeccompProfile(run, runnerImage, profile.json);
+    return r.ok
+      ? { name, ok: true, detail: `${id}; in a runner container: ${r.detail}` }
+      : {
+          name,
+          ok: false,
+          detail: `${id}; in a runner container: ${r.detail} (expected AF_VSOCK refused with EAFNOSUPPORT, AF_INET and AF_UNIX created)`,
+          fix: 'The engine did not apply the profile as written (an engine older than Docker 20.10, or a runtime without seccomp errno support). phonehome will not run packages here.',
+        };
+  } catch (e) {
+    return {
+      name,
+      ok: false,
+      detail: e instanceof Error ? e.message : String(e),
+      ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
+    };
+  }
 }

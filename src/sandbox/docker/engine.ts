@@ -130,6 +130,22 @@ export class DockerEngine implements SandboxEngine {
   }
 }
 
+/** no-new-privileges and the seccomp profile. An empty or non-JSON profile is refused: the engine
+ * would read `seccomp=` as its default profile and `seccomp=unconfined` as none. */
+function securityOpt(spec: ContainerSpec): string[] | undefined {
+  const opts = spec.noNewPrivileges ? ['no-new-privileges'] : [];
+  if (spec.seccompProfile !== undefined) {
+    if (!spec.seccompProfile.trimStart().startsWith('{')) {
+      throw new PhonehomeError(
+        'ESECCOMP',
+        `The seccomp profile for the ${spec.role} container is not a JSON object.`,
+      );
+    }
+    opts.push(`seccomp=${spec.seccompProfile}`);
+  }
+  return opts.length > 0 ? opts : undefined;
+}
+
 class DockerRun implements SandboxRun {
   private readonly containers: DockerContainer[] = [];
   private disposed = false;
@@ -150,7 +166,7 @@ class DockerRun implements SandboxRun {
       NetworkMode: networkMode,
       CapAdd: spec.capAdd,
       CapDrop: spec.capDropAll ? ['ALL'] : undefined,
-      SecurityOpt: spec.noNewPrivileges ? ['no-new-privileges'] : undefined,
+      SecurityOpt: securityOpt(spec),
       ReadonlyRootfs: spec.readOnlyRootFs ?? false,
       Tmpfs: spec.tmpfs,
       Memory: spec.limits?.memoryBytes,
