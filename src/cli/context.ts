@@ -3,6 +3,7 @@
  * removes the run's containers before exiting.
  */
 import { PhonehomeError } from '../core/errors.js';
+import { forTerminal } from '../core/escape.js';
 import type { DockerEngine } from '../sandbox/docker/engine.js';
 import type { DockerImages } from '../sandbox/docker/images.js';
 
@@ -17,6 +18,10 @@ export interface CliContext {
    * the Docker client.
    */
   sandbox(): Promise<CliSandbox>;
+  /**
+   * A progress line to stderr. Lines name packages and quote what they printed, so the sink
+   * escapes them (forTerminal): a line is one line, and no control reaches the terminal.
+   */
   log: (line: string) => void;
   /** Aborted on the first Ctrl-C / SIGTERM. */
   signal: AbortSignal;
@@ -39,7 +44,7 @@ export function cliContext(): CliContext {
         engine = new DockerEngine();
         return { engine, images: new DockerImages(engine.docker) };
       })()),
-    log: (line) => process.stderr.write(`${line}\n`),
+    log: (line) => process.stderr.write(`${forTerminal(line)}\n`),
     signal: controller.signal,
   };
   current = { ctx, controller };

@@ -1,4 +1,10 @@
+/**
+ * An audit as text and as Markdown. Package ids, paths, destinations and finding messages come
+ * from the packages (and the lockfile): escaped as they are written (forTerminal `t`, forMarkdown
+ * `md`, forMarkdownCode `code`), never in the report.
+ */
 import type { AuditReport } from '../audit/audit.js';
+import { forMarkdown as md, forMarkdownCode as code, forTerminal as t } from '../core/escape.js';
 import { SEVERITIES } from '../core/terms.js';
 
 const ORDER = [...SEVERITIES].reverse();
@@ -13,7 +19,7 @@ function counts(r: AuditReport): string {
 export function renderAuditText(r: AuditReport): string {
   const s = r.summary;
   const lines = [
-    `${r.verdict.toUpperCase()} audit of ${r.project.name}@${r.project.version} (${r.lockfile})`,
+    `${r.verdict.toUpperCase()} audit of ${t(`${r.project.name}@${r.project.version}`)} (${t(r.lockfile)})`,
     `  ${s.checked} of ${s.packages} package(s) checked, ${s.fromStore} from the result store, ${s.withInstallScripts} with install scripts, ${s.withEgress} with egress`,
     ...(s.notInstalled
       ? [
@@ -24,7 +30,7 @@ export function renderAuditText(r: AuditReport): string {
       ? [
           `  ${s.notRun} package(s) NOT RUN: ${r.packages
             .filter((p) => p.status === 'not-run')
-            .map((p) => p.id)
+            .map((p) => t(p.id))
             .join(', ')}`,
         ]
       : []),
@@ -32,14 +38,17 @@ export function renderAuditText(r: AuditReport): string {
   ];
   if (s.unattributed)
     lines.push(
-      `  ${s.unattributed} attempt(s) could not be tied to a package (no process: see docs/audit.md)${s.unattributedLeaks.length ? `; BAIT SECRETS IN THEM: ${s.unattributedLeaks.join(', ')}` : ''}`,
+      `  ${s.unattributed} attempt(s) could not be tied to a package (no process: see docs/audit.md)${s.unattributedLeaks.length ? `; BAIT SECRETS IN THEM: ${t(s.unattributedLeaks.join(', '))}` : ''}`,
     );
   const flagged = r.packages.filter((p) => p.report?.findings.some((f) => f.severity !== 'info'));
   for (const p of flagged) {
-    lines.push('', `${p.verdict.toUpperCase()} ${p.id}${p.fromStore ? ' (from the store)' : ''}`);
-    lines.push(`  via ${p.path.join(' > ')}`);
+    lines.push(
+      '',
+      `${p.verdict.toUpperCase()} ${t(p.id)}${p.fromStore ? ' (from the store)' : ''}`,
+    );
+    lines.push(`  via ${p.path.map(t).join(' > ')}`);
     for (const f of (p.report?.findings ?? []).filter((x) => x.severity !== 'info'))
-      lines.push(`  ${f.severity.toUpperCase().padEnd(8)} ${f.message}`);
+      lines.push(`  ${f.severity.toUpperCase().padEnd(8)} ${t(f.message)}`);
   }
   const failedInstalls = r.packages.filter((p) =>
     p.report?.phases.some(
@@ -49,7 +58,7 @@ export function renderAuditText(r: AuditReport): string {
   if (failedInstalls.length)
     lines.push(
       '',
-      `install failed or timed out for ${failedInstalls.map((p) => p.id).join(', ')}: what their install would have done after that point was not observed`,
+      `install failed or timed out for ${failedInstalls.map((p) => t(p.id)).join(', ')}: what their install would have done after that point was not observed`,
     );
   const allowed = r.packages.filter((p) => p.report?.events.length && !flagged.includes(p));
   for (const p of allowed) {
@@ -59,11 +68,11 @@ export function renderAuditText(r: AuditReport): string {
           .filter((f) => f.id === 'egress-allowed')
           .map(
             (f) =>
-              `${f.destination} (${f.rule === 'declaration' ? 'its declaration' : f.rule?.startsWith('known-egress:') ? `shipped ${f.rule}` : f.rule})`,
+              `${t(`${f.destination}`)} (${f.rule === 'declaration' ? 'its declaration' : t(`${f.rule?.startsWith('known-egress:') ? `shipped ${f.rule}` : f.rule}`)})`,
           ),
       ),
     ];
-    lines.push('', `egress allowed: ${p.id}: ${rules.join(', ')}`);
+    lines.push('', `egress allowed: ${t(p.id)}: ${rules.join(', ')}`);
   }
   return lines.join('\n') + '\n';
 }
@@ -73,12 +82,12 @@ export function renderAuditMarkdown(r: AuditReport): string {
   const out = [
     `## phonehome audit: ${r.verdict.toUpperCase()}`,
     '',
-    `\`${r.project.name}@${r.project.version}\`: ${s.checked} of ${s.packages} packages checked, ${s.fromStore} from the result store, ${s.withInstallScripts} with install scripts, ${s.withEgress} with egress. Findings: ${counts(r)}.`,
+    `${code(`${r.project.name}@${r.project.version}`, { inTable: false })}: ${s.checked} of ${s.packages} packages checked, ${s.fromStore} from the result store, ${s.withInstallScripts} with install scripts, ${s.withEgress} with egress. Findings: ${counts(r)}.`,
     '',
   ];
   if (s.unattributedLeaks.length)
     out.push(
-      `**Bait secrets in attempts no package could be tied to:** ${s.unattributedLeaks.join(', ')}`,
+      `**Bait secrets in attempts no package could be tied to:** ${md(s.unattributedLeaks.join(', '))}`,
       '',
     );
   const flagged = r.packages.filter((p) => p.report?.findings.some((f) => f.severity !== 'info'));
@@ -86,9 +95,11 @@ export function renderAuditMarkdown(r: AuditReport): string {
     out.push('| package | verdict | path | findings |', '| --- | --- | --- | --- |');
     for (const p of flagged)
       out.push(
-        `| \`${p.id}\` | ${p.verdict} | ${p.path.join(' › ')} | ${(p.report?.findings ?? [])
+        `| ${code(p.id)} | ${p.verdict} | ${p.path.map(md).join(' › ')} | ${(
+          p.report?.findings ?? []
+        )
           .filter((f) => f.severity !== 'info')
-          .map((f) => `${f.severity}: ${f.message.replace(/\|/g, '\\|')}`)
+          .map((f) => `${f.severity}: ${md(f.message)}`)
           .join('<br>')} |`,
       );
     out.push('');

@@ -1,11 +1,26 @@
+/**
+ * A gate as text, as a pull request comment (Markdown) and as SARIF. Names, versions, paths and
+ * integrities come from the pull request's lockfile, destinations, command lines, notes and
+ * finding messages from the packages: the text and Markdown forms escape each as they write it
+ * (forTerminal `t`, forMarkdown `md`, forMarkdownCode `code`). SARIF is JSON, and its strings
+ * stay as observed.
+ */
+import {
+  forMarkdown as md,
+  forMarkdownCode as code,
+  forTerminal as t,
+  markdownFence,
+} from '../core/escape.js';
 import type { Finding } from '../core/report.js';
 import type { GatePackage, GateReport } from '../gate/gate.js';
 import { phonehomeVersion } from '../paths.js';
 
-const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+/** A code span outside a table. */
+const inline = (s: string) => code(s, { inTable: false });
 const judged = (p: GatePackage) => p.report.findings.filter((f) => f.severity !== 'info');
-const change = (p: GatePackage) =>
-  p.kind === 'added' ? `added ${p.to}` : `${p.from} → ${p.to} (${p.kind})`;
+/** What changed, plain (for SARIF); `esc` escapes the versions for text or Markdown. */
+const change = (p: GatePackage, esc: (s: string) => string = (s) => s) =>
+  p.kind === 'added' ? `added ${esc(p.to)}` : `${esc(`${p.from}`)} → ${esc(p.to)} (${p.kind})`;
 
 /** Direct dependencies first (what the pull request changed by hand), then by name. */
 function ordered(r: GateReport): GatePackage[] {
@@ -30,27 +45,29 @@ const ruleName = (rule: string | undefined) =>
 
 export function renderGateText(r: GateReport): string {
   const lines = [
-    `${r.verdict.toUpperCase()} gate: ${r.packages.length} package(s) added or changed, ${r.removed.length} removed (${r.base} → ${r.head})`,
+    `${r.verdict.toUpperCase()} gate: ${r.packages.length} package(s) added or changed, ${r.removed.length} removed (${t(r.base)} → ${t(r.head)})`,
   ];
-  for (const t of r.retargeted)
+  for (const x of r.retargeted)
     lines.push(
-      `  FAIL ${t.name}@${t.version}: locked to another tarball with no version change (${t.before.slice(0, 20)}… → ${t.after.slice(0, 20)}…)`,
+      `  FAIL ${t(`${x.name}@${x.version}`)}: locked to another tarball with no version change (${t(x.before.slice(0, 20))}… → ${t(x.after.slice(0, 20))}…)`,
     );
   for (const p of ordered(r)) {
     lines.push(
-      `  ${p.verdict.toUpperCase().padEnd(4)} ${p.name} ${change(p)}  via ${p.path.join(' > ')}`,
+      `  ${p.verdict.toUpperCase().padEnd(4)} ${t(p.name)} ${change(p, t)}  via ${p.path.map(t).join(' > ')}`,
     );
     for (const d of p.report.comparison?.destinations.added ?? [])
-      lines.push(`       + ${d.phase} ${d.destination}`);
+      lines.push(`       + ${t(d.phase)} ${t(d.destination)}`);
     for (const d of p.report.comparison?.destinations.removed ?? [])
-      lines.push(`       - ${d.phase} ${d.destination}`);
-    for (const f of judged(p)) lines.push(`       ${f.severity.toUpperCase()} ${f.message}`);
+      lines.push(`       - ${t(d.phase)} ${t(d.destination)}`);
+    for (const f of judged(p)) lines.push(`       ${f.severity.toUpperCase()} ${t(f.message)}`);
     const note = installNote(p);
-    if (note) lines.push(`       note: ${note}`);
+    if (note) lines.push(`       note: ${t(note)}`);
   }
-  for (const r2 of r.removed) lines.push(`  removed ${r2.name}@${r2.version}`);
+  for (const r2 of r.removed) lines.push(`  removed ${t(`${r2.name}@${r2.version}`)}`);
   if (r.notInstalled.length)
-    lines.push(`  not installed on this platform, not checked: ${r.notInstalled.join(', ')}`);
+    lines.push(
+      `  not installed on this platform, not checked: ${r.notInstalled.map(t).join(', ')}`,
+    );
   return lines.join('\n') + '\n';
 }
 
@@ -67,8 +84,8 @@ export function renderGateMarkdown(r: GateReport): string {
     `## ${icon} phonehome: ${r.verdict.toUpperCase()}`,
     '',
     r.packages.length
-      ? `${r.packages.length} package(s) added or changed in \`${r.lockfile}\` (${r.base} → ${r.head}); ${r.removed.length} removed.`
-      : `No package added or changed in \`${r.lockfile}\` (${r.base} → ${r.head}).`,
+      ? `${r.packages.length} package(s) added or changed in ${inline(r.lockfile)} (${md(r.base)} → ${md(r.head)}); ${r.removed.length} removed.`
+      : `No package added or changed in ${inline(r.lockfile)} (${md(r.base)} → ${md(r.head)}).`,
     '',
   ];
   if (r.retargeted.length) {
@@ -76,14 +93,14 @@ export function renderGateMarkdown(r: GateReport): string {
       "**Locked to other content with no version change** (a lockfile edit that swaps a package's tarball):",
       '',
     );
-    for (const t of r.retargeted)
+    for (const x of r.retargeted)
       out.push(
-        `- ❌ \`${t.name}@${t.version}\` (${t.path.join(' › ')}): integrity \`${t.before.slice(0, 24)}…\` → \`${t.after.slice(0, 24)}…\``,
+        `- ❌ ${inline(`${x.name}@${x.version}`)} (${x.path.map(md).join(' › ')}): integrity ${inline(`${x.before.slice(0, 24)}…`)} → ${inline(`${x.after.slice(0, 24)}…`)}`,
       );
     out.push('');
   }
   if (r.removed.length)
-    out.push(`Removed: ${r.removed.map((x) => `\`${x.name}@${x.version}\``).join(', ')}.`, '');
+    out.push(`Removed: ${r.removed.map((x) => inline(`${x.name}@${x.version}`)).join(', ')}.`, '');
   if (r.packages.length) {
     out.push(
       '| package | change | verdict | new destinations | findings |',
@@ -91,16 +108,16 @@ export function renderGateMarkdown(r: GateReport): string {
     );
     for (const p of ordered(r)) {
       const added = (p.report.comparison?.destinations.added ?? []).map(
-        (d) => `${d.phase}: \`${d.destination}\``,
+        (d) => `${md(d.phase)}: ${code(d.destination)}`,
       );
       const fresh =
         p.kind === 'added'
           ? p.report.findings
               .filter((f) => f.id.startsWith('egress-') && f.destination)
-              .map((f) => `${f.phase}: \`${f.destination}\``)
+              .map((f) => `${md(`${f.phase}`)}: ${code(`${f.destination}`)}`)
           : added;
       out.push(
-        `| \`${p.name}\`${p.path.length > 2 ? ` <sub>via ${p.path.slice(1, -1).map(cell).join(' › ')}</sub>` : ''} | ${change(p)} | ${p.verdict} | ${fresh.length ? [...new Set(fresh)].join('<br>') : '—'} | ${judged(p).length ? `${judged(p).length} (${[...new Set(judged(p).map((f) => f.severity))].join(', ')})` : '—'} |`,
+        `| ${code(p.name)}${p.path.length > 2 ? ` <sub>via ${p.path.slice(1, -1).map(md).join(' › ')}</sub>` : ''} | ${change(p, md)} | ${p.verdict} | ${fresh.length ? [...new Set(fresh)].join('<br>') : '—'} | ${judged(p).length ? `${judged(p).length} (${[...new Set(judged(p).map((f) => f.severity))].join(', ')})` : '—'} |`,
       );
     }
     out.push('');
@@ -112,34 +129,40 @@ export function renderGateMarkdown(r: GateReport): string {
     const note = installNote(p);
     if (!findings.length && !allowed.length && !removed.length && !note) continue;
     out.push(
-      `### \`${p.name}\` ${change(p)}`,
+      `### ${inline(p.name)} ${change(p, md)}`,
       '',
-      `Brought in by ${p.path.map((x) => `\`${x}\``).join(' › ')}.`,
+      `Brought in by ${p.path.map(inline).join(' › ')}.`,
       '',
     );
-    for (const f of findings) out.push(`- **${f.severity}** ${cell(f.message)}`);
+    for (const f of findings) out.push(`- **${f.severity}** ${md(f.message)}`);
     for (const f of allowed)
       out.push(
-        `- allowed: \`${f.destination}\` during ${f.phase} — allowed by ${ruleName(f.rule)}`,
+        `- allowed: ${inline(`${f.destination}`)} during ${md(`${f.phase}`)} — allowed by ${md(`${ruleName(f.rule)}`)}`,
       );
     for (const d of removed)
-      out.push(`- no longer reached: \`${d.destination}\` during ${d.phase}`);
-    if (note) out.push(`- note: ${cell(note)}`);
+      out.push(`- no longer reached: ${inline(d.destination)} during ${md(d.phase)}`);
+    if (note) out.push(`- note: ${md(note)}`);
     const snippets = findings.filter((f) => f.suggestion);
     if (snippets.length) {
-      out.push(
-        '',
-        '<details><summary>Expected? Allow it in phonehome.policy.yaml, reviewed in this pull request</summary>',
-        '',
-        '```yaml',
+      // phonehome lays the YAML out over lines: each is escaped, and the fence is longer than any
+      // run of backticks in them, so no line can close the block.
+      const yaml = [
         'rules:',
         ...snippets.flatMap((f) =>
           (f.suggestion ?? '')
             .trimEnd()
             .split('\n')
-            .map((l) => `  ${l}`),
+            .map((l) => `  ${t(l)}`),
         ),
-        '```',
+      ];
+      const fence = markdownFence(yaml);
+      out.push(
+        '',
+        '<details><summary>Expected? Allow it in phonehome.policy.yaml, reviewed in this pull request</summary>',
+        '',
+        `${fence}yaml`,
+        ...yaml,
+        fence,
         '',
         '</details>',
       );
@@ -155,7 +178,7 @@ export function renderGateMarkdown(r: GateReport): string {
       );
       for (const e of events.slice(0, 50))
         out.push(
-          `| ${e.phase} | ${e.kind} | \`${cell(e.sni ?? e.host ?? e.ip ?? '')}${e.port ? `:${e.port}` : ''}\` | ${cell(e.process ?? '')} |`,
+          `| ${md(e.phase)} | ${md(e.kind)} | ${code(`${e.sni ?? e.host ?? e.ip ?? ''}${e.port ? `:${e.port}` : ''}`)} | ${e.process ? code(e.process) : ''} |`,
         );
       if (events.length > 50) out.push(`| … | | ${events.length - 50} more | |`);
       out.push('', '</details>');
@@ -164,7 +187,7 @@ export function renderGateMarkdown(r: GateReport): string {
   }
   if (r.notInstalled.length)
     out.push(
-      `Not installed on this platform, not checked: ${r.notInstalled.map((x) => `\`${x}\``).join(', ')}.`,
+      `Not installed on this platform, not checked: ${r.notInstalled.map(inline).join(', ')}.`,
       '',
     );
   return out.join('\n').trimEnd() + '\n';

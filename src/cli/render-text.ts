@@ -1,3 +1,9 @@
+/**
+ * The check report as text for a terminal. Every string that came from the package (names,
+ * hosts, paths, command lines, notes, messages, suggestions) goes through forTerminal (`t`) here,
+ * at output time; the report itself stays as observed.
+ */
+import { forTerminal as t } from '../core/escape.js';
 import {
   destinationOf,
   summarizeEvents,
@@ -9,31 +15,33 @@ import { diffLines } from './render-diff.js';
 function detail(e: ReportEvent): string {
   switch (e.kind) {
     case 'dns':
-      return `dns   ${e.host} ${e.qtype} (asked ${e.resolver})`;
+      return `dns   ${t(`${e.host}`)} ${t(`${e.qtype}`)} (asked ${t(`${e.resolver}`)})`;
     case 'http':
-      return `http  ${e.method} ${e.host ?? e.ip}:${e.port}${e.path ?? ''}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.host ? ` [${e.ip}]` : ''}`;
+      return `http  ${t(`${e.method}`)} ${t(`${e.host ?? e.ip}`)}:${e.port}${t(e.path ?? '')}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.host ? ` [${t(`${e.ip}`)}]` : ''}`;
     case 'tls':
-      return `tls   ${destinationOf(e)}${e.alpn ? ` alpn=${e.alpn.join(',')}` : ''}${e.host || e.sni ? ` [${e.ip}]` : ''}`;
+      return `tls   ${t(destinationOf(e))}${e.alpn ? ` alpn=${t(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${t(`${e.ip}`)}]` : ''}`;
     case 'tcp':
-      return `tcp   ${destinationOf(e)} (${e.bytesOut ?? 0} bytes sent)`;
+      return `tcp   ${t(destinationOf(e))} (${e.bytesOut ?? 0} bytes sent)`;
     case 'udp':
-      return `udp   ${destinationOf(e)} (${e.bytesOut ?? 0} bytes)`;
+      return `udp   ${t(destinationOf(e))} (${e.bytesOut ?? 0} bytes)`;
     case 'icmp':
-      return `icmp  ${e.ip} (${e.count} echo request(s))`;
+      return `icmp  ${t(`${e.ip}`)} (${e.count} echo request(s))`;
     case 'dropped':
       return `other ${e.count} packet(s) of other protocols dropped`;
     default:
-      return e.kind;
+      return t(e.kind);
   }
 }
 
+/** A command line cut to `max` characters (of the input: whole code points), then escaped. */
 function short(cmd: string, max = 70): string {
-  return cmd.length > max ? `${cmd.slice(0, max - 1)}…` : cmd;
+  const chars = [...cmd];
+  return chars.length > max ? `${t(chars.slice(0, max - 1).join(''))}…` : t(cmd);
 }
 
 function headline(report: CheckReport): string {
   const { subject, findings } = report;
-  const id = `${subject.name}@${subject.version}`;
+  const id = t(`${subject.name}@${subject.version}`);
   if (report.events.length === 0 && findings.length === 0) return `PASS ${id}: no egress attempts`;
   const destinations = new Set(
     findings.filter((f) => f.id.startsWith('egress')).map((f) => f.destination),
@@ -45,7 +53,7 @@ function headline(report: CheckReport): string {
     ...new Set(
       findings
         .filter((f) => f.rule?.startsWith('indicator:') && f.severity !== 'info')
-        .map((f) => `${f.id} (${f.severity})`),
+        .map((f) => `${t(f.id)} (${f.severity})`),
     ),
   ];
   const leaks = findings.filter((f) => f.id === 'bait-leak').length;
@@ -62,10 +70,10 @@ export function renderText(report: CheckReport): string {
   const lines = [headline(report)];
   if (report.policy)
     lines.push(
-      `  policy: ${report.policy.sources.length ? report.policy.sources.join(' + ') : 'shipped defaults'}`,
+      `  policy: ${report.policy.sources.length ? t(report.policy.sources.join(' + ')) : 'shipped defaults'}`,
     );
   for (const p of report.phases) {
-    const note = p.note ? ` - ${p.note}` : '';
+    const note = p.note ? ` - ${t(p.note)}` : '';
     lines.push(
       `  ${p.name} (${p.status}${p.status === 'skipped' ? '' : `, ${(p.durationMs / 1000).toFixed(1)} s`})${note}`,
     );
@@ -80,10 +88,10 @@ export function renderText(report: CheckReport): string {
       byPackage.set(key, [...(byPackage.get(key) ?? []), e]);
     }
     for (const [pkg, events] of byPackage) {
-      lines.push(`    ${pkg}`);
+      lines.push(`    ${t(pkg)}`);
       for (const { event, times } of summarizeEvents(events)) {
         const by = event.process
-          ? `  <- ${event.script ? `${event.script}: ` : ''}${short(event.process)}`
+          ? `  <- ${event.script ? `${t(event.script)}: ` : ''}${short(event.process)}`
           : '';
         lines.push(`      ${detail(event)}${times > 1 ? ` x${times}` : ''}${by}`);
       }
@@ -91,23 +99,24 @@ export function renderText(report: CheckReport): string {
   }
   if (report.comparison) {
     lines.push(
-      `  changes since ${report.comparison.before.name}@${report.comparison.before.version}`,
+      `  changes since ${t(`${report.comparison.before.name}@${report.comparison.before.version}`)}`,
     );
     lines.push(...diffLines(report.comparison, '    '));
   }
   if (report.findings.length) lines.push('  findings');
   for (const f of report.findings) {
     const sev = f.severity === 'info' ? 'info' : f.severity.toUpperCase();
-    lines.push(`    ${sev.padEnd(8)} ${f.message}`);
+    lines.push(`    ${sev.padEnd(8)} ${t(f.message)}`);
     if (f.suggestion) {
       lines.push('             to allow it, add to the rules of your policy:');
-      for (const l of f.suggestion.trimEnd().split('\n')) lines.push(`               ${l}`);
+      // phonehome lays the YAML out over lines: escape each, keep its newlines.
+      for (const l of f.suggestion.trimEnd().split('\n')) lines.push(`               ${t(l)}`);
     }
   }
   if (report.truncated) {
     lines.push(
       `  capture bounds hit; counted without detail: ${Object.entries(report.truncated)
-        .map(([k, n]) => `${k} ${n}`)
+        .map(([k, n]) => `${t(k)} ${n}`)
         .join(', ')}`,
     );
   }

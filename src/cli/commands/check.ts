@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { CHECK_DEFAULTS } from '../../check/defaults.js';
 import { checkStored } from '../../check/stored.js';
 import { ExitCode, PhonehomeError } from '../../core/errors.js';
+import { forTerminal } from '../../core/escape.js';
 import { REPORT_SCHEMA_VERSION, severityRank, type CheckReport } from '../../core/report.js';
 import type { Phase } from '../../core/terms.js';
 import { openStore, policyFromFlags } from '../store-option.js';
@@ -53,9 +54,10 @@ function progress(
   if (!process.stderr.isTTY) return { phase: () => undefined, log, stop: () => undefined };
   const started = Date.now();
   let current = 'resolving';
+  const shown = forTerminal(spec);
   const draw = () =>
     process.stderr.write(
-      `\r\x1b[2K${spec}: ${current} ${((Date.now() - started) / 1000).toFixed(1)} s`,
+      `\r\x1b[2K${shown}: ${current} ${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
   const timer = setInterval(draw, 200);
   timer.unref();

@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { PhonehomeError } from '../../core/errors.js';
+import { forTerminal as t } from '../../core/escape.js';
 import { defaultStorePath, ResultStore } from '../../store/store.js';
 
 export function historyCommand(): Command {
@@ -31,7 +32,9 @@ export function historyCommand(): Command {
       const path = o.store ?? defaultStorePath();
       const store = ResultStore.openReadOnly(path);
       if (!store) {
-        process.stdout.write(`no stored runs of ${name}: there is no result store at ${path}\n`);
+        process.stdout.write(
+          `no stored runs of ${t(name)}: there is no result store at ${t(path)}\n`,
+        );
         return;
       }
       try {
@@ -41,9 +44,10 @@ export function historyCommand(): Command {
           return;
         }
         if (runs.length === 0) {
-          process.stdout.write(`no stored runs of ${name} in ${store.path}\n`);
+          process.stdout.write(`no stored runs of ${t(name)} in ${t(store.path)}\n`);
           return;
         }
+        // Versions, integrities and verdicts were stored from the package's own metadata.
         const rows = runs.map((r) => {
           const report = store.report(r.id);
           const counts = new Map<string, number>();
@@ -57,7 +61,7 @@ export function historyCommand(): Command {
             r.integrity ? r.integrity.slice(0, 17) : '(local)',
             r.policyHash ? r.policyHash.slice(0, 15) : '-',
             r.durationMs !== null ? `${(r.durationMs / 1000).toFixed(1)} s` : '-',
-          ];
+          ].map(t);
         });
         const head = [
           'when (UTC)',

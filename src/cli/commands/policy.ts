@@ -2,6 +2,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { relative, resolve } from 'node:path';
 import { Command } from 'commander';
 import { PhonehomeError } from '../../core/errors.js';
+import { forTerminal, forYamlString } from '../../core/escape.js';
 import type { CheckReport, Finding } from '../../core/report.js';
 import { PHASES } from '../../core/terms.js';
 import {
@@ -47,6 +48,11 @@ knownEgress: true
  * person to flip to `allow`; what the known-egress list or the package's declaration already
  * allows is written commented out (uncomment to pin it in your own policy); what an indicator
  * forbids is only noted, since no rule can allow it.
+ *
+ * Destinations and package names come from the packages: values are written as YAML
+ * double-quoted scalars with every control and invisible character escaped (forYamlString), and
+ * comments quote them through forTerminal, so a newline in a DNS name cannot end a comment and
+ * add a rule of its own.
  */
 export function rulesFromReports(reports: CheckReport[]): string {
   const seen = new Set<string>();
@@ -74,16 +80,17 @@ function ruleText(f: Finding, all: Finding[]): string {
       g.package === f.package &&
       g.destination === f.destination,
   );
-  const seenAt = `seen during ${f.phase}${f.package ? ` from ${f.package}` : ''}`;
+  const c = forTerminal;
+  const seenAt = `seen during ${c(`${f.phase}`)}${f.package ? ` from ${c(f.package)}` : ''}`;
   const body = [
-    `- deny: [${JSON.stringify(dest)}]`,
-    ...(f.package ? [`  packages: [${JSON.stringify(f.package)}]`] : []),
+    `- deny: [${forYamlString(dest)}]`,
+    ...(f.package ? [`  packages: [${forYamlString(f.package)}]`] : []),
     `  phases: [${f.phase}]`,
   ];
   if (forbidden.length && !f.suggestion)
-    return `  # ${seenAt}: ${dest} cannot be allowed (${forbidden.map((b) => `indicator ${b.id}, ${b.severity}`).join('; ')})\n`;
+    return `  # ${seenAt}: ${c(dest)} cannot be allowed (${forbidden.map((b) => c(`indicator ${b.id}, ${b.severity}`)).join('; ')})\n`;
   if (f.id === 'egress-allowed') {
-    const by = f.rule === 'declaration' ? "the package's own declaration" : f.rule;
+    const by = f.rule === 'declaration' ? "the package's own declaration" : c(`${f.rule}`);
     return (
       [
         `  # ${seenAt}; already allowed by ${by}. Uncomment (as allow) to pin it in this policy:`,
@@ -139,7 +146,7 @@ export function policyCommand(): Command {
       if (!target) process.stdout.write(text);
       else {
         writeFileSync(target, text, { flag: o.force ? 'w' : 'wx' });
-        process.stderr.write(`wrote ${target}\n`);
+        process.stderr.write(`wrote ${forTerminal(target)}\n`);
       }
     });
 
