@@ -4,15 +4,34 @@
  * line of JSON per step as it ends. One `docker exec` for a whole list instead of one per step:
  * an audit loads hundreds of packages, each in a process of its own.
  *
- * Runs on the sandbox's Node with built-ins only; its input is one JSON argument (StepInput[]).
+ * Runs as root (see step.ts) on the sandbox's Node with built-ins only. Its input (StepInput[] as
+ * JSON) comes on standard input, not the command line, which every process can read; its
+ * results go to its standard output, the engine's exec stream, which no package process can
+ * write to.
  */
+import { monotonicMs } from './proc.js';
 import { runStep, type StepInput } from './step.js';
 
-const steps = JSON.parse(process.argv[2] ?? '[]') as StepInput[];
-for (const step of steps) {
-  const out = await runStep(step);
-  await new Promise<void>((resolve) =>
-    process.stdout.write(JSON.stringify(out) + '\n', () => resolve()),
-  );
+export interface BatchInput {
+  steps: StepInput[];
+  /** The whole batch's time: a step gets at most what is left, and none starts once it is spent. */
+  budgetMs?: number;
+}
+
+const write = (line: string) =>
+  new Promise<void>((resolve) => process.stdout.write(line + '\n', () => resolve()));
+
+const chunks: Buffer[] = [];
+for await (const c of process.stdin) chunks.push(c as Buffer);
+const input = JSON.parse(Buffer.concat(chunks).toString('utf8')) as BatchInput;
+const started = monotonicMs();
+for (const step of input.steps) {
+  const left = (input.budgetMs ?? Infinity) - (monotonicMs() - started);
+  // The same text as NOT_RUN in src/run/steps.ts.
+  if (left <= 0) await write('{"notRun":true}');
+  else
+    await write(
+      JSON.stringify(await runStep({ ...step, timeoutMs: Math.min(step.timeoutMs, left) })),
+    );
 }
 process.exit(0);

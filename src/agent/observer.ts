@@ -1,21 +1,26 @@
 /**
- * The observer: runs in the sandbox, as the sandbox user, for the whole run. The capture program
+ * The observer: runs in the sandbox for the whole run, as root with only the capabilities that
+ * read another user's /proc entries, so package code (an unprivileged uid) can neither signal,
+ * trace, nor open it, and Node's SIGUSR1 inspector is disabled. The capture program
  * (in the gateway, which shares the network namespace but not the process namespace) asks it, for
  * each DNS query, datagram and connection it receives, which process owns the client socket. The
  * answer is read from /proc at the moment of the attempt, while the client still waits for its
  * reply, so the socket still exists.
  *
- * The package runs as the same user and could kill this process; the capture notices the lost
- * link and the report says attribution stopped, while capture itself goes on in the gateway.
+ * What it reads of the package's processes (command lines, npm variables) is the package's to
+ * forge: it is shown in the report as a hint, never used to decide which package is charged (the
+ * step windows do that, see src/core/report.ts). If the link is lost anyway, the capture notices
+ * and the report says so, while capture itself goes on in the gateway.
  *
  * Runs on the sandbox's Node with built-ins only. Protocol: newline-delimited JSON over an
- * abstract Unix socket the capture listens on; requests `{id, proto, port, rport?}`, replies
+ * abstract Unix socket the capture listens on (its name in OBSERVER_SOCKET, an environment
+ * variable package code cannot read, unlike a command line); requests `{id, proto, port, rport?}`, replies
  * `{id, proc?}`.
  */
 import { readdirSync, readlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import type { ProcessInfo } from '../core/terms.js';
-import { cmdline, monotonicMs, pids, read, stat, type ProcStat } from './proc.js';
+import { cmdline, monotonicMs, pids, read, readOf, stat, type ProcStat } from './proc.js';
 
 interface Request {
   id: number;
@@ -49,21 +54,38 @@ function socketInode(proto: 'tcp' | 'udp', port: number, rport?: number): string
   return fallback;
 }
 
+/**
+ * A process's open descriptors. A thread-group leader that exited on its own (SYS_exit) while its
+ * threads live on shows no descriptors; the live threads hold them, under /proc/<pid>/task.
+ */
+function fdDir(pid: number): { path: string; fds: string[] } | undefined {
+  const list = (path: string) => {
+    try {
+      return readdirSync(path);
+    } catch {
+      return [];
+    }
+  };
+  const own = list(`/proc/${pid}/fd`);
+  if (own.length) return { path: `/proc/${pid}/fd`, fds: own };
+  for (const tid of list(`/proc/${pid}/task`)) {
+    const fds = list(`/proc/${pid}/task/${tid}/fd`);
+    if (fds.length) return { path: `/proc/${pid}/task/${tid}/fd`, fds };
+  }
+  return undefined;
+}
+
 /** Which of `inodes` each process holds; one pass over /proc/<pid>/fd for a batch of requests. */
 function owners(inodes: Set<string>): Map<string, number> {
   const found = new Map<string, number>();
   for (const pid of pids()) {
     if (found.size === inodes.size) break;
-    let fds: string[];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
+    const dir = fdDir(pid);
+    if (!dir) continue;
+    for (const fd of dir.fds) {
       let target: string;
       try {
-        target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        target = readlinkSync(`${dir.path}/${fd}`);
       } catch {
         continue;
       }
@@ -77,7 +99,7 @@ function owners(inodes: Set<string>): Map<string, number> {
 /** The npm lifecycle variables of a process's environment. */
 function npmEnv(pid: number): Map<string, string> {
   const env = new Map<string, string>();
-  for (const kv of (read(`/proc/${pid}/environ`) ?? '').split('\0')) {
+  for (const kv of readOf(pid, 'environ').split('\0')) {
     const i = kv.indexOf('=');
     if (i > 0 && kv.startsWith('npm_')) env.set(kv.slice(0, i), kv.slice(i + 1));
   }
@@ -97,8 +119,8 @@ function describe(pid: number): ProcessInfo | undefined {
     const version = env.get('npm_package_version');
     const script = env.get('npm_lifecycle_event');
     if (name && script) {
-      info.package = version ? `${name}@${version}` : name;
-      info.script = script;
+      info.package = (version ? `${name}@${version}` : name).slice(0, 256);
+      info.script = script.slice(0, 64);
       break;
     }
     const parent: ProcStat | undefined = cur.ppid > 1 ? stat(cur.ppid) : undefined;
@@ -108,8 +130,8 @@ function describe(pid: number): ProcessInfo | undefined {
 }
 
 function main(): void {
-  const name = process.argv[2];
-  if (!name) throw new Error('usage: observer <abstract socket name>');
+  const name = process.env.OBSERVER_SOCKET;
+  if (!name) throw new Error('observer: OBSERVER_SOCKET is not set');
   // The sandbox starts while the gateway is still setting up: retry until the capture listens.
   const give = Date.now() + 15_000;
   const attempt = () => {

@@ -1,6 +1,8 @@
 /**
- * Reading the sandbox's processes from /proc, for the observer and the step driver (both run as
- * the sandbox user, so they can read the package's processes). Node built-ins only.
+ * Reading the sandbox's processes from /proc, for the observer and the step driver. Both run as
+ * root with only the capabilities they need (SYS_PTRACE and DAC_READ_SEARCH to read another
+ * user's /proc entries, KILL, SETUID/SETGID to start steps as the package's user); the package
+ * runs as an unprivileged uid and can neither signal, trace nor open them. Node built-ins only.
  */
 import { CLOCK_PRELOAD, REAL_NODE } from './clock.js';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -44,6 +46,31 @@ function bootOffset(): number {
   return bootOffsetMs;
 }
 
+/** The real, effective, saved and filesystem uids of a process. */
+export function uids(pid: number): number[] | undefined {
+  const m = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/m.exec(read(`/proc/${pid}/status`) ?? '');
+  return m ? m.slice(1, 5).map(Number) : undefined;
+}
+
+/**
+ * Whether any thread of the process still runs. A thread-group leader that exited with SYS_exit
+ * shows as a zombie while its other threads live on; only when every thread is a zombie is the
+ * process gone.
+ */
+export function liveThreads(pid: number): boolean {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return false;
+  }
+  return tids.some((tid) => {
+    const text = read(`/proc/${pid}/task/${tid}/stat`);
+    const state = text ? text.slice(text.lastIndexOf(')') + 2, text.lastIndexOf(')') + 3) : 'X';
+    return state !== 'Z' && state !== 'X';
+  });
+}
+
 export function stat(pid: number): ProcStat | undefined {
   const text = read(`/proc/${pid}/stat`);
   if (!text) return undefined;
@@ -56,9 +83,29 @@ export function stat(pid: number): ProcStat | undefined {
   };
 }
 
+/**
+ * A per-process file (cmdline, environ) of `pid`, or of one of its live threads when the leader
+ * is a zombie (its own copy is empty then).
+ */
+export function readOf(pid: number, file: string): string {
+  const own = read(`/proc/${pid}/${file}`);
+  if (own) return own;
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return '';
+  }
+  for (const tid of tids) {
+    const text = read(`/proc/${pid}/task/${tid}/${file}`);
+    if (text) return text;
+  }
+  return '';
+}
+
 /** Command line, arguments joined by spaces, at most 300 characters. */
 export function cmdline(pid: number): string {
-  const argv = (read(`/proc/${pid}/cmdline`) ?? '').split('\0').filter(Boolean);
+  const argv = readOf(pid, 'cmdline').split('\0').filter(Boolean);
   // The runner image's `node` starts the real binary with the clock preload: show it as the
   // command the script ran.
   if (argv[0] === REAL_NODE && argv[1] === '--import' && argv[2] === CLOCK_PRELOAD)

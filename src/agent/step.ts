@@ -1,15 +1,24 @@
 /**
- * The step driver: runs one step (a command) in the sandbox. It stamps the step's start and end on
- * the monotonic clock the capture stamps events with, keeps a bounded head of the output, kills the
- * step's process group at its timeout, then deals with processes the step left behind (detached
- * children): they are watched for the settle window and killed when it ends, so the next step
- * starts clean. The batch driver writes each result as one line of JSON.
+ * The step driver: runs one step (a command) in the sandbox. It runs as root with a few
+ * capabilities, out of the package's reach, and starts the step as the package's user. It stamps
+ * the step's start and end on the kernel's monotonic clock (the clock the capture stamps events
+ * with), keeps a bounded head of the output, and at the step's end deals with every process of
+ * the package's user still alive (detached children, double forks, a zombie leader whose threads
+ * live on): they are watched for the settle window, then stopped and killed, so nothing started
+ * in one step acts in the next. Every such process is the package's: phonehome's own programs
+ * run as root.
  *
  * Runs on the sandbox's Node with built-ins only, inside the batch driver (batch.ts), which
  * runs a list of steps one after another in one process.
  */
 import { spawn } from 'node:child_process';
-import { cmdline, monotonicMs as now, pids, stat } from './proc.js';
+import { cmdline, liveThreads, monotonicMs as now, pids, uids } from './proc.js';
+
+/** The package's user in the sandbox (the runner image's uid and gid 1000). */
+export const PACKAGE_UID = 1000;
+export const PACKAGE_GID = 1000;
+/** Variables of the agents' own environment that package code must not inherit. */
+export const AGENT_ONLY_ENV = ['OBSERVER_SOCKET'];
 
 export interface StepInput {
   cmd: string;
@@ -18,13 +27,6 @@ export interface StepInput {
   maxOutputBytes: number;
   /** How long leftover processes may run after the step before they are killed. */
   settleMs: number;
-  /** Processes that are not the step's: the observer. */
-  keepPids: number[];
-  /**
-   * Processes that started before this moment (CLOCK_MONOTONIC ms) are the sandbox's own (its
-   * init and what holds the container open), never a step's.
-   */
-  sandboxReadyMs: number;
   env?: Record<string, string>;
 }
 
@@ -51,21 +53,22 @@ export interface StepOutput {
   leftoverCount: number;
   /** Leftovers still running at the end of the settle window, killed. */
   killed: number;
+  /** Processes of the package's user that could not be killed (the step's end is not clean). */
+  survivors: number;
+  /** Processes of the package's user found alive before the step started, killed then. */
+  strays?: number;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const POLL_MS = 100;
 
-/**
- * Live processes started by steps: not the sandbox's own (started by `readyMs`), not ourselves or
- * `keep`, not zombies.
- */
-function leftovers(keep: Set<number>, readyMs: number): Leftover[] {
+/** Every process of the package's user with a thread still alive (any uid not root is the package's). */
+export function packageProcesses(): Leftover[] {
   const out: Leftover[] = [];
   for (const pid of pids()) {
-    if (pid === 1 || keep.has(pid)) continue;
-    const st = stat(pid);
-    if (!st || st.state === 'Z' || st.state === 'X' || st.startMs <= readyMs) continue;
+    if (pid === process.pid) continue;
+    const ids = uids(pid);
+    if (!ids || ids.every((u) => u === 0) || !liveThreads(pid)) continue;
     out.push({ pid, cmd: cmdline(pid) });
   }
   return out;
@@ -81,24 +84,28 @@ function signalAll(list: Leftover[], signal: NodeJS.Signals): void {
   }
 }
 
-/** Stop, then kill, until nothing is left: stopping first keeps a fork bomb from outrunning us. */
-async function killAll(list: () => Leftover[]): Promise<number> {
+/**
+ * Stop, then kill, until no process of the package's user is left: stopping first keeps a fork
+ * bomb from outrunning us. A signal to a thread group reaches every thread, also when its leader
+ * is a zombie.
+ */
+export async function killPackageProcesses(): Promise<{ killed: number; survivors: number }> {
   let killed = 0;
-  for (let round = 0; round < 50; round++) {
-    const alive = list();
-    if (alive.length === 0) break;
+  for (let round = 0; round < 100; round++) {
+    const alive = packageProcesses();
+    if (alive.length === 0) return { killed, survivors: 0 };
     if (round === 0) killed = alive.length;
     signalAll(alive, 'SIGSTOP');
-    signalAll(list(), 'SIGKILL');
-    await sleep(20);
+    signalAll(packageProcesses(), 'SIGKILL');
+    await sleep(round < 10 ? 10 : 50);
   }
-  return killed;
+  return { killed, survivors: packageProcesses().length };
 }
 
 /** Run one step and say how it went. */
 export async function runStep(input: StepInput): Promise<StepOutput> {
-  const keep = new Set([process.pid, ...input.keepPids]);
-  const mine = () => leftovers(keep, input.sandboxReadyMs);
+  // Nothing of an earlier step may act in this one.
+  const before = await killPackageProcesses();
   const head = { out: [] as Buffer[], err: [] as Buffer[] };
   const size = { out: 0, err: 0 };
   const keepHead = (k: 'out' | 'err') => (d: Buffer) => {
@@ -106,10 +113,16 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
     size[k] += d.length;
   };
   const start = now();
+  const env: Record<string, string | undefined> = { ...process.env, ...input.env };
+  for (const k of AGENT_ONLY_ENV) delete env[k];
   const child = spawn(input.cmd, input.args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
-    env: { ...process.env, ...input.env },
+    // As the package's user: from here on the step can neither signal nor read phonehome's
+    // processes (libuv also drops the supplementary groups).
+    uid: PACKAGE_UID,
+    gid: PACKAGE_GID,
+    env,
   });
   const closed = new Promise((r) => child.on('close', r));
   child.stdout.on('data', keepHead('out'));
@@ -117,11 +130,7 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    try {
-      if (child.pid) process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // the group is gone already
-    }
+    void killPackageProcesses();
   }, input.timeoutMs);
   const { code, signal, error } = await new Promise<{
     code: number | null;
@@ -137,12 +146,12 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
   // Let the output already written drain, without waiting on a leftover that holds the pipes.
   await Promise.race([closed, sleep(200)]);
 
-  const left = mine();
-  let killed = 0;
+  const left = packageProcesses();
+  let ended = { killed: 0, survivors: 0 };
   if (left.length > 0) {
     const until = timedOut ? end : end + input.settleMs;
-    while (now() < until && mine().length > 0) await sleep(POLL_MS);
-    killed = await killAll(mine);
+    while (now() < until && packageProcesses().length > 0) await sleep(POLL_MS);
+    ended = await killPackageProcesses();
   }
   const out: StepOutput = {
     start,
@@ -158,7 +167,9 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
     stderrBytes: size.err,
     leftovers: left.slice(0, 50),
     leftoverCount: left.length,
-    killed,
+    killed: ended.killed,
+    survivors: ended.survivors + before.survivors,
+    ...(before.killed ? { strays: before.killed } : {}),
   };
   return out;
 }

@@ -21,15 +21,11 @@ import {
   type CheckReport,
   type PackageSummary,
   type PhaseResult,
-  type PhaseWindow,
 } from '../core/report.js';
-import { findBaitLeaks } from '../core/bait.js';
-import type { CaptureEvent } from '../core/terms.js';
 import { buildImages } from '../images/build.js';
 import { phonehomeVersion } from '../paths.js';
 import { evaluate } from '../policy/evaluate.js';
 import type { LoadedPolicy } from '../policy/load.js';
-import { parseDeclaration } from '../policy/parse.js';
 import {
   loadLockTree,
   type LockEntry,
@@ -40,19 +36,23 @@ import {
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
 import { SANDBOX_RESOLVERS, SANDBOX_WORKDIR } from '../sandbox/topology.js';
 import type { ResultStore } from '../store/store.js';
-import { HARNESS_INPUT_VAR } from '../agent/harness.js';
 import type { StepOutput } from '../agent/step.js';
-import {
-  HARNESS_SOURCE,
-  parseHarness,
-  runSandboxBatch,
-  runSandboxStep,
-  startProject,
-  type CheckOptions,
-  type Step,
-} from '../check/check.js';
+import { HARNESS_INPUT_VAR } from '../agent/harness.js';
+import { harnessNames, type CheckOptions } from '../check/check.js';
 import { CHECK_DEFAULTS } from '../check/defaults.js';
 import { sandboxVersion } from '../check/stored.js';
+import { attribute } from '../core/report.js';
+import { findBaitLeaks } from '../core/bait.js';
+import type { CaptureEvent } from '../core/terms.js';
+import {
+  HARNESS_SOURCE,
+  installSteps,
+  parseHarness,
+  runSteps,
+  startProject,
+  type Step,
+} from '../run/steps.js';
+import { closure, idOf, packageSummary } from '../run/summaries.js';
 
 /** As for check (npm config, identity, time limits, log, signal), and what an audit adds. */
 export interface AuditOptions extends Pick<
@@ -128,8 +128,6 @@ export function defaultConcurrency(): number {
   const byMemory = Math.floor(freemem() / (1.5 * 1024 ** 3));
   return Math.max(1, Math.min(4, cpus().length, byMemory));
 }
-
-const idOf = (p: { name: string; version: string }) => `${p.name}@${p.version}`;
 
 export async function audit(
   engine: SandboxEngine,
@@ -297,7 +295,11 @@ interface ShardResult {
   ms: number;
 }
 
-/** One sandbox: rebuild the shard's packages that have install scripts, then load each one. */
+/**
+ * One sandbox: each of the shard's packages that has install scripts rebuilt in a step of its own,
+ * then each package loaded in a step of its own; every attempt is charged to the package of the
+ * step (and window) it happened in.
+ */
 async function runShard(
   engine: SandboxEngine,
   refs: { runner: string; gateway: string },
@@ -309,144 +311,95 @@ async function runShard(
   await using run = engine.newRun();
   const topo = await startProject(run, refs, staged.tar(), o.as);
   const identity = topo.identity;
-  const step = (s: Step) =>
-    runSandboxStep(topo, s, { settleMs: o.settleMs, ...(o.signal ? { signal: o.signal } : {}) });
-  const windows: PhaseWindow[] = [];
-  const scripted = shard.filter((p) => p.installScripts.length);
-  let install: PhaseResult = {
-    name: 'install',
-    status: 'skipped',
-    durationMs: 0,
-    note: 'no install scripts',
-  };
-  if (scripted.length) {
-    const names = [...new Set(scripted.map((p) => p.name))];
-    const r = await step({
-      label: 'npm rebuild',
-      cmd: 'npm',
-      args: ['rebuild', ...names, '--dangerously-allow-all-scripts', '--foreground-scripts'],
-      timeoutMs: o.installTimeoutMs,
-    });
-    windows.push({ name: 'install', startMs: r.start, endMs: r.settledAt });
-    install = {
-      name: 'install',
-      status: r.timedOut ? 'timeout' : r.code === 0 ? 'completed' : 'failed',
-      durationMs: Math.round(r.settledAt - r.start),
-      exitCode: r.timedOut ? null : r.code,
-      ...(r.code !== 0 && !r.timedOut
-        ? { note: `npm rebuild of the shard's packages: exit ${r.code}` }
-        : {}),
-    };
-  }
+  const batch = (steps: Step[]) =>
+    runSteps(topo, steps, { settleMs: o.settleMs, ...(o.signal ? { signal: o.signal } : {}) });
+  // A bundled package's scripts run with its bundler; when the bundler is not in this shard, the
+  // step is charged to the bundled package that is.
+  const inShard = new Set(shard.map(idOf));
+  const installs = await batch(
+    installSteps(shard, o.installTimeoutMs, (owner, scripted) =>
+      inShard.has(owner) ? owner : idOf(scripted[0] as LockedPackage),
+    ),
+  );
+  const installOf = new Map(installs.windows.map((w, i) => [w.package, installs.outputs[i]]));
 
   // Load each package in a process of its own; require() first, import() when the package cannot
   // be required.
   const marker = `@@${randomBytes(8).toString('hex')}@@`;
-  const imports = new Map<string, { out: StepOutput; mode: string }>();
   const target = (p: LockedPackage) =>
     p.location === `node_modules/${p.name}` ? p.name : `${SANDBOX_WORKDIR}/${p.location}`;
-  const batch = (steps: Step[]) =>
-    runSandboxBatch(topo, steps, {
-      settleMs: o.settleMs,
-      ...(o.signal ? { signal: o.signal } : {}),
-    });
   const load = (p: LockedPackage, mode: 'require' | 'import'): Step => ({
     label: `${mode} of ${idOf(p)}`,
+    phase: 'import',
+    package: idOf(p),
     cmd: 'node',
-    // The package id on the command line: the observer's answer then names the package.
-    args: ['--input-type=module', '-e', HARNESS_SOURCE, mode, idOf(p)],
+    args: ['--input-type=module', '-e', HARNESS_SOURCE, mode],
     env: { [HARNESS_INPUT_VAR]: JSON.stringify({ mode, name: target(p), marker }) },
     timeoutMs: o.importTimeoutMs,
   });
-  // One exec for the shard: require() of every package, then import() of those that could not
-  // be required.
   const requires = await batch(shard.map((p) => load(p, 'require')));
   const retry = shard.filter((p, i) => {
-    const err = parseHarness((requires[i] as StepOutput).stdout, marker)?.loadError;
+    const out = requires.outputs[i];
+    const err = out && parseHarness(out.stdout, marker)?.loadError;
     return err && /REQUIRE_ESM|REQUIRE_ASYNC|PATH_NOT_EXPORTED/.test(err) && target(p) === p.name;
   });
-  const importsOut = retry.length ? await batch(retry.map((p) => load(p, 'import'))) : [];
-  shard.forEach((p, i) =>
-    imports.set(idOf(p), { out: requires[i] as StepOutput, mode: 'require' }),
-  );
-  retry.forEach((p, i) =>
-    imports.set(idOf(p), { out: importsOut[i] as StepOutput, mode: 'import' }),
-  );
-  const outs = [...imports.values()].map((x) => x.out);
-  if (outs.length)
-    windows.push({
-      name: 'import',
-      startMs: Math.min(...outs.map((x) => x.start)),
-      endMs: Math.max(...outs.map((x) => x.settledAt)),
-    });
+  const imports = retry.length ? await batch(retry.map((p) => load(p, 'import'))) : undefined;
+  const loaded = new Map<string, { out: StepOutput; mode: string }>();
+  shard.forEach((p, i) => {
+    const out = requires.outputs[i];
+    if (out) loaded.set(idOf(p), { out, mode: 'require' });
+  });
+  retry.forEach((p, i) => {
+    const out = imports?.outputs[i];
+    if (out) loaded.set(idOf(p), { out, mode: 'import' });
+  });
+  const windows = [...installs.windows, ...requires.windows, ...(imports?.windows ?? [])];
+  const tampering = [...installs.tampering, ...requires.tampering, ...(imports?.tampering ?? [])];
 
   const log = await topo.events();
-  // Each attempt to the package whose install script or loader process made it.
-  const harnessId = /--input-type=module -e .* (?:require|import) (\S+)$/s;
+  // Each attempt to the package of the step it happened in; what no step holds is the shard's.
   const byPackage = new Map<string, CaptureEvent[]>();
-  let unattributed = 0;
   const orphans: CaptureEvent[] = [];
   for (const e of log.events) {
     if (e.kind === 'observer') continue;
-    const proc = 'proc' in e ? e.proc : undefined;
-    const id = proc?.package ?? (proc?.cmd ? harnessId.exec(proc.cmd)?.[1] : undefined);
-    if (!id) {
-      unattributed++;
-      orphans.push(e);
-      continue;
-    }
-    byPackage.set(id, [...(byPackage.get(id) ?? []), e]);
+    const who = attribute(e, windows, '');
+    if (who.outside || !who.package || !inShard.has(who.package)) orphans.push(e);
+    else byPackage.set(who.package, [...(byPackage.get(who.package) ?? []), e]);
   }
   const summaries = new Map(
-    staged.packages.map((p): [string, PackageSummary] => {
-      const declared = p.egress !== undefined ? parseDeclaration(p.egress) : undefined;
-      return [
-        idOf(p),
-        {
-          id: idOf(p),
-          installScripts: p.installScripts,
-          ...(Object.keys(p.scripts).length ? { scripts: p.scripts } : {}),
-          capabilities: p.capabilities,
-          ...(declared
-            ? {
-                declares: Object.fromEntries(
-                  Object.entries(declared.byPhase).map(([ph, l]) => [ph, l.map((d) => d.text)]),
-                ),
-              }
-            : {}),
-          ...(declared?.problems.length ? { declarationProblems: declared.problems } : {}),
-          dependencies: p.dependencies,
-        },
-      ];
-    }),
+    staged.packages.map((p): [string, PackageSummary] => [idOf(p), packageSummary(p)]),
   );
-  const closure = (id: string): PackageSummary[] => {
-    const seen = new Set([id]);
-    const todo = [id];
-    while (todo.length)
-      for (const d of summaries.get(todo.pop() as string)?.dependencies ?? [])
-        if (!seen.has(d)) {
-          seen.add(d);
-          todo.push(d);
-        }
-    return [...seen].map((x) => summaries.get(x)).filter((x): x is PackageSummary => !!x);
-  };
   const reports = new Map<string, CheckReport>();
   for (const p of shard) {
     const id = idOf(p);
-    const loaded = imports.get(id);
-    const importPhase: PhaseResult = loaded
+    if (reports.has(id)) continue;
+    const inst =
+      installOf.get(id) ??
+      (p.bundledBy ? installOf.get(p.bundledBy) : undefined) ??
+      [...installOf.values()].find((_, i) => installs.windows[i]?.package === id);
+    const installPhase: PhaseResult = !p.installScripts.length
+      ? { name: 'install', status: 'skipped', durationMs: 0, note: 'no install scripts' }
+      : inst
+        ? {
+            name: 'install',
+            status: inst.timedOut ? 'timeout' : inst.code === 0 ? 'completed' : 'failed',
+            durationMs: Math.round(inst.settledAt - inst.start),
+            exitCode: inst.timedOut ? null : inst.code,
+            ...(inst.code !== 0 && !inst.timedOut
+              ? { note: `npm rebuild ${id}: exit ${inst.code}` }
+              : {}),
+          }
+        : { name: 'install', status: 'failed', durationMs: 0, note: 'no result could be believed' };
+    const l = loaded.get(id);
+    const loadError = l ? parseHarness(l.out.stdout, marker)?.loadError : undefined;
+    const importPhase: PhaseResult = l
       ? {
           name: 'import',
-          status: loaded.out.timedOut ? 'timeout' : 'completed',
-          durationMs: Math.round(loaded.out.settledAt - loaded.out.start),
-          ...(parseHarness(loaded.out.stdout, marker)?.loadError
-            ? {
-                note: `${loaded.mode}() not possible (${parseHarness(loaded.out.stdout, marker)?.loadError})`,
-              }
-            : {}),
+          status: l.out.timedOut ? 'timeout' : 'completed',
+          durationMs: Math.round(l.out.settledAt - l.out.start),
+          ...(loadError ? { note: `${l.mode}() not possible (${loadError})` } : {}),
         }
-      : { name: 'import', status: 'skipped', durationMs: 0, note: 'not run' };
+      : { name: 'import', status: 'failed', durationMs: 0, note: 'no result could be believed' };
     const report = buildReport({
       subject: {
         name: p.name,
@@ -455,28 +408,27 @@ async function runShard(
         spec: `${id} (${staged.lockfile})`,
       },
       phases: [
-        p.installScripts.length
-          ? install
-          : { name: 'install', status: 'skipped', durationMs: 0, note: 'no install scripts' },
+        installPhase,
         importPhase,
         { name: 'exercise', status: 'skipped', durationMs: 0, note: 'not run in an audit' },
       ],
-      windows,
+      windows: windows.filter((w) => w.package === id),
       events: byPackage.get(id) ?? [],
-      packages: [{ id, installScripts: p.installScripts }],
-      processNames: {
-        [`node --input-type=module -e ${HARNESS_SOURCE} require ${id}`]:
-          'node (phonehome harness: require)',
-        [`node --input-type=module -e ${HARNESS_SOURCE} import ${id}`]:
-          'node (phonehome harness: import)',
-      },
+      processNames: harnessNames(['require', 'import']),
       bait: identity.bait,
+      // The shard's results stand or fall together: one forged line casts doubt on every step.
+      tampering,
     });
-    report.packages = closure(id);
+    report.packages = closure(id, summaries);
     reports.set(id, evaluate(report, { ...o.policy, resolvers: SANDBOX_RESOLVERS }));
   }
   const unattributedLeaks = findBaitLeaks(orphans, identity.bait).map(
     (l) => `${l.bait.label} (${l.encoding}, ${l.channel})`,
   );
-  return { reports, unattributed, unattributedLeaks, ms: performance.now() - started };
+  return {
+    reports,
+    unattributed: orphans.length,
+    unattributedLeaks,
+    ms: performance.now() - started,
+  };
 }

@@ -34,9 +34,16 @@ export interface PhaseResult {
   };
 }
 
-/** When a phase ran, on the sandbox kernel's monotonic clock (the clock capture events use). */
+/**
+ * When a step ran, on the sandbox kernel's monotonic clock (the clock capture events use), as the
+ * step driver measured it out of the package's reach, and the package it ran for: what an
+ * attempt made in the window is charged to. Steps never overlap, and every process of the
+ * package's user is killed when a step ends, so nothing of one window acts in another.
+ */
 export interface PhaseWindow {
   name: Phase;
+  /** `name@version`: the package whose install scripts the step ran, or the package it loaded. */
+  package: string;
   startMs: number;
   endMs: number;
 }
@@ -44,9 +51,10 @@ export interface PhaseWindow {
 export interface ReportEvent {
   phase: Phase;
   /**
-   * The package charged with the attempt (`name@version`): the package whose install script (or
-   * its child) made it, or the package asked about for import and exercise. Absent when an
-   * install-time attempt cannot be tied to one package.
+   * The package charged with the attempt (`name@version`): the package whose install step was
+   * running when the process that made it started (or, without a process, when it was made), or
+   * the package asked about for import and exercise. An attempt outside every step is charged to
+   * the package asked about, in install.
    */
   package?: string;
   /** Command line of the process that made the attempt, when the observer could tell. */
@@ -107,7 +115,12 @@ export interface PackageSummary {
 export const SANDBOX_FINDINGS: readonly string[] = [
   'observer-lost',
   'observer-impostor',
+  'observer-unresponsive',
   'bait-leak',
+  'tampering',
+  'unattributed',
+  'capture-bound',
+  'datagrams-lost',
 ];
 
 export interface CheckReport {
@@ -125,9 +138,24 @@ export interface CheckReport {
   comparison?: ReportDiff;
   /** Attempts the capture counted but could not keep in detail (it hit its bounds). */
   truncated?: Record<string, number>;
+  /** Attempts without their process, and attempts outside every step (see Attribution). */
+  attribution?: { withoutProcess: number; outsideSteps: number };
 }
 
-/** The phase an event belongs to: the last phase that had started when it happened. */
+/** The window of the step that was running at `t`, if any. */
+function windowAt(t: number, windows: PhaseWindow[]): PhaseWindow | undefined {
+  return windows.find((w) => w.startMs <= t && t <= w.endMs);
+}
+
+/**
+ * A capture stamps an attempt when it takes it in, a moment after the package made it: an attempt
+ * in the gap after a step (before the next one started) belongs to that step.
+ */
+const CAPTURE_LAG_MS = 1000;
+/** Process start times have 10 ms resolution (USER_HZ), and their offset to the clock as much. */
+const START_SLACK_MS = 20;
+
+/** The phase an event belongs to: the phase of the last step that had started when it happened. */
 export function phaseAt(t: number, windows: PhaseWindow[]): Phase | undefined {
   let found: Phase | undefined;
   for (const w of [...windows].sort((a, b) => a.startMs - b.startMs))
@@ -141,6 +169,10 @@ export interface Attribution {
   package?: string;
   process?: string;
   script?: string;
+  /** No step window holds the attempt: it is charged at its strictest (install, the subject). */
+  outside?: boolean;
+  /** The observer could not say which process made it. */
+  noProcess?: boolean;
 }
 
 export function toReportEvent(e: CaptureEvent, who: Attribution): ReportEvent | undefined {
@@ -208,13 +240,6 @@ function compareEvents(a: ReportEvent, b: ReportEvent): number {
   );
 }
 
-/** A package of the staged tree, as buildReport needs it. */
-export interface TreePackage {
-  /** `name@version` */
-  id: string;
-  installScripts: string[];
-}
-
 export function severityRank(s: Severity): number {
   return SEVERITIES.indexOf(s);
 }
@@ -241,57 +266,66 @@ export function compareFindings(a: Finding, b: Finding): number {
 }
 
 /**
- * Charge an event to a phase and a package. A process's attempts count for the phase that started
- * the process (a detached child of a postinstall is still install). The package comes from the
- * npm lifecycle environment of the process; for import and exercise it is the package asked
- * about; for an install-time attempt of unknown origin, the tree's only package with install
- * scripts if there is exactly one.
+ * Charge an event to a phase and a package, from facts the package cannot forge: the step windows
+ * (measured by the step driver, out of the package's reach) and, when the observer named the
+ * process, the kernel's start time of that process (a detached child's attempt counts for the
+ * step that started it). What the process's environment claims (npm_package_name, …) is a hint
+ * shown with the attempt, never who is charged. An attempt that no window holds is never
+ * dropped: it is charged to the package asked about, in install, the strictest phase.
  */
-export function attribute(
-  e: CaptureEvent,
-  windows: PhaseWindow[],
-  subject: string,
-  /** The tree's only package with install scripts, when there is exactly one. */
-  soleInstaller: string | undefined,
-): Attribution | undefined {
+export function attribute(e: CaptureEvent, windows: PhaseWindow[], subject: string): Attribution {
   const proc = 'proc' in e ? e.proc : undefined;
-  // Start times have 10 ms resolution; a step's processes start after its window opens.
-  const phase = (proc ? phaseAt(proc.startMs + 10, windows) : undefined) ?? phaseAt(e.t, windows);
-  if (!phase) return undefined;
-  const pkg = proc?.package ?? (phase === 'install' ? soleInstaller : subject);
-  return {
-    phase,
-    ...(pkg ? { package: pkg } : {}),
+  const t = 't' in e && Number.isFinite(e.t) ? e.t : NaN;
+  const sorted = [...windows].sort((a, b) => a.startMs - b.startMs);
+  let w: PhaseWindow | undefined;
+  if (proc && Number.isFinite(proc.startMs)) {
+    const near = sorted.filter(
+      (x) => x.startMs - START_SLACK_MS <= proc.startMs && proc.startMs <= x.endMs,
+    );
+    w = near.length > 1 ? (near.find((x) => windowAt(t, [x])) ?? near[near.length - 1]) : near[0];
+  }
+  w ??= windowAt(t, sorted);
+  if (!w) {
+    // In the gap after a step: that step's, if the next one had not started yet.
+    const before = sorted.filter((x) => x.endMs < t);
+    const last = before[before.length - 1];
+    const next = sorted.find((x) => x.startMs > t);
+    if (last && t - last.endMs <= CAPTURE_LAG_MS && (!next || next.startMs > t)) w = last;
+  }
+  const hints = {
     ...(proc?.cmd ? { process: proc.cmd } : {}),
     ...(proc?.script ? { script: proc.script } : {}),
+    ...(proc ? {} : { noProcess: true }),
   };
+  if (!w) return { phase: 'install', package: subject, outside: true, ...hints };
+  return { phase: w.name, package: w.package, ...hints };
 }
 
 /**
- * Events attributed and sorted, and the findings about the sandbox itself: losing the observer
- * mid-run (the package killed it) or an impostor on its socket means attribution stopped and
- * something went after the sandbox's instruments. Judging the egress is evaluate()'s work.
+ * Events attributed and sorted (none dropped), and the findings about the sandbox itself: losing
+ * the observer, an impostor on its socket, step results that cannot be believed, attempts no step
+ * window holds. Judging the egress is evaluate()'s work.
  */
 export function buildReport(input: {
   subject: CheckReport['subject'];
   phases: PhaseResult[];
   windows: PhaseWindow[];
   events: CaptureEvent[];
-  packages?: TreePackage[];
   /** Names to show instead of phonehome's own command lines (the harness's). */
   processNames?: Record<string, string>;
   /** Secrets planted in the sandbox for this run; any of them in the traffic is a leak. */
   bait?: Bait[];
   truncated?: Record<string, number>;
+  /** Why step results could not be believed (see src/run/steps.ts): a critical finding each. */
+  tampering?: string[];
 }): CheckReport {
   const subjectId = `${input.subject.name}@${input.subject.version}`;
-  const installers = (input.packages ?? []).filter((p) => p.installScripts.length > 0);
-  const soleInstaller = installers.length === 1 ? installers[0]?.id : undefined;
   const events: ReportEvent[] = [];
   const findings: Finding[] = [];
+  const counts = { withoutProcess: 0, outsideSteps: 0 };
   for (const e of input.events) {
     if (e.kind === 'observer') {
-      if (e.status === 'connected') continue;
+      if (e.status !== 'lost' && e.status !== 'rejected') continue;
       const phase = phaseAt(e.t, input.windows) ?? 'install';
       findings.push(
         e.status === 'lost'
@@ -299,30 +333,52 @@ export function buildReport(input: {
               id: 'observer-lost',
               severity: 'medium',
               phase,
-              message: `a process in the sandbox stopped the observer during ${phase}; later attempts are recorded without their process`,
+              message: `the sandbox's observer stopped during ${phase}; later attempts are recorded without their process (they are still charged by step)`,
             }
           : {
               id: 'observer-impostor',
-              severity: 'medium',
+              severity: 'high',
               phase,
-              message: `a process in the sandbox connected to the capture's observer socket during ${phase}; it was refused`,
+              message: `a process in the sandbox connected to the capture's observer socket during ${phase} (it was refused): something went after the sandbox's instruments`,
             },
       );
       continue;
     }
-    const who = attribute(e, input.windows, subjectId, soleInstaller);
-    if (!who) continue;
-    const shown = who.process ? input.processNames?.[who.process] : undefined;
-    if (shown) who.process = shown;
+    const who = attribute(e, input.windows, subjectId);
     const r = toReportEvent(e, who);
-    if (r) events.push(r);
+    if (!r) continue;
+    if (who.outside) counts.outsideSteps++;
+    else if (who.noProcess) counts.withoutProcess++;
+    const shown = r.process ? input.processNames?.[r.process] : undefined;
+    if (shown) r.process = shown;
+    events.push(r);
   }
   events.sort(compareEvents);
+  for (const why of input.tampering ?? [])
+    findings.push({
+      id: 'tampering',
+      severity: 'critical',
+      message: `the sandbox's results were tampered with: ${why}; the steps concerned are judged at their strictest`,
+    });
+  if (counts.outsideSteps > 0)
+    findings.push({
+      id: 'unattributed',
+      severity: 'medium',
+      phase: 'install',
+      package: subjectId,
+      message: `${counts.outsideSteps} attempt(s) happened while no step was running, when no process of the package should have been alive; they are charged to ${subjectId} during install, the strictest phase`,
+    });
+  if (counts.withoutProcess > 0)
+    findings.push({
+      id: 'unattributed',
+      severity: 'info',
+      message: `for ${counts.withoutProcess} attempt(s) the observer could not name the process; each is charged to the package of the step that was running`,
+    });
   const leaked = new Set<string>();
   for (const leak of findBaitLeaks(input.events, input.bait ?? [])) {
-    const who = attribute(leak.event, input.windows, subjectId, soleInstaller);
-    const r = who && toReportEvent(leak.event, who);
-    if (!who || !r) continue;
+    const who = attribute(leak.event, input.windows, subjectId);
+    const r = toReportEvent(leak.event, who);
+    if (!r) continue;
     const destination = destinationOf(r);
     const key = `${leak.bait.id}\0${who.phase}\0${who.package ?? ''}\0${destination}`;
     if (leaked.has(key)) continue;
@@ -349,6 +405,7 @@ export function buildReport(input: {
     events,
     findings,
     verdict: verdictOf(findings),
+    ...(counts.withoutProcess || counts.outsideSteps ? { attribution: counts } : {}),
     ...truncated,
   };
 }

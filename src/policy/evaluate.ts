@@ -183,10 +183,15 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
   const groups = new Map<string, Group>();
   const byName = new Map<string, Group>();
   const who = (e: ReportEvent) => `${e.phase}\0${e.package ?? ''}`;
+  // Only a package of the checked tree can be charged (and so be covered by a known-egress entry
+  // or its declaration); anything else counts as the package asked about.
+  const subjectId = `${report.subject.name}@${report.subject.version}`;
+  const inTree = (e: ReportEvent): ReportEvent =>
+    e.package && packages.size > 0 && !packages.has(e.package) ? { ...e, package: subjectId } : e;
   const ordered = [
     ...report.events.filter((e) => e.kind !== 'dns'),
     ...report.events.filter((e) => e.kind === 'dns'),
-  ];
+  ].map(inTree);
   for (const e of ordered) {
     const joined = e.kind === 'dns' ? byName.get(`${who(e)}\0${e.host}`) : undefined;
     const key = `${who(e)}\0${e.kind === 'dns' ? `${e.host} (DNS)` : destinationOf(e)}`;

@@ -51,6 +51,11 @@ export interface TreePackageInfo {
   egress?: unknown;
   /** `name@version` of the packages it depends on directly. */
   dependencies: string[];
+  /**
+   * `name@version` of the package whose tarball ships it (bundleDependencies): npm runs a bundled
+   * package's install scripts as part of rebuilding the package that bundles it, never by name.
+   */
+  bundledBy?: string;
 }
 
 export interface StageOptions {
@@ -205,6 +210,7 @@ export async function describeTree(root: ArboristNode, dir: string): Promise<Tre
       ),
       capabilities: await scanCapabilities(folder, commands),
       ...(n.package.egress !== undefined ? { egress: n.package.egress } : {}),
+      ...(bundler(n) ? { bundledBy: bundler(n) } : {}),
       dependencies: [...n.edgesOut.values()]
         .map((e) => e.to)
         .filter((t): t is ArboristNode => !!t && !t.isRoot)
@@ -218,6 +224,14 @@ export async function describeTree(root: ArboristNode, dir: string): Promise<Tre
       b.location.split('node_modules').length - a.location.split('node_modules').length ||
       a.location.localeCompare(b.location),
   );
+}
+
+/** `name@version` of the package whose tarball ships `n`, if a package's does. */
+function bundler(n: ArboristNode): string | undefined {
+  if (!n.inBundle) return undefined;
+  let b = n.parent;
+  while (b?.inBundle) b = b.parent;
+  return b && !b.isRoot ? `${b.packageName}@${b.version}` : undefined;
 }
 
 /** Map with at most `limit` calls in flight (file scans of a large tree would exhaust descriptors). */

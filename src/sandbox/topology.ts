@@ -9,15 +9,35 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { PhonehomeError } from '../core/errors.js';
 import { parseEventLog, type EventLog } from '../core/events.js';
+import { REAL_NODE } from '../agent/clock.js';
 import { filesTar, makeIdentity, type SandboxIdentity } from './identity.js';
+import { sandboxSeccompProfile } from './seccomp.js';
 import {
   LogWaitError,
+  type ExecOptions,
   type ResourceLimits,
   type SandboxContainer,
   type SandboxRun,
 } from './sandbox.js';
 
+/** The package's user (PACKAGE_UID/PACKAGE_GID in src/agent/step.ts). */
 export const SANDBOX_USER = '1000:1000';
+/**
+ * The agents' privileges in the sandbox: root, every capability dropped but these, and
+ * no-new-privileges. SYS_PTRACE and DAC_READ_SEARCH let the observer read the package's
+ * /proc/<pid>/fd and environ; KILL lets the step driver stop and kill the package's processes;
+ * SETUID and SETGID let it start each step as the package's user, which then holds no
+ * capability at all. (A container whose user is not root would give `docker exec -u 0` no
+ * capabilities, so the container runs as root and package code never does.)
+ */
+const AGENT_CAPS = ['SYS_PTRACE', 'DAC_READ_SEARCH', 'KILL', 'SETUID', 'SETGID'];
+/**
+ * How an agent is started: the real node binary (not the runner's `node`, which loads the clock
+ * preload), with SIGUSR1's inspector disabled.
+ */
+export function agentCommand(program: string, ...args: string[]): string[] {
+  return [REAL_NODE, '--disable-sigusr1', `${AGENT_DIR}/${program}`, ...args];
+}
 export const SANDBOX_WORKDIR = '/work';
 const EVENTS_PATH = '/run/capture/events.ndjson';
 /** Where the runner image keeps the programs phonehome runs in the sandbox (root-owned, read-only). */
@@ -49,27 +69,16 @@ export const DEFAULT_SANDBOX_LIMITS: Required<ResourceLimits> = {
   nanoCpus: 1_500_000_000,
 };
 
-export interface StartupTimings {
-  gatewayMs: number;
-  sandboxMs: number;
-}
-
 export class CaptureTopology {
   private flushes = 0;
 
   private constructor(
     readonly gateway: SandboxContainer,
     readonly sandbox: SandboxContainer,
-    readonly timings: StartupTimings,
-    /** The observer's pid in the sandbox; steps never count it as a leftover process. */
-    readonly observerPid: number | undefined,
-    /** CLOCK_MONOTONIC ms by which the sandbox's own processes had started. */
-    readonly readyMs: number,
     readonly identity: SandboxIdentity,
   ) {}
 
   static async start(run: SandboxRun, opts: TopologyOptions): Promise<CaptureTopology> {
-    const t0 = performance.now();
     const observer = opts.observer ?? true;
     // Abstract Unix socket names live in the network namespace both containers share.
     const socketName = randomBytes(12).toString('hex');
@@ -84,25 +93,27 @@ export class CaptureTopology {
     // start and leads nowhere, and no package code runs until the gateway said READY below.
     const gatewayReady = waitGatewayReady(gateway, opts);
     gatewayReady.catch(() => undefined);
-    const t1 = performance.now();
     const limits = { ...DEFAULT_SANDBOX_LIMITS, ...opts.sandboxLimits };
     const sizes = { work: '1g', home: '256m', tmp: '512m', ...opts.tmpfsSizes };
-    const sandbox = await run.start({
+    const container = await run.start({
       role: 'sandbox',
       image: opts.runnerImage,
-      // Process 1 is a shell that only waits: the kernel does not deliver signals to a
-      // namespace's init from inside it, so package code cannot stop the container, and its
-      // waits reap orphans (a fork bomb's zombies would otherwise keep holding the pids limit).
-      // The observer is its child; package code runs through exec.
+      // Process 1 is a shell (root, like the observer it starts) that only waits: package code
+      // cannot signal it, and its waits reap orphans (a fork bomb's zombies would otherwise keep
+      // holding the pids limit). Package code runs through exec, as SANDBOX_USER.
       entrypoint: [
         '/bin/sh',
         '-c',
-        `trap "exit 0" TERM; ${observer ? `node ${AGENT_DIR}/observer.js ${socketName} & ` : ''}while :; do sleep 2147483647 & wait $!; done`,
+        `trap "exit 0" TERM; ${observer ? `${agentCommand('observer.js').join(' ')} & ` : ''}while :; do sleep 2147483647 & wait $!; done`,
       ],
-      user: SANDBOX_USER,
+      user: '0:0',
       workingDir: SANDBOX_WORKDIR,
       network: { mode: 'join', container: gateway },
       capDropAll: true,
+      capAdd: AGENT_CAPS,
+      // Docker's default profile minus the socket families a package does not need (AF_VSOCK
+      // above all), io_uring and the 32-bit syscall path (sandbox-images/seccomp/README.md).
+      seccompProfile: sandboxSeccompProfile().json,
       noNewPrivileges: true,
       readOnlyRootFs: true,
       tmpfs: {
@@ -114,16 +125,14 @@ export class CaptureTopology {
         [IDENTITY_DIR]: 'rw,noexec,nosuid,nodev,size=1m,mode=0755',
       },
       limits,
-      env: identity.env,
+      // The observer's socket name is the agents' alone: the step driver does not pass it on.
+      env: { ...identity.env, ...(observer ? { OBSERVER_SOCKET: socketName } : {}) },
     });
+    const sandbox = asPackageUser(container);
     await Promise.all([gatewayReady, writeIdentity(sandbox, identity)]);
-    let observerPid: number | undefined;
-    let readyMs = 0;
     if (observer) {
       try {
-        const m = await sandbox.waitForLog(/^READY (\d+) (\d+)$/m, opts.readyTimeoutMs ?? 15_000);
-        observerPid = Number(m[1]);
-        readyMs = Number(m[2]);
+        await sandbox.waitForLog(/^READY \d+ \d+$/m, opts.readyTimeoutMs ?? 15_000);
       } catch (e) {
         if (e instanceof LogWaitError)
           throw new PhonehomeError(
@@ -134,15 +143,7 @@ export class CaptureTopology {
         throw e;
       }
     }
-    const t2 = performance.now();
-    return new CaptureTopology(
-      gateway,
-      sandbox,
-      { gatewayMs: t1 - t0, sandboxMs: t2 - t1 },
-      observerPid,
-      readyMs,
-      identity,
-    );
+    return new CaptureTopology(gateway, sandbox, identity);
   }
 
   /**
@@ -165,11 +166,6 @@ export class CaptureTopology {
         { detail: r.stderr.slice(0, 4000) },
       );
     }
-  }
-
-  /** Whether the capture program still runs (if it does not, the sandbox has no network at all). */
-  gatewayRunning(): Promise<boolean> {
-    return this.gateway.isRunning();
   }
 
   /**
@@ -198,6 +194,23 @@ export class CaptureTopology {
     const text = (await this.gateway.readFile(EVENTS_PATH, EVENTS_MAX_BYTES)).toString('utf8');
     return parseEventLog(text);
   }
+}
+
+/**
+ * The sandbox container with commands run as the package's user unless a caller names another:
+ * the container itself runs as root (for the agents), and nothing may run package code with the
+ * agents' capabilities by leaving the user out.
+ */
+function asPackageUser(c: SandboxContainer): SandboxContainer {
+  return new Proxy(c, {
+    get(target, key, receiver) {
+      if (key === 'exec')
+        return (cmd: string[], opts: ExecOptions = {}) =>
+          target.exec(cmd, { ...opts, user: opts.user ?? SANDBOX_USER });
+      const v: unknown = Reflect.get(target, key, receiver);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }
 
 /** Where the runner image's /etc/passwd and /etc/group point (sandbox-images/runner/Dockerfile). */

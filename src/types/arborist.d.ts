@@ -10,6 +10,9 @@ declare module '@npmcli/arborist' {
     resolved: string | null;
     isLink: boolean;
     isRoot: boolean;
+    /** Shipped inside another package's tarball (bundleDependencies). */
+    inBundle: boolean;
+    parent: ArboristNode | null;
     dev: boolean;
     optional: boolean;
     peer: boolean;

@@ -1,0 +1,329 @@
+/**
+ * The host side of the step protocol, the one way check and audit run package code: a fresh
+ * sandbox behind a fresh gateway holding the staged project, and steps run one after another by
+ * the batch driver (src/agent/batch.ts), one `docker exec` for a list of steps.
+ *
+ * The driver runs as root out of the package's reach, and its results come back on the engine's
+ * exec stream, which no package process can write to. They are still read as untrusted input:
+ * every field is checked for type, size and possibility (times in order, one line per step, no
+ * extra line). Anything else is tampering: the steps concerned get no window (their attempts are
+ * then judged at their strictest) and the report carries a `tampering` finding; the check still
+ * ends with a report.
+ */
+import { Readable } from 'node:stream';
+import type { PhaseWindow } from '../core/report.js';
+import type { Phase } from '../core/terms.js';
+import { filesTar, makeIdentity, type IdentityProfile } from '../sandbox/identity.js';
+import type { SandboxRun } from '../sandbox/sandbox.js';
+import { agentCommand, AGENT_DIR, CaptureTopology, SANDBOX_WORKDIR } from '../sandbox/topology.js';
+import type { TreePackageInfo } from '../resolve/stage.js';
+import type { HarnessResult } from '../agent/harness.js';
+import { idOf } from './summaries.js';
+import type { BatchInput } from '../agent/batch.js';
+import type { Leftover, StepInput, StepOutput } from '../agent/step.js';
+
+export const STEP_OUTPUT_MAX = 64 * 1024;
+
+/** Environment of every step: npm's own update check would be egress that is not the package's. */
+export const STEP_ENV = {
+  npm_config_update_notifier: 'false',
+  npm_config_audit: 'false',
+  npm_config_fund: 'false',
+};
+
+/** The harness reads its input from the environment (and removes it), so command lines stay stable. */
+export const HARNESS_SOURCE = `import { run } from '${AGENT_DIR}/harness.js';\nawait run((n) => import(n));`;
+
+export interface Step {
+  label: string;
+  /** The phase the step belongs to and the package it is charged to (`name@version`). */
+  phase: Phase;
+  package: string;
+  cmd: string;
+  args: string[];
+  timeoutMs: number;
+  env?: Record<string, string>;
+  /** A non-zero exit is not the package failing (a bin run with odd arguments). */
+  exitMayFail?: boolean;
+}
+
+/** What a run of steps gave: one output per step that ran, and what could not be believed. */
+export interface StepRun {
+  /** In the order of the steps; shorter than the list when results are missing. */
+  outputs: StepOutput[];
+  /** Steps after those not run because the batch's time budget was spent. */
+  notRun: number;
+  /** When each step ran (the window its package is charged for). */
+  windows: PhaseWindow[];
+  /** Why results could not be believed: a `tampering` finding each. */
+  tampering: string[];
+}
+
+/**
+ * Read the batch driver's output: one JSON line per step. Pure; every value is checked, and the
+ * first line that fails ends the reading (later lines cannot be trusted to belong to later steps).
+ */
+export function readStepResults(
+  stdout: string,
+  steps: readonly Pick<Step, 'label' | 'timeoutMs'>[],
+  limits: { settleMs: number; maxOutputBytes: number },
+): { outputs: StepOutput[]; notRun: number; tampering: string[] } {
+  const lines = stdout.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  const outputs: StepOutput[] = [];
+  const tampering: string[] = [];
+  let notRun = 0;
+  let previousEnd = -Infinity;
+  for (const [i, line] of lines.entries()) {
+    const step = steps[i];
+    if (!step) {
+      tampering.push(
+        `the step driver wrote ${lines.length - steps.length} line(s) more than the ${steps.length} step(s) it ran`,
+      );
+      break;
+    }
+    if (line === NOT_RUN) {
+      notRun++;
+      continue;
+    }
+    if (notRun > 0) {
+      tampering.push(`the step driver ran ${step.label} after it had run out of time`);
+      break;
+    }
+    const problem = checkOutput(line, step, previousEnd, limits);
+    if (typeof problem === 'string') {
+      tampering.push(
+        `the result of ${step.label} is not one the step driver could have written: ${problem}`,
+      );
+      break;
+    }
+    outputs.push(problem);
+    previousEnd = problem.settledAt;
+  }
+  const missing = steps.length - outputs.length - notRun;
+  if (tampering.length === 0 && missing > 0)
+    tampering.push(
+      `the step driver gave no result for ${steps[outputs.length + notRun]?.label ?? 'a step'} (${missing} of ${steps.length} missing)`,
+    );
+  return { outputs, notRun, tampering };
+}
+
+/** The line the batch driver writes for a step it did not start because its budget was spent. */
+export const NOT_RUN = '{"notRun":true}';
+
+const LINE_MAX = 8 * STEP_OUTPUT_MAX;
+
+function checkOutput(
+  line: string,
+  step: Pick<Step, 'timeoutMs'>,
+  previousEnd: number,
+  limits: { settleMs: number; maxOutputBytes: number },
+): StepOutput | string {
+  if (line.length > LINE_MAX) return `a line of ${line.length} characters`;
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    return 'not JSON';
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return 'not an object';
+  const o = v as Record<string, unknown>;
+  const num = (k: string) =>
+    typeof o[k] === 'number' && Number.isFinite(o[k]) && (o[k] as number) >= 0;
+  for (const k of [
+    'start',
+    'end',
+    'settledAt',
+    'stdoutBytes',
+    'stderrBytes',
+    'leftoverCount',
+    'killed',
+    'survivors',
+  ])
+    if (!num(k)) return `${k} is not a number`;
+  if (o.strays !== undefined && !num('strays')) return 'strays is not a number';
+  const strOrNull = (k: string) => o[k] === null || typeof o[k] === 'string';
+  if (!(o.code === null || (typeof o.code === 'number' && Number.isInteger(o.code))))
+    return 'code is not an exit code';
+  if (!strOrNull('signal') || !strOrNull('error')) return 'signal or error is not text';
+  if (typeof o.timedOut !== 'boolean') return 'timedOut is not a boolean';
+  // The driver keeps at most maxOutputBytes bytes of each stream; decoding can only shrink that.
+  for (const k of ['stdout', 'stderr'])
+    if (typeof o[k] !== 'string' || (o[k] as string).length > limits.maxOutputBytes)
+      return `${k} is not bounded text`;
+  if (
+    !Array.isArray(o.leftovers) ||
+    o.leftovers.length > 50 ||
+    !o.leftovers.every(
+      (l: unknown) =>
+        !!l &&
+        typeof (l as Leftover).pid === 'number' &&
+        typeof (l as Leftover).cmd === 'string' &&
+        (l as Leftover).cmd.length <= 300,
+    )
+  )
+    return 'leftovers is not a bounded list';
+  const out = o as unknown as StepOutput;
+  if (!(out.start <= out.end && out.end <= out.settledAt)) return 'its times are out of order';
+  if (out.start < previousEnd) return 'it started before the step before it ended';
+  // The driver kills a step at its timeout and leftovers after the settle window; the killing
+  // itself is bounded (100 rounds of at most 50 ms), so a step cannot last much longer.
+  const longest = step.timeoutMs + limits.settleMs + 10_000;
+  if (out.settledAt - out.start > longest)
+    return `it lasted ${Math.round(out.settledAt - out.start)} ms, more than ${longest}`;
+  return out;
+}
+
+function toStepInput(step: Step, settleMs: number): StepInput {
+  return {
+    cmd: step.cmd,
+    args: step.args,
+    timeoutMs: step.timeoutMs,
+    maxOutputBytes: STEP_OUTPUT_MAX,
+    settleMs,
+    ...(step.env ? { env: step.env } : {}),
+  };
+}
+
+/**
+ * Run steps one after another in the sandbox in one exec of the batch driver, each exactly as the
+ * step driver runs one, as the package's user, in the project.
+ */
+export async function runSteps(
+  topo: CaptureTopology,
+  steps: Step[],
+  o: { settleMs: number; signal?: AbortSignal; budgetMs?: number },
+): Promise<StepRun> {
+  o.signal?.throwIfAborted();
+  if (steps.length === 0) return { outputs: [], notRun: 0, windows: [], tampering: [] };
+  const batch: BatchInput = {
+    steps: steps.map((s) => toStepInput(s, o.settleMs)),
+    ...(o.budgetMs !== undefined ? { budgetMs: o.budgetMs } : {}),
+  };
+  const input = JSON.stringify(batch);
+  const r = await topo.sandbox.exec(agentCommand('batch.js'), {
+    user: '0:0',
+    stdin: Readable.from([Buffer.from(input)]),
+    env: { ...STEP_ENV, HOME: topo.identity.home },
+    workingDir: SANDBOX_WORKDIR,
+    // The driver kills each step at its timeout; this only guards against the driver hanging.
+    timeoutMs: steps.reduce((n, s) => n + s.timeoutMs + o.settleMs + 2_000, 0) + 15_000,
+    maxOutputBytes: LINE_MAX * steps.length,
+  });
+  // Ctrl-C removes the containers under a running step: that is the interruption, not tampering.
+  o.signal?.throwIfAborted();
+  const { outputs, notRun, tampering } = readStepResults(r.stdout, steps, {
+    settleMs: o.settleMs,
+    maxOutputBytes: STEP_OUTPUT_MAX,
+  });
+  if (tampering.length && (r.exitCode !== 0 || r.timedOut))
+    tampering.push(
+      `the step driver ended with exit ${r.exitCode ?? 'unknown'}${r.timedOut ? ' after its time ran out' : ''}${r.stderr.trim() ? `: ${r.stderr.trim().slice(0, 300)}` : ''}`,
+    );
+  const windows = outputs.map((out, i) => {
+    const s = steps[i] as Step;
+    return { name: s.phase, package: s.package, startMs: out.start, endMs: out.settledAt };
+  });
+  return { outputs, notRun, windows, tampering };
+}
+
+/**
+ * A fresh sandbox behind a fresh gateway, with a fresh identity, holding the staged project and
+ * the identity's project files (.env).
+ */
+export async function startProject(
+  run: SandboxRun,
+  refs: { runner: string; gateway: string },
+  project: Readable,
+  as: IdentityProfile = 'laptop',
+): Promise<CaptureTopology> {
+  const identity = makeIdentity(as);
+  const topo = await CaptureTopology.start(run, {
+    identity,
+    runnerImage: refs.runner,
+    gatewayImage: refs.gateway,
+  });
+  await topo.unpack(project);
+  await topo.unpack(filesTar(identity.projectFiles));
+  return topo;
+}
+
+/** The harness's result line (display only: the package runs in the harness and can forge it). */
+export function parseHarness(stdout: string, marker: string): HarnessResult | undefined {
+  const line = stdout
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith(marker));
+  if (!line) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(line.slice(marker.length));
+  } catch {
+    return undefined;
+  }
+  if (!v || typeof v !== 'object') return undefined;
+  const o = v as Record<string, unknown>;
+  const n = (k: string) =>
+    typeof o[k] === 'number' && Number.isFinite(o[k]) ? Math.max(0, Math.floor(o[k] as number)) : 0;
+  return {
+    functions: n('functions'),
+    classes: n('classes'),
+    calls: n('calls'),
+    threw: n('threw'),
+    pending: n('pending'),
+    ...(o.loadedWith === 'require' || o.loadedWith === 'import'
+      ? { loadedWith: o.loadedWith }
+      : {}),
+    ...(typeof o.loadError === 'string' ? { loadError: o.loadError.slice(0, 64) } : {}),
+  };
+}
+
+/** npm's own closing lines, which say nothing about why the script failed. */
+const NPM_TRAILER =
+  /A complete log of this run can be found in|^npm (error|ERR!) (code|path|command|workdir|signal|errno)\b|^npm (error|ERR!)\s*$/;
+
+/**
+ * The install phase's steps: each package's install scripts in a step of their own, in npm's
+ * order (dependencies first), so the step, not the process's npm variables, says whose scripts
+ * made an attempt. A bundled package's scripts run with the package that bundles it (npm never
+ * rebuilds a bundled package by name: its identity is its bundler's tarball). `chargeTo` picks
+ * the package a step is charged to (default: the package rebuilt).
+ */
+export function installSteps(
+  packages: readonly TreePackageInfo[],
+  timeoutMs: number,
+  chargeTo: (owner: string, scripted: TreePackageInfo[]) => string = (owner) => owner,
+): Step[] {
+  const owners = new Map<string, TreePackageInfo[]>();
+  for (const p of packages) {
+    if (!p.installScripts.length) continue;
+    const owner = p.bundledBy ?? idOf(p);
+    owners.set(owner, [...(owners.get(owner) ?? []), p]);
+  }
+  return [...owners].map(([owner, scripted]) => ({
+    label: `install scripts of ${owner}`,
+    phase: 'install',
+    package: chargeTo(owner, scripted),
+    cmd: 'npm',
+    args: ['rebuild', owner, '--dangerously-allow-all-scripts', '--foreground-scripts'],
+    timeoutMs,
+  }));
+}
+
+/** A line on why a step failed, from its error or its stderr. */
+export function noteFor(r: StepOutput, s: Pick<Step, 'label'>): string {
+  if (r.error) return `${s.label}: ${r.error}`;
+  const lines = r.stderr
+    .trim()
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !NPM_TRAILER.test(l));
+  // The line that names the error says more than a closing brace of a stack dump.
+  const telling =
+    [...lines].reverse().find((l) => /\b\w*(Error|ERR!?)\b|\berror\b/.test(l)) ??
+    [...lines].reverse().find((l) => /\w{3}/.test(l)) ??
+    '';
+  const line = telling.replace(/^npm (error|ERR!)\s*/, '');
+  const shown = line.length > 300 ? `${line.slice(0, line.lastIndexOf(' ', 300))} …` : line;
+  return `${s.label}: exit ${r.code ?? r.signal}${shown ? `: ${shown}` : ''}`;
+}

@@ -1,0 +1,166 @@
+/**
+ * End to end, packages that fight back: each fixture tries to change its own verdict (forge the
+ * step driver's result, take over the observer, borrow another package's npm identity, stop or
+ * confuse phonehome's processes, outlive its step, rewrite the user's terminal, reach the
+ * hypervisor through AF_VSOCK) and then phones home. Each must still get its real verdict: fail,
+ * exit 1, the destination and the bait leak named, charged to the right package and phase. The
+ * controls do ordinary things that look alike (detached helpers, /proc reads, many lookups of a
+ * declared host) and must pass.
+ */
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import type { CheckReport, Finding, ReportEvent } from '../../src/core/report.js';
+import { cli, fixture, leftovers, type CliResult } from '../support/cli.js';
+import { images } from '../support/sandbox.js';
+
+async function check(
+  name: string,
+  ...flags: string[]
+): Promise<{ r: CliResult; report: CheckReport }> {
+  const r = await cli(['check', fixture(name), '--json', '--no-cache', ...flags]);
+  assert.equal(r.hung, false, `${name}: the CLI did not end`);
+  assert.notEqual(r.code, 4, `${name}: internal error (exit 4):\n${r.stderr}`);
+  assert.equal(await leftovers(r.pid), 0, `${name}: no container is left`);
+  return { r, report: JSON.parse(r.stdout) as CheckReport };
+}
+
+function baitLeak(report: CheckReport, destination: string): Finding {
+  const f = report.findings.find((x) => x.id === 'bait-leak' && x.destination === destination);
+  assert.ok(
+    f,
+    `a bait leak to ${destination}: ${JSON.stringify(report.findings.map((x) => [x.id, x.destination]))}`,
+  );
+  return f;
+}
+
+/** A character the terminal would act on (the renderers' own newlines aside). */
+// eslint-disable-next-line no-control-regex
+const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+
+const eventsTo = (report: CheckReport, host: string): ReportEvent[] =>
+  report.events.filter((e) => e.host === host || e.sni === host);
+
+describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
+  before(async () => {
+    await images();
+  });
+
+  it('a forged step result through /proc/<driver>/fd/1 changes nothing', async () => {
+    const { r, report } = await check('tamper-forged-result');
+    assert.equal(r.code, 1);
+    assert.equal(report.verdict, 'fail');
+    const leak = baitLeak(report, 'collect.forged-result.example:80');
+    assert.equal(leak.phase, 'install');
+    assert.equal(leak.package, 'tamper-forged-result@1.0.0');
+    const http = eventsTo(report, 'collect.forged-result.example').find((e) => e.kind === 'http');
+    assert.equal(http?.phase, 'install');
+    // The step driver's result was believed: every phase ran and completed in order.
+    assert.deepEqual(
+      report.phases.map((p) => [p.name, p.status]),
+      [
+        ['install', 'completed'],
+        ['import', 'completed'],
+        ['exercise', 'completed'],
+      ],
+    );
+  });
+
+  it("SIGUSR1 to the observer opens no inspector, and the observer's answers stay true", async () => {
+    const { r, report } = await check('tamper-observer-takeover');
+    assert.equal(r.code, 1);
+    const leak = baitLeak(report, 'api.github.com:80');
+    assert.equal(leak.package, 'tamper-observer-takeover@1.0.0');
+    assert.equal(leak.phase, 'install');
+    const http = eventsTo(report, 'api.github.com').find((e) => e.kind === 'http');
+    assert.ok(http, 'the GET is recorded');
+    // What the package saw, in its own words: phonehome's processes refused its signal and /proc.
+    assert.match(http.path ?? '', /usr1-EPERM/);
+    assert.match(http.path ?? '', /fd-EACCES/);
+    assert.ok(
+      report.events.every((e) => e.process),
+      'every attempt has its process: the observer kept answering',
+    );
+    assert.ok(!report.findings.some((f) => f.id === 'observer-lost'));
+  });
+
+  it("a child with another package's npm identity is charged to the package that started it", async () => {
+    const { r, report } = await check('tamper-forged-identity');
+    assert.equal(r.code, 1);
+    const post = eventsTo(report, 'github.com').find((e) => e.kind === 'http');
+    assert.ok(post, 'the POST is recorded');
+    assert.equal(post.package, 'tamper-forged-identity@1.0.0');
+    assert.equal(post.phase, 'install');
+    assert.ok(
+      !report.events.some((e) => e.package?.startsWith('bcrypt')),
+      'nothing is charged to bcrypt',
+    );
+    const denied = report.findings.find(
+      (f) => f.id === 'egress-not-allowed' && f.destination === 'github.com:80',
+    );
+    assert.ok(denied, 'github.com is not known egress of this package');
+    assert.equal(denied.severity, 'high');
+    assert.equal(baitLeak(report, 'github.com:80').package, 'tamper-forged-identity@1.0.0');
+  });
+
+  it('fake lines into every process and SIGSTOP to everything: still a report, exit 1', async () => {
+    const { r, report } = await check('tamper-generic', '--install-timeout', '15', '--settle', '1');
+    assert.equal(r.code, 1, r.stderr);
+    const leak = baitLeak(report, 'drop.tamper-generic.example:80');
+    assert.equal(leak.package, 'tamper-generic@1.0.0');
+    assert.equal(leak.phase, 'install');
+    // It stopped its own npm, so its install step ran into the timeout; nothing of phonehome's
+    // was stopped: the later phases ran, and the observer named every process.
+    assert.equal(report.phases.find((p) => p.name === 'install')?.status, 'timeout');
+    assert.equal(report.phases.find((p) => p.name === 'import')?.status, 'completed');
+    assert.ok(eventsTo(report, 'drop.tamper-generic.example').every((e) => e.process));
+    assert.ok(!report.findings.some((f) => f.id === 'tampering'), 'no result was forged');
+  });
+
+  it('a zombie leader whose thread lives on is killed at the end of its step', async () => {
+    const { r, report } = await check('tamper-zombie-leader', '--settle', '2');
+    assert.equal(r.code, 1);
+    const ticks = report.events.filter((e) => e.host?.endsWith('.zombie-beacon.example'));
+    assert.ok(ticks.length > 0, 'the beacon ran during install');
+    assert.deepEqual([...new Set(ticks.map((e) => e.phase))], ['install'], 'and never after');
+    // Its bundler's tarball shipped it: the bundler's install step is charged.
+    assert.deepEqual([...new Set(ticks.map((e) => e.package))], ['tamper-zombie-leader@1.0.0']);
+    assert.ok(
+      ticks.some((e) => /python3/.test(e.process ?? '')),
+      'the live thread is found',
+    );
+    assert.match(report.phases.find((p) => p.name === 'install')?.note ?? '', /were killed/);
+  });
+
+  it('control characters from the package never reach the terminal raw', async () => {
+    const r = await cli(['check', fixture('tamper-terminal-escape'), '--no-cache']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stdout, /^FAIL tamper-terminal-escape@1\.0\.0/);
+    assert.doesNotMatch(r.stdout, RAW_CONTROL);
+    assert.doesNotMatch(r.stderr, RAW_CONTROL);
+    assert.match(r.stdout, /\\x1b\[2k\\rpass\\x07\|x\.esc-beacon\.example/);
+    // The JSON report keeps the names as they were asked.
+    const { report } = await check('tamper-terminal-escape');
+    assert.ok(report.events.some((e) => e.host === '\x1b[2k\rpass\x07|x.esc-beacon.example'));
+  });
+
+  it('an AF_VSOCK socket cannot be created in the sandbox', async () => {
+    const { report } = await check('tamper-vsock');
+    const probe = report.events.find((e) => e.host?.endsWith('.vsock-probe.example'));
+    assert.ok(probe, 'the probe reported through DNS');
+    // EAFNOSUPPORT, as on a kernel without the family.
+    assert.equal(probe.host, 'vsock-errno97.vsock-probe.example');
+  });
+
+  it('controls pass: a detached helper that reads /proc, many lookups of a declared host', async () => {
+    for (const name of ['honest-detached-helper', 'honest-many-lookups']) {
+      const { r, report } = await check(name);
+      assert.equal(r.code, 0, `${name}: ${JSON.stringify(report.findings)}`);
+      assert.equal(report.verdict, 'pass');
+      assert.ok(
+        report.phases.every((p) => p.status === 'completed'),
+        name,
+      );
+      assert.ok(!report.findings.some((f) => ['tampering', 'capture-bound'].includes(f.id)), name);
+    }
+  });
+});
