@@ -355,6 +355,7 @@ async function runShard(
   });
   const windows = [...installs.windows, ...requires.windows, ...(imports?.windows ?? [])];
   const tampering = [...installs.tampering, ...requires.tampering, ...(imports?.tampering ?? [])];
+  const conduct = [...installs.conduct, ...requires.conduct, ...(imports?.conduct ?? [])];
 
   const log = await topo.events();
   // Each attempt to the package of the step it happened in; what no step holds is the shard's.
@@ -418,6 +419,7 @@ async function runShard(
       bait: identity.bait,
       // The shard's results stand or fall together: one forged line casts doubt on every step.
       tampering,
+      conduct: conduct.filter((c) => c.package === id),
     });
     report.packages = closure(id, summaries);
     reports.set(id, evaluate(report, { ...o.policy, resolvers: SANDBOX_RESOLVERS }));

@@ -28,6 +28,7 @@ import {
   parseHarness,
   runSteps,
   startProject,
+  type StepConduct,
   type Step,
 } from '../run/steps.js';
 import { idOf, packageSummary } from '../run/summaries.js';
@@ -156,6 +157,7 @@ export async function check(
   const phases: PhaseResult[] = [];
   const windows: PhaseWindow[] = [];
   const tampering: string[] = [];
+  const conduct: StepConduct[] = [];
   const outputs = new Map<Phase, StepOutput[]>();
   for (const p of plan) {
     if (p.steps.length === 0) {
@@ -171,6 +173,7 @@ export async function check(
     });
     windows.push(...ran.windows);
     tampering.push(...ran.tampering);
+    conduct.push(...ran.conduct);
     outputs.set(p.name, ran.outputs);
     phases.push(phaseResult(p, ran.outputs, ran.notRun, ran.tampering.length > 0));
   }
@@ -204,6 +207,7 @@ export async function check(
     processNames: harnessNames(['require', 'import', 'exercise']),
     bait: topo.identity.bait,
     tampering,
+    conduct,
     ...(eventLog.truncatedCounts ? { truncated: eventLog.truncatedCounts } : {}),
   });
   report.packages = staged.packages.map(packageSummary);

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { phonehomeVersion } from '../paths.js';
 import { ExitCode, formatError, isPhonehomeError, PhonehomeError } from '../core/errors.js';
+import { forTerminal } from '../core/escape.js';
 import { auditCommand } from './commands/audit.js';
 import { checkCommand } from './commands/check.js';
 import { diffCommand } from './commands/diff.js';
@@ -37,6 +38,10 @@ const override = (c: Command): void => {
 };
 override(program);
 
+/** An error as the terminal shows it: its messages may quote a spec, a lockfile, a package's output. */
+const shownError = (e: PhonehomeError): string =>
+  formatError(e).split('\n').map(forTerminal).join('\n') + '\n';
+
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
@@ -44,13 +49,13 @@ try {
     // Help and version exit 0; usage errors have already been printed by commander.
     process.exitCode = e.exitCode === 0 ? 0 : ExitCode.usage;
   } else if (isPhonehomeError(e)) {
-    process.stderr.write(formatError(e) + '\n');
+    process.stderr.write(shownError(e));
     process.exitCode = e.exitCode;
   } else {
     const err = new PhonehomeError('EINTERNAL', e instanceof Error ? e.message : String(e), {
       detail: e instanceof Error ? e.stack : undefined,
     });
-    process.stderr.write(formatError(err) + '\n');
+    process.stderr.write(shownError(err));
     process.exitCode = ExitCode.internal;
   }
 }

@@ -109,6 +109,8 @@ export interface PackageSummary {
   declarationProblems?: string[];
   /** `name@version` of its direct dependencies. */
   dependencies?: string[];
+  /** A registry vouches for its name and version (see TreePackageInfo.fromRegistry). */
+  fromRegistry?: boolean;
 }
 
 /** Findings about the sandbox itself, made when the report is built; evaluate() keeps them. */
@@ -118,6 +120,7 @@ export const SANDBOX_FINDINGS: readonly string[] = [
   'observer-unresponsive',
   'bait-leak',
   'tampering',
+  'tree-modified',
   'unattributed',
   'capture-bound',
   'datagrams-lost',
@@ -318,6 +321,14 @@ export function buildReport(input: {
   truncated?: Record<string, number>;
   /** Why step results could not be believed (see src/run/steps.ts): a critical finding each. */
   tampering?: string[];
+  /** What steps did to the sandbox itself (see StepConduct in src/run/steps.ts). */
+  conduct?: {
+    id: 'tree-modified';
+    phase: Phase;
+    package: string;
+    step: string;
+    paths?: { count: number; shown: string[] };
+  }[];
 }): CheckReport {
   const subjectId = `${input.subject.name}@${input.subject.version}`;
   const events: ReportEvent[] = [];
@@ -349,7 +360,9 @@ export function buildReport(input: {
     if (!r) continue;
     if (who.outside) counts.outsideSteps++;
     else if (who.noProcess) counts.withoutProcess++;
-    const shown = r.process ? input.processNames?.[r.process] : undefined;
+    // Own keys only: a command line such as `constructor` must not find Object's prototype.
+    const names = input.processNames ?? {};
+    const shown = r.process && Object.hasOwn(names, r.process) ? names[r.process] : undefined;
     if (shown) r.process = shown;
     events.push(r);
   }
@@ -359,6 +372,14 @@ export function buildReport(input: {
       id: 'tampering',
       severity: 'critical',
       message: `the sandbox's results were tampered with: ${why}; the steps concerned are judged at their strictest`,
+    });
+  for (const c of input.conduct ?? [])
+    findings.push({
+      id: c.id,
+      severity: 'critical',
+      phase: c.phase,
+      package: c.package,
+      message: `${c.package} changed ${c.paths?.count ?? 'some'} file(s) outside its own folder during ${c.phase} (${c.step}): ${(c.paths?.shown ?? []).join(', ')}${(c.paths?.count ?? 0) > (c.paths?.shown.length ?? 0) ? ', …' : ''}; code of other packages or npm's configuration runs in later steps under another package's name`,
     });
   if (counts.outsideSteps > 0)
     findings.push({

@@ -10,6 +10,7 @@
  * Indicators are applied to every attempt regardless, and an indicator that forbids allowing
  * (exfiltration channels, cloud metadata, data in DNS names) cannot be silenced by 1–3.
  */
+import { forYamlString } from '../core/escape.js';
 import { stringify } from 'yaml';
 import type { ReportDiff } from '../core/compare.js';
 import {
@@ -47,6 +48,8 @@ export interface EvaluationContext {
 interface TreeFacts {
   declarations: Record<string, unknown>;
   dependencies: Record<string, string[]>;
+  /** Whether a registry vouches for the package (always, for a report with no package list). */
+  vouched: (pkg: string) => boolean;
 }
 
 const DEFAULT_SEVERITY: Record<Policy['defaults'][Phase], Severity> = {
@@ -92,7 +95,9 @@ function decide(
           because: `denied by the rule at ${rule.origin}${why}`,
         };
   }
-  if (ctx.policy.knownEgress) {
+  // Curated knowledge is about the package a registry published under that name and version, not
+  // about any tarball whose package.json claims the name.
+  if (ctx.policy.knownEgress && (!pkg || ctx.vouched(pkg))) {
     const known = ctx.knownEgress.find(matches);
     if (known)
       return {
@@ -132,7 +137,8 @@ function effectiveSeverity(ind: Indicator, policy: Policy): Severity | 'off' {
 
 /** The smallest policy entry that allows this attempt, as YAML for the `rules:` list. */
 export function suggestRule(phase: Phase, pkg: string | undefined, t: Target): string {
-  const q = (v: string) => stringify(v).trim();
+  // Hosts and names come from the package: anything but printable ASCII is written escaped.
+  const q = (v: string) => (/^[\x20-\x7e]*$/.test(v) ? stringify(v).trim() : forYamlString(v));
   return (
     [
       `- allow: [${q(patternFor(t))}]`,
@@ -170,6 +176,7 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     dependencies: Object.fromEntries(
       [...packages.values()].map((p) => [p.id, p.dependencies ?? []]),
     ),
+    vouched: (pkg) => packages.size === 0 || packages.get(pkg)?.fromRegistry === true,
   };
   const active = ctx.indicators
     .map((ind) => ({ ind, severity: effectiveSeverity(ind, ctx.policy) }))

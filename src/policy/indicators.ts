@@ -162,7 +162,7 @@ export function eventIndicators(
 
 /** The program a command line runs: `/usr/bin/curl -s …` → curl; `/usr/bin/env python3 x` → python3. */
 export function programOf(cmd: string | undefined): string | undefined {
-  if (!cmd) return undefined;
+  if (typeof cmd !== 'string' || !cmd) return undefined;
   const words = cmd.trim().split(/\s+/);
   let i = 0;
   const base = (w: string | undefined) => (w ?? '').split('/').pop() ?? '';

@@ -12,7 +12,7 @@ import Arborist, { type ArboristNode } from '@npmcli/arborist';
 import * as tar from 'tar';
 import { PhonehomeError } from '../core/errors.js';
 import { specError } from './errors.js';
-import type { NpmConfig } from './npmrc.js';
+import { registryOrigins, type NpmConfig } from './npmrc.js';
 import { describeTree, pacoteOpts, stagingDir, type TreePackageInfo } from './stage.js';
 
 export type OmitKind = 'dev' | 'optional' | 'peer';
@@ -332,7 +332,7 @@ export async function loadLockTree(
             fix: "Check the lockfile's integrity values; regenerate it with `npm install --package-lock-only` if it is wrong.",
           },
         );
-      const described = await describeTree(root, dir);
+      const described = await describeTree(root, dir, registryOrigins(opts.npmConfig ?? {}));
       const byLocation = new Map(entries.map((e) => [e.location, e]));
       const packages: LockedPackage[] = described.map((p) => {
         const e = byLocation.get(p.location);

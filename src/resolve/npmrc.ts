@@ -154,3 +154,22 @@ export function fetchOptions(config: NpmConfig): Record<string, unknown> {
   }
   return out;
 }
+
+/**
+ * The origins of the registries the configuration names (the default one and every scope's): a
+ * tarball fetched from elsewhere is not vouched for by a registry.
+ */
+export function registryOrigins(config: NpmConfig): string[] {
+  const urls = Object.entries(config)
+    .filter(([k]) => k === 'registry' || /^@[^:]+:registry$/.test(k))
+    .map(([, v]) => String(v));
+  const origins = new Set<string>();
+  for (const u of [...urls, 'https://registry.npmjs.org/']) {
+    try {
+      origins.add(new URL(u).origin);
+    } catch {
+      // not a URL: npm would not fetch from it either
+    }
+  }
+  return [...origins];
+}

@@ -16,7 +16,7 @@ import { PhonehomeError } from '../core/errors.js';
 import type { Capability } from '../core/terms.js';
 import { scanCapabilities } from './capabilities.js';
 import { specError } from './errors.js';
-import { fetchOptions, type NpmConfig } from './npmrc.js';
+import { fetchOptions, registryOrigins, type NpmConfig } from './npmrc.js';
 
 /** The project the package is installed into inside the sandbox: looks like someone's app. */
 export const PROJECT_NAME = 'web-app';
@@ -51,6 +51,13 @@ export interface TreePackageInfo {
   egress?: unknown;
   /** `name@version` of the packages it depends on directly. */
   dependencies: string[];
+  /**
+   * Whether a registry vouches for its name and version: fetched from a configured registry, at
+   * the tarball path of that very name and version, with an integrity. A tarball URL, a file or
+   * git dependency, or a registry tarball whose package.json names another package are not:
+   * curated knowledge about a package (known egress) applies only when this is true.
+   */
+  fromRegistry: boolean;
   /**
    * `name@version` of the package whose tarball ships it (bundleDependencies): npm runs a bundled
    * package's install scripts as part of rebuilding the package that bundles it, never by name.
@@ -145,7 +152,7 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
     }
     const direct = [...root.edgesOut.values()][0]?.to;
     if (!direct) throw new PhonehomeError('ESPEC', `Resolving ${spec} produced no package.`);
-    const packages = await describeTree(root, dir);
+    const packages = await describeTree(root, dir, registryOrigins(opts.npmConfig ?? {}));
     return {
       name: direct.packageName,
       version: direct.version,
@@ -186,7 +193,11 @@ async function scriptDigest(folder: string, command: string): Promise<string | u
  * Every package of a reified tree, read on the host: install scripts (with the implicit node-gyp
  * one), script digests, capabilities, declaration, direct dependencies. Dependencies first.
  */
-export async function describeTree(root: ArboristNode, dir: string): Promise<TreePackageInfo[]> {
+export async function describeTree(
+  root: ArboristNode,
+  dir: string,
+  registries: readonly string[],
+): Promise<TreePackageInfo[]> {
   const nodes = [...root.inventory.values()].filter((n) => !n.isRoot && !n.isLink);
   const packages = await mapLimit(nodes, 16, async (n): Promise<TreePackageInfo> => {
     const folder = join(dir, n.location);
@@ -210,6 +221,7 @@ export async function describeTree(root: ArboristNode, dir: string): Promise<Tre
       ),
       capabilities: await scanCapabilities(folder, commands),
       ...(n.package.egress !== undefined ? { egress: n.package.egress } : {}),
+      fromRegistry: vouchedFor(n, registries),
       ...(bundler(n) ? { bundledBy: bundler(n) } : {}),
       dependencies: [...n.edgesOut.values()]
         .map((e) => e.to)
@@ -224,6 +236,24 @@ export async function describeTree(root: ArboristNode, dir: string): Promise<Tre
       b.location.split('node_modules').length - a.location.split('node_modules').length ||
       a.location.localeCompare(b.location),
   );
+}
+
+/** See TreePackageInfo.fromRegistry. */
+export function vouchedFor(
+  n: Pick<ArboristNode, 'packageName' | 'version' | 'resolved' | 'integrity' | 'inBundle'>,
+  registries: readonly string[],
+): boolean {
+  if (!n.resolved || !n.integrity || n.inBundle) return false;
+  let url: URL;
+  try {
+    url = new URL(n.resolved);
+  } catch {
+    return false;
+  }
+  if (!registries.includes(url.origin)) return false;
+  const base = n.packageName.slice(n.packageName.lastIndexOf('/') + 1);
+  const path = decodeURIComponent(url.pathname);
+  return path.endsWith(`/${n.packageName}/-/${base}-${n.version}.tgz`);
 }
 
 /** `name@version` of the package whose tarball ships `n`, if a package's does. */

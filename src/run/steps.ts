@@ -45,6 +45,8 @@ export interface Step {
   env?: Record<string, string>;
   /** A non-zero exit is not the package failing (a bin run with odd arguments). */
   exitMayFail?: boolean;
+  /** The folders of the step's own package: files elsewhere in the project must not change. */
+  own?: string[];
 }
 
 /** What a run of steps gave: one output per step that ran, and what could not be believed. */
@@ -57,6 +59,21 @@ export interface StepRun {
   windows: PhaseWindow[];
   /** Why results could not be believed: a `tampering` finding each. */
   tampering: string[];
+  /** What steps did to the sandbox itself: a finding each (see StepConduct). */
+  conduct: StepConduct[];
+}
+
+/**
+ * A step that went after the sandbox rather than the network: it changed files of other packages
+ * or npm's configuration, which later steps run under another package's name.
+ */
+export interface StepConduct {
+  id: 'tree-modified';
+  phase: Phase;
+  package: string;
+  step: string;
+  /** For tree-modified: how many paths, and the first of them. */
+  paths?: { count: number; shown: string[] };
 }
 
 /**
@@ -111,7 +128,11 @@ export function readStepResults(
 /** The line the batch driver writes for a step it did not start because its budget was spent. */
 export const NOT_RUN = '{"notRun":true}';
 
-const LINE_MAX = 8 * STEP_OUTPUT_MAX;
+/**
+ * The longest line the driver can write: two streams of STEP_OUTPUT_MAX bytes, each control byte
+ * escaped by JSON as six characters, plus 50 leftover command lines and the fixed fields.
+ */
+const LINE_MAX = 2 * 6 * STEP_OUTPUT_MAX + 128 * 1024;
 
 function checkOutput(
   line: string,
@@ -142,6 +163,18 @@ function checkOutput(
   ])
     if (!num(k)) return `${k} is not a number`;
   if (o.strays !== undefined && !num('strays')) return 'strays is not a number';
+  if (o.modified !== undefined) {
+    const m = o.modified as { count?: unknown; paths?: unknown };
+    if (
+      typeof m !== 'object' ||
+      !m ||
+      typeof m.count !== 'number' ||
+      !Array.isArray(m.paths) ||
+      m.paths.length > 20 ||
+      !m.paths.every((x) => typeof x === 'string' && x.length <= 4096)
+    )
+      return 'modified is not a bounded list';
+  }
   const strOrNull = (k: string) => o[k] === null || typeof o[k] === 'string';
   if (!(o.code === null || (typeof o.code === 'number' && Number.isInteger(o.code))))
     return 'code is not an exit code';
@@ -174,7 +207,29 @@ function checkOutput(
   return out;
 }
 
-function toStepInput(step: Step, settleMs: number): StepInput {
+/**
+ * What no step may change but its own package's folder: the project's packages (bin links aside,
+ * which npm itself makes again), the project's package.json, and npm's configuration files.
+ */
+function guardFor(step: Step, home: string): StepInput['guard'] {
+  if (!step.own) return undefined;
+  return {
+    watch: [
+      `${SANDBOX_WORKDIR}/node_modules`,
+      `${SANDBOX_WORKDIR}/package.json`,
+      `${SANDBOX_WORKDIR}/.npmrc`,
+      `${home}/.npmrc`,
+      `${home}/.config/npm`,
+    ],
+    own: [
+      ...step.own.map((l) => `${SANDBOX_WORKDIR}/${l}`),
+      `${SANDBOX_WORKDIR}/node_modules/.bin`,
+    ],
+  };
+}
+
+function toStepInput(step: Step, settleMs: number, home: string): StepInput {
+  const guard = guardFor(step, home);
   return {
     cmd: step.cmd,
     args: step.args,
@@ -182,6 +237,7 @@ function toStepInput(step: Step, settleMs: number): StepInput {
     maxOutputBytes: STEP_OUTPUT_MAX,
     settleMs,
     ...(step.env ? { env: step.env } : {}),
+    ...(guard ? { guard } : {}),
   };
 }
 
@@ -195,9 +251,10 @@ export async function runSteps(
   o: { settleMs: number; signal?: AbortSignal; budgetMs?: number },
 ): Promise<StepRun> {
   o.signal?.throwIfAborted();
-  if (steps.length === 0) return { outputs: [], notRun: 0, windows: [], tampering: [] };
+  if (steps.length === 0)
+    return { outputs: [], notRun: 0, windows: [], tampering: [], conduct: [] };
   const batch: BatchInput = {
-    steps: steps.map((s) => toStepInput(s, o.settleMs)),
+    steps: steps.map((s) => toStepInput(s, o.settleMs, topo.identity.home)),
     ...(o.budgetMs !== undefined ? { budgetMs: o.budgetMs } : {}),
   };
   const input = JSON.stringify(batch);
@@ -224,7 +281,27 @@ export async function runSteps(
     const s = steps[i] as Step;
     return { name: s.phase, package: s.package, startMs: out.start, endMs: out.settledAt };
   });
-  return { outputs, notRun, windows, tampering };
+  const conduct = outputs.flatMap((out, i): StepConduct[] => {
+    const s = steps[i] as Step;
+    const who = { phase: s.phase, package: s.package, step: s.label };
+    return [
+      ...(out.modified
+        ? [
+            {
+              id: 'tree-modified' as const,
+              ...who,
+              paths: {
+                count: out.modified.count,
+                shown: out.modified.paths.map((p) =>
+                  p.startsWith(`${SANDBOX_WORKDIR}/`) ? p.slice(SANDBOX_WORKDIR.length + 1) : p,
+                ),
+              },
+            },
+          ]
+        : []),
+    ];
+  });
+  return { outputs, notRun, windows, tampering, conduct };
 }
 
 /**
@@ -300,6 +377,7 @@ export function installSteps(
     const owner = p.bundledBy ?? idOf(p);
     owners.set(owner, [...(owners.get(owner) ?? []), p]);
   }
+  const locations = (id: string) => packages.filter((p) => idOf(p) === id).map((p) => p.location);
   return [...owners].map(([owner, scripted]) => ({
     label: `install scripts of ${owner}`,
     phase: 'install',
@@ -307,6 +385,7 @@ export function installSteps(
     cmd: 'npm',
     args: ['rebuild', owner, '--dangerously-allow-all-scripts', '--foreground-scripts'],
     timeoutMs,
+    own: [...locations(owner), ...scripted.map((p) => p.location)],
   }));
 }
 

@@ -29,6 +29,7 @@ export function packageSummary(p: TreePackageInfo): PackageSummary {
       : {}),
     ...(declared?.problems.length ? { declarationProblems: declared.problems } : {}),
     dependencies: p.dependencies,
+    fromRegistry: p.fromRegistry,
   };
 }
 

@@ -8,19 +8,27 @@
  * declared host) and must pass.
  */
 import assert from 'node:assert/strict';
-import { before, describe, it } from 'node:test';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import * as tar from 'tar';
 import type { CheckReport, Finding, ReportEvent } from '../../src/core/report.js';
 import { cli, fixture, leftovers, type CliResult } from '../support/cli.js';
+import { startRegistry } from '../support/registry.js';
 import { images } from '../support/sandbox.js';
 
 async function check(
   name: string,
   ...flags: string[]
 ): Promise<{ r: CliResult; report: CheckReport }> {
-  const r = await cli(['check', fixture(name), '--json', '--no-cache', ...flags]);
+  // A fixture's name, or a spec as it is (name@version, a folder).
+  const spec = name.includes('/') || name.includes('@') ? name : fixture(name);
+  const r = await cli(['check', spec, '--json', '--no-cache', ...flags]);
   assert.equal(r.hung, false, `${name}: the CLI did not end`);
   assert.notEqual(r.code, 4, `${name}: internal error (exit 4):\n${r.stderr}`);
   assert.equal(await leftovers(r.pid), 0, `${name}: no container is left`);
+  assert.ok(r.code === 0 || r.code === 1, `${name}: exit ${r.code}:\n${r.stderr}`);
   return { r, report: JSON.parse(r.stdout) as CheckReport };
 }
 
@@ -151,8 +159,110 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
     assert.equal(probe.host, 'vsock-errno97.vsock-probe.example');
   });
 
+  it('a fork chain no listing of /proc catches is killed with its step', async () => {
+    const { r, report } = await check('tamper-fork-chain', '--settle', '1');
+    assert.equal(r.code, 1);
+    const ticks = report.events.filter((e) => e.host === 'chain-beacon.example');
+    assert.ok(ticks.length > 0, 'the chain ran during install');
+    assert.deepEqual([...new Set(ticks.map((e) => e.phase))], ['install'], 'and never after');
+    assert.deepEqual([...new Set(ticks.map((e) => e.package))], ['tamper-fork-chain@1.0.0']);
+  });
+
+  it('a process named after an Object.prototype key gets a report, not an internal error', async () => {
+    const { r, report } = await check('tamper-proto-key');
+    assert.equal(r.code, 1);
+    const dns = eventsTo(report, 'proto-key.example');
+    assert.ok(dns.length > 0);
+    assert.ok(dns.every((e) => e.process === 'constructor'));
+  });
+
+  it("70 KB of control bytes on an install step's output is not mistaken for tampering", async () => {
+    const { r, report } = await check('hostile-control-output');
+    assert.equal(r.code, 0, JSON.stringify(report.findings));
+    assert.ok(!report.findings.some((f) => f.id === 'tampering'));
+    assert.ok((report.phases[0]?.outputBytes ?? 0) >= 140 * 1024);
+  });
+
+  describe('borrowing another package of the tree', () => {
+    let registry: Awaited<ReturnType<typeof startRegistry>>;
+    let dir: string;
+    before(async () => {
+      registry = await startRegistry([fixture('tamper-victim'), fixture('tamper-modify-victim')]);
+      dir = mkdtempSync(join(tmpdir(), 'phonehome-tamper-'));
+    });
+    after(async () => {
+      await registry.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it("code planted in another package's install script is a critical finding", async () => {
+      // The victim's download is allowed for it by the user's policy: the theft would run in
+      // its step, under its name and allowance.
+      const policy = join(dir, 'phonehome.policy.yaml');
+      writeFileSync(
+        policy,
+        'version: 1\nrules:\n  - allow: [victim-cdn.example]\n    packages: [tamper-victim]\n    phases: [install]\n',
+      );
+      const { r, report } = await check(
+        'tamper-modify-victim@1.0.0',
+        '--registry',
+        registry.url,
+        '--policy',
+        policy,
+      );
+      assert.equal(r.code, 1, r.stderr);
+      const planted = report.findings.find((f) => f.id === 'tree-modified');
+      assert.ok(planted, JSON.stringify(report.findings.map((f) => f.id)));
+      assert.equal(planted.severity, 'critical');
+      assert.equal(planted.package, 'tamper-modify-victim@1.0.0');
+      assert.equal(planted.phase, 'install');
+      assert.match(planted.message, /node_modules\/tamper-victim\/fetch\.js/);
+      // The theft itself is seen too, in the victim's step where it ran.
+      assert.ok(report.findings.some((f) => f.id === 'bait-leak'));
+    });
+
+    it("a tarball that calls itself bcrypt@5.1.1 gets none of bcrypt's known egress", async () => {
+      const fake = join(dir, 'fake');
+      mkdirSync(join(fake, 'package'), { recursive: true });
+      writeFileSync(
+        join(fake, 'package', 'package.json'),
+        JSON.stringify({ name: 'bcrypt', version: '5.1.1', scripts: { install: 'node i.js' } }),
+      );
+      writeFileSync(
+        join(fake, 'package', 'i.js'),
+        "require('https').get('https://github.com/kelektiv/node.bcrypt.js/releases', (r) => r.resume()).on('error', () => {});\nsetTimeout(() => {}, 300);\n",
+      );
+      const tgz = join(dir, 'bcrypt-5.1.1.tgz');
+      await tar.c({ gzip: true, file: tgz, cwd: fake }, ['package']);
+      const app = join(dir, 'app');
+      mkdirSync(app);
+      writeFileSync(
+        join(app, 'package.json'),
+        JSON.stringify({
+          name: 'uses-fake-bcrypt',
+          version: '1.0.0',
+          dependencies: { bcrypt: `file:${tgz}` },
+        }),
+      );
+      const { r, report } = await check(app);
+      assert.equal(r.code, 1, r.stderr);
+      const tls = eventsTo(report, 'github.com').find((e) => e.kind === 'tls');
+      assert.equal(tls?.package, 'bcrypt@5.1.1');
+      assert.ok(!report.findings.some((f) => f.rule?.startsWith('known-egress:')));
+      const denied = report.findings.find(
+        (f) => f.id === 'egress-not-allowed' && f.destination === 'github.com:443',
+      );
+      assert.equal(denied?.severity, 'high');
+      assert.equal(report.packages?.find((p) => p.id === 'bcrypt@5.1.1')?.fromRegistry, false);
+    });
+  });
+
   it('controls pass: a detached helper that reads /proc, many lookups of a declared host', async () => {
-    for (const name of ['honest-detached-helper', 'honest-many-lookups']) {
+    for (const name of [
+      'honest-detached-helper',
+      'honest-many-lookups',
+      'honest-postinstall-prints',
+    ]) {
       const { r, report } = await check(name);
       assert.equal(r.code, 0, `${name}: ${JSON.stringify(report.findings)}`);
       assert.equal(report.verdict, 'pass');
@@ -160,7 +270,12 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
         report.phases.every((p) => p.status === 'completed'),
         name,
       );
-      assert.ok(!report.findings.some((f) => ['tampering', 'capture-bound'].includes(f.id)), name);
+      assert.ok(
+        !report.findings.some((f) =>
+          ['tampering', 'capture-bound', 'tree-modified'].includes(f.id),
+        ),
+        name,
+      );
     }
   });
 });

@@ -55,6 +55,7 @@ function report(events: ReportEvent[], caps: Record<string, Capability[]> = {}):
       id,
       installScripts: [],
       capabilities: caps[id] ?? ['network'],
+      fromRegistry: true,
     })),
   };
 }
@@ -322,6 +323,28 @@ describe('policy evaluation', () => {
       assert.match(ind?.message ?? '', /no policy can allow this/);
       assert.ok(!r.findings.some((f) => f.suggestion), 'no suggestion for a forbidden destination');
     }
+  });
+
+  it('known egress applies only to a package a registry vouches for', () => {
+    const knownEgress: KnownEgressEntry[] = [
+      {
+        id: 'k',
+        source: 'https://example.invalid/src',
+        action: 'allow',
+        destinations: [dest('dl.example.com:443')],
+        packages: [parsePackageScope('pkg') as never],
+        origin: 'known-egress:k',
+      },
+    ];
+    const vouched = report([https('dl.example.com')]);
+    assert.equal(evaluate(vouched, ctx({ knownEgress })).verdict, 'pass');
+    const claimed: CheckReport = {
+      ...vouched,
+      packages: vouched.packages?.map((p) => ({ ...p, fromRegistry: false })),
+    };
+    const r = evaluate(claimed, ctx({ knownEgress }));
+    assert.equal(r.verdict, 'fail');
+    assert.ok(!r.findings.some((f) => f.rule === 'known-egress:k'));
   });
 
   it('an indicator that may be allowed is accepted (info) when a rule of the policy allows the attempt, not when only a declaration does', () => {

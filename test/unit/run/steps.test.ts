@@ -109,6 +109,7 @@ describe('installSteps', () => {
     scripts: {},
     capabilities: [],
     dependencies: [],
+    fromRegistry: true,
     ...(bundledBy ? { bundledBy } : {}),
   });
 
