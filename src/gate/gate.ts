@@ -4,6 +4,7 @@
  * store when it has them); unchanged packages are not run. For an upgrade, egress the base version
  * already had is shown but does not fail the gate: the question is what the change brings.
  */
+import type { CheckOptions } from '../check/check.js';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -246,13 +247,28 @@ export interface GateReport {
   policy: { sources: string[]; hash: string };
 }
 
-export interface GateOptions {
+export interface GateOptions extends Pick<
+  CheckOptions,
+  'as' | 'installTimeoutMs' | 'importTimeoutMs' | 'exerciseTimeoutMs' | 'settleMs'
+> {
   npmConfig?: NpmConfig;
   policy: LoadedPolicy;
   store?: ResultStore;
   noCache?: boolean;
   log?: (line: string) => void;
   signal?: AbortSignal;
+}
+
+/** The identity and time limits of the options, without undefined values. */
+function limitsOf(o: GateOptions): Partial<CheckOptions> {
+  const keys = [
+    'as',
+    'installTimeoutMs',
+    'importTimeoutMs',
+    'exerciseTimeoutMs',
+    'settleMs',
+  ] as const;
+  return Object.fromEntries(keys.filter((k) => o[k] !== undefined).map((k) => [k, o[k]]));
 }
 
 /**
@@ -344,6 +360,7 @@ export async function gate(
     for (const c of changes.changed) {
       opts.signal?.throwIfAborted();
       const r = await checkStored(sandbox, `${c.name}@${c.to}`, {
+        ...limitsOf(opts),
         policy: opts.policy,
         ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
         ...(opts.store ? { store: opts.store } : {}),

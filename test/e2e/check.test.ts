@@ -194,6 +194,17 @@ describe('phonehome check (CLI), threat behaviours and controls', () => {
     assert.match(dns.process ?? '', /bundled\.beacon\.example/);
   });
 
+  it('--as ci: the sandbox looks like a CI runner, and a CI-only payload acts', async () => {
+    const ci = await checkJson([fixture('ci-only-beacon'), '--as', 'ci', '--no-cache']);
+    assert.equal(ci.verdict, 'fail');
+    assert.ok(
+      ci.events.some((e) => e.host === 'runner.ci-beacon.example' && e.phase === 'install'),
+    );
+    const laptop = await checkJson([fixture('ci-only-beacon'), '--no-cache']);
+    assert.equal(laptop.verdict, 'pass');
+    assert.deepEqual(laptop.events, []);
+  });
+
   it('honest controls pass: a postinstall that prints, a loopback self-test', async () => {
     for (const name of ['honest-postinstall-prints', 'honest-loopback-server']) {
       const report = await checkJson([fixture(name)]);

@@ -144,6 +144,19 @@ describe('phonehome gate (CLI)', () => {
     assert.match(r.stdout, /\| `quiet-lib` \| 1\.0\.0 → 1\.1\.0 \(upgraded\) \| pass \| — \| — \|/);
   });
 
+  it('the same gate again is answered from the result store: nothing runs', async () => {
+    const base = await locked('again-base', { 'quiet-lib': '1.0.0' });
+    const head = await locked('again-head', { 'quiet-lib': '1.1.0' });
+    const first = await gate(['--base', base, '--head', head, '--as', 'ci']);
+    assert.equal(first.code, 0, first.stderr);
+    const again = await gate(['--base', base, '--head', head, '--as', 'ci']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /served from the result store/);
+    assert.doesNotMatch(again.stderr, /\[check\] phase/, 'no sandbox was started');
+    const fresh = await gate(['--base', base, '--head', head, '--as', 'ci', '--no-cache']);
+    assert.match(fresh.stderr, /\[check\] phase install|\[check\] phase import/);
+  });
+
   it('an added package whose download a policy entry allows passes, and the comment says which rule', async () => {
     const base = await locked('add-base', { 'honest-no-scripts': '^1.0.0' });
     const head = await locked('add-head', {

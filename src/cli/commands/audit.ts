@@ -1,11 +1,18 @@
 import { Command, Option } from 'commander';
 import type { AuditProgress, AuditReport } from '../../audit/audit.js';
 import { ExitCode, PhonehomeError } from '../../core/errors.js';
-import { loadNpmConfig } from '../../resolve/npmrc.js';
 import { cliContext } from '../context.js';
+import {
+  npmConfigFromFlags,
+  oneOutputKind,
+  policyFromFlags,
+  reachesFailOn,
+  storeFromFlags,
+  timeoutsFromFlags,
+  withFlags,
+  type SharedFlags,
+} from '../options.js';
 import { renderAuditMarkdown, renderAuditText } from '../render-audit.js';
-import { openStore, policyFromFlags } from '../store-option.js';
-import { failOnOption, reachesFailOn, type FailOn } from './check.js';
 
 function fmt(s: number): string {
   const m = Math.floor(s / 60);
@@ -64,34 +71,32 @@ function progressDisplay(): { update: (p: AuditProgress) => void; stop: () => vo
 }
 
 export function auditCommand(): Command {
-  return new Command('audit')
+  const cmd = new Command('audit')
     .description(
       'check every package of a lockfile at its locked version and integrity; results from the store are reused',
     )
     .argument('[path]', 'package-lock.json, npm-shrinkwrap.json, or a project folder', '.')
-    .option('--json', 'print the audit report as JSON')
-    .option('--markdown', 'print the audit report as Markdown')
     .addOption(
       new Option(
         '--omit <kind...>',
         'leave out dev, optional or peer dependencies, like npm',
       ).choices(['dev', 'optional', 'peer']),
     )
-    .option('--concurrency <n>', 'sandboxes at once (default: from CPU count and free memory)')
-    .option('--registry <url>', 'npm registry to fetch from (default: from your npm config)')
-    .option('--policy <file>', 'policy file (as for check)')
-    .option('--policy-override <file>', 'override merged on top of the policy')
-    .option(
-      '--store <file>',
-      'result store (default: results.sqlite in the phonehome cache folder)',
-    )
-    .option('--no-cache', 'run every package even when the store has its result')
-    .addOption(
-      new Option('--as <profile>', 'laptop or ci identity')
-        .choices(['laptop', 'ci'])
-        .default('laptop'),
-    )
-    .addOption(failOnOption('warn'))
+    .option('--concurrency <n>', 'sandboxes at once (default: from CPU count and free memory)');
+  return withFlags(cmd, [
+    'json',
+    'markdown',
+    'registry',
+    'policy',
+    'policyOverride',
+    'store',
+    'noCache',
+    'as',
+    'failOn',
+    'installTimeout',
+    'importTimeout',
+    'settle',
+  ])
     .addHelpText(
       'after',
       `
@@ -107,38 +112,27 @@ error, 130 interrupted.`,
     .action(
       async (
         path: string,
-        o: {
-          json?: boolean;
-          markdown?: boolean;
-          omit?: ('dev' | 'optional' | 'peer')[];
-          concurrency?: string;
-          registry?: string;
-          policy?: string;
-          policyOverride?: string;
-          store?: string;
-          cache: boolean;
-          as: 'laptop' | 'ci';
-          failOn: FailOn;
-        },
+        o: SharedFlags & { omit?: ('dev' | 'optional' | 'peer')[]; concurrency?: string },
       ) => {
-        if (o.json && o.markdown)
-          throw new PhonehomeError('EUSAGE', 'Choose one of --json and --markdown.');
+        oneOutputKind(o);
         const concurrency = o.concurrency === undefined ? undefined : Number(o.concurrency);
         if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1))
           throw new PhonehomeError(
             'EUSAGE',
             `--concurrency wants a whole number, not "${o.concurrency}".`,
           );
+        const timeouts = timeoutsFromFlags(o);
         const policy = policyFromFlags(o);
-        const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
+        const npmConfig = npmConfigFromFlags(o);
         const ctx = cliContext();
-        const store = openStore(o.store);
+        const store = storeFromFlags(o);
         const display = progressDisplay();
         let report: AuditReport;
         try {
           const { engine, images } = await ctx.sandbox();
           const { audit } = await import('../../audit/audit.js');
           report = await audit(engine, images, path, {
+            ...timeouts,
             npmConfig,
             policy,
             store,

@@ -1,50 +1,20 @@
-import { Command, Option } from 'commander';
-import { CHECK_DEFAULTS } from '../../check/defaults.js';
+import { Command } from 'commander';
 import { checkStored } from '../../check/stored.js';
-import { ExitCode, PhonehomeError } from '../../core/errors.js';
+import { ExitCode } from '../../core/errors.js';
 import { forTerminal } from '../../core/escape.js';
-import { REPORT_SCHEMA_VERSION, severityRank, type CheckReport } from '../../core/report.js';
+import { REPORT_SCHEMA_VERSION, type CheckReport } from '../../core/report.js';
 import type { Phase } from '../../core/terms.js';
-import { openStore, policyFromFlags } from '../store-option.js';
-import { loadNpmConfig } from '../../resolve/npmrc.js';
 import { cliContext } from '../context.js';
+import {
+  npmConfigFromFlags,
+  policyFromFlags,
+  reachesFailOn,
+  storeFromFlags,
+  timeoutsFromFlags,
+  withFlags,
+  type SharedFlags,
+} from '../options.js';
 import { renderText } from '../render-text.js';
-
-/** --fail-on: a severity, or a verdict name (warn = low and above, fail = high and above). */
-export const FAIL_ON = ['warn', 'fail', 'none', 'low', 'medium', 'high', 'critical'] as const;
-export type FailOn = (typeof FAIL_ON)[number];
-
-export function failOnRank(level: FailOn): number {
-  if (level === 'none') return Infinity;
-  return severityRank(level === 'warn' ? 'low' : level === 'fail' ? 'high' : level);
-}
-
-/** --fail-on, as check, audit and gate take it (with their own default). */
-export function failOnOption(defaultLevel: FailOn): Option {
-  return new Option(
-    '--fail-on <level>',
-    'exit 1 when a finding is at or above this severity (warn = low, fail = high)',
-  )
-    .choices(FAIL_ON)
-    .default(defaultLevel);
-}
-
-/** Whether any finding of the reports reaches the --fail-on level. */
-export function reachesFailOn(reports: CheckReport[], level: FailOn): boolean {
-  const rank = failOnRank(level);
-  return reports.some((r) => r.findings.some((f) => severityRank(f.severity) >= rank));
-}
-
-function seconds(flag: string, value: string): number {
-  const n = Number(value);
-  // Zero would skip a phase, and a skipped phase sees nothing: never a way to a pass.
-  if (!Number.isFinite(n) || n <= 0)
-    throw new PhonehomeError(
-      'EUSAGE',
-      `${flag} wants a number of seconds above zero, not "${value}".`,
-    );
-  return Math.round(n * 1000);
-}
 
 /** Phase and elapsed time, redrawn in place; only when stderr is a terminal. */
 function progress(
@@ -80,8 +50,7 @@ function progress(
 }
 
 export function checkCommand(): Command {
-  const d = (ms: number) => String(ms / 1000);
-  return new Command('check')
+  const cmd = new Command('check')
     .description(
       'install, import and exercise packages in the sandbox and report every egress attempt',
     )
@@ -89,49 +58,24 @@ export function checkCommand(): Command {
       '<spec...>',
       'registry spec (name, name@1.2.3, name@^1, @scope/name@tag), a .tgz path, or a package folder',
     )
-    .option('--json', 'print the versioned JSON report')
-    .option(
-      '--registry <url>',
-      'npm registry to resolve from (default: from your npm config, like npm)',
-    )
-    .option(
-      '--policy <file>',
-      'policy file (default: the first phonehome.policy.{yaml,yml,json} from here up)',
-    )
-    .option(
-      '--policy-override <file>',
-      'override merged on top of the policy (default: phonehome.policy.override.* next to it)',
-    )
     .option(
       '--against <version>',
       'compare with an earlier version of the package (a version, or "previous": the one before by semver)',
-    )
-    .option(
-      '--store <file>',
-      'result store (default: results.sqlite in the phonehome cache folder)',
-    )
-    .option('--no-cache', 'run even when the store has a result for this tarball and sandbox')
-    .addOption(failOnOption('warn'))
-    .option(
-      '--install-timeout <seconds>',
-      'timeout of the install phase',
-      d(CHECK_DEFAULTS.installTimeoutMs),
-    )
-    .option(
-      '--import-timeout <seconds>',
-      'timeout of each import step',
-      d(CHECK_DEFAULTS.importTimeoutMs),
-    )
-    .option(
-      '--exercise-timeout <seconds>',
-      'timeout of the exercise phase',
-      d(CHECK_DEFAULTS.exerciseTimeoutMs),
-    )
-    .option(
-      '--settle <seconds>',
-      'how long processes that outlive a step (detached children) are watched before being killed',
-      d(CHECK_DEFAULTS.settleMs),
-    )
+    );
+  return withFlags(cmd, [
+    'json',
+    'registry',
+    'policy',
+    'policyOverride',
+    'store',
+    'noCache',
+    'as',
+    'failOn',
+    'installTimeout',
+    'importTimeout',
+    'exerciseTimeout',
+    'settle',
+  ])
     .addHelpText(
       'after',
       `
@@ -152,69 +96,45 @@ machine: install scripts and package code run only in the sandbox.
 Exit codes: 0 pass, 1 findings at or above --fail-on, 2 usage error (also a bad policy file), 3 environment (Docker,
 images), 4 internal error, 130 interrupted.`,
     )
-    .action(
-      async (
-        specs: string[],
-        o: {
-          json?: boolean;
-          registry?: string;
-          failOn: FailOn;
-          policy?: string;
-          policyOverride?: string;
-          against?: string;
-          store?: string;
-          cache: boolean;
-          as: 'laptop' | 'ci';
-          installTimeout: string;
-          importTimeout: string;
-          exerciseTimeout: string;
-          settle: string;
-        },
-      ) => {
-        const timeouts = {
-          installTimeoutMs: seconds('--install-timeout', o.installTimeout),
-          importTimeoutMs: seconds('--import-timeout', o.importTimeout),
-          exerciseTimeoutMs: seconds('--exercise-timeout', o.exerciseTimeout),
-          settleMs: seconds('--settle', o.settle),
-        };
-        const policy = policyFromFlags(o);
-        const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
-        const ctx = cliContext();
-        const store = openStore(o.store);
-        const reports: CheckReport[] = [];
-        for (const spec of specs) {
-          const started = Date.now();
-          const bar = progress(spec, ctx.log);
-          let report: CheckReport;
-          try {
-            ({ report } = await checkStored(ctx.sandbox, spec, {
-              ...timeouts,
-              npmConfig,
-              policy,
-              store,
-              noCache: !o.cache,
-              as: o.as,
-              ...(o.against ? { against: o.against } : {}),
-              log: bar.log,
-              onPhase: bar.phase,
-              signal: ctx.signal,
-            }));
-          } finally {
-            bar.stop();
-          }
-          ctx.log(
-            `[check] ${spec}: ${report.verdict} in ${((Date.now() - started) / 1000).toFixed(1)} s`,
-          );
-          reports.push(report);
-          if (!o.json) process.stdout.write(renderText(report));
+    .action(async (specs: string[], o: SharedFlags & { against?: string }) => {
+      const timeouts = timeoutsFromFlags(o);
+      const policy = policyFromFlags(o);
+      const npmConfig = npmConfigFromFlags(o);
+      const ctx = cliContext();
+      const store = storeFromFlags(o);
+      const reports: CheckReport[] = [];
+      for (const spec of specs) {
+        const started = Date.now();
+        const bar = progress(spec, ctx.log);
+        let report: CheckReport;
+        try {
+          ({ report } = await checkStored(ctx.sandbox, spec, {
+            ...timeouts,
+            npmConfig,
+            policy,
+            store,
+            noCache: !o.cache,
+            as: o.as,
+            ...(o.against ? { against: o.against } : {}),
+            log: bar.log,
+            onPhase: bar.phase,
+            signal: ctx.signal,
+          }));
+        } finally {
+          bar.stop();
         }
-        if (o.json) {
-          const out =
-            reports.length === 1 ? reports[0] : { schemaVersion: REPORT_SCHEMA_VERSION, reports };
-          process.stdout.write(JSON.stringify(out, null, 2) + '\n');
-        }
-        store.close();
-        process.exitCode = reachesFailOn(reports, o.failOn) ? ExitCode.findings : ExitCode.pass;
-      },
-    );
+        ctx.log(
+          `[check] ${spec}: ${report.verdict} in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+        );
+        reports.push(report);
+        if (!o.json) process.stdout.write(renderText(report));
+      }
+      if (o.json) {
+        const out =
+          reports.length === 1 ? reports[0] : { schemaVersion: REPORT_SCHEMA_VERSION, reports };
+        process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+      }
+      store.close();
+      process.exitCode = reachesFailOn(reports, o.failOn) ? ExitCode.findings : ExitCode.pass;
+    });
 }

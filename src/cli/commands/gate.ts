@@ -1,14 +1,21 @@
 import { writeFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { ExitCode } from '../../core/errors.js';
-import { loadNpmConfig } from '../../resolve/npmrc.js';
 import { cliContext } from '../context.js';
+import {
+  npmConfigFromFlags,
+  oneOutputKind,
+  policyFromFlags,
+  reachesFailOn,
+  storeFromFlags,
+  timeoutsFromFlags,
+  withFlags,
+  type SharedFlags,
+} from '../options.js';
 import { renderGateMarkdown, renderGateSarif, renderGateText } from '../render-gate.js';
-import { openStore, policyFromFlags } from '../store-option.js';
-import { failOnOption, reachesFailOn, type FailOn } from './check.js';
 
 export function gateCommand(): Command {
-  return new Command('gate')
+  const cmd = new Command('gate')
     .description(
       'check the packages a change adds or upgrades in the lockfile (upgrades against their base version); for pull requests',
     )
@@ -17,21 +24,30 @@ export function gateCommand(): Command {
       'base lockfile, project folder or git ref (default: merge base with the default branch)',
     )
     .option('--head <ref>', 'head lockfile, project folder or git ref', '.')
-    .option('--json', 'print the gate report as JSON')
-    .option('--markdown', 'print a Markdown summary for a pull request comment')
     .option('--comment-file <file>', 'also write the Markdown summary to this file')
     .option(
       '--sarif <file>',
       'write SARIF 2.1.0 results (each at the lockfile entry of its package)',
-    )
-    .option('--registry <url>', 'npm registry (default: from your npm config)')
-    .option('--policy <file>', 'policy file (as for check)')
-    .option('--policy-override <file>', 'override merged on top of the policy')
-    .option(
-      '--store <file>',
-      'result store (default: results.sqlite in the phonehome cache folder)',
-    )
-    .addOption(failOnOption('fail'))
+    );
+  return withFlags(
+    cmd,
+    [
+      'json',
+      'markdown',
+      'registry',
+      'policy',
+      'policyOverride',
+      'store',
+      'noCache',
+      'as',
+      'failOn',
+      'installTimeout',
+      'importTimeout',
+      'exerciseTimeout',
+      'settle',
+    ],
+    'fail',
+  )
     .addHelpText(
       'after',
       `
@@ -45,28 +61,21 @@ tarball changed without a version change, 2 usage or lockfile error, 3 environme
 images, registry, store), 4 internal error, 130 interrupted.`,
     )
     .action(
-      async (o: {
-        base?: string;
-        head: string;
-        json?: boolean;
-        markdown?: boolean;
-        commentFile?: string;
-        sarif?: string;
-        registry?: string;
-        policy?: string;
-        policyOverride?: string;
-        store?: string;
-        cache: boolean;
-        failOn: FailOn;
-      }) => {
+      async (
+        o: SharedFlags & { base?: string; head: string; commentFile?: string; sarif?: string },
+      ) => {
+        oneOutputKind(o);
+        const timeouts = timeoutsFromFlags(o);
         const policy = policyFromFlags(o);
-        const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
+        const npmConfig = npmConfigFromFlags(o);
         const ctx = cliContext();
         const { gate, defaultBase } = await import('../../gate/gate.js');
-        const store = openStore(o.store);
+        const store = storeFromFlags(o);
         let report;
         try {
           report = await gate(ctx.sandbox, o.base ?? defaultBase(), o.head, {
+            ...timeouts,
+            as: o.as,
             policy,
             npmConfig,
             store,

@@ -2,18 +2,15 @@ import { Command } from 'commander';
 import { PhonehomeError } from '../../core/errors.js';
 import { forTerminal as t } from '../../core/escape.js';
 import { defaultStorePath, ResultStore } from '../../store/store.js';
+import { withFlags } from '../options.js';
 
 export function historyCommand(): Command {
-  return new Command('history')
+  const cmd = new Command('history')
     .description('the stored runs of a package, newest first')
     .argument('<name>', 'package name')
-    .option('--json', 'print the runs as JSON')
-    .option('--limit <n>', 'at most this many runs', '50')
-    .option(
-      '--store <file>',
-      'result store (default: results.sqlite in the phonehome cache folder)',
-    )
-    .action((name: string, o: { json?: boolean; limit: string; store?: string }) => {
+    .option('--limit <n>', 'at most this many runs', '50');
+  return withFlags(cmd, ['json', 'store']).action(
+    (name: string, o: { json?: boolean; limit: string; store?: string }) => {
       const limit = Number(o.limit);
       if (!Number.isInteger(limit) || limit < 1)
         throw new PhonehomeError(
@@ -84,5 +81,6 @@ export function historyCommand(): Command {
       } finally {
         store.close();
       }
-    });
+    },
+  );
 }

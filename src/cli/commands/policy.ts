@@ -13,7 +13,7 @@ import {
   readPolicyFile,
 } from '../../policy/load.js';
 import { POLICY_VERSION } from '../../policy/parse.js';
-import { loadNpmConfig } from '../../resolve/npmrc.js';
+import { npmConfigFromFlags, withFlags, type SharedFlags } from '../options.js';
 import { cliContext } from '../context.js';
 
 const HEADER = `# phonehome policy (format version ${POLICY_VERSION}; docs/policy.md, policies/policy.schema.json).
@@ -104,16 +104,19 @@ function ruleText(f: Finding, all: Finding[]): string {
 export function policyCommand(): Command {
   const cmd = new Command('policy').description('write and validate policy files');
 
-  cmd
+  const init = cmd
     .command('init')
     .description(
       'write a starter policy; with specs, run them and list every destination they reached as a deny rule to review',
     )
     .argument('[spec...]', 'packages to run first (as for check)')
     .option('-o, --output <file>', 'where to write it (- for stdout)', POLICY_FILE_NAMES[0])
-    .option('--force', 'overwrite an existing file')
-    .option('--registry <url>', 'npm registry to resolve from (default: from your npm config)')
-    .action(async (specs: string[], o: { output: string; force?: boolean; registry?: string }) => {
+    .option('--force', 'overwrite an existing file');
+  withFlags(init, ['registry', 'as']).action(
+    async (
+      specs: string[],
+      o: Pick<SharedFlags, 'registry' | 'as'> & { output: string; force?: boolean },
+    ) => {
       const target = o.output === '-' ? undefined : resolve(o.output);
       if (target && existsSync(target) && !o.force)
         throw new PhonehomeError('EUSAGE', `${target} exists; not overwritten.`, {
@@ -125,7 +128,7 @@ export function policyCommand(): Command {
         const sandbox = await ctx.sandbox();
         // Judged by the shipped defaults only: what the user's current policy allows is listed too.
         const policy = loadPolicy({ discover: false });
-        const npmConfig = loadNpmConfig(o.registry ? { registry: o.registry } : {});
+        const npmConfig = npmConfigFromFlags(o);
         const reports: CheckReport[] = [];
         for (const spec of specs) {
           ctx.log(`[policy init] running ${spec}`);
@@ -135,6 +138,7 @@ export function policyCommand(): Command {
             ).check(sandbox.engine, sandbox.images, spec, {
               npmConfig,
               policy,
+              as: o.as,
               log: ctx.log,
               signal: ctx.signal,
             }),
@@ -148,7 +152,8 @@ export function policyCommand(): Command {
         writeFileSync(target, text, { flag: o.force ? 'w' : 'wx' });
         process.stderr.write(`wrote ${forTerminal(target)}\n`);
       }
-    });
+    },
+  );
 
   cmd
     .command('check')
