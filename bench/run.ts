@@ -34,6 +34,17 @@ import { BURST_SOURCE } from './burst.js';
 const N = Number(process.env.BENCH_BURST ?? 6000);
 const STARTS = Number(process.env.BENCH_STARTS ?? 5);
 const CHECKS = Number(process.env.BENCH_CHECKS ?? 5);
+/**
+ * Which parts to run, comma-separated (default all): startup, check, store, audit, burst.
+ * `BENCH_ONLY=burst npm run bench` measures the capture alone; BENCH_RUNNER_IMAGE and
+ * BENCH_GATEWAY_IMAGE run it with other images (an observer under work, an earlier capture).
+ */
+const ONLY = new Set(
+  (process.env.BENCH_ONLY ?? 'startup,check,store,audit,burst')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
 /** Pinned, so the tree (and the figures) stay comparable between runs. */
 const AUDIT_DEPENDENCIES = {
   express: '4.21.2',
@@ -68,7 +79,7 @@ async function main(): Promise<void> {
   // ---- start-up ----
   const topoMs: number[] = [];
   const plainMs: number[] = [];
-  for (let i = 0; i < STARTS; i++) {
+  for (let i = 0; i < (ONLY.has('startup') ? STARTS : 0); i++) {
     {
       await using run = engine.newRun();
       const t0 = performance.now();
@@ -97,7 +108,7 @@ async function main(): Promise<void> {
   const checkRows: { name: string; plain: number; check: number }[] = [];
   const work = await mkdtemp(join(tmpdir(), 'phonehome-bench-'));
   try {
-    for (const [name, fixture] of CHECK_FIXTURES) {
+    for (const [name, fixture] of ONLY.has('check') ? CHECK_FIXTURES : []) {
       const folder = join(packageRoot(), 'fixtures', 'packages', fixture);
       const tgz = join(work, `${fixture}.tgz`);
       await pacote.tarball.file(`file:${folder}`, tgz, { ignoreScripts: true, Arborist });
@@ -177,7 +188,7 @@ async function main(): Promise<void> {
   };
   const storeRows: { spec: string; fresh: number; cached: number }[] = [];
   try {
-    for (const spec of STORE_SPECS) {
+    for (const spec of ONLY.has('store') ? STORE_SPECS : []) {
       const freshMs: number[] = [];
       const cachedMs: number[] = [];
       for (let i = 0; i < CHECKS; i++) {
@@ -198,7 +209,7 @@ async function main(): Promise<void> {
   let auditRow:
     | { packages: number; checked: number; scripted: number; coldMs: number; warmMs: number }
     | undefined;
-  if (process.env.BENCH_AUDIT !== '0') {
+  if (process.env.BENCH_AUDIT !== '0' && ONLY.has('audit')) {
     const proj = await mkdtemp(join(tmpdir(), 'phonehome-bench-audit-'));
     try {
       await writeFile(
@@ -265,69 +276,40 @@ async function main(): Promise<void> {
   }
 
   // ---- burst ----
-  await using run = engine.newRun();
-  const topo = await CaptureTopology.start(run, {
-    runnerImage: refs.runner,
-    gatewayImage: refs.gateway,
-  });
-  const burst = async (mode: 'egress' | 'loopback') => {
-    const r = await topo.sandbox.exec(['node', '-e', BURST_SOURCE, String(N), mode], {
-      timeoutMs: 300_000,
-    });
-    const line = r.stdout.trim().split('\n').pop() ?? '';
-    if (r.exitCode !== 0 || !line)
-      throw new Error(`burst (${mode}) failed: ${r.stderr.slice(0, 2000)}`);
-    return JSON.parse(line) as {
-      tcpOk: number;
-      dnsOk: number;
-      tcpMs: number;
-      dnsMs: number;
-      totalMs: number;
-    };
-  };
-  const base = await burst('loopback');
-  const cap = await burst('egress');
-  const log = await topo.events();
-  const tcpEvents = log.events.filter(
-    (e) => e.kind === 'tcp' && e.ip.startsWith('203.0.113.'),
-  ).length;
-  const dnsEvents = log.events.filter(
-    (e) => e.kind === 'dns' && e.qname.endsWith('.burst.example'),
-  ).length;
-  const half = Math.floor(N / 2);
-  const lost =
-    2 * half -
-    tcpEvents -
-    dnsEvents -
-    (log.truncatedCounts.tcp ?? 0) -
-    (log.truncatedCounts.dns ?? 0);
+  const burstResult = ONLY.has('burst') ? await runBurst(engine, refs) : undefined;
 
   const out: string[] = [];
   out.push(
-    `phonehome bench (${new Date().toISOString().slice(0, 10)}, ${STARTS} start-ups, burst of ${2 * half} attempts)`,
+    `phonehome bench (${new Date().toISOString().slice(0, 10)}, ${STARTS} start-ups, burst of ${2 * Math.floor(N / 2)} attempts)`,
   );
   out.push('');
-  out.push('start-up (median)                        ms      ratio');
-  for (const [name, ms] of startRows)
+  if (topoMs.length > 0) {
+    out.push('start-up (median)                        ms      ratio');
+    for (const [name, ms] of startRows)
+      out.push(
+        `${name.padEnd(40)} ${ms.toFixed(0).padStart(5)}  ${(ms / startRows[0][1]).toFixed(2).padStart(6)}`,
+      );
+    out.push('');
+  }
+  if (checkRows.length > 0) {
+    out.push(`check vs plain npm install (median of ${CHECKS})     plain ms  check ms  ratio`);
+    for (const r of checkRows)
+      out.push(
+        `${r.name.padEnd(40)} ${r.plain.toFixed(0).padStart(9)} ${r.check.toFixed(0).padStart(9)}  ${(r.check / r.plain).toFixed(2).padStart(5)}`,
+      );
+    out.push('');
+  }
+  if (storeRows.length > 0) {
     out.push(
-      `${name.padEnd(40)} ${ms.toFixed(0).padStart(5)}  ${(ms / startRows[0][1]).toFixed(2).padStart(6)}`,
+      `result store: CLI check, fresh (--no-cache) vs answered from the store (median of ${CHECKS})`,
     );
-  out.push('');
-  out.push(`check vs plain npm install (median of ${CHECKS})     plain ms  check ms  ratio`);
-  for (const r of checkRows)
-    out.push(
-      `${r.name.padEnd(40)} ${r.plain.toFixed(0).padStart(9)} ${r.check.toFixed(0).padStart(9)}  ${(r.check / r.plain).toFixed(2).padStart(5)}`,
-    );
-  out.push('');
-  out.push(
-    `result store: CLI check, fresh (--no-cache) vs answered from the store (median of ${CHECKS})`,
-  );
-  out.push(`${'package'.padEnd(40)} fresh ms  stored ms  speed-up`);
-  for (const r of storeRows)
-    out.push(
-      `${r.spec.padEnd(40)} ${r.fresh.toFixed(0).padStart(8)} ${r.cached.toFixed(0).padStart(10)}  ${(r.fresh / r.cached).toFixed(1).padStart(8)}`,
-    );
-  out.push('');
+    out.push(`${'package'.padEnd(40)} fresh ms  stored ms  speed-up`);
+    for (const r of storeRows)
+      out.push(
+        `${r.spec.padEnd(40)} ${r.fresh.toFixed(0).padStart(8)} ${r.cached.toFixed(0).padStart(10)}  ${(r.fresh / r.cached).toFixed(1).padStart(8)}`,
+      );
+    out.push('');
+  }
   if (auditRow) {
     out.push(`audit of a lockfile (${Object.keys(AUDIT_DEPENDENCIES).join(', ')})`);
     out.push(
@@ -338,8 +320,65 @@ async function main(): Promise<void> {
     );
     out.push('');
   }
+  if (burstResult) out.push(...burstResult);
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+interface BurstFigures {
+  tcpOk: number;
+  dnsOk: number;
+  tcpMs: number;
+  dnsMs: number;
+  totalMs: number;
+}
+
+/** The burst through the capture (with the observer, so attribution is measured too). */
+async function runBurst(
+  engine: DockerEngine,
+  refs: { runner: string; gateway: string },
+): Promise<string[]> {
+  await using run = engine.newRun();
+  const topo = await CaptureTopology.start(run, {
+    // BENCH_RUNNER_IMAGE, BENCH_GATEWAY_IMAGE: measure the burst with other images (an observer
+    // under work, or an earlier capture for a before/after comparison).
+    runnerImage: process.env.BENCH_RUNNER_IMAGE || refs.runner,
+    gatewayImage: process.env.BENCH_GATEWAY_IMAGE || refs.gateway,
+  });
+  const burst = async (mode: 'egress' | 'loopback'): Promise<BurstFigures> => {
+    const r = await topo.sandbox.exec(['node', '-e', BURST_SOURCE, String(N), mode], {
+      timeoutMs: 300_000,
+    });
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    if (r.exitCode !== 0 || !line)
+      throw new Error(`burst (${mode}) failed: ${r.stderr.slice(0, 2000)}`);
+    return JSON.parse(line) as BurstFigures;
+  };
+  const base = await burst('loopback');
+  const cap = await burst('egress');
+  const log = await topo.events();
+  const tcp = log.events.filter((e) => e.kind === 'tcp' && e.ip.startsWith('203.0.113.'));
+  const dns = log.events.filter((e) => e.kind === 'dns' && e.qname.endsWith('.burst.example'));
+  const attributed = [...tcp, ...dns].filter((e) => 'proc' in e && e.proc !== undefined).length;
+  const half = Math.floor(N / 2);
+  const summarised = log.summaries
+    .filter(
+      (s) =>
+        (s.of === 'tcp' && s.ip?.startsWith('203.0.113.')) ||
+        (s.of === 'dns' && s.qname?.endsWith('.burst.example')),
+    )
+    .reduce((n, s) => n + s.count, 0);
+  const lost =
+    2 * half -
+    tcp.length -
+    dns.length -
+    summarised -
+    (log.truncatedCounts.tcp ?? 0) -
+    (log.truncatedCounts.dns ?? 0);
+  const stats = log.captureStats;
+
+  const out: string[] = [];
   out.push('burst                                    attempts  ok     ms      attempts/s  ratio');
-  const row = (name: string, r: typeof base) => {
+  const row = (name: string, r: BurstFigures) => {
     const ok = r.tcpOk + r.dnsOk;
     const rate = (2 * half) / (r.totalMs / 1000);
     return `${name.padEnd(40)} ${String(2 * half).padStart(8)}  ${String(ok).padStart(5)}  ${r.totalMs.toFixed(0).padStart(6)}  ${rate.toFixed(0).padStart(10)}`;
@@ -349,10 +388,17 @@ async function main(): Promise<void> {
     `${row('through the capture gateway', cap)}  ${(cap.totalMs / base.totalMs).toFixed(2).padStart(5)}`,
   );
   out.push(
-    `  tcp: ${half} attempts in ${cap.tcpMs.toFixed(0)} ms (baseline ${base.tcpMs.toFixed(0)} ms); dns: ${half} queries in ${cap.dnsMs.toFixed(0)} ms (baseline ${base.dnsMs.toFixed(0)} ms)`,
+    `  tcp: ${half} attempts in ${cap.tcpMs.toFixed(0)} ms (baseline ${base.tcpMs.toFixed(0)} ms, ${(half / (cap.tcpMs / 1000)).toFixed(0)}/s); dns: ${half} queries in ${cap.dnsMs.toFixed(0)} ms (baseline ${base.dnsMs.toFixed(0)} ms, ${(half / (cap.dnsMs / 1000)).toFixed(0)}/s)`,
   );
-  out.push(`  events recorded: tcp ${tcpEvents}, dns ${dnsEvents}; events lost: ${lost}`);
-  process.stdout.write(out.join('\n') + '\n');
+  out.push(`  events recorded: tcp ${tcp.length}, dns ${dns.length}; events lost: ${lost}`);
+  out.push(
+    `  attribution: ${attributed} of ${tcp.length + dns.length} events carry their process (${((100 * attributed) / Math.max(1, tcp.length + dns.length)).toFixed(1)}%)`,
+  );
+  if (stats)
+    out.push(
+      `  capture stats: lookups ${stats.lookups}, timed out ${stats.lookupsTimedOut}, skipped ${stats.lookupsSkipped}, unasked ${stats.lookupsUnasked}, datagrams lost ${stats.datagramsLost}`,
+    );
+  return out;
 }
 
 main().catch((e: unknown) => {

@@ -4,15 +4,21 @@
  * answers just enough for the package to go on to its next step, and records each attempt.
  *
  * Protocol with the host (through Docker): prints `READY` on stdout once listening; on SIGUSR1
- * appends ICMP and drop counts, flushes the event log and prints `FLUSHED <n> <events>` (n counts
- * flushes from 1); on SIGTERM
- * does the same and exits.
+ * appends ICMP and drop counts, per-destination summaries, bounds hit and the capture's
+ * statistics (what it could not see or attribute), flushes the event log and prints
+ * `FLUSHED <n> <events>` (n counts flushes from 1); on SIGTERM does the same and exits.
+ *
+ * No attempt waits on the sandbox's observer longer than its lookup timeout, and none at all
+ * while the observer is unresponsive (observer-link.ts). A DNS reply waits for its lookups, which
+ * run in parallel, at most DNS_REPLY_DEADLINE_MS; a TCP client's reply waits for its conntrack
+ * entry and then its owner.
  */
 import { execFile } from 'node:child_process';
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { ConntrackReader, type ConntrackEntry } from './conntrack.js';
+import { conntrackDrops, udpReceiveErrors } from './kernel-stats.js';
 import {
   buildResponse,
   DnsParseError,
@@ -29,7 +35,7 @@ import {
   type HttpRequestHead,
 } from './http.js';
 import { ObserverLink } from './observer-link.js';
-import { EventSink, monotonicMs } from './sink.js';
+import { EventSink, monotonicMs, type CaptureStats } from './sink.js';
 import { SyntheticAddresses } from './synthetic.js';
 import { looksLikeTls, parseClientHello, TLS_HANDSHAKE_FAILURE_ALERT } from './tls.js';
 import type { ProcessInfo, StreamEvent } from '../core/terms.js';
@@ -49,6 +55,43 @@ const CONNECTION_MAX_MS = 10_000;
 /** Bytes kept while working out the protocol (HTTP heads up to 64 KiB, TLS records 16 KiB). */
 const CLASSIFY_MAX = 80 * 1024;
 const MAX_CONNECTIONS = 4096;
+/**
+ * A DNS reply waits for the observer's lookup of the client's socket (a client that has its
+ * answer closes the socket, and a closed socket has no owner), but never longer than this.
+ */
+const DNS_REPLY_DEADLINE_MS = 100;
+/** Datagrams (DNS or not) waiting for their conntrack entry and owner at once. */
+const MAX_DATAGRAMS_WAITING = 32_768;
+/** Receive buffer asked for the UDP sockets (the kernel caps it at net.core.rmem_max). */
+const UDP_RECV_BUFFER = 8 * 1024 * 1024;
+/**
+ * DNS replies due at once (one observer answer releases every query waiting on it) go out this
+ * many a millisecond: a client with many queries in flight on one socket would otherwise lose
+ * replies to its receive buffer (212 KiB by default, under 200 replies).
+ */
+const REPLY_BURST = 32;
+
+/** A sender that spreads bursts of datagrams over time, in order. */
+function pacedSender(sock: UdpSocket): (reply: Buffer, port: number, address: string) => void {
+  const queue: [Buffer, number, string][] = [];
+  let scheduled = false;
+  const drain = () => {
+    scheduled = false;
+    for (const [reply, port, address] of queue.splice(0, REPLY_BURST))
+      sock.send(reply, port, address);
+    if (queue.length > 0) {
+      scheduled = true;
+      setTimeout(drain, 1);
+    }
+  };
+  return (reply, port, address) => {
+    queue.push([reply, port, address]);
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(drain);
+    }
+  };
+}
 
 function plainAddress(a: string | undefined): string {
   if (!a) return '';
@@ -68,6 +111,11 @@ class Capture {
   private readonly icmpSeen = new Map<string, Set<number>>();
   private readonly icmpReported = new Map<string, number>();
   private droppedReported = { ipv4: 0, ipv6: 0 };
+  /** Attempts never asked about: refused connections, or too many datagrams waiting. */
+  private unasked = 0;
+  private datagramsWaiting = 0;
+  /** Kernel counters at start, so the log says what was lost during this run. */
+  private baseline = { udpErrors: 0, conntrackDrops: 0 };
 
   constructor(eventsPath: string) {
     this.sink = new EventSink(eventsPath);
@@ -80,17 +128,56 @@ class Capture {
     return p;
   }
 
-  /** Conntrack entry of a redirected flow, then the sandbox process that owns its socket. */
+  async start(): Promise<void> {
+    this.baseline = { udpErrors: await udpReceiveErrors(), conntrackDrops: await conntrackDrops() };
+  }
+
+  /**
+   * Conntrack entry of a redirected flow, then the sandbox process that owns its socket (asked
+   * for a connected socket by the port it aimed at too; a datagram socket is one per local port).
+   */
   private lookup(
     proto: 'tcp' | 'udp',
     clientPort: number,
     capturePort: number,
+    ask = true,
   ): Promise<{ ct: ConntrackEntry | undefined; proc: ProcessInfo | undefined }> {
     return this.track(
-      this.conntrack.lookup({ proto, clientPort, capturePort }).then(async (ct) => ({
-        ct,
-        proc: ct ? await this.observer.who(proto, ct.sport, ct.dport) : undefined,
-      })),
+      this.conntrack.lookup({ proto, clientPort, capturePort }).then(async (ct) => {
+        if (!ct) return { ct, proc: undefined }; // counted as a conntrack miss
+        if (!ask) {
+          this.unasked++;
+          return { ct, proc: undefined };
+        }
+        const rport = proto === 'tcp' ? ct.dport : undefined;
+        return { ct, proc: await this.observer.who(proto, ct.sport, rport) };
+      }),
+    );
+  }
+
+  /**
+   * A DNS query's conntrack entry and owner, looked up at once and in parallel (its reply waits
+   * for them): the client port the capture sees is the client's own unless conntrack remapped it
+   * (one socket sending to several destinations: their reply tuples would collide), and then the
+   * owner is asked again by the client's own port. Other datagrams, which wait for no reply, are
+   * looked up in turn (`lookup`): a flood from one socket to many ports is all remapped, and
+   * asking by the remapped ports would only load the observer.
+   */
+  private lookupDatagram(
+    clientPort: number,
+    capturePort: number,
+    rport: number | undefined,
+    ask: boolean,
+  ): Promise<{ ct: ConntrackEntry | undefined; proc: ProcessInfo | undefined }> {
+    const ctP = this.conntrack.lookup({ proto: 'udp', clientPort, capturePort });
+    if (!ask) this.unasked++;
+    const first = ask ? this.observer.who('udp', clientPort, rport) : Promise.resolve(undefined);
+    return this.track(
+      Promise.all([ctP, first]).then(async ([ct, proc]) => {
+        if (ct && ask && ct.sport !== clientPort)
+          return { ct, proc: await this.observer.who('udp', ct.sport, rport) };
+        return { ct, proc };
+      }),
     );
   }
 
@@ -113,44 +200,86 @@ class Capture {
     return { answer: { type: 'none' }, text: 'NOERROR empty' };
   }
 
-  handleDnsMessage(
+  /** A DNS query's answer, or undefined when the message is not a query we read. */
+  answerDns(
     msg: Buffer,
-    t: number,
-    resolver: string,
-    resolverPort: number,
-    transport: 'udp' | 'tcp',
-    proc: ProcessInfo | undefined,
-  ): Buffer | undefined {
+  ): { reply: Buffer; qname: string; qtype: string; text: string } | undefined {
     try {
       const q = parseQuery(msg);
       const { answer, text } = this.answerFor(q.qname, q.qtype);
-      this.sink.record({
-        kind: 'dns',
-        t,
+      return {
+        reply: buildResponse(msg, q, answer),
         qname: q.qname,
         qtype: qtypeName(q.qtype),
-        resolver,
-        resolverPort,
-        transport,
-        answer: text,
-        ...(proc ? { proc } : {}),
-      });
-      return buildResponse(msg, q, answer);
+        text,
+      };
     } catch (e) {
       if (!(e instanceof DnsParseError)) throw e;
       return undefined;
     }
   }
 
+  recordDns(
+    a: { qname: string; qtype: string; text: string },
+    t: number,
+    resolver: string,
+    resolverPort: number,
+    transport: 'udp' | 'tcp',
+    proc: ProcessInfo | undefined,
+  ): void {
+    this.sink.record({
+      kind: 'dns',
+      t,
+      qname: a.qname,
+      qtype: a.qtype,
+      resolver,
+      resolverPort,
+      transport,
+      answer: a.text,
+      ...(proc ? { proc } : {}),
+    });
+  }
+
   startDns(host: string): Promise<UdpSocket> {
-    const sock = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
+    const sock = createSocket({
+      type: host.includes(':') ? 'udp6' : 'udp4',
+      recvBufferSize: UDP_RECV_BUFFER,
+    });
+    const send = pacedSender(sock);
     sock.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
       const t = monotonicMs();
-      void this.lookup('udp', rinfo.port, CAPTURE_PORTS.dns).then(({ ct, proc }) => {
-        const resolver = ct?.dst ?? plainAddress(host);
-        const reply = this.handleDnsMessage(msg, t, resolver, ct?.dport ?? 53, 'udp', proc);
-        if (reply) sock.send(reply, rinfo.port, rinfo.address);
-        else this.recordDatagram(msg, t, ct, proc);
+      const answered = this.answerDns(msg);
+      if (this.datagramsWaiting >= MAX_DATAGRAMS_WAITING) {
+        // Too many waiting: answered at once, recorded with what is known without lookups.
+        this.sink.hitBound('datagrams', MAX_DATAGRAMS_WAITING);
+        this.unasked++;
+        if (answered) {
+          send(answered.reply, rinfo.port, rinfo.address);
+          this.recordDns(answered, t, '', 0, 'udp', undefined);
+        } else this.sink.countOnly('udp', 'too many datagrams waiting for their destination');
+        return;
+      }
+      this.datagramsWaiting++;
+      // The reply waits for the lookups (never past the deadline), the record for their end.
+      const found = this.lookupDatagram(rinfo.port, CAPTURE_PORTS.dns, 53, true);
+      const sample = answered ? undefined : Buffer.from(msg.subarray(0, RAW_SAMPLE_MAX));
+      if (answered) {
+        let sent = false;
+        const reply = () => {
+          if (sent) return;
+          sent = true;
+          clearTimeout(timer);
+          send(answered.reply, rinfo.port, rinfo.address);
+        };
+        const timer = setTimeout(reply, DNS_REPLY_DEADLINE_MS);
+        void found.then(reply);
+      }
+      void found.then(({ ct, proc }) => {
+        this.datagramsWaiting--;
+        if (answered) {
+          const resolver = ct?.dst ?? plainAddress(host);
+          this.recordDns(answered, t, resolver, ct?.dport ?? 53, 'udp', proc);
+        } else if (sample) this.recordDatagram(sample, msg.length, t, ct, proc);
       });
     });
     return bind(sock, host, CAPTURE_PORTS.dns);
@@ -159,32 +288,43 @@ class Capture {
   // ---- UDP (not DNS) ----
 
   recordDatagram(
-    msg: Buffer,
+    sample: Buffer,
+    bytes: number,
     t: number,
     ct: ConntrackEntry | undefined,
     proc: ProcessInfo | undefined,
   ): void {
-    if (!ct) return; // direct loopback traffic to our port: not egress
+    if (!ct) return; // direct loopback traffic to our port: not egress (counted as a miss)
     const host = this.names.nameFor(ct.dst);
     this.sink.record({
       kind: 'udp',
       t,
       ip: ct.dst,
       port: ct.dport,
-      bytes: msg.length,
-      sampleHex: msg.subarray(0, RAW_SAMPLE_MAX).toString('hex'),
+      bytes,
+      sampleHex: sample.subarray(0, RAW_SAMPLE_MAX).toString('hex'),
       ...(host ? { host } : {}),
       ...(proc ? { proc } : {}),
     });
   }
 
   startUdpSink(host: string): Promise<UdpSocket> {
-    const sock = createSocket({ type: host.includes(':') ? 'udp6' : 'udp4' });
+    const sock = createSocket({
+      type: host.includes(':') ? 'udp6' : 'udp4',
+      recvBufferSize: UDP_RECV_BUFFER,
+    });
     sock.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
       const t = monotonicMs();
-      void this.lookup('udp', rinfo.port, CAPTURE_PORTS.udp).then(({ ct, proc }) =>
-        this.recordDatagram(msg, t, ct, proc),
-      );
+      // Only the sample is kept while the lookups run.
+      const sample = Buffer.from(msg.subarray(0, RAW_SAMPLE_MAX));
+      const ask = this.datagramsWaiting < MAX_DATAGRAMS_WAITING;
+      if (!ask) this.sink.hitBound('datagrams', MAX_DATAGRAMS_WAITING);
+      this.datagramsWaiting++;
+      const found = this.lookup('udp', rinfo.port, CAPTURE_PORTS.udp, ask);
+      void found.then(({ ct, proc }) => {
+        this.datagramsWaiting--;
+        this.recordDatagram(sample, msg.length, t, ct, proc);
+      });
     });
     return bind(sock, host, CAPTURE_PORTS.udp);
   }
@@ -192,16 +332,31 @@ class Capture {
   // ---- TCP ----
 
   startTcp(): Promise<void> {
-    const server = createServer({ allowHalfOpen: false, pauseOnConnect: false }, (s) =>
+    // Half-open allowed: a client that sends and half-closes at once (`end(data)`) must still be
+    // open while the observer looks its socket up; the capture ends its side after that.
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (s) =>
       this.onConnection(s),
     );
     server.maxConnections = MAX_CONNECTIONS;
-    server.on('drop', () => {
-      this.sink.record({
-        kind: 'truncated',
-        reason: `more than ${MAX_CONNECTIONS} connections open at once; connection refused`,
-        countsByKind: { tcp: 1 },
-      });
+    server.on('drop', (data?: { remotePort?: number }) => {
+      // Refused, but its destination is still in conntrack: recorded, without its process.
+      const t = monotonicMs();
+      this.sink.hitBound('connections', MAX_CONNECTIONS);
+      this.unasked++;
+      const clientPort = data?.remotePort;
+      if (!clientPort) {
+        this.sink.countOnly('tcp', `more than ${MAX_CONNECTIONS} connections open at once`);
+        return;
+      }
+      void this.track(
+        this.conntrack
+          .lookup({ proto: 'tcp', clientPort, capturePort: CAPTURE_PORTS.tcp })
+          .then((ct) => {
+            if (ct) this.recordStream(t, ct, Buffer.alloc(0), 0, undefined, undefined);
+            else
+              this.sink.countOnly('tcp', `more than ${MAX_CONNECTIONS} connections open at once`);
+          }),
+      );
     });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -291,9 +446,10 @@ class Capture {
         if (done || !ct || ct.dport !== 53 || buf.length < 2) return;
         const len = buf.readUInt16BE(0);
         if (buf.length < 2 + len) return;
-        const query = buf.subarray(2, 2 + len);
-        const reply = this.handleDnsMessage(query, t, ct.dst, ct.dport, 'tcp', proc);
-        if (!reply) return;
+        const answered = this.answerDns(buf.subarray(2, 2 + len));
+        if (!answered) return;
+        this.recordDns(answered, t, ct.dst, ct.dport, 'tcp', proc);
+        const reply = answered.reply;
         const framed = Buffer.alloc(2 + reply.length);
         framed.writeUInt16BE(reply.length, 0);
         reply.copy(framed, 2);
@@ -337,6 +493,8 @@ class Capture {
     if (head) {
       const body = buf.subarray(head.headLength);
       const max = this.sampleBudget > 0 ? BODY_SAMPLE_MAX : 1024;
+      if (max < BODY_SAMPLE_MAX && body.length > max)
+        this.sink.hitBound('body-samples', BODY_SAMPLE_BUDGET);
       const sample = body.subarray(0, max);
       this.sampleBudget -= sample.length;
       this.sink.record({
@@ -422,7 +580,25 @@ class Capture {
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
     await this.pollIcmp();
     await this.reportDropped();
-    this.sink.finish();
+    this.sink.finish(await this.stats());
+  }
+
+  /** What the capture could not see or attribute, since it started. */
+  async stats(): Promise<CaptureStats> {
+    const link = this.observer.stats;
+    return {
+      lookups: link.lookups,
+      lookupsAnswered: link.lookupsAnswered,
+      lookupsTimedOut: link.lookupsTimedOut,
+      lookupsSkipped: link.lookupsSkipped,
+      lookupsUnasked: link.lookupsUnasked + this.unasked,
+      datagramsLost: Math.max(0, (await udpReceiveErrors()) - this.baseline.udpErrors),
+      conntrackDrops: Math.max(0, (await conntrackDrops()) - this.baseline.conntrackDrops),
+      conntrackMisses: this.conntrack.unresolved,
+      observer: this.observer.state,
+      observerUnresponsive: this.observer.unresponsiveTimes,
+      observerRejected: this.observer.rejected,
+    };
   }
 }
 
@@ -437,6 +613,7 @@ async function main(): Promise<void> {
   const eventsPath = process.argv[2] ?? '/run/capture/events.ndjson';
   const ipv6 = process.argv[3] !== 'no-ipv6';
   const capture = new Capture(eventsPath);
+  await capture.start();
   // The DNS and UDP sockets must bind loopback, not the wildcard: replies must leave with the
   // address the redirect targeted, or conntrack does not un-NAT them and clients time out.
   await capture.startDns('127.0.0.1');
@@ -457,7 +634,7 @@ async function main(): Promise<void> {
       await capture.flush();
       process.stdout.write(`FLUSHED ${++flushes} ${capture.sink.written}\n`);
       process.stderr.write(
-        `capture: conntrack unresolved=${capture.conntrack.unresolved} readErrors=${capture.conntrack.readErrors}\n`,
+        `capture: conntrack unresolved=${capture.conntrack.unresolved} readErrors=${capture.conntrack.readErrors} reads=${capture.conntrack.reads} readMs=${capture.conntrack.readMs.toFixed(0)}\n`,
       );
     });
     return flushing;

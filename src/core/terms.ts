@@ -64,7 +64,18 @@ export const NETWORK_CAPABLE: readonly Capability[] = [
 export const PHASES: readonly Phase[] = ['install', 'import', 'exercise'];
 
 export type EventKind =
-  'dns' | 'tcp' | 'tls' | 'http' | 'udp' | 'icmp' | 'dropped' | 'truncated' | 'observer';
+  | 'dns'
+  | 'tcp'
+  | 'tls'
+  | 'http'
+  | 'udp'
+  | 'icmp'
+  | 'dropped'
+  | 'truncated'
+  | 'observer'
+  | 'bound'
+  | 'capture-stats'
+  | 'summary';
 
 /**
  * The sandbox process that owned the socket of an attempt, read from /proc by the sandbox's
@@ -170,7 +181,11 @@ export interface TruncatedEvent extends EventBase {
 /** The link to the sandbox's observer: when it came up, when it was lost, an impostor refused. */
 export interface ObserverEvent extends EventBase {
   kind: 'observer';
-  status: 'connected' | 'lost' | 'rejected';
+  /**
+   * `unresponsive`: its lookups timed out repeatedly, so the capture stopped waiting for it (later
+   * attempts carry no process until it answers again); `responsive`: it answered again.
+   */
+  status: 'connected' | 'lost' | 'rejected' | 'unresponsive' | 'responsive';
 }
 
 export type CaptureEvent =
@@ -180,4 +195,126 @@ export type CaptureEvent =
   | IcmpEvent
   | DroppedEvent
   | TruncatedEvent
-  | ObserverEvent;
+  | ObserverEvent
+  | BoundEvent
+  | CaptureStatsEvent
+  | SummaryEvent;
+
+/**
+ * The capture's bounds, each named in a `bound` record when it was hit:
+ * - `events`, `bytes`: detailed events in the log, and their bytes;
+ * - `destinations`: distinct destinations (and distinct payloads) the capture counts in summaries;
+ * - `summary-bytes`: bytes of summary records;
+ * - `connections`: TCP connections open at once (more were refused by the capture);
+ * - `datagrams`: datagrams waiting for their lookups at once (more were recorded without their
+ *   process; DNS queries also without the resolver they were aimed at);
+ * - `lookups`: observer lookups in flight at once (more attempts were not asked about);
+ * - `body-samples`: bytes of HTTP body samples in all (later samples are cut to 1 KiB);
+ * - `per-destination`: detailed events of one destination (more that carried nothing new were
+ *   counted in its summary instead: no destination is lost to this one).
+ */
+export type CaptureBound =
+  | 'per-destination'
+  | 'events'
+  | 'bytes'
+  | 'destinations'
+  | 'summary-bytes'
+  | 'connections'
+  | 'datagrams'
+  | 'lookups'
+  | 'body-samples';
+
+/**
+ * A bound of the capture was hit: some attempts were kept with less detail than the rest (or, for
+ * `connections`, refused). Written when the bound is first hit and again at each flush while the
+ * count grows; `count` is cumulative since the capture started (readers keep the largest).
+ */
+export interface BoundEvent extends EventBase {
+  kind: 'bound';
+  bound: CaptureBound;
+  /** The bound's value (events, bytes, destinations, connections, …). */
+  limit: number;
+  /** Attempts the bound affected so far. */
+  count: number;
+}
+
+/**
+ * What the capture could not see or attribute, cumulative since it started; written at each
+ * flush (readers keep the last).
+ */
+export interface CaptureStatsEvent extends EventBase {
+  kind: 'capture-stats';
+  /** Attempts the capture saw (detailed, summarised or only counted). */
+  attempts: number;
+  /** Observer lookups asked (concurrent lookups of one socket count once). */
+  lookups: number;
+  /** Lookups the observer answered with a process. */
+  lookupsAnswered: number;
+  /** Lookups the observer did not answer within the lookup timeout. */
+  lookupsTimedOut: number;
+  /** Attempts not asked about because the observer was not connected, lost or unresponsive. */
+  lookupsSkipped: number;
+  /** Attempts never asked about: refused connections, too many lookups or datagrams at once. */
+  lookupsUnasked: number;
+  /**
+   * Datagrams the kernel dropped before the capture read them (`Udp: RcvbufErrors` and
+   * `Udp6RcvbufErrors` of the namespace, since the capture started).
+   */
+  datagramsLost: number;
+  /** Packets conntrack could not track (table full: drop, early_drop, insert_failed), since start. */
+  conntrackDrops: number;
+  /** Redirected flows whose conntrack entry was not found (their destination is unknown). */
+  conntrackMisses: number;
+  /** The observer link now: none (not configured), waiting, connected, unresponsive or lost. */
+  observer: 'none' | 'waiting' | 'connected' | 'unresponsive' | 'lost';
+  /** How many times the observer became unresponsive. */
+  observerUnresponsive: number;
+  /** Impostor connections to the observer socket refused. */
+  observerRejected: number;
+}
+
+/**
+ * Attempts to one destination that the log counts instead of keeping each in detail: past the
+ * per-destination detail limit (when they carried nothing new) or past the log's hard bounds.
+ * One record per destination (and process, and distinct payload past the hard bounds) per flush;
+ * `count` is what was counted since the previous record of the same destination (readers add
+ * them up). Payload fields (path, headers, samples) describe the first attempt counted, kept
+ * when it was not already seen in detail, bounded and small.
+ */
+export interface SummaryEvent extends EventBase {
+  kind: 'summary';
+  /** The kind of the attempts counted. */
+  of: 'dns' | 'tcp' | 'tls' | 'http' | 'udp' | 'icmp' | 'dropped';
+  /** Attempts counted (ICMP: echo requests; dropped: packets). `t` is the time of the first. */
+  count: number;
+  /** Time of the last attempt counted, when there were several. */
+  lastT?: number;
+  qname?: string;
+  qtype?: string;
+  resolver?: string;
+  resolverPort?: number;
+  transport?: 'udp' | 'tcp';
+  ip?: string;
+  port?: number;
+  host?: string;
+  sni?: string;
+  family?: 'ipv4' | 'ipv6';
+  alpn?: string[];
+  method?: string;
+  path?: string;
+  httpVersion?: string;
+  httpHost?: string;
+  headers?: [string, string][];
+  bodyBytes?: number;
+  /** Base64 of the first bytes of the body (at most 1 KiB). */
+  bodySample?: string;
+  websocket?: boolean;
+  firstBytesHex?: string;
+  sampleHex?: string;
+  /**
+   * The process of the attempts counted: `procRef` names it, and the first record with a given
+   * `procRef` carries the whole `proc`.
+   */
+  procRef?: number;
+  proc?: ProcessInfo;
+}
