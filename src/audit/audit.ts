@@ -41,7 +41,8 @@ import { HARNESS_INPUT_VAR } from '../agent/harness.js';
 import { harnessNames, type CheckOptions } from '../check/check.js';
 import { CHECK_DEFAULTS } from '../check/defaults.js';
 import { sandboxVersion } from '../check/stored.js';
-import { attribute } from '../core/report.js';
+import { attribute, phaseAt } from '../core/report.js';
+import { boundFindings, summaryEvents, type SummarisedAttempts } from '../core/bounds.js';
 import { findBaitLeaks } from '../core/bait.js';
 import type { CaptureEvent } from '../core/terms.js';
 import {
@@ -367,6 +368,15 @@ async function runShard(
     if (who.outside || !who.package || !inShard.has(who.package)) orphans.push(e);
     else byPackage.set(who.package, [...(byPackage.get(who.package) ?? []), e]);
   }
+  const summarisedBy = new Map<string, SummarisedAttempts[]>();
+  for (const sum of summaryEvents(log)) {
+    const who = attribute(sum.event, windows, '');
+    if (who.outside || !who.package || !inShard.has(who.package)) orphans.push(sum.event);
+    else summarisedBy.set(who.package, [...(summarisedBy.get(who.package) ?? []), sum]);
+  }
+  // What the capture could not keep cannot be told apart by package: every report of the shard
+  // carries it.
+  const captureFindings = boundFindings(log, (t) => phaseAt(t, windows));
   const summaries = new Map(
     staged.packages.map((p): [string, PackageSummary] => [idOf(p), packageSummary(p)]),
   );
@@ -415,6 +425,8 @@ async function runShard(
       ],
       windows: windows.filter((w) => w.package === id),
       events: byPackage.get(id) ?? [],
+      summaries: summarisedBy.get(id) ?? [],
+      captureFindings,
       processNames: harnessNames(['require', 'import']),
       bait: identity.bait,
       // The shard's results stand or fall together: one forged line casts doubt on every step.

@@ -4,8 +4,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { CHECK_DEFAULTS } from './defaults.js';
+import { boundFindings, summaryEvents } from '../core/bounds.js';
 import {
   buildReport,
+  phaseAt,
   type CheckReport,
   type PhaseResult,
   type PhaseWindow,
@@ -208,6 +210,8 @@ export async function check(
     bait: topo.identity.bait,
     tampering,
     conduct,
+    summaries: summaryEvents(eventLog),
+    captureFindings: boundFindings(eventLog, (t) => phaseAt(t, windows)),
     ...(eventLog.truncatedCounts ? { truncated: eventLog.truncatedCounts } : {}),
   });
   report.packages = staged.packages.map(packageSummary);

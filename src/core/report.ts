@@ -3,6 +3,7 @@
  * list is sorted, so two runs of the same package diff cleanly.
  */
 import { findBaitLeaks, type Bait } from './bait.js';
+import type { SummarisedAttempts } from './bounds.js';
 import type { ReportDiff } from './compare.js';
 import type { Capability, CaptureEvent, Phase, Severity } from './terms.js';
 import { PHASES, SEVERITIES } from './terms.js';
@@ -123,7 +124,9 @@ export const SANDBOX_FINDINGS: readonly string[] = [
   'tree-modified',
   'unattributed',
   'capture-bound',
+  'capture-summarised',
   'datagrams-lost',
+  'attribution-incomplete',
 ];
 
 export interface CheckReport {
@@ -321,6 +324,13 @@ export function buildReport(input: {
   truncated?: Record<string, number>;
   /** Why step results could not be believed (see src/run/steps.ts): a critical finding each. */
   tampering?: string[];
+  /**
+   * Attempts the capture summarised per destination instead of keeping each (past its detail
+   * bounds): attributed and judged like events, never dropped.
+   */
+  summaries?: SummarisedAttempts[];
+  /** Findings about the capture itself (bounds hit, observer health; see core/bounds.ts). */
+  captureFindings?: Finding[];
   /** What steps did to the sandbox itself (see StepConduct in src/run/steps.ts). */
   conduct?: {
     id: 'tree-modified';
@@ -366,7 +376,26 @@ export function buildReport(input: {
     if (shown) r.process = shown;
     events.push(r);
   }
+  // A summary stands for many attempts: charged where its first attempt was made and, when it has
+  // no process and its last attempt fell in another step, there too (the stricter of both counts).
+  const summarised: CaptureEvent[] = [];
+  for (const s of input.summaries ?? []) {
+    const first = attribute(s.event, input.windows, subjectId);
+    const last = attribute({ ...s.event, t: s.lastT }, input.windows, subjectId);
+    const whos =
+      !('proc' in s.event && s.event.proc) &&
+      (first.phase !== last.phase || first.package !== last.package)
+        ? [first, last]
+        : [first];
+    for (const who of whos) {
+      const r = toReportEvent(s.event, who);
+      if (!r) continue;
+      events.push({ ...r, count: s.count });
+    }
+    summarised.push(s.event);
+  }
   events.sort(compareEvents);
+  findings.push(...(input.captureFindings ?? []));
   for (const why of input.tampering ?? [])
     findings.push({
       id: 'tampering',
@@ -389,14 +418,8 @@ export function buildReport(input: {
       package: subjectId,
       message: `${counts.outsideSteps} attempt(s) happened while no step was running, when no process of the package should have been alive; they are charged to ${subjectId} during install, the strictest phase`,
     });
-  if (counts.withoutProcess > 0)
-    findings.push({
-      id: 'unattributed',
-      severity: 'info',
-      message: `for ${counts.withoutProcess} attempt(s) the observer could not name the process; each is charged to the package of the step that was running`,
-    });
   const leaked = new Set<string>();
-  for (const leak of findBaitLeaks(input.events, input.bait ?? [])) {
+  for (const leak of findBaitLeaks([...input.events, ...summarised], input.bait ?? [])) {
     const who = attribute(leak.event, input.windows, subjectId);
     const r = toReportEvent(leak.event, who);
     if (!r) continue;
@@ -435,10 +458,16 @@ export function buildReport(input: {
 export function summarizeEvents(events: ReportEvent[]): { event: ReportEvent; times: number }[] {
   const out = new Map<string, { event: ReportEvent; times: number }>();
   for (const e of events) {
-    const key = JSON.stringify(e);
+    // ICMP and dropped packets carry their own count; for other kinds `count` says how many
+    // attempts a capture summary stands for.
+    const own = e.kind === 'icmp' || e.kind === 'dropped';
+    const { count, ...rest } = e;
+    const shown = own ? e : rest;
+    const n = own ? 1 : (count ?? 1);
+    const key = JSON.stringify(shown);
     const prev = out.get(key);
-    if (prev) prev.times++;
-    else out.set(key, { event: e, times: 1 });
+    if (prev) prev.times += n;
+    else out.set(key, { event: shown, times: n });
   }
   return [...out.values()];
 }

@@ -159,6 +159,36 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
     assert.equal(probe.host, 'vsock-errno97.vsock-probe.example');
   });
 
+  it('51,000 lookups of one name do not hide the POST that follows them', async () => {
+    const { r, report } = await check('tamper-lookup-flood', '--settle', '1');
+    assert.equal(r.code, 1);
+    const leak = baitLeak(report, 'collect.lookup-flood.example:80');
+    assert.equal(leak.package, 'tamper-lookup-flood@1.0.0');
+    assert.equal(leak.phase, 'install');
+    // The flood itself is one destination, counted to the attempt.
+    const flood = report.events.filter((e) => e.host === 'cdn.updates-check.example');
+    const counted = flood.reduce((n, e) => n + (e.count ?? 1), 0);
+    assert.ok(counted > 1000, `${counted} lookups counted`);
+    assert.ok(report.findings.some((f) => f.id === 'capture-summarised'));
+  });
+
+  it('a flood of datagrams and held connections: the theft is still seen, and what was lost is said', async () => {
+    const { r, report } = await check('tamper-connection-flood', '--settle', '1');
+    assert.equal(r.code, 1);
+    const leak = baitLeak(report, 'collect.connection-flood.example:80');
+    assert.equal(leak.package, 'tamper-connection-flood@1.0.0');
+    assert.equal(leak.phase, 'install');
+    const udp = report.events
+      .filter((e) => e.kind === 'udp')
+      .reduce((n, e) => n + (e.count ?? 1), 0);
+    const lost = report.findings.find((f) => f.id === 'datagrams-lost');
+    // Every datagram is either recorded or counted as lost by the kernel, never silently gone.
+    assert.ok(udp > 0);
+    assert.ok(udp >= 20000 || lost, `${udp} datagrams recorded and no loss reported`);
+    // Attempts without their process are still charged to the package, by its step.
+    assert.ok(report.events.every((e) => e.package === 'tamper-connection-flood@1.0.0'));
+  });
+
   it('a fork chain no listing of /proc catches is killed with its step', async () => {
     const { r, report } = await check('tamper-fork-chain', '--settle', '1');
     assert.equal(r.code, 1);

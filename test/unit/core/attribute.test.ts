@@ -68,6 +68,25 @@ describe('attribute', () => {
 });
 
 describe('buildReport', () => {
+  it('a summary of many attempts is charged where they were made, both steps when they span two', () => {
+    const subject = { name: 'app', version: '1.0.0', integrity: null, spec: 'app' };
+    const event = dns(1500);
+    const r = buildReport({
+      subject,
+      phases: [],
+      windows,
+      events: [],
+      summaries: [{ event, count: 900, firstT: 1500, lastT: 3200 }],
+    });
+    assert.deepEqual(
+      r.events.map((e) => [e.phase, e.package, e.count]),
+      [
+        ['install', 'dep@1.0.0', 900],
+        ['import', 'app@1.0.0', 900],
+      ],
+    );
+  });
+
   const subject = { name: 'app', version: '1.0.0', integrity: null, spec: 'app' };
   it('drops no event, counts those without process or outside steps, and makes tampering critical', () => {
     const events: CaptureEvent[] = [
@@ -82,7 +101,6 @@ describe('buildReport', () => {
     assert.deepEqual(ids, [
       ['tampering', 'critical'],
       ['unattributed', 'medium'],
-      ['unattributed', 'info'],
     ]);
     assert.equal(r.verdict, 'fail');
   });
