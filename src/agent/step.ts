@@ -12,7 +12,7 @@
  * runs a list of steps one after another in one process.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { lstatSync, readdirSync } from 'node:fs';
+import { lchownSync, lstatSync, readdirSync, readlinkSync, type Dirent } from 'node:fs';
 import { cmdline, liveThreads, monotonicMs as now, pids, uids } from './proc.js';
 
 /** The package's user in the sandbox (the runner image's uid and gid 1000). */
@@ -30,12 +30,14 @@ export interface StepInput {
   settleMs: number;
   env?: Record<string, string>;
   /**
-   * Files the step must not change: everything under `watch` except the folders in `own` (the
-   * step's package and what it bundles; their `node_modules` of other packages stay watched).
-   * A change there (another package's code, npm's configuration) would run in a later step
-   * under another package's name.
+   * The project's other packages are locked for the step: every file and folder under
+   * `<project>/node_modules` is made root's (readable, not writable, by the package's user)
+   * except the folders in `own` (the step's package and what it bundles) and the top
+   * `node_modules` folder itself (where installers keep caches such as .prisma). `watch` are the
+   * files a package could still replace to act in a later step under another package's name
+   * (npm's configuration, the project's manifest, bin links): a change there is reported.
    */
-  guard?: { watch: string[]; own: string[] };
+  guard?: { project: string; own: string[]; watch: string[] };
 }
 
 export interface Leftover {
@@ -69,61 +71,100 @@ export interface StepOutput {
   modified?: { count: number; paths: string[] };
 }
 
-/** At most this many entries are compared; past it the guard says it stopped looking. */
-const GUARD_MAX_ENTRIES = 400_000;
+/**
+ * Make the project's packages root's but the step's own: the package's user can read them and
+ * run them, never change them, rename them or add files to them (the folders are root's too), so
+ * no step can plant code in another package. Done before every step, so files a package wrote
+ * in its own folder are locked before the next step starts. Needs CAP_CHOWN.
+ */
+function lockProject(guard: NonNullable<StepInput['guard']>): void {
+  const own = new Set(guard.own.map((p) => p.replace(/\/+$/, '')));
+  const top = `${guard.project}/node_modules`;
+  const set = (path: string, uid: number, gid: number) => {
+    try {
+      const st = lstatSync(path);
+      if (st.uid !== uid || st.gid !== gid) lchownSync(path, uid, gid);
+    } catch {
+      // gone meanwhile
+    }
+  };
+  const visit = (path: string, inOwn: boolean) => {
+    const mine = inOwn || own.has(path);
+    const [uid, gid] = mine || path === top ? [PACKAGE_UID, PACKAGE_GID] : [0, 0];
+    set(path, uid, gid);
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(path, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const child = `${path}/${e.name}`;
+      if (e.isDirectory()) visit(child, mine);
+      else set(child, ...((mine ? [PACKAGE_UID, PACKAGE_GID] : [0, 0]) as [number, number]));
+    }
+  };
+  visit(top, false);
+  for (const f of ['package.json', 'package-lock.json']) set(`${guard.project}/${f}`, 0, 0);
+}
 
 /**
- * What identifies a file's content without reading it: inode, size, mode, mtime, and ctime unless
- * only the link count moved (a hard link to it, as installers make, changes ctime; a write whose
- * mtime was set back does not change nlink).
+ * What the watched files are: a symlink by where it points (npm makes bin links again on every
+ * rebuild), a file by inode, size, mode, mtime and ctime (a rewrite whose mtime was set back still
+ * moves ctime), a folder by its entries' names.
  */
 function snapshot(guard: NonNullable<StepInput['guard']>): Map<string, string> {
-  const own = new Set(guard.own.map((p) => p.replace(/\/+$/, '')));
   const out = new Map<string, string>();
-  const visit = (path: string, inOwn: boolean) => {
-    if (out.size >= GUARD_MAX_ENTRIES) return;
+  const visit = (path: string, depth: number) => {
     let st: ReturnType<typeof lstatSync>;
     try {
       st = lstatSync(path, { bigint: true });
     } catch {
       return;
     }
-    const mine = inOwn || own.has(path);
-    if (!mine)
-      out.set(path, `${st.ino}:${st.size}:${st.mode}:${st.mtimeNs}:${st.nlink}:${st.ctimeNs}`);
-    if (!st.isDirectory()) return;
-    let names: string[];
+    if (st.isSymbolicLink()) {
+      let to = '';
+      try {
+        to = readlinkSync(path);
+      } catch {
+        // gone meanwhile
+      }
+      out.set(path, `link:${to}`);
+      return;
+    }
+    if (!st.isDirectory()) {
+      out.set(path, `${st.ino}:${st.size}:${st.mode}:${st.mtimeNs}:${st.ctimeNs}`);
+      return;
+    }
+    out.set(path, 'dir');
+    if (depth <= 0) return;
+    let names: string[] = [];
     try {
       names = readdirSync(path);
     } catch {
       return;
     }
-    for (const n of names) {
-      // Inside the step's own folder only its node_modules (other packages) is watched, and
-      // within that, a folder of its own again is not.
-      if (mine && n !== 'node_modules' && !own.has(`${path}/${n}`)) continue;
-      visit(`${path}/${n}`, mine && n !== 'node_modules');
-    }
+    for (const n of names) visit(`${path}/${n}`, depth - 1);
   };
-  for (const w of guard.watch) visit(w.replace(/\/+$/, ''), false);
-  if (out.size >= GUARD_MAX_ENTRIES) out.set('\0truncated', '');
+  for (const w of guard.watch) visit(w.replace(/\/+$/, ''), 2);
+  // The top node_modules: a package folder that appears there (not a dot folder) could shadow
+  // a package another step looks for.
+  const top = `${guard.project}/node_modules`;
+  let names: string[] = [];
+  try {
+    names = readdirSync(top);
+  } catch {
+    // no dependencies
+  }
+  for (const n of names) if (!n.startsWith('.')) out.set(`${top}/${n}`, 'entry');
   return out;
 }
 
 function changes(before: Map<string, string>, after: Map<string, string>): string[] {
   const changed: string[] = [];
-  for (const [path, id] of after) {
-    const was = before.get(path);
-    if (was === id) continue;
-    if (was !== undefined && path.length > 0) {
-      // Same inode, size, mode, mtime: only a hard link added or removed changes ctime with nlink.
-      const [a, b] = [was.split(':'), id.split(':')];
-      if (a.slice(0, 4).join(':') === b.slice(0, 4).join(':') && a[4] !== b[4]) continue;
-    }
-    changed.push(path);
-  }
+  for (const [path, id] of after) if (before.get(path) !== id) changed.push(path);
   for (const path of before.keys()) if (!after.has(path)) changed.push(path);
-  return changed.filter((p) => !p.startsWith('\0')).sort();
+  return changed.sort();
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -196,6 +237,7 @@ export async function killPackageProcesses(): Promise<{ killed: number; survivor
 export async function runStep(input: StepInput): Promise<StepOutput> {
   // Nothing of an earlier step may act in this one.
   const before = await killPackageProcesses();
+  if (input.guard) lockProject(input.guard);
   const files = input.guard ? snapshot(input.guard) : undefined;
   const head = { out: [] as Buffer[], err: [] as Buffer[] };
   const size = { out: 0, err: 0 };

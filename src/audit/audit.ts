@@ -337,6 +337,7 @@ async function runShard(
     args: ['--input-type=module', '-e', HARNESS_SOURCE, mode],
     env: { [HARNESS_INPUT_VAR]: JSON.stringify({ mode, name: target(p), marker }) },
     timeoutMs: o.importTimeoutMs,
+    own: [p.location],
   });
   const requires = await batch(shard.map((p) => load(p, 'require')));
   const retry = shard.filter((p, i) => {

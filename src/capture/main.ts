@@ -47,7 +47,8 @@ export const CAPTURE_PORTS = { tcp: 15001, dns: 15053, udp: 15002 } as const;
 const BODY_SAMPLE_MAX = 64 * 1024;
 /** After this many sample bytes in all, samples shrink to 1 KiB each. */
 const BODY_SAMPLE_BUDGET = 16 * 1024 * 1024;
-const RAW_SAMPLE_MAX = 256;
+/** Raw TCP and UDP payloads kept for judging (a raw stream is classified within its first 4 KiB). */
+const RAW_SAMPLE_MAX = 4096;
 /** How long a connection may stay silent before we record what we have. */
 const IDLE_MS = 1500;
 /** The longest we hold any one connection. */

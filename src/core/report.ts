@@ -369,7 +369,8 @@ export function buildReport(input: {
     const r = toReportEvent(e, who);
     if (!r) continue;
     if (who.outside) counts.outsideSteps++;
-    else if (who.noProcess) counts.withoutProcess++;
+    // ICMP and other protocols are counted by the kernel, never tied to a process.
+    else if (who.noProcess && e.kind !== 'icmp' && e.kind !== 'dropped') counts.withoutProcess++;
     // Own keys only: a command line such as `constructor` must not find Object's prototype.
     const names = input.processNames ?? {};
     const shown = r.process && Object.hasOwn(names, r.process) ? names[r.process] : undefined;

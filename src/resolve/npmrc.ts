@@ -156,8 +156,8 @@ export function fetchOptions(config: NpmConfig): Record<string, unknown> {
 }
 
 /**
- * The origins of the registries the configuration names (the default one and every scope's): a
- * tarball fetched from elsewhere is not vouched for by a registry.
+ * The registries the configuration names (the default one and every scope's), as origin and base
+ * path: a tarball fetched from elsewhere is not vouched for by a registry.
  */
 export function registryOrigins(config: NpmConfig): string[] {
   const urls = Object.entries(config)
@@ -166,7 +166,8 @@ export function registryOrigins(config: NpmConfig): string[] {
   const origins = new Set<string>();
   for (const u of [...urls, 'https://registry.npmjs.org/']) {
     try {
-      origins.add(new URL(u).origin);
+      const url = new URL(u);
+      origins.add(`${url.origin}${url.pathname}`);
     } catch {
       // not a URL: npm would not fetch from it either
     }

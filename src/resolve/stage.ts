@@ -250,10 +250,24 @@ export function vouchedFor(
   } catch {
     return false;
   }
-  if (!registries.includes(url.origin)) return false;
+  // The tarball path of this very name and version right under a configured registry's base (a
+  // path that merely ends like it, say under another scope, is not).
   const base = n.packageName.slice(n.packageName.lastIndexOf('/') + 1);
-  const path = decodeURIComponent(url.pathname);
-  return path.endsWith(`/${n.packageName}/-/${base}-${n.version}.tgz`);
+  const expected = `${n.packageName}/-/${base}-${n.version}.tgz`;
+  let path: string;
+  try {
+    path = decodeURIComponent(url.pathname);
+  } catch {
+    return false;
+  }
+  return (
+    url.search === '' &&
+    registries.some((r) => {
+      const reg = new URL(r);
+      const root = reg.pathname.endsWith('/') ? reg.pathname : `${reg.pathname}/`;
+      return reg.origin === url.origin && path === `${root}${expected}`;
+    })
+  );
 }
 
 /** `name@version` of the package whose tarball ships `n`, if a package's does. */

@@ -208,22 +208,23 @@ function checkOutput(
 }
 
 /**
- * What no step may change but its own package's folder: the project's packages (bin links aside,
- * which npm itself makes again), the project's package.json, and npm's configuration files.
+ * What a step may write: its own package's folders (and the project folder and the top
+ * node_modules, for caches); what is watched besides: npm's configuration files, the project's
+ * manifest and lockfile, bin links (see StepInput.guard).
  */
 function guardFor(step: Step, home: string): StepInput['guard'] {
   if (!step.own) return undefined;
   return {
+    project: SANDBOX_WORKDIR,
+    own: step.own.map((l) => `${SANDBOX_WORKDIR}/${l}`),
     watch: [
-      `${SANDBOX_WORKDIR}/node_modules`,
       `${SANDBOX_WORKDIR}/package.json`,
+      `${SANDBOX_WORKDIR}/package-lock.json`,
       `${SANDBOX_WORKDIR}/.npmrc`,
+      `${SANDBOX_WORKDIR}/node_modules/.bin`,
+      `${SANDBOX_WORKDIR}/node_modules/.package-lock.json`,
       `${home}/.npmrc`,
       `${home}/.config/npm`,
-    ],
-    own: [
-      ...step.own.map((l) => `${SANDBOX_WORKDIR}/${l}`),
-      `${SANDBOX_WORKDIR}/node_modules/.bin`,
     ],
   };
 }

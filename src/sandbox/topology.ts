@@ -26,11 +26,12 @@ export const SANDBOX_USER = '1000:1000';
  * The agents' privileges in the sandbox: root, every capability dropped but these, and
  * no-new-privileges. SYS_PTRACE and DAC_READ_SEARCH let the observer read the package's
  * /proc/<pid>/fd and environ; KILL lets the step driver stop and kill the package's processes;
+ * CHOWN lets it lock the project's other packages for each step (root's, read-only to the user);
  * SETUID and SETGID let it start each step as the package's user, which then holds no
  * capability at all. (A container whose user is not root would give `docker exec -u 0` no
  * capabilities, so the container runs as root and package code never does.)
  */
-const AGENT_CAPS = ['SYS_PTRACE', 'DAC_READ_SEARCH', 'KILL', 'SETUID', 'SETGID'];
+const AGENT_CAPS = ['SYS_PTRACE', 'DAC_READ_SEARCH', 'KILL', 'SETUID', 'SETGID', 'CHOWN'];
 /**
  * How an agent is started: the real node binary (not the runner's `node`, which loads the clock
  * preload), with SIGUSR1's inspector disabled.

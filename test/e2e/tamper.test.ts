@@ -225,9 +225,9 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
       rmSync(dir, { recursive: true, force: true });
     });
 
-    it("code planted in another package's install script is a critical finding", async () => {
-      // The victim's download is allowed for it by the user's policy: the theft would run in
-      // its step, under its name and allowance.
+    it("another package's files are locked for a step; npm's configuration is watched", async () => {
+      // The victim's download is allowed for it by the user's policy: a theft planted in its
+      // script would run in its step, under its name and allowance.
       const policy = join(dir, 'phonehome.policy.yaml');
       writeFileSync(
         policy,
@@ -241,14 +241,19 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
         policy,
       );
       assert.equal(r.code, 1, r.stderr);
+      // In the package's own words: the victim's script was not writable; the tree had no bin
+      // links, so the shim went into a new node_modules/.bin (watched, below).
+      const said = report.events.find((e) => e.host?.endsWith('.modify-victim.example'));
+      assert.equal(said?.host, 'plant-eacces-bin-done.modify-victim.example');
+      assert.equal(said?.package, 'tamper-modify-victim@1.0.0');
+      // ~/.npmrc is the user's to write, so it is watched: the preload is a critical finding.
       const planted = report.findings.find((f) => f.id === 'tree-modified');
       assert.ok(planted, JSON.stringify(report.findings.map((f) => f.id)));
       assert.equal(planted.severity, 'critical');
       assert.equal(planted.package, 'tamper-modify-victim@1.0.0');
       assert.equal(planted.phase, 'install');
-      assert.match(planted.message, /node_modules\/tamper-victim\/fetch\.js/);
-      // The theft itself is seen too, in the victim's step where it ran.
-      assert.ok(report.findings.some((f) => f.id === 'bait-leak'));
+      assert.match(planted.message, /\.npmrc/);
+      assert.match(planted.message, /node_modules\/\.bin\/node/);
     });
 
     it("a tarball that calls itself bcrypt@5.1.1 gets none of bcrypt's known egress", async () => {
