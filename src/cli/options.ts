@@ -73,6 +73,23 @@ const DEFINITIONS = {
 
 export type FlagName = keyof typeof DEFINITIONS | 'failOn';
 
+/** What every command that runs packages in the sandbox takes. */
+export const RUN_FLAGS: FlagName[] = [
+  'registry',
+  'policy',
+  'policyOverride',
+  'store',
+  'noCache',
+  'as',
+];
+/** The time limits of the phases. */
+export const LIMIT_FLAGS: FlagName[] = [
+  'installTimeout',
+  'importTimeout',
+  'exerciseTimeout',
+  'settle',
+];
+
 /** The values commander gives for the shared flags (each command's own come on top). */
 export interface SharedFlags {
   json?: boolean;

@@ -126,7 +126,8 @@ function haystacks(events: CaptureEvent[]): Haystack[] {
         break;
       case 'tls':
         if (e.sni) out.push({ channel: 'TLS server name', text: e.sni, caseless: true, event: e });
-        for (const p of e.alpn ?? []) out.push({ channel: 'TLS ALPN', text: p, caseless: false, event: e });
+        for (const p of e.alpn ?? [])
+          out.push({ channel: 'TLS ALPN', text: p, caseless: false, event: e });
         break;
       case 'udp':
         if (e.sampleHex)

@@ -10,6 +10,8 @@ import {
   storeFromFlags,
   timeoutsFromFlags,
   withFlags,
+  LIMIT_FLAGS,
+  RUN_FLAGS,
   type SharedFlags,
 } from '../options.js';
 import { renderAuditMarkdown, renderAuditText } from '../render-audit.js';
@@ -83,20 +85,9 @@ export function auditCommand(): Command {
       ).choices(['dev', 'optional', 'peer']),
     )
     .option('--concurrency <n>', 'sandboxes at once (default: from CPU count and free memory)');
-  return withFlags(cmd, [
-    'json',
-    'markdown',
-    'registry',
-    'policy',
-    'policyOverride',
-    'store',
-    'noCache',
-    'as',
-    'failOn',
-    'installTimeout',
-    'importTimeout',
-    'settle',
-  ])
+  // No exercise phase in an audit.
+  const limits = LIMIT_FLAGS.filter((f) => f !== 'exerciseTimeout');
+  return withFlags(cmd, ['json', 'markdown', ...RUN_FLAGS, 'failOn', ...limits])
     .addHelpText(
       'after',
       `

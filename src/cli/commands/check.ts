@@ -12,6 +12,8 @@ import {
   storeFromFlags,
   timeoutsFromFlags,
   withFlags,
+  LIMIT_FLAGS,
+  RUN_FLAGS,
   type SharedFlags,
 } from '../options.js';
 import { renderText } from '../render-text.js';
@@ -62,20 +64,7 @@ export function checkCommand(): Command {
       '--against <version>',
       'compare with an earlier version of the package (a version, or "previous": the one before by semver)',
     );
-  return withFlags(cmd, [
-    'json',
-    'registry',
-    'policy',
-    'policyOverride',
-    'store',
-    'noCache',
-    'as',
-    'failOn',
-    'installTimeout',
-    'importTimeout',
-    'exerciseTimeout',
-    'settle',
-  ])
+  return withFlags(cmd, ['json', ...RUN_FLAGS, 'failOn', ...LIMIT_FLAGS])
     .addHelpText(
       'after',
       `

@@ -11,6 +11,8 @@ import {
   storeFromFlags,
   timeoutsFromFlags,
   withFlags,
+  LIMIT_FLAGS,
+  RUN_FLAGS,
   type SharedFlags,
 } from '../options.js';
 
@@ -21,20 +23,7 @@ export function diffCommand(): Command {
     )
     .argument('<old-spec>', 'the earlier version (name@1.2.3, a .tgz, a folder)')
     .argument('<new-spec>', 'the later version');
-  return withFlags(cmd, [
-    'json',
-    'markdown',
-    'registry',
-    'policy',
-    'policyOverride',
-    'store',
-    'noCache',
-    'as',
-    'installTimeout',
-    'importTimeout',
-    'exerciseTimeout',
-    'settle',
-  ])
+  return withFlags(cmd, ['json', 'markdown', ...RUN_FLAGS, ...LIMIT_FLAGS])
     .addHelpText(
       'after',
       `

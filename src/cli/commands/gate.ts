@@ -10,6 +10,8 @@ import {
   storeFromFlags,
   timeoutsFromFlags,
   withFlags,
+  LIMIT_FLAGS,
+  RUN_FLAGS,
   type SharedFlags,
 } from '../options.js';
 import { renderGateMarkdown, renderGateSarif, renderGateText } from '../render-gate.js';
@@ -29,25 +31,7 @@ export function gateCommand(): Command {
       '--sarif <file>',
       'write SARIF 2.1.0 results (each at the lockfile entry of its package)',
     );
-  return withFlags(
-    cmd,
-    [
-      'json',
-      'markdown',
-      'registry',
-      'policy',
-      'policyOverride',
-      'store',
-      'noCache',
-      'as',
-      'failOn',
-      'installTimeout',
-      'importTimeout',
-      'exerciseTimeout',
-      'settle',
-    ],
-    'fail',
-  )
+  return withFlags(cmd, ['json', 'markdown', ...RUN_FLAGS, 'failOn', ...LIMIT_FLAGS], 'fail')
     .addHelpText(
       'after',
       `
