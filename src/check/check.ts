@@ -17,7 +17,7 @@ import { buildImages } from '../images/build.js';
 import { evaluate } from '../policy/evaluate.js';
 import { loadPolicy, type LoadedPolicy } from '../policy/load.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
-import { stage } from '../resolve/stage.js';
+import { stage, type StagedPackage } from '../resolve/stage.js';
 import type { IdentityProfile } from '../sandbox/identity.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
 import { SANDBOX_RESOLVERS, SANDBOX_WORKDIR } from '../sandbox/topology.js';
@@ -84,16 +84,44 @@ export async function check(
   spec: string,
   opts: CheckOptions = {},
 ): Promise<CheckReport> {
-  const o = { ...CHECK_DEFAULTS, ...opts };
-  const log = opts.log ?? (() => undefined);
   // Read before anything starts: a broken policy file is the user's to fix, not a run to waste.
   const judge = opts.policy ?? loadPolicy();
-  const { refs } = await buildImages(images, { log });
-  log(`[check] resolving ${spec}`);
+  opts.log?.(`[check] resolving ${spec}`);
   await using staged = await stage(spec, {
     ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
+  // Awaited here: the staged folder is removed when this function returns.
+  return await checkStaged(engine, images, staged, { ...opts, policy: judge });
+}
+
+/**
+ * What checkStaged needs of a staged tree: the package asked about, every package of the tree,
+ * and the tree itself. `location` says where the package asked about is in the tree when it is
+ * not at node_modules/<name> (a package of a lockfile, say).
+ */
+export type StagedSubject = Pick<
+  StagedPackage,
+  'name' | 'version' | 'integrity' | 'spec' | 'packages' | 'bins' | 'tar'
+> & { location?: string };
+
+/** Run the phases on a staged tree: the one loop check and gate share (audit: src/audit). */
+export async function checkStaged(
+  engine: SandboxEngine,
+  images: ImageStore,
+  staged: StagedSubject,
+  opts: CheckOptions = {},
+): Promise<CheckReport> {
+  const o = { ...CHECK_DEFAULTS, ...opts };
+  const log = opts.log ?? (() => undefined);
+  const judge = opts.policy ?? loadPolicy();
+  const spec = staged.spec;
+  const { refs } = await buildImages(images, { log });
+  const location = staged.location ?? `node_modules/${staged.name}`;
+  // What the harness loads: by name from the project, as its code would; a nested package by path.
+  const target =
+    location === `node_modules/${staged.name}` ? staged.name : `${SANDBOX_WORKDIR}/${location}`;
+  const binDir = `${SANDBOX_WORKDIR}/${location.slice(0, location.lastIndexOf('/'))}/.bin`;
   const scripted = staged.packages.filter((p) => p.installScripts.length > 0);
   log(
     `[check] ${staged.name}@${staged.version}: ${staged.packages.length} package(s), ${scripted.length} with install scripts`,
@@ -102,6 +130,7 @@ export async function check(
   await using run = engine.newRun();
   const topo = await startProject(run, refs, staged.tar(), opts.as);
   const subject = idOf(staged);
+  const subjectFolders = staged.packages.filter((p) => idOf(p) === subject).map((p) => p.location);
   const marker = `@@${randomBytes(8).toString('hex')}@@`;
   const harness = (
     phase: Phase,
@@ -114,8 +143,9 @@ export async function check(
     cmd: 'node',
     // The mode is repeated as an argument so the command line says which load made an attempt.
     args: ['--input-type=module', '-e', HARNESS_SOURCE, input.mode],
-    env: { [HARNESS_INPUT_VAR]: JSON.stringify({ ...input, name: staged.name, marker }) },
+    env: { [HARNESS_INPUT_VAR]: JSON.stringify({ ...input, name: target, marker }) },
     timeoutMs,
+    own: subjectFolders,
   });
   const plan: PhasePlan[] = [
     {
@@ -144,10 +174,11 @@ export async function check(
             label: `${[bin, ...args].join(' ')}`,
             phase: 'exercise',
             package: subject,
-            cmd: `${SANDBOX_WORKDIR}/node_modules/.bin/${bin}`,
+            cmd: `${binDir}/${bin}`,
             args,
             timeoutMs: o.binTimeoutMs,
             exitMayFail: true,
+            own: subjectFolders,
           })),
         ),
       ],

@@ -18,7 +18,7 @@ import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
 import { sandboxSeccompProfile } from '../sandbox/seccomp.js';
 import { SANDBOX_RESOLVERS } from '../sandbox/topology.js';
 import type { ResultStore, StoredRun } from '../store/store.js';
-import type { CheckOptions } from './check.js';
+import type { CheckOptions, StagedSubject } from './check.js';
 import { CHECK_DEFAULTS } from './defaults.js';
 
 /** The sandbox, set up only when something has to run. */
@@ -106,6 +106,15 @@ export async function checkStored(
       'EUSAGE',
       `--against resolved to ${baseline.report.subject.name}, not ${name}.`,
     );
+  return compared(subject, baseline, policy);
+}
+
+/** The subject judged against an earlier version of it (what the change brings). */
+function compared(
+  subject: StoredCheckResult,
+  baseline: StoredCheckResult,
+  policy: NonNullable<CheckOptions['policy']>,
+): StoredCheckResult {
   const diff = diffReports(baseline.report, subject.report);
   return {
     report: judgeChanges(subject.report, diff, policy.policy),
@@ -117,18 +126,52 @@ export async function checkStored(
   };
 }
 
+/**
+ * A package exactly as a lockfile pins it (its resolved tarball and integrity, and the sub-tree
+ * the lockfile gives it): found in the store by that integrity, staged only when it must run.
+ */
+export interface LockedSubject {
+  name: string;
+  version: string;
+  integrity: string | null;
+  /** How the report names it (`name@version (lockfile)`). */
+  spec: string;
+  stage(): Promise<StagedSubject>;
+}
+
+/** check of a locked package, from the store when it can be, against a locked base version. */
+export async function checkLocked(
+  sandbox: SandboxProvider,
+  subject: LockedSubject,
+  base: LockedSubject | undefined,
+  opts: StoredCheckOptions = {},
+): Promise<StoredCheckResult> {
+  const policy = opts.policy ?? loadPolicy();
+  const o = { ...opts, policy };
+  const head = await one(sandbox, subject, o);
+  if (!base) return head;
+  opts.log?.(
+    `[check] comparing ${subject.name}@${subject.version} with ${base.name}@${base.version}`,
+  );
+  return compared(head, await one(sandbox, base, o), policy);
+}
+
 /** One package: from the store when it has this tarball in this sandbox, else a run (kept). */
 async function one(
   sandbox: SandboxProvider,
-  spec: string,
+  what: string | LockedSubject,
   opts: StoredCheckOptions & { policy: NonNullable<CheckOptions['policy']> },
 ): Promise<StoredCheckResult> {
   const store = opts.store;
   const version = sandboxVersion(opts);
+  const spec = typeof what === 'string' ? what : what.spec;
   if (store && !opts.noCache) {
-    const subject = await resolveSubject(spec, {
-      ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
-    });
+    const subject =
+      typeof what === 'string'
+        ? await resolveSubject(what, { ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}) })
+        : what.integrity
+          ? { name: what.name, version: what.version, integrity: what.integrity }
+          : undefined;
     const hit = subject && store.find({ ...subject, sandbox: version });
     if (hit) {
       opts.log?.(
@@ -143,8 +186,14 @@ async function one(
     }
   }
   const started = performance.now();
-  const [{ engine, images }, { check }] = await Promise.all([sandbox(), import('./check.js')]);
-  const report = await check(engine, images, spec, opts);
+  const [{ engine, images }, { check, checkStaged }] = await Promise.all([
+    sandbox(),
+    import('./check.js'),
+  ]);
+  const report =
+    typeof what === 'string'
+      ? await check(engine, images, what, opts)
+      : await checkStaged(engine, images, await what.stage(), opts);
   store?.save(report, {
     sandbox: version,
     phonehomeVersion: phonehomeVersion(),

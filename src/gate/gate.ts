@@ -10,11 +10,18 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import semver from 'semver';
-import { checkStored, type SandboxProvider } from '../check/stored.js';
+import { checkLocked, type LockedSubject, type SandboxProvider } from '../check/stored.js';
 import { PhonehomeError } from '../core/errors.js';
 import { compareFindings, verdictOf, worstVerdict, type CheckReport } from '../core/report.js';
 import type { LoadedPolicy } from '../policy/load.js';
-import { findLockfile, loadLockTree, type LockEntry } from '../resolve/lockfile.js';
+import {
+  findLockfile,
+  loadLockTree,
+  type LockEntry,
+  type LockTree,
+  type StagedTree,
+} from '../resolve/lockfile.js';
+import { closure, idOf, packageSummary } from '../run/summaries.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
 import type { ResultStore } from '../store/store.js';
 
@@ -295,6 +302,60 @@ function forChange(report: CheckReport, change: LockChange): CheckReport {
 }
 
 /**
+ * A package of a lockfile as it pins it: staged from the locked tree (its resolved tarball,
+ * integrity checked) with the sub-tree the lockfile gives it, and loaded where it sits.
+ */
+function lockedSubject(
+  tree: LockTree,
+  staged: () => Promise<StagedTree>,
+  entry: LockEntry,
+): LockedSubject {
+  const id = `${entry.name}@${entry.version}`;
+  const spec = `${id} (${relative(process.cwd(), tree.lockfile) || tree.lockfile})`;
+  // A git dependency has no integrity, but its resolved URL names a commit: content-addressed too.
+  const integrity =
+    entry.integrity ??
+    (entry.resolved && /^git\+.*#[0-9a-f]{40}$/.test(entry.resolved) ? entry.resolved : null);
+  return {
+    name: entry.name,
+    version: entry.version,
+    integrity,
+    spec,
+    stage: async () => {
+      const t = await staged();
+      const summaries = new Map(t.packages.map((p) => [idOf(p), packageSummary(p)]));
+      const inClosure = new Set(closure(id, summaries).map((p) => p.id));
+      const manifest = (() => {
+        try {
+          return JSON.parse(readFileSync(join(t.dir, entry.location, 'package.json'), 'utf8')) as {
+            bin?: unknown;
+          };
+        } catch {
+          return {};
+        }
+      })();
+      const bin = manifest.bin;
+      const bins =
+        typeof bin === 'string'
+          ? [entry.name.slice(entry.name.lastIndexOf('/') + 1)]
+          : bin && typeof bin === 'object'
+            ? Object.keys(bin).sort()
+            : [];
+      return {
+        name: entry.name,
+        version: entry.version,
+        integrity,
+        spec,
+        location: entry.location,
+        packages: t.packages.filter((p) => inClosure.has(idOf(p))),
+        bins,
+        tar: () => t.tar(),
+      };
+    },
+  };
+}
+
+/**
  * The package checked is the registry's name@version; the lockfile must name that same tarball,
  * or what would be installed is not what was checked.
  */
@@ -357,20 +418,37 @@ export async function gate(
       `[gate] ${changes.changed.length} package(s) added or changed, ${changes.removed.length} removed`,
     );
     const packages: GatePackage[] = [];
+    // Each tree is fetched once, as locked, and only when a package of it has to run.
+    const stageOnce = (tree: LockTree) => {
+      let staged: Promise<StagedTree> | undefined;
+      return () => (staged ??= tree.stage());
+    };
+    const headStage = stageOnce(headTree);
+    const baseStage = stageOnce(baseTree);
     for (const c of changes.changed) {
       opts.signal?.throwIfAborted();
-      const r = await checkStored(sandbox, `${c.name}@${c.to}`, {
-        ...limitsOf(opts),
-        policy: opts.policy,
-        ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
-        ...(opts.store ? { store: opts.store } : {}),
-        ...(opts.noCache ? { noCache: true } : {}),
-        ...(c.from && c.kind === 'upgraded' ? { against: c.from } : {}),
-        ...(opts.log ? { log: opts.log } : {}),
-        ...(opts.signal ? { signal: opts.signal } : {}),
-      });
-      const locked = headTree.entries.find((e) => e.name === c.name && e.version === c.to);
-      const report = lockedContent(forChange(r.report, c), locked?.integrity ?? null);
+      const entry = headTree.entries.find(
+        (e) => e.name === c.name && e.version === c.to && (e.installable || !e.optional),
+      ) as LockEntry;
+      const baseEntry =
+        c.from && c.kind === 'upgraded'
+          ? baseTree.entries.find((e) => e.name === c.name && e.version === c.from)
+          : undefined;
+      const r = await checkLocked(
+        sandbox,
+        lockedSubject(headTree, headStage, entry),
+        baseEntry ? lockedSubject(baseTree, baseStage, baseEntry) : undefined,
+        {
+          ...limitsOf(opts),
+          policy: opts.policy,
+          ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
+          ...(opts.store ? { store: opts.store } : {}),
+          ...(opts.noCache ? { noCache: true } : {}),
+          ...(opts.log ? { log: opts.log } : {}),
+          ...(opts.signal ? { signal: opts.signal } : {}),
+        },
+      );
+      const report = lockedContent(forChange(r.report, c), entry.integrity);
       const line = entryLine(lockText, c.name, c.to);
       packages.push({
         ...c,

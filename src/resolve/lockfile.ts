@@ -106,6 +106,8 @@ export interface LockEntry {
   name: string;
   version: string;
   integrity: string | null;
+  /** Where the lockfile says the tarball comes from (a registry or tarball URL, file:, git). */
+  resolved: string | null;
   location: string;
   /** Names from the project down to this package (`app > a > b`), the shortest way in. */
   path: string[];
@@ -226,6 +228,7 @@ export async function loadLockTree(
       name: n.packageName,
       version: n.version,
       integrity: n.integrity,
+      resolved: n.resolved,
       location: n.location,
       path: [projectName, ...(paths.get(n.location) ?? [n.packageName])],
       dev: n.dev,

@@ -2,10 +2,20 @@
  * End to end: `phonehome gate` between two lockfiles, packages from a real registry (verdaccio).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import * as tar from 'tar';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { GateReport } from '../../src/gate/gate.js';
 import { cli, fixture, leftovers } from '../support/cli.js';
@@ -155,6 +165,81 @@ describe('phonehome gate (CLI)', () => {
     assert.doesNotMatch(again.stderr, /\[check\] phase/, 'no sandbox was started');
     const fresh = await gate(['--base', base, '--head', head, '--as', 'ci', '--no-cache']);
     assert.match(fresh.stderr, /\[check\] phase install|\[check\] phase import/);
+  });
+
+  it('packages added from a file: tarball, a tarball URL and a git repository are checked as locked, and a second gate runs nothing', async () => {
+    // Three copies of the beacon fixture under other names, each brought in another way.
+    const src = join(work, 'sources');
+    const copy = (name: string) => {
+      const dir = join(src, name);
+      cpSync(fixture('upgrade-beacon-1.0.1'), dir, { recursive: true });
+      const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as Record<
+        string,
+        unknown
+      >;
+      writeFileSync(
+        join(dir, 'package.json'),
+        JSON.stringify({ ...manifest, name, version: '1.0.0' }),
+      );
+      return dir;
+    };
+    const vendored = copy('vendored-beacon');
+    mkdirSync(join(src, 'pack'), { recursive: true });
+    cpSync(vendored, join(src, 'pack', 'package'), { recursive: true });
+    const base = await locked('pins-base', { 'honest-no-scripts': '^1.0.0' });
+    const head = mkdtempSync(join(work, 'pins-head-'));
+    mkdirSync(join(head, 'vendor'));
+    await tar.c(
+      {
+        gzip: true,
+        file: join(head, 'vendor', 'vendored-beacon-1.0.0.tgz'),
+        cwd: join(src, 'pack'),
+      },
+      ['package'],
+    );
+    const repo = copy('git-beacon');
+    const git = (...args: string[]) =>
+      execFileSync('git', ['-C', repo, ...args], { encoding: 'utf8' }).trim();
+    git('init', '-q');
+    git('-c', 'user.email=t@example.invalid', '-c', 'user.name=t', 'add', '.');
+    git('-c', 'user.email=t@example.invalid', '-c', 'user.name=t', 'commit', '-q', '-m', 'fixture');
+    const commit = git('rev-parse', 'HEAD');
+    writeFileSync(
+      join(head, 'package.json'),
+      JSON.stringify({
+        name: 'web-shop',
+        version: '1.0.0',
+        private: true,
+        dependencies: {
+          'honest-no-scripts': '^1.0.0',
+          'vendored-beacon': 'file:vendor/vendored-beacon-1.0.0.tgz',
+          'upgrade-beacon': new URL('upgrade-beacon/-/upgrade-beacon-1.0.1.tgz', registry.url).href,
+          'git-beacon': `git+file://${repo}#${commit}`,
+        },
+      }),
+    );
+    await registry.lock(head);
+    const first = await gate(['--base', base, '--head', head, '--json']);
+    assert.equal(first.code, 1, first.stderr);
+    const report = JSON.parse(first.stdout) as GateReport;
+    const lock = JSON.parse(readFileSync(join(head, 'package-lock.json'), 'utf8')) as {
+      packages: Record<string, { integrity?: string }>;
+    };
+    for (const name of ['vendored-beacon', 'upgrade-beacon', 'git-beacon']) {
+      const p = report.packages.find((x) => x.name === name);
+      assert.ok(p, `${name} is checked: ${first.stderr}`);
+      assert.equal(p.kind, 'added');
+      assert.equal(p.verdict, 'fail');
+      const beacon = p.report.events.find((e) => e.phase === 'install' && e.kind !== 'dns');
+      assert.ok(beacon, `${name}: its install-time beacon is seen`);
+      assert.equal(beacon.package, `${name}@${name === 'upgrade-beacon' ? '1.0.1' : '1.0.0'}`);
+      const locked = lock.packages[`node_modules/${name}`]?.integrity;
+      if (locked) assert.equal(p.report.subject.integrity, locked, `${name}: the locked tarball`);
+    }
+    const again = await gate(['--base', base, '--head', head]);
+    assert.equal(again.code, 1);
+    assert.doesNotMatch(again.stderr, /\[check\] phase/, 'no sandbox was started');
+    assert.equal((again.stderr.match(/served from the result store/g) ?? []).length, 3);
   });
 
   it('an added package whose download a policy entry allows passes, and the comment says which rule', async () => {

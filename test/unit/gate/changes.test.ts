@@ -7,6 +7,7 @@ const e = (name: string, version: string, path = ['app', name]): LockEntry => ({
   name,
   version,
   integrity: `sha512-${name}${version}`,
+  resolved: null,
   location: `node_modules/${name}`,
   path,
   dev: false,
