@@ -83,7 +83,10 @@ function lockProject(guard: NonNullable<StepInput['guard']>): void {
   const set = (path: string, uid: number, gid: number) => {
     try {
       const st = lstatSync(path);
-      if (st.uid !== uid || st.gid !== gid) lchownSync(path, uid, gid);
+      // A hard link is never handed to the package's user: it may be another package's file
+      // (where the kernel allows linking files one does not own).
+      const [u, g] = st.nlink > 1 && !st.isDirectory() ? [0, 0] : [uid, gid];
+      if (st.uid !== u || st.gid !== g) lchownSync(path, u, g);
     } catch {
       // gone meanwhile
     }
