@@ -12,7 +12,7 @@
  * runs a list of steps one after another in one process.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { lchownSync, lstatSync, readdirSync, readlinkSync, type Dirent } from 'node:fs';
+import { chmodSync, lchownSync, lstatSync, readdirSync, readlinkSync, type Dirent } from 'node:fs';
 import { cmdline, liveThreads, monotonicMs as now, pids, uids } from './proc.js';
 
 /** The package's user in the sandbox (the runner image's uid and gid 1000). */
@@ -87,14 +87,35 @@ function lockProject(guard: NonNullable<StepInput['guard']>): void {
       // (where the kernel allows linking files one does not own).
       const [u, g] = st.nlink > 1 && !st.isDirectory() ? [0, 0] : [uid, gid];
       if (st.uid !== u || st.gid !== g) lchownSync(path, u, g);
+      // What becomes root's stays readable (and runnable) for the package's user: a file its
+      // install wrote 0600 must still load in a later step.
+      if (u === 0 && !st.isSymbolicLink()) {
+        const mode = st.mode & 0o7777;
+        const other = (mode & 0o400 ? 0o004 : 0) | (mode & 0o100 || st.isDirectory() ? 0o001 : 0);
+        if ((mode & other) !== other) chmodSync(path, mode | other);
+      }
     } catch {
       // gone meanwhile
     }
   };
+  // The project folder and the top node_modules stay open for new entries (installers keep
+  // caches there, such as node_modules/.prisma) but are root's and sticky, as /tmp is: the
+  // package's user cannot rename or remove what it does not own, so no package folder can be
+  // swapped for another.
+  const sticky = (path: string) => {
+    try {
+      const st = lstatSync(path);
+      if (!st.isDirectory()) return;
+      if (st.uid !== 0 || st.gid !== 0) lchownSync(path, 0, 0);
+      if ((st.mode & 0o7777) !== 0o1777) chmodSync(path, 0o1777);
+    } catch {
+      // no node_modules: no dependencies
+    }
+  };
   const visit = (path: string, inOwn: boolean) => {
     const mine = inOwn || own.has(path);
-    const [uid, gid] = mine || path === top ? [PACKAGE_UID, PACKAGE_GID] : [0, 0];
-    set(path, uid, gid);
+    if (path === top) sticky(path);
+    else set(path, ...((mine ? [PACKAGE_UID, PACKAGE_GID] : [0, 0]) as [number, number]));
     let entries: Dirent[];
     try {
       entries = readdirSync(path, { withFileTypes: true });
@@ -107,6 +128,7 @@ function lockProject(guard: NonNullable<StepInput['guard']>): void {
       else set(child, ...((mine ? [PACKAGE_UID, PACKAGE_GID] : [0, 0]) as [number, number]));
     }
   };
+  sticky(guard.project);
   visit(top, false);
   for (const f of ['package.json', 'package-lock.json']) set(`${guard.project}/${f}`, 0, 0);
 }
@@ -114,7 +136,7 @@ function lockProject(guard: NonNullable<StepInput['guard']>): void {
 /**
  * What the watched files are: a symlink by where it points (npm makes bin links again on every
  * rebuild), a file by inode, size, mode, mtime and ctime (a rewrite whose mtime was set back still
- * moves ctime), a folder by its entries' names.
+ * moves ctime), a folder by the files in it.
  */
 function snapshot(guard: NonNullable<StepInput['guard']>): Map<string, string> {
   const out = new Map<string, string>();
@@ -139,7 +161,8 @@ function snapshot(guard: NonNullable<StepInput['guard']>): Map<string, string> {
       out.set(path, `${st.ino}:${st.size}:${st.mode}:${st.mtimeNs}:${st.ctimeNs}`);
       return;
     }
-    out.set(path, 'dir');
+    // A folder is what it holds: one made and left empty (node-gyp's cache after a failed header
+    // download) changes nothing a later step would run.
     if (depth <= 0) return;
     let names: string[] = [];
     try {
@@ -149,7 +172,7 @@ function snapshot(guard: NonNullable<StepInput['guard']>): Map<string, string> {
     }
     for (const n of names) visit(`${path}/${n}`, depth - 1);
   };
-  for (const w of guard.watch) visit(w.replace(/\/+$/, ''), 2);
+  for (const w of guard.watch) visit(w.replace(/\/+$/, ''), 6);
   // The top node_modules: a package folder that appears there (not a dot folder) could shadow
   // a package another step looks for.
   const top = `${guard.project}/node_modules`;
@@ -159,7 +182,12 @@ function snapshot(guard: NonNullable<StepInput['guard']>): Map<string, string> {
   } catch {
     // no dependencies
   }
-  for (const n of names) if (!n.startsWith('.')) out.set(`${top}/${n}`, 'entry');
+  for (const n of names) {
+    // A new cache folder (node_modules/.prisma) is not a change; a package folder that appears
+    // could shadow one another step looks for.
+    if (n.startsWith('.')) continue;
+    out.set(`${top}/${n}`, 'entry');
+  }
   return out;
 }
 

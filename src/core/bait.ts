@@ -128,6 +128,14 @@ function haystacks(events: CaptureEvent[]): Haystack[] {
         if (e.sni) out.push({ channel: 'TLS server name', text: e.sni, caseless: true, event: e });
         for (const p of e.alpn ?? [])
           out.push({ channel: 'TLS ALPN', text: p, caseless: false, event: e });
+        // The ClientHello's bytes (any extension) and what followed it are plaintext too.
+        if (e.firstBytesHex)
+          out.push({
+            channel: 'TLS handshake data',
+            text: latin1(e.firstBytesHex, 'hex'),
+            caseless: false,
+            event: e,
+          });
         break;
       case 'udp':
         if (e.sampleHex)

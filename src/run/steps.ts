@@ -225,6 +225,10 @@ function guardFor(step: Step, home: string): StepInput['guard'] {
       `${SANDBOX_WORKDIR}/node_modules/.package-lock.json`,
       `${home}/.npmrc`,
       `${home}/.config/npm`,
+      // What node-gyp reads to build the next package's addon (common.gypi may run commands).
+      `${home}/.cache/node-gyp`,
+      `${home}/.node-gyp`,
+      `${home}/.gyp`,
     ],
   };
 }

@@ -241,10 +241,11 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
         policy,
       );
       assert.equal(r.code, 1, r.stderr);
-      // In the package's own words: the victim's script was not writable; the tree had no bin
-      // links, so the shim went into a new node_modules/.bin (watched, below).
+      // In the package's own words: the victim's script was not writable and its folder could not
+      // be swapped; the tree had no bin links, so the shim went into a new node_modules/.bin
+      // (watched, below).
       const said = report.events.find((e) => e.host?.endsWith('.modify-victim.example'));
-      assert.equal(said?.host, 'plant-eacces-bin-done.modify-victim.example');
+      assert.equal(said?.host, 'plant-eacces-bin-done-swap-eperm.modify-victim.example');
       assert.equal(said?.package, 'tamper-modify-victim@1.0.0');
       // ~/.npmrc is the user's to write, so it is watched: the preload is a critical finding.
       const planted = report.findings.find((f) => f.id === 'tree-modified');
@@ -254,6 +255,7 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
       assert.equal(planted.phase, 'install');
       assert.match(planted.message, /\.npmrc/);
       assert.match(planted.message, /node_modules\/\.bin\/node/);
+      assert.match(planted.message, /\.cache\/node-gyp\/99\.0\.0\/include\/node\/common\.gypi/);
     });
 
     it("a tarball that calls itself bcrypt@5.1.1 gets none of bcrypt's known egress", async () => {
