@@ -212,10 +212,14 @@ export async function checkStaged(
   }
 
   const imported = phases.find((p) => p.name === 'import');
-  const notLoadable = (outputs.get('import') ?? [])
-    .map((r, i) => [i === 0 ? 'require' : 'import', parseHarness(r.stdout, marker)?.loadError])
-    .filter(([, code]) => code)
-    .map(([how, code]) => `${how}() not possible (${code})`);
+  // A load that gave no result line did not finish as the harness would: the package ended the
+  // process, or its output, before the harness could say what it loaded.
+  const notLoadable = (outputs.get('import') ?? []).flatMap((r, i) => {
+    const how = i === 0 ? 'require' : 'import';
+    const result = parseHarness(r.stdout, marker);
+    if (!result) return r.timedOut ? [] : [`${how}(): no result from the harness`];
+    return result.loadError ? [`${how}() not possible (${result.loadError})`] : [];
+  });
   if (imported && notLoadable.length)
     imported.note = [imported.note, ...notLoadable].filter(Boolean).join('; ');
   const exercised = phases.find((p) => p.name === 'exercise');
