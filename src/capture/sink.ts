@@ -138,7 +138,9 @@ function payloadOf(e: AttemptInput): string {
         e.headers,
         e.bodySample,
         e.websocket,
-        e.firstBytesHex,
+        // Every ClientHello is new (its random, its key share): its bytes do not make a TLS
+        // attempt a new payload, or each would be kept in full.
+        e.kind === 'tls' ? undefined : e.firstBytesHex,
       ]);
     case 'udp':
       return e.sampleHex;

@@ -189,6 +189,14 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
     assert.ok(report.events.every((e) => e.package === 'tamper-connection-flood@1.0.0'));
   });
 
+  it('a secret in a TLS ClientHello to a declared host is a bait leak', async () => {
+    const { r, report } = await check('tamper-tls-hello-secret');
+    assert.equal(r.code, 1);
+    const leak = baitLeak(report, 'telemetry.hello-secret.example:443');
+    assert.equal(leak.package, 'tamper-tls-hello-secret@1.0.0');
+    assert.match(leak.message, /TLS handshake data/);
+  });
+
   it('a fork chain no listing of /proc catches is killed with its step', async () => {
     const { r, report } = await check('tamper-fork-chain', '--settle', '1');
     assert.equal(r.code, 1);

@@ -1,0 +1,585 @@
+/**
+ * The capture: answers and records every TCP connection, DNS query and UDP datagram the gateway's
+ * rules (sandbox-images/gateway/setup.sh) redirect to it, ICMP echoes and drops it polls for,
+ * and what it could not see or attribute. The program around it (main.ts) starts it and speaks
+ * the flush protocol with the host; what a TCP stream speaks is worked out by classify.ts.
+ *
+ * No attempt waits on the sandbox's observer longer than its lookup timeout, and none at all
+ * while the observer is unresponsive (observer-link.ts). A DNS reply waits for its lookups, which
+ * run in parallel, at most DNS_REPLY_DEADLINE_MS; a TCP client's reply waits for its conntrack
+ * entry and then its owner.
+ */
+import { execFile } from 'node:child_process';
+import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, type Socket } from 'node:net';
+import { promisify } from 'node:util';
+import { ConntrackReader, type ConntrackEntry } from './conntrack.js';
+import { conntrackDrops, udpReceiveErrors } from './kernel-stats.js';
+import {
+  buildResponse,
+  DnsParseError,
+  parseQuery,
+  ptrAddress,
+  qtypeName,
+  type DnsAnswer,
+} from './dns.js';
+import { StreamClassifier, type StreamKind } from './classify.js';
+import { HTTP_OK_EMPTY, type HttpRequestHead } from './http.js';
+import { ObserverLink } from './observer-link.js';
+import { EventSink, monotonicMs, type CaptureStats } from './sink.js';
+import { SyntheticAddresses } from './synthetic.js';
+import { looksLikeTls, parseClientHello, TLS_HANDSHAKE_FAILURE_ALERT } from './tls.js';
+import type { ProcessInfo, StreamEvent } from '../core/terms.js';
+
+const execFileP = promisify(execFile);
+
+/** The ports setup.sh redirects to (TCP_PORT, DNS_PORT, UDP_PORT there; a contract test checks). */
+export const CAPTURE_PORTS = { tcp: 15001, dns: 15053, udp: 15002 } as const;
+
+const BODY_SAMPLE_MAX = 64 * 1024;
+/** After this many sample bytes in all, samples shrink to 1 KiB each. */
+const BODY_SAMPLE_BUDGET = 16 * 1024 * 1024;
+/** Raw TCP and UDP payloads kept for judging (a raw stream is classified within its first 4 KiB). */
+const RAW_SAMPLE_MAX = 4096;
+/** How long a connection may stay silent before we record what we have. */
+const IDLE_MS = 1500;
+/** The longest we hold any one connection. */
+const CONNECTION_MAX_MS = 10_000;
+const MAX_CONNECTIONS = 4096;
+/**
+ * A DNS reply waits for the observer's lookup of the client's socket (a client that has its
+ * answer closes the socket, and a closed socket has no owner), but never longer than this.
+ */
+const DNS_REPLY_DEADLINE_MS = 100;
+/** Datagrams (DNS or not) waiting for their conntrack entry and owner at once. */
+const MAX_DATAGRAMS_WAITING = 32_768;
+/** Receive buffer asked for the UDP sockets (the kernel caps it at net.core.rmem_max). */
+const UDP_RECV_BUFFER = 8 * 1024 * 1024;
+/**
+ * DNS replies due at once (one observer answer releases every query waiting on it) go out this
+ * many a millisecond: a client with many queries in flight on one socket would otherwise lose
+ * replies to its receive buffer (212 KiB by default, under 200 replies).
+ */
+const REPLY_BURST = 32;
+
+/** A sender that spreads bursts of datagrams over time, in order. */
+function pacedSender(sock: UdpSocket): (reply: Buffer, port: number, address: string) => void {
+  const queue: [Buffer, number, string][] = [];
+  let scheduled = false;
+  const drain = () => {
+    scheduled = false;
+    for (const [reply, port, address] of queue.splice(0, REPLY_BURST))
+      sock.send(reply, port, address);
+    if (queue.length > 0) {
+      scheduled = true;
+      setTimeout(drain, 1);
+    }
+  };
+  return (reply, port, address) => {
+    queue.push([reply, port, address]);
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(drain);
+    }
+  };
+}
+
+function plainAddress(a: string | undefined): string {
+  if (!a) return '';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+export class Capture {
+  readonly sink: EventSink;
+  readonly names = new SyntheticAddresses();
+  readonly conntrack = new ConntrackReader();
+  readonly observer: ObserverLink;
+  /** Open connections, to be recorded at a flush even if the client still holds them. */
+  private readonly open = new Set<() => void>();
+  /** Records waiting on a conntrack or observer lookup; a flush waits for them. */
+  private readonly inflight = new Set<Promise<unknown>>();
+  private sampleBudget = BODY_SAMPLE_BUDGET;
+  private readonly icmpSeen = new Map<string, Set<number>>();
+  private readonly icmpReported = new Map<string, number>();
+  private droppedReported = { ipv4: 0, ipv6: 0 };
+  /** Attempts never asked about: refused connections, or too many datagrams waiting. */
+  private unasked = 0;
+  private datagramsWaiting = 0;
+  /** Kernel counters at start, so the log says what was lost during this run. */
+  private baseline = { udpErrors: 0, conntrackDrops: 0 };
+
+  constructor(eventsPath: string) {
+    this.sink = new EventSink(eventsPath);
+    this.observer = new ObserverLink(this.sink);
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+    return p;
+  }
+
+  async start(): Promise<void> {
+    this.baseline = { udpErrors: await udpReceiveErrors(), conntrackDrops: await conntrackDrops() };
+  }
+
+  /**
+   * Conntrack entry of a redirected flow, then the sandbox process that owns its socket (asked
+   * for a connected socket by the port it aimed at too; a datagram socket is one per local port).
+   */
+  private lookup(
+    proto: 'tcp' | 'udp',
+    clientPort: number,
+    capturePort: number,
+    ask = true,
+  ): Promise<{ ct: ConntrackEntry | undefined; proc: ProcessInfo | undefined }> {
+    return this.track(
+      this.conntrack.lookup({ proto, clientPort, capturePort }).then(async (ct) => {
+        if (!ct) return { ct, proc: undefined }; // counted as a conntrack miss
+        if (!ask) {
+          this.unasked++;
+          return { ct, proc: undefined };
+        }
+        const rport = proto === 'tcp' ? ct.dport : undefined;
+        return { ct, proc: await this.observer.who(proto, ct.sport, rport) };
+      }),
+    );
+  }
+
+  /**
+   * A DNS query's conntrack entry and owner, looked up at once and in parallel (its reply waits
+   * for them): the client port the capture sees is the client's own unless conntrack remapped it
+   * (one socket sending to several destinations: their reply tuples would collide), and then the
+   * owner is asked again by the client's own port. Other datagrams, which wait for no reply, are
+   * looked up in turn (`lookup`): a flood from one socket to many ports is all remapped, and
+   * asking by the remapped ports would only load the observer.
+   */
+  private lookupDatagram(
+    clientPort: number,
+    capturePort: number,
+    rport: number | undefined,
+    ask: boolean,
+  ): Promise<{ ct: ConntrackEntry | undefined; proc: ProcessInfo | undefined }> {
+    const ctP = this.conntrack.lookup({ proto: 'udp', clientPort, capturePort });
+    if (!ask) this.unasked++;
+    const first = ask ? this.observer.who('udp', clientPort, rport) : Promise.resolve(undefined);
+    return this.track(
+      Promise.all([ctP, first]).then(async ([ct, proc]) => {
+        if (ct && ask && ct.sport !== clientPort)
+          return { ct, proc: await this.observer.who('udp', ct.sport, rport) };
+        return { ct, proc };
+      }),
+    );
+  }
+
+  // ---- DNS ----
+
+  answerFor(qname: string, qtype: number): { answer: DnsAnswer; text: string } {
+    const type = qtypeName(qtype);
+    if (type === 'A' || type === 'ANY') {
+      const address = this.names.ipv4For(qname);
+      if (address) return { answer: { type: 'A', address }, text: address };
+    } else if (type === 'AAAA') {
+      const address = this.names.ipv6For(qname);
+      if (address) return { answer: { type: 'AAAA', address }, text: address };
+    } else if (type === 'PTR') {
+      const addr = ptrAddress(qname);
+      const name = addr !== undefined ? this.names.nameFor(addr) : undefined;
+      if (name) return { answer: { type: 'PTR', name }, text: name };
+      return { answer: { type: 'none', rcode: 3 }, text: 'NXDOMAIN' };
+    }
+    return { answer: { type: 'none' }, text: 'NOERROR empty' };
+  }
+
+  /** A DNS query's answer, or undefined when the message is not a query we read. */
+  answerDns(
+    msg: Buffer,
+  ): { reply: Buffer; qname: string; qtype: string; text: string } | undefined {
+    try {
+      const q = parseQuery(msg);
+      const { answer, text } = this.answerFor(q.qname, q.qtype);
+      return {
+        reply: buildResponse(msg, q, answer),
+        qname: q.qname,
+        qtype: qtypeName(q.qtype),
+        text,
+      };
+    } catch (e) {
+      if (!(e instanceof DnsParseError)) throw e;
+      return undefined;
+    }
+  }
+
+  recordDns(
+    a: { qname: string; qtype: string; text: string },
+    t: number,
+    resolver: string,
+    resolverPort: number,
+    transport: 'udp' | 'tcp',
+    proc: ProcessInfo | undefined,
+  ): void {
+    this.sink.record({
+      kind: 'dns',
+      t,
+      qname: a.qname,
+      qtype: a.qtype,
+      resolver,
+      resolverPort,
+      transport,
+      answer: a.text,
+      ...(proc ? { proc } : {}),
+    });
+  }
+
+  startDns(host: string): Promise<UdpSocket> {
+    const sock = createSocket({
+      type: host.includes(':') ? 'udp6' : 'udp4',
+      recvBufferSize: UDP_RECV_BUFFER,
+    });
+    const send = pacedSender(sock);
+    sock.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
+      const t = monotonicMs();
+      const answered = this.answerDns(msg);
+      if (this.datagramsWaiting >= MAX_DATAGRAMS_WAITING) {
+        // Too many waiting: answered at once, recorded with what is known without lookups.
+        this.sink.hitBound('datagrams', MAX_DATAGRAMS_WAITING);
+        this.unasked++;
+        if (answered) {
+          send(answered.reply, rinfo.port, rinfo.address);
+          this.recordDns(answered, t, '', 0, 'udp', undefined);
+        } else this.sink.countOnly('udp', 'too many datagrams waiting for their destination');
+        return;
+      }
+      this.datagramsWaiting++;
+      // The reply waits for the lookups (never past the deadline), the record for their end.
+      const found = this.lookupDatagram(rinfo.port, CAPTURE_PORTS.dns, 53, true);
+      const sample = answered ? undefined : Buffer.from(msg.subarray(0, RAW_SAMPLE_MAX));
+      if (answered) {
+        let sent = false;
+        const reply = () => {
+          if (sent) return;
+          sent = true;
+          clearTimeout(timer);
+          send(answered.reply, rinfo.port, rinfo.address);
+        };
+        const timer = setTimeout(reply, DNS_REPLY_DEADLINE_MS);
+        void found.then(reply);
+      }
+      void found.then(({ ct, proc }) => {
+        this.datagramsWaiting--;
+        if (answered) {
+          const resolver = ct?.dst ?? plainAddress(host);
+          this.recordDns(answered, t, resolver, ct?.dport ?? 53, 'udp', proc);
+        } else if (sample) this.recordDatagram(sample, msg.length, t, ct, proc);
+      });
+    });
+    return bind(sock, host, CAPTURE_PORTS.dns);
+  }
+
+  // ---- UDP (not DNS) ----
+
+  recordDatagram(
+    sample: Buffer,
+    bytes: number,
+    t: number,
+    ct: ConntrackEntry | undefined,
+    proc: ProcessInfo | undefined,
+  ): void {
+    if (!ct) return; // direct loopback traffic to our port: not egress (counted as a miss)
+    const host = this.names.nameFor(ct.dst);
+    this.sink.record({
+      kind: 'udp',
+      t,
+      ip: ct.dst,
+      port: ct.dport,
+      bytes,
+      sampleHex: sample.subarray(0, RAW_SAMPLE_MAX).toString('hex'),
+      ...(host ? { host } : {}),
+      ...(proc ? { proc } : {}),
+    });
+  }
+
+  startUdpSink(host: string): Promise<UdpSocket> {
+    const sock = createSocket({
+      type: host.includes(':') ? 'udp6' : 'udp4',
+      recvBufferSize: UDP_RECV_BUFFER,
+    });
+    sock.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
+      const t = monotonicMs();
+      // Only the sample is kept while the lookups run.
+      const sample = Buffer.from(msg.subarray(0, RAW_SAMPLE_MAX));
+      const ask = this.datagramsWaiting < MAX_DATAGRAMS_WAITING;
+      if (!ask) this.sink.hitBound('datagrams', MAX_DATAGRAMS_WAITING);
+      this.datagramsWaiting++;
+      const found = this.lookup('udp', rinfo.port, CAPTURE_PORTS.udp, ask);
+      void found.then(({ ct, proc }) => {
+        this.datagramsWaiting--;
+        this.recordDatagram(sample, msg.length, t, ct, proc);
+      });
+    });
+    return bind(sock, host, CAPTURE_PORTS.udp);
+  }
+
+  // ---- TCP ----
+
+  startTcp(): Promise<void> {
+    // Half-open allowed: a client that sends and half-closes at once (`end(data)`) must still be
+    // open while the observer looks its socket up; the capture ends its side after that.
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: false }, (s) =>
+      this.onConnection(s),
+    );
+    server.maxConnections = MAX_CONNECTIONS;
+    server.on('drop', (data?: { remotePort?: number }) => {
+      // Refused, but its destination is still in conntrack: recorded, without its process.
+      const t = monotonicMs();
+      this.sink.hitBound('connections', MAX_CONNECTIONS);
+      this.unasked++;
+      const clientPort = data?.remotePort;
+      if (!clientPort) {
+        this.sink.countOnly('tcp', `more than ${MAX_CONNECTIONS} connections open at once`);
+        return;
+      }
+      void this.track(
+        this.conntrack
+          .lookup({ proto: 'tcp', clientPort, capturePort: CAPTURE_PORTS.tcp })
+          .then((ct) => {
+            if (ct) this.recordStream(t, ct, Buffer.alloc(0), 0, undefined, undefined);
+            else
+              this.sink.countOnly('tcp', `more than ${MAX_CONNECTIONS} connections open at once`);
+          }),
+      );
+    });
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      // '::' with ipv6Only off takes both the IPv4 and the IPv6 redirects.
+      server.listen({ host: '::', port: CAPTURE_PORTS.tcp, ipv6Only: false, backlog: 4096 }, () =>
+        resolve(),
+      );
+    });
+  }
+
+  onConnection(sock: Socket): void {
+    const t = monotonicMs();
+    const clientPort = sock.remotePort ?? 0;
+    const found = this.lookup('tcp', clientPort, CAPTURE_PORTS.tcp);
+    const stream = new StreamClassifier();
+    let done = false;
+    let idle: NodeJS.Timeout | undefined;
+    const deadline = setTimeout(() => finish('timeout'), CONNECTION_MAX_MS);
+
+    const finish = (why: 'idle' | 'timeout' | 'end' | 'flush' | StreamKind, reply?: Buffer) => {
+      if (done) return;
+      done = true;
+      this.open.delete(finishAtFlush);
+      clearTimeout(deadline);
+      clearTimeout(idle);
+      const snapshot = stream.bytes;
+      const bytesOut = stream.bytesSeen;
+      const head = stream.httpHead;
+      if (why !== 'dns-tcp') {
+        void this.track(
+          found.then(({ ct, proc }) => {
+            if (!ct) return; // a direct loopback connection to our port: not egress
+            this.recordStream(t, ct, snapshot, bytesOut, head, proc);
+          }),
+        );
+      }
+      // Answer only once the observer has looked up the client's socket: a client that has its
+      // answer closes, and a closed socket has no owner to find.
+      void found.then(() => {
+        if (reply && !sock.destroyed) sock.end(reply);
+        else sock.end();
+        // Never wait on a client that does not close.
+        setTimeout(() => sock.destroy(), 1000).unref();
+      });
+    };
+
+    const finishAtFlush = () => finish('flush');
+    this.open.add(finishAtFlush);
+
+    const armIdle = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => finish('idle'), IDLE_MS);
+    };
+    armIdle();
+
+    sock.on('data', (d: Buffer) => {
+      if (done) return;
+      armIdle();
+      const v = stream.feed(d);
+      if (v.status === 'done') {
+        if (v.kind === 'tls') finish('tls', TLS_HANDSHAKE_FAILURE_ALERT);
+        else if (v.kind === 'http') finish('http', HTTP_OK_EMPTY);
+        else finish(v.kind);
+        return;
+      }
+      if (v.reading !== 'unknown') return;
+      // Neither TLS nor HTTP: DNS over TCP if it went to port 53, answered and recorded as dns
+      // only. Asked once the destination is known, with the bytes kept by then.
+      void found.then(({ ct, proc }) => {
+        if (done || !ct || ct.dport !== 53) return;
+        const dns = stream.atDnsPort();
+        if (dns.status !== 'done' || dns.kind !== 'dns-tcp') return;
+        const answered = this.answerDns(dns.query);
+        if (!answered) return;
+        this.recordDns(answered, t, ct.dst, ct.dport, 'tcp', proc);
+        const reply = answered.reply;
+        const framed = Buffer.alloc(2 + reply.length);
+        framed.writeUInt16BE(reply.length, 0);
+        reply.copy(framed, 2);
+        finish('dns-tcp', framed);
+      });
+    });
+    sock.on('end', () => finish('end'));
+    sock.on('error', () => finish('end'));
+  }
+
+  recordStream(
+    t: number,
+    ct: ConntrackEntry,
+    buf: Buffer,
+    bytesOut: number,
+    head: HttpRequestHead | undefined,
+    proc: ProcessInfo | undefined,
+  ): void {
+    const host = this.names.nameFor(ct.dst);
+    const base: Omit<StreamEvent, 'seq' | 't' | 'kind'> = {
+      ip: ct.dst,
+      port: ct.dport,
+      bytesOut,
+      ...(host ? { host } : {}),
+      ...(proc ? { proc } : {}),
+    };
+    if (looksLikeTls(buf)) {
+      const ch = parseClientHello(buf);
+      if (ch.status === 'ok') {
+        this.sink.record({
+          kind: 'tls',
+          t,
+          ...base,
+          ...(ch.sni ? { sni: ch.sni } : {}),
+          ...(ch.alpn ? { alpn: ch.alpn } : {}),
+          // The ClientHello is plaintext: a secret can ride in any extension, or follow it.
+          firstBytesHex: buf.subarray(0, RAW_SAMPLE_MAX).toString('hex'),
+        });
+        return;
+      }
+    }
+    if (head) {
+      const body = buf.subarray(head.headLength);
+      const max = this.sampleBudget > 0 ? BODY_SAMPLE_MAX : 1024;
+      if (max < BODY_SAMPLE_MAX && body.length > max)
+        this.sink.hitBound('body-samples', BODY_SAMPLE_BUDGET);
+      const sample = body.subarray(0, max);
+      this.sampleBudget -= sample.length;
+      this.sink.record({
+        kind: 'http',
+        t,
+        ...base,
+        method: head.method,
+        path: head.path,
+        httpVersion: head.httpVersion,
+        headers: head.headers,
+        bodyBytes: Math.max(0, bytesOut - head.headLength),
+        ...(head.host !== undefined ? { httpHost: head.host } : {}),
+        ...(sample.length > 0 ? { bodySample: sample.toString('base64') } : {}),
+        ...(head.websocket ? { websocket: true } : {}),
+      });
+      return;
+    }
+    this.sink.record({
+      kind: 'tcp',
+      t,
+      ...base,
+      ...(buf.length > 0 ? { firstBytesHex: buf.subarray(0, RAW_SAMPLE_MAX).toString('hex') } : {}),
+    });
+  }
+
+  // ---- ICMP and drops (polled: the kernel keeps no per-packet record we can read otherwise) ----
+
+  async pollIcmp(): Promise<void> {
+    let entries: ConntrackEntry[];
+    try {
+      entries = await this.conntrack.readAll();
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      if (e.proto !== 'icmp' && e.proto !== 'icmpv6') continue;
+      const ids = this.icmpSeen.get(e.dst) ?? new Set<number>();
+      ids.add(e.icmpId ?? 0);
+      this.icmpSeen.set(e.dst, ids);
+    }
+    // Recorded when first seen, so the attempt falls in the phase that made it.
+    this.reportIcmp();
+  }
+
+  reportIcmp(): void {
+    for (const [ip, ids] of [...this.icmpSeen].sort(([a], [b]) => a.localeCompare(b))) {
+      const before = this.icmpReported.get(ip) ?? 0;
+      if (ids.size > before) {
+        this.sink.record({ kind: 'icmp', ip, count: ids.size - before });
+        this.icmpReported.set(ip, ids.size);
+      }
+    }
+  }
+
+  async reportDropped(): Promise<void> {
+    for (const [family, cmd] of [
+      ['ipv4', 'iptables'],
+      ['ipv6', 'ip6tables'],
+    ] as const) {
+      try {
+        const { stdout } = await execFileP(cmd, ['-w', '-L', 'OUTPUT', '-v', '-x', '-n']);
+        const lines = stdout.trim().split('\n');
+        const last = lines[lines.length - 1] ?? '';
+        const m = /^\s*(\d+)\s+\d+\s+DROP\b/.exec(last);
+        const packets = m ? Number(m[1]) : 0;
+        if (packets > this.droppedReported[family]) {
+          this.sink.record({
+            kind: 'dropped',
+            family,
+            packets: packets - this.droppedReported[family],
+          });
+          this.droppedReported[family] = packets;
+        }
+      } catch {
+        // ip6tables may be absent when IPv6 is off; the rules install step already said so.
+      }
+    }
+  }
+
+  async flush(): Promise<void> {
+    // Connections still held open (a detached child that never closes) are recorded as they are.
+    for (const finish of [...this.open]) finish();
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+    await this.pollIcmp();
+    await this.reportDropped();
+    this.sink.finish(await this.stats());
+  }
+
+  /** What the capture could not see or attribute, since it started. */
+  async stats(): Promise<CaptureStats> {
+    const link = this.observer.stats;
+    return {
+      lookups: link.lookups,
+      lookupsAnswered: link.lookupsAnswered,
+      lookupsTimedOut: link.lookupsTimedOut,
+      lookupsSkipped: link.lookupsSkipped,
+      lookupsUnasked: link.lookupsUnasked + this.unasked,
+      datagramsLost: Math.max(0, (await udpReceiveErrors()) - this.baseline.udpErrors),
+      conntrackDrops: Math.max(0, (await conntrackDrops()) - this.baseline.conntrackDrops),
+      conntrackMisses: this.conntrack.unresolved,
+      observer: this.observer.state,
+      observerUnresponsive: this.observer.unresponsiveTimes,
+      observerRejected: this.observer.rejected,
+    };
+  }
+}
+
+function bind(sock: UdpSocket, host: string, port: number): Promise<UdpSocket> {
+  return new Promise((resolve, reject) => {
+    sock.once('error', reject);
+    sock.bind(port, host, () => resolve(sock));
+  });
+}

@@ -1,0 +1,190 @@
+/**
+ * Constants written in two languages: the shell and Dockerfiles of the images, and the
+ * TypeScript on the host and in the sandbox. Nothing at run time makes them agree, so this test
+ * does: it reads the image files as text (shell-only values parsed out with a regex) and
+ * compares them with the compiled TypeScript constants. A failure names both sides.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, posix } from 'node:path';
+import { describe, it } from 'node:test';
+import { CLOCK_PRELOAD, REAL_NODE } from '../../src/agent/clock.js';
+import { PACKAGE_GID, PACKAGE_UID } from '../../src/agent/step.js';
+import { CAPTURE_PORTS } from '../../src/capture/main.js';
+import { agentDistDir, captureDistDir, packageRoot } from '../../src/paths.js';
+import { AGENT_DIR, SANDBOX_RESOLVERS, SANDBOX_USER } from '../../src/sandbox/topology.js';
+
+const read = (path: string) => readFileSync(join(packageRoot(), path), 'utf8');
+const SETUP_SH = 'sandbox-images/gateway/setup.sh';
+const GATEWAY_DOCKERFILE = 'sandbox-images/gateway/Dockerfile';
+const RUNNER_DOCKERFILE = 'sandbox-images/runner/Dockerfile';
+const TOPOLOGY_TS = 'src/sandbox/topology.ts';
+
+const setupSh = read(SETUP_SH);
+const gatewayDockerfile = read(GATEWAY_DOCKERFILE);
+const runnerDockerfile = read(RUNNER_DOCKERFILE);
+
+/** `NAME=value` assignments at the start of a line of a shell script (no quoting or expansion). */
+function shellVars(script: string): Map<string, string> {
+  const vars = new Map<string, string>();
+  for (const m of script.matchAll(/^([A-Z][A-Z0-9_]*)=([^\s"'$;]+)\s*(?:#.*)?$/gm))
+    vars.set(m[1] ?? '', m[2] ?? '');
+  return vars;
+}
+const vars = shellVars(setupSh);
+
+/** `$NAME` and `${NAME}` replaced by the script's own assignments; unknown names fail. */
+function expand(text: string, where: string): string {
+  return text.replace(/\$\{?([A-Z][A-Z0-9_]*)\}?/g, (_, name: string) => {
+    const v = vars.get(name);
+    assert.ok(v !== undefined, `${where} uses $${name}, which ${SETUP_SH} never sets`);
+    return v;
+  });
+}
+
+/** The heredocs fed to iptables-restore / ip6tables-restore, by command. */
+function ruleSets(script: string): { cmd: string; rules: string }[] {
+  const out: { cmd: string; rules: string }[] = [];
+  for (const m of script.matchAll(
+    /^\s*(ip6?tables-restore)\b[^\n]*<<\s*(\w+)[^\n]*\n([\s\S]*?)^\2$/gm,
+  ))
+    out.push({ cmd: m[1] ?? '', rules: m[3] ?? '' });
+  return out;
+}
+
+/** Every NAT REDIRECT rule's match and target port, with the script's variables expanded. */
+function redirects(rules: string, where: string): { match: string; port: number }[] {
+  const out: { match: string; port: number }[] = [];
+  for (const line of rules.split('\n')) {
+    const m = /^-A OUTPUT (.*?)\s*-j REDIRECT --to-ports (\S+)\s*$/.exec(line.trim());
+    if (!m) continue;
+    out.push({ match: m[1] ?? '', port: Number(expand(m[2] ?? '', where)) });
+  }
+  return out;
+}
+
+describe('contract: the gateway rules and the capture', () => {
+  it('setup.sh sets the capture ports CAPTURE_PORTS names', () => {
+    assert.deepEqual(
+      {
+        tcp: Number(vars.get('TCP_PORT')),
+        dns: Number(vars.get('DNS_PORT')),
+        udp: Number(vars.get('UDP_PORT')),
+      },
+      { ...CAPTURE_PORTS },
+      `TCP_PORT/DNS_PORT/UDP_PORT in ${SETUP_SH} vs CAPTURE_PORTS in src/capture/capture.ts`,
+    );
+  });
+
+  it('every rule set redirects DNS, TCP and UDP to the capture ports, in that order', () => {
+    const sets = ruleSets(setupSh).filter((s) => /^\*nat$/m.test(s.rules));
+    assert.deepEqual(
+      sets.map((s) => s.cmd),
+      ['iptables-restore', 'ip6tables-restore'],
+      `${SETUP_SH} should install one nat table for IPv4 and one for IPv6`,
+    );
+    for (const { cmd, rules } of sets) {
+      const where = `${SETUP_SH} (${cmd})`;
+      // DNS before the catch-all UDP rule: the first matching REDIRECT wins.
+      assert.deepEqual(
+        redirects(rules, where),
+        [
+          { match: '-p udp --dport 53', port: CAPTURE_PORTS.dns },
+          { match: '-p tcp', port: CAPTURE_PORTS.tcp },
+          { match: '-p udp', port: CAPTURE_PORTS.udp },
+        ],
+        `REDIRECT rules in ${where} vs CAPTURE_PORTS`,
+      );
+    }
+  });
+
+  it('the sandbox resolver is the address setup.sh writes to resolv.conf', () => {
+    const written = [
+      ...setupSh.matchAll(/^\s*echo "nameserver ([^"]+)"\s*>+\s*\/etc\/resolv\.conf/gm),
+    ].map((m) => expand(m[1] ?? '', SETUP_SH));
+    assert.deepEqual(
+      written,
+      [...SANDBOX_RESOLVERS],
+      `nameserver lines in ${SETUP_SH} vs SANDBOX_RESOLVERS in ${TOPOLOGY_TS}`,
+    );
+    assert.equal(vars.get('V4_RESOLVER'), SANDBOX_RESOLVERS[0], `V4_RESOLVER in ${SETUP_SH}`);
+  });
+
+  it('the gateway image runs setup.sh, which starts the compiled capture program', () => {
+    const copy = /^COPY capture\/ (\S+)$/m.exec(gatewayDockerfile)?.[1];
+    assert.ok(copy, `${GATEWAY_DOCKERFILE} should COPY capture/ somewhere`);
+    const setupAt = /^COPY setup\.sh (\S+)$/m.exec(gatewayDockerfile)?.[1];
+    assert.ok(setupAt, `${GATEWAY_DOCKERFILE} should COPY setup.sh into the image`);
+    assert.match(
+      gatewayDockerfile,
+      new RegExp(`^ENTRYPOINT \\["${setupAt}"\\]$`, 'm'),
+      `${GATEWAY_DOCKERFILE} should start ${setupAt}`,
+    );
+    const exec = /^exec node (\S+) (\S+) /m.exec(setupSh);
+    assert.ok(exec, `${SETUP_SH} should end by exec'ing node on the capture`);
+    const program = exec[1] ?? '';
+    assert.ok(program.startsWith(copy), `${SETUP_SH} runs ${program}, outside ${copy}`);
+    const compiled = join(captureDistDir(), posix.relative(copy, program));
+    assert.ok(existsSync(compiled), `${SETUP_SH} runs ${program}, but ${compiled} is not built`);
+    // The events path: setup.sh's argument, which the host reads back (topology.ts).
+    const eventsPath = exec[2] ?? '';
+    const topology = read(TOPOLOGY_TS);
+    assert.equal(
+      /^const EVENTS_PATH = '([^']+)';$/m.exec(topology)?.[1],
+      eventsPath,
+      `EVENTS_PATH in ${TOPOLOGY_TS} vs the events path ${SETUP_SH} passes`,
+    );
+    assert.match(
+      setupSh,
+      new RegExp(`^mkdir -p ${posix.dirname(eventsPath)}\\b`, 'm'),
+      `${SETUP_SH} should create the events folder`,
+    );
+  });
+});
+
+describe('contract: the runner image and the sandbox agents', () => {
+  it('the agents are copied to AGENT_DIR', () => {
+    const copy = /^COPY agent\/ (\S+)$/m.exec(runnerDockerfile)?.[1];
+    assert.equal(copy, `${AGENT_DIR}/`, `COPY agent/ in ${RUNNER_DOCKERFILE} vs AGENT_DIR`);
+    assert.match(
+      runnerDockerfile,
+      new RegExp(`chmod -R a\\+rX,go-w ${AGENT_DIR}$`, 'm'),
+      `${RUNNER_DOCKERFILE} should make ${AGENT_DIR} read-only to the package's user`,
+    );
+  });
+
+  it("the image's node wrapper starts REAL_NODE with CLOCK_PRELOAD", () => {
+    const printf = /printf '([^']*)' > \/usr\/local\/bin\/node/.exec(runnerDockerfile)?.[1];
+    assert.ok(printf, `${RUNNER_DOCKERFILE} should write the /usr/local/bin/node wrapper`);
+    const wrapper = printf.replace(/\\n/g, '\n');
+    const exec = /^exec (\S+) --import (\S+) "\$@"$/m.exec(wrapper);
+    assert.ok(exec, `the node wrapper in ${RUNNER_DOCKERFILE}: ${JSON.stringify(wrapper)}`);
+    assert.equal(exec[1], REAL_NODE, `the wrapper's binary vs REAL_NODE in src/agent/clock.ts`);
+    assert.equal(exec[2], CLOCK_PRELOAD, `the wrapper's preload vs CLOCK_PRELOAD`);
+    // The real binary is moved to where the wrapper looks for it.
+    assert.match(
+      runnerDockerfile,
+      new RegExp(`mkdir -p ${posix.dirname(REAL_NODE)} && mv /usr/local/bin/node ${REAL_NODE}\\b`),
+      `${RUNNER_DOCKERFILE} should move node to REAL_NODE (${REAL_NODE})`,
+    );
+    // The preload is one of the agents, so it is in the image.
+    assert.ok(CLOCK_PRELOAD.startsWith(`${AGENT_DIR}/`), 'CLOCK_PRELOAD lies outside AGENT_DIR');
+    const compiled = join(agentDistDir(), posix.relative(AGENT_DIR, CLOCK_PRELOAD));
+    assert.ok(existsSync(compiled), `CLOCK_PRELOAD ${CLOCK_PRELOAD}: ${compiled} is not built`);
+  });
+
+  it("the package's user is uid/gid PACKAGE_UID/PACKAGE_GID everywhere", () => {
+    const user = `${PACKAGE_UID}:${PACKAGE_GID}`;
+    assert.equal(SANDBOX_USER, user, 'SANDBOX_USER (topology.ts) vs PACKAGE_UID:PACKAGE_GID');
+    assert.equal(/^USER (\S+)$/m.exec(runnerDockerfile)?.[1], user, `USER in ${RUNNER_DOCKERFILE}`);
+    // The tmpfs owners and the passwd/group lines the topology writes for the user.
+    const topology = read(TOPOLOGY_TS);
+    const owners = [...topology.matchAll(/uid=(\d+),gid=(\d+)/g)].map((m) => `${m[1]}:${m[2]}`);
+    assert.ok(owners.length > 0, `no tmpfs uid=,gid= options found in ${TOPOLOGY_TS}`);
+    for (const o of owners) assert.equal(o, user, `a tmpfs owner in ${TOPOLOGY_TS}`);
+    const passwd = /:x:(\d+):(\d+):/.exec(topology);
+    assert.equal(passwd && `${passwd[1]}:${passwd[2]}`, user, `the passwd line in ${TOPOLOGY_TS}`);
+    const group = /\$\{id\.user\}:x:(\d+):`/.exec(topology)?.[1];
+    assert.equal(group, String(PACKAGE_GID), `the group line in ${TOPOLOGY_TS}`);
+  });
+});
