@@ -5,6 +5,7 @@
  */
 import type { AuditReport } from '../audit/audit.js';
 import { forMarkdown as md, forMarkdownCode as code, forTerminal as t } from '../core/escape.js';
+import { formatId } from '../core/package-id.js';
 import { SEVERITIES } from '../core/terms.js';
 
 const ORDER = [...SEVERITIES].reverse();
@@ -19,7 +20,7 @@ function counts(r: AuditReport): string {
 export function renderAuditText(r: AuditReport): string {
   const s = r.summary;
   const lines = [
-    `${r.verdict.toUpperCase()} audit of ${t(`${r.project.name}@${r.project.version}`)} (${t(r.lockfile)})`,
+    `${r.verdict.toUpperCase()} audit of ${t(formatId(r.project.name, r.project.version))} (${t(r.lockfile)})`,
     `  ${s.checked} of ${s.packages} package(s) checked, ${s.fromStore} from the result store, ${s.withInstallScripts} with install scripts, ${s.withEgress} with egress`,
     ...(s.notInstalled
       ? [
@@ -82,7 +83,7 @@ export function renderAuditMarkdown(r: AuditReport): string {
   const out = [
     `## phonehome audit: ${r.verdict.toUpperCase()}`,
     '',
-    `${code(`${r.project.name}@${r.project.version}`, { inTable: false })}: ${s.checked} of ${s.packages} packages checked, ${s.fromStore} from the result store, ${s.withInstallScripts} with install scripts, ${s.withEgress} with egress. Findings: ${counts(r)}.`,
+    `${code(formatId(r.project.name, r.project.version), { inTable: false })}: ${s.checked} of ${s.packages} packages checked, ${s.fromStore} from the result store, ${s.withInstallScripts} with install scripts, ${s.withEgress} with egress. Findings: ${counts(r)}.`,
     '',
   ];
   if (s.unattributedLeaks.length)

@@ -11,6 +11,7 @@ import {
   forTerminal as t,
   markdownFence,
 } from '../core/escape.js';
+import { formatId } from '../core/package-id.js';
 import type { Finding } from '../core/report.js';
 import type { GatePackage, GateReport } from '../gate/gate.js';
 import { phonehomeVersion } from '../paths.js';
@@ -49,7 +50,7 @@ export function renderGateText(r: GateReport): string {
   ];
   for (const x of r.retargeted)
     lines.push(
-      `  FAIL ${t(`${x.name}@${x.version}`)}: locked to another tarball with no version change (${t(x.before.slice(0, 20))}… → ${t(x.after.slice(0, 20))}…)`,
+      `  FAIL ${t(formatId(x.name, x.version))}: locked to another tarball with no version change (${t(x.before.slice(0, 20))}… → ${t(x.after.slice(0, 20))}…)`,
     );
   for (const p of ordered(r)) {
     lines.push(
@@ -63,7 +64,7 @@ export function renderGateText(r: GateReport): string {
     const note = installNote(p);
     if (note) lines.push(`       note: ${t(note)}`);
   }
-  for (const r2 of r.removed) lines.push(`  removed ${t(`${r2.name}@${r2.version}`)}`);
+  for (const r2 of r.removed) lines.push(`  removed ${t(formatId(r2.name, r2.version))}`);
   if (r.notInstalled.length)
     lines.push(
       `  not installed on this platform, not checked: ${r.notInstalled.map(t).join(', ')}`,
@@ -95,12 +96,15 @@ export function renderGateMarkdown(r: GateReport): string {
     );
     for (const x of r.retargeted)
       out.push(
-        `- ❌ ${inline(`${x.name}@${x.version}`)} (${x.path.map(md).join(' › ')}): integrity ${inline(`${x.before.slice(0, 24)}…`)} → ${inline(`${x.after.slice(0, 24)}…`)}`,
+        `- ❌ ${inline(formatId(x.name, x.version))} (${x.path.map(md).join(' › ')}): integrity ${inline(`${x.before.slice(0, 24)}…`)} → ${inline(`${x.after.slice(0, 24)}…`)}`,
       );
     out.push('');
   }
   if (r.removed.length)
-    out.push(`Removed: ${r.removed.map((x) => inline(`${x.name}@${x.version}`)).join(', ')}.`, '');
+    out.push(
+      `Removed: ${r.removed.map((x) => inline(formatId(x.name, x.version))).join(', ')}.`,
+      '',
+    );
   if (r.packages.length) {
     out.push(
       '| package | change | verdict | new destinations | findings |',
@@ -226,7 +230,11 @@ export function renderGateSarif(r: GateReport): object {
             },
           },
         ],
-        properties: { severity: f.severity, package: `${p.name}@${p.to}`, phase: f.phase ?? null },
+        properties: {
+          severity: f.severity,
+          package: formatId(p.name, p.to),
+          phase: f.phase ?? null,
+        },
       });
     }
   for (const t of r.retargeted) {
@@ -238,7 +246,7 @@ export function renderGateSarif(r: GateReport): object {
       ruleId: 'lockfile-retargeted',
       level: 'error',
       message: {
-        text: `${t.name}@${t.version} is locked to another tarball with no version change (${t.before} → ${t.after})`,
+        text: `${formatId(t.name, t.version)} is locked to another tarball with no version change (${t.before} → ${t.after})`,
       },
       locations: [{ physicalLocation: { artifactLocation: { uri: r.lockfile } } }],
     });

@@ -4,6 +4,7 @@
  * at output time; the report itself stays as observed.
  */
 import { forTerminal as t } from '../core/escape.js';
+import { formatId } from '../core/package-id.js';
 import {
   destinationOf,
   summarizeEvents,
@@ -41,7 +42,7 @@ function short(cmd: string, max = 70): string {
 
 function headline(report: CheckReport): string {
   const { subject, findings } = report;
-  const id = t(`${subject.name}@${subject.version}`);
+  const id = t(formatId(subject.name, subject.version));
   if (report.events.length === 0 && findings.length === 0) return `PASS ${id}: no egress attempts`;
   const destinations = new Set(
     findings.filter((f) => f.id.startsWith('egress')).map((f) => f.destination),
@@ -99,7 +100,7 @@ export function renderText(report: CheckReport): string {
   }
   if (report.comparison) {
     lines.push(
-      `  changes since ${t(`${report.comparison.before.name}@${report.comparison.before.version}`)}`,
+      `  changes since ${t(formatId(report.comparison.before.name, report.comparison.before.version))}`,
     );
     lines.push(...diffLines(report.comparison, '    '));
   }

@@ -11,9 +11,13 @@
  */
 import type { CaptureEvent } from './terms.js';
 
+/** A secret planted in the sandbox (sandbox/identity.ts makes them), unique to the run. */
 export interface Bait {
+  /** Stable id (`npm-token`, `aws-secret-access-key`, …). */
   id: string;
+  /** What it is, for a person. */
   label: string;
+  /** Where it was planted (file paths and environment variables). */
   where: string[];
   value: string;
 }

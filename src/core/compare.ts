@@ -9,6 +9,7 @@
  * connection).
  */
 import type { CheckReport, PackageSummary, Verdict } from './report.js';
+import { parseId } from './package-id.js';
 import { PHASES, type Phase } from './terms.js';
 
 export const DIFF_SCHEMA_VERSION = 1;
@@ -47,10 +48,8 @@ export interface ReportDiff {
   };
 }
 
-const nameOf = (id: string) =>
-  id.slice(0, id.lastIndexOf('@') > 0 ? id.lastIndexOf('@') : id.length);
-const versionOf = (id: string) =>
-  id.lastIndexOf('@') > 0 ? id.slice(id.lastIndexOf('@') + 1) : '';
+const nameOf = (id: string) => parseId(id).name;
+const versionOf = (id: string) => parseId(id).version ?? '';
 
 function destinations(r: CheckReport): Map<string, DestinationChange> {
   const out = new Map<string, DestinationChange>();

@@ -5,6 +5,7 @@
 import { findBaitLeaks, type Bait } from './bait.js';
 import type { SummarisedAttempts } from './bounds.js';
 import type { ReportDiff } from './compare.js';
+import { formatId } from './package-id.js';
 import type { Capability, CaptureEvent, Phase, Severity } from './terms.js';
 import { PHASES, SEVERITIES } from './terms.js';
 
@@ -340,7 +341,7 @@ export function buildReport(input: {
     paths?: { count: number; shown: string[] };
   }[];
 }): CheckReport {
-  const subjectId = `${input.subject.name}@${input.subject.version}`;
+  const subjectId = formatId(input.subject.name, input.subject.version);
   const events: ReportEvent[] = [];
   const findings: Finding[] = [];
   const counts = { withoutProcess: 0, outsideSteps: 0 };

@@ -4,6 +4,7 @@
  * store when it has them); unchanged packages are not run. For an upgrade, egress the base version
  * already had is shown but does not fail the gate: the question is what the change brings.
  */
+import { formatId } from '../core/package-id.js';
 import type { CheckOptions } from '../check/check.js';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -58,7 +59,7 @@ export function lockChanges(base: LockEntry[], head: LockEntry[]): LockChanges {
   const changed: LockChange[] = [];
   const seen = new Set<string>();
   for (const e of head) {
-    const key = `${e.name}@${e.version}`;
+    const key = formatId(e.name, e.version);
     if (seen.has(key) || b.get(e.name)?.has(e.version)) continue;
     seen.add(key);
     const before = [...(b.get(e.name) ?? [])].filter((v) => semver.valid(v)).sort(semver.rcompare);
@@ -78,16 +79,16 @@ export function lockChanges(base: LockEntry[], head: LockEntry[]): LockChanges {
     });
   }
   // A version replaced by an upgrade or downgrade is part of that change, not a removal.
-  const replaced = new Set(changed.filter((c) => c.from).map((c) => `${c.name}@${c.from}`));
+  const replaced = new Set(changed.flatMap((c) => (c.from ? [formatId(c.name, c.from)] : [])));
   const removed: { name: string; version: string }[] = [];
   for (const [name, vs] of b)
     for (const v of vs)
       if (!h.get(name)?.has(v) && !replaced.has(`${name}@${v}`)) removed.push({ name, version: v });
-  const integrity = new Map(base.map((e) => [`${e.name}@${e.version}`, e.integrity]));
+  const integrity = new Map(base.map((e) => [formatId(e.name, e.version), e.integrity]));
   const retargeted: LockChanges['retargeted'] = [];
   const flagged = new Set<string>();
   for (const e of head) {
-    const key = `${e.name}@${e.version}`;
+    const key = formatId(e.name, e.version);
     const before = integrity.get(key);
     if (before && e.integrity && before !== e.integrity && !flagged.has(key)) {
       flagged.add(key);
@@ -310,7 +311,7 @@ function lockedSubject(
   staged: () => Promise<StagedTree>,
   entry: LockEntry,
 ): LockedSubject {
-  const id = `${entry.name}@${entry.version}`;
+  const id = formatId(entry.name, entry.version);
   const spec = `${id} (${relative(process.cwd(), tree.lockfile) || tree.lockfile})`;
   // A git dependency has no integrity, but its resolved URL names a commit: content-addressed too.
   const integrity =
@@ -367,7 +368,7 @@ function lockedContent(report: CheckReport, locked: string | null): CheckReport 
     {
       id: 'lockfile-integrity-mismatch',
       severity: 'critical' as const,
-      package: `${report.subject.name}@${report.subject.version}`,
+      package: formatId(report.subject.name, report.subject.version),
       message: `the lockfile locks ${report.subject.name}@${report.subject.version} to ${locked.slice(0, 24)}…, but the registry's tarball is ${checked.slice(0, 24)}…: what npm would install is not what was checked`,
       rule: 'lockfile',
     },
@@ -407,12 +408,15 @@ export async function gate(
     const here = new Set(
       headTree.entries
         .filter((e) => e.installable || !e.optional)
-        .map((e) => `${e.name}@${e.version}`),
+        .map((e) => formatId(e.name, e.version)),
     );
-    const changes = { ...all, changed: all.changed.filter((c) => here.has(`${c.name}@${c.to}`)) };
+    const changes = {
+      ...all,
+      changed: all.changed.filter((c) => here.has(formatId(c.name, c.to))),
+    };
     const notInstalled = all.changed
-      .filter((c) => !here.has(`${c.name}@${c.to}`))
-      .map((c) => `${c.name}@${c.to}`);
+      .filter((c) => !here.has(formatId(c.name, c.to)))
+      .map((c) => formatId(c.name, c.to));
     const lockText = readFileSync(headTree.lockfile, 'utf8');
     opts.log?.(
       `[gate] ${changes.changed.length} package(s) added or changed, ${changes.removed.length} removed`,

@@ -24,6 +24,7 @@ import {
   type ReportEvent,
 } from '../core/report.js';
 import { NETWORK_CAPABLE, type Phase, type Severity } from '../core/terms.js';
+import { formatId, parseId } from '../core/package-id.js';
 import { matchesDestination, patternFor, type Target } from './destination.js';
 import {
   eventIndicators,
@@ -192,7 +193,7 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
   const who = (e: ReportEvent) => `${e.phase}\0${e.package ?? ''}`;
   // Only a package of the checked tree can be charged (and so be covered by a known-egress entry
   // or its declaration); anything else counts as the package asked about.
-  const subjectId = `${report.subject.name}@${report.subject.version}`;
+  const subjectId = formatId(report.subject.name, report.subject.version);
   const inTree = (e: ReportEvent): ReportEvent =>
     e.package && packages.size > 0 && !packages.has(e.package) ? { ...e, package: subjectId } : e;
   const ordered = [
@@ -359,11 +360,9 @@ const CHANGE_SEVERITY = DEFAULT_SEVERITY;
  * their own: most compromised-maintainer releases add exactly that.
  */
 export function judgeChanges(report: CheckReport, diff: ReportDiff, policy: Policy): CheckReport {
-  const ids = new Map(
-    (report.packages ?? []).map((p) => [p.id.slice(0, p.id.lastIndexOf('@')), p.id]),
-  );
+  const ids = new Map((report.packages ?? []).map((p) => [parseId(p.id).name, p.id]));
   const idOf = (name: string) => ids.get(name) ?? (name || undefined);
-  const was = `${diff.before.name}@${diff.before.version}`;
+  const was = formatId(diff.before.name, diff.before.version);
   const findings: Finding[] = report.findings.filter((f) => !CHANGE_FINDINGS.includes(f.id));
   for (const d of diff.destinations.added) {
     const action = policy.changes[d.phase];

@@ -6,6 +6,7 @@
  */
 import semver from 'semver';
 import type { Phase } from '../core/terms.js';
+import { parseId } from '../core/package-id.js';
 import { parseDestination, type DestinationPattern } from './destination.js';
 import { formatPath, type PathSegment, type Problem, type StructuredSource } from './source.js';
 import {
@@ -50,9 +51,8 @@ const NAME_PATTERN = /^(@[a-z0-9*][a-z0-9._*-]*\/)?[a-z0-9*][a-z0-9._*-]*$/;
 /** `name`, `name@range`, `@scope/name@range`, `@scope/*`. */
 export function parsePackageScope(raw: string): PackageScope | string {
   const text = raw.trim();
-  const at = text.lastIndexOf('@');
-  const name = at > 0 ? text.slice(0, at) : text;
-  const range = at > 0 ? text.slice(at + 1) : undefined;
+  // A scope is split like an id: what follows the last `@` is the range.
+  const { name, version: range } = parseId(text);
   if (!NAME_PATTERN.test(name))
     return `"${name}" is not a package name (lower-case, optionally @scope/, * as wildcard)`;
   if (range !== undefined && semver.validRange(range) === null)
@@ -61,9 +61,7 @@ export function parsePackageScope(raw: string): PackageScope | string {
 }
 
 export function packageInScope(scope: PackageScope, id: string): boolean {
-  const at = id.lastIndexOf('@');
-  const name = at > 0 ? id.slice(0, at) : id;
-  const version = at > 0 ? id.slice(at + 1) : '';
+  const { name, version = '' } = parseId(id);
   const re = new RegExp(
     `^${scope.name.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*')}$`,
   );

@@ -11,6 +11,7 @@ import type { Readable } from 'node:stream';
 import Arborist, { type ArboristNode } from '@npmcli/arborist';
 import * as tar from 'tar';
 import { PhonehomeError } from '../core/errors.js';
+import { formatId } from '../core/package-id.js';
 import { specError } from './errors.js';
 import { registryOrigins, type NpmConfig } from './npmrc.js';
 import { describeTree, pacoteOpts, stagingDir, type TreePackageInfo } from './stage.js';
@@ -292,7 +293,7 @@ export async function loadLockTree(
             .slice(0, 5)
             .map(
               (n) =>
-                `${n.packageName}@${n.version} (locked ${String(lock.packages?.[n.location]?.integrity).slice(0, 20)}…, got ${String(n.integrity).slice(0, 20)}…)`,
+                `${formatId(n.packageName, n.version)} (locked ${String(lock.packages?.[n.location]?.integrity).slice(0, 20)}…, got ${String(n.integrity).slice(0, 20)}…)`,
             )
             .join(', ')}.`,
           {
@@ -329,7 +330,10 @@ export async function loadLockTree(
           'ESPEC_CORRUPT',
           `The content fetched for ${swapped
             .slice(0, 5)
-            .map(({ n, disk }) => `${n.location} is ${String(disk.name)}@${String(disk.version)}`)
+            .map(
+              ({ n, disk }) =>
+                `${n.location} is ${formatId(String(disk.name), String(disk.version))}`,
+            )
             .join(', ')}, not the package the lockfile names there.`,
           {
             fix: "Check the lockfile's integrity values; regenerate it with `npm install --package-lock-only` if it is wrong.",

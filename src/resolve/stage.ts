@@ -13,6 +13,7 @@ import Arborist, { type ArboristNode } from '@npmcli/arborist';
 import pacote from 'pacote';
 import * as tar from 'tar';
 import { PhonehomeError } from '../core/errors.js';
+import { formatId } from '../core/package-id.js';
 import type { Capability } from '../core/terms.js';
 import { scanCapabilities } from './capabilities.js';
 import { specError } from './errors.js';
@@ -226,7 +227,7 @@ export async function describeTree(
       dependencies: [...n.edgesOut.values()]
         .map((e) => e.to)
         .filter((t): t is ArboristNode => !!t && !t.isRoot)
-        .map((t) => `${t.packageName}@${t.version}`)
+        .map((t) => formatId(t.packageName, t.version))
         .sort(),
     };
   });
@@ -275,7 +276,7 @@ function bundler(n: ArboristNode): string | undefined {
   if (!n.inBundle) return undefined;
   let b = n.parent;
   while (b?.inBundle) b = b.parent;
-  return b && !b.isRoot ? `${b.packageName}@${b.version}` : undefined;
+  return b && !b.isRoot ? formatId(b.packageName, b.version) : undefined;
 }
 
 /** Map with at most `limit` calls in flight (file scans of a large tree would exhaust descriptors). */

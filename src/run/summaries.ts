@@ -3,12 +3,13 @@
  * audit: a summary per package (install scripts, capabilities, declaration) and the dependency
  * closure of a package.
  */
+import { formatId } from '../core/package-id.js';
 import type { PackageSummary } from '../core/report.js';
 import type { Phase } from '../core/terms.js';
 import { parseDeclaration } from '../policy/parse.js';
 import type { TreePackageInfo } from '../resolve/stage.js';
 
-export const idOf = (p: { name: string; version: string }): string => `${p.name}@${p.version}`;
+export const idOf = (p: { name: string; version: string }): string => formatId(p.name, p.version);
 
 export function packageSummary(p: TreePackageInfo): PackageSummary {
   const declared = p.egress !== undefined ? parseDeclaration(p.egress) : undefined;

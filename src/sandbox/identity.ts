@@ -7,20 +7,11 @@
  * have come from the sandbox: that is a leak.
  */
 import { generateKeyPairSync, randomBytes, randomInt } from 'node:crypto';
-import type { Readable } from 'node:stream';
-import tar from 'tar-stream';
+import { Readable } from 'node:stream';
+import { Header, Pax, type HeaderData } from 'tar';
+import type { Bait } from '../core/bait.js';
 
 export type IdentityProfile = 'laptop' | 'ci';
-
-export interface BaitSecret {
-  /** Stable id (`npm-token`, `aws-secret-key`, …). */
-  id: string;
-  /** What it is, for a person. */
-  label: string;
-  /** Where it was planted (file paths and environment variables). */
-  where: string[];
-  value: string;
-}
 
 export interface IdentityFile {
   /** Absolute path in the sandbox. */
@@ -43,7 +34,7 @@ export interface SandboxIdentity {
   homeDirs: string[];
   /** Files of the project folder (a .env). */
   projectFiles: IdentityFile[];
-  bait: BaitSecret[];
+  bait: Bait[];
 }
 
 const PEOPLE: [string, string][] = [
@@ -87,10 +78,6 @@ function chars(alphabet: string, n: number): string {
   let s = '';
   for (let i = 0; i < n; i++) s += alphabet[randomInt(alphabet.length)];
   return s;
-}
-
-export function randomHostname(): string {
-  return `${pick(PEOPLE)[0]}-${pick(MACHINES)}`;
 }
 
 function sshString(b: Buffer | string): Buffer {
@@ -179,7 +166,7 @@ export function makeIdentity(profile: IdentityProfile = 'laptop'): SandboxIdenti
   // it wherever it is sent, whole or in part.
   const sshLine = ssh.privateKey.split('\n')[2] ?? '';
 
-  const bait: BaitSecret[] = [
+  const bait: Bait[] = [
     {
       id: 'npm-token',
       label: 'npm access token',
@@ -325,11 +312,27 @@ export function makeIdentity(profile: IdentityProfile = 'laptop'): SandboxIdenti
   return { profile, user, fullName, home, hostname, env, homeFiles, homeDirs, projectFiles, bait };
 }
 
-/** A tar stream of files (paths relative to where it is unpacked) and folders. */
+const BLOCK = 512;
+
+/**
+ * A tar stream of files (paths relative to where it is unpacked) and folders (mode 0755), owned by
+ * uid 0. Written block by block with node-tar's header encoder: node-tar's Pack archives files
+ * from disk, and these exist only in memory (writing them out to pack them back would put the
+ * run's bait secrets in a temp folder of the host for nothing).
+ */
 export function filesTar(files: IdentityFile[], dirs: string[] = []): Readable {
-  const pack = tar.pack();
-  for (const dir of dirs) pack.entry({ name: dir, type: 'directory', mode: 0o755 });
-  for (const f of files) pack.entry({ name: f.path.replace(/^\//, ''), mode: f.mode }, f.content);
-  pack.finalize();
-  return pack as unknown as Readable;
+  const blocks: Buffer[] = [];
+  const mtime = new Date();
+  const entry = (path: string, type: 'File' | 'Directory', mode: number, body: Buffer): void => {
+    const fields: HeaderData = { path, type, mode, size: body.length, mtime, uid: 0, gid: 0 };
+    const header = Buffer.alloc(BLOCK);
+    // A path too long (or not ASCII) for the ustar fields goes in a pax header before it.
+    if (new Header(fields).encode(header)) blocks.push(new Pax(fields).encode());
+    blocks.push(header, body, Buffer.alloc((BLOCK - (body.length % BLOCK)) % BLOCK));
+  };
+  for (const dir of dirs) entry(dir, 'Directory', 0o755, Buffer.alloc(0));
+  for (const f of files) entry(f.path.replace(/^\//, ''), 'File', f.mode, Buffer.from(f.content));
+  // The end of the archive: two empty blocks.
+  blocks.push(Buffer.alloc(2 * BLOCK));
+  return Readable.from([Buffer.concat(blocks)]);
 }

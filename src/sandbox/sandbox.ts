@@ -7,7 +7,6 @@ import type { Readable } from 'node:stream';
 
 export const LABEL_RUN = 'phonehome.run';
 export const LABEL_ROLE = 'phonehome.role';
-export const LABEL_CREATED = 'phonehome.created';
 /** `<hostname>:<pid>` of the phonehome process that made the object; a sweep keeps objects whose owner lives. */
 export const LABEL_OWNER = 'phonehome.owner';
 
@@ -125,7 +124,6 @@ export interface EngineInfo {
 
 export interface SweepResult {
   removedContainers: string[];
-  removedNetworks: string[];
 }
 
 export interface SandboxEngine {
@@ -133,9 +131,10 @@ export interface SandboxEngine {
   imageExists(ref: string): Promise<boolean>;
   newRun(runId?: string): SandboxRun;
   /**
-   * Remove containers and networks labelled by phonehome (never anything unlabelled) that no live
-   * phonehome process owns: the owner's process is gone (same host), or, for owners on other hosts,
-   * the object is older than `foreignMinAgeMs`.
+   * Remove containers labelled by phonehome (never anything unlabelled) that no live phonehome
+   * process owns: the owner's process is gone (same host), or, for owners on other hosts, the
+   * container is older than `foreignMinAgeMs`. phonehome makes no networks (a sandbox shares its
+   * gateway's network namespace), so there are none to sweep.
    */
   sweep(opts?: { foreignMinAgeMs?: number }): Promise<SweepResult>;
 }

@@ -215,18 +215,6 @@ export class ResultStore {
     return row ? { run: toRun(row), report: JSON.parse(row.report) as CheckReport } : undefined;
   }
 
-  /** The newest stored report of a version, whatever the sandbox (for comparisons). */
-  findVersion(name: string, version: string, sandbox?: string): CheckReport | undefined {
-    const row = this.db
-      .prepare(
-        `SELECT report FROM runs WHERE name = ? AND version = ? ${sandbox ? 'AND sandbox = ?' : ''}
-         ORDER BY id DESC LIMIT 1`,
-      )
-      .get(...(sandbox ? [name, version, sandbox] : [name, version])) as
-      { report: string } | undefined;
-    return row ? (JSON.parse(row.report) as CheckReport) : undefined;
-  }
-
   /** Stored runs of a package, newest first. */
   history(name: string, limit = 100): StoredRun[] {
     return (

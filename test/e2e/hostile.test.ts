@@ -82,7 +82,15 @@ describe('phonehome check (CLI), hostile packages', () => {
       const report = parseReport(r);
       assert.equal(r.code, 0, 'no egress, so a pass');
       assert.equal(report.subject.name, 'hostile-fork-bomb');
-      assert.ok(['timeout', 'failed'].includes(phaseOf(report, 'install').status));
+      // Always the timeout: the script npm starts never ends (see the fixture's bomb.sh). A copy
+      // of the bomb exits when its fork() fails, which is why the first script is not one.
+      const install = phaseOf(report, 'install');
+      assert.equal(install.status, 'timeout', install.note);
+      assert.equal(install.exitCode, null);
+      assert.match(
+        install.note ?? '',
+        /^killed at its timeout \(install scripts of hostile-fork-bomb@1\.0\.0\)/,
+      );
       assert.equal(phaseOf(report, 'import').status, 'completed');
       assert.equal(phaseOf(report, 'exercise').status, 'completed');
       assert.deepEqual(report.events, []);
@@ -106,9 +114,12 @@ describe('phonehome check (CLI), hostile packages', () => {
     it('fails the install phase, and import and exercise still run', () => {
       const report = parseReport(r);
       assert.equal(r.code, 0, r.stderr);
+      // The project folder is a 1 GB tmpfs: full within a few seconds (1-2 s here), far inside
+      // the 20 s install timeout, so the script always ends on its own, with its exit code.
       const install = phaseOf(report, 'install');
-      assert.ok(['failed', 'timeout'].includes(install.status), `install ${install.status}`);
-      if (install.status === 'failed') assert.notEqual(install.exitCode, 0);
+      assert.equal(install.status, 'failed', install.note);
+      assert.equal(install.exitCode, 1);
+      assert.match(install.note ?? '', /exit 1: disk full after \d+ bytes: ENOSPC/);
       assert.equal(phaseOf(report, 'import').status, 'completed');
       assert.equal(phaseOf(report, 'exercise').status, 'completed');
       assert.equal(phaseOf(report, 'exercise').calls?.functions, 1, 'the export was called');
@@ -239,20 +250,20 @@ describe('phonehome check (CLI), hostile packages', () => {
       ]);
     });
 
-    it('is checked or refused cleanly, and nothing lands outside the package', async () => {
+    it('is checked, and nothing lands outside the package', async () => {
       const r = await cli(['check', tgz, '--json', '--settle', '1']);
       assert.ok(!existsSync(escaped), `${escaped} was written on the host`);
       assert.ok(!existsSync(absolute), `${absolute} was written on the host`);
       await assertCleanEnd(r);
-      if (r.code === 2) {
-        assert.match(r.stderr, /ESPEC_CORRUPT/);
-        assert.equal(await containersCreated(r), 0);
-      } else {
-        const report = parseReport(r);
-        assert.equal(report.subject.name, 'hostile-tar-paths');
-        assert.equal(report.subject.version, '1.0.0');
-        assert.equal(phaseOf(report, 'import').status, 'completed');
-      }
+      // Not refused: node-tar, which unpacks it on the host, skips the `..` entry and writes the
+      // absolute one (and the link's target) relative to the package folder; the rest is checked.
+      const report = parseReport(r);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(report.verdict, 'pass');
+      assert.equal(report.subject.name, 'hostile-tar-paths');
+      assert.equal(report.subject.version, '1.0.0');
+      assert.equal(phaseOf(report, 'install').status, 'skipped');
+      assert.equal(phaseOf(report, 'import').status, 'completed');
     });
   });
 });

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Arborist from '@npmcli/arborist';
 import pacote from 'pacote';
+import { formatId } from '../../src/core/package-id.js';
 
 export interface TestRegistry {
   url: string;
@@ -34,7 +35,7 @@ export async function startRegistry(
     > & { name: string; version: string };
     const file = join(work, `${manifest.name.replace('/', '-')}-${manifest.version}.tgz`);
     await pacote.tarball.file(`file:${folder}`, file, { ignoreScripts: true, Arborist });
-    tarballs.set(`${manifest.name}@${manifest.version}`, await readFile(file));
+    tarballs.set(formatId(manifest.name, manifest.version), await readFile(file));
     manifests.push({ name: manifest.name, version: manifest.version, manifest });
   }
   const requests: string[] = [];
@@ -49,7 +50,8 @@ export async function startRegistry(
       return answer(401, JSON.stringify({ error: 'authentication required' }));
     const tgz = /^\/(.+)\/-\/.+-(\d+\.\d+\.\d+[^/]*)\.tgz$/.exec(path);
     if (tgz) {
-      const data = tarballs.get(`${tgz[1]}@${tgz[2]}`);
+      const [, name = '', version = ''] = tgz;
+      const data = tarballs.get(formatId(name, version));
       return data
         ? answer(200, data, 'application/octet-stream')
         : answer(404, JSON.stringify({ error: 'not found' }));
@@ -63,14 +65,14 @@ export async function startRegistry(
       'dist-tags': { latest: versions[versions.length - 1]?.version },
       versions: Object.fromEntries(
         versions.map((m) => {
-          const data = tarballs.get(`${m.name}@${m.version}`) as Buffer;
+          const data = tarballs.get(formatId(m.name, m.version)) as Buffer;
           const integrity = `sha512-${createHash('sha512').update(data).digest('base64')}`;
           const file = `${m.name.split('/').pop()}-${m.version}.tgz`;
           return [
             m.version,
             {
               ...m.manifest,
-              _id: `${m.name}@${m.version}`,
+              _id: formatId(m.name, m.version),
               dist: { tarball: `${base}/${m.name}/-/${file}`, integrity },
             },
           ];

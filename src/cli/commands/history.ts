@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { PhonehomeError } from '../../core/errors.js';
 import { forTerminal as t } from '../../core/escape.js';
+import { parseId } from '../../core/package-id.js';
 import { defaultStorePath, ResultStore } from '../../store/store.js';
 import { withFlags } from '../options.js';
 
@@ -17,13 +18,13 @@ export function historyCommand(): Command {
           'EUSAGE',
           `--limit wants a whole number of runs, not "${o.limit}".`,
         );
-      const at = name.lastIndexOf('@');
-      if (at > 0)
+      const id = parseId(name);
+      if (id.version !== undefined)
         throw new PhonehomeError(
           'EUSAGE',
           `history takes a package name, not a version: ${name}.`,
           {
-            fix: `Run \`phonehome history ${name.slice(0, at)}\`; it lists every stored version.`,
+            fix: `Run \`phonehome history ${id.name}\`; it lists every stored version.`,
           },
         );
       const path = o.store ?? defaultStorePath();

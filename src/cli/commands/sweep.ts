@@ -5,11 +5,11 @@ import { cliContext } from '../context.js';
 export function sweepCommand(): Command {
   return new Command('sweep')
     .description(
-      'remove containers and networks left behind by phonehome runs whose process is gone (by label only)',
+      'remove containers left behind by phonehome runs whose process is gone (by label only)',
     )
     .option(
       '--foreign-min-age <seconds>',
-      'objects made by phonehome on another host (remote engine) are removed only when older than this',
+      'containers made by phonehome on another host (remote engine) are removed only when older than this',
       '21600',
     )
     .action(async (o: { foreignMinAge: string }) => {
@@ -23,7 +23,7 @@ export function sweepCommand(): Command {
         );
       const r = await engine.sweep({ foreignMinAgeMs: age * 1000 });
       process.stdout.write(
-        `removed ${r.removedContainers.length} container(s)${r.removedContainers.length ? ` (${r.removedContainers.join(', ')})` : ''} and ${r.removedNetworks.length} network(s)\n`,
+        `removed ${r.removedContainers.length} container(s)${r.removedContainers.length ? ` (${r.removedContainers.join(', ')})` : ''}\n`,
       );
     });
 }

@@ -8,7 +8,6 @@ import Docker from 'dockerode';
 import * as tar from 'tar';
 import { PhonehomeError } from '../../core/errors.js';
 import {
-  LABEL_CREATED,
   LABEL_OWNER,
   LABEL_ROLE,
   LABEL_RUN,
@@ -98,7 +97,7 @@ export class DockerEngine implements SandboxEngine {
       if (host === hostname() && pid) return !processAlive(Number(pid));
       return now - createdMs >= foreignMinAgeMs;
     };
-    const result: SweepResult = { removedContainers: [], removedNetworks: [] };
+    const result: SweepResult = { removedContainers: [] };
     try {
       const containers = await this.docker.listContainers({
         all: true,
@@ -109,16 +108,6 @@ export class DockerEngine implements SandboxEngine {
         try {
           await this.docker.getContainer(c.Id).remove({ force: true, v: true });
           result.removedContainers.push(c.Id.slice(0, 12));
-        } catch (e) {
-          if (!isNotFound(e)) throw e;
-        }
-      }
-      const networks = await this.docker.listNetworks({ filters: { label: [LABEL_RUN] } });
-      for (const n of networks) {
-        if (!stale(n.Labels, Date.parse(n.Created ?? '') || 0)) continue;
-        try {
-          await this.docker.getNetwork(n.Id).remove();
-          result.removedNetworks.push(n.Id.slice(0, 12));
         } catch (e) {
           if (!isNotFound(e)) throw e;
         }
@@ -196,7 +185,6 @@ class DockerRun implements SandboxRun {
         Labels: {
           [LABEL_RUN]: this.id,
           [LABEL_ROLE]: spec.role,
-          [LABEL_CREATED]: new Date().toISOString(),
           [LABEL_OWNER]: `${hostname()}:${process.pid}`,
         },
         HostConfig: hostConfig,

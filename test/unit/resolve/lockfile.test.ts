@@ -1,0 +1,151 @@
+/**
+ * Finding and reading a lockfile before anything is fetched: which file a path means, the other
+ * package managers' lockfiles refused with a fix, and damaged or old npm lockfiles explained.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { PhonehomeError } from '../../../src/core/errors.js';
+import { findLockfile, readLockfile } from '../../../src/resolve/lockfile.js';
+
+let root: string;
+before(() => {
+  root = mkdtempSync(join(tmpdir(), 'phonehome-lockfile-'));
+});
+after(() => rmSync(root, { recursive: true, force: true }));
+
+/** A folder under the temp root holding these files. */
+function folder(name: string, files: Record<string, string>): string {
+  const dir = join(root, name);
+  mkdirSync(dir, { recursive: true });
+  for (const [f, text] of Object.entries(files)) writeFileSync(join(dir, f), text);
+  return dir;
+}
+
+/** Asserts an ELOCKFILE error whose message matches, and returns it for more checks. */
+function lockfileError(fn: () => unknown, message: RegExp): PhonehomeError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(caught instanceof PhonehomeError, `expected a PhonehomeError, got ${String(caught)}`);
+  assert.equal(caught.code, 'ELOCKFILE');
+  assert.equal(caught.exitCode, 2);
+  assert.match(caught.message, message);
+  return caught;
+}
+
+const V3 = JSON.stringify({
+  name: 'app',
+  version: '1.0.0',
+  lockfileVersion: 3,
+  packages: { '': { name: 'app', version: '1.0.0' } },
+});
+
+describe('findLockfile', () => {
+  it('in a project folder: npm-shrinkwrap.json before package-lock.json, before any other', () => {
+    const both = folder('both', {
+      'npm-shrinkwrap.json': V3,
+      'package-lock.json': V3,
+      'yarn.lock': '',
+    });
+    assert.equal(findLockfile(both), join(both, 'npm-shrinkwrap.json'));
+    const npm = folder('npm-and-yarn', { 'package-lock.json': V3, 'yarn.lock': '' });
+    assert.equal(findLockfile(npm), join(npm, 'package-lock.json'));
+  });
+
+  it('a file is taken as it is, whatever its name', () => {
+    const dir = folder('named', { 'locked.json': V3 });
+    assert.equal(findLockfile(join(dir, 'locked.json')), join(dir, 'locked.json'));
+  });
+
+  for (const [file, manager] of [
+    ['yarn.lock', 'Yarn'],
+    ['pnpm-lock.yaml', 'pnpm'],
+    ['bun.lockb', 'Bun'],
+    ['bun.lock', 'Bun'],
+  ] as const) {
+    it(`a ${manager} lockfile (${file}) is refused, named, with a fix`, () => {
+      const dir = folder(`only-${file}`, { [file]: '' });
+      const inFolder = lockfileError(
+        () => findLockfile(dir),
+        new RegExp(
+          `has a ${manager} lockfile \\(${file.replace('.', '\\.')}\\); ${manager} lockfiles are not supported`,
+        ),
+      );
+      assert.match(inFolder.fix, /npm install --package-lock-only/);
+      const direct = lockfileError(
+        () => findLockfile(join(dir, file)),
+        new RegExp(`is a ${manager} lockfile; not supported`),
+      );
+      assert.match(direct.fix, /npm install --package-lock-only/);
+    });
+  }
+
+  it('nothing there, or a folder with no lockfile', () => {
+    lockfileError(() => findLockfile(join(root, 'absent')), /^Nothing at .*absent\.$/);
+    lockfileError(
+      () => findLockfile(folder('empty', { 'package.json': '{}' })),
+      /has no package-lock\.json or npm-shrinkwrap\.json/,
+    );
+  });
+});
+
+describe('readLockfile', () => {
+  const file = (name: string, text: string) =>
+    join(folder(name, { 'package-lock.json': text }), 'package-lock.json');
+
+  it('reads a lockfileVersion 2 or 3 file', () => {
+    assert.equal(readLockfile(file('v3', V3)).lockfileVersion, 3);
+    const v2 = JSON.stringify({ lockfileVersion: 2, packages: { '': {} }, dependencies: {} });
+    assert.equal(readLockfile(file('v2', v2)).lockfileVersion, 2);
+  });
+
+  it('malformed JSON: the line it breaks on, and how to regenerate it', () => {
+    const broken = file('broken', '{\n  "lockfileVersion": 3,\n  "packages": {,\n  }\n}\n');
+    const e = lockfileError(() => readLockfile(broken), /is not valid JSON \(line 3\)/);
+    assert.match(e.fix, /npm install --package-lock-only/);
+    // Cut short ("Unexpected end of JSON input", no position): the last line, where it ends.
+    lockfileError(
+      () => readLockfile(file('cut', '{\n  "lockfileVersion": 3,\n  "packages": ')),
+      /is not valid JSON \(line 3\)/,
+    );
+  });
+
+  it('JSON that is not a lockfile object', () => {
+    for (const [name, text] of [
+      ['array', '[]'],
+      ['null', 'null'],
+      ['string', '"package-lock"'],
+    ] as const)
+      lockfileError(() => readLockfile(file(`not-${name}`, text)), /is not a lockfile\.$/);
+  });
+
+  it('an npm 6 lockfile (version 1, or no version and no packages) says to regenerate it', () => {
+    for (const [name, lock] of [
+      ['v1', { lockfileVersion: 1, dependencies: {} }],
+      ['unversioned', { dependencies: {} }],
+    ] as const) {
+      const e = lockfileError(
+        () => readLockfile(file(name, JSON.stringify(lock))),
+        /lockfileVersion 1 file \(npm 6\)/,
+      );
+      assert.match(e.fix, /npm 7 or later/);
+    }
+  });
+
+  it('a packages section without the root entry', () => {
+    for (const [name, lock] of [
+      ['no-root', { lockfileVersion: 3, packages: { 'node_modules/a': { version: '1.0.0' } } }],
+      ['packages-not-object', { lockfileVersion: 3, packages: 'yes' }],
+    ] as const)
+      lockfileError(
+        () => readLockfile(file(name, JSON.stringify(lock))),
+        /has no "packages" section with a root entry/,
+      );
+  });
+});
