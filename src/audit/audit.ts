@@ -61,6 +61,8 @@ export interface AuditOptions extends Pick<
   'npmConfig' | 'as' | 'installTimeoutMs' | 'importTimeoutMs' | 'settleMs' | 'log' | 'signal'
 > {
   policy: LoadedPolicy;
+  /** Fetch tarball URLs and git repositories the lockfile names outside the registries. */
+  allowRemoteSources?: boolean;
   store?: ResultStore;
   noCache?: boolean;
   omit?: OmitKind[];
@@ -140,6 +142,7 @@ export async function audit(
   const o = { ...CHECK_DEFAULTS, ...opts };
   await using tree = await loadLockTree(path, {
     ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
+    ...(opts.allowRemoteSources ? { allowRemoteSources: true } : {}),
     ...(opts.omit ? { omit: opts.omit } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });

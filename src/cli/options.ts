@@ -64,6 +64,11 @@ const DEFINITIONS = {
     new Option('--exercise-timeout <seconds>', 'timeout of the exercise phase').default(
       d(CHECK_DEFAULTS.exerciseTimeoutMs),
     ),
+  allowRemoteSources: () =>
+    new Option(
+      '--allow-remote-sources',
+      'fetch the tarball URLs and git repositories the lockfile names outside your registries (internal addresses never)',
+    ),
   settle: () =>
     new Option(
       '--settle <seconds>',
@@ -105,6 +110,7 @@ export interface SharedFlags {
   importTimeout: string;
   exerciseTimeout: string;
   settle: string;
+  allowRemoteSources?: boolean;
 }
 
 /**

@@ -92,6 +92,12 @@ export const errorCatalogue = {
     fix: 'Point at a package-lock.json (lockfileVersion 2 or 3), an npm-shrinkwrap.json, or a project folder with one; regenerate a damaged or old lockfile with `npm install --package-lock-only`.',
     exit: ExitCode.usage,
   },
+  ELOCKFILE_SOURCE: {
+    summary:
+      'The lockfile points phonehome at sources it does not fetch from without your consent.',
+    fix: 'Check why those packages come from there; if you trust them, run again with --allow-remote-sources (internal addresses are never fetched unless they are your configured registry).',
+    exit: ExitCode.usage,
+  },
   EREGISTRY_AUTH: {
     summary: 'The registry refused the request: missing or wrong credentials.',
     fix: 'Log in (`npm login --registry <url>`) or set `//<registry host>/:_authToken` in your .npmrc; phonehome reads the same npm configuration as npm.',

@@ -261,6 +261,8 @@ export interface GateOptions extends Pick<
 > {
   npmConfig?: NpmConfig;
   policy: LoadedPolicy;
+  /** Fetch tarball URLs and git repositories the lockfile names outside the registries. */
+  allowRemoteSources?: boolean;
   store?: ResultStore;
   noCache?: boolean;
   log?: (line: string) => void;
@@ -400,6 +402,7 @@ export async function gate(
     const treeOpts = {
       ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.allowRemoteSources ? { allowRemoteSources: true } : {}),
     };
     await using baseTree = await loadLockTree(b.dir, treeOpts);
     await using headTree = await loadLockTree(h.dir, treeOpts);

@@ -6,7 +6,14 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve as resolvePath } from 'node:path';
+import {
+  basename,
+  dirname,
+  isAbsolute,
+  join,
+  relative as relativePath,
+  resolve as resolvePath,
+} from 'node:path';
 import type { Readable } from 'node:stream';
 import Arborist, { type ArboristNode } from '@npmcli/arborist';
 import * as tar from 'tar';
@@ -145,7 +152,13 @@ export interface LockTree {
  */
 export async function loadLockTree(
   path: string,
-  opts: { npmConfig?: NpmConfig; omit?: OmitKind[]; signal?: AbortSignal } = {},
+  opts: {
+    npmConfig?: NpmConfig;
+    omit?: OmitKind[];
+    signal?: AbortSignal;
+    /** Fetch tarball URLs and git repositories that are not the configured registries'. */
+    allowRemoteSources?: boolean;
+  } = {},
 ): Promise<LockTree> {
   const lockfile = findLockfile(path);
   const lock = readLockfile(lockfile);
@@ -229,7 +242,12 @@ export async function loadLockTree(
       name: n.packageName,
       version: n.version,
       integrity: n.integrity,
-      resolved: n.resolved,
+      // As the lockfile writes it (a file: path relative to the project), not as arborist resolved
+      // it against the staging folder.
+      resolved:
+        typeof lock.packages?.[n.location]?.resolved === 'string'
+          ? String(lock.packages?.[n.location]?.resolved)
+          : n.resolved,
       location: n.location,
       path: [projectName, ...(paths.get(n.location) ?? [n.packageName])],
       dev: n.dev,
@@ -243,6 +261,22 @@ export async function loadLockTree(
       if (!e.version)
         throw new PhonehomeError('ELOCKFILE', `${lockfile} has no version for ${e.location}.`);
     const stage = async (): Promise<StagedTree> => {
+      // A lockfile of a pull request is the author's: refuse to fetch from where it says before
+      // anything is fetched, unless the place is the user's own (see lockSources).
+      const refused = refusedSources(
+        entries,
+        registryOrigins(opts.npmConfig ?? {}),
+        dirname(lockfile),
+        opts.allowRemoteSources ?? false,
+      );
+      if (refused.length)
+        throw new PhonehomeError(
+          'ELOCKFILE_SOURCE',
+          `${lockfile} locks ${refused.length} package(s) to places phonehome does not fetch from without your consent: ${refused
+            .slice(0, 5)
+            .map((r) => `${r.entry.location} (${r.entry.resolved}: ${r.why})`)
+            .join('; ')}.`,
+        );
       let root: ArboristNode;
       try {
         root = await new Arborist(arbOpts).reify({ omit: [...omit], save: false });
@@ -385,4 +419,75 @@ function shortestPaths(root: ArboristNode): Map<string, string[]> {
     }
   }
   return paths;
+}
+
+/** An IP address literal of loopback, link-local (cloud metadata), private or unique-local ranges. */
+function internalAddress(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(h);
+  if (v4) {
+    const [a, b] = [Number(v4[1]), Number(v4[2])];
+    return (
+      a === 127 ||
+      a === 10 ||
+      a === 0 ||
+      (a === 169 && b === 254) ||
+      (a === 172 && b >= 16 && b <= 31) ||
+      (a === 192 && b === 168) ||
+      (a === 100 && b >= 64 && b <= 127)
+    );
+  }
+  return (
+    h.includes(':') &&
+    (h === '::1' || h.startsWith('fe80:') || h.startsWith('fc') || h.startsWith('fd'))
+  );
+}
+
+/**
+ * Where a lockfile may send phonehome, which fetches on the host: the registries the user's npm
+ * configuration names, and `file:` paths inside the project. A tarball URL or git repository
+ * elsewhere needs `allowRemote`; an internal address (loopback, link-local such as a cloud
+ * metadata service, private ranges) is never fetched unless it is a configured registry.
+ */
+export function refusedSources(
+  entries: readonly LockEntry[],
+  registries: readonly string[],
+  projectDir: string,
+  allowRemote: boolean,
+): { entry: LockEntry; why: string }[] {
+  const out: { entry: LockEntry; why: string }[] = [];
+  for (const entry of entries) {
+    const r = entry.resolved;
+    if (!r) continue;
+    if (r.startsWith('file:')) {
+      const path = resolvePath(projectDir, r.slice('file:'.length));
+      const rel = relativePath(projectDir, path);
+      if (rel.startsWith('..') || isAbsolute(rel))
+        out.push({ entry, why: 'a file outside the project' });
+      continue;
+    }
+    let url: URL;
+    try {
+      url = new URL(r.replace(/^git\+/, ''));
+    } catch {
+      out.push({ entry, why: 'not a URL phonehome can check' });
+      continue;
+    }
+    const base = `${url.origin}${url.pathname}`;
+    if (registries.some((reg) => base.startsWith(reg.endsWith('/') ? reg : `${reg}/`))) continue;
+    if (url.protocol === 'file:') {
+      if (!allowRemote) out.push({ entry, why: 'a git repository outside the registries' });
+      continue;
+    }
+    if (internalAddress(url.hostname)) out.push({ entry, why: 'an internal address' });
+    else if (!allowRemote)
+      out.push({
+        entry,
+        why: r.startsWith('git')
+          ? 'a git repository outside the registries'
+          : 'a tarball URL outside the registries',
+      });
+  }
+  return out;
 }

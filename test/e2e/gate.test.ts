@@ -219,7 +219,13 @@ describe('phonehome gate (CLI)', () => {
       }),
     );
     await registry.lock(head);
-    const first = await gate(['--base', base, '--head', head, '--json']);
+    // The git repository is neither a registry nor inside the project: fetched only with consent.
+    const refused = await gate(['--base', base, '--head', head, '--json']);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /ELOCKFILE_SOURCE/);
+    assert.match(refused.stderr, /node_modules\/git-beacon/);
+    assert.doesNotMatch(refused.stderr, /vendored-beacon|upgrade-beacon/);
+    const first = await gate(['--base', base, '--head', head, '--json', '--allow-remote-sources']);
     assert.equal(first.code, 1, first.stderr);
     const report = JSON.parse(first.stdout) as GateReport;
     const lock = JSON.parse(readFileSync(join(head, 'package-lock.json'), 'utf8')) as {

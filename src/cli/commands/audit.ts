@@ -87,7 +87,14 @@ export function auditCommand(): Command {
     .option('--concurrency <n>', 'sandboxes at once (default: from CPU count and free memory)');
   // No exercise phase in an audit.
   const limits = LIMIT_FLAGS.filter((f) => f !== 'exerciseTimeout');
-  return withFlags(cmd, ['json', 'markdown', ...RUN_FLAGS, 'failOn', ...limits])
+  return withFlags(cmd, [
+    'json',
+    'markdown',
+    ...RUN_FLAGS,
+    'allowRemoteSources',
+    'failOn',
+    ...limits,
+  ])
     .addHelpText(
       'after',
       `
@@ -124,6 +131,7 @@ error, 130 interrupted.`,
           const { audit } = await import('../../audit/audit.js');
           report = await audit(engine, images, path, {
             ...timeouts,
+            ...(o.allowRemoteSources ? { allowRemoteSources: true } : {}),
             npmConfig,
             policy,
             store,

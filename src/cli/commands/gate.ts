@@ -31,7 +31,11 @@ export function gateCommand(): Command {
       '--sarif <file>',
       'write SARIF 2.1.0 results (each at the lockfile entry of its package)',
     );
-  return withFlags(cmd, ['json', 'markdown', ...RUN_FLAGS, 'failOn', ...LIMIT_FLAGS], 'fail')
+  return withFlags(
+    cmd,
+    ['json', 'markdown', ...RUN_FLAGS, 'allowRemoteSources', 'failOn', ...LIMIT_FLAGS],
+    'fail',
+  )
     .addHelpText(
       'after',
       `
@@ -59,6 +63,7 @@ images, registry, store), 4 internal error, 130 interrupted.`,
         try {
           report = await gate(ctx.sandbox, o.base ?? defaultBase(), o.head, {
             ...timeouts,
+            ...(o.allowRemoteSources ? { allowRemoteSources: true } : {}),
             as: o.as,
             policy,
             npmConfig,
