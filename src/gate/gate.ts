@@ -22,6 +22,7 @@ import {
   type LockTree,
   type StagedTree,
 } from '../resolve/lockfile.js';
+import { binNames } from '../resolve/stage.js';
 import { closure, idOf, packageSummary } from '../run/summaries.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
 import type { ResultStore } from '../store/store.js';
@@ -337,13 +338,7 @@ function lockedSubject(
           return {};
         }
       })();
-      const bin = manifest.bin;
-      const bins =
-        typeof bin === 'string'
-          ? [entry.name.slice(entry.name.lastIndexOf('/') + 1)]
-          : bin && typeof bin === 'object'
-            ? Object.keys(bin).sort()
-            : [];
+      const bins = binNames(manifest.bin, entry.name);
       return {
         name: entry.name,
         version: entry.version,

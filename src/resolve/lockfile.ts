@@ -14,6 +14,7 @@ import {
   relative as relativePath,
   resolve as resolvePath,
 } from 'node:path';
+import { BlockList, isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import Arborist, { type ArboristNode } from '@npmcli/arborist';
 import * as tar from 'tar';
@@ -421,27 +422,35 @@ function shortestPaths(root: ArboristNode): Map<string, string[]> {
   return paths;
 }
 
-/** An IP address literal of loopback, link-local (cloud metadata), private or unique-local ranges. */
+/** Loopback, link-local (cloud metadata services), private, shared and unique-local ranges. */
+const INTERNAL = (() => {
+  const list = new BlockList();
+  for (const [net, bits] of [
+    ['0.0.0.0', 8],
+    ['10.0.0.0', 8],
+    ['100.64.0.0', 10],
+    ['127.0.0.0', 8],
+    ['169.254.0.0', 16],
+    ['172.16.0.0', 12],
+    ['192.168.0.0', 16],
+  ] as const)
+    list.addSubnet(net, bits, 'ipv4');
+  for (const [net, bits] of [
+    ['::1', 128],
+    ['fe80::', 10],
+    ['fc00::', 7],
+    ['::ffff:0:0', 96],
+  ] as const)
+    list.addSubnet(net, bits, 'ipv6');
+  return list;
+})();
+
+/** An address literal in INTERNAL, or localhost. */
 function internalAddress(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, '').toLowerCase();
   if (h === 'localhost' || h.endsWith('.localhost')) return true;
-  const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(h);
-  if (v4) {
-    const [a, b] = [Number(v4[1]), Number(v4[2])];
-    return (
-      a === 127 ||
-      a === 10 ||
-      a === 0 ||
-      (a === 169 && b === 254) ||
-      (a === 172 && b >= 16 && b <= 31) ||
-      (a === 192 && b === 168) ||
-      (a === 100 && b >= 64 && b <= 127)
-    );
-  }
-  return (
-    h.includes(':') &&
-    (h === '::1' || h.startsWith('fe80:') || h.startsWith('fc') || h.startsWith('fd'))
-  );
+  const family = isIP(h);
+  return family !== 0 && INTERNAL.check(h, family === 4 ? 'ipv4' : 'ipv6');
 }
 
 /**

@@ -310,7 +310,8 @@ function installScripts(n: ArboristNode, folder: string): string[] {
   return gyp ? [...scripts, 'install'] : scripts;
 }
 
-function binNames(bin: unknown, packageName: string): string[] {
+/** The commands a package's `bin` field declares, by name. */
+export function binNames(bin: unknown, packageName: string): string[] {
   if (typeof bin === 'string') return [packageName.replace(/^@[^/]+\//, '')];
   if (bin && typeof bin === 'object') return Object.keys(bin).sort();
   return [];

@@ -8,7 +8,7 @@ import {
   type ContainerSpec,
   type SandboxRun,
 } from '../../src/sandbox/sandbox.js';
-import { engine as newEngine, images } from '../support/sandbox.js';
+import { engine as newEngine, idleRunner, images } from '../support/sandbox.js';
 import type { ImageRefs } from '../../src/images/inputs.js';
 
 describe('docker adapter with the runner image', () => {
@@ -21,16 +21,8 @@ describe('docker adapter with the runner image', () => {
     await engine.disposeAll();
   });
 
-  /** A runner container that only sleeps, as the sandbox user, with no network. */
   const idleSandbox = (run: SandboxRun, extra: Partial<ContainerSpec> = {}) =>
-    run.start({
-      role: 'sandbox',
-      image: refs.runner,
-      entrypoint: ['sleep', '60'],
-      user: '1000:1000',
-      network: { mode: 'none' },
-      ...extra,
-    });
+    idleRunner(run, refs.runner, extra);
 
   it('runs node and curl as the unprivileged user, labels the container, and removes it on dispose', async () => {
     let id: string;

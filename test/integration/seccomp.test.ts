@@ -8,7 +8,7 @@ import {
   probeSeccompProfile,
   sandboxSeccompProfile,
 } from '../../src/sandbox/seccomp.js';
-import { engine as newEngine, images } from '../support/sandbox.js';
+import { engine as newEngine, idleRunner, images } from '../support/sandbox.js';
 
 const EPERM = 1;
 const EOPNOTSUPP = 95;
@@ -103,14 +103,9 @@ describe('sandbox seccomp profile, in a runner container', () => {
     await engine.disposeAll();
   });
 
-  /** An idle runner container as the sandbox user: no capabilities, no network. */
+  /** An idle runner container as the sandbox user: no capabilities, no network, our profile. */
   const idle = (run: SandboxRun, extra: Partial<ContainerSpec> = {}) =>
-    run.start({
-      role: 'sandbox',
-      image: refs.runner,
-      entrypoint: ['sleep', '120'],
-      user: '1000:1000',
-      network: { mode: 'none' },
+    idleRunner(run, refs.runner, {
       capDropAll: true,
       noNewPrivileges: true,
       seccompProfile: sandboxSeccompProfile().json,
