@@ -162,11 +162,25 @@ const CAPTURE_LAG_MS = 1000;
 /** Process start times have 10 ms resolution (USER_HZ), and their offset to the clock as much. */
 const START_SLACK_MS = 20;
 
+/**
+ * The windows in start order, sorted once per list: attribution asks for every event, and an
+ * audit's shard has hundreds of windows and may have tens of thousands of events.
+ */
+const sortedOnce = new WeakMap<PhaseWindow[], PhaseWindow[]>();
+function byStart(windows: PhaseWindow[]): PhaseWindow[] {
+  let sorted = sortedOnce.get(windows);
+  // A list that grew since (windows are pushed as steps end) is sorted again.
+  if (!sorted || sorted.length !== windows.length) {
+    sorted = [...windows].sort((a, b) => a.startMs - b.startMs);
+    sortedOnce.set(windows, sorted);
+  }
+  return sorted;
+}
+
 /** The phase an event belongs to: the phase of the last step that had started when it happened. */
 export function phaseAt(t: number, windows: PhaseWindow[]): Phase | undefined {
   let found: Phase | undefined;
-  for (const w of [...windows].sort((a, b) => a.startMs - b.startMs))
-    if (w.startMs <= t) found = w.name;
+  for (const w of byStart(windows)) if (w.startMs <= t) found = w.name;
   return found;
 }
 
@@ -283,7 +297,7 @@ export function compareFindings(a: Finding, b: Finding): number {
 export function attribute(e: CaptureEvent, windows: PhaseWindow[], subject: string): Attribution {
   const proc = 'proc' in e ? e.proc : undefined;
   const t = 't' in e && Number.isFinite(e.t) ? e.t : NaN;
-  const sorted = [...windows].sort((a, b) => a.startMs - b.startMs);
+  const sorted = byStart(windows);
   let w: PhaseWindow | undefined;
   if (proc && Number.isFinite(proc.startMs)) {
     const near = sorted.filter(
