@@ -364,20 +364,20 @@ async function runShard(
 
   const log = await topo.events();
   // Each attempt to the package of the step it happened in; what no step holds is the shard's.
-  const byPackage = new Map<string, CaptureEvent[]>();
   const orphans: CaptureEvent[] = [];
-  for (const e of log.events) {
-    if (e.kind === 'observer') continue;
-    const who = attribute(e, windows, '');
-    if (who.outside || !who.package || !inShard.has(who.package)) orphans.push(e);
-    else byPackage.set(who.package, [...(byPackage.get(who.package) ?? []), e]);
-  }
+  const byPackage = new Map<string, CaptureEvent[]>();
   const summarisedBy = new Map<string, SummarisedAttempts[]>();
-  for (const sum of summaryEvents(log)) {
-    const who = attribute(sum.event, windows, '');
-    if (who.outside || !who.package || !inShard.has(who.package)) orphans.push(sum.event);
-    else summarisedBy.set(who.package, [...(summarisedBy.get(who.package) ?? []), sum]);
-  }
+  const charge = <T>(into: Map<string, T[]>, item: T, event: CaptureEvent) => {
+    const who = attribute(event, windows, '');
+    if (who.outside || !who.package || !inShard.has(who.package)) orphans.push(event);
+    else {
+      const list = into.get(who.package) ?? [];
+      list.push(item);
+      into.set(who.package, list);
+    }
+  };
+  for (const e of log.events) if (e.kind !== 'observer') charge(byPackage, e, e);
+  for (const sum of summaryEvents(log)) charge(summarisedBy, sum, sum.event);
   // What the capture could not keep cannot be told apart by package: every report of the shard
   // carries it.
   const captureFindings = boundFindings(log, (t) => phaseAt(t, windows));
