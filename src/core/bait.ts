@@ -5,10 +5,12 @@
  * Where it looks: HTTP request line, headers and body sample; DNS names (labels joined, and all
  * names of the run in order, for data chunked across queries); the first bytes of unrecognised TCP
  * streams and UDP datagrams; TLS SNI. How: the value raw, base64 (standard and URL-safe, at every
- * byte alignment, so a secret inside a larger encoded blob is found), hex, URL-encoded, and
- * base32; case-insensitively where the channel folds case (DNS). A fragment of at least 16
+ * byte alignment, so a secret inside a larger encoded blob is found), hex and base32 (in either
+ * case, at every alignment), URL-encoded; case-insensitively where the channel folds case (DNS);
+ * in HTTP bodies also after gzip, deflate or br as the Content-Encoding says. A fragment of at least 16
  * characters of an encoded form counts, so a secret cut into pieces is still seen.
  */
+import zlib from 'node:zlib';
 import type { CaptureEvent } from './terms.js';
 
 /** A secret planted in the sandbox (sandbox/identity.ts makes them), unique to the run. */
@@ -72,8 +74,12 @@ export function encodedForms(value: string): { encoding: BaitEncoding; form: str
     forms.push({ encoding: 'base64', form: inner });
     forms.push({ encoding: 'base64', form: inner.replace(/\+/g, '-').replace(/\//g, '_') });
   }
-  // base32 shifts by 5 bytes; data in DNS labels is usually hex or base32 from the start.
-  forms.push({ encoding: 'base32', form: base32(buf).slice(0, -1) });
+  // base32 repeats every 5 bytes: a value inside a larger blob starts at one of five alignments;
+  // drop the characters that mix in the unknown bytes around it, as for base64.
+  for (let shift = 0; shift < 5; shift++) {
+    const b32 = base32(Buffer.concat([Buffer.alloc(shift), buf]));
+    forms.push({ encoding: 'base32', form: b32.slice(Math.ceil((shift * 8) / 5), -2) });
+  }
   return forms.filter((f) => f.form.length >= Math.min(FRAGMENT, value.length));
 }
 
@@ -91,6 +97,38 @@ interface Haystack {
   text: string;
   caseless: boolean;
   event: CaptureEvent;
+}
+
+/** Bytes a compressed body's sample inflates to, at most this many. */
+const DECODED_MAX = 1024 * 1024;
+
+/**
+ * A body sent with Content-Encoding gzip, deflate or br, inflated (as far as the sample goes: the
+ * stream is flushed, not required to end). Undefined when it is not compressed or not valid.
+ */
+function decodedBody(headers: [string, string][], body: Buffer): string | undefined {
+  const encoding = headers.find(([k]) => k.toLowerCase() === 'content-encoding')?.[1]?.trim();
+  const opts = { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: DECODED_MAX };
+  try {
+    switch (encoding?.toLowerCase()) {
+      case 'gzip':
+      case 'x-gzip':
+        return zlib.gunzipSync(body, opts).toString('latin1');
+      case 'deflate':
+        return zlib.inflateSync(body, opts).toString('latin1');
+      case 'br':
+        return zlib
+          .brotliDecompressSync(body, {
+            finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH,
+            maxOutputLength: DECODED_MAX,
+          })
+          .toString('latin1');
+      default:
+        return undefined;
+    }
+  } catch {
+    return undefined;
+  }
 }
 
 function latin1(hexOrB64: string, enc: 'hex' | 'base64'): string {
@@ -111,13 +149,17 @@ function haystacks(events: CaptureEvent[]): Haystack[] {
             caseless: false,
             event: e,
           });
-        if (e.bodySample)
+        if (e.bodySample) {
           out.push({
             channel: 'HTTP body',
             text: latin1(e.bodySample, 'base64'),
             caseless: false,
             event: e,
           });
+          const decoded = decodedBody(e.headers ?? [], Buffer.from(e.bodySample, 'base64'));
+          if (decoded)
+            out.push({ channel: 'HTTP body (decoded)', text: decoded, caseless: false, event: e });
+        }
         break;
       case 'tcp':
         if (e.firstBytesHex)
@@ -184,9 +226,12 @@ export function findBaitLeaks(events: CaptureEvent[], bait: Bait[]): BaitLeak[] 
   for (const b of bait) {
     for (const { encoding, form } of encodedForms(b.value)) {
       const parts = fragments(form);
+      // Hex and base32 carry no case: ABCDEF is the same bytes as abcdef, whatever the channel.
+      const caseFree = encoding === 'hex' || encoding === 'base32';
       for (const h of hay) {
-        const text = h.caseless ? h.text.toLowerCase() : h.text;
-        const hit = parts.some((p) => text.includes(h.caseless ? p.toLowerCase() : p));
+        const fold = h.caseless || caseFree;
+        const text = fold ? h.text.toLowerCase() : h.text;
+        const hit = parts.some((p) => text.includes(fold ? p.toLowerCase() : p));
         if (!hit) continue;
         // Folding case makes a raw value and its hex or base32 indistinguishable only by form.
         const key = `${b.id}\0${h.channel}\0${h.event.seq}\0${encoding}`;

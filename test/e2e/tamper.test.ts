@@ -197,6 +197,16 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
     assert.match(leak.message, /TLS handshake data/);
   });
 
+  it('the token as uppercase hex, standard base32 or a gzip body to declared hosts is a bait leak', async () => {
+    const { r, report } = await check('tamper-encoded-exfil');
+    assert.equal(r.code, 1);
+    for (const host of ['a', 'b', 'c']) {
+      const leak = baitLeak(report, `${host}.metrics-cdn.example:80`);
+      assert.equal(leak.package, 'tamper-encoded-exfil@1.0.0');
+      assert.equal(leak.phase, 'import');
+    }
+  });
+
   it('a fork chain no listing of /proc catches is killed with its step', async () => {
     const { r, report } = await check('tamper-fork-chain', '--settle', '1');
     assert.equal(r.code, 1);

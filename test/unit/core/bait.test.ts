@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { encodedForms, findBaitLeaks, type Bait } from '../../../src/core/bait.js';
 import type { CaptureEvent } from '../../../src/core/terms.js';
 import { makeIdentity } from '../../../src/sandbox/identity.js';
@@ -35,7 +36,51 @@ const dns = (qname: string): CaptureEvent =>
     answer: '',
   }) as CaptureEvent;
 
+/** RFC 4648 base32: uppercase, padded. */
+function base32Upper(buf: Buffer): string {
+  const a = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0;
+  let v = 0;
+  let out = '';
+  for (const x of buf) {
+    v = (v << 8) | x;
+    bits += 8;
+    while (bits >= 5) {
+      out += a[(v >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  if (bits) out += a[(v << (5 - bits)) & 31];
+  while (out.length % 8) out += '=';
+  return out;
+}
+
 describe('bait leaks', () => {
+  it('finds uppercase hex, standard base32 inside a larger blob, and a gzip-encoded body', () => {
+    const body = (text: string | Buffer, headers: [string, string][] = []) =>
+      http({
+        method: 'POST',
+        path: '/v1',
+        headers,
+        bodySample: Buffer.from(text).toString('base64'),
+      });
+    const upperHex = body(
+      JSON.stringify({ id: Buffer.from(token.value).toString('hex').toUpperCase() }),
+    );
+    const b32 = body(JSON.stringify({ id: base32Upper(Buffer.from(`xyz${token.value}!!`)) }));
+    const gz = body(gzipSync(JSON.stringify({ id: token.value })), [['Content-Encoding', 'gzip']]);
+    const leaks = findBaitLeaks([upperHex, b32, gz], [token]);
+    const found = new Set(leaks.map((l) => `${l.event.seq}:${l.encoding}:${l.channel}`));
+    for (const want of [
+      `${upperHex.seq}:hex:HTTP body`,
+      `${b32.seq}:base32:HTTP body`,
+      `${gz.seq}:raw:HTTP body (decoded)`,
+    ])
+      assert.ok(found.has(want), `${want} in ${[...found].join(', ')}`);
+    // The compressed bytes themselves hold no trace of it: only the decoded body does.
+    assert.ok(!leaks.some((l) => l.event === gz && l.channel === 'HTTP body'));
+  });
+
   it('finds a secret raw, in base64 at any offset, in hex and URL-encoded, and names the channel', () => {
     const env = JSON.stringify({ PATH: '/usr/bin', NPM_TOKEN: token.value, X: 'y' });
     const cases: [CaptureEvent, string, string][] = [
