@@ -1,8 +1,10 @@
 /**
  * The import and exercise harness: loaded first in a fresh Node process in the sandbox, before the
- * package. It speeds up timers (delayed payloads fire within the phase), loads the package the way
- * a consumer would, and in the exercise phase calls every exported function and constructs every
- * exported class with a few argument shapes.
+ * package. It loads the package the way a consumer would, in the exercise phase calls every
+ * exported function and constructs every exported class with a few argument shapes, and then
+ * keeps the process for the first minutes of its life on the sandbox's virtual clock (see
+ * clock.ts), so what the package scheduled (unref'd timers and workers included) acts in the
+ * phase.
  *
  * The step's command is `node --input-type=module -e <source>` with the project folder as working
  * directory, so the package is resolved exactly as the project's own code would resolve it:
@@ -14,8 +16,9 @@
  * Runs on the sandbox's Node with built-ins only. It prints one result line, prefixed with the
  * marker the step passes in, on stdout.
  */
+import { createHook } from 'node:async_hooks';
 import { createRequire } from 'node:module';
-import { accelerateTimers } from './clock.js';
+import { virtualMs } from './clock.js';
 
 export const HARNESS_INPUT_VAR = 'AGENT_INPUT';
 
@@ -24,10 +27,10 @@ export interface HarnessInput {
   name: string;
   /** Prefix of the result line, so the package's own output cannot pass for it. */
   marker: string;
-  /** Longest wait on one returned promise. */
+  /** Longest wait on one returned promise (wall-clock ms). */
   callTimeoutMs?: number;
   maxCalls?: number;
-  /** Longest wait, after loading or calling, for what the package left pending. */
+  /** Longest wait, after loading or calling, for sockets and callbacks left pending (wall-clock ms). */
   graceMs?: number;
 }
 
@@ -52,6 +55,72 @@ const NOT_LOADABLE = new Set([
 const realSetTimeout = globalThis.setTimeout;
 const realClearTimeout = globalThis.clearTimeout;
 
+/**
+ * How much of the process's life on the virtual clock the harness waits for the package's timers
+ * and workers: 3 virtual minutes (3.6 s of wall time).
+ */
+export const LIFE_MS = 3 * 60_000;
+
+/** A timer or worker the package started, and when (virtual ms since the process started) it is due. */
+interface Scheduled {
+  due: number;
+  /** An interval (its period). */
+  repeat?: number;
+  worker?: boolean;
+}
+
+/**
+ * Every timer and worker the package creates, unref'd ones included (the event loop does not
+ * count those, so `getActiveResourcesInfo` does not show them), until it fires or is cleared.
+ */
+class Schedule {
+  private readonly live = new Map<number, Scheduled>();
+  private own = false;
+  private readonly hook = createHook({
+    init: (id, type, _trigger, resource) => {
+      if (this.own) return;
+      if (type === 'Timeout') {
+        const t = resource as { _idleTimeout?: unknown; _repeat?: unknown };
+        const after = typeof t._idleTimeout === 'number' ? Math.max(1, t._idleTimeout) : 1;
+        const repeat = typeof t._repeat === 'number' && t._repeat > 0 ? t._repeat : undefined;
+        this.live.set(id, { due: performance.now() + after, ...(repeat ? { repeat } : {}) });
+      } else if (type === 'WORKER') {
+        this.live.set(id, { due: performance.now(), worker: true });
+      }
+    },
+    destroy: (id) => void this.live.delete(id),
+  });
+
+  start(): void {
+    this.hook.enable();
+  }
+
+  /** A timer of the harness itself, not counted. */
+  timer(fn: () => void, virtualDelay: number): ReturnType<typeof setTimeout> {
+    this.own = true;
+    try {
+      return realSetTimeout(fn, virtualDelay);
+    } finally {
+      this.own = false;
+    }
+  }
+
+  /**
+   * The next moment something the package scheduled acts (now, for a live worker). An interval
+   * counts until its first tick: a cache's cleanup every 30 s would otherwise hold every process
+   * for the whole window.
+   */
+  next(now: number): number | undefined {
+    let first: number | undefined;
+    for (const s of this.live.values()) {
+      const at = s.worker ? now : s.due;
+      if (s.repeat && at < now) continue;
+      if (first === undefined || at < first) first = at;
+    }
+    return first;
+  }
+}
+
 /** Strings, numbers, objects, a callback: what a caller of an unknown API would pass. */
 const ARGUMENT_SHAPES: (() => unknown[])[] = [
   () => [],
@@ -62,9 +131,13 @@ const ARGUMENT_SHAPES: (() => unknown[])[] = [
   () => ['test', {}, () => undefined],
 ];
 
-function bounded(p: PromiseLike<unknown>, ms: number): Promise<'settled' | 'pending'> {
+function bounded(
+  schedule: Schedule,
+  p: PromiseLike<unknown>,
+  wallMs: number,
+): Promise<'settled' | 'pending'> {
   return new Promise((resolve) => {
-    const timer = realSetTimeout(() => resolve('pending'), ms);
+    const timer = schedule.timer(() => resolve('pending'), virtualMs(wallMs));
     Promise.resolve(p).then(
       () => {
         realClearTimeout(timer);
@@ -126,8 +199,9 @@ async function load(
 export async function run(importer: (name: string) => Promise<unknown>): Promise<void> {
   const input = JSON.parse(process.env[HARNESS_INPUT_VAR] ?? '') as HarnessInput;
   delete process.env[HARNESS_INPUT_VAR];
-  // Before the package loads: timers it creates at import are already fast.
-  accelerateTimers();
+  // Before the package loads: timers it creates at import are seen.
+  const schedule = new Schedule();
+  schedule.start();
   const result: HarnessResult = {
     functions: 0,
     classes: 0,
@@ -193,13 +267,13 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
           }
         }
         if (value && typeof (value as PromiseLike<unknown>).then === 'function') {
-          if ((await bounded(value as PromiseLike<unknown>, callTimeoutMs)) === 'pending')
+          if ((await bounded(schedule, value as PromiseLike<unknown>, callTimeoutMs)) === 'pending')
             result.pending++;
         }
       }
     }
   }
-  await quiesce(baseline, input.graceMs ?? 1500);
+  await quiesce(schedule, baseline, input.graceMs ?? 1500);
   // Exit once the line is out (a pipe would cut it otherwise), whatever the package left running.
   process.stdout.write(`\n${input.marker}${JSON.stringify(result)}\n`, () => process.exit(0));
 }
@@ -213,15 +287,22 @@ function pendingWork(): number {
 }
 
 /**
- * Give timers, sockets and callbacks the package started a moment to run (timers are
- * accelerated, so a delayed payload fires within it), but do not wait when nothing is pending.
+ * Let what the package started act: its timers and workers for the first LIFE_MS of the process
+ * on the virtual clock, its sockets and callbacks for `graceMs` of wall time; no wait when nothing
+ * is pending.
  */
-async function quiesce(baseline: number, graceMs: number): Promise<void> {
-  const until = Date.now() + graceMs;
+async function quiesce(schedule: Schedule, baseline: number, graceMs: number): Promise<void> {
+  const graceEnd = performance.now() + virtualMs(graceMs);
   for (let polls = 0; ; polls++) {
+    const now = performance.now();
     // From the second look on, our own poll timer is one of the active resources.
-    const active = pendingWork() - (polls > 0 ? 1 : 0);
-    if (active <= baseline || Date.now() >= until) return;
-    await new Promise((r) => realSetTimeout(r, 20));
+    const busy = pendingWork() - (polls > 0 ? 1 : 0) > baseline;
+    const next = schedule.next(now);
+    const waiting = next !== undefined && next <= LIFE_MS;
+    if (!waiting && (!busy || now >= graceEnd)) return;
+    if (now >= Math.max(graceEnd, LIFE_MS)) return;
+    // Wake when the next timer is due (or soon, to see sockets close); 20 ms of wall time at most.
+    const wait = Math.min(virtualMs(20), Math.max(1, (next ?? Infinity) - now + 1));
+    await new Promise<void>((r) => schedule.timer(r, wait));
   }
 }

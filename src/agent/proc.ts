@@ -4,7 +4,6 @@
  * user's /proc entries, KILL, SETUID/SETGID to start steps as the package's user); the package
  * runs as an unprivileged uid and can neither signal, trace nor open them. Node built-ins only.
  */
-import { CLOCK_PRELOAD, REAL_NODE } from './clock.js';
 import { readdirSync, readFileSync } from 'node:fs';
 
 /** USER_HZ: the unit of /proc/<pid>/stat start times on Linux. */
@@ -106,9 +105,5 @@ export function readOf(pid: number, file: string): string {
 /** Command line, arguments joined by spaces, at most 300 characters. */
 export function cmdline(pid: number): string {
   const argv = readOf(pid, 'cmdline').split('\0').filter(Boolean);
-  // The runner image's `node` starts the real binary with the clock preload: show it as the
-  // command the script ran.
-  if (argv[0] === REAL_NODE && argv[1] === '--import' && argv[2] === CLOCK_PRELOAD)
-    argv.splice(0, 3, 'node');
   return argv.join(' ').slice(0, CMD_MAX);
 }

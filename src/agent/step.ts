@@ -13,13 +13,18 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, lchownSync, lstatSync, readdirSync, readlinkSync, type Dirent } from 'node:fs';
+import { AGENT_CLOCK_ENV } from './clock.js';
 import { cmdline, liveThreads, monotonicMs as now, pids, uids } from './proc.js';
 
 /** The package's user in the sandbox (the runner image's uid and gid 1000). */
 export const PACKAGE_UID = 1000;
 export const PACKAGE_GID = 1000;
-/** Variables of the agents' own environment that package code must not inherit. */
-export const AGENT_ONLY_ENV = ['OBSERVER_SOCKET'];
+/**
+ * Variables of the agents' own environment that package code must not inherit: the observer's
+ * socket, and what keeps the agents' clocks at the kernel's time (without them a step runs on
+ * the virtual clock of /etc/faketimerc).
+ */
+export const AGENT_ONLY_ENV = ['OBSERVER_SOCKET', ...Object.keys(AGENT_CLOCK_ENV)];
 
 export interface StepInput {
   cmd: string;

@@ -27,7 +27,8 @@ import { StreamClassifier, type StreamKind } from './classify.js';
 import { HTTP_OK_EMPTY, type HttpRequestHead } from './http.js';
 import { ObserverLink } from './observer-link.js';
 import { EventSink, monotonicMs, type CaptureStats } from './sink.js';
-import { SyntheticAddresses } from './synthetic.js';
+import { isNxdomain } from './reserved.js';
+import { SyntheticAddresses, type SyntheticBlocks } from './synthetic.js';
 import { looksLikeTls, parseClientHello, TLS_HANDSHAKE_FAILURE_ALERT } from './tls.js';
 import type { ProcessInfo, StreamEvent } from '../core/terms.js';
 
@@ -91,7 +92,9 @@ function plainAddress(a: string | undefined): string {
 
 export class Capture {
   readonly sink: EventSink;
-  readonly names = new SyntheticAddresses();
+  readonly names: SyntheticAddresses;
+  /** The TLDs that exist (from the Public Suffix List); without them only special-use names are NXDOMAIN. */
+  private readonly tlds: ReadonlySet<string> | undefined;
   readonly conntrack = new ConntrackReader();
   readonly observer: ObserverLink;
   /** Open connections, to be recorded at a flush even if the client still holds them. */
@@ -108,7 +111,12 @@ export class Capture {
   /** Kernel counters at start, so the log says what was lost during this run. */
   private baseline = { udpErrors: 0, conntrackDrops: 0 };
 
-  constructor(eventsPath: string) {
+  constructor(
+    eventsPath: string,
+    opts: { tlds?: ReadonlySet<string>; blocks?: SyntheticBlocks } = {},
+  ) {
+    this.names = new SyntheticAddresses(opts.blocks);
+    this.tlds = opts.tlds;
     this.sink = new EventSink(eventsPath);
     this.observer = new ObserverLink(this.sink);
   }
@@ -176,6 +184,11 @@ export class Capture {
 
   answerFor(qname: string, qtype: number): { answer: DnsAnswer; text: string } {
     const type = qtypeName(qtype);
+    if (type !== 'PTR' && isNxdomain(qname, this.tlds))
+      return { answer: { type: 'none', rcode: 3 }, text: 'NXDOMAIN' };
+    // A TLD on its own exists but has no address.
+    if (!qname.replace(/\.$/, '').includes('.'))
+      return { answer: { type: 'none' }, text: 'NOERROR empty' };
     if (type === 'A' || type === 'ANY') {
       const address = this.names.ipv4For(qname);
       if (address) return { answer: { type: 'A', address }, text: address };

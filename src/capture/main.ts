@@ -12,9 +12,10 @@
  * `main()` runs only when this file is the program node started: importing it (a test, the
  * contract test reading CAPTURE_PORTS) binds nothing and prints nothing.
  */
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Capture } from './capture.js';
+import { PUBLIC_SUFFIX_LIST, tldsFrom } from './reserved.js';
 
 export { CAPTURE_PORTS } from './capture.js';
 
@@ -22,7 +23,7 @@ export { CAPTURE_PORTS } from './capture.js';
 export async function main(args: readonly string[] = process.argv.slice(2)): Promise<void> {
   const eventsPath = args[0] ?? '/run/capture/events.ndjson';
   const ipv6 = args[1] !== 'no-ipv6';
-  const capture = new Capture(eventsPath);
+  const capture = new Capture(eventsPath, { ...readTlds() });
   await capture.start();
   // The DNS and UDP sockets must bind loopback, not the wildcard: replies must leave with the
   // address the redirect targeted, or conntrack does not un-NAT them and clients time out.
@@ -55,6 +56,18 @@ export async function main(args: readonly string[] = process.argv.slice(2)): Pro
     void flush().then(() => process.exit(0));
   });
   process.stdout.write('READY\n');
+}
+
+/** The TLDs that exist, from the gateway image's Public Suffix List; said when it is missing. */
+function readTlds(): { tlds?: Set<string> } {
+  try {
+    return { tlds: tldsFrom(readFileSync(PUBLIC_SUFFIX_LIST, 'utf8')) };
+  } catch (e) {
+    process.stderr.write(
+      `capture: no Public Suffix List (${String(e)}): only special-use names get NXDOMAIN\n`,
+    );
+    return {};
+  }
 }
 
 /** Whether this module is the program node was started with (not imported, as by a test). */

@@ -1,64 +1,119 @@
 /**
- * Synthetic addresses: one IPv4 from 198.18.0.0/15 (RFC 2544's benchmarking range, never routed
- * on the internet) and one IPv6 from 2001:2::/48 (RFC 5180's benchmarking range) per name, so a
- * later connection to the address names the host the package asked for.
+ * Synthetic addresses: the capture answers every name it resolves with an address of its own, so
+ * a later connection to that address names the host the package asked for. They look like the
+ * internet's: each run draws an IPv4 /16 from ordinary unicast space (never a special-purpose
+ * range: no private, shared, loopback, link-local, documentation or benchmarking block) and an
+ * IPv6 /48 from 2a00::/12, and hands out addresses scattered over the block, not in order. An
+ * address of the block that no name was given stays a raw IP.
  */
+import { randomInt } from 'node:crypto';
 import { normalizeIpv6 } from './dns.js';
 
-const V4_BASE = (198 << 24) | (18 << 16);
-// 198.18.0.0/15 has 2^17 addresses; skip .0 of the first block.
-const V4_SIZE = 1 << 17;
+/**
+ * First octets an IPv4 block may start with: unicast, outside every special-purpose range
+ * (0/8, 10/8, 100.64/10, 127/8, 169.254/16, 172.16/12, 192.0.0/24, 192.0.2/24, 192.88.99/24,
+ * 192.168/16, 198.18/15, 198.51.100/24, 203.0.113/24, 224/3), and outside the blocks of the
+ * best-known public resolvers (1.1.1.1, 8.8.8.8, 9.9.9.9, 208.67.222.222), which a package may
+ * well reach by address.
+ */
+const FIRST_OCTETS = Array.from({ length: 223 }, (_, i) => i + 1).filter(
+  (o) => ![1, 8, 9, 10, 100, 127, 169, 172, 192, 198, 203, 208].includes(o),
+);
+
+/** An odd multiplier: i → i·K mod 2^16 visits every 16-bit value once, in no visible order. */
+const SPREAD = 40_503;
+const BLOCK = 1 << 16;
+
+export interface SyntheticBlocks {
+  /** The first two octets of the IPv4 /16, e.g. [57, 142]. */
+  v4: [number, number];
+  /** The first three groups of the IPv6 /48, e.g. [0x2a03, 0x1b20, 0x7]. */
+  v6: [number, number, number];
+  /** Where in the permutation the run starts. */
+  offset: number;
+}
+
+export function randomBlocks(): SyntheticBlocks {
+  return {
+    v4: [FIRST_OCTETS[randomInt(FIRST_OCTETS.length)] as number, randomInt(256)],
+    v6: [0x2a00 + randomInt(16), randomInt(BLOCK), randomInt(BLOCK)],
+    offset: randomInt(BLOCK),
+  };
+}
 
 export class SyntheticAddresses {
   private readonly byName = new Map<string, number>();
-  private readonly names: string[] = [];
+  private readonly byHost = new Map<number, string>();
+  private next = 0;
 
-  /** The index for `name`, allocated on first use; undefined once the range is used up. */
-  private indexOf(name: string): number | undefined {
-    let i = this.byName.get(name);
-    if (i === undefined) {
-      if (this.names.length + 1 >= V4_SIZE) return undefined;
-      this.names.push(name);
-      i = this.names.length; // from 1
-      this.byName.set(name, i);
+  constructor(readonly blocks: SyntheticBlocks = randomBlocks()) {}
+
+  /**
+   * The 16-bit host part for `name`, allocated on first use (never .0 or .255 of a /24, which
+   * look like network and broadcast addresses); undefined once the block is used up.
+   */
+  private hostOf(name: string): number | undefined {
+    const known = this.byName.get(name);
+    if (known !== undefined) return known;
+    while (this.next < BLOCK) {
+      const h = (this.blocks.offset + this.next++ * SPREAD) % BLOCK;
+      const low = h & 255;
+      if (low === 0 || low === 255) continue;
+      this.byName.set(name, h);
+      this.byHost.set(h, name);
+      return h;
     }
-    return i;
+    return undefined;
   }
 
   ipv4For(name: string): string | undefined {
-    const i = this.indexOf(name);
-    if (i === undefined) return undefined;
-    const n = (V4_BASE + i) >>> 0;
-    return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+    const h = this.hostOf(name);
+    if (h === undefined) return undefined;
+    return `${this.blocks.v4[0]}.${this.blocks.v4[1]}.${h >>> 8}.${h & 255}`;
   }
 
   ipv6For(name: string): string | undefined {
-    const i = this.indexOf(name);
-    if (i === undefined) return undefined;
+    const h = this.hostOf(name);
+    if (h === undefined) return undefined;
+    const [a, b, c] = this.blocks.v6;
+    // The host part in the last group, behind an interface id that varies with it.
+    const iid = ((h * 2_654_435_761) >>> 0).toString(16).padStart(8, '0');
     return normalizeIpv6(
-      `2001:2:0:0:0:0:${((i >>> 16) & 0xffff).toString(16)}:${(i & 0xffff).toString(16)}`,
+      `${a.toString(16)}:${b.toString(16)}:${c.toString(16)}:0:${iid.slice(0, 4)}:${iid.slice(4)}:0:${h.toString(16)}`,
     );
   }
 
   /** The name a synthetic address was handed out for, if it is one of ours. */
   nameFor(address: string): string | undefined {
-    const v4 = /^198\.(18|19)\.(\d+)\.(\d+)$/.exec(address);
+    const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
     if (v4) {
-      const n = ((Number(v4[1]) - 18) << 16) | (Number(v4[2]) << 8) | Number(v4[3]);
-      return this.names[n - 1];
+      if (Number(v4[1]) !== this.blocks.v4[0] || Number(v4[2]) !== this.blocks.v4[1]) return;
+      const h = (Number(v4[3]) << 8) | Number(v4[4]);
+      return this.byHost.get(h);
     }
-    if (address.includes(':')) {
-      const norm = normalizeIpv6(address);
-      const m = /^2001:2::(?:([0-9a-f]{1,4}):)?([0-9a-f]{1,4})$/.exec(norm);
-      if (m) {
-        const n = (parseInt(m[1] ?? '0', 16) << 16) | parseInt(m[2] ?? '0', 16);
-        return this.names[n - 1];
-      }
-    }
-    return undefined;
+    if (!address.includes(':')) return undefined;
+    const groups = expand(normalizeIpv6(address));
+    const [a, b, c] = this.blocks.v6;
+    if (!groups || groups[0] !== a || groups[1] !== b || groups[2] !== c) return undefined;
+    const h = groups[7] as number;
+    const name = this.byHost.get(h);
+    // The whole address must be the one handed out, not only its last group.
+    return name !== undefined && this.ipv6For(name) === normalizeIpv6(address) ? name : undefined;
   }
 
   get size(): number {
-    return this.names.length;
+    return this.byName.size;
   }
+}
+
+/** The eight groups of an IPv6 address, or undefined. */
+function expand(addr: string): number[] | undefined {
+  const halves = addr.split('::');
+  if (halves.length > 2) return undefined;
+  const head = halves[0] ? halves[0].split(':') : [];
+  const tail = halves.length === 2 && halves[1] ? halves[1].split(':') : [];
+  const fill = halves.length === 2 ? 8 - head.length - tail.length : 0;
+  const all = [...head, ...Array<string>(Math.max(0, fill)).fill('0'), ...tail];
+  if (all.length !== 8 || all.some((g) => !/^[0-9a-f]{1,4}$/i.test(g))) return undefined;
+  return all.map((g) => parseInt(g, 16));
 }

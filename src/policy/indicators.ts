@@ -78,9 +78,13 @@ export function targetOf(e: ReportEvent): Target {
   const names = [e.host, e.sni]
     .filter((n): n is string => typeof n === 'string' && n.length > 0)
     .map((n) => n.toLowerCase().replace(/\.$/, ''));
+  // A connection with a name went to an address the capture's DNS handed out for that name (a
+  // per-run block of ordinary-looking space): only the name says where it was aimed, and an IP or
+  // CIDR pattern must not match the stand-in address.
+  const synthetic = e.kind !== 'dns' && e.host !== undefined;
   return {
     names: [...new Set(names)],
-    ...(e.ip ? { ip: e.ip } : {}),
+    ...(e.ip && !synthetic ? { ip: e.ip } : {}),
     ...(e.kind === 'dns' ? { anyPort: true } : e.port !== undefined ? { port: e.port } : {}),
   };
 }

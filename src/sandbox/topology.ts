@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { PhonehomeError } from '../core/errors.js';
 import { parseEventLog, type EventLog } from '../core/events.js';
-import { REAL_NODE } from '../agent/clock.js';
+import { AGENT_CLOCK_ENV, REAL_NODE } from '../agent/clock.js';
 import { filesTar, makeIdentity, type SandboxIdentity } from './identity.js';
 import { sandboxSeccompProfile } from './seccomp.js';
 import {
@@ -32,14 +32,14 @@ export const SANDBOX_USER = '1000:1000';
  * capabilities, so the container runs as root and package code never does.)
  */
 const AGENT_CAPS = ['SYS_PTRACE', 'DAC_READ_SEARCH', 'KILL', 'SETUID', 'SETGID', 'CHOWN'];
-/**
- * How an agent is started: the real node binary (not the runner's `node`, which loads the clock
- * preload), with SIGUSR1's inspector disabled.
- */
+/** How an agent is started: node with SIGUSR1's inspector disabled. */
 export function agentCommand(program: string, ...args: string[]): string[] {
   return [REAL_NODE, '--disable-sigusr1', `${AGENT_DIR}/${program}`, ...args];
 }
 export const SANDBOX_WORKDIR = '/work';
+/** Node's headers in the runner image, and the node-gyp that npm runs. */
+const NODE_HEADERS = '/usr/local/include/node';
+const NODE_GYP = '/usr/local/lib/node_modules/npm/node_modules/node-gyp';
 const EVENTS_PATH = '/run/capture/events.ndjson';
 /** Where the runner image keeps the programs phonehome runs in the sandbox (root-owned, read-only). */
 export const AGENT_DIR = '/opt/agent';
@@ -126,8 +126,13 @@ export class CaptureTopology {
         [IDENTITY_DIR]: 'rw,noexec,nosuid,nodev,size=1m,mode=0755',
       },
       limits,
-      // The observer's socket name is the agents' alone: the step driver does not pass it on.
-      env: { ...identity.env, ...(observer ? { OBSERVER_SOCKET: socketName } : {}) },
+      // The observer's socket name and the kernel's clock are the agents' alone: the step driver
+      // passes neither on (AGENT_ONLY_ENV).
+      env: {
+        ...identity.env,
+        ...AGENT_CLOCK_ENV,
+        ...(observer ? { OBSERVER_SOCKET: socketName } : {}),
+      },
     });
     const sandbox = asPackageUser(container);
     await Promise.all([gatewayReady, writeIdentity(sandbox, identity)]);
@@ -238,11 +243,23 @@ async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Pr
     id.homeFiles,
     id.homeDirs.map((d) => `${id.home.slice(1)}/${d}`),
   );
-  const r = await sandbox.exec(['tar', '-x', '--no-same-owner', '-C', '/', '-f', '-'], {
-    stdin: pack,
-    timeoutMs: 30_000,
-    maxOutputBytes: 16_384,
-  });
+  // node-gyp's cache of Node's headers, as on a machine that has built an addon before: the
+  // runner image's own headers, so a binding.gyp reaches its configure step (and what its `<!(…)`
+  // expansions run) without a download the sandbox cannot make.
+  const devDir = [
+    `v=$(sed -n 's/^#define NODE_\\(MAJOR\\|MINOR\\|PATCH\\)_VERSION \\([0-9]*\\)$/\\2/p' ${NODE_HEADERS}/node_version.h | paste -sd.)`,
+    `iv=$(sed -n 's/.*"installVersion": *\\([0-9]*\\).*/\\1/p' ${NODE_GYP}/package.json)`,
+    `d=${q(id.home)}/.cache/node-gyp/$v`,
+    `{ [ -z "$v" ] || [ -z "$iv" ] || { mkdir -p "$d/include" && ln -s ${NODE_HEADERS} "$d/include/node" && echo "$iv" > "$d/installVersion"; }; }`,
+  ].join('; ');
+  const r = await sandbox.exec(
+    ['sh', '-c', `tar -x --no-same-owner -C / -f - || exit 1; ${devDir}`],
+    {
+      stdin: pack,
+      timeoutMs: 30_000,
+      maxOutputBytes: 16_384,
+    },
+  );
   if (r.exitCode !== 0)
     throw new PhonehomeError('EINTERNAL', 'Could not set up the sandbox home folder.', {
       detail: r.stderr.slice(0, 2000),

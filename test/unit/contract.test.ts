@@ -8,16 +8,17 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { describe, it } from 'node:test';
-import { CLOCK_PRELOAD, REAL_NODE } from '../../src/agent/clock.js';
-import { PACKAGE_GID, PACKAGE_UID } from '../../src/agent/step.js';
+import { AGENT_CLOCK_ENV, CLOCK_SPEED, REAL_NODE } from '../../src/agent/clock.js';
+import { AGENT_ONLY_ENV, PACKAGE_GID, PACKAGE_UID } from '../../src/agent/step.js';
 import { CAPTURE_PORTS } from '../../src/capture/main.js';
-import { agentDistDir, captureDistDir, packageRoot } from '../../src/paths.js';
+import { captureDistDir, packageRoot } from '../../src/paths.js';
 import { AGENT_DIR, SANDBOX_RESOLVERS, SANDBOX_USER } from '../../src/sandbox/topology.js';
 
 const read = (path: string) => readFileSync(join(packageRoot(), path), 'utf8');
 const SETUP_SH = 'sandbox-images/gateway/setup.sh';
 const GATEWAY_DOCKERFILE = 'sandbox-images/gateway/Dockerfile';
 const RUNNER_DOCKERFILE = 'sandbox-images/runner/Dockerfile';
+const BASE_PACKAGES = 'sandbox-images/base/packages.txt';
 const TOPOLOGY_TS = 'src/sandbox/topology.ts';
 
 const setupSh = read(SETUP_SH);
@@ -153,24 +154,21 @@ describe('contract: the runner image and the sandbox agents', () => {
     );
   });
 
-  it("the image's node wrapper starts REAL_NODE with CLOCK_PRELOAD", () => {
-    const printf = /printf '([^']*)' > \/usr\/local\/bin\/node/.exec(runnerDockerfile)?.[1];
-    assert.ok(printf, `${RUNNER_DOCKERFILE} should write the /usr/local/bin/node wrapper`);
-    const wrapper = printf.replace(/\\n/g, '\n');
-    const exec = /^exec (\S+) --import (\S+) "\$@"$/m.exec(wrapper);
-    assert.ok(exec, `the node wrapper in ${RUNNER_DOCKERFILE}: ${JSON.stringify(wrapper)}`);
-    assert.equal(exec[1], REAL_NODE, `the wrapper's binary vs REAL_NODE in src/agent/clock.ts`);
-    assert.equal(exec[2], CLOCK_PRELOAD, `the wrapper's preload vs CLOCK_PRELOAD`);
-    // The real binary is moved to where the wrapper looks for it.
-    assert.match(
-      runnerDockerfile,
-      new RegExp(`mkdir -p ${posix.dirname(REAL_NODE)} && mv /usr/local/bin/node ${REAL_NODE}\\b`),
-      `${RUNNER_DOCKERFILE} should move node to REAL_NODE (${REAL_NODE})`,
+  it('node is REAL_NODE itself, and the virtual clock runs at CLOCK_SPEED', () => {
+    // No wrapper and no flag: the runner's node is the binary the base image put on the PATH.
+    assert.equal(REAL_NODE, '/usr/local/bin/node', 'REAL_NODE in src/agent/clock.ts');
+    assert.doesNotMatch(runnerDockerfile, /\/usr\/local\/bin\/node\b/, 'the runner moves node');
+    const rc = /printf '([^']*)\\n' > \/etc\/faketimerc/.exec(runnerDockerfile)?.[1];
+    assert.equal(
+      rc,
+      `+0 x${CLOCK_SPEED}`,
+      `/etc/faketimerc in ${RUNNER_DOCKERFILE} vs CLOCK_SPEED`,
     );
-    // The preload is one of the agents, so it is in the image.
-    assert.ok(CLOCK_PRELOAD.startsWith(`${AGENT_DIR}/`), 'CLOCK_PRELOAD lies outside AGENT_DIR');
-    const compiled = join(agentDistDir(), posix.relative(AGENT_DIR, CLOCK_PRELOAD));
-    assert.ok(existsSync(compiled), `CLOCK_PRELOAD ${CLOCK_PRELOAD}: ${compiled} is not built`);
+    assert.match(runnerDockerfile, /> \/etc\/ld\.so\.preload/, 'libfaketime is not preloaded');
+    assert.match(read(BASE_PACKAGES), /^libfaketime$/m, `libfaketime is not in ${BASE_PACKAGES}`);
+    // What keeps the agents on the kernel's clock is never passed to a step.
+    for (const k of Object.keys(AGENT_CLOCK_ENV))
+      assert.ok(AGENT_ONLY_ENV.includes(k), `${k} is not in AGENT_ONLY_ENV (src/agent/step.ts)`);
   });
 
   it("the package's user is uid/gid PACKAGE_UID/PACKAGE_GID everywhere", () => {

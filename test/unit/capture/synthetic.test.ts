@@ -1,32 +1,130 @@
 import assert from 'node:assert/strict';
+import { BlockList } from 'node:net';
 import { describe, it } from 'node:test';
-import { SyntheticAddresses } from '../../../src/capture/synthetic.js';
+import { isNxdomain, tldsFrom } from '../../../src/capture/reserved.js';
+import { randomBlocks, SyntheticAddresses } from '../../../src/capture/synthetic.js';
+
+const BLOCKS = {
+  v4: [57, 142] as [number, number],
+  v6: [0x2a03, 0x1b20, 7] as [number, number, number],
+  offset: 0,
+};
+
+/** Every special-purpose IPv4 range (RFC 6890 and successors) and the big public resolvers. */
+const SPECIAL = new BlockList();
+for (const [net, prefix] of [
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.0.2.0', 24],
+  ['192.88.99.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['198.51.100.0', 24],
+  ['203.0.113.0', 24],
+  ['224.0.0.0', 3],
+  ['1.1.1.0', 24],
+  ['8.8.8.0', 24],
+  ['9.9.9.0', 24],
+  ['208.67.222.0', 24],
+] as const)
+  SPECIAL.addSubnet(net, prefix);
 
 describe('synthetic addresses', () => {
-  it('gives one stable IPv4 and IPv6 per name and maps them back', () => {
-    const s = new SyntheticAddresses();
-    const a = s.ipv4For('a.example');
-    assert.equal(a, '198.18.0.1');
+  it('gives one stable IPv4 and IPv6 per name in the run block, and maps them back', () => {
+    const s = new SyntheticAddresses(BLOCKS);
+    const a = s.ipv4For('a.example') as string;
+    assert.match(a, /^57\.142\.\d+\.\d+$/);
     assert.equal(s.ipv4For('a.example'), a);
-    assert.equal(s.ipv4For('b.example'), '198.18.0.2');
-    assert.equal(s.ipv6For('b.example'), '2001:2::2');
-    assert.equal(s.nameFor('198.18.0.2'), 'b.example');
-    assert.equal(s.nameFor('2001:2::2'), 'b.example');
-    assert.equal(s.nameFor('2001:2:0:0:0:0:0:1'), 'a.example');
+    const b = s.ipv4For('b.example') as string;
+    assert.notEqual(b, a);
+    const b6 = s.ipv6For('b.example') as string;
+    assert.match(b6, /^2a03:1b20:7:/);
+    assert.equal(s.nameFor(a), 'a.example');
+    assert.equal(s.nameFor(b), 'b.example');
+    assert.equal(s.nameFor(b6), 'b.example');
+    assert.equal(s.nameFor(b6.toUpperCase()), 'b.example');
+    // Outside the block, or in it but never handed out: a raw IP.
     assert.equal(s.nameFor('203.0.113.1'), undefined);
-    assert.equal(s.nameFor('198.18.9.9'), undefined);
+    assert.equal(s.nameFor('57.142.250.250'), undefined);
+    assert.equal(s.nameFor('2a03:1b20:7::1'), undefined);
   });
 
-  it('crosses byte and block boundaries without collisions', () => {
-    const s = new SyntheticAddresses();
+  it('scatters addresses over the block, never on .0 or .255, without collisions', () => {
+    const s = new SyntheticAddresses(BLOCKS);
     const seen = new Set<string>();
-    for (let i = 0; i < 70_000; i++) {
+    const thirds = new Set<string>();
+    for (let i = 0; i < 60_000; i++) {
       const ip = s.ipv4For(`n${i}.example`);
-      assert.ok(ip);
+      assert.ok(ip, `address ${i}`);
+      assert.doesNotMatch(ip, /\.(0|255)$/);
       seen.add(ip);
+      if (i < 10) thirds.add(ip.split('.')[2] as string);
     }
-    assert.equal(seen.size, 70_000);
-    assert.equal(s.nameFor('198.19.0.0'), 'n65535.example');
-    assert.equal(s.nameFor(s.ipv6For('n69999.example') ?? ''), 'n69999.example');
+    assert.equal(seen.size, 60_000);
+    assert.ok(thirds.size >= 8, `the first ten addresses are not in sequence: ${[...thirds]}`);
+    assert.equal(s.nameFor(s.ipv6For('n59999.example') ?? ''), 'n59999.example');
+    // The block holds 65,536 - 512 addresses; past that, no answer rather than a reuse.
+    for (let i = 60_000; i < 65_024; i++) assert.ok(s.ipv4For(`n${i}.example`));
+    assert.equal(s.ipv4For('one-too-many.example'), undefined);
+  });
+
+  it('draws each run block from ordinary unicast space, never a special-purpose range', () => {
+    const firsts = new Set<number>();
+    for (let i = 0; i < 2000; i++) {
+      const b = randomBlocks();
+      firsts.add(b.v4[0]);
+      const s = new SyntheticAddresses(b);
+      const ip = s.ipv4For('x.example') as string;
+      assert.ok(!SPECIAL.check(ip, 'ipv4'), `${ip} is special-purpose`);
+      assert.ok(b.v6[0] >= 0x2a00 && b.v6[0] <= 0x2a0f, b.v6[0].toString(16));
+    }
+    assert.ok(firsts.size > 100, 'the block differs from run to run');
+  });
+});
+
+describe('names that do not exist', () => {
+  const tlds = tldsFrom(
+    ['// comment', 'com', 'io', '*.ck', '!www.ck', 'co.uk', 'uk', '中国', 'github.io', ''].join(
+      '\n',
+    ),
+  );
+
+  it('reads the TLDs of a Public Suffix List, IDN TLDs as punycode', () => {
+    assert.deepEqual([...tlds].sort(), ['ck', 'com', 'io', 'uk', 'xn--fiqs8s']);
+  });
+
+  it('answers NXDOMAIN for made-up TLDs and special-use names, like a real resolver', () => {
+    for (const n of [
+      'qzxv.nosuchtld',
+      'a.b.test',
+      'x.invalid',
+      'printer.local',
+      'foo.localhost',
+      'abc.onion',
+      'router.home.arpa',
+      'svc.internal',
+      'BAD.NoSuchTld.',
+      'single-label',
+    ])
+      assert.equal(isNxdomain(n, tlds), true, n);
+    for (const n of [
+      'api.example.com',
+      'x.co.uk',
+      'a.xn--fiqs8s',
+      'com',
+      'beacon.example',
+      '5.0.0.10.in-addr.arpa',
+    ])
+      assert.equal(isNxdomain(n, tlds), false, n);
+  });
+
+  it('without a TLD list only the special-use names are NXDOMAIN', () => {
+    assert.equal(isNxdomain('qzxv.nosuchtld', undefined), false);
+    assert.equal(isNxdomain('x.invalid', undefined), true);
   });
 });

@@ -1,0 +1,99 @@
+/**
+ * End to end, payloads that wait for a sandbox to give up or look for one before acting: timers
+ * of minutes checked against every clock, unref()'d timers, detached shells and python helpers
+ * that sleep, a node that shows its instrumentation, a binding.gyp that runs code when node-gyp
+ * configures it. Each must be caught with its destination,
+ * phase and process; the control (clocks, timers and an unref()'d interval, no network) passes.
+ */
+import assert from 'node:assert/strict';
+import { before, describe, it } from 'node:test';
+import type { CheckReport, ReportEvent } from '../../src/core/report.js';
+import { cli, fixture, leftovers } from '../support/cli.js';
+import { images } from '../support/sandbox.js';
+
+async function check(name: string): Promise<{ code: number | null; report: CheckReport }> {
+  const r = await cli(['check', fixture(name), '--json', '--no-cache']);
+  assert.equal(r.hung, false, `${name}: the CLI did not end`);
+  assert.equal(await leftovers(r.pid), 0, `${name}: no container is left`);
+  assert.ok(r.code === 0 || r.code === 1, `${name}: exit ${r.code}:\n${r.stderr}`);
+  return { code: r.code, report: JSON.parse(r.stdout) as CheckReport };
+}
+
+/** The attempts that reached `host` (by name, SNI or Host header) past its DNS lookup. */
+const reached = (report: CheckReport, host: string): ReportEvent[] =>
+  report.events.filter((e) => e.kind !== 'dns' && (e.host === host || e.sni === host));
+
+function caught(report: CheckReport, host: string, phase: string): ReportEvent {
+  const seen = reached(report, host);
+  assert.ok(
+    seen.length > 0,
+    `an attempt to ${host}: ${JSON.stringify(report.events.map((e) => [e.kind, e.host ?? e.ip]))}`,
+  );
+  assert.equal(report.verdict, 'fail');
+  const first = seen[0] as ReportEvent;
+  assert.equal(first.phase, phase, `the phase of the attempt to ${host}`);
+  return first;
+}
+
+describe('phonehome check (CLI), payloads that wait or look before acting', () => {
+  before(async () => {
+    await images();
+  });
+
+  it('a two-minute timer checked against Date, performance.now and hrtime still fires, in install', async () => {
+    const { code, report } = await check('clock-check-payload');
+    assert.equal(code, 1);
+    const e = caught(report, 'patient.clock-check.example', 'install');
+    assert.equal(e.package, 'clock-check-payload@1.0.0');
+  });
+
+  it("an import-time unref()'d timer of 45 s fires while the harness holds the process", async () => {
+    const { code, report } = await check('unref-timer-beacon');
+    assert.equal(code, 1);
+    const raw = report.events.filter((e) => e.ip === '203.0.113.45' && e.port === 8443);
+    assert.ok(raw.length > 0, JSON.stringify(report.events));
+    assert.ok(
+      raw.every((e) => e.phase === 'import' || e.phase === 'exercise'),
+      JSON.stringify(raw.map((e) => e.phase)),
+    );
+    assert.equal(raw[0]?.host, undefined, 'a raw IP stays a raw IP');
+  });
+
+  it('a detached shell that sleeps five minutes before wget is caught, charged to install', async () => {
+    const { code, report } = await check('detached-sleep-download');
+    assert.equal(code, 1);
+    const e = caught(report, 'stage2.sleepy-shell.example', 'install');
+    assert.equal(e.package, 'detached-sleep-download@1.0.0');
+    assert.match(e.process ?? '', /\bwget\b/);
+  });
+
+  it('a python install script that sleeps four minutes and checks its clocks is caught', async () => {
+    const { code, report } = await check('python-sleep-beacon');
+    assert.equal(code, 1);
+    const e = caught(report, 'slow.python-wait.example', 'install');
+    assert.match(e.process ?? '', /python3/);
+  });
+
+  it('node shows no preload, wrapper or patched timer: the tell-checking payload acts', async () => {
+    const { code, report } = await check('node-tells-beacon');
+    assert.equal(code, 1);
+    caught(report, 'clean.node-tells.example', 'install');
+  });
+
+  it("a binding.gyp's configure-time command runs offline and is charged to its package", async () => {
+    const { code, report } = await check('gyp-configure-beacon');
+    assert.equal(code, 1);
+    const e = caught(report, 'gyp.configure-time.example', 'install');
+    assert.equal(e.package, 'gyp-configure-beacon@1.0.0');
+    assert.match(e.process ?? '', /configure\.js/);
+  });
+
+  it('control: clocks, a one-minute wait at install and an unref()d interval, no network: pass', async () => {
+    const { code, report } = await check('honest-clock-timers');
+    assert.equal(report.verdict, 'pass', JSON.stringify(report.findings));
+    assert.equal(code, 0);
+    assert.equal(report.events.length, 0);
+    const install = report.phases.find((p) => p.name === 'install');
+    assert.equal(install?.status, 'completed', JSON.stringify(install));
+  });
+});
