@@ -71,6 +71,8 @@ export interface ReportEvent {
   resolver?: string;
   sni?: string;
   alpn?: string[];
+  /** The Host header of an HTTP request, as sent. */
+  httpHost?: string;
   method?: string;
   path?: string;
   bytesOut?: number;
@@ -123,6 +125,7 @@ export const SANDBOX_FINDINGS: readonly string[] = [
   'bait-leak',
   'tampering',
   'tree-modified',
+  'outlived-watch',
   'unattributed',
   'capture-bound',
   'capture-summarised',
@@ -218,6 +221,7 @@ export function toReportEvent(e: CaptureEvent, who: Attribution): ReportEvent | 
         ...(e.host ? { host: e.host } : {}),
         ...(e.sni ? { sni: e.sni } : {}),
         ...(e.alpn ? { alpn: e.alpn } : {}),
+        ...(e.httpHost ? { httpHost: e.httpHost } : {}),
         ...(e.method ? { method: e.method } : {}),
         ...(e.path !== undefined ? { path: e.path } : {}),
         ...(e.bodyBytes !== undefined ? { bodyBytes: e.bodyBytes } : {}),
@@ -348,11 +352,12 @@ export function buildReport(input: {
   captureFindings?: Finding[];
   /** What steps did to the sandbox itself (see StepConduct in src/run/steps.ts). */
   conduct?: {
-    id: 'tree-modified';
+    id: 'tree-modified' | 'outlived-watch';
     phase: Phase;
     package: string;
     step: string;
     paths?: { count: number; shown: string[] };
+    processes?: number;
   }[];
 }): CheckReport {
   const subjectId = formatId(input.subject.name, input.subject.version);
@@ -418,7 +423,17 @@ export function buildReport(input: {
       severity: 'critical',
       message: `the sandbox's results were tampered with: ${why}; the steps concerned are judged at their strictest`,
     });
-  for (const c of input.conduct ?? [])
+  for (const c of input.conduct ?? []) {
+    if (c.id === 'outlived-watch') {
+      findings.push({
+        id: c.id,
+        severity: 'medium',
+        phase: c.phase,
+        package: c.package,
+        message: `${c.processes ?? 'some'} process(es) of ${c.package} were still running when the settle window after ${c.step} ended, and were killed: what they waited to do was never watched (a payload that waits out the run looks like this; --settle gives them longer)`,
+      });
+      continue;
+    }
     findings.push({
       id: c.id,
       severity: 'critical',
@@ -426,6 +441,7 @@ export function buildReport(input: {
       package: c.package,
       message: `${c.package} changed ${c.paths?.count ?? 'some'} file(s) outside its own folder during ${c.phase} (${c.step}): ${(c.paths?.shown ?? []).join(', ')}${(c.paths?.count ?? 0) > (c.paths?.shown.length ?? 0) ? ', …' : ''}; code of other packages or npm's configuration runs in later steps under another package's name`,
     });
+  }
   if (counts.outsideSteps > 0)
     findings.push({
       id: 'unattributed',

@@ -28,6 +28,8 @@ export interface DestinationPattern {
 export interface Target {
   /** Names the package used for it (lower-case): DNS name, SNI, Host header. */
   names: string[];
+  /** The names are only claimed: the attempt went to a raw IP, with an SNI or Host header. */
+  claimedOnly?: boolean;
   ip?: string;
   port?: number;
   /** A name lookup (DNS): it matches a pattern whatever port the pattern names. */
@@ -88,15 +90,26 @@ export function parseDestination(raw: string): DestinationPattern | string {
   return out;
 }
 
-export function matchesDestination(p: DestinationPattern, t: Target): boolean {
+/**
+ * Whether pattern `p` covers attempt `t`. To deny (the default), one of the attempt's names is
+ * enough. To allow, every name it used must match (a TLS connection to evil.example with the SNI of
+ * an allowed host is not allowed), and names an attempt only claimed (the SNI or Host header of a
+ * connection to a raw IP) allow nothing: a raw IP is allowed by an IP pattern only.
+ */
+export function matchesDestination(
+  p: DestinationPattern,
+  t: Target,
+  purpose: 'deny' | 'allow' = 'deny',
+): boolean {
   if (p.ports && !t.anyPort) {
     if (t.port === undefined || t.port < p.ports[0] || t.port > p.ports[1]) return false;
   }
   if (p.host) {
     const h = p.host;
     if ('any' in h) return true;
-    if ('exact' in h) return t.names.includes(h.exact);
-    return t.names.some((n) => n.endsWith(h.suffix));
+    const covers = (n: string) => ('exact' in h ? n === h.exact : n.endsWith(h.suffix));
+    if (purpose === 'deny') return t.names.some(covers);
+    return !t.claimedOnly && t.names.length > 0 && t.names.every(covers);
   }
   if (p.ip && t.ip) {
     const family = isIP(t.ip);

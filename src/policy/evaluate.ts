@@ -69,7 +69,7 @@ interface Decision {
 function ruleMatches(r: PolicyRule, phase: Phase, pkg: string | undefined, t: Target): boolean {
   if (r.phases && !r.phases.includes(phase)) return false;
   if (r.packages && !(pkg && r.packages.some((s) => packageInScope(s, pkg)))) return false;
-  return r.destinations.some((d) => matchesDestination(d, t));
+  return r.destinations.some((d) => matchesDestination(d, t, r.action));
 }
 
 function decide(
@@ -78,8 +78,7 @@ function decide(
   pkg: string | undefined,
   t: Target,
 ): Decision {
-  const matches = (r: PolicyRule) => ruleMatches(r, phase, pkg, t);
-  const rule = ctx.policy.rules.find(matches);
+  const rule = ctx.policy.rules.find((r) => ruleMatches(r, phase, pkg, t));
   if (rule) {
     const why = rule.why ? ` (${rule.why})` : '';
     return rule.action === 'allow'
@@ -99,7 +98,9 @@ function decide(
   // Curated knowledge is about the package a registry published under that name and version, not
   // about any tarball whose package.json claims the name.
   if (ctx.policy.knownEgress && (!pkg || ctx.vouched(pkg))) {
-    const known = ctx.knownEgress.find(matches);
+    const known = ctx.knownEgress.find((r) =>
+      ruleMatches({ ...r, action: 'allow' }, phase, pkg, t),
+    );
     if (known)
       return {
         id: 'egress-allowed',
@@ -110,7 +111,7 @@ function decide(
   }
   if (pkg && ctx.policy.declarations !== 'ignore' && ctx.declarations[pkg] !== undefined) {
     const declared = parseDeclaration(ctx.declarations[pkg]).byPhase[phase] ?? [];
-    const hit = declared.find((d) => matchesDestination(d, t));
+    const hit = declared.find((d) => matchesDestination(d, t, 'allow'));
     if (hit)
       return ctx.policy.declarations === 'allow'
         ? { id: 'egress-allowed', severity: 'info', rule: 'declaration', because: `declared by ${pkg} for ${phase} (${hit.text})` }

@@ -3,6 +3,7 @@
  * policies/indicators.json. This module validates that data and applies it to report events;
  * it has no I/O.
  */
+import { isIP } from 'node:net';
 import type { ReportEvent } from '../core/report.js';
 import {
   matchesDestination,
@@ -75,8 +76,10 @@ export function compileIndicators(data: unknown): Indicator[] {
 
 /** What a report event was aimed at, in the terms destination patterns match on. */
 export function targetOf(e: ReportEvent): Target {
-  const names = [e.host, e.sni]
-    .filter((n): n is string => typeof n === 'string' && n.length > 0)
+  // The Host header without its port (a bracketed IPv6 literal is an address, not a name).
+  const httpHost = e.httpHost?.startsWith('[') ? undefined : e.httpHost?.replace(/:\d*$/, '');
+  const names = [e.host, e.sni, httpHost]
+    .filter((n): n is string => typeof n === 'string' && n.length > 0 && isIP(n) === 0)
     .map((n) => n.toLowerCase().replace(/\.$/, ''));
   // A connection with a name went to an address the capture's DNS handed out for that name (a
   // per-run block of ordinary-looking space): only the name says where it was aimed, and an IP or
@@ -84,6 +87,7 @@ export function targetOf(e: ReportEvent): Target {
   const synthetic = e.kind !== 'dns' && e.host !== undefined;
   return {
     names: [...new Set(names)],
+    ...(e.kind !== 'dns' && !e.host && names.length > 0 ? { claimedOnly: true } : {}),
     ...(e.ip && !synthetic ? { ip: e.ip } : {}),
     ...(e.kind === 'dns' ? { anyPort: true } : e.port !== undefined ? { port: e.port } : {}),
   };

@@ -65,15 +65,19 @@ export interface StepRun {
 
 /**
  * A step that went after the sandbox rather than the network: it changed files of other packages
- * or npm's configuration, which later steps run under another package's name.
+ * or npm's configuration, which later steps run under another package's name (tree-modified), or
+ * it left processes that were still running when the settle window ended: whatever they were
+ * waiting to do was never watched (outlived-watch).
  */
 export interface StepConduct {
-  id: 'tree-modified';
+  id: 'tree-modified' | 'outlived-watch';
   phase: Phase;
   package: string;
   step: string;
   /** For tree-modified: how many paths, and the first of them. */
   paths?: { count: number; shown: string[] };
+  /** For outlived-watch: how many processes were still running when the settle window ended. */
+  processes?: number;
 }
 
 /**
@@ -225,6 +229,8 @@ function guardFor(step: Step, home: string): StepInput['guard'] {
       `${SANDBOX_WORKDIR}/node_modules/.package-lock.json`,
       `${home}/.npmrc`,
       `${home}/.config/npm`,
+      // libfaketime's per-user settings: a file here takes later steps off the virtual clock.
+      `${home}/.faketimerc`,
       // What node-gyp reads to build the next package's addon (common.gypi may run commands).
       `${home}/.cache/node-gyp`,
       `${home}/.node-gyp`,
@@ -304,6 +310,7 @@ export async function runSteps(
             },
           ]
         : []),
+      ...(out.killed > 0 ? [{ id: 'outlived-watch' as const, ...who, processes: out.killed }] : []),
     ];
   });
   return { outputs, notRun, windows, tampering, conduct };

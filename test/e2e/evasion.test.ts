@@ -88,6 +88,47 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     assert.match(e.process ?? '', /configure\.js/);
   });
 
+  it('a connection to an undeclared host with the SNI of a declared one is not allowed', async () => {
+    const { code, report } = await check('sni-fronting-declared');
+    assert.equal(code, 1);
+    const f = report.findings.find(
+      (x) =>
+        x.id === 'egress-not-allowed' &&
+        x.phase === 'import' &&
+        /sni-front/.test(x.destination ?? ''),
+    );
+    assert.ok(f, JSON.stringify(report.findings.map((x) => [x.id, x.destination])));
+    assert.ok(!report.findings.some((x) => x.id === 'egress-allowed' && x.phase === 'import'));
+  });
+
+  it('a request to a declared CDN with the Host header of another site is not allowed', async () => {
+    const { code, report } = await check('host-fronting-declared');
+    assert.equal(code, 1);
+    const http = report.events.find((e) => e.kind === 'http');
+    assert.equal(http?.httpHost, 'collect.host-front.example');
+    assert.ok(
+      report.findings.some((x) => x.id === 'egress-not-allowed' && x.phase === 'import'),
+      JSON.stringify(report.findings.map((x) => [x.id, x.destination])),
+    );
+  });
+
+  it('~/.faketimerc written at install is a change to the sandbox (critical)', async () => {
+    const { code, report } = await check('faketimerc-opt-out');
+    assert.equal(code, 1);
+    const f = report.findings.find((x) => x.id === 'tree-modified');
+    assert.ok(f, JSON.stringify(report.findings.map((x) => x.id)));
+    assert.match(f.message, /\.faketimerc/);
+  });
+
+  it('a child on the real clock that outwaits the settle window is a finding, never a clean pass', async () => {
+    const { report } = await check('real-clock-wait');
+    assert.notEqual(report.verdict, 'pass');
+    const f = report.findings.find((x) => x.id === 'outlived-watch');
+    assert.ok(f, JSON.stringify(report.findings.map((x) => x.id)));
+    assert.equal(f.phase, 'install');
+    assert.equal(f.package, 'real-clock-wait@1.0.0');
+  });
+
   it('control: clocks, a one-minute wait at install and an unref()d interval, no network: pass', async () => {
     const { code, report } = await check('honest-clock-timers');
     assert.equal(report.verdict, 'pass', JSON.stringify(report.findings));

@@ -20,6 +20,7 @@ import {
   parsePackageScope,
   parsePolicyLayer,
 } from '../../../src/policy/parse.js';
+import { targetOf } from '../../../src/policy/indicators.js';
 import { readStructured } from '../../../src/policy/source.js';
 
 const indicatorIds = () => shippedIndicators().map((i) => i.id);
@@ -70,6 +71,22 @@ describe('destination patterns', () => {
     assert.ok(!matchesDestination(name, { names: [], ip: '198.18.0.7', port: 443 }));
     assert.ok(matchesDestination(ip, { names: ['example.com'], ip: '198.18.0.7', port: 443 }));
     assert.ok(!matchesDestination(ip, { names: ['198.18.0.7.example'], port: 443 }));
+  });
+
+  it('to allow, every name of the attempt must match and a raw IP claims no name; to deny, one is enough', () => {
+    const cdn = parseDestination('cdn.example:443') as Exclude<
+      ReturnType<typeof parseDestination>,
+      string
+    >;
+    // DNS for evil.example, SNI of the allowed name: denied by a deny rule, not allowed by an allow.
+    const mixed = { names: ['evil.example', 'cdn.example'], port: 443 };
+    assert.ok(matchesDestination(cdn, mixed, 'deny'));
+    assert.ok(!matchesDestination(cdn, mixed, 'allow'));
+    assert.ok(matchesDestination(cdn, { names: ['cdn.example'], port: 443 }, 'allow'));
+    // A raw IP with the SNI of the allowed name.
+    const raw = { names: ['cdn.example'], claimedOnly: true, ip: '203.0.113.5', port: 443 };
+    assert.ok(!matchesDestination(cdn, raw, 'allow'));
+    assert.ok(matchesDestination(cdn, raw, 'deny'));
   });
 });
 
@@ -317,5 +334,29 @@ describe('shipped files and their JSON Schemas', () => {
       const ours = parseDeclaration(c).problems.length === 0;
       assert.equal(validate(c) === true, ours, JSON.stringify(c));
     }
+  });
+});
+
+describe('the names of an attempt', () => {
+  it('a Host header is one of them; a connection to a raw IP only claims its names', () => {
+    const fronted = targetOf({
+      phase: 'import',
+      kind: 'http',
+      host: 'cdn.example',
+      ip: '57.142.3.9',
+      port: 80,
+      httpHost: 'evil.example:80',
+    });
+    assert.deepEqual(fronted.names, ['cdn.example', 'evil.example']);
+    assert.equal(fronted.ip, undefined, 'the stand-in address of a name is not matched');
+    const raw = targetOf({
+      phase: 'import',
+      kind: 'tls',
+      ip: '203.0.113.5',
+      port: 443,
+      sni: 'cdn.example',
+    });
+    assert.equal(raw.claimedOnly, true);
+    assert.equal(raw.ip, '203.0.113.5');
   });
 });
