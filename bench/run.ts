@@ -12,12 +12,14 @@
  *   do by hand).
  * - result store: the CLI's `check` of a registry package answered from the store, against the
  *   same command with --no-cache (a fresh run), both spawned as a user would.
+ * - gate: a gate of a one-package upgrade whose two versions are already in the store, against
+ *   the CLI's own start-up (`phonehome --version`); it must start no sandbox.
  * - audit: a lockfile of the dependency tree of a few popular tools (500+ registry packages),
  *   audited cold (empty store) and warm (everything stored); packages per minute, and how many
  *   needed an install phase. BENCH_AUDIT=0 skips it.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -35,12 +37,12 @@ const N = Number(process.env.BENCH_BURST ?? 6000);
 const STARTS = Number(process.env.BENCH_STARTS ?? 5);
 const CHECKS = Number(process.env.BENCH_CHECKS ?? 5);
 /**
- * Which parts to run, comma-separated (default all): startup, check, store, audit, burst.
+ * Which parts to run, comma-separated (default all): startup, check, store, gate, audit, burst.
  * `BENCH_ONLY=burst npm run bench` measures the capture alone; BENCH_RUNNER_IMAGE and
  * BENCH_GATEWAY_IMAGE run it with other images (an observer under work, an earlier capture).
  */
 const ONLY = new Set(
-  (process.env.BENCH_ONLY ?? 'startup,check,store,audit,burst')
+  (process.env.BENCH_ONLY ?? 'startup,check,store,gate,audit,burst')
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean),
@@ -205,6 +207,75 @@ async function main(): Promise<void> {
     await rm(storeWork, { recursive: true, force: true });
   }
 
+  // ---- gate of a one-package upgrade whose two versions are stored, against CLI start-up ----
+  let gateRow: { gateMs: number; startMs: number; started: boolean } | undefined;
+  if (ONLY.has('gate')) {
+    const proj = await mkdtemp(join(tmpdir(), 'phonehome-bench-gate-'));
+    try {
+      const lockOf = async (dir: string, version: string): Promise<string> => {
+        await mkdir(join(proj, dir));
+        await writeFile(
+          join(proj, dir, 'package.json'),
+          JSON.stringify({
+            name: 'bench-gate',
+            version: '1.0.0',
+            dependencies: { 'is-number': version },
+          }),
+        );
+        const r = spawnSync(
+          'npm',
+          ['install', '--package-lock-only', '--ignore-scripts', '--no-audit', '--no-fund'],
+          {
+            cwd: join(proj, dir),
+            encoding: 'utf8',
+          },
+        );
+        if (r.status !== 0) throw new Error(`npm could not lock is-number@${version}: ${r.stderr}`);
+        return join(proj, dir, 'package-lock.json');
+      };
+      const base = await lockOf('base', '6.0.0');
+      const head = await lockOf('head', '7.0.0');
+      const cli = (args: string[]) => {
+        const t0 = performance.now();
+        const r = spawnSync(
+          process.execPath,
+          [join(packageRoot(), 'dist', 'src', 'cli', 'main.js'), ...args],
+          {
+            cwd: proj,
+            encoding: 'utf8',
+          },
+        );
+        return { ms: performance.now() - t0, r };
+      };
+      const gateArgs = [
+        'gate',
+        '--base',
+        base,
+        '--head',
+        head,
+        '--json',
+        '--store',
+        join(proj, 'results.sqlite'),
+      ];
+      const first = cli(gateArgs);
+      if (first.r.status !== 0 && first.r.status !== 1)
+        throw new Error(`gate failed (${first.r.status}): ${first.r.stderr.slice(0, 2000)}`);
+      const gateMs: number[] = [];
+      const startMs: number[] = [];
+      let started = false;
+      for (let i = 0; i < CHECKS; i++) {
+        startMs.push(cli(['--version']).ms);
+        const g = cli(gateArgs);
+        // A run that reached a sandbox says so in its progress lines.
+        if (/\[check\] phase /.test(g.r.stderr)) started = true;
+        gateMs.push(g.ms);
+      }
+      gateRow = { gateMs: median(gateMs), startMs: median(startMs), started };
+    } finally {
+      await rm(proj, { recursive: true, force: true });
+    }
+  }
+
   // ---- audit of a real lockfile: cold, then warm ----
   let auditRow:
     | { packages: number; checked: number; scripted: number; coldMs: number; warmMs: number }
@@ -308,6 +379,15 @@ async function main(): Promise<void> {
       out.push(
         `${r.spec.padEnd(40)} ${r.fresh.toFixed(0).padStart(8)} ${r.cached.toFixed(0).padStart(10)}  ${(r.fresh / r.cached).toFixed(1).padStart(8)}`,
       );
+    out.push('');
+  }
+  if (gateRow) {
+    out.push(
+      `gate of is-number 6.0.0 -> 7.0.0, both stored, vs CLI start-up (median of ${CHECKS})`,
+    );
+    out.push(
+      `  gate ${gateRow.gateMs.toFixed(0)} ms, \`phonehome --version\` ${gateRow.startMs.toFixed(0)} ms: ${(gateRow.gateMs / gateRow.startMs).toFixed(2)}x; ${gateRow.started ? 'a sandbox was started' : 'no sandbox started'}`,
+    );
     out.push('');
   }
   if (auditRow) {

@@ -4,7 +4,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { CHECK_DEFAULTS } from './defaults.js';
+import type { Bait } from '../core/bait.js';
 import { boundFindings, summaryEvents } from '../core/bounds.js';
+import type { EventLog } from '../core/events.js';
 import {
   buildReport,
   phaseAt,
@@ -235,22 +237,79 @@ export async function checkStaged(
     };
   }
 
-  const eventLog = await topo.events();
+  const logs = [await topo.events()];
+  const bait = [...topo.identity.bait];
+  // Install-time code that can tell a CI runner from a laptop runs again as the other one, in a
+  // sandbox of its own, after this one's phases (its step windows never overlap these).
+  const primary = topo.identity.profile;
+  const readers = scripted.filter((p) => p.capabilities.includes('reads-identity'));
+  const installPlan = plan[0] as PhasePlan;
+  const installed = phases.find((p) => p.name === 'install');
+  if (readers.length > 0 && installPlan.steps.length > 0 && installed) {
+    const other: IdentityProfile = primary === 'ci' ? 'laptop' : 'ci';
+    log(
+      `[check] install again as ${other}: ${readers.map(idOf).join(', ')} read(s) what tells them apart`,
+    );
+    opts.signal?.throwIfAborted();
+    const twin = await installAs(engine, refs, staged, installPlan, other, o.settleMs, opts.signal);
+    for (const w of windows) w.identity = primary;
+    windows.push(...twin.ran.windows.map((w) => ({ ...w, identity: other })));
+    tampering.push(...twin.ran.tampering);
+    conduct.push(...twin.ran.conduct);
+    logs.push(twin.log);
+    bait.push(...twin.bait);
+    const again = phaseResult(
+      installPlan,
+      twin.ran.outputs,
+      twin.ran.notRun,
+      twin.ran.tampering.length > 0,
+    );
+    installed.note = [
+      installed.note,
+      `also run as ${other} (${readers.map(idOf).join(', ')} read identity variables): ${again.status}${again.note ? ` (${again.note})` : ''}`,
+    ]
+      .filter(Boolean)
+      .join('; ');
+  }
+  const truncated: Record<string, number> = {};
+  for (const l of logs)
+    for (const [k, n] of Object.entries(l.truncatedCounts ?? {}))
+      truncated[k] = (truncated[k] ?? 0) + n;
   const report = buildReport({
     subject: { name: staged.name, version: staged.version, integrity: staged.integrity, spec },
     phases,
     windows,
-    events: eventLog.events,
+    events: logs.flatMap((l) => l.events),
     processNames: harnessNames(['require', 'import', 'exercise']),
-    bait: topo.identity.bait,
+    bait,
     tampering,
     conduct,
-    summaries: summaryEvents(eventLog),
-    captureFindings: boundFindings(eventLog, (t) => phaseAt(t, windows)),
-    ...(eventLog.truncatedCounts ? { truncated: eventLog.truncatedCounts } : {}),
+    summaries: logs.flatMap((l) => summaryEvents(l)),
+    captureFindings: logs.flatMap((l) => boundFindings(l, (t) => phaseAt(t, windows))),
+    ...(Object.keys(truncated).length ? { truncated } : {}),
   });
   report.packages = staged.packages.map(packageSummary);
   return evaluate(report, { ...judge, resolvers: SANDBOX_RESOLVERS });
+}
+
+/** The install phase once more, in a fresh sandbox that looks like `identity`. */
+async function installAs(
+  engine: SandboxEngine,
+  refs: { runner: string; gateway: string },
+  staged: StagedSubject,
+  install: PhasePlan,
+  identity: IdentityProfile,
+  settleMs: number,
+  signal: AbortSignal | undefined,
+): Promise<{ ran: Awaited<ReturnType<typeof runSteps>>; log: EventLog; bait: Bait[] }> {
+  await using run = engine.newRun();
+  const topo = await startProject(run, refs, staged.tar(), identity);
+  const ran = await runSteps(topo, install.steps, {
+    settleMs,
+    budgetMs: install.budgetMs,
+    ...(signal ? { signal } : {}),
+  });
+  return { ran, log: await topo.events(), bait: topo.identity.bait };
 }
 
 /** How a phase went, from the outputs of its steps. */

@@ -94,7 +94,8 @@ export function renderText(report: CheckReport): string {
         const by = event.process
           ? `  <- ${event.script ? `${t(event.script)}: ` : ''}${short(event.process)}`
           : '';
-        lines.push(`      ${detail(event)}${times > 1 ? ` x${times}` : ''}${by}`);
+        const as = event.identity ? ` (as ${event.identity})` : '';
+        lines.push(`      ${detail(event)}${times > 1 ? ` x${times}` : ''}${as}${by}`);
       }
     }
   }

@@ -6,7 +6,7 @@ import { findBaitLeaks, type Bait } from './bait.js';
 import type { SummarisedAttempts } from './bounds.js';
 import type { ReportDiff } from './compare.js';
 import { formatId } from './package-id.js';
-import type { Capability, CaptureEvent, Phase, Severity } from './terms.js';
+import type { Capability, CaptureEvent, IdentityProfile, Phase, Severity } from './terms.js';
 import { PHASES, SEVERITIES } from './terms.js';
 
 /** 2: findings carry a severity of five levels, the rule that decided them and a suggestion. */
@@ -48,10 +48,17 @@ export interface PhaseWindow {
   package: string;
   startMs: number;
   endMs: number;
+  /** Who the sandbox looked like, when the run used more than one identity. */
+  identity?: IdentityProfile;
 }
 
 export interface ReportEvent {
   phase: Phase;
+  /**
+   * Who the sandbox looked like when the attempt was made (laptop or ci), when the install phase
+   * ran under both because install-time code reads what tells them apart.
+   */
+  identity?: IdentityProfile;
   /**
    * The package charged with the attempt (`name@version`): the package whose install step was
    * running when the process that made it started (or, without a process, when it was made), or
@@ -197,11 +204,13 @@ export interface Attribution {
   outside?: boolean;
   /** The observer could not say which process made it. */
   noProcess?: boolean;
+  identity?: IdentityProfile;
 }
 
 export function toReportEvent(e: CaptureEvent, who: Attribution): ReportEvent | undefined {
   const base = {
     phase: who.phase,
+    ...(who.identity ? { identity: who.identity } : {}),
     ...(who.package ? { package: who.package } : {}),
     ...(who.process ? { process: who.process } : {}),
     ...(who.script ? { script: who.script } : {}),
@@ -323,7 +332,12 @@ export function attribute(e: CaptureEvent, windows: PhaseWindow[], subject: stri
     ...(proc ? {} : { noProcess: true }),
   };
   if (!w) return { phase: 'install', package: subject, outside: true, ...hints };
-  return { phase: w.name, package: w.package, ...hints };
+  return {
+    phase: w.name,
+    package: w.package,
+    ...(w.identity ? { identity: w.identity } : {}),
+    ...hints,
+  };
 }
 
 /**

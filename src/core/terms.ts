@@ -41,6 +41,9 @@ export type Phase = 'install' | 'import' | 'exercise';
 export type Severity = 'info' | 'low' | 'medium' | 'high' | 'critical';
 export const SEVERITIES: readonly Severity[] = ['info', 'low', 'medium', 'high', 'critical'];
 
+/** Who the sandbox looks like: a developer's laptop or a CI runner (src/sandbox/identity.ts). */
+export type IdentityProfile = 'laptop' | 'ci';
+
 export type Capability =
   | 'network'
   | 'child-process'
@@ -50,6 +53,7 @@ export type Capability =
   | 'minified'
   | 'obfuscated'
   | 'shell-script'
+  | 'reads-identity'
   | 'not-scanned';
 
 /** Capabilities that mean code could reach the network one way or another. */

@@ -38,6 +38,32 @@ const PATTERNS: [Capability, RegExp][] = [
   ['dynamic-require', /\brequire\s*\(\s*(?!['"`)\s])|\bimport\s*\(\s*(?!['"`)\s])/],
 ];
 
+/**
+ * Code that can tell a CI runner from a laptop: the variables CI services set, a whole-environment
+ * read (a dump, or a lookup by computed name), or a CI-detection package. When install-time code
+ * shows one, the install phase also runs under the other identity (src/check/check.ts).
+ */
+const CI_VARIABLES =
+  'CI|CONTINUOUS_INTEGRATION|BUILD_NUMBER|RUN_ID|GITHUB_[A-Z_]+|GITLAB_[A-Z_]+|RUNNER_[A-Z_]+|' +
+  'BUILDKITE[A-Z_]*|CIRCLECI|CIRCLE_[A-Z_]+|TRAVIS[A-Z_]*|JENKINS_[A-Z_]+|BUILD_ID|TEAMCITY_[A-Z_]+|' +
+  'TF_BUILD|SYSTEM_TEAMFOUNDATIONCOLLECTIONURI|BITBUCKET_[A-Z_]+|CODEBUILD_[A-Z_]+|DRONE[A-Z_]*|' +
+  'APPVEYOR[A-Z_]*|NETLIFY|VERCEL[A-Z_]*|SEMAPHORE|CF_PAGES|HEROKU_TEST_RUN_ID';
+const READS_IDENTITY = new RegExp(
+  [
+    `\\b(?:${CI_VARIABLES})\\b`,
+    // The whole environment at once, or a variable whose name is computed.
+    `(?:keys|entries|values|assign|stringify)\\(\\s*process\\.env\\b`,
+    `\\.\\.\\.\\s*process\\.env\\b`,
+    `process\\.env\\s*\\[\\s*(?!['"\`][A-Za-z_]+['"\`]\\s*\\])`,
+    `\\b(?:printenv|os\\.environ|ENV\\[)`,
+    `^\\s*(?:env|set|export -p)\\s*(?:[|>;&]|$)`,
+    `['"\`](?:is-ci|ci-info|env-ci|@actions/core|@actions/github)['"\`]`,
+  ].join('|'),
+  'm',
+);
+/** Files read for READS_IDENTITY besides JavaScript: the shell and python an install script runs. */
+const SCRIPT_EXTENSIONS = new Set(['.sh', '.bash', '.py']);
+
 /** Install-script commands that are not `node <file>` run a shell with whatever it finds. */
 const NODE_FILE_SCRIPT = /^node\s+[\w./@-]+(\s+[\w./=@-]+)*$/;
 
@@ -46,8 +72,11 @@ export async function scanCapabilities(
   scripts: Record<string, string>,
 ): Promise<Capability[]> {
   const found = new Set<Capability>();
-  for (const cmd of Object.values(scripts))
+  for (const cmd of Object.values(scripts)) {
     if (!NODE_FILE_SCRIPT.test(cmd.trim())) found.add('shell-script');
+    if (READS_IDENTITY.test(cmd) || /\$\{?(?:CI|GITHUB_|GITLAB_|RUNNER_)/.test(cmd))
+      found.add('reads-identity');
+  }
   let files = 0;
   let total = 0;
   const walk = async (dir: string, depth: number): Promise<void> => {
@@ -69,13 +98,16 @@ export async function scanCapabilities(
       if (!ent.isFile()) continue;
       const ext = extname(ent.name);
       if (ext === '.node' || ent.name === 'binding.gyp') found.add('native-code');
-      if (!CODE_EXTENSIONS.has(ext)) continue;
+      const script = SCRIPT_EXTENSIONS.has(ext);
+      if (!CODE_EXTENSIONS.has(ext) && !script) continue;
       if (++files > MAX_FILES || total > MAX_TOTAL_BYTES) {
         found.add('not-scanned');
         return;
       }
       const text = await readHead(path);
       total += text.length;
+      if (!found.has('reads-identity') && READS_IDENTITY.test(text)) found.add('reads-identity');
+      if (script) continue;
       for (const [cap, re] of PATTERNS) if (!found.has(cap) && re.test(text)) found.add(cap);
       if (looksMinified(text)) found.add('minified');
       if (looksObfuscated(text)) found.add('obfuscated');

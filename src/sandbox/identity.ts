@@ -11,7 +11,9 @@ import { Readable } from 'node:stream';
 import { Header, Pax, type HeaderData } from 'tar';
 import type { Bait } from '../core/bait.js';
 
-export type IdentityProfile = 'laptop' | 'ci';
+import type { IdentityProfile } from '../core/terms.js';
+
+export type { IdentityProfile };
 
 export interface IdentityFile {
   /** Absolute path in the sandbox. */

@@ -202,9 +202,34 @@ describe('phonehome check (CLI), threat behaviours and controls', () => {
     assert.ok(
       ci.events.some((e) => e.host === 'runner.ci-beacon.example' && e.phase === 'install'),
     );
+    assert.ok(
+      ci.events.every((e) => e.identity === 'ci'),
+      JSON.stringify(ci.events),
+    );
+    // The default identity is a laptop; the postinstall reads CI variables, so install runs again
+    // as a CI runner, and the payload is caught there.
     const laptop = await checkJson([fixture('ci-only-beacon'), '--no-cache']);
-    assert.equal(laptop.verdict, 'pass');
-    assert.deepEqual(laptop.events, []);
+    assert.equal(laptop.verdict, 'fail');
+    const seen = laptop.events.filter((e) => e.host === 'runner.ci-beacon.example');
+    assert.ok(seen.length > 0, JSON.stringify(laptop.events));
+    assert.ok(seen.every((e) => e.identity === 'ci' && e.phase === 'install'));
+    assert.match(laptop.phases.find((p) => p.name === 'install')?.note ?? '', /also run as ci/);
+  });
+
+  it('--as ci still catches a payload that acts only on a laptop; a CI-aware banner passes', async () => {
+    const ci = await checkJson([fixture('laptop-only-beacon'), '--as', 'ci', '--no-cache']);
+    assert.equal(ci.verdict, 'fail');
+    const seen = ci.events.filter((e) => e.host === 'desk.laptop-beacon.example');
+    assert.ok(
+      seen.length > 0 && seen.every((e) => e.identity === 'laptop'),
+      JSON.stringify(ci.events),
+    );
+    const honest = await checkJson([fixture('honest-ci-aware'), '--no-cache']);
+    assert.equal(honest.verdict, 'pass', JSON.stringify(honest.findings));
+    assert.match(
+      honest.phases.find((p) => p.name === 'install')?.note ?? '',
+      /also run as ci \(honest-ci-aware@1\.0\.0 read identity variables\): completed$/,
+    );
   });
 
   it('honest controls pass: a postinstall that prints, a loopback self-test', async () => {

@@ -1,0 +1,53 @@
+/**
+ * What a package's files show it could do, read on the host: here, whether its code can tell a
+ * CI runner from a laptop (the trigger for a second install run under the other identity).
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { scanCapabilities } from '../../../src/resolve/capabilities.js';
+
+const root = mkdtempSync(join(tmpdir(), 'phonehome-caps-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+let n = 0;
+async function capsOf(files: Record<string, string>, scripts: Record<string, string> = {}) {
+  const dir = join(root, String(n++));
+  for (const [name, text] of Object.entries(files)) {
+    mkdirSync(join(dir, name, '..'), { recursive: true });
+    writeFileSync(join(dir, name), text);
+  }
+  mkdirSync(dir, { recursive: true });
+  return scanCapabilities(dir, scripts);
+}
+
+describe('reads-identity', () => {
+  it('CI variables, whole-environment reads and CI-detection packages, in JS, shell and python', async () => {
+    const cases: [Record<string, string>, Record<string, string>?][] = [
+      [{ 'a.js': "if (process.env.GITHUB_ACTIONS === 'true') go();" }],
+      [{ 'a.js': 'const ci = process.env.CI;' }],
+      [{ 'a.js': 'send(JSON.stringify(process.env));' }],
+      [{ 'a.js': 'const k = "GIT" + "LAB_CI"; if (process.env[k]) go();' }],
+      [{ 'a.js': "const isCI = require('is-ci');" }],
+      [{ 'lib/x.mjs': "import ci from 'ci-info';" }],
+      [{ 'run.sh': '[ -n "$RUNNER_OS" ] && curl http://x' }],
+      [{ 'w.py': "import os\nif os.environ.get('BUILDKITE'): pass" }],
+      [{}, { postinstall: 'test -z "$CI" || node x.js' }],
+    ];
+    for (const [files, scripts] of cases)
+      assert.ok(
+        (await capsOf(files, scripts)).includes('reads-identity'),
+        JSON.stringify([files, scripts]),
+      );
+  });
+
+  it('code that reads named variables of its own only does not count', async () => {
+    const caps = await capsOf(
+      { 'a.js': "const home = process.env.HOME; const p = process.env['NODE_ENV'];" },
+      { postinstall: 'node a.js' },
+    );
+    assert.ok(!caps.includes('reads-identity'), caps.join(','));
+  });
+});
