@@ -20,6 +20,18 @@ const FIRST_OCTETS = Array.from({ length: 223 }, (_, i) => i + 1).filter(
   (o) => ![1, 8, 9, 10, 100, 127, 169, 172, 192, 198, 203, 208].includes(o),
 );
 
+/**
+ * Names whose addresses every machine knows (the public resolvers' own names): answered with the
+ * real addresses, as a real resolver would, since a payload may check them. A connection to one
+ * of these addresses names the host only once it was looked up.
+ */
+const WELL_KNOWN: Readonly<Record<string, { v4: string; v6: string }>> = {
+  'dns.google': { v4: '8.8.8.8', v6: '2001:4860:4860::8888' },
+  'one.one.one.one': { v4: '1.1.1.1', v6: '2606:4700:4700::1111' },
+  'dns.quad9.net': { v4: '9.9.9.9', v6: '2620:fe::fe' },
+  'resolver1.opendns.com': { v4: '208.67.222.222', v6: '2620:119:35::35' },
+};
+
 /** An odd multiplier: i → i·K mod 2^16 visits every 16-bit value once, in no visible order. */
 const SPREAD = 40_503;
 const BLOCK = 1 << 16;
@@ -45,6 +57,8 @@ export class SyntheticAddresses {
   private readonly byName = new Map<string, number>();
   private readonly byHost = new Map<number, string>();
   private next = 0;
+  /** Well-known addresses handed out, by address. */
+  private readonly known = new Map<string, string>();
 
   constructor(readonly blocks: SyntheticBlocks = randomBlocks()) {}
 
@@ -67,12 +81,16 @@ export class SyntheticAddresses {
   }
 
   ipv4For(name: string): string | undefined {
+    const fixed = this.wellKnown(name, 'v4');
+    if (fixed) return fixed;
     const h = this.hostOf(name);
     if (h === undefined) return undefined;
     return `${this.blocks.v4[0]}.${this.blocks.v4[1]}.${h >>> 8}.${h & 255}`;
   }
 
   ipv6For(name: string): string | undefined {
+    const fixed = this.wellKnown(name, 'v6');
+    if (fixed) return fixed;
     const h = this.hostOf(name);
     if (h === undefined) return undefined;
     const [a, b, c] = this.blocks.v6;
@@ -83,8 +101,20 @@ export class SyntheticAddresses {
     );
   }
 
+  private wellKnown(name: string, family: 'v4' | 'v6'): string | undefined {
+    const entry = Object.hasOwn(WELL_KNOWN, name.toLowerCase())
+      ? WELL_KNOWN[name.toLowerCase()]
+      : undefined;
+    if (!entry) return undefined;
+    const address = family === 'v4' ? entry.v4 : normalizeIpv6(entry.v6);
+    this.known.set(address, name);
+    return address;
+  }
+
   /** The name a synthetic address was handed out for, if it is one of ours. */
   nameFor(address: string): string | undefined {
+    const known = this.known.get(address.includes(':') ? normalizeIpv6(address) : address);
+    if (known !== undefined) return known;
     const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
     if (v4) {
       if (Number(v4[1]) !== this.blocks.v4[0] || Number(v4[2]) !== this.blocks.v4[1]) return;

@@ -22,7 +22,7 @@ import type { NpmConfig } from '../resolve/npmrc.js';
 import { stage, type StagedPackage } from '../resolve/stage.js';
 import type { IdentityProfile } from '../sandbox/identity.js';
 import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
-import { SANDBOX_RESOLVERS, SANDBOX_WORKDIR } from '../sandbox/topology.js';
+import { SANDBOX_RESOLVERS, SANDBOX_WORKDIR, type CaptureTopology } from '../sandbox/topology.js';
 import { HARNESS_INPUT_VAR, type HarnessInput } from '../agent/harness.js';
 import type { StepOutput } from '../agent/step.js';
 import {
@@ -35,7 +35,7 @@ import {
   type StepConduct,
   type Step,
 } from '../run/steps.js';
-import { idOf, packageSummary } from '../run/summaries.js';
+import { closure, idOf, packageSummary } from '../run/summaries.js';
 
 export interface CheckOptions {
   npmConfig?: NpmConfig;
@@ -189,29 +189,14 @@ export async function checkStaged(
     },
   ];
 
-  const phases: PhaseResult[] = [];
-  const windows: PhaseWindow[] = [];
-  const tampering: string[] = [];
-  const conduct: StepConduct[] = [];
-  const outputs = new Map<Phase, StepOutput[]>();
-  for (const p of plan) {
-    if (p.steps.length === 0) {
-      phases.push({ name: p.name, status: 'skipped', durationMs: 0, note: p.nothing });
-      continue;
-    }
-    opts.onPhase?.(p.name);
-    log(`[check] phase ${p.name}`);
-    const ran = await runSteps(topo, p.steps, {
-      settleMs: o.settleMs,
-      budgetMs: p.budgetMs,
-      ...(opts.signal ? { signal: opts.signal } : {}),
-    });
-    windows.push(...ran.windows);
-    tampering.push(...ran.tampering);
-    conduct.push(...ran.conduct);
-    outputs.set(p.name, ran.outputs);
-    phases.push(phaseResult(p, ran.outputs, ran.notRun, ran.tampering.length > 0));
-  }
+  const { phases, windows, tampering, conduct, outputs } = await runPlan(topo, plan, {
+    settleMs: o.settleMs,
+    signal: opts.signal,
+    onPhase: (name) => {
+      opts.onPhase?.(name);
+      log(`[check] phase ${name}`);
+    },
+  });
 
   const imported = phases.find((p) => p.name === 'import');
   // A load that gave no result line did not finish as the harness would: the package ended the
@@ -239,37 +224,47 @@ export async function checkStaged(
 
   const logs = [await topo.events()];
   const bait = [...topo.identity.bait];
-  // Install-time code that can tell a CI runner from a laptop runs again as the other one, in a
-  // sandbox of its own, after this one's phases (its step windows never overlap these).
-  const primary = topo.identity.profile;
-  const readers = scripted.filter((p) => p.capabilities.includes('reads-identity'));
-  const installPlan = plan[0] as PhasePlan;
-  const installed = phases.find((p) => p.name === 'install');
-  if (readers.length > 0 && installPlan.steps.length > 0 && installed) {
+  // Code that can tell a CI runner from a laptop runs again as the other one, in a sandbox of its
+  // own, after this one's phases (its step windows never overlap these): the install phase when
+  // install-time code (a scripted package or what it loads) shows it, every phase when the package
+  // asked about or what it loads does. Code that cannot be read (obfuscated) counts as showing it.
+  const summaries = new Map(staged.packages.map((p) => [idOf(p), packageSummary(p)]));
+  const tells = (ids: string[]) => [
+    ...new Set(
+      ids.flatMap((id) =>
+        closure(id, summaries)
+          .filter((p) => p.capabilities.some((c) => c === 'reads-identity' || c === 'obfuscated'))
+          .map((p) => p.id),
+      ),
+    ),
+  ];
+  const atInstall = tells(scripted.map(idOf));
+  const atRuntime = tells([subject]);
+  const twinPlan = atRuntime.length > 0 ? plan : atInstall.length > 0 ? plan.slice(0, 1) : [];
+  const readers = [...new Set([...atInstall, ...atRuntime])];
+  if (twinPlan.some((p) => p.steps.length > 0)) {
+    const primary = topo.identity.profile;
     const other: IdentityProfile = primary === 'ci' ? 'laptop' : 'ci';
-    log(
-      `[check] install again as ${other}: ${readers.map(idOf).join(', ')} read(s) what tells them apart`,
-    );
+    const which = twinPlan.map((p) => p.name).join(', ');
+    log(`[check] ${which} again as ${other}: ${readers.join(', ')} can tell the identities apart`);
     opts.signal?.throwIfAborted();
-    const twin = await installAs(engine, refs, staged, installPlan, other, o.settleMs, opts.signal);
+    const twin = await runAs(engine, refs, staged, twinPlan, other, o.settleMs, opts.signal);
     for (const w of windows) w.identity = primary;
-    windows.push(...twin.ran.windows.map((w) => ({ ...w, identity: other })));
-    tampering.push(...twin.ran.tampering);
-    conduct.push(...twin.ran.conduct);
+    windows.push(...twin.windows.map((w) => ({ ...w, identity: other })));
+    tampering.push(...twin.tampering);
+    conduct.push(...twin.conduct);
     logs.push(twin.log);
     bait.push(...twin.bait);
-    const again = phaseResult(
-      installPlan,
-      twin.ran.outputs,
-      twin.ran.notRun,
-      twin.ran.tampering.length > 0,
-    );
-    installed.note = [
-      installed.note,
-      `also run as ${other} (${readers.map(idOf).join(', ')} read identity variables): ${again.status}${again.note ? ` (${again.note})` : ''}`,
-    ]
-      .filter(Boolean)
-      .join('; ');
+    for (const again of twin.phases) {
+      const own = phases.find((p) => p.name === again.name);
+      if (!own || again.status === 'skipped') continue;
+      own.note = [
+        own.note,
+        `also run as ${other} (${readers.join(', ')} can tell the identities apart): ${again.status}${again.note ? ` (${again.note})` : ''}`,
+      ]
+        .filter(Boolean)
+        .join('; ');
+    }
   }
   const truncated: Record<string, number> = {};
   for (const l of logs)
@@ -288,28 +283,63 @@ export async function checkStaged(
     captureFindings: logs.flatMap((l) => boundFindings(l, (t) => phaseAt(t, windows))),
     ...(Object.keys(truncated).length ? { truncated } : {}),
   });
-  report.packages = staged.packages.map(packageSummary);
+  report.packages = [...summaries.values()];
   return evaluate(report, { ...judge, resolvers: SANDBOX_RESOLVERS });
 }
 
-/** The install phase once more, in a fresh sandbox that looks like `identity`. */
-async function installAs(
+/** The phases of a plan in a started sandbox, in order; a phase with nothing to run is skipped. */
+async function runPlan(
+  topo: CaptureTopology,
+  plan: PhasePlan[],
+  o: { settleMs: number; signal: AbortSignal | undefined; onPhase?: (name: Phase) => void },
+): Promise<{
+  phases: PhaseResult[];
+  windows: PhaseWindow[];
+  tampering: string[];
+  conduct: StepConduct[];
+  outputs: Map<Phase, StepOutput[]>;
+}> {
+  const out = {
+    phases: [] as PhaseResult[],
+    windows: [] as PhaseWindow[],
+    tampering: [] as string[],
+    conduct: [] as StepConduct[],
+    outputs: new Map<Phase, StepOutput[]>(),
+  };
+  for (const p of plan) {
+    if (p.steps.length === 0) {
+      out.phases.push({ name: p.name, status: 'skipped', durationMs: 0, note: p.nothing });
+      continue;
+    }
+    o.onPhase?.(p.name);
+    const ran = await runSteps(topo, p.steps, {
+      settleMs: o.settleMs,
+      budgetMs: p.budgetMs,
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+    out.windows.push(...ran.windows);
+    out.tampering.push(...ran.tampering);
+    out.conduct.push(...ran.conduct);
+    out.outputs.set(p.name, ran.outputs);
+    out.phases.push(phaseResult(p, ran.outputs, ran.notRun, ran.tampering.length > 0));
+  }
+  return out;
+}
+
+/** Phases once more, in a fresh sandbox that looks like `identity`. */
+async function runAs(
   engine: SandboxEngine,
   refs: { runner: string; gateway: string },
   staged: StagedSubject,
-  install: PhasePlan,
+  plan: PhasePlan[],
   identity: IdentityProfile,
   settleMs: number,
   signal: AbortSignal | undefined,
-): Promise<{ ran: Awaited<ReturnType<typeof runSteps>>; log: EventLog; bait: Bait[] }> {
+): Promise<Awaited<ReturnType<typeof runPlan>> & { log: EventLog; bait: Bait[] }> {
   await using run = engine.newRun();
   const topo = await startProject(run, refs, staged.tar(), identity);
-  const ran = await runSteps(topo, install.steps, {
-    settleMs,
-    budgetMs: install.budgetMs,
-    ...(signal ? { signal } : {}),
-  });
-  return { ran, log: await topo.events(), bait: topo.identity.bait };
+  const ran = await runPlan(topo, plan, { settleMs, signal });
+  return { ...ran, log: await topo.events(), bait: topo.identity.bait };
 }
 
 /** How a phase went, from the outputs of its steps. */

@@ -132,6 +132,7 @@ export const SANDBOX_FINDINGS: readonly string[] = [
   'bait-leak',
   'tampering',
   'tree-modified',
+  'persistence',
   'outlived-watch',
   'unattributed',
   'capture-bound',
@@ -366,7 +367,7 @@ export function buildReport(input: {
   captureFindings?: Finding[];
   /** What steps did to the sandbox itself (see StepConduct in src/run/steps.ts). */
   conduct?: {
-    id: 'tree-modified' | 'outlived-watch';
+    id: 'tree-modified' | 'persistence' | 'outlived-watch';
     phase: Phase;
     package: string;
     step: string;
@@ -445,6 +446,16 @@ export function buildReport(input: {
         phase: c.phase,
         package: c.package,
         message: `${c.processes ?? 'some'} process(es) of ${c.package} were still running when the settle window after ${c.step} ended, and were killed: what they waited to do was never watched (a payload that waits out the run looks like this; --settle gives them longer)`,
+      });
+      continue;
+    }
+    if (c.id === 'persistence') {
+      findings.push({
+        id: c.id,
+        severity: 'high',
+        phase: c.phase,
+        package: c.package,
+        message: `${c.package} wrote ${c.paths?.count ?? 'some'} file(s) that run code later on the user's machine during ${c.phase} (${c.step}): ${(c.paths?.shown ?? []).join(', ')}; shell start-up files, git and ssh configuration, autostart entries and editor tasks act after the run, where nothing watches them`,
       });
       continue;
     }

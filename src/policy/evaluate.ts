@@ -241,9 +241,24 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     });
   };
 
+  // Names the sandbox's own resolver was asked for. A connection whose name was only ever looked
+  // up through a resolver the package chose (in the wild: one that answers with its author's
+  // address) went wherever that resolver said: the name is claimed, and allows nothing.
+  const viaOwnResolver = new Set(
+    report.events
+      .filter(
+        (e) => e.kind === 'dns' && e.resolver !== undefined && ctx.resolvers.includes(e.resolver),
+      )
+      .map((e) => (e.host ?? '').toLowerCase().replace(/\.$/, '')),
+  );
   for (const g of groups.values()) {
     const main = g.events.find((e) => e.kind !== 'dns') ?? (g.events[0] as ReportEvent);
-    const target = targetOf(main);
+    const named = targetOf(main);
+    const foreign =
+      main.kind !== 'dns' &&
+      main.host !== undefined &&
+      !viaOwnResolver.has(main.host.toLowerCase().replace(/\.$/, ''));
+    const target = foreign ? { ...named, claimedOnly: true } : named;
     const destination = g.dns ? `${main.host} (DNS)` : destinationOf(main);
     const decision = decide(ctx, g.phase, g.pkg, target);
     const hits = g.events.flatMap((e) => eventIndicators(e, activeIndicators, ctx));

@@ -78,7 +78,14 @@ export function compileIndicators(data: unknown): Indicator[] {
 export function targetOf(e: ReportEvent): Target {
   // The Host header without its port (a bracketed IPv6 literal is an address, not a name).
   const httpHost = e.httpHost?.startsWith('[') ? undefined : e.httpHost?.replace(/:\d*$/, '');
-  const names = [e.host, e.sni, httpHost]
+  // Where a proxy request says it goes: a CONNECT's authority, an absolute-form target's host.
+  const proxied =
+    e.kind === 'http' && e.path
+      ? e.method === 'CONNECT'
+        ? e.path.replace(/:\d*$/, '')
+        : /^[a-z][a-z0-9+.-]*:\/\/([^/:?#]+)/i.exec(e.path)?.[1]
+      : undefined;
+  const names = [e.host, e.sni, httpHost, proxied]
     .filter((n): n is string => typeof n === 'string' && n.length > 0 && isIP(n) === 0)
     .map((n) => n.toLowerCase().replace(/\.$/, ''));
   // A connection with a name went to an address the capture's DNS handed out for that name (a

@@ -4,7 +4,7 @@
  * package with none of them that still reaches the network has hidden how it does so.
  */
 import { open, readdir } from 'node:fs/promises';
-import { extname, join } from 'node:path';
+import { extname, join, resolve, sep } from 'node:path';
 import type { Capability } from '../core/terms.js';
 
 const CODE_EXTENSIONS = new Set(['.js', '.cjs', '.mjs', '.jsx']);
@@ -50,12 +50,16 @@ const CI_VARIABLES =
   'APPVEYOR[A-Z_]*|NETLIFY|VERCEL[A-Z_]*|SEMAPHORE|CF_PAGES|HEROKU_TEST_RUN_ID';
 const READS_IDENTITY = new RegExp(
   [
-    `\\b(?:${CI_VARIABLES})\\b`,
-    // The whole environment at once, or a variable whose name is computed.
-    `(?:keys|entries|values|assign|stringify)\\(\\s*process\\.env\\b`,
-    `\\.\\.\\.\\s*process\\.env\\b`,
-    `process\\.env\\s*\\[\\s*(?!['"\`][A-Za-z_]+['"\`]\\s*\\])`,
+    `\\b(?:${CI_VARIABLES}|ImageOS|ImageVersion)\\b`,
+    // The environment other than by a literal name: enumerated, aliased, indexed by a computed
+    // name, read from /proc.
+    `process\\.env\\b(?!\\s*(?:\\.\\s*[A-Za-z_$][\\w$]*|\\[\\s*['"\`][A-Za-z_]+['"\`]\\s*\\]))`,
+    `/proc/(?:self|\\d+|\\$\\{?[\\w.]+\\}?)/environ`,
     `\\b(?:printenv|os\\.environ|ENV\\[)`,
+    // Who and where: the user, the host name.
+    `\\buserInfo\\s*\\(|\\bhostname\\s*\\(|\\$\\(\\s*(?:whoami|hostname|id)\\b|\\$(?:USER|HOSTNAME)\\b`,
+    // What a developer's home has and a runner's does not.
+    `['"\`/](?:Desktop|Documents|Downloads|\\.bash_history|\\.zsh_history)\\b`,
     `^\\s*(?:env|set|export -p)\\s*(?:[|>;&]|$)`,
     `['"\`](?:is-ci|ci-info|env-ci|@actions/core|@actions/github)['"\`]`,
   ].join('|'),
@@ -114,6 +118,22 @@ export async function scanCapabilities(
     }
   };
   await walk(folder, 0);
+  // The files install scripts run, whatever their extension (`node lib/setup.dat` runs as JS).
+  for (const cmd of Object.values(scripts))
+    for (const word of cmd.split(/\s+/)) {
+      if (!/^[\w./@-]+$/.test(word) || word.startsWith('-') || CODE_EXTENSIONS.has(extname(word)))
+        continue;
+      const path = resolve(folder, word);
+      if (!path.startsWith(`${resolve(folder)}${sep}`)) continue;
+      let text: string;
+      try {
+        text = await readHead(path);
+      } catch {
+        continue;
+      }
+      if (READS_IDENTITY.test(text)) found.add('reads-identity');
+      for (const [cap, re] of PATTERNS) if (re.test(text)) found.add(cap);
+    }
   return [...found].sort();
 }
 

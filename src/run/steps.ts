@@ -70,7 +70,7 @@ export interface StepRun {
  * waiting to do was never watched (outlived-watch).
  */
 export interface StepConduct {
-  id: 'tree-modified' | 'outlived-watch';
+  id: 'tree-modified' | 'persistence' | 'outlived-watch';
   phase: Phase;
   package: string;
   step: string;
@@ -216,6 +216,37 @@ function checkOutput(
  * node_modules, for caches); what is watched besides: npm's configuration files, the project's
  * manifest and lockfile, bin links (see StepInput.guard).
  */
+/**
+ * Files that run code later, on the user's machine, with no package manager involved: shell
+ * start-up files, git's and ssh's configuration (fsmonitor, ProxyCommand), desktop autostart,
+ * editor tasks that run when the folder opens. A package that writes one has planted something
+ * (a `persistence` finding); what it will do there happens after the run.
+ */
+const PERSISTENCE_HOME = [
+  '.bashrc',
+  '.bash_profile',
+  '.bash_login',
+  '.profile',
+  '.zshrc',
+  '.zprofile',
+  '.zshenv',
+  '.gitconfig',
+  '.config/git',
+  '.ssh',
+  '.config/autostart',
+  '.config/systemd',
+];
+const PERSISTENCE_PROJECT = ['.vscode', '.idea'];
+
+function isPersistence(path: string, home: string): boolean {
+  const under = (base: string, rel: string) =>
+    path === `${base}/${rel}` || path.startsWith(`${base}/${rel}/`);
+  return (
+    PERSISTENCE_HOME.some((p) => under(home, p)) ||
+    PERSISTENCE_PROJECT.some((p) => under(SANDBOX_WORKDIR, p))
+  );
+}
+
 function guardFor(step: Step, home: string): StepInput['guard'] {
   if (!step.own) return undefined;
   return {
@@ -231,6 +262,9 @@ function guardFor(step: Step, home: string): StepInput['guard'] {
       `${home}/.config/npm`,
       // libfaketime's per-user settings: a file here takes later steps off the virtual clock.
       `${home}/.faketimerc`,
+      // Where code is planted to run later on a real machine (PERSISTENCE).
+      ...PERSISTENCE_HOME.map((p) => `${home}/${p}`),
+      ...PERSISTENCE_PROJECT.map((p) => `${SANDBOX_WORKDIR}/${p}`),
       // What node-gyp reads to build the next package's addon (common.gypi may run commands).
       `${home}/.cache/node-gyp`,
       `${home}/.node-gyp`,
@@ -292,23 +326,29 @@ export async function runSteps(
     const s = steps[i] as Step;
     return { name: s.phase, package: s.package, startMs: out.start, endMs: out.settledAt };
   });
+  const shown = (paths: string[]) =>
+    paths.map((p) =>
+      p.startsWith(`${SANDBOX_WORKDIR}/`) ? p.slice(SANDBOX_WORKDIR.length + 1) : p,
+    );
   const conduct = outputs.flatMap((out, i): StepConduct[] => {
     const s = steps[i] as Step;
     const who = { phase: s.phase, package: s.package, step: s.label };
+    const home = topo.identity.home;
+    const planted = out.modified?.paths.filter((p) => isPersistence(p, home)) ?? [];
+    const others = out.modified?.paths.filter((p) => !isPersistence(p, home)) ?? [];
+    const rest = (out.modified?.count ?? 0) - planted.length;
     return [
-      ...(out.modified
+      ...(planted.length
         ? [
             {
-              id: 'tree-modified' as const,
+              id: 'persistence' as const,
               ...who,
-              paths: {
-                count: out.modified.count,
-                shown: out.modified.paths.map((p) =>
-                  p.startsWith(`${SANDBOX_WORKDIR}/`) ? p.slice(SANDBOX_WORKDIR.length + 1) : p,
-                ),
-              },
+              paths: { count: planted.length, shown: shown(planted) },
             },
           ]
+        : []),
+      ...(rest > 0
+        ? [{ id: 'tree-modified' as const, ...who, paths: { count: rest, shown: shown(others) } }]
         : []),
       ...(out.killed > 0 ? [{ id: 'outlived-watch' as const, ...who, processes: out.killed }] : []),
     ];

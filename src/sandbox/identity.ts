@@ -237,7 +237,19 @@ export function makeIdentity(profile: IdentityProfile = 'laptop'): SandboxIdenti
       RUNNER_ARCH: 'X64',
       RUNNER_NAME: `GitHub Actions ${randomInt(1, 40)}`,
       RUNNER_TEMP: `${home}/work/_temp`,
+      RUNNER_TOOL_CACHE: '/opt/hostedtoolcache',
+      RUNNER_WORKSPACE: `${home}/work/${repo}`,
+      GITHUB_WORKSPACE: `${home}/work/${repo}/${repo}`,
+      GITHUB_EVENT_NAME: 'push',
+      GITHUB_EVENT_PATH: `${home}/work/_temp/_github_workflow/event.json`,
+      GITHUB_ENV: `${home}/work/_temp/_runner_file_commands/set_env_${randomBytes(16).toString('hex')}`,
+      GITHUB_OUTPUT: `${home}/work/_temp/_runner_file_commands/set_output_${randomBytes(16).toString('hex')}`,
+      GITHUB_PATH: `${home}/work/_temp/_runner_file_commands/add_path_${randomBytes(16).toString('hex')}`,
+      GITHUB_REF_NAME: 'main',
+      GITHUB_RUN_NUMBER: String(randomInt(1, 2000)),
+      GITHUB_JOB: 'build',
       ImageOS: 'ubuntu24',
+      ImageVersion: `20261${randomInt(100, 130)}.${randomInt(1, 60)}.1`,
     });
   } else {
     Object.assign(env, {
@@ -278,8 +290,24 @@ export function makeIdentity(profile: IdentityProfile = 'laptop'): SandboxIdenti
       `export PATH="$HOME/.local/bin:$PATH"\nalias ll='ls -alF'\nalias gs='git status'\n`,
     ),
     f('.profile', `[ -f ~/.bashrc ] && . ~/.bashrc\n`),
-    f('.bash_history', HISTORY(repo).join('\n') + '\n', 0o600),
   ];
+  if (profile === 'ci') {
+    // What a runner's workspace holds: the event that started the workflow, the files of the
+    // runner's commands.
+    const event = {
+      ref: 'refs/heads/main',
+      repository: { full_name: `${org}/${repo}`, name: repo },
+      after: env.GITHUB_SHA,
+    };
+    homeFiles.push(
+      f('work/_temp/_github_workflow/event.json', `${JSON.stringify(event, null, 2)}\n`),
+      ...['GITHUB_ENV', 'GITHUB_OUTPUT', 'GITHUB_PATH'].map((k) =>
+        f((env[k] as string).slice(home.length + 1), ''),
+      ),
+    );
+  }
+  if (profile === 'laptop')
+    homeFiles.push(f('.bash_history', HISTORY(repo).join('\n') + '\n', 0o600));
   if (profile === 'laptop')
     homeFiles.push(
       f(
@@ -290,7 +318,7 @@ export function makeIdentity(profile: IdentityProfile = 'laptop'): SandboxIdenti
     );
   const homeDirs =
     profile === 'ci'
-      ? ['work', '.cache', '.config']
+      ? ['work', `work/${repo}/${repo}`, '.cache', '.config']
       : [
           'Desktop',
           'Documents',

@@ -115,8 +115,13 @@ describe('phonehome check (CLI), threat behaviours and controls', () => {
 
   it('DNS-only exfiltration: the data-carrying names, at install, nothing else', async () => {
     const report = await checkJson([fixture('dns-exfil')]);
-    const names = report.events.filter((e) => e.kind === 'dns').map((e) => e.host ?? '');
-    assert.equal(names.length, 3);
+    const lookups = report.events.filter((e) => e.kind === 'dns');
+    const names = lookups.map((e) => e.host ?? '');
+    // It asks for the user and host names, which tell a laptop from a runner: three names under
+    // each identity.
+    assert.equal(names.length, 6);
+    assert.equal(lookups.filter((e) => e.identity === 'laptop').length, 3);
+    assert.equal(lookups.filter((e) => e.identity === 'ci').length, 3);
     for (const n of names) assert.match(n, /^[0-9a-f]+\.\d\.q\.exfil-zone\.example$/);
     assert.ok(report.events.every((e) => e.kind === 'dns' && e.phase === 'install'));
     assert.ok(report.events.every((e) => e.script === 'preinstall'));
@@ -228,7 +233,7 @@ describe('phonehome check (CLI), threat behaviours and controls', () => {
     assert.equal(honest.verdict, 'pass', JSON.stringify(honest.findings));
     assert.match(
       honest.phases.find((p) => p.name === 'install')?.note ?? '',
-      /also run as ci \(honest-ci-aware@1\.0\.0 read identity variables\): completed$/,
+      /also run as ci \(honest-ci-aware@1\.0\.0 can tell the identities apart\): completed$/,
     );
   });
 

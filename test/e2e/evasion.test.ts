@@ -129,6 +129,33 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     assert.equal(f.package, 'real-clock-wait@1.0.0');
   });
 
+  it('a ~/.bashrc line and an editor task planted at install are a persistence finding', async () => {
+    const { code, report } = await check('persistence-plant');
+    assert.equal(code, 1);
+    const f = report.findings.find((x) => x.id === 'persistence');
+    assert.ok(f, JSON.stringify(report.findings.map((x) => x.id)));
+    assert.equal(f.severity, 'high');
+    assert.match(f.message, /\.bashrc/);
+    assert.match(f.message, /\.vscode\/tasks\.json/);
+  });
+
+  it('--as ci runs import and exercise again as a laptop when the code reads CI variables', async () => {
+    const r = await cli([
+      'check',
+      fixture('import-laptop-only'),
+      '--as',
+      'ci',
+      '--json',
+      '--no-cache',
+    ]);
+    assert.equal(r.code, 1, r.stderr);
+    const report = JSON.parse(r.stdout) as CheckReport;
+    const seen = report.events.filter((e) => e.host === 'desk.import-laptop.example');
+    assert.ok(seen.length > 0, JSON.stringify(report.events));
+    assert.ok(seen.every((e) => e.identity === 'laptop' && e.phase !== 'install'));
+    assert.match(report.phases.find((p) => p.name === 'import')?.note ?? '', /also run as laptop/);
+  });
+
   it('control: clocks, a one-minute wait at install and an unref()d interval, no network: pass', async () => {
     const { code, report } = await check('honest-clock-timers');
     assert.equal(report.verdict, 'pass', JSON.stringify(report.findings));

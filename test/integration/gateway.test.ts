@@ -3,7 +3,7 @@
  * inside the sandbox must come back as the right event, and nothing may reach anything real.
  */
 import assert from 'node:assert/strict';
-import { BlockList, createServer, isIPv4, type Server } from 'node:net';
+import { createServer, isIPv4, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import type {
@@ -16,6 +16,7 @@ import type {
 import type { ImageRefs } from '../../src/images/inputs.js';
 import type { SandboxRun } from '../../src/sandbox/sandbox.js';
 import { CaptureTopology } from '../../src/sandbox/topology.js';
+import { specialPurposeV4 } from '../support/addresses.js';
 import { engine as newEngine, images } from '../support/sandbox.js';
 
 /** A listener on every host address: if isolation leaked, it would see a connection. */
@@ -45,23 +46,7 @@ function hostAddresses(): string[] {
 
 const streams = (events: CaptureEvent[]) =>
   events.filter((e): e is StreamEvent => e.kind === 'tcp' || e.kind === 'tls' || e.kind === 'http');
-/** Where a synthetic address must never be: private, shared, loopback, documentation, benchmarking. */
-const SPECIAL_PURPOSE = new BlockList();
-for (const [net, prefix] of [
-  ['0.0.0.0', 8],
-  ['10.0.0.0', 8],
-  ['100.64.0.0', 10],
-  ['127.0.0.0', 8],
-  ['169.254.0.0', 16],
-  ['172.16.0.0', 12],
-  ['192.0.2.0', 24],
-  ['192.168.0.0', 16],
-  ['198.18.0.0', 15],
-  ['198.51.100.0', 24],
-  ['203.0.113.0', 24],
-  ['224.0.0.0', 3],
-] as const)
-  SPECIAL_PURPOSE.addSubnet(net, prefix);
+const SPECIAL_PURPOSE = specialPurposeV4();
 
 const dns = (events: CaptureEvent[]) => events.filter((e): e is DnsEvent => e.kind === 'dns');
 

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { BlockList } from 'node:net';
 import { describe, it } from 'node:test';
 import { isNxdomain, tldsFrom } from '../../../src/capture/reserved.js';
 import { randomBlocks, SyntheticAddresses } from '../../../src/capture/synthetic.js';
+import { specialPurposeV4 } from '../../support/addresses.js';
 
 const BLOCKS = {
   v4: [57, 142] as [number, number],
@@ -10,29 +10,13 @@ const BLOCKS = {
   offset: 0,
 };
 
-/** Every special-purpose IPv4 range (RFC 6890 and successors) and the big public resolvers. */
-const SPECIAL = new BlockList();
-for (const [net, prefix] of [
-  ['0.0.0.0', 8],
-  ['10.0.0.0', 8],
-  ['100.64.0.0', 10],
-  ['127.0.0.0', 8],
-  ['169.254.0.0', 16],
-  ['172.16.0.0', 12],
-  ['192.0.0.0', 24],
-  ['192.0.2.0', 24],
-  ['192.88.99.0', 24],
-  ['192.168.0.0', 16],
-  ['198.18.0.0', 15],
-  ['198.51.100.0', 24],
-  ['203.0.113.0', 24],
-  ['224.0.0.0', 3],
+/** The special-purpose ranges, and the blocks of the big public resolvers. */
+const SPECIAL = specialPurposeV4([
   ['1.1.1.0', 24],
   ['8.8.8.0', 24],
   ['9.9.9.0', 24],
   ['208.67.222.0', 24],
-] as const)
-  SPECIAL.addSubnet(net, prefix);
+]);
 
 describe('synthetic addresses', () => {
   it('gives one stable IPv4 and IPv6 per name in the run block, and maps them back', () => {
@@ -71,6 +55,16 @@ describe('synthetic addresses', () => {
     // The block holds 65,536 - 512 addresses; past that, no answer rather than a reuse.
     for (let i = 60_000; i < 65_024; i++) assert.ok(s.ipv4For(`n${i}.example`));
     assert.equal(s.ipv4For('one-too-many.example'), undefined);
+  });
+
+  it("answers the public resolvers' own names with their real addresses", () => {
+    const s = new SyntheticAddresses(BLOCKS);
+    assert.equal(s.nameFor('8.8.8.8'), undefined, 'a raw IP until the name was looked up');
+    assert.equal(s.ipv4For('dns.google'), '8.8.8.8');
+    assert.equal(s.ipv4For('One.One.One.One'), '1.1.1.1');
+    assert.equal(s.ipv6For('dns.google'), '2001:4860:4860::8888');
+    assert.equal(s.nameFor('8.8.8.8'), 'dns.google');
+    assert.equal(s.nameFor('2001:4860:4860:0:0:0:0:8888'), 'dns.google');
   });
 
   it('draws each run block from ordinary unicast space, never a special-purpose range', () => {

@@ -42,13 +42,32 @@ function evaluate(r: CheckReport, c: EvaluationContext & Tree): CheckReport {
   return evaluateReport({ ...r, packages }, c);
 }
 
+/**
+ * A report of `events`. As in the sandbox, a connection by name follows a lookup of that name
+ * through the sandbox's resolver: one is added where a test gives none.
+ */
 function report(events: ReportEvent[], caps: Record<string, Capability[]> = {}): CheckReport {
   const ids = new Set([SUBJECT, ...events.map((e) => e.package).filter((p): p is string => !!p)]);
+  const asked = new Set(events.filter((e) => e.kind === 'dns').map((e) => e.host));
+  const lookups = events.flatMap((e): ReportEvent[] =>
+    e.kind !== 'dns' && e.host && !asked.has(e.host) && (asked.add(e.host), true)
+      ? [
+          {
+            phase: e.phase,
+            ...(e.package ? { package: e.package } : {}),
+            kind: 'dns',
+            host: e.host,
+            qtype: 'A',
+            resolver: '192.168.1.1',
+          },
+        ]
+      : [],
+  );
   return {
     schemaVersion: 2,
     subject: { name: 'pkg', version: '1.0.1', integrity: null, spec: 'pkg@1.0.1' },
     phases: [],
-    events,
+    events: [...lookups, ...events],
     findings: [],
     verdict: 'pass',
     packages: [...ids].map((id) => ({
@@ -558,5 +577,52 @@ describe('policy evaluation', () => {
         }),
       /host/,
     );
+  });
+});
+
+describe('names an attempt only claims', () => {
+  const allowGood = () =>
+    ctx({
+      policy: layers(
+        'version: 1\nrules:\n  - allow: ["registry.good.example:443", "registry.good.example:80"]',
+      ),
+    });
+
+  it("a name looked up only through the package's own resolver allows nothing", () => {
+    const r = evaluate(
+      report([
+        lookup('registry.good.example', { resolver: '203.0.113.53' }),
+        https('registry.good.example'),
+      ]),
+      allowGood(),
+    );
+    assert.equal(r.verdict, 'fail');
+    assert.ok(ids(r).includes('egress-not-allowed:high'), ids(r).join(','));
+    // The same name through the sandbox's resolver is allowed.
+    const own = evaluate(
+      report([lookup('registry.good.example'), https('registry.good.example')]),
+      allowGood(),
+    );
+    assert.equal(own.verdict, 'pass', ids(own).join(','));
+  });
+
+  it('a proxy request to an allowed host is judged by where it says it goes', () => {
+    const connect: ReportEvent = {
+      phase: 'install',
+      package: SUBJECT,
+      kind: 'http',
+      host: 'registry.good.example',
+      ip: '57.142.3.9',
+      port: 80,
+      bytesOut: 80,
+      method: 'CONNECT',
+      path: 'evil-connect.example:443',
+      httpHost: 'registry.good.example',
+    };
+    const absolute = { ...connect, method: 'GET', path: 'http://evil-abs.example/leak' };
+    for (const e of [connect, absolute]) {
+      const r = evaluate(report([e]), allowGood());
+      assert.equal(r.verdict, 'fail', `${e.method} ${e.path}: ${ids(r).join(',')}`);
+    }
   });
 });

@@ -35,6 +35,17 @@ describe('reads-identity', () => {
       [{ 'run.sh': '[ -n "$RUNNER_OS" ] && curl http://x' }],
       [{ 'w.py': "import os\nif os.environ.get('BUILDKITE'): pass" }],
       [{}, { postinstall: 'test -z "$CI" || node x.js' }],
+      [{ 'a.js': 'const e = process.env; for (const k in e) send(k);' }],
+      [{ 'a.js': 'if (process.env.\\u0043I) go();' }],
+      [{ 'a.js': "const raw = require('fs').readFileSync('/proc/self/environ');" }],
+      [{ 'a.js': "if (require('os').userInfo().username === 'runner') go();" }],
+      [{ 'a.js': "if (!fs.existsSync(os.homedir() + '/Desktop')) go();" }],
+      [{ 'a.js': 'if (process.env.ImageOS) go();' }],
+      // A file an install script runs, whatever its extension.
+      [
+        { 'lib/setup.dat': 'if (process.env.GITHUB_ACTIONS) go();' },
+        { postinstall: 'node lib/setup.dat' },
+      ],
     ];
     for (const [files, scripts] of cases)
       assert.ok(
