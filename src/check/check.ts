@@ -227,7 +227,7 @@ export async function checkStaged(
   // Code that can tell a CI runner from a laptop runs again as the other one, in a sandbox of its
   // own, after this one's phases (its step windows never overlap these): the install phase when
   // install-time code (a scripted package or what it loads) shows it, every phase when the package
-  // asked about or what it loads does. Code that cannot be read (obfuscated) counts as showing it.
+  // asked about does. Code that cannot be read (obfuscated) counts as showing it.
   const summaries = new Map(staged.packages.map((p) => [idOf(p), packageSummary(p)]));
   const tells = (ids: string[]) => [
     ...new Set(
@@ -239,7 +239,14 @@ export async function checkStaged(
     ),
   ];
   const atInstall = tells(scripted.map(idOf));
-  const atRuntime = tells([subject]);
+  // At run time only the package asked about itself: nearly every tree holds a colour or
+  // CI-detection library (supports-color reads CI), and running every phase twice for it would
+  // double the cost of most checks.
+  const atRuntime = summaries
+    .get(subject)
+    ?.capabilities.some((c) => c === 'reads-identity' || c === 'obfuscated')
+    ? [subject]
+    : [];
   const twinPlan = atRuntime.length > 0 ? plan : atInstall.length > 0 ? plan.slice(0, 1) : [];
   const readers = [...new Set([...atInstall, ...atRuntime])];
   if (twinPlan.some((p) => p.steps.length > 0)) {

@@ -57,7 +57,7 @@ const READS_IDENTITY = new RegExp(
     `/proc/(?:self|\\d+|\\$\\{?[\\w.]+\\}?)/environ`,
     `\\b(?:printenv|os\\.environ|ENV\\[)`,
     // Who and where: the user, the host name.
-    `\\buserInfo\\s*\\(|\\bhostname\\s*\\(|\\$\\(\\s*(?:whoami|hostname|id)\\b|\\$(?:USER|HOSTNAME)\\b`,
+    `\\.\\s*userInfo\\s*\\(|\\.\\s*hostname\\s*\\(\\s*\\)|\\$\\(\\s*(?:whoami|hostname|id)\\b|\\$(?:USER|HOSTNAME)\\b`,
     // What a developer's home has and a runner's does not.
     `['"\`/](?:Desktop|Documents|Downloads|\\.bash_history|\\.zsh_history)\\b`,
     `^\\s*(?:env|set|export -p)\\s*(?:[|>;&]|$)`,
