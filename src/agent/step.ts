@@ -42,7 +42,13 @@ export interface StepInput {
    * files a package could still replace to act in a later step under another package's name
    * (npm's configuration, the project's manifest, bin links): a change there is reported.
    */
-  guard?: { project: string; own: string[]; watch: string[] };
+  guard?: {
+    project: string;
+    own: string[];
+    watch: string[];
+    /** Paths (and what is below them) named before any other when more changed than are listed. */
+    first?: string[];
+  };
 }
 
 export interface Leftover {
@@ -355,7 +361,10 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
   }
   // Always, also when nothing is listed: a chain that forks faster than /proc is read is not.
   const ended = await killPackageProcesses();
-  const modified = files && input.guard ? changes(files, snapshot(input.guard)) : [];
+  const changed = files && input.guard ? changes(files, snapshot(input.guard)) : [];
+  const first = input.guard?.first ?? [];
+  const early = (p: string) => first.some((f) => p === f || p.startsWith(`${f}/`));
+  const modified = [...changed.filter(early), ...changed.filter((p) => !early(p))];
   const out: StepOutput = {
     start,
     end,

@@ -1,9 +1,10 @@
 /**
  * Synthetic addresses: the capture answers every name it resolves with an address of its own, so
  * a later connection to that address names the host the package asked for. They look like the
- * internet's: each run draws an IPv4 /16 from ordinary unicast space (never a special-purpose
- * range: no private, shared, loopback, link-local, documentation or benchmarking block) and an
- * IPv6 /48 from 2a00::/12, and hands out addresses scattered over the block, not in order. An
+ * internet's: each run draws eight IPv4 /16s from ordinary unicast space (never a special-purpose
+ * range: no private, shared, loopback, link-local, documentation or benchmarking block) and eight
+ * IPv6 /48s from 2a00::/12, and hands out addresses round the blocks and scattered in each, not in
+ * order. An
  * address of the block that no name was given stays a raw IP.
  */
 import { randomInt } from 'node:crypto';
@@ -37,45 +38,76 @@ const SPREAD = 40_503;
 const BLOCK = 1 << 16;
 
 export interface SyntheticBlocks {
-  /** The first two octets of the IPv4 /16, e.g. [57, 142]. */
-  v4: [number, number];
-  /** The first three groups of the IPv6 /48, e.g. [0x2a03, 0x1b20, 0x7]. */
-  v6: [number, number, number];
+  /** The first two octets of each IPv4 /16, e.g. [[57, 142], [134, 9]]. */
+  v4: [number, number][];
+  /** The first three groups of each IPv6 /48 (as many as v4), e.g. [[0x2a03, 0x1b20, 0x7]]. */
+  v6: [number, number, number][];
   /** Where in the permutation the run starts. */
   offset: number;
 }
 
+/** How many /16s (and /48s) a run draws: names land in different blocks, as on the internet. */
+const BLOCKS_PER_RUN = 8;
+
 export function randomBlocks(): SyntheticBlocks {
-  return {
-    v4: [FIRST_OCTETS[randomInt(FIRST_OCTETS.length)] as number, randomInt(256)],
-    v6: [0x2a00 + randomInt(16), randomInt(BLOCK), randomInt(BLOCK)],
-    offset: randomInt(BLOCK),
-  };
+  const v4 = new Map<string, [number, number]>();
+  while (v4.size < BLOCKS_PER_RUN) {
+    const b: [number, number] = [
+      FIRST_OCTETS[randomInt(FIRST_OCTETS.length)] as number,
+      randomInt(256),
+    ];
+    v4.set(b.join('.'), b);
+  }
+  const v6 = new Map<string, [number, number, number]>();
+  while (v6.size < BLOCKS_PER_RUN) {
+    const b: [number, number, number] = [
+      0x2a00 + randomInt(16),
+      randomInt(BLOCK),
+      randomInt(BLOCK),
+    ];
+    v6.set(b.join(':'), b);
+  }
+  return { v4: [...v4.values()], v6: [...v6.values()], offset: randomInt(BLOCK) };
+}
+
+/** A handed-out address: which block, and the 16-bit host part in it. */
+interface Slot {
+  block: number;
+  host: number;
 }
 
 export class SyntheticAddresses {
-  private readonly byName = new Map<string, number>();
+  private readonly byName = new Map<string, Slot>();
   private readonly byHost = new Map<number, string>();
   private next = 0;
   /** Well-known addresses handed out, by address. */
   private readonly known = new Map<string, string>();
 
-  constructor(readonly blocks: SyntheticBlocks = randomBlocks()) {}
+  constructor(readonly blocks: SyntheticBlocks = randomBlocks()) {
+    if (blocks.v4.length === 0 || blocks.v6.length !== blocks.v4.length)
+      throw new Error('synthetic addresses: as many IPv6 blocks as IPv4 blocks, at least one');
+  }
 
   /**
-   * The 16-bit host part for `name`, allocated on first use (never .0 or .255 of a /24, which
-   * look like network and broadcast addresses); undefined once the block is used up.
+   * The block and host part for `name`, allocated on first use, going round the blocks (never .0
+   * or .255 of a /24, which look like network and broadcast addresses); undefined once every block
+   * is used up.
    */
-  private hostOf(name: string): number | undefined {
+  private slotOf(name: string): Slot | undefined {
     const known = this.byName.get(name);
     if (known !== undefined) return known;
-    while (this.next < BLOCK) {
-      const h = (this.blocks.offset + this.next++ * SPREAD) % BLOCK;
-      const low = h & 255;
+    const k = this.blocks.v4.length;
+    while (this.next < BLOCK * k) {
+      const n = this.next++;
+      const slot = {
+        block: n % k,
+        host: (this.blocks.offset + Math.floor(n / k) * SPREAD) % BLOCK,
+      };
+      const low = slot.host & 255;
       if (low === 0 || low === 255) continue;
-      this.byName.set(name, h);
-      this.byHost.set(h, name);
-      return h;
+      this.byName.set(name, slot);
+      this.byHost.set(slot.block * BLOCK + slot.host, name);
+      return slot;
     }
     return undefined;
   }
@@ -83,17 +115,19 @@ export class SyntheticAddresses {
   ipv4For(name: string): string | undefined {
     const fixed = this.wellKnown(name, 'v4');
     if (fixed) return fixed;
-    const h = this.hostOf(name);
-    if (h === undefined) return undefined;
-    return `${this.blocks.v4[0]}.${this.blocks.v4[1]}.${h >>> 8}.${h & 255}`;
+    const slot = this.slotOf(name);
+    if (slot === undefined) return undefined;
+    const [a, b] = this.blocks.v4[slot.block] as [number, number];
+    return `${a}.${b}.${slot.host >>> 8}.${slot.host & 255}`;
   }
 
   ipv6For(name: string): string | undefined {
     const fixed = this.wellKnown(name, 'v6');
     if (fixed) return fixed;
-    const h = this.hostOf(name);
-    if (h === undefined) return undefined;
-    const [a, b, c] = this.blocks.v6;
+    const slot = this.slotOf(name);
+    if (slot === undefined) return undefined;
+    const h = slot.host;
+    const [a, b, c] = this.blocks.v6[slot.block] as [number, number, number];
     // The host part in the last group, behind an interface id that varies with it.
     const iid = ((h * 2_654_435_761) >>> 0).toString(16).padStart(8, '0');
     return normalizeIpv6(
@@ -117,16 +151,20 @@ export class SyntheticAddresses {
     if (known !== undefined) return known;
     const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
     if (v4) {
-      if (Number(v4[1]) !== this.blocks.v4[0] || Number(v4[2]) !== this.blocks.v4[1]) return;
-      const h = (Number(v4[3]) << 8) | Number(v4[4]);
-      return this.byHost.get(h);
+      const block = this.blocks.v4.findIndex(
+        ([a, b]) => a === Number(v4[1]) && b === Number(v4[2]),
+      );
+      if (block < 0) return undefined;
+      return this.byHost.get(block * BLOCK + ((Number(v4[3]) << 8) | Number(v4[4])));
     }
     if (!address.includes(':')) return undefined;
     const groups = expand(normalizeIpv6(address));
-    const [a, b, c] = this.blocks.v6;
-    if (!groups || groups[0] !== a || groups[1] !== b || groups[2] !== c) return undefined;
-    const h = groups[7] as number;
-    const name = this.byHost.get(h);
+    if (!groups) return undefined;
+    const block = this.blocks.v6.findIndex(
+      ([a, b, c]) => groups[0] === a && groups[1] === b && groups[2] === c,
+    );
+    if (block < 0) return undefined;
+    const name = this.byHost.get(block * BLOCK + (groups[7] as number));
     // The whole address must be the one handed out, not only its last group.
     return name !== undefined && this.ipv6For(name) === normalizeIpv6(address) ? name : undefined;
   }

@@ -438,17 +438,29 @@ export function buildReport(input: {
       severity: 'critical',
       message: `the sandbox's results were tampered with: ${why}; the steps concerned are judged at their strictest`,
     });
+  // Processes that outlived the watch: one finding per package and phase, whatever the steps.
+  const outlived = new Map<
+    string,
+    { phase: Phase; package: string; processes: number; steps: string[] }
+  >();
   for (const c of input.conduct ?? []) {
-    if (c.id === 'outlived-watch') {
-      findings.push({
-        id: c.id,
-        severity: 'medium',
-        phase: c.phase,
-        package: c.package,
-        message: `${c.processes ?? 'some'} process(es) of ${c.package} were still running when the settle window after ${c.step} ended, and were killed: what they waited to do was never watched (a payload that waits out the run looks like this; --settle gives them longer)`,
-      });
-      continue;
-    }
+    if (c.id !== 'outlived-watch') continue;
+    const key = `${c.phase}\0${c.package}`;
+    const o = outlived.get(key) ?? { phase: c.phase, package: c.package, processes: 0, steps: [] };
+    o.processes += c.processes ?? 1;
+    if (!o.steps.includes(c.step)) o.steps.push(c.step);
+    outlived.set(key, o);
+  }
+  for (const o of outlived.values())
+    findings.push({
+      id: 'outlived-watch',
+      severity: 'medium',
+      phase: o.phase,
+      package: o.package,
+      message: `${o.processes} process(es) of ${o.package} were still running when the settle window after ${o.steps.slice(0, 3).join(', ')}${o.steps.length > 3 ? ` and ${o.steps.length - 3} more step(s)` : ''} ended, and were killed: what they waited to do was never watched (a payload that waits out the run looks like this; --settle gives them longer)`,
+    });
+  for (const c of input.conduct ?? []) {
+    if (c.id === 'outlived-watch') continue;
     if (c.id === 'persistence') {
       findings.push({
         id: c.id,

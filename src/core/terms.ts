@@ -8,8 +8,8 @@
  * - destination: where an attempt was aimed: `ip` and `port`, and `host` when the package asked
  *   our DNS for the name first (the synthetic address maps back to it).
  * - synthetic address: the IPv4 or IPv6 address the capture's DNS hands out, one per name, so a
- *   later connection names the host it was meant for; drawn per run from an ordinary-looking
- *   /16 (IPv4) and /48 (IPv6) of public space (src/capture/synthetic.ts). An event with a `host`
+ *   later connection names the host it was meant for; drawn per run from eight ordinary-looking
+ *   /16s (IPv4) and /48s (IPv6) of public space (src/capture/synthetic.ts). An event with a `host`
  *   went to one; policies match it by name only.
  * - run: one use of the sandbox, identified by a run id; every Docker object of a run carries the
  *   label `phonehome.run=<id>` and a `phonehome.role`.

@@ -88,6 +88,15 @@ export function targetOf(e: ReportEvent): Target {
   const names = [e.host, e.sni, httpHost, proxied]
     .filter((n): n is string => typeof n === 'string' && n.length > 0 && isIP(n) === 0)
     .map((n) => n.toLowerCase().replace(/\.$/, ''));
+  // A proxy asked to reach an address: only an address pattern for that address allows it.
+  const proxiedIp = proxied?.replace(/^\[|\]$/g, '');
+  if (proxiedIp && isIP(proxiedIp) !== 0)
+    return {
+      names: [...new Set(names)],
+      claimedOnly: true,
+      ip: proxiedIp,
+      ...(e.port !== undefined ? { port: e.port } : {}),
+    };
   // A connection with a name went to an address the capture's DNS handed out for that name (a
   // per-run block of ordinary-looking space): only the name says where it was aimed, and an IP or
   // CIDR pattern must not match the stand-in address.

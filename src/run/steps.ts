@@ -223,20 +223,60 @@ function checkOutput(
  * (a `persistence` finding); what it will do there happens after the run.
  */
 const PERSISTENCE_HOME = [
+  // Shells and terminals.
   '.bashrc',
   '.bash_profile',
   '.bash_login',
+  '.bash_logout',
   '.profile',
   '.zshrc',
   '.zprofile',
   '.zshenv',
+  '.zlogin',
+  '.zlogout',
+  '.config/fish',
+  '.tmux.conf',
+  '.pam_environment',
+  '.config/environment.d',
+  // What runs first on the PATH, or is required from outside any project.
+  '.local/bin',
+  '.node_modules',
+  '.node_libraries',
+  // Git, ssh, git hooks managers, package managers' own configuration.
   '.gitconfig',
   '.config/git',
   '.ssh',
+  '.config/husky',
+  '.huskyrc',
+  '.yarnrc',
+  '.yarnrc.yml',
+  // Desktop and service autostart, editors.
   '.config/autostart',
   '.config/systemd',
+  '.local/share/systemd',
+  '.vimrc',
+  '.config/nvim',
+  // A CI runner's command files: what is written there changes every later step of the workflow.
+  'work/_temp/_runner_file_commands',
 ];
-const PERSISTENCE_PROJECT = ['.vscode', '.idea'];
+const PERSISTENCE_PROJECT = [
+  '.vscode',
+  '.idea',
+  '.devcontainer',
+  '.github',
+  '.husky',
+  '.envrc',
+  '.pnpmfile.cjs',
+  '.yarnrc',
+  '.yarnrc.yml',
+];
+
+function persistencePaths(home: string): string[] {
+  return [
+    ...PERSISTENCE_HOME.map((p) => `${home}/${p}`),
+    ...PERSISTENCE_PROJECT.map((p) => `${SANDBOX_WORKDIR}/${p}`),
+  ];
+}
 
 function isPersistence(path: string, home: string): boolean {
   const under = (base: string, rel: string) =>
@@ -263,13 +303,14 @@ function guardFor(step: Step, home: string): StepInput['guard'] {
       // libfaketime's per-user settings: a file here takes later steps off the virtual clock.
       `${home}/.faketimerc`,
       // Where code is planted to run later on a real machine (PERSISTENCE).
-      ...PERSISTENCE_HOME.map((p) => `${home}/${p}`),
-      ...PERSISTENCE_PROJECT.map((p) => `${SANDBOX_WORKDIR}/${p}`),
+      ...persistencePaths(home),
       // What node-gyp reads to build the next package's addon (common.gypi may run commands).
       `${home}/.cache/node-gyp`,
       `${home}/.node-gyp`,
       `${home}/.gyp`,
     ],
+    // Named first when a step changed more files than the driver lists.
+    first: persistencePaths(home),
   };
 }
 

@@ -137,6 +137,7 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     assert.equal(f.severity, 'high');
     assert.match(f.message, /\.bashrc/);
     assert.match(f.message, /\.vscode\/tasks\.json/);
+    assert.match(f.message, /\.local\/bin\/git/);
   });
 
   it('--as ci runs import and exercise again as a laptop when the code reads CI variables', async () => {

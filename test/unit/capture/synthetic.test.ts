@@ -4,9 +4,10 @@ import { isNxdomain, tldsFrom } from '../../../src/capture/reserved.js';
 import { randomBlocks, SyntheticAddresses } from '../../../src/capture/synthetic.js';
 import { specialPurposeV4 } from '../../support/addresses.js';
 
+/** One block, so a test can see where every address lands. */
 const BLOCKS = {
-  v4: [57, 142] as [number, number],
-  v6: [0x2a03, 0x1b20, 7] as [number, number, number],
+  v4: [[57, 142]] as [number, number][],
+  v6: [[0x2a03, 0x1b20, 7]] as [number, number, number][],
   offset: 0,
 };
 
@@ -67,17 +68,27 @@ describe('synthetic addresses', () => {
     assert.equal(s.nameFor('2001:4860:4860:0:0:0:0:8888'), 'dns.google');
   });
 
-  it('draws each run block from ordinary unicast space, never a special-purpose range', () => {
+  it('draws eight blocks per run from ordinary unicast space, never a special-purpose range', () => {
     const firsts = new Set<number>();
-    for (let i = 0; i < 2000; i++) {
+    for (let i = 0; i < 500; i++) {
       const b = randomBlocks();
-      firsts.add(b.v4[0]);
+      assert.equal(new Set(b.v4.map((x) => x.join('.'))).size, 8);
+      assert.equal(new Set(b.v6.map((x) => x.join(':'))).size, 8);
       const s = new SyntheticAddresses(b);
-      const ip = s.ipv4For('x.example') as string;
-      assert.ok(!SPECIAL.check(ip, 'ipv4'), `${ip} is special-purpose`);
-      assert.ok(b.v6[0] >= 0x2a00 && b.v6[0] <= 0x2a0f, b.v6[0].toString(16));
+      const seen16 = new Set<string>();
+      for (let n = 0; n < 8; n++) {
+        const ip = s.ipv4For(`x${n}.example`) as string;
+        assert.ok(!SPECIAL.check(ip, 'ipv4'), `${ip} is special-purpose`);
+        seen16.add(ip.split('.').slice(0, 2).join('.'));
+        firsts.add(Number(ip.split('.')[0]));
+        assert.equal(s.nameFor(ip), `x${n}.example`);
+        const ip6 = s.ipv6For(`x${n}.example`) as string;
+        assert.match(ip6, /^2a0[0-9a-f]:/);
+        assert.equal(s.nameFor(ip6), `x${n}.example`);
+      }
+      assert.equal(seen16.size, 8, 'eight names in a row land in eight different /16s');
     }
-    assert.ok(firsts.size > 100, 'the block differs from run to run');
+    assert.ok(firsts.size > 100, 'the blocks differ from run to run');
   });
 });
 

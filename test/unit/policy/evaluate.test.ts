@@ -620,7 +620,10 @@ describe('names an attempt only claims', () => {
       httpHost: 'registry.good.example',
     };
     const absolute = { ...connect, method: 'GET', path: 'http://evil-abs.example/leak' };
-    for (const e of [connect, absolute]) {
+    // To an address: only an address pattern for it would allow it.
+    const toIp = { ...connect, path: '203.0.113.7:443' };
+    const absoluteIp = { ...connect, method: 'GET', path: 'http://203.0.113.8/exfil?d=1' };
+    for (const e of [connect, absolute, toIp, absoluteIp]) {
       const r = evaluate(report([e]), allowGood());
       assert.equal(r.verdict, 'fail', `${e.method} ${e.path}: ${ids(r).join(',')}`);
     }
