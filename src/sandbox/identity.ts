@@ -350,10 +350,19 @@ const BLOCK = 512;
  * from disk, and these exist only in memory (writing them out to pack them back would put the
  * run's bait secrets in a temp folder of the host for nothing).
  */
-export function filesTar(files: IdentityFile[], dirs: string[] = []): Readable {
+export function filesTar(
+  files: IdentityFile[],
+  dirs: string[] = [],
+  opts: { aged?: boolean } = {},
+): Readable {
   const blocks: Buffer[] = [];
-  const mtime = new Date();
+  const now = Date.now();
+  const DAY = 86_400_000;
+  // A lived-in home's files were written over the past months, not a moment before the run.
+  const mtimeOf = () =>
+    new Date(opts.aged ? now - randomInt(2, 400) * DAY - randomInt(0, DAY) : now);
   const entry = (path: string, type: 'File' | 'Directory', mode: number, body: Buffer): void => {
+    const mtime = mtimeOf();
     const fields: HeaderData = { path, type, mode, size: body.length, mtime, uid: 0, gid: 0 };
     const header = Buffer.alloc(BLOCK);
     // A path too long (or not ASCII) for the ustar fields goes in a pax header before it.

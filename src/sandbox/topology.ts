@@ -242,6 +242,7 @@ async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Pr
   const pack = filesTar(
     id.homeFiles,
     id.homeDirs.map((d) => `${id.home.slice(1)}/${d}`),
+    { aged: true },
   );
   // node-gyp's cache of Node's headers, as on a machine that has built an addon before: the
   // runner image's own headers, so a binding.gyp reaches its configure step (and what its `<!(…)`
@@ -250,7 +251,7 @@ async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Pr
     `v=$(sed -n 's/^#define NODE_\\(MAJOR\\|MINOR\\|PATCH\\)_VERSION \\([0-9]*\\)$/\\2/p' ${NODE_HEADERS}/node_version.h | paste -sd.)`,
     `iv=$(sed -n 's/.*"installVersion": *\\([0-9]*\\).*/\\1/p' ${NODE_GYP}/package.json)`,
     `d=${q(id.home)}/.cache/node-gyp/$v`,
-    `{ [ -z "$v" ] || [ -z "$iv" ] || { mkdir -p "$d/include" && ln -s ${NODE_HEADERS} "$d/include/node" && echo "$iv" > "$d/installVersion"; }; }`,
+    `{ [ -z "$v" ] || [ -z "$iv" ] || { mkdir -p "$d/include" && ln -s ${NODE_HEADERS} "$d/include/node" && echo "$iv" > "$d/installVersion" && touch -h -d '37 days ago' "$d/include/node" "$d/installVersion" "$d/include" "$d"; }; }`,
   ].join('; ');
   const r = await sandbox.exec(
     ['sh', '-c', `tar -x --no-same-owner -C / -f - || exit 1; ${devDir}`],

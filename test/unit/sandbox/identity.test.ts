@@ -96,6 +96,25 @@ describe('filesTar', () => {
     }
   });
 
+  it('aged: every entry was last written between 2 and 400 days ago, not at the run', async () => {
+    const times: number[] = [];
+    const parser = new tar.Parser({
+      onReadEntry: (e) => {
+        times.push(e.mtime?.getTime() ?? NaN);
+        e.resume();
+      },
+    });
+    const archive = await bytes(filesTar(files, dirs, { aged: true }));
+    await new Promise<void>((resolve) => parser.end(archive, () => resolve()));
+    const now = Date.now();
+    assert.equal(times.length, files.length + dirs.length);
+    for (const t of times) {
+      const days = (now - t) / 86_400_000;
+      assert.ok(days >= 2 && days <= 401, `${days} days`);
+    }
+    assert.ok(new Set(times).size > 1, 'not all written at one moment');
+  });
+
   it('an empty archive is two empty blocks', async () => {
     assert.deepEqual(await bytes(filesTar([])), Buffer.alloc(1024));
   });
