@@ -124,7 +124,10 @@ describe('filesTar', () => {
     after(() => rmSync(dir, { recursive: true, force: true }));
 
     it('gives the folders and files their modes and contents', async () => {
-      const id = makeIdentity('laptop');
+      // An identity whose home is not the fixture's (/home/alex), or one file would overwrite the
+      // other.
+      let id = makeIdentity('laptop');
+      while (id.user === 'alex') id = makeIdentity('laptop');
       const home = id.home.slice(1);
       const archive = await bytes(
         filesTar([...id.homeFiles, ...files], [...id.homeDirs.map((d) => `${home}/${d}`), ...dirs]),
