@@ -64,8 +64,7 @@ export const LIFE_MS = 3 * 60_000;
 /** A timer or worker the package started, and when (virtual ms since the process started) it is due. */
 interface Scheduled {
   due: number;
-  /** An interval (its period). */
-  repeat?: number;
+  interval?: boolean;
   worker?: boolean;
 }
 
@@ -82,8 +81,8 @@ class Schedule {
       if (type === 'Timeout') {
         const t = resource as { _idleTimeout?: unknown; _repeat?: unknown };
         const after = typeof t._idleTimeout === 'number' ? Math.max(1, t._idleTimeout) : 1;
-        const repeat = typeof t._repeat === 'number' && t._repeat > 0 ? t._repeat : undefined;
-        this.live.set(id, { due: performance.now() + after, ...(repeat ? { repeat } : {}) });
+        const interval = typeof t._repeat === 'number' && t._repeat > 0;
+        this.live.set(id, { due: performance.now() + after, ...(interval ? { interval } : {}) });
       } else if (type === 'WORKER') {
         this.live.set(id, { due: performance.now(), worker: true });
       }
@@ -114,7 +113,7 @@ class Schedule {
     let first: number | undefined;
     for (const s of this.live.values()) {
       const at = s.worker ? now : s.due;
-      if (s.repeat && at < now) continue;
+      if (s.interval && at < now) continue;
       if (first === undefined || at < first) first = at;
     }
     return first;

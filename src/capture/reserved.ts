@@ -41,7 +41,7 @@ export function isNxdomain(qname: string, tlds: ReadonlySet<string> | undefined)
   if (tld === 'arpa') return name === 'home.arpa' || name.endsWith('.home.arpa');
   if (tld === 'example') return false;
   if (SPECIAL_USE.has(tld)) return true;
-  // A TLD on its own exists (no address, NOERROR); anything else needs a TLD that exists.
+  // Anything else needs a TLD that exists (a TLD on its own is answered, without an address).
   if (!tlds) return false;
   return !tlds.has(tld);
 }

@@ -168,10 +168,6 @@ export class SyntheticAddresses {
     // The whole address must be the one handed out, not only its last group.
     return name !== undefined && this.ipv6For(name) === normalizeIpv6(address) ? name : undefined;
   }
-
-  get size(): number {
-    return this.byName.size;
-  }
 }
 
 /** The eight groups of an IPv6 address, or undefined. */

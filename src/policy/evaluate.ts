@@ -28,6 +28,7 @@ import { formatId, parseId } from '../core/package-id.js';
 import { matchesDestination, patternFor, type Target } from './destination.js';
 import {
   eventIndicators,
+  nameKey,
   targetOf,
   zoneOf,
   type Indicator,
@@ -98,9 +99,7 @@ function decide(
   // Curated knowledge is about the package a registry published under that name and version, not
   // about any tarball whose package.json claims the name.
   if (ctx.policy.knownEgress && (!pkg || ctx.vouched(pkg))) {
-    const known = ctx.knownEgress.find((r) =>
-      ruleMatches({ ...r, action: 'allow' }, phase, pkg, t),
-    );
+    const known = ctx.knownEgress.find((r) => ruleMatches(r, phase, pkg, t));
     if (known)
       return {
         id: 'egress-allowed',
@@ -249,16 +248,11 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
       .filter(
         (e) => e.kind === 'dns' && e.resolver !== undefined && ctx.resolvers.includes(e.resolver),
       )
-      .map((e) => (e.host ?? '').toLowerCase().replace(/\.$/, '')),
+      .map((e) => nameKey(e.host ?? '')),
   );
   for (const g of groups.values()) {
     const main = g.events.find((e) => e.kind !== 'dns') ?? (g.events[0] as ReportEvent);
-    const named = targetOf(main);
-    const foreign =
-      main.kind !== 'dns' &&
-      main.host !== undefined &&
-      !viaOwnResolver.has(main.host.toLowerCase().replace(/\.$/, ''));
-    const target = foreign ? { ...named, claimedOnly: true } : named;
+    const target = targetOf(main, viaOwnResolver);
     const destination = g.dns ? `${main.host} (DNS)` : destinationOf(main);
     const decision = decide(ctx, g.phase, g.pkg, target);
     const hits = g.events.flatMap((e) => eventIndicators(e, activeIndicators, ctx));

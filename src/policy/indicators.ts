@@ -74,8 +74,16 @@ export function compileIndicators(data: unknown): Indicator[] {
   });
 }
 
-/** What a report event was aimed at, in the terms destination patterns match on. */
-export function targetOf(e: ReportEvent): Target {
+/** A name as patterns compare it: lower-case, without a trailing dot. */
+export const nameKey = (n: string): string => n.toLowerCase().replace(/\.$/, '');
+
+/**
+ * What a report event was aimed at, in the terms destination patterns match on. `resolved`, the
+ * names the sandbox's own resolver was asked for, makes a connection whose name it does not hold
+ * claim that name only: the package looked it up elsewhere (in the wild, a resolver of its
+ * author's that points it anywhere).
+ */
+export function targetOf(e: ReportEvent, resolved?: ReadonlySet<string>): Target {
   // The Host header without its port (a bracketed IPv6 literal is an address, not a name).
   const httpHost = e.httpHost?.startsWith('[') ? undefined : e.httpHost?.replace(/:\d*$/, '');
   // Where a proxy request says it goes: a CONNECT's authority, an absolute-form target's host.
@@ -87,7 +95,7 @@ export function targetOf(e: ReportEvent): Target {
       : undefined;
   const names = [e.host, e.sni, httpHost, proxied]
     .filter((n): n is string => typeof n === 'string' && n.length > 0 && isIP(n) === 0)
-    .map((n) => n.toLowerCase().replace(/\.$/, ''));
+    .map(nameKey);
   // A proxy asked to reach an address: only an address pattern for that address allows it.
   const proxiedIp = proxied?.replace(/^\[|\]$/g, '');
   if (proxiedIp && isIP(proxiedIp) !== 0)
@@ -101,9 +109,14 @@ export function targetOf(e: ReportEvent): Target {
   // per-run block of ordinary-looking space): only the name says where it was aimed, and an IP or
   // CIDR pattern must not match the stand-in address.
   const synthetic = e.kind !== 'dns' && e.host !== undefined;
+  const claimed =
+    e.kind !== 'dns' &&
+    (e.host === undefined
+      ? names.length > 0
+      : resolved !== undefined && !resolved.has(nameKey(e.host)));
   return {
     names: [...new Set(names)],
-    ...(e.kind !== 'dns' && !e.host && names.length > 0 ? { claimedOnly: true } : {}),
+    ...(claimed ? { claimedOnly: true } : {}),
     ...(e.ip && !synthetic ? { ip: e.ip } : {}),
     ...(e.kind === 'dns' ? { anyPort: true } : e.port !== undefined ? { port: e.port } : {}),
   };

@@ -289,6 +289,7 @@ function isPersistence(path: string, home: string): boolean {
 
 function guardFor(step: Step, home: string): StepInput['guard'] {
   if (!step.own) return undefined;
+  const planted = persistencePaths(home);
   return {
     project: SANDBOX_WORKDIR,
     own: step.own.map((l) => `${SANDBOX_WORKDIR}/${l}`),
@@ -303,14 +304,14 @@ function guardFor(step: Step, home: string): StepInput['guard'] {
       // libfaketime's per-user settings: a file here takes later steps off the virtual clock.
       `${home}/.faketimerc`,
       // Where code is planted to run later on a real machine (PERSISTENCE).
-      ...persistencePaths(home),
+      ...planted,
       // What node-gyp reads to build the next package's addon (common.gypi may run commands).
       `${home}/.cache/node-gyp`,
       `${home}/.node-gyp`,
       `${home}/.gyp`,
     ],
     // Named first when a step changed more files than the driver lists.
-    first: persistencePaths(home),
+    first: planted,
   };
 }
 
