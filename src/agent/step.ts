@@ -169,6 +169,9 @@ function lockProject(guard: NonNullable<StepInput['guard']>): void {
 /** What lockProject did last in this driver: the project locked, and the folders it handed out. */
 let locked: { project: string; own: string[] } | undefined;
 
+/** How many watched files a snapshot records at most. */
+const SNAPSHOT_MAX_ENTRIES = 100_000;
+
 /**
  * What the watched files are: a symlink by where it points (npm makes bin links again on every
  * rebuild), a file by inode, size, mode, mtime and ctime (a rewrite whose mtime was set back still
@@ -177,6 +180,12 @@ let locked: { project: string; own: string[] } | undefined;
 function snapshot(guard: NonNullable<StepInput['guard']>): Map<string, string> {
   const out = new Map<string, string>();
   const visit = (path: string, depth: number) => {
+    // A package that fills the watched folders past the bound has changed them: the marker's
+    // appearance is a change like any other.
+    if (out.size >= SNAPSHOT_MAX_ENTRIES) {
+      out.set(`${guard.project}/(more than ${SNAPSHOT_MAX_ENTRIES} watched files)`, 'bound');
+      return;
+    }
     let st: ReturnType<typeof lstatSync>;
     try {
       st = lstatSync(path, { bigint: true });
@@ -208,7 +217,7 @@ function snapshot(guard: NonNullable<StepInput['guard']>): Map<string, string> {
     }
     for (const n of names) visit(`${path}/${n}`, depth - 1);
   };
-  for (const w of guard.watch) visit(w.replace(/\/+$/, ''), 6);
+  for (const w of guard.watch) visit(w.replace(/\/+$/, ''), 16);
   // The top node_modules: a package folder that appears there (not a dot folder) could shadow
   // a package another step looks for.
   const top = `${guard.project}/node_modules`;

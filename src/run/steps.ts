@@ -24,7 +24,11 @@ import type { Leftover, StepInput, StepOutput } from '../agent/step.js';
 
 export const STEP_OUTPUT_MAX = 64 * 1024;
 
-/** Environment of every step: npm's own update check would be egress that is not the package's. */
+/**
+ * Environment of the install steps (npm's): npm's own update check would be egress that is not the
+ * package's. Only npm gets it: in a plain `node` process these variables would give the sandbox
+ * away, while npm hands scripts dozens of `npm_config_*` of its own.
+ */
 export const STEP_ENV = {
   npm_config_update_notifier: 'false',
   npm_config_audit: 'false',
@@ -256,10 +260,37 @@ const PERSISTENCE_HOME = [
   '.local/share/systemd',
   '.vimrc',
   '.config/nvim',
+  '.bash_aliases',
+  '.bashrc.d',
+  '.oh-my-zsh',
+  '.xprofile',
+  '.xsessionrc',
+  '.emacs',
+  '.emacs.d',
+  '.vim',
+  '.config/Code',
+  '.local/share/applications',
+  // Code other programs load when they start: python's site-packages (.pth files run), npm's
+  // init script, tools' configuration that names a command to run.
+  '.local/lib',
+  '.npm-init.js',
+  '.ipython',
+  '.config/pip',
+  '.pip',
+  '.config/direnv',
+  '.config/gh',
+  '.aws/config',
+  '.kube',
+  '.docker',
+  '.cargo',
+  '.gradle',
+  '.m2',
   // A CI runner's command files: what is written there changes every later step of the workflow.
   'work/_temp/_runner_file_commands',
 ];
 const PERSISTENCE_PROJECT = [
+  // The staged project has no repository; a package that makes one plants hooks in the real one.
+  '.git',
   '.vscode',
   '.idea',
   '.devcontainer',
@@ -348,7 +379,7 @@ export async function runSteps(
   const r = await topo.sandbox.exec(agentCommand('batch.js'), {
     user: '0:0',
     stdin: Readable.from([Buffer.from(input)]),
-    env: { ...STEP_ENV, HOME: topo.identity.home },
+    env: { HOME: topo.identity.home },
     workingDir: SANDBOX_WORKDIR,
     // The driver kills each step at its timeout; this only guards against the driver hanging.
     timeoutMs: steps.reduce((n, s) => n + s.timeoutMs + o.settleMs + 2_000, 0) + 15_000,
@@ -478,6 +509,7 @@ export function installSteps(
     package: chargeTo(owner, scripted),
     cmd: 'npm',
     args: ['rebuild', owner, '--dangerously-allow-all-scripts', '--foreground-scripts'],
+    env: { ...STEP_ENV },
     timeoutMs,
     own: [...locations(owner), ...scripted.map((p) => p.location)],
   }));

@@ -138,6 +138,17 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     assert.match(f.message, /\.bashrc/);
     assert.match(f.message, /\.vscode\/tasks\.json/);
     assert.match(f.message, /\.local\/bin\/git/);
+    assert.match(f.message, /zz\.pth/);
+    assert.match(f.message, /\.aws\/config/);
+    assert.match(f.message, /\.git\/hooks\/pre-commit/);
+  });
+
+  it('import and exercise run in a plain node environment: a payload keyed on npm variables acts', async () => {
+    const { code, report } = await check('npm-env-tell');
+    assert.equal(code, 1);
+    const lookups = report.events.filter((e) => e.host === 'plain.npm-env-tell.example');
+    assert.ok(lookups.length > 0, JSON.stringify(report.events));
+    assert.ok(lookups.some((e) => e.phase === 'import'));
   });
 
   it('--as ci runs import and exercise again as a laptop when the code reads CI variables', async () => {
