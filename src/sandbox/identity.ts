@@ -76,10 +76,16 @@ function pick<T>(list: readonly T[]): T {
   return list[randomInt(list.length)] as T;
 }
 
+/** What scanners and careful code take for a placeholder rather than a live secret. */
+export const PLACEHOLDER = /EXAMPLE|xxxx|1234567890/i;
+
+/** `n` random characters of `alphabet`, drawn again should they read as a placeholder. */
 function chars(alphabet: string, n: number): string {
-  let s = '';
-  for (let i = 0; i < n; i++) s += alphabet[randomInt(alphabet.length)];
-  return s;
+  for (;;) {
+    let s = '';
+    for (let i = 0; i < n; i++) s += alphabet[randomInt(alphabet.length)];
+    if (!PLACEHOLDER.test(s)) return s;
+  }
 }
 
 function sshString(b: Buffer | string): Buffer {
@@ -163,9 +169,11 @@ export function makeIdentity(profile: IdentityProfile = 'laptop'): SandboxIdenti
   const awsSecret = chars(B64, 40);
   const dbPassword = chars(ALNUM, 20);
   const stripeKey = `sk_live_${chars(ALNUM, 32)}`;
-  const ssh = sshKey(`${email}`);
   // The key is long: a slice of one line of its body (the public key bytes, random) identifies
-  // it wherever it is sent, whole or in part.
+  // it wherever it is sent, whole or in part. A key whose slice reads as a placeholder is drawn
+  // again, as the other secrets are.
+  let ssh = sshKey(`${email}`);
+  while (PLACEHOLDER.test(ssh.privateKey.split('\n')[2]?.slice(0, 60) ?? '')) ssh = sshKey(email);
   const sshLine = ssh.privateKey.split('\n')[2] ?? '';
 
   const bait: Bait[] = [
