@@ -32,6 +32,11 @@ export interface HarnessInput {
   maxCalls?: number;
   /** Longest wait, after loading or calling, for sockets and callbacks left pending (wall-clock ms). */
   graceMs?: number;
+  /**
+   * The host name passed wherever an argument could name a host (see argumentShapes): made per
+   * run, so an attempt to it can only be the package doing what its caller asked.
+   */
+  callerHost?: string;
 }
 
 export interface HarnessResult {
@@ -120,15 +125,22 @@ class Schedule {
   }
 }
 
-/** Strings, numbers, objects, a callback: what a caller of an unknown API would pass. */
-const ARGUMENT_SHAPES: (() => unknown[])[] = [
-  () => [],
-  () => ['test'],
-  () => [42],
-  () => [{}],
-  () => [() => undefined],
-  () => ['test', {}, () => undefined],
-];
+/**
+ * Strings, numbers, objects, a callback: what a caller of an unknown API would pass. Where a
+ * value could name a host (a string, a URL, an options object's host or url), it names the run's
+ * caller host; a client told to connect there is doing as asked.
+ */
+export function argumentShapes(host: string): (() => unknown[])[] {
+  return [
+    () => [],
+    () => [host],
+    () => [42],
+    () => [{}],
+    () => [() => undefined],
+    () => [`https://${host}/v1/items`],
+    () => [host, { host, url: `https://${host}/` }, () => undefined],
+  ];
+}
 
 function bounded(
   schedule: Schedule,
@@ -237,13 +249,14 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
     if (exported && typeof exported === 'object' && Symbol.toStringTag in exported) {
       exported = { ...(exported as Record<string, unknown>) };
     }
+    const shapes = argumentShapes(input.callerHost ?? 'test');
     const fns = collect(exported);
     for (const fn of fns) {
       if (isClass(fn)) result.classes++;
       else result.functions++;
     }
     outer: for (const fn of fns) {
-      for (const shape of ARGUMENT_SHAPES) {
+      for (const shape of shapes) {
         if (result.calls >= maxCalls) break outer;
         result.calls++;
         const f = fn as (...a: unknown[]) => unknown;

@@ -2,7 +2,7 @@
  * `check`: resolve and stage on the host, then in a fresh sandbox behind a fresh gateway run the
  * install, import and exercise phases, collect every egress attempt and build the report.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { CHECK_DEFAULTS } from './defaults.js';
 import type { Bait } from '../core/bait.js';
 import { boundFindings, summaryEvents } from '../core/bounds.js';
@@ -134,6 +134,7 @@ export async function checkStaged(
   const subject = idOf(staged);
   const subjectFolders = staged.packages.filter((p) => idOf(p) === subject).map((p) => p.location);
   const marker = `@@${randomBytes(8).toString('hex')}@@`;
+  const callerHost = newCallerHost();
   const harness = (
     phase: Phase,
     input: Omit<HarnessInput, 'marker' | 'name'>,
@@ -170,7 +171,7 @@ export async function checkStaged(
       // Call what the package exports, run the commands it installs.
       name: 'exercise',
       steps: [
-        harness('exercise', { mode: 'exercise' }, o.exerciseTimeoutMs),
+        harness('exercise', { mode: 'exercise', callerHost }, o.exerciseTimeoutMs),
         ...staged.bins.flatMap((bin) =>
           BIN_ARGUMENTS.map((args): Step => ({
             label: `${[bin, ...args].join(' ')}`,
@@ -291,7 +292,28 @@ export async function checkStaged(
     ...(Object.keys(truncated).length ? { truncated } : {}),
   });
   report.packages = [...summaries.values()];
+  if (phases.some((p) => p.name === 'exercise' && p.status !== 'skipped'))
+    report.callerHosts = [callerHost, ...STRINGIFIED_ARGUMENTS];
   return evaluate(report, { ...judge, resolvers: SANDBOX_RESOLVERS });
+}
+
+/**
+ * The exercise's other arguments as a client turns them into a host name (`String(undefined)`,
+ * `String({})`, the number): a lookup of one of these is the package using what it was given.
+ */
+const STRINGIFIED_ARGUMENTS = ['undefined', 'null', '42', '[object object]'];
+
+const SERVICES = ['api', 'db', 'cache', 'queue', 'mail', 'search', 'auth', 'files'];
+const ZONES = ['corp', 'prod', 'svc', 'internal', 'eu', 'us'];
+
+/**
+ * The host name the exercise passes as an argument, like `db.prod-4821.9f3a0c1e.com`, fresh
+ * per run (about 40 bits), so that nothing but the arguments produces it. It resolves like any
+ * other name in the sandbox: a client told to connect there connects, and what it sends is seen.
+ */
+export function newCallerHost(): string {
+  const pick = (l: readonly string[]) => l[randomInt(l.length)] as string;
+  return `${pick(SERVICES)}.${pick(ZONES)}-${randomInt(1000, 9999)}.${randomBytes(4).toString('hex')}.com`;
 }
 
 /** The phases of a plan in a started sandbox, in order; a phase with nothing to run is skipped. */

@@ -8,7 +8,12 @@
  * the findings name them (a DNS lookup of a name the package connected to is part of the
  * connection).
  */
-import type { CheckReport, PackageSummary, Verdict } from './report.js';
+import {
+  reachedDestination,
+  type CheckReport,
+  type PackageSummary,
+  type Verdict,
+} from './report.js';
 import { parseId } from './package-id.js';
 import { PHASES, type Phase } from './terms.js';
 
@@ -54,7 +59,7 @@ const versionOf = (id: string) => parseId(id).version ?? '';
 function destinations(r: CheckReport): Map<string, DestinationChange> {
   const out = new Map<string, DestinationChange>();
   for (const f of r.findings) {
-    if (!f.id.startsWith('egress-') || !f.phase || !f.destination) continue;
+    if (!reachedDestination(f) || !f.phase || !f.destination) continue;
     const d = {
       phase: f.phase,
       package: f.package ? nameOf(f.package) : '',

@@ -88,10 +88,17 @@ export interface ReportEvent {
   count?: number;
 }
 
+/**
+ * A decision about a destination the package reached: `egress-*`, but not a caller-directed one
+ * (its host is a per-run name the exercise made up, no destination to compare or write rules for).
+ */
+export const reachedDestination = (f: Finding): boolean =>
+  f.id.startsWith('egress-') && f.id !== 'egress-caller-directed';
+
 export interface Finding {
   /**
-   * `egress-allowed`, `egress-not-allowed`, `egress-denied`, an indicator id, `declaration-invalid`,
-   * `observer-lost`, `observer-impostor`.
+   * `egress-allowed`, `egress-not-allowed`, `egress-denied`, `egress-own-vendor`,
+   * `egress-caller-directed`, an indicator id, `declaration-invalid`, `observer-lost`, ….
    */
   id: string;
   severity: Severity;
@@ -122,6 +129,11 @@ export interface PackageSummary {
   dependencies?: string[];
   /** A registry vouches for its name and version (see TreePackageInfo.fromRegistry). */
   fromRegistry?: boolean;
+  /**
+   * The web addresses it names for itself (homepage, repository, bugs), reduced to their hosts:
+   * where its own vendor's service lives (see the own-vendor rule in policy/vendor.ts).
+   */
+  links?: string[];
 }
 
 /** Findings about the sandbox itself, made when the report is built; evaluate() keeps them. */
@@ -158,6 +170,11 @@ export interface CheckReport {
   truncated?: Record<string, number>;
   /** Attempts without their process, and attempts outside every step (see Attribution). */
   attribution?: { withoutProcess: number; outsideSteps: number };
+  /**
+   * Host names the exercise passed to the package as arguments (a per-run name nothing else
+   * produces): an attempt to one of them is the package doing what its caller asked.
+   */
+  callerHosts?: string[];
 }
 
 /** The window of the step that was running at `t`, if any. */

@@ -54,6 +54,7 @@ export type Capability =
   | 'obfuscated'
   | 'shell-script'
   | 'reads-identity'
+  | 'reads-secrets'
   | 'not-scanned';
 
 /** Capabilities that mean code could reach the network one way or another. */

@@ -3,10 +3,15 @@
  * nothing and can be fed recorded reports.
  *
  * For each destination a package tried in a phase, one decision, in this order:
+ *   0. caller-directed: in the exercise, a host the exercise itself passed as an argument (info);
  *   1. the consumer's rules (override file first, then the policy file), first match wins;
  *   2. the shipped known-egress list, when the policy keeps it on;
  *   3. the package's own declaration, as the policy lets declarations count;
- *   4. the policy's default for the phase (deny, warn or allow).
+ *   4. own vendor: at import or exercise, the package's own vendor's domain (see vendor.ts), as
+ *      the policy's ownVendor says (low by default);
+ *   5. the policy's default for the phase (deny, warn or allow).
+ * 0 and 4 never apply to an attempt that carries a planted secret or trips an indicator that
+ * forbids allowing.
  * Indicators are applied to every attempt regardless, and an indicator that forbids allowing
  * (exfiltration channels, cloud metadata, data in DNS names) cannot be silenced by 1–3.
  */
@@ -36,6 +41,7 @@ import {
 } from './indicators.js';
 import { packageInScope, parseDeclaration } from './parse.js';
 import type { KnownEgressEntry, Policy, PolicyRule } from './types.js';
+import { vendorOf, type SharedHosts } from './vendor.js';
 import { severityRank } from '../core/report.js';
 
 export interface EvaluationContext {
@@ -44,6 +50,8 @@ export interface EvaluationContext {
   indicators: Indicator[];
   /** The resolvers the sandbox is configured with (anything else is a hard-coded resolver). */
   resolvers: readonly string[];
+  /** Who is nobody's own vendor; without it, no attempt is excused as the package's vendor's. */
+  sharedHosts?: SharedHosts;
 }
 
 /** What evaluation reads from the report's package list. */
@@ -52,6 +60,17 @@ interface TreeFacts {
   dependencies: Record<string, string[]>;
   /** Whether a registry vouches for the package (always, for a report with no package list). */
   vouched: (pkg: string) => boolean;
+  summary: (pkg: string) => PackageSummary | undefined;
+  /** The names the exercise passed as arguments (CheckReport.callerHosts). */
+  callerHosts: readonly string[];
+}
+
+/** What decide() knows of the attempts it judges beyond their target. */
+interface Evidence {
+  /** One of them carried a planted secret, or tripped an indicator that forbids allowing. */
+  damning: boolean;
+  /** Some of what they sent could not be read (TLS, raw TCP or UDP): no secret could be seen. */
+  unread: boolean;
 }
 
 const DEFAULT_SEVERITY: Record<Policy['defaults'][Phase], Severity> = {
@@ -61,7 +80,13 @@ const DEFAULT_SEVERITY: Record<Policy['defaults'][Phase], Severity> = {
 };
 
 interface Decision {
-  id: 'egress-allowed' | 'egress-not-allowed' | 'egress-denied';
+  id:
+    | 'egress-allowed'
+    | 'egress-not-allowed'
+    | 'egress-denied'
+    | 'egress-caller-directed'
+    | 'egress-own-vendor'
+    | 'egress-local-name';
   severity: Severity;
   rule: string;
   because: string;
@@ -73,12 +98,61 @@ function ruleMatches(r: PolicyRule, phase: Phase, pkg: string | undefined, t: Ta
   return r.destinations.some((d) => matchesDestination(d, t, r.action));
 }
 
+/**
+ * A shipped entry that applies through a helper: `pkg` depends on the helper directly and, when
+ * the entry names bins, its install script runs one of them; both vouched for by a registry.
+ */
+function viaMatches(
+  ctx: TreeFacts,
+  r: KnownEgressEntry & { via: NonNullable<KnownEgressEntry['via']> },
+  phase: Phase,
+  pkg: string | undefined,
+  t: Target,
+): boolean {
+  if (!pkg || (r.phases && !r.phases.includes(phase))) return false;
+  if (!r.destinations.some((d) => matchesDestination(d, t, 'allow'))) return false;
+  const s = ctx.summary(pkg);
+  const helper = s?.dependencies?.find((d) => parseId(d).name === r.via.package);
+  if (!s || !helper || !ctx.vouched(helper)) return false;
+  if (!r.via.bins) return true;
+  const word = new RegExp(
+    `(^|[\\s;&|(])(${r.via.bins.map((b) => b.replace(/[.]/g, '\\.')).join('|')})($|[\\s;&|)])`,
+  );
+  return Object.values(s.scripts ?? {}).some((x) => word.test(x.command));
+}
+
 function decide(
   ctx: EvaluationContext & TreeFacts,
   phase: Phase,
   pkg: string | undefined,
   t: Target,
+  evidence: Evidence,
 ): Decision {
+  // The exercise named this host itself: the package connected where its caller told it to.
+  if (
+    phase === 'exercise' &&
+    !evidence.damning &&
+    !t.claimedOnly &&
+    t.names.length > 0 &&
+    t.names.every((n) => ctx.callerHosts.includes(n))
+  )
+    return {
+      id: 'egress-caller-directed',
+      severity: 'info',
+      rule: 'caller-directed',
+      because: `the exercise passed ${t.names[0]} to the package as an argument: it went where its caller told it to`,
+    };
+  // A lookup of a name without a domain (`test`, `acl`, `undefined`: what a client makes of an
+  // argument that names no host) is answered by /etc/hosts, the local network or its search
+  // domains, never by a server on the internet: nothing reaches anyone from it.
+  const name = t.names[0];
+  if (t.anyPort && t.names.length === 1 && name && !name.includes('.') && !evidence.damning)
+    return {
+      id: 'egress-local-name',
+      severity: 'info',
+      rule: 'local-name',
+      because: `${name} has no domain: a resolver answers it from the local network, not the internet`,
+    };
   const rule = ctx.policy.rules.find((r) => ruleMatches(r, phase, pkg, t));
   if (rule) {
     const why = rule.why ? ` (${rule.why})` : '';
@@ -99,7 +173,9 @@ function decide(
   // Curated knowledge is about the package a registry published under that name and version, not
   // about any tarball whose package.json claims the name.
   if (ctx.policy.knownEgress && (!pkg || ctx.vouched(pkg))) {
-    const known = ctx.knownEgress.find((r) => ruleMatches(r, phase, pkg, t));
+    const known = ctx.knownEgress.find((r) =>
+      r.via ? viaMatches(ctx, { ...r, via: r.via }, phase, pkg, t) : ruleMatches(r, phase, pkg, t),
+    );
     if (known)
       return {
         id: 'egress-allowed',
@@ -115,6 +191,30 @@ function decide(
       return ctx.policy.declarations === 'allow'
         ? { id: 'egress-allowed', severity: 'info', rule: 'declaration', because: `declared by ${pkg} for ${phase} (${hit.text})` }
         : { id: 'egress-allowed', severity: 'low', rule: 'declaration', because: `declared by ${pkg} for ${phase} (${hit.text}); the policy counts declarations as a warning` }; // prettier-ignore
+  }
+  if (
+    pkg &&
+    phase !== 'install' &&
+    ctx.policy.ownVendor !== 'deny' &&
+    ctx.sharedHosts &&
+    !evidence.damning
+  ) {
+    // Code that hides itself, or reaches for planted secrets while what it sent went unread, gets
+    // no excuse: whether a secret went along cannot be told.
+    const tree = closure(pkg, ctx.dependencies).map((id) => ctx.summary(id)?.capabilities ?? []);
+    const suspect = tree.some(
+      (caps) => caps.includes('obfuscated') || (evidence.unread && caps.includes('reads-secrets')),
+    );
+    const vendor = suspect
+      ? undefined
+      : vendorOf(parseId(pkg).name, ctx.summary(pkg)?.links, t, ctx.sharedHosts);
+    if (vendor)
+      return {
+        id: 'egress-own-vendor',
+        severity: ctx.policy.ownVendor === 'allow' ? 'info' : 'low',
+        rule: 'own-vendor',
+        because: `${vendor.domain} is ${pkg}'s own vendor's domain (${vendor.because}); the policy counts that at run time as ${ctx.policy.ownVendor === 'allow' ? 'info' : 'a warning'} (ownVendor: ${ctx.policy.ownVendor})`,
+      };
   }
   const action = ctx.policy.defaults[phase];
   return {
@@ -178,6 +278,8 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
       [...packages.values()].map((p) => [p.id, p.dependencies ?? []]),
     ),
     vouched: (pkg) => packages.size === 0 || packages.get(pkg)?.fromRegistry === true,
+    summary: (pkg) => packages.get(pkg),
+    callerHosts: (report.callerHosts ?? []).map(nameKey),
   };
   const active = ctx.indicators
     .map((ind) => ({ ind, severity: effectiveSeverity(ind, ctx.policy) }))
@@ -250,19 +352,34 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
       )
       .map((e) => nameKey(e.host ?? '')),
   );
+  // Where planted secrets went (bait-leak findings, made with the report).
+  const leaks = new Set(
+    findings
+      .filter((f) => f.id === 'bait-leak')
+      .map((f) => `${f.phase ?? ''}\0${f.package ?? ''}\0${f.destination ?? ''}`),
+  );
   for (const g of groups.values()) {
     const main = g.events.find((e) => e.kind !== 'dns') ?? (g.events[0] as ReportEvent);
     const target = targetOf(main, viaOwnResolver);
     const destination = g.dns ? `${main.host} (DNS)` : destinationOf(main);
-    const decision = decide(ctx, g.phase, g.pkg, target);
     const hits = g.events.flatMap((e) => eventIndicators(e, activeIndicators, ctx));
     const forbidding = hits.find((h) => h.indicator.forbidsAllow);
+    const leaked = g.events.some((e) =>
+      leaks.has(`${e.phase}\0${e.package ?? ''}\0${destinationOf(e)}`),
+    );
+    const decision = decide(ctx, g.phase, g.pkg, target, {
+      damning: leaked || !!forbidding,
+      unread: g.events.some((e) => e.kind !== 'dns' && e.kind !== 'http'),
+    });
     // A human-approved rule or a curated known-egress entry explains an indicator that may be
     // allowed; a package's own declaration does not (evidence, not trust).
-    const accepted =
-      decision.id === 'egress-allowed' &&
-      decision.rule !== 'declaration' &&
-      !decision.rule.startsWith('default:');
+    // Where a caller-directed attempt went and how much it sent are the caller's choice.
+    const accepted = (h: IndicatorHit) =>
+      (decision.id === 'egress-allowed' &&
+        decision.rule !== 'declaration' &&
+        !decision.rule.startsWith('default:')) ||
+      (decision.id === 'egress-caller-directed' &&
+        ['nonstandard-port', 'large-upload'].includes(h.indicator.detector));
     for (const h of hits)
       addIndicator(
         h,
@@ -271,10 +388,10 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
         destination,
         h.indicator.forbidsAllow && decision.id === 'egress-allowed'
           ? ` (${decision.because}, but no policy can allow this)`
-          : accepted
+          : accepted(h)
             ? ` (accepted: ${decision.because})`
             : '',
-        accepted && !h.indicator.forbidsAllow ? 'info' : undefined,
+        accepted(h) && !h.indicator.forbidsAllow ? 'info' : undefined,
       );
     const who = g.pkg ?? 'an unidentified package';
     const verb = g.dns ? 'looked up' : 'tried to reach';
@@ -286,7 +403,9 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
       destination,
       message: `${who} ${verb} ${destination} during ${g.phase}: ${decision.because}`,
       rule: decision.rule,
-      ...(decision.id !== 'egress-allowed' && !forbidding
+      ...(!['egress-allowed', 'egress-caller-directed', 'egress-local-name'].includes(
+        decision.id,
+      ) && !forbidding
         ? { suggestion: suggestRule(g.phase, g.pkg, target) }
         : {}),
     });

@@ -83,6 +83,8 @@ export const nameKey = (n: string): string => n.toLowerCase().replace(/\.$/, '')
  * claim that name only: the package looked it up elsewhere (in the wild, a resolver of its
  * author's that points it anywhere).
  */
+const HOST_NAME = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*\.?$/i;
+
 export function targetOf(e: ReportEvent, resolved?: ReadonlySet<string>): Target {
   // The Host header without its port (a bracketed IPv6 literal is an address, not a name).
   const httpHost = e.httpHost?.startsWith('[') ? undefined : e.httpHost?.replace(/:\d*$/, '');
@@ -93,7 +95,10 @@ export function targetOf(e: ReportEvent, resolved?: ReadonlySet<string>): Target
         ? e.path.replace(/:\d*$/, '')
         : /^[a-z][a-z0-9+.-]*:\/\/([^/:?#]+)/i.exec(e.path)?.[1]
       : undefined;
-  const names = [e.host, e.sni, httpHost, proxied]
+  // A claimed name that is no host name at all (an SNI of `/v1/items`: a client's misreading of
+  // its arguments) names nothing a connection could be routed to.
+  const hostLike = (n: string | undefined) => n === undefined || HOST_NAME.test(n);
+  const names = [e.host, ...[e.sni, httpHost, proxied].filter(hostLike)]
     .filter((n): n is string => typeof n === 'string' && n.length > 0 && isIP(n) === 0)
     .map(nameKey);
   // A proxy asked to reach an address: only an address pattern for that address allows it.

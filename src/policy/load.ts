@@ -8,6 +8,7 @@
  * A higher layer replaces settings key by key (defaults per phase, indicators per id) and puts
  * its rules before the rules below it, so the override's rules are tried first.
  */
+import type { SharedHosts } from './vendor.js';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -89,13 +90,31 @@ export function shippedKnownEgress(): KnownEgressEntry[] {
         ? (p as PhaseName)
         : fail(`bad phase ${String(p)}`),
     );
-    if (!destinations.length || !packages.length) fail('an entry needs allow and packages');
+    const via = e.via as { package?: unknown; bins?: unknown } | undefined;
+    if (
+      via !== undefined &&
+      (typeof via.package !== 'string' ||
+        (via.bins !== undefined &&
+          (!Array.isArray(via.bins) ||
+            !via.bins.length ||
+            !via.bins.every((b) => typeof b === 'string' && /^[a-z0-9._-]+$/.test(b)))))
+    )
+      fail('via needs a package (and, for install scripts, a list of its bins)');
+    if (!destinations.length || packages.length > 0 === (via !== undefined))
+      fail('an entry needs allow, and packages or via');
     return {
       id: e.id as string,
       source: e.source as string,
       action: 'allow' as const,
       destinations,
-      packages,
+      ...(via
+        ? {
+            via: {
+              package: via.package as string,
+              ...(via.bins ? { bins: via.bins as string[] } : {}),
+            },
+          }
+        : { packages }),
       ...(phases.length ? { phases: expandPhases(phases) } : {}),
       ...(typeof e.why === 'string' ? { why: e.why } : {}),
       origin: `known-egress:${String(e.id)}`,
@@ -118,6 +137,7 @@ export interface LoadedPolicy {
   policy: Policy;
   knownEgress: KnownEgressEntry[];
   indicators: Indicator[];
+  sharedHosts: SharedHosts;
 }
 
 /** Read and validate one file; problems are returned, not thrown. */
@@ -189,6 +209,7 @@ export function mergeLayers(layers: PolicyLayer[], sources: string[]): Policy {
     changes: { install: 'deny', import: 'warn', exercise: 'warn' },
     declarations: 'allow',
     knownEgress: true,
+    ownVendor: 'warn',
     indicators: {},
     rules: [],
   };
@@ -197,6 +218,7 @@ export function mergeLayers(layers: PolicyLayer[], sources: string[]): Policy {
     policy.changes = { ...policy.changes, ...l.changes };
     if (l.declarations) policy.declarations = l.declarations;
     if (l.knownEgress !== undefined) policy.knownEgress = l.knownEgress;
+    if (l.ownVendor) policy.ownVendor = l.ownVendor;
     policy.indicators = { ...policy.indicators, ...l.indicators };
     policy.rules = [...l.rules, ...policy.rules];
   }
@@ -212,6 +234,7 @@ function hashPolicy(p: Omit<Policy, 'hash'>): string {
       changes: PHASES.map((ph) => p.changes[ph]),
       declarations: p.declarations,
       knownEgress: p.knownEgress,
+      ownVendor: p.ownVendor,
       indicators: Object.entries(p.indicators).sort(),
       rules: p.rules.map((r) => [
         r.action,
@@ -274,5 +297,26 @@ export function loadPolicy(opts: LoadPolicyOptions = {}): LoadedPolicy {
     policy: mergeLayers(layers, files.slice(1)),
     knownEgress: shippedKnownEgress(),
     indicators: shippedIndicators(),
+    sharedHosts: shippedSharedHosts(),
   };
+}
+
+let sharedCache: SharedHosts | undefined;
+/** What is nobody's own domain (see policy/vendor.ts): the indicators' hosts and the shipped list. */
+export function shippedSharedHosts(): SharedHosts {
+  if (sharedCache) return sharedCache;
+  const data = JSON.parse(readFileSync(join(shippedDir(), 'indicators.json'), 'utf8')) as {
+    sharedHosts?: { hosts?: unknown };
+  };
+  const names = data.sharedHosts?.hosts;
+  if (
+    !Array.isArray(names) ||
+    !names.every((n) => typeof n === 'string' && /^[a-z0-9.-]+$/.test(n))
+  )
+    throw new Error('indicators.json: sharedHosts.hosts must be a list of lower-case names');
+  sharedCache = {
+    names,
+    patterns: shippedIndicators().flatMap((i) => i.hosts),
+  };
+  return sharedCache;
 }

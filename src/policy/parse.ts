@@ -25,12 +25,14 @@ import {
 export const POLICY_VERSION = 1;
 const DEFAULT_ACTIONS: readonly DefaultAction[] = ['deny', 'warn', 'allow'];
 const DECLARATION_MODES = ['allow', 'warn', 'ignore'] as const;
+const OWN_VENDOR_MODES = ['warn', 'allow', 'deny'] as const;
 const TOP_KEYS = [
   'version',
   'defaults',
   'changes',
   'declarations',
   'knownEgress',
+  'ownVendor',
   'indicators',
   'rules',
 ];
@@ -42,6 +44,7 @@ export interface PolicyLayer {
   changes?: Partial<Record<Phase, DefaultAction>>;
   declarations?: Policy['declarations'];
   knownEgress?: boolean;
+  ownVendor?: Policy['ownVendor'];
   indicators?: Record<string, Severity | 'off'>;
   rules: PolicyRule[];
 }
@@ -201,6 +204,16 @@ export function parsePolicyLayer(
         ['declarations'],
         `"${String(v.declarations)}" is not a declarations mode`,
         'Use allow (a package may allow its own declared egress), warn, or ignore.',
+      );
+  }
+  if (v.ownVendor !== undefined) {
+    if ((OWN_VENDOR_MODES as readonly unknown[]).includes(v.ownVendor))
+      layer.ownVendor = v.ownVendor as Policy['ownVendor'];
+    else
+      c.problem(
+        ['ownVendor'],
+        `"${String(v.ownVendor)}" is not an ownVendor mode`,
+        "Use warn (a package reaching its own vendor's domain at run time is low), allow (info) or deny (no excuse).",
       );
   }
   if (v.knownEgress !== undefined) {

@@ -62,6 +62,11 @@ export interface Policy {
   /** Whether the shipped known-egress list allows what it lists. */
   knownEgress: boolean;
   /**
+   * Runtime egress to the package's own vendor's domain (see policy/vendor.ts): warn = low,
+   * allow = info, deny = no excuse (the phase's default decides).
+   */
+  ownVendor: 'warn' | 'allow' | 'deny';
+  /**
    * With `--against`: what a destination that is new since the earlier version is, per phase
    * (deny = high, warn = medium, allow = info).
    */
@@ -76,6 +81,13 @@ export interface Policy {
 export interface KnownEgressEntry extends PolicyRule {
   id: string;
   source: string;
+  /**
+   * Instead of `packages`: any package that depends directly on the helper `package` (both
+   * vouched for by a registry) and, with `bins`, whose install script runs one of the helper's
+   * bins, as funding messages do; without `bins`, the helper's own run-time requests (update
+   * checks).
+   */
+  via?: { package: string; bins?: string[] };
 }
 
 /** A package's `egress` declaration, parsed. */

@@ -65,6 +65,21 @@ const READS_IDENTITY = new RegExp(
   ].join('|'),
   'm',
 );
+/**
+ * Code that reaches for the secrets a machine keeps: credential files, the variables that hold
+ * tokens and keys, a dump of the whole environment, wallets. Its traffic over TLS (unread) gets no
+ * own-vendor excuse (src/policy/vendor.ts): what it sent cannot be checked for planted secrets.
+ */
+const READS_SECRETS = new RegExp(
+  [
+    `\\.npmrc\\b|_authToken\\b|\\.yarnrc|\\.git-credentials|\\.netrc\\b|\\.pgpass\\b`,
+    `['"\`/]\\.ssh\\b|\\bid_(?:rsa|ed25519|ecdsa|dsa)\\b|\\.aws/credentials|\\.docker/config\\.json`,
+    `\\.kube/config|\\.config/(?:gh|gcloud|hub)\\b|\\.azure/`,
+    `\\b(?:NPM_TOKEN|NODE_AUTH_TOKEN|GITHUB_TOKEN|GH_TOKEN|GITLAB_TOKEN|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN)\\b`,
+    `JSON\\.stringify\\(\\s*process\\.env\\s*[,)]|Object\\.(?:entries|values)\\(\\s*process\\.env\\s*\\)`,
+    `wallet\\.dat|\\.ethereum/|\\.electrum|\\.bitcoin/|Local Storage/leveldb|Login Data`,
+  ].join('|'),
+);
 /** Files read for READS_IDENTITY besides JavaScript: the shell and python an install script runs. */
 const SCRIPT_EXTENSIONS = new Set(['.sh', '.bash', '.py']);
 
@@ -80,6 +95,7 @@ export async function scanCapabilities(
     if (!NODE_FILE_SCRIPT.test(cmd.trim())) found.add('shell-script');
     if (READS_IDENTITY.test(cmd) || /\$\{?(?:CI|GITHUB_|GITLAB_|RUNNER_)/.test(cmd))
       found.add('reads-identity');
+    if (READS_SECRETS.test(cmd)) found.add('reads-secrets');
   }
   let files = 0;
   let total = 0;
@@ -111,6 +127,7 @@ export async function scanCapabilities(
       const text = await readHead(path);
       total += text.length;
       if (!found.has('reads-identity') && READS_IDENTITY.test(text)) found.add('reads-identity');
+      if (!found.has('reads-secrets') && READS_SECRETS.test(text)) found.add('reads-secrets');
       if (script) continue;
       for (const [cap, re] of PATTERNS) if (!found.has(cap) && re.test(text)) found.add(cap);
       if (looksMinified(text)) found.add('minified');
@@ -132,6 +149,7 @@ export async function scanCapabilities(
         continue;
       }
       if (READS_IDENTITY.test(text)) found.add('reads-identity');
+      if (READS_SECRETS.test(text)) found.add('reads-secrets');
       for (const [cap, re] of PATTERNS) if (re.test(text)) found.add(cap);
     }
   return [...found].sort();

@@ -52,6 +52,8 @@ export interface TreePackageInfo {
   egress?: unknown;
   /** `name@version` of the packages it depends on directly. */
   dependencies: string[];
+  /** The hosts of its homepage, repository and bugs URLs (see linksOf). */
+  links?: string[];
   /**
    * Whether a registry vouches for its name and version: fetched from a configured registry, at
    * the tarball path of that very name and version, with an integrity. A tarball URL, a file or
@@ -222,6 +224,7 @@ export async function describeTree(
       ),
       capabilities: await scanCapabilities(folder, commands),
       ...(n.package.egress !== undefined ? { egress: n.package.egress } : {}),
+      ...(linksOf(n.package).length ? { links: linksOf(n.package) } : {}),
       fromRegistry: vouchedFor(n, registries),
       ...(bundler(n) ? { bundledBy: bundler(n) } : {}),
       dependencies: [...n.edgesOut.values()]
@@ -237,6 +240,30 @@ export async function describeTree(
       b.location.split('node_modules').length - a.location.split('node_modules').length ||
       a.location.localeCompare(b.location),
   );
+}
+
+/**
+ * The hosts of the web addresses a package names for itself: `homepage`, `repository` (a git
+ * URL's host too) and `bugs`. Shorthands like `user/repo` name a code host, never the package's
+ * own domain, and are left out; at most 3, from values of at most 300 characters.
+ */
+export function linksOf(manifest: Record<string, unknown>): string[] {
+  const url = (v: unknown): string | undefined => {
+    const text =
+      typeof v === 'string'
+        ? v
+        : v && typeof v === 'object' && typeof (v as { url?: unknown }).url === 'string'
+          ? (v as { url: string }).url
+          : undefined;
+    if (!text || text.length > 300) return undefined;
+    // git+https://host/…, git://host/…, git+ssh://git@host/…, git@host:user/repo
+    const scp = /^[\w.-]+@([\w.-]+):/.exec(text);
+    if (scp) return (scp[1] as string).toLowerCase();
+    const m = /^(?:git\+)?(?:https?|git|ssh):\/\/(?:[^@/]+@)?([^/:?#]+)/i.exec(text);
+    return m ? (m[1] as string).toLowerCase() : undefined;
+  };
+  const found = [url(manifest.homepage), url(manifest.repository), url(manifest.bugs)];
+  return [...new Set(found.filter((u): u is string => u !== undefined))];
 }
 
 /** See TreePackageInfo.fromRegistry. */

@@ -31,6 +31,7 @@ export function packageSummary(p: TreePackageInfo): PackageSummary {
     ...(declared?.problems.length ? { declarationProblems: declared.problems } : {}),
     dependencies: p.dependencies,
     fromRegistry: p.fromRegistry,
+    ...(p.links?.length ? { links: p.links } : {}),
   };
 }
 

@@ -40,6 +40,11 @@ export interface ContainerSpec {
   env?: Record<string, string>;
   workingDir?: string;
   hostname?: string;
+  /**
+   * Lines for the namespace's /etc/hosts (only with network `none`; a joining container shares
+   * the file), as `name:address`.
+   */
+  extraHosts?: string[];
   /** `none`: a namespace of its own with only loopback; `join`: share another container's. */
   network: { mode: 'none' } | { mode: 'join'; container: SandboxContainer };
   capAdd?: string[];

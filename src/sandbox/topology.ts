@@ -279,6 +279,9 @@ function startGatewayContainer(
     image: opts.gatewayImage,
     network: { mode: 'none' },
     hostname,
+    // As Debian's installer writes it: a machine's own name resolves to loopback without a lookup
+    // (clients that resolve os.hostname() do not query DNS on a developer's machine).
+    extraHosts: [`${hostname}:127.0.1.1`],
     capAdd: ['NET_ADMIN'],
     noNewPrivileges: true,
     sysctls: {

@@ -3,7 +3,7 @@ import { relative, resolve } from 'node:path';
 import { Command } from 'commander';
 import { PhonehomeError } from '../../core/errors.js';
 import { forTerminal, forYamlString } from '../../core/escape.js';
-import type { CheckReport, Finding } from '../../core/report.js';
+import { reachedDestination, type CheckReport, type Finding } from '../../core/report.js';
 import { PHASES } from '../../core/terms.js';
 import {
   findPolicyFile,
@@ -33,6 +33,9 @@ declarations: allow
 # Allow the documented downloads of popular packages (policies/known-egress.json).
 knownEgress: true
 
+# warn (low) | allow (info) | deny: a package reaching its own vendor's domain at run time.
+ownVendor: warn
+
 # Rules are tried in order; the first that matches an attempt decides it. Destinations: host,
 # host:port, *.zone, IP, CIDR, [IPv6]:port; packages: name, name@range, @scope/*;
 # phases: install, import, exercise, runtime (= import and exercise).
@@ -58,7 +61,7 @@ export function rulesFromReports(reports: CheckReport[]): string {
   const seen = new Set<string>();
   const out: string[] = [];
   for (const r of reports) {
-    for (const f of r.findings.filter((x) => x.id.startsWith('egress-'))) {
+    for (const f of r.findings.filter(reachedDestination)) {
       const key = `${f.phase}\0${f.package ?? ''}\0${f.destination}`;
       if (seen.has(key) || !f.phase) continue;
       seen.add(key);
@@ -182,7 +185,7 @@ export function policyCommand(): Command {
           `effective policy: ${policy.sources.map((p) => relative(process.cwd(), p) || p).join(' + ')} over the shipped defaults`,
           `  defaults: ${PHASES.map((p) => `${p} ${policy.defaults[p]}`).join(', ')}`,
           `  changes (--against): ${PHASES.map((p) => `${p} ${policy.changes[p]}`).join(', ')}`,
-          `  declarations: ${policy.declarations}; known egress: ${policy.knownEgress ? 'on' : 'off'}`,
+          `  declarations: ${policy.declarations}; known egress: ${policy.knownEgress ? 'on' : 'off'}; own vendor: ${policy.ownVendor}`,
           `  indicators: ${overrides.length ? overrides.map(([id, s]) => `${id} ${s}`).join(', ') : 'as shipped'}`,
           `  rules (first match wins):`,
           ...policy.rules.map(

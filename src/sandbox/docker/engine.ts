@@ -164,6 +164,7 @@ class DockerRun implements SandboxRun {
       PidsLimit: spec.limits?.pids,
       NanoCpus: spec.limits?.nanoCpus,
       Sysctls: spec.sysctls,
+      ExtraHosts: spec.network.mode === 'none' ? spec.extraHosts : undefined,
       // Its own cgroup namespace: /proc/self/cgroup shows "/" rather than the engine's
       // /docker/<id> path, one fewer sign of a container for code that looks.
       CgroupnsMode: 'private',

@@ -67,3 +67,28 @@ describe('reads-identity', () => {
     assert.ok(!caps.includes('reads-identity'), caps.join(','));
   });
 });
+
+describe('reads-secrets', () => {
+  it('credential files, token variables, environment dumps and wallets', async () => {
+    const cases: Record<string, string>[] = [
+      { 'a.js': "fs.readFileSync(path.join(os.homedir(), '.npmrc'), 'utf8')" },
+      { 'a.js': 'const t = /_authToken=(.*)/.exec(rc);' },
+      { 'a.js': "const key = read(home + '/.ssh/id_ed25519');" },
+      { 'a.js': "read(join(home, '.aws/credentials'))" },
+      { 'a.js': 'send(process.env.NPM_TOKEN);' },
+      { 'a.js': 'post(JSON.stringify(process.env));' },
+      { 'a.js': 'for (const [k, v] of Object.entries(process.env)) q.push(k + v);' },
+      { 'steal.py': "open(os.path.expanduser('~/.git-credentials'))" },
+      { 'a.js': "glob(home + '/.config/google-chrome/Default/Login Data')" },
+    ];
+    for (const files of cases)
+      assert.ok((await capsOf(files)).includes('reads-secrets'), JSON.stringify(files));
+  });
+
+  it('an SDK that reads its own key from a variable of its own name does not count', async () => {
+    const caps = await capsOf({
+      'a.js': "const key = process.env.VENDOR_API_KEY; const env = { ...process.env, X: '1' };",
+    });
+    assert.ok(!caps.includes('reads-secrets'), caps.join(','));
+  });
+});

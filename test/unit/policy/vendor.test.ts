@@ -1,0 +1,408 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { CheckReport, PackageSummary, ReportEvent } from '../../../src/core/report.js';
+import { diffReports } from '../../../src/core/compare.js';
+import { evaluate, type EvaluationContext } from '../../../src/policy/evaluate.js';
+import {
+  loadPolicy,
+  mergeLayers,
+  shippedIndicators,
+  shippedKnownEgress,
+  shippedSharedHosts,
+} from '../../../src/policy/load.js';
+import { parsePolicyLayer } from '../../../src/policy/parse.js';
+import { readStructured } from '../../../src/policy/source.js';
+import { ownDomainOf, vendorOf } from '../../../src/policy/vendor.js';
+import { linksOf } from '../../../src/resolve/stage.js';
+
+const SUBJECT = 'sdk@2.0.0';
+const CALLER = 'db.prod-4821.9f3a0c1e.com';
+const RESOLVER = '192.168.1.1';
+
+function policy(yaml = 'version: 1') {
+  const { layer, problems } = parsePolicyLayer(
+    readStructured('p.yaml', yaml),
+    shippedIndicators().map((i) => i.id),
+  );
+  assert.deepEqual(problems, []);
+  return mergeLayers([layer], ['p.yaml']);
+}
+
+function ctx(yaml?: string): EvaluationContext {
+  return {
+    policy: policy(yaml),
+    knownEgress: shippedKnownEgress(),
+    indicators: shippedIndicators(),
+    resolvers: [RESOLVER],
+    sharedHosts: shippedSharedHosts(),
+  };
+}
+
+/** A connection by name, after its lookup through the sandbox's resolver. */
+function reach(phase: ReportEvent['phase'], host: string, extra: Partial<ReportEvent> = {}) {
+  const pkg = extra.package ?? SUBJECT;
+  return [
+    { phase, package: pkg, kind: 'dns', host, qtype: 'A', resolver: RESOLVER },
+    { phase, package: pkg, kind: 'tls', ip: '23.45.6.7', port: 443, host, sni: host, ...extra },
+  ] as ReportEvent[];
+}
+
+function report(
+  events: ReportEvent[],
+  packages: Partial<PackageSummary>[] = [],
+  more: Partial<CheckReport> = {},
+): CheckReport {
+  const list: PackageSummary[] = [
+    { id: SUBJECT, installScripts: [], capabilities: ['network'], fromRegistry: true },
+    ...packages.map((p) => ({
+      id: 'x@1.0.0',
+      installScripts: [],
+      capabilities: ['network' as const],
+      fromRegistry: true,
+      ...p,
+    })),
+  ];
+  const byId = new Map(list.map((p) => [p.id, p]));
+  return {
+    schemaVersion: 2,
+    subject: { name: 'sdk', version: '2.0.0', integrity: null, spec: SUBJECT },
+    phases: [],
+    events,
+    findings: [],
+    verdict: 'pass',
+    packages: [...byId.values()],
+    ...more,
+  };
+}
+
+const ids = (r: CheckReport) => r.findings.map((f) => `${f.severity} ${f.id} ${f.destination}`);
+
+describe('own vendor', () => {
+  it('is the registrable domain of a link, never a shared host, an address or a platform page', () => {
+    const shared = shippedSharedHosts();
+    assert.equal(ownDomainOf('api.nodemailer.com', shared), 'nodemailer.com');
+    assert.equal(ownDomainOf('www.vendorco.co.uk', shared), 'vendorco.co.uk');
+    for (const host of [
+      'github.com',
+      'raw.githubusercontent.com',
+      'vendorco.github.io', // a private suffix of the Public Suffix List
+      'my-app.vercel.app',
+      'bit.ly',
+      'webhook.site', // listed by an indicator
+      'abc.ngrok.io',
+      'checkip.amazonaws.com',
+      'storage.googleapis.com',
+      '203.0.113.7',
+    ])
+      assert.equal(ownDomainOf(host, shared), undefined, host);
+  });
+
+  it('needs every name of the attempt in the one vendor domain, and a name that was not claimed', () => {
+    const shared = shippedSharedHosts();
+    const links = ['www.vendorco.example', 'github.com'];
+    const t = (names: string[], claimedOnly = false) => ({
+      names,
+      ...(claimedOnly ? { claimedOnly } : {}),
+    });
+    assert.equal(
+      vendorOf('sdk', links, t(['api.vendorco.example']), shared)?.domain,
+      'vendorco.example',
+    );
+    assert.equal(
+      vendorOf('sdk', links, t(['api.vendorco.example', 'evil.example']), shared),
+      undefined,
+    );
+    assert.equal(vendorOf('sdk', links, t(['api.vendorco.example'], true), shared), undefined);
+    assert.equal(vendorOf('sdk', links, t(['github.com']), shared), undefined);
+    assert.equal(vendorOf('sdk', links, t([]), shared), undefined);
+    assert.equal(vendorOf('sdk', undefined, t(['api.vendorco.example']), shared), undefined);
+    // A scope names its organisation's domain; a short or different one does not.
+    assert.match(
+      vendorOf('@sentry/node', [], t(['o1.ingest.sentry.io']), shared)?.because ?? '',
+      /scope/,
+    );
+    assert.equal(vendorOf('@io/x', [], t(['api.io.com']), shared), undefined);
+    assert.equal(vendorOf('@sentry/node', [], t(['sentry-mirror.io']), shared), undefined);
+  });
+
+  it('takes the hosts of homepage, repository and bugs; shorthands and junk are left out', () => {
+    assert.deepEqual(
+      linksOf({
+        homepage: 'https://www.Vendorco.example/docs',
+        repository: { type: 'git', url: 'git+ssh://git@github.com/vendorco/sdk.git' },
+        bugs: { url: 'https://vendorco.example/issues', email: 'a@b.example' },
+      }),
+      ['www.vendorco.example', 'github.com', 'vendorco.example'],
+    );
+    assert.deepEqual(linksOf({ repository: 'vendorco/sdk', homepage: 42, bugs: 'mailto:x' }), []);
+    assert.deepEqual(linksOf({ repository: 'git@gitlab.com:v/sdk.git' }), ['gitlab.com']);
+    assert.deepEqual(linksOf({ homepage: `https://${'a'.repeat(400)}.example` }), []);
+  });
+
+  it('runtime egress to it is low (ownVendor: warn), info with allow, the default with deny', () => {
+    const r = report(reach('exercise', 'api.vendorco.example'), [], {});
+    r.packages = [{ ...(r.packages?.[0] as PackageSummary), links: ['www.vendorco.example'] }];
+    const judged = evaluate(r, ctx());
+    assert.deepEqual(ids(judged), ['low egress-own-vendor api.vendorco.example:443']);
+    assert.equal(judged.verdict, 'warn');
+    assert.match(judged.findings[0]?.message ?? '', /own vendor's domain/);
+    assert.ok(judged.findings[0]?.suggestion, 'an allow rule is suggested');
+    assert.deepEqual(ids(evaluate(r, ctx('version: 1\nownVendor: allow'))), [
+      'info egress-own-vendor api.vendorco.example:443',
+    ]);
+    assert.deepEqual(ids(evaluate(r, ctx('version: 1\nownVendor: deny'))), [
+      'high egress-not-allowed api.vendorco.example:443',
+    ]);
+    // Without the shared-host data (an older caller), nothing is excused.
+    const { sharedHosts: _, ...bare } = ctx();
+    assert.equal(evaluate(r, bare).verdict, 'fail');
+  });
+
+  it('never at install, with a planted secret, or with an indicator that forbids allowing', () => {
+    const links = { links: ['vendorco.example'] };
+    const at = (events: ReportEvent[], findings: CheckReport['findings'] = []) => {
+      const r = report(events, [], { findings });
+      r.packages = [{ ...(r.packages?.[0] as PackageSummary), ...links }];
+      return evaluate(r, ctx());
+    };
+    assert.equal(at(reach('install', 'telemetry.vendorco.example')).verdict, 'fail');
+    const leak = {
+      id: 'bait-leak',
+      severity: 'critical' as const,
+      phase: 'exercise' as const,
+      package: SUBJECT,
+      destination: 'api.vendorco.example:443',
+      message: 'sent the npm token',
+      rule: 'bait',
+    };
+    const leaked = at(reach('exercise', 'api.vendorco.example'), [leak]);
+    assert.ok(ids(leaked).includes('high egress-not-allowed api.vendorco.example:443'));
+    // Data in DNS names under the vendor's domain (an indicator that forbids allowing).
+    const labels = 'a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d8e9f0a1b2';
+    const dns = at([
+      {
+        phase: 'import',
+        package: SUBJECT,
+        kind: 'dns',
+        host: `${labels}.t.vendorco.example`,
+        qtype: 'A',
+        resolver: RESOLVER,
+      },
+    ]);
+    assert.equal(dns.verdict, 'fail');
+    assert.ok(!ids(dns).some((f) => f.includes('own-vendor')), ids(dns).join('\n'));
+  });
+});
+
+describe('own vendor, for code that hides itself or reaches for secrets', () => {
+  const judged = (capabilities: PackageSummary['capabilities'], events: ReportEvent[]) => {
+    const r = report(events, [{ id: 'dep@1.0.0', capabilities }]);
+    r.packages = [
+      {
+        ...(r.packages?.[0] as PackageSummary),
+        links: ['vendorco.example'],
+        dependencies: ['dep@1.0.0'],
+      },
+      ...(r.packages?.slice(1) ?? []),
+    ];
+    return evaluate(r, ctx());
+  };
+  const plain: ReportEvent[] = [
+    {
+      phase: 'exercise',
+      package: SUBJECT,
+      kind: 'dns',
+      host: 'api.vendorco.example',
+      qtype: 'A',
+      resolver: RESOLVER,
+    },
+    {
+      phase: 'exercise',
+      package: SUBJECT,
+      kind: 'http',
+      ip: '23.45.6.7',
+      port: 80,
+      host: 'api.vendorco.example',
+      httpHost: 'api.vendorco.example',
+      method: 'POST',
+      path: '/v1',
+    },
+  ];
+
+  it('no excuse over TLS when its tree reads credentials, none at all when it is obfuscated', () => {
+    assert.equal(
+      judged(['network', 'reads-secrets'], reach('exercise', 'api.vendorco.example')).verdict,
+      'fail',
+    );
+    assert.equal(judged(['network', 'obfuscated'], plain).verdict, 'fail');
+    // Over plain HTTP what it sent was read (and had no planted secret in it).
+    assert.equal(judged(['network', 'reads-secrets'], plain).verdict, 'warn');
+    assert.equal(judged(['network'], reach('exercise', 'api.vendorco.example')).verdict, 'warn');
+  });
+});
+
+describe('caller-directed egress', () => {
+  it('an exercise attempt to a host the exercise passed is info, with no rule suggested', () => {
+    const r = report(
+      [
+        ...reach('exercise', CALLER, { kind: 'tcp', port: 6379, sni: undefined }),
+        {
+          phase: 'exercise',
+          package: SUBJECT,
+          kind: 'dns',
+          host: 'undefined',
+          qtype: 'A',
+          resolver: RESOLVER,
+        },
+      ],
+      [],
+      { callerHosts: [CALLER, 'undefined'] },
+    );
+    const judged = evaluate(r, ctx());
+    assert.equal(judged.verdict, 'pass', ids(judged).join('\n'));
+    const f = judged.findings.find((x) => x.id === 'egress-caller-directed');
+    assert.equal(f?.severity, 'info');
+    assert.equal(f?.suggestion, undefined);
+    assert.match(f?.message ?? '', /passed .* as an argument/);
+    // The port the caller's host listens on is the caller's business.
+    const port = judged.findings.find((x) => x.id === 'nonstandard-port');
+    assert.equal(port?.severity, 'info');
+  });
+
+  it('not at import, not a name beside it, not claimed over a raw address, not with a secret', () => {
+    const hosts = { callerHosts: [CALLER] };
+    const judge = (events: ReportEvent[], findings: CheckReport['findings'] = []) =>
+      evaluate(report(events, [], { ...hosts, findings }), ctx());
+    assert.equal(judge(reach('import', CALLER)).verdict, 'fail');
+    assert.equal(judge(reach('exercise', `x.${CALLER}`)).verdict, 'fail');
+    // An SNI of another name on the caller's connection.
+    assert.equal(judge(reach('exercise', CALLER, { sni: 'c2.evil.example' })).verdict, 'fail');
+    // The caller's name in a Host header, sent to an address nobody looked up.
+    const raw: ReportEvent = {
+      phase: 'exercise',
+      package: SUBJECT,
+      kind: 'http',
+      ip: '203.0.113.9',
+      port: 80,
+      httpHost: CALLER,
+      method: 'GET',
+      path: '/',
+    };
+    assert.equal(judge([raw]).verdict, 'fail');
+    const leak = {
+      id: 'bait-leak',
+      severity: 'critical' as const,
+      phase: 'exercise' as const,
+      package: SUBJECT,
+      destination: `${CALLER}:443`,
+      message: 'sent the npm token',
+      rule: 'bait',
+    };
+    assert.ok(
+      ids(judge(reach('exercise', CALLER), [leak])).includes(
+        `high egress-not-allowed ${CALLER}:443`,
+      ),
+    );
+  });
+
+  it('a TLS name that is no host name (a misread argument) does not stand in the way', () => {
+    const r = report(reach('exercise', CALLER, { sni: '/v1/items' }), [], {
+      callerHosts: [CALLER],
+    });
+    assert.equal(evaluate(r, ctx()).verdict, 'pass');
+  });
+
+  it('a lookup of a name without a domain is info in any phase, unless it carries data', () => {
+    const lookup = (phase: ReportEvent['phase'], host: string): ReportEvent => ({
+      phase,
+      package: SUBJECT,
+      kind: 'dns',
+      host,
+      qtype: 'A',
+      resolver: RESOLVER,
+    });
+    const judged = evaluate(report([lookup('install', 'acl'), lookup('exercise', 'test')]), ctx());
+    assert.deepEqual(ids(judged), [
+      'info egress-local-name acl (DNS)',
+      'info egress-local-name test (DNS)',
+    ]);
+    assert.equal(judged.findings[0]?.suggestion, undefined);
+    const hex = 'a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9';
+    assert.equal(evaluate(report([lookup('install', hex)]), ctx()).verdict, 'fail');
+  });
+
+  it('is no destination of the package: a diff of two runs does not show it', () => {
+    const a = evaluate(report(reach('exercise', CALLER), [], { callerHosts: [CALLER] }), ctx());
+    const other = 'api.eu-1234.0badc0de.com';
+    const b = evaluate(report(reach('exercise', other), [], { callerHosts: [other] }), ctx());
+    const d = diffReports(a, b);
+    assert.deepEqual(d.destinations.added, []);
+    assert.deepEqual(d.destinations.removed, []);
+  });
+});
+
+describe('known egress through a helper (funding messages)', () => {
+  const scripted = (command: string, deps: string[], helperFromRegistry = true) => {
+    const r = report(reach('install', 'opencollective.com'));
+    r.packages = [
+      {
+        id: SUBJECT,
+        installScripts: ['postinstall'],
+        scripts: { postinstall: { command } },
+        capabilities: ['network'],
+        dependencies: deps,
+        fromRegistry: true,
+      },
+      ...deps.map((id) => ({
+        id,
+        installScripts: [],
+        capabilities: ['network' as const],
+        fromRegistry: helperFromRegistry,
+      })),
+    ];
+    return evaluate(r, ctx());
+  };
+
+  it('allows opencollective.com at install for a postinstall that runs the helper it depends on', () => {
+    const judged = scripted('opencollective || exit 0', ['@nuxtjs/opencollective@0.3.2']);
+    assert.equal(judged.verdict, 'pass', ids(judged).join('\n'));
+    assert.match(judged.findings[0]?.rule ?? '', /known-egress:opencollective-funding-message/);
+  });
+
+  it('not without the dependency, without the bin in the script, or from a tarball of its own', () => {
+    assert.equal(scripted('opencollective || exit 0', []).verdict, 'fail');
+    assert.equal(scripted('node thanks.js', ['@nuxtjs/opencollective@0.3.2']).verdict, 'fail');
+    assert.equal(scripted('myopencollective', ['@nuxtjs/opencollective@0.3.2']).verdict, 'fail');
+    assert.equal(
+      scripted('opencollective', ['@nuxtjs/opencollective@0.3.2'], false).verdict,
+      'fail',
+    );
+  });
+
+  it("a helper's run-time update check: the package depends on it, no script needed", () => {
+    const r = report(reach('exercise', 'registry.npmjs.org'));
+    r.packages = [
+      { ...(r.packages?.[0] as PackageSummary), dependencies: ['update-check@1.5.4'] },
+      {
+        id: 'update-check@1.5.4',
+        installScripts: [],
+        capabilities: ['network'],
+        fromRegistry: true,
+      },
+    ];
+    const judged = evaluate(r, ctx());
+    assert.equal(judged.verdict, 'pass', ids(judged).join('\n'));
+    assert.match(judged.findings[0]?.rule ?? '', /update-check-registry/);
+    // Not at install, and not without the helper.
+    assert.equal(
+      evaluate({ ...r, events: reach('install', 'registry.npmjs.org') }, ctx()).verdict,
+      'fail',
+    );
+    assert.equal(evaluate(report(reach('exercise', 'registry.npmjs.org')), ctx()).verdict, 'fail');
+  });
+
+  it('the shipped list loads, every entry with packages or a helper', () => {
+    for (const e of shippedKnownEgress()) assert.ok((e.packages?.length ?? 0) > 0 || e.via, e.id);
+    assert.equal(loadPolicy({ discover: false }).policy.ownVendor, 'warn');
+  });
+});
