@@ -83,7 +83,8 @@ export const nameKey = (n: string): string => n.toLowerCase().replace(/\.$/, '')
  * claim that name only: the package looked it up elsewhere (in the wild, a resolver of its
  * author's that points it anywhere).
  */
-const HOST_NAME = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*\.?$/i;
+const HOST_NAME =
+  /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*\.?$/i;
 
 export function targetOf(e: ReportEvent, resolved?: ReadonlySet<string>): Target {
   // The Host header without its port (a bracketed IPv6 literal is an address, not a name).

@@ -37,7 +37,9 @@ describe('phonehome check (CLI), egress the package was asked for', () => {
     assert.ok(host, 'the report names the host the exercise passed');
     const directed = report.findings.filter((f) => f.id === 'egress-caller-directed');
     assert.ok(
-      directed.some((f) => f.destination?.startsWith(host as string) && !f.destination.includes('DNS')),
+      directed.some(
+        (f) => f.destination?.startsWith(host as string) && !f.destination.includes('DNS'),
+      ),
       `a connection to ${host}:\n${show(report)}`,
     );
     assert.ok(directed.every((f) => f.severity === 'info' && f.phase === 'exercise'));
@@ -70,7 +72,10 @@ describe('phonehome check (CLI), egress the package was asked for', () => {
     // Over TLS the capture cannot read what went: code that reads ~/.npmrc gets no excuse there.
     const tls = about(report, 'api.vendorco.example:443');
     assert.ok(tls.length > 0, show(report));
-    assert.ok(tls.every((f) => f.id === 'egress-not-allowed' && f.severity === 'high'), show(report));
+    assert.ok(
+      tls.every((f) => f.id === 'egress-not-allowed' && f.severity === 'high'),
+      show(report),
+    );
     assert.ok(!report.findings.some((f) => f.id === 'egress-own-vendor'), show(report));
   });
 
@@ -78,14 +83,20 @@ describe('phonehome check (CLI), egress the package was asked for', () => {
     const { report } = await check('vendor-install-beacon');
     assert.equal(report.verdict, 'fail', show(report));
     const f = about(report, 'telemetry.vendorco.example');
-    assert.ok(f.some((x) => x.phase === 'install' && x.id === 'egress-not-allowed'), show(report));
+    assert.ok(
+      f.some((x) => x.phase === 'install' && x.id === 'egress-not-allowed'),
+      show(report),
+    );
   });
 
   it('a homepage on a shared host (GitHub Pages) excuses nothing', async () => {
     const { report } = await check('shared-host-homepage');
     assert.equal(report.verdict, 'fail', show(report));
     const f = about(report, 'vendorco.github.io');
-    assert.ok(f.some((x) => x.phase === 'exercise' && x.id === 'egress-not-allowed'), show(report));
+    assert.ok(
+      f.some((x) => x.phase === 'exercise' && x.id === 'egress-not-allowed'),
+      show(report),
+    );
     assert.ok(!report.findings.some((x) => x.id === 'egress-own-vendor'), show(report));
   });
 });
