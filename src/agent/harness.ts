@@ -30,6 +30,8 @@ export interface HarnessInput {
   /** Longest wait on one returned promise (wall-clock ms). */
   callTimeoutMs?: number;
   maxCalls?: number;
+  /** No call is started after this much wall-clock time of calling (ms). */
+  callBudgetMs?: number;
   /** Longest wait, after loading or calling, for sockets and callbacks left pending (wall-clock ms). */
   graceMs?: number;
   /**
@@ -45,6 +47,8 @@ export interface HarnessResult {
   functions: number;
   classes: number;
   calls: number;
+  /** Methods of what the calls returned (instances, clients, promised objects) that were called. */
+  methods: number;
   threw: number;
   /** Returned promises that did not settle within the bound. */
   pending: number;
@@ -146,20 +150,87 @@ function bounded(
   schedule: Schedule,
   p: PromiseLike<unknown>,
   wallMs: number,
-): Promise<'settled' | 'pending'> {
+): Promise<{ state: 'settled' | 'pending'; value?: unknown }> {
   return new Promise((resolve) => {
-    const timer = schedule.timer(() => resolve('pending'), virtualMs(wallMs));
+    const timer = schedule.timer(() => resolve({ state: 'pending' }), virtualMs(wallMs));
     Promise.resolve(p).then(
-      () => {
+      (value) => {
         realClearTimeout(timer);
-        resolve('settled');
+        resolve({ state: 'settled', value });
       },
       () => {
         realClearTimeout(timer);
-        resolve('settled');
+        resolve({ state: 'settled' });
       },
     );
   });
+}
+
+/** Prototypes of the platform: their methods are Node's, not the package's. */
+const PLATFORM_PROTOTYPES = new Set<unknown>(
+  [Object, Function, Array, Promise, Map, Set, WeakMap, Error, Date, RegExp, Uint8Array].map(
+    (c) => c.prototype,
+  ),
+);
+const platformPrototype = (proto: object): boolean => {
+  if (PLATFORM_PROTOTYPES.has(proto)) return true;
+  const ctor = (proto as { constructor?: unknown }).constructor;
+  // EventEmitter, streams and the other classes of Node's own library.
+  return typeof ctor === 'function' && NODE_CLASSES.has(ctor);
+};
+const NODE_CLASSES = new Set<unknown>();
+for (const m of ['events', 'stream', 'net', 'http', 'https', 'tls', 'dgram', 'worker_threads'])
+  try {
+    for (const v of Object.values(createRequire(import.meta.url)(m) as Record<string, unknown>))
+      if (typeof v === 'function') NODE_CLASSES.add(v);
+  } catch {
+    // A module the sandbox's Node lacks adds nothing.
+  }
+
+/** At most this many methods of one returned object are called. */
+const METHODS_PER_OBJECT = 40;
+
+/**
+ * The methods of an object a call returned (an instance, a client, a promised result): its own
+ * function properties and its prototypes' up to the platform's, and those of the plain objects it
+ * holds one level down (a client's `customers`, `messages`, …). Getters are not run.
+ */
+function methodsOf(obj: object): { fn: unknown; self: object }[] {
+  const out: { fn: unknown; self: object }[] = [];
+  const seen = new Set<unknown>();
+  const visit = (o: object, nested: boolean) => {
+    for (
+      let p: object | null = o;
+      p && !platformPrototype(p) && out.length < METHODS_PER_OBJECT;
+      p = Object.getPrototypeOf(p) as object | null
+    ) {
+      let names: (string | symbol)[];
+      try {
+        names = Reflect.ownKeys(p);
+      } catch {
+        return;
+      }
+      for (const k of names) {
+        if (k === 'constructor' || typeof k === 'symbol' || out.length >= METHODS_PER_OBJECT)
+          continue;
+        let d: PropertyDescriptor | undefined;
+        try {
+          d = Object.getOwnPropertyDescriptor(p, k);
+        } catch {
+          continue;
+        }
+        const v: unknown = d && 'value' in d ? d.value : undefined;
+        if (typeof v === 'function' && !seen.has(v)) {
+          seen.add(v);
+          out.push({ fn: v, self: o });
+        } else if (!nested && v && typeof v === 'object' && p === o && !Array.isArray(v))
+          visit(v as object, true);
+      }
+      if (nested) break;
+    }
+  };
+  visit(obj, false);
+  return out;
 }
 
 const isClass = (fn: unknown): boolean =>
@@ -217,6 +288,7 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
     functions: 0,
     classes: 0,
     calls: 0,
+    methods: 0,
     threw: 0,
     pending: 0,
   };
@@ -250,21 +322,47 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
       exported = { ...(exported as Record<string, unknown>) };
     }
     const shapes = argumentShapes(input.callerHost ?? 'test');
+    const deadline = performance.now() + virtualMs(input.callBudgetMs ?? 20_000);
+    // Methods get fewer shapes: none, a host, an object, and the mix.
+    const methodShapes = [0, 1, 3, 6].map((i) => shapes[i] as (typeof shapes)[number]);
     const fns = collect(exported);
     for (const fn of fns) {
       if (isClass(fn)) result.classes++;
       else result.functions++;
     }
-    outer: for (const fn of fns) {
-      for (const shape of shapes) {
-        if (result.calls >= maxCalls) break outer;
+    // What the exported functions and classes give back is called in turn (its methods, once per
+    // object), after every export: a client's methods are where an SDK's requests are made.
+    const queue: { fn: unknown; self?: object; method?: boolean }[] = fns.map((fn) => ({ fn }));
+    const expanded = new WeakSet<object>();
+    // One object per export is looked into: the first one a call of it gives back.
+    const expandedFrom = new Set<unknown>();
+    const expand = (from: unknown, v: unknown) => {
+      if (!v || (typeof v !== 'object' && typeof v !== 'function') || expanded.has(v)) return;
+      if (typeof (v as PromiseLike<unknown>).then === 'function' || fns.includes(v)) return;
+      if (expandedFrom.has(from)) return;
+      expandedFrom.add(from);
+      expanded.add(v);
+      if (typeof v === 'function') queue.push({ fn: v, method: true });
+      else for (const m of methodsOf(v)) queue.push({ ...m, method: true });
+    };
+    // A method that ends the process (a CLI object's parse(), say) would end the exercise with it:
+    // while calling, process.exit() runs its 'exit' listeners and returns. Node's exit() ends in
+    // reallyExit; process.exit itself stays Node's own function.
+    const proc = process as unknown as { reallyExit: (code?: number) => void };
+    const reallyExit = proc.reallyExit;
+    proc.reallyExit = () => undefined;
+    outer: for (let i = 0; i < queue.length; i++) {
+      const { fn, self, method } = queue[i] as (typeof queue)[number];
+      if (method) result.methods++;
+      for (const shape of method ? methodShapes : shapes) {
+        if (result.calls >= maxCalls || performance.now() > deadline) break outer;
         result.calls++;
         const f = fn as (...a: unknown[]) => unknown;
         let value: unknown;
         try {
           value = isClass(fn)
             ? new (f as unknown as new (...a: unknown[]) => unknown)(...shape())
-            : f(...shape());
+            : Reflect.apply(f, self, shape());
         } catch (e) {
           if (e instanceof TypeError && /class constructor/i.test(e.message)) {
             try {
@@ -279,11 +377,14 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
           }
         }
         if (value && typeof (value as PromiseLike<unknown>).then === 'function') {
-          if ((await bounded(schedule, value as PromiseLike<unknown>, callTimeoutMs)) === 'pending')
-            result.pending++;
-        }
+          const r = await bounded(schedule, value as PromiseLike<unknown>, callTimeoutMs);
+          if (r.state === 'pending') result.pending++;
+          else if (!method) expand(fn, r.value);
+        } else if (!method) expand(fn, value);
       }
     }
+    proc.reallyExit = reallyExit;
+    process.exitCode = 0;
   }
   await quiesce(schedule, baseline, input.graceMs ?? 1500);
   // Exit once the line is out (a pipe would cut it otherwise), whatever the package left running.

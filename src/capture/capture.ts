@@ -42,6 +42,8 @@ const BODY_SAMPLE_MAX = 64 * 1024;
 const BODY_SAMPLE_BUDGET = 16 * 1024 * 1024;
 /** Raw TCP and UDP payloads kept for judging (a raw stream is classified within its first 4 KiB). */
 const RAW_SAMPLE_MAX = 4096;
+/** Bytes after a query's question that are ordinary: an EDNS OPT record with a cookie, padding. */
+const DNS_USUAL_EXTRA = 64;
 /** How long a connection may stay silent before we record what we have. */
 const IDLE_MS = 1500;
 /** The longest we hold any one connection. */
@@ -207,15 +209,21 @@ export class Capture {
   /** A DNS query's answer, or undefined when the message is not a query we read. */
   answerDns(
     msg: Buffer,
-  ): { reply: Buffer; qname: string; qtype: string; text: string } | undefined {
+  ): { reply: Buffer; qname: string; qtype: string; text: string; extra?: Buffer } | undefined {
     try {
       const q = parseQuery(msg);
       const { answer, text } = this.answerFor(q.qname, q.qtype);
+      // More than a query's usual additional record after the question: kept, it may be data.
+      const extra =
+        msg.length - q.questionEnd > DNS_USUAL_EXTRA
+          ? Buffer.from(msg.subarray(q.questionEnd, q.questionEnd + RAW_SAMPLE_MAX))
+          : undefined;
       return {
         reply: buildResponse(msg, q, answer),
         qname: q.qname,
         qtype: qtypeName(q.qtype),
         text,
+        ...(extra ? { extra } : {}),
       };
     } catch (e) {
       if (!(e instanceof DnsParseError)) throw e;
@@ -224,7 +232,7 @@ export class Capture {
   }
 
   recordDns(
-    a: { qname: string; qtype: string; text: string },
+    a: { qname: string; qtype: string; text: string; extra?: Buffer },
     t: number,
     resolver: string,
     resolverPort: number,
@@ -240,6 +248,7 @@ export class Capture {
       resolverPort,
       transport,
       answer: a.text,
+      ...(a.extra ? { extraHex: a.extra.toString('hex') } : {}),
       ...(proc ? { proc } : {}),
     });
   }

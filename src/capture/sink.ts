@@ -144,6 +144,8 @@ function payloadOf(e: AttemptInput): string {
       ]);
     case 'udp':
       return e.sampleHex;
+    case 'dns':
+      return e.extraHex ?? '';
     default:
       return '';
   }
@@ -152,6 +154,8 @@ function payloadOf(e: AttemptInput): string {
 /** The payload fields a summary keeps, cut small. */
 function payloadFields(e: AttemptInput): Partial<SummaryEvent> {
   if (e.kind === 'udp') return { sampleHex: e.sampleHex.slice(0, SUMMARY_HEX_CHARS) };
+  if (e.kind === 'dns')
+    return e.extraHex ? { extraHex: e.extraHex.slice(0, SUMMARY_HEX_CHARS) } : {};
   if (e.kind !== 'tcp' && e.kind !== 'tls' && e.kind !== 'http') return {};
   const out: Partial<SummaryEvent> = {};
   if (e.alpn) out.alpn = e.alpn.slice(0, 16).map((a) => a.slice(0, 64));

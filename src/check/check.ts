@@ -171,7 +171,12 @@ export async function checkStaged(
       // Call what the package exports, run the commands it installs.
       name: 'exercise',
       steps: [
-        harness('exercise', { mode: 'exercise', callerHost }, o.exerciseTimeoutMs),
+        harness(
+          'exercise',
+          // A third of the phase for calling, so the commands it installs still get their turn.
+          { mode: 'exercise', callerHost, callBudgetMs: Math.floor(o.exerciseTimeoutMs / 3) },
+          o.exerciseTimeoutMs,
+        ),
         ...staged.bins.flatMap((bin) =>
           BIN_ARGUMENTS.map((args): Step => ({
             label: `${[bin, ...args].join(' ')}`,
@@ -217,6 +222,7 @@ export async function checkStaged(
       functions: calls.functions,
       classes: calls.classes,
       calls: calls.calls,
+      methods: calls.methods,
       threw: calls.threw,
       pending: calls.pending,
       bins: staged.bins.length,
@@ -303,17 +309,36 @@ export async function checkStaged(
  */
 const STRINGIFIED_ARGUMENTS = ['undefined', 'null', '42', '[object object]'];
 
-const SERVICES = ['api', 'db', 'cache', 'queue', 'mail', 'search', 'auth', 'files'];
-const ZONES = ['corp', 'prod', 'svc', 'internal', 'eu', 'us'];
+const SERVICES = ['api', 'db', 'cache', 'queue', 'mail', 'search', 'auth', 'files', 'redis', 'pg'];
+const ZONES = ['corp', 'prod', 'svc', 'internal', 'eu', 'us', 'staging', 'data'];
+const WORDS = [
+  'acme',
+  'northwind',
+  'contoso',
+  'initech',
+  'globex',
+  'umbrella',
+  'hooli',
+  'vandelay',
+];
+const TLDS = ['com', 'net', 'io', 'dev', 'cloud'];
 
 /**
- * The host name the exercise passes as an argument, like `db.prod-4821.9f3a0c1e.com`, fresh
- * per run (about 40 bits), so that nothing but the arguments produces it. It resolves like any
- * other name in the sandbox: a client told to connect there connects, and what it sends is seen.
+ * The host name the exercise passes as an argument, fresh per run (tens of bits, in one of several
+ * shapes: `db.prod-4821.9f3a0c1e.com`, `cache-7d2a91.globex.net`, `api.eu3.hooli-5216.io`), so that
+ * nothing but the arguments produces it. It resolves like any other name in the sandbox: a client
+ * told to connect there connects, and what it sends is seen.
  */
 export function newCallerHost(): string {
   const pick = (l: readonly string[]) => l[randomInt(l.length)] as string;
-  return `${pick(SERVICES)}.${pick(ZONES)}-${randomInt(1000, 9999)}.${randomBytes(4).toString('hex')}.com`;
+  const hex = (n: number) => randomBytes(n).toString('hex');
+  const shapes = [
+    () => `${pick(SERVICES)}.${pick(ZONES)}-${randomInt(1000, 9999)}.${hex(4)}.${pick(TLDS)}`,
+    () => `${pick(SERVICES)}-${hex(3)}.${pick(WORDS)}${randomInt(10, 99)}.${pick(TLDS)}`,
+    () =>
+      `${pick(SERVICES)}.${pick(ZONES)}${randomInt(1, 9)}.${pick(WORDS)}-${randomInt(1000, 9999)}.${pick(TLDS)}`,
+  ];
+  return (shapes[randomInt(shapes.length)] as () => string)();
 }
 
 /** The phases of a plan in a started sandbox, in order; a phase with nothing to run is skipped. */

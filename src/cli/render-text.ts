@@ -58,10 +58,16 @@ function headline(report: CheckReport): string {
     ),
   ];
   const leaks = findings.filter((f) => f.id === 'bait-leak').length;
+  const vendor = findings.filter(
+    (f) => f.id === 'egress-own-vendor' && f.severity !== 'info',
+  ).length;
+  const directed = findings.filter((f) => f.id === 'egress-caller-directed').length;
   const parts = [
     ...(leaks ? [`BAIT SECRETS SENT OUT: ${leaks}`] : []),
     `${report.events.length} egress attempt(s) to ${destinations} destination(s)`,
     notAllowed ? `policy: ${notAllowed} not allowed` : 'policy: all allowed',
+    ...(vendor ? [`${vendor} to its own vendor's domain (low)`] : []),
+    ...(directed ? [`${directed} where the exercise told it to`] : []),
     ...(indicators.length ? [`indicators: ${indicators.join(', ')}`] : []),
   ];
   return `${report.verdict.toUpperCase()} ${id}: ${parts.join('; ')}`;
@@ -80,7 +86,7 @@ export function renderText(report: CheckReport): string {
     );
     if (p.calls)
       lines.push(
-        `    called ${p.calls.functions} function(s) and ${p.calls.classes} class(es) ${p.calls.calls} time(s); ran ${p.calls.bins} command(s)`,
+        `    called ${p.calls.functions} function(s), ${p.calls.classes} class(es)${p.calls.methods ? ` and ${p.calls.methods} method(s) of what they returned` : ''} ${p.calls.calls} time(s); ran ${p.calls.bins} command(s)`,
       );
     const inPhase = report.events.filter((e) => e.phase === p.name);
     const byPackage = new Map<string, ReportEvent[]>();

@@ -193,6 +193,13 @@ function haystacks(events: CaptureEvent[]): Haystack[] {
           });
         break;
       case 'dns':
+        if (e.extraHex)
+          out.push({
+            channel: 'DNS message data',
+            text: latin1(e.extraHex, 'hex'),
+            caseless: false,
+            event: e,
+          });
         out.push({
           channel: 'DNS name',
           text: e.qname.split('.').join(''),

@@ -217,6 +217,7 @@ function synthetic(s: SummaryEvent): CaptureEvent {
         resolverPort: s.resolverPort ?? 0,
         transport: s.transport ?? 'udp',
         answer: '',
+        ...opt('extraHex'),
         ...proc,
       };
     case 'tcp':

@@ -113,6 +113,7 @@ function validEvent(e: Obj): boolean {
         count(e.resolverPort) &&
         (e.transport === 'udp' || e.transport === 'tcp') &&
         str(e.answer) &&
+        optStr(e.extraHex) &&
         optProc(e.proc)
       );
     case 'tcp':
@@ -165,6 +166,7 @@ function validEvent(e: Obj): boolean {
         optCount(e.port) &&
         (e.family === undefined || e.family === 'ipv4' || e.family === 'ipv6') &&
         optStr(e.sampleHex) &&
+        optStr(e.extraHex) &&
         validStreamFields(e) &&
         optCount(e.procRef) &&
         optProc(e.proc)

@@ -30,6 +30,8 @@ export interface PhaseResult {
     functions: number;
     classes: number;
     calls: number;
+    /** Methods of what the calls returned that were called too. */
+    methods?: number;
     threw: number;
     pending: number;
     bins: number;

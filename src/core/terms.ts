@@ -125,6 +125,11 @@ export interface DnsEvent extends EventBase {
   transport: 'udp' | 'tcp';
   /** What the capture answered: a synthetic address, or a note such as 'NOERROR empty'. */
   answer: string;
+  /**
+   * Hex of what the message carried after its first question, when that is more than a query's
+   * usual additional record (EDNS: a few dozen bytes): data riding along with a lookup.
+   */
+  extraHex?: string;
   proc?: ProcessInfo;
 }
 
@@ -318,6 +323,8 @@ export interface SummaryEvent extends EventBase {
   websocket?: boolean;
   firstBytesHex?: string;
   sampleHex?: string;
+  /** A DNS query's data after its question (DnsEvent.extraHex). */
+  extraHex?: string;
   /**
    * The process of the attempts counted: `procRef` names it, and the first record with a given
    * `procRef` carries the whole `proc`.

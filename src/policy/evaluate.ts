@@ -41,7 +41,7 @@ import {
 } from './indicators.js';
 import { packageInScope, parseDeclaration } from './parse.js';
 import type { KnownEgressEntry, Policy, PolicyRule } from './types.js';
-import { vendorOf, type SharedHosts } from './vendor.js';
+import { registrableDomain, vendorOf, type SharedHosts } from './vendor.js';
 import { severityRank } from '../core/report.js';
 
 export interface EvaluationContext {
@@ -63,14 +63,15 @@ interface TreeFacts {
   summary: (pkg: string) => PackageSummary | undefined;
   /** The names the exercise passed as arguments (CheckReport.callerHosts). */
   callerHosts: readonly string[];
+  callerDomains: readonly string[];
 }
 
 /** What decide() knows of the attempts it judges beyond their target. */
 interface Evidence {
   /** One of them carried a planted secret, or tripped an indicator that forbids allowing. */
   damning: boolean;
-  /** Some of what they sent could not be read (TLS, raw TCP or UDP): no secret could be seen. */
-  unread: boolean;
+  /** The attempts themselves (their processes). */
+  events: readonly ReportEvent[];
 }
 
 const DEFAULT_SEVERITY: Record<Policy['defaults'][Phase], Severity> = {
@@ -90,6 +91,8 @@ interface Decision {
   severity: Severity;
   rule: string;
   because: string;
+  /** A known-egress entry's indicators it explains, at these severities. */
+  explains?: Record<string, Severity>;
 }
 
 function ruleMatches(r: PolicyRule, phase: Phase, pkg: string | undefined, t: Target): boolean {
@@ -102,23 +105,47 @@ function ruleMatches(r: PolicyRule, phase: Phase, pkg: string | undefined, t: Ta
  * A shipped entry that applies through a helper: `pkg` depends on the helper directly and, when
  * the entry names bins, its install script runs one of them; both vouched for by a registry.
  */
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
 function viaMatches(
   ctx: TreeFacts,
   r: KnownEgressEntry & { via: NonNullable<KnownEgressEntry['via']> },
   phase: Phase,
   pkg: string | undefined,
   t: Target,
+  events: readonly ReportEvent[],
 ): boolean {
   if (!pkg || (r.phases && !r.phases.includes(phase))) return false;
   if (!r.destinations.some((d) => matchesDestination(d, t, 'allow'))) return false;
   const s = ctx.summary(pkg);
   const helper = s?.dependencies?.find((d) => parseId(d).name === r.via.package);
   if (!s || !helper || !ctx.vouched(helper)) return false;
+  // The package's own code, beside the helper, must not be what could have made the request.
+  if (suspectTree(ctx, pkg, [helper])) return false;
   if (!r.via.bins) return true;
-  const word = new RegExp(
-    `(^|[\\s;&|(])(${r.via.bins.map((b) => b.replace(/[.]/g, '\\.')).join('|')})($|[\\s;&|)])`,
+  // The helper's bin made it: every attempt came from a process running one of its files.
+  const own = new RegExp(
+    `^\\S*node\\s+\\S*/node_modules/(?:\\.bin/(?:${r.via.bins.map(escapeRe).join('|')})|${escapeRe(r.via.package)}/\\S+)(?:\\s|$)`,
   );
+  const connections = events.filter((e) => e.kind !== 'dns');
+  const made = connections.length ? connections : events;
+  if (!made.every((e) => e.process !== undefined && own.test(e.process))) return false;
+  const word = new RegExp(`(^|[\\s;&|(])(${r.via.bins.map(escapeRe).join('|')})($|[\\s;&|)])`);
   return Object.values(s.scripts ?? {}).some((x) => word.test(x.command));
+}
+
+/**
+ * Whether `pkg`'s tree, less the trees of `except` (a helper's own, which may read the npm
+ * config), has code that hides itself or reaches for the machine's secrets; or `pkg` itself runs
+ * code it builds or fetches.
+ */
+function suspectTree(ctx: TreeFacts, pkg: string, except: string[]): boolean {
+  const spared = new Set(except.flatMap((id) => closure(id, ctx.dependencies)));
+  const tree = closure(pkg, ctx.dependencies).filter((id) => id === pkg || !spared.has(id));
+  if (ctx.summary(pkg)?.capabilities.includes('dynamic-code')) return true;
+  return tree.some((id) =>
+    (ctx.summary(id)?.capabilities ?? []).some((c) => c === 'obfuscated' || c === 'reads-secrets'),
+  );
 }
 
 function decide(
@@ -134,7 +161,11 @@ function decide(
     !evidence.damning &&
     !t.claimedOnly &&
     t.names.length > 0 &&
-    t.names.every((n) => ctx.callerHosts.includes(n))
+    t.names.every(
+      (n) =>
+        ctx.callerHosts.includes(n) ||
+        ctx.callerDomains.some((d) => n === d || n.endsWith(`.${d}`)),
+    )
   )
     return {
       id: 'egress-caller-directed',
@@ -146,7 +177,14 @@ function decide(
   // argument that names no host) is answered by /etc/hosts, the local network or its search
   // domains, never by a server on the internet: nothing reaches anyone from it.
   const name = t.names[0];
-  if (t.anyPort && t.names.length === 1 && name && !name.includes('.') && !evidence.damning)
+  if (
+    t.anyPort &&
+    !t.claimedOnly &&
+    t.names.length === 1 &&
+    name &&
+    !name.includes('.') &&
+    !evidence.damning
+  )
     return {
       id: 'egress-local-name',
       severity: 'info',
@@ -174,7 +212,9 @@ function decide(
   // about any tarball whose package.json claims the name.
   if (ctx.policy.knownEgress && (!pkg || ctx.vouched(pkg))) {
     const known = ctx.knownEgress.find((r) =>
-      r.via ? viaMatches(ctx, { ...r, via: r.via }, phase, pkg, t) : ruleMatches(r, phase, pkg, t),
+      r.via
+        ? viaMatches(ctx, { ...r, via: r.via }, phase, pkg, t, evidence.events)
+        : ruleMatches(r, phase, pkg, t),
     );
     if (known)
       return {
@@ -182,9 +222,17 @@ function decide(
         severity: 'info',
         rule: `known-egress:${known.id}`,
         because: `known legitimate egress "${known.id}": ${known.why ?? ''} (source: ${known.source})`,
+        ...(known.explains ? { explains: known.explains } : {}),
       };
   }
-  if (pkg && ctx.policy.declarations !== 'ignore' && ctx.declarations[pkg] !== undefined) {
+  // A declaration is the package's word: not taken from a tree that hides code or reaches for
+  // the machine's secrets (what it sent to a declared host cannot be told from exfiltration).
+  if (
+    pkg &&
+    ctx.policy.declarations !== 'ignore' &&
+    ctx.declarations[pkg] !== undefined &&
+    !suspectTree(ctx, pkg, [])
+  ) {
     const declared = parseDeclaration(ctx.declarations[pkg]).byPhase[phase] ?? [];
     const hit = declared.find((d) => matchesDestination(d, t, 'allow'));
     if (hit)
@@ -199,13 +247,9 @@ function decide(
     ctx.sharedHosts &&
     !evidence.damning
   ) {
-    // Code that hides itself, or reaches for planted secrets while what it sent went unread, gets
-    // no excuse: whether a secret went along cannot be told.
-    const tree = closure(pkg, ctx.dependencies).map((id) => ctx.summary(id)?.capabilities ?? []);
-    const suspect = tree.some(
-      (caps) => caps.includes('obfuscated') || (evidence.unread && caps.includes('reads-secrets')),
-    );
-    const vendor = suspect
+    // Code that hides itself, reaches for the machine's secrets (encrypted, they would pass any
+    // look at the traffic), or runs code it is given gets no excuse.
+    const vendor = suspectTree(ctx, pkg, [])
       ? undefined
       : vendorOf(parseId(pkg).name, ctx.summary(pkg)?.links, t, ctx.sharedHosts);
     if (vendor)
@@ -226,6 +270,18 @@ function decide(
         ? `the policy allows ${phase}-time egress by default`
         : `no rule, known-egress entry or declaration allows it (default for ${phase}: ${action})`,
   };
+}
+
+/**
+ * Where an attempt went, as a person would write it, with the other names it was aimed at: a TLS
+ * connection to one name with another's SNI shows both.
+ */
+function shownDestination(e: ReportEvent, t: Target): string {
+  const shown = nameKey(e.sni ?? e.host ?? '');
+  const others = t.names.filter((n) => n !== shown);
+  const raw = t.claimedOnly && e.ip && e.host === undefined ? [`address ${e.ip}`] : [];
+  const extra = [...others, ...raw];
+  return extra.length ? `${destinationOf(e)} (also ${extra.join(', ')})` : destinationOf(e);
 }
 
 /** Severity of an indicator after the policy's overrides (locked ones cannot be lowered). */
@@ -280,6 +336,12 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     vouched: (pkg) => packages.size === 0 || packages.get(pkg)?.fromRegistry === true,
     summary: (pkg) => packages.get(pkg),
     callerHosts: (report.callerHosts ?? []).map(nameKey),
+    // Names under a caller host's own domain (made fresh per run too): a client that builds a name
+    // from the host it was given (`api.github.com` + host, a subdomain) reaches the caller's zone.
+    callerDomains: (report.callerHosts ?? [])
+      .filter((h) => h.includes('.'))
+      .map((h) => registrableDomain(nameKey(h)))
+      .filter((d): d is string => d !== undefined),
   };
   const active = ctx.indicators
     .map((ind) => ({ ind, severity: effectiveSeverity(ind, ctx.policy) }))
@@ -287,9 +349,32 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
   const severityOf = new Map(active.map((a) => [a.ind.id, a.severity]));
   const activeIndicators = active.map((a) => a.ind);
 
+  // Names the sandbox's own resolver was asked for. A connection whose name was only ever looked
+  // up through a resolver the package chose (in the wild: one that answers with its author's
+  // address) went wherever that resolver said: the name is claimed, and allows nothing.
+  const viaOwnResolver = new Set(
+    report.events
+      .filter(
+        (e) => e.kind === 'dns' && e.resolver !== undefined && ctx.resolvers.includes(e.resolver),
+      )
+      .map((e) => nameKey(e.host ?? '')),
+  );
   // Group attempts by phase, package and destination; a DNS lookup of a name the package then
-  // connected to is part of that connection, not a destination of its own.
+  // connected to is part of that connection, not a destination of its own. Attempts shown alike
+  // but aimed differently (the same SNI on connections to two names, a lookup asked of another
+  // resolver) are groups of their own: each group is judged by what all its attempts were aimed at.
   type Group = { phase: Phase; pkg?: string; events: ReportEvent[]; dns: boolean };
+  const foreign = (e: ReportEvent) =>
+    e.kind === 'dns' && e.resolver !== undefined && !ctx.resolvers.includes(e.resolver);
+  const aim = (e: ReportEvent) => {
+    const t = targetOf(e, viaOwnResolver);
+    return JSON.stringify([
+      [...t.names].sort(),
+      t.claimedOnly ?? false,
+      t.ip ?? '',
+      foreign(e) ? e.resolver : '',
+    ]);
+  };
   const groups = new Map<string, Group>();
   const byName = new Map<string, Group>();
   const who = (e: ReportEvent) => `${e.phase}\0${e.package ?? ''}`;
@@ -303,8 +388,8 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     ...report.events.filter((e) => e.kind === 'dns'),
   ].map(inTree);
   for (const e of ordered) {
-    const joined = e.kind === 'dns' ? byName.get(`${who(e)}\0${e.host}`) : undefined;
-    const key = `${who(e)}\0${e.kind === 'dns' ? `${e.host} (DNS)` : destinationOf(e)}`;
+    const joined = e.kind === 'dns' && !foreign(e) ? byName.get(`${who(e)}\0${e.host}`) : undefined;
+    const key = `${who(e)}\0${e.kind === 'dns' ? `${e.host} (DNS)` : destinationOf(e)}\0${aim(e)}`;
     const g = joined ??
       groups.get(key) ?? {
         phase: e.phase,
@@ -342,16 +427,6 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     });
   };
 
-  // Names the sandbox's own resolver was asked for. A connection whose name was only ever looked
-  // up through a resolver the package chose (in the wild: one that answers with its author's
-  // address) went wherever that resolver said: the name is claimed, and allows nothing.
-  const viaOwnResolver = new Set(
-    report.events
-      .filter(
-        (e) => e.kind === 'dns' && e.resolver !== undefined && ctx.resolvers.includes(e.resolver),
-      )
-      .map((e) => nameKey(e.host ?? '')),
-  );
   // Where planted secrets went (bait-leak findings, made with the report).
   const leaks = new Set(
     findings
@@ -360,8 +435,15 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
   );
   for (const g of groups.values()) {
     const main = g.events.find((e) => e.kind !== 'dns') ?? (g.events[0] as ReportEvent);
-    const target = targetOf(main, viaOwnResolver);
-    const destination = g.dns ? `${main.host} (DNS)` : destinationOf(main);
+    // A lookup asked of a resolver the package chose is a datagram to that resolver: only a rule
+    // for its address allows it.
+    const asked = g.dns && foreign(main) ? main.resolver : undefined;
+    const target: Target = asked
+      ? { names: targetOf(main).names, claimedOnly: true, ip: asked, port: 53 }
+      : targetOf(main, viaOwnResolver);
+    const destination = g.dns
+      ? `${main.host} (DNS${asked ? `, asked ${asked}` : ''})`
+      : shownDestination(main, target);
     const hits = g.events.flatMap((e) => eventIndicators(e, activeIndicators, ctx));
     const forbidding = hits.find((h) => h.indicator.forbidsAllow);
     const leaked = g.events.some((e) =>
@@ -369,7 +451,7 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     );
     const decision = decide(ctx, g.phase, g.pkg, target, {
       damning: leaked || !!forbidding,
-      unread: g.events.some((e) => e.kind !== 'dns' && e.kind !== 'http'),
+      events: g.events,
     });
     // A human-approved rule or a curated known-egress entry explains an indicator that may be
     // allowed; a package's own declaration does not (evidence, not trust).
@@ -380,18 +462,22 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
         !decision.rule.startsWith('default:')) ||
       (decision.id === 'egress-caller-directed' &&
         ['nonstandard-port', 'large-upload'].includes(h.indicator.detector));
+    // A curated entry may explain even an indicator no policy can allow, at the severity it names.
+    const explained = (h: IndicatorHit) => decision.explains?.[h.indicator.id];
     for (const h of hits)
       addIndicator(
         h,
         g.phase,
         g.pkg,
         destination,
-        h.indicator.forbidsAllow && decision.id === 'egress-allowed'
-          ? ` (${decision.because}, but no policy can allow this)`
-          : accepted(h)
-            ? ` (accepted: ${decision.because})`
-            : '',
-        accepted(h) && !h.indicator.forbidsAllow ? 'info' : undefined,
+        explained(h)
+          ? ` (explained: ${decision.because})`
+          : h.indicator.forbidsAllow && decision.id === 'egress-allowed'
+            ? ` (${decision.because}, but no policy can allow this)`
+            : accepted(h)
+              ? ` (accepted: ${decision.because})`
+              : '',
+        explained(h) ?? (accepted(h) && !h.indicator.forbidsAllow ? 'info' : undefined),
       );
     const who = g.pkg ?? 'an unidentified package';
     const verb = g.dns ? 'looked up' : 'tried to reach';

@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { PhonehomeError } from '../core/errors.js';
-import { PHASES } from '../core/terms.js';
+import { PHASES, SEVERITIES, type Severity } from '../core/terms.js';
 import { packageRoot } from '../paths.js';
 import { parseDestination } from './destination.js';
 import { compileIndicators, type Indicator } from './indicators.js';
@@ -100,6 +100,19 @@ export function shippedKnownEgress(): KnownEgressEntry[] {
             !via.bins.every((b) => typeof b === 'string' && /^[a-z0-9._-]+$/.test(b)))))
     )
       fail('via needs a package (and, for install scripts, a list of its bins)');
+    const explains = e.explains as Record<string, unknown> | undefined;
+    if (
+      explains !== undefined &&
+      (via !== undefined ||
+        typeof explains !== 'object' ||
+        !Object.entries(explains).every(
+          ([id, s]) =>
+            shippedIndicators().some((i) => i.id === id) &&
+            (SEVERITIES as readonly unknown[]).includes(s) &&
+            s !== 'info',
+        ))
+    )
+      fail('explains names indicators with a severity above info, for an entry with packages');
     if (!destinations.length || packages.length > 0 === (via !== undefined))
       fail('an entry needs allow, and packages or via');
     return {
@@ -117,6 +130,7 @@ export function shippedKnownEgress(): KnownEgressEntry[] {
         : { packages }),
       ...(phases.length ? { phases: expandPhases(phases) } : {}),
       ...(typeof e.why === 'string' ? { why: e.why } : {}),
+      ...(explains ? { explains: explains as Record<string, Severity> } : {}),
       origin: `known-egress:${String(e.id)}`,
     };
   });

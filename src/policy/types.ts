@@ -88,6 +88,11 @@ export interface KnownEgressEntry extends PolicyRule {
    * checks).
    */
   via?: { package: string; bins?: string[] };
+  /**
+   * Indicators the entry explains, with the severity they keep: even one that forbids allowing
+   * (a cloud SDK's metadata probe). Only for entries naming their packages, vouched for.
+   */
+  explains?: Record<string, Severity>;
 }
 
 /** A package's `egress` declaration, parsed. */

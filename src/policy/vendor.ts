@@ -1,7 +1,7 @@
 /**
  * A package's own vendor: the registrable domains of the web addresses it names for itself
- * (homepage, repository, bugs), and for a scoped package the domain named like its scope
- * (`@sentry/node` → `sentry.io`). An SDK that reaches its vendor's API when its methods are called
+ * (homepage, repository, bugs), and the domain named like its scope or, unscoped, like itself
+ * (`@sentry/node` → `sentry.io`, `stripe` → `stripe.com`). An SDK that reaches its vendor's API when its methods are called
  * is doing its job; evaluate() judges such runtime attempts `own-vendor` (low by default, see
  * Policy.ownVendor) instead of the phase's default.
  *
@@ -16,6 +16,7 @@ import type { DestinationPattern, Target } from './destination.js';
 interface Parsed {
   domain: string | null;
   domainWithoutSuffix: string | null;
+  publicSuffix: string | null;
   isPrivate: boolean | null;
   isIp: boolean | null;
 }
@@ -25,6 +26,12 @@ let tldts: { parse(host: string, o: { allowPrivateDomains: boolean }): Parsed } 
 function parse(host: string): Parsed {
   tldts ??= createRequire(import.meta.url)('tldts') as typeof tldts & object;
   return tldts.parse(host, { allowPrivateDomains: true });
+}
+
+/** The registrable domain of a host name (below a private suffix too), if it has one. */
+export function registrableDomain(host: string): string | undefined {
+  const p = parse(host);
+  return p.isIp ? undefined : (p.domain ?? undefined);
 }
 
 /** What makes a domain shared: the indicators' host patterns and the shipped list of shared hosts. */
@@ -66,8 +73,20 @@ export function vendorOf(
   if (!first || domains.some((d) => d !== first)) return undefined;
   const link = (links ?? []).find((l) => ownDomainOf(l, shared) === first);
   if (link) return { domain: first, because: `${pkgName} names ${link} as its own address` };
+  // A scope, or an unscoped package, named like the domain, in .com or .io only (any name can be
+  // registered in some TLD; vendors keep these two): `@sentry/*` → sentry.io, `stripe` →
+  // stripe.com, `mailgun.js` → mailgun.com.
   const scope = /^@([^/]+)\//.exec(pkgName)?.[1];
-  if (scope && scope.length >= 3 && parse(first).domainWithoutSuffix === scope)
-    return { domain: first, because: `${first} is named like ${pkgName}'s scope` };
+  const p = parse(first);
+  const named = (scope ?? pkgName).replace(/[-.](?:js|node|sdk|client|api)$/, '');
+  if (
+    named.length >= 3 &&
+    p.domainWithoutSuffix === named &&
+    /^(?:com|io)$/.test(p.publicSuffix ?? '')
+  )
+    return {
+      domain: first,
+      because: `${first} is named like ${scope ? `${pkgName}'s scope` : pkgName}`,
+    };
   return undefined;
 }

@@ -83,6 +83,11 @@ const READS_SECRETS = new RegExp(
 /** Files read for READS_IDENTITY besides JavaScript: the shell and python an install script runs. */
 const SCRIPT_EXTENSIONS = new Set(['.sh', '.bash', '.py']);
 
+/** `require('./x.dat')`: a local file by a literal path. */
+const LOCAL_REQUIRE = /\brequire\s*\(\s*['"`](\.\.?\/[^'"`]+)['"`]\s*\)/g;
+/** Extensions require() does not run as JavaScript (or that carry no code). */
+const NOT_CODE = new Set(['.json', '.node', '.ts', '.cts', '.mts']);
+
 /** Install-script commands that are not `node <file>` run a shell with whatever it finds. */
 const NODE_FILE_SCRIPT = /^node\s+[\w./@-]+(\s+[\w./=@-]+)*$/;
 
@@ -99,6 +104,7 @@ export async function scanCapabilities(
   }
   let files = 0;
   let total = 0;
+  const requiredElsewhere = new Set<string>();
   const walk = async (dir: string, depth: number): Promise<void> => {
     if (depth > 20) return;
     let entries;
@@ -126,6 +132,13 @@ export async function scanCapabilities(
       }
       const text = await readHead(path);
       total += text.length;
+      // require() loads a file of any other extension as JavaScript: those are read as code too.
+      if (!script)
+        for (const m of text.matchAll(LOCAL_REQUIRE)) {
+          const target = resolve(dir, m[1] as string);
+          if (!CODE_EXTENSIONS.has(extname(target)) && !NOT_CODE.has(extname(target)))
+            requiredElsewhere.add(target);
+        }
       if (!found.has('reads-identity') && READS_IDENTITY.test(text)) found.add('reads-identity');
       if (!found.has('reads-secrets') && READS_SECRETS.test(text)) found.add('reads-secrets');
       if (script) continue;
@@ -135,23 +148,31 @@ export async function scanCapabilities(
     }
   };
   await walk(folder, 0);
-  // The files install scripts run, whatever their extension (`node lib/setup.dat` runs as JS).
-  for (const cmd of Object.values(scripts))
-    for (const word of cmd.split(/\s+/)) {
-      if (!/^[\w./@-]+$/.test(word) || word.startsWith('-') || CODE_EXTENSIONS.has(extname(word)))
-        continue;
-      const path = resolve(folder, word);
-      if (!path.startsWith(`${resolve(folder)}${sep}`)) continue;
-      let text: string;
-      try {
-        text = await readHead(path);
-      } catch {
-        continue;
-      }
-      if (READS_IDENTITY.test(text)) found.add('reads-identity');
-      if (READS_SECRETS.test(text)) found.add('reads-secrets');
-      for (const [cap, re] of PATTERNS) if (re.test(text)) found.add(cap);
+  // The files install scripts run, whatever their extension (`node lib/setup.dat` runs as JS),
+  // and the files the code requires by a path with another extension.
+  const runs = Object.values(scripts).flatMap((cmd) =>
+    cmd
+      .split(/\s+/)
+      .filter(
+        (word) =>
+          /^[\w./@-]+$/.test(word) && !word.startsWith('-') && !CODE_EXTENSIONS.has(extname(word)),
+      )
+      .map((word) => resolve(folder, word)),
+  );
+  for (const path of [...runs, ...requiredElsewhere].slice(0, MAX_FILES)) {
+    if (!path.startsWith(`${resolve(folder)}${sep}`)) continue;
+    let text: string;
+    try {
+      text = await readHead(path);
+    } catch {
+      continue;
     }
+    if (READS_IDENTITY.test(text)) found.add('reads-identity');
+    if (READS_SECRETS.test(text)) found.add('reads-secrets');
+    for (const [cap, re] of PATTERNS) if (re.test(text)) found.add(cap);
+    if (looksMinified(text)) found.add('minified');
+    if (looksObfuscated(text)) found.add('obfuscated');
+  }
   return [...found].sort();
 }
 
@@ -177,6 +198,8 @@ function looksMinified(text: string): boolean {
 function looksObfuscated(text: string): boolean {
   const mangled = text.match(/\b_0x[0-9a-f]{4,6}\b/g)?.length ?? 0;
   if (mangled >= 20) return true;
-  const escapes = text.match(/\\x[0-9a-f]{2}|\\u[0-9a-f]{4}/gi)?.length ?? 0;
+  // Escaped ASCII ('\x68\x74…', '\u0068'): strings hidden from a reader. Escapes beyond ASCII are
+  // what Unicode tables (emoji-regex, punycode) are made of.
+  const escapes = text.match(/\\x[0-7][0-9a-f]|\\u00[0-7][0-9a-f]/gi)?.length ?? 0;
   return escapes >= 200 && (escapes * 4) / text.length > 0.2;
 }

@@ -471,6 +471,7 @@ export function parseHarness(stdout: string, marker: string): HarnessResult | un
     functions: n('functions'),
     classes: n('classes'),
     calls: n('calls'),
+    methods: n('methods'),
     threw: n('threw'),
     pending: n('pending'),
     ...(o.loadedWith === 'require' || o.loadedWith === 'import'

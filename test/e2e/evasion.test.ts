@@ -80,6 +80,19 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     caught(report, 'clean.node-tells.example', 'install');
   });
 
+  it('a payload in the methods of a returned client is reached: its token theft is caught', async () => {
+    const { code, report } = await check('method-beacon');
+    assert.equal(code, 1);
+    caught(report, 'sync.ledger-cache.example', 'exercise');
+    const leak = report.findings.find((f) => f.id === 'bait-leak');
+    assert.equal(leak?.severity, 'critical');
+    const calls = report.phases.find((p) => p.name === 'exercise')?.calls;
+    assert.ok(
+      (calls?.methods ?? 0) >= 2,
+      `methods of what the calls returned: ${JSON.stringify(calls)}`,
+    );
+  });
+
   it("a binding.gyp's configure-time command runs offline and is charged to its package", async () => {
     const { code, report } = await check('gyp-configure-beacon');
     assert.equal(code, 1);

@@ -149,6 +149,22 @@ describe('bait leaks', () => {
     assert.deepEqual(findBaitLeaks(clean, [token]), []);
   });
 
+  it('finds a secret riding after the question of a DNS query', () => {
+    const q = {
+      seq: seq++,
+      t: 1,
+      kind: 'dns',
+      qname: 'wpad',
+      qtype: 'A',
+      resolver: '203.0.113.53',
+      resolverPort: 53,
+      transport: 'udp',
+      answer: 'NXDOMAIN',
+      extraHex: Buffer.from(`\0\0\0${token.value}\n`).toString('hex'),
+    } as CaptureEvent;
+    assert.equal(findBaitLeaks([q], [token])[0]?.channel, 'DNS message data');
+  });
+
   it('every encoded form of a fresh identity bait is long enough to be unambiguous', () => {
     const id = makeIdentity('laptop');
     assert.equal(new Set(id.bait.map((b) => b.value)).size, id.bait.length);

@@ -123,6 +123,16 @@ describe('own vendor', () => {
     );
     assert.equal(vendorOf('@io/x', [], t(['api.io.com']), shared), undefined);
     assert.equal(vendorOf('@sentry/node', [], t(['sentry-mirror.io']), shared), undefined);
+    // An unscoped package named like the domain, with a usual suffix or without.
+    assert.equal(vendorOf('stripe', [], t(['api.stripe.com']), shared)?.domain, 'stripe.com');
+    assert.equal(vendorOf('mailgun.js', [], t(['api.mailgun.com']), shared)?.domain, 'mailgun.com');
+    // Any name is free in some TLD: only .com and .io count.
+    assert.equal(vendorOf('@sentry/node', [], t(['o1.ingest.sentry.ru']), shared), undefined);
+    assert.equal(vendorOf('stripe', [], t(['api.stripe.xyz']), shared), undefined);
+    assert.equal(vendorOf('stripe', [], t(['api.stripe-payments.com']), shared), undefined);
+    assert.equal(vendorOf('qs', [], t(['qs.com']), shared), undefined);
+    // Named like a shared host is no excuse either.
+    assert.equal(vendorOf('github', [], t(['api.github.com']), shared), undefined);
   });
 
   it('takes the hosts of homepage, repository and bugs; shorthands and junk are left out', () => {
@@ -229,15 +239,112 @@ describe('own vendor, for code that hides itself or reaches for secrets', () => 
     },
   ];
 
-  it('no excuse over TLS when its tree reads credentials, none at all when it is obfuscated', () => {
+  it('no excuse for a tree that reads credentials or hides code, or a package that runs built code', () => {
     assert.equal(
       judged(['network', 'reads-secrets'], reach('exercise', 'api.vendorco.example')).verdict,
       'fail',
     );
+    // Over plain HTTP too: encrypted, a secret would pass any look at the traffic.
+    assert.equal(judged(['network', 'reads-secrets'], plain).verdict, 'fail');
     assert.equal(judged(['network', 'obfuscated'], plain).verdict, 'fail');
-    // Over plain HTTP what it sent was read (and had no planted secret in it).
-    assert.equal(judged(['network', 'reads-secrets'], plain).verdict, 'warn');
     assert.equal(judged(['network'], reach('exercise', 'api.vendorco.example')).verdict, 'warn');
+    const own = report(plain);
+    own.packages = [
+      {
+        ...(own.packages?.[0] as PackageSummary),
+        links: ['vendorco.example'],
+        capabilities: ['network', 'dynamic-code'],
+      },
+    ];
+    assert.equal(evaluate(own, ctx()).verdict, 'fail');
+  });
+
+  it('a declaration from such a tree is not taken either', () => {
+    const r = report(reach('exercise', 'c2.evil.example'));
+    r.packages = [
+      { ...(r.packages?.[0] as PackageSummary), declares: { exercise: ['c2.evil.example:443'] } },
+    ];
+    assert.equal(evaluate(r, ctx()).verdict, 'pass');
+    r.packages = [
+      { ...(r.packages?.[0] as PackageSummary), capabilities: ['network', 'reads-secrets'] },
+    ];
+    assert.equal(evaluate(r, ctx()).verdict, 'fail');
+  });
+});
+
+describe('groups are judged by every attempt in them', () => {
+  it('a connection to another host with the SNI of an excused one is judged on its own', () => {
+    const cover: ReportEvent[] = [
+      ...reach('exercise', CALLER, { kind: 'tcp', sni: undefined }),
+      {
+        phase: 'exercise',
+        package: SUBJECT,
+        kind: 'dns',
+        host: 'drop.evil.example',
+        qtype: 'A',
+        resolver: RESOLVER,
+      },
+      {
+        phase: 'exercise',
+        package: SUBJECT,
+        kind: 'tls',
+        ip: '23.45.6.8',
+        port: 443,
+        host: 'drop.evil.example',
+        sni: CALLER,
+      },
+    ];
+    const judged = evaluate(report(cover, [], { callerHosts: [CALLER] }), ctx());
+    assert.equal(judged.verdict, 'fail', ids(judged).join('\n'));
+    assert.ok(
+      ids(judged).some(
+        (f) => f.startsWith('high egress-not-allowed') && f.includes('drop.evil.example'),
+      ),
+      ids(judged).join('\n'),
+    );
+  });
+
+  it('a raw-address connection with the SNI of an allowed host is not covered by the rule', () => {
+    const c = ctx('version: 1\nrules:\n  - allow: [api.partner.example:443]\n');
+    const events: ReportEvent[] = [
+      ...reach('exercise', 'api.partner.example', { kind: 'tcp', sni: undefined }),
+      {
+        phase: 'exercise',
+        package: SUBJECT,
+        kind: 'tls',
+        ip: '203.0.113.9',
+        port: 443,
+        sni: 'api.partner.example',
+      },
+    ];
+    const judged = evaluate(report(events), c);
+    assert.equal(judged.verdict, 'fail', ids(judged).join('\n'));
+    assert.ok(
+      ids(judged).some((f) => f.includes('also address 203.0.113.9')),
+      ids(judged).join('\n'),
+    );
+  });
+
+  it('a lookup asked of another resolver is a datagram to it: the name allows nothing, even without a domain', () => {
+    const c = ctx('version: 1\nrules:\n  - allow: [api.partner.example:443]\n');
+    const asked = (host: string): ReportEvent => ({
+      phase: 'install',
+      package: SUBJECT,
+      kind: 'dns',
+      host,
+      qtype: 'A',
+      resolver: '203.0.113.53',
+    });
+    const judged = evaluate(report([asked('api.partner.example'), asked('wpad')]), c);
+    assert.equal(judged.verdict, 'fail');
+    assert.ok(
+      ids(judged).includes('high egress-not-allowed api.partner.example (DNS, asked 203.0.113.53)'),
+      ids(judged).join('\n'),
+    );
+    assert.ok(
+      ids(judged).includes('high egress-not-allowed wpad (DNS, asked 203.0.113.53)'),
+      ids(judged).join('\n'),
+    );
   });
 });
 
@@ -274,7 +381,10 @@ describe('caller-directed egress', () => {
     const judge = (events: ReportEvent[], findings: CheckReport['findings'] = []) =>
       evaluate(report(events, [], { ...hosts, findings }), ctx());
     assert.equal(judge(reach('import', CALLER)).verdict, 'fail');
-    assert.equal(judge(reach('exercise', `x.${CALLER}`)).verdict, 'fail');
+    // A name under the caller host's own domain is the caller's zone; one that only ends alike is not.
+    assert.equal(judge(reach('exercise', `x.${CALLER}`)).verdict, 'pass');
+    assert.equal(judge(reach('exercise', 'api.github.comprod-4821.9f3a0c1e.com')).verdict, 'pass');
+    assert.equal(judge(reach('exercise', 'evil9f3a0c1e.com')).verdict, 'fail');
     // An SNI of another name on the caller's connection.
     assert.equal(judge(reach('exercise', CALLER, { sni: 'c2.evil.example' })).verdict, 'fail');
     // The caller's name in a Host header, sent to an address nobody looked up.
@@ -343,7 +453,11 @@ describe('caller-directed egress', () => {
 
 describe('known egress through a helper (funding messages)', () => {
   const scripted = (command: string, deps: string[], helperFromRegistry = true) => {
-    const r = report(reach('install', 'opencollective.com'));
+    const r = report(
+      reach('install', 'opencollective.com', {
+        process: 'node /work/node_modules/.bin/opencollective',
+      }),
+    );
     r.packages = [
       {
         id: SUBJECT,
@@ -367,6 +481,24 @@ describe('known egress through a helper (funding messages)', () => {
     const judged = scripted('opencollective || exit 0', ['@nuxtjs/opencollective@0.3.2']);
     assert.equal(judged.verdict, 'pass', ids(judged).join('\n'));
     assert.match(judged.findings[0]?.rule ?? '', /known-egress:opencollective-funding-message/);
+  });
+
+  it("only for attempts of the helper's own process, and not beside code that reads secrets", () => {
+    const r = report(reach('install', 'opencollective.com', { process: 'node /work/setup.js' }));
+    r.packages = scripted('opencollective || exit 0', ['@nuxtjs/opencollective@0.3.2']).packages;
+    assert.equal(evaluate(r, ctx()).verdict, 'fail');
+    const spoof = report(
+      reach('install', 'opencollective.com', {
+        process: 'node -e x /work/node_modules/.bin/opencollective',
+      }),
+    );
+    spoof.packages = r.packages;
+    assert.equal(evaluate(spoof, ctx()).verdict, 'fail');
+    const s = scripted('opencollective || exit 0', ['@nuxtjs/opencollective@0.3.2']);
+    s.packages = s.packages?.map((p) =>
+      p.id === SUBJECT ? { ...p, capabilities: ['network', 'reads-secrets'] } : p,
+    );
+    assert.equal(evaluate({ ...s, findings: [] }, ctx()).verdict, 'fail');
   });
 
   it('not without the dependency, without the bin in the script, or from a tarball of its own', () => {
@@ -399,6 +531,42 @@ describe('known egress through a helper (funding messages)', () => {
       'fail',
     );
     assert.equal(evaluate(report(reach('exercise', 'registry.npmjs.org')), ctx()).verdict, 'fail');
+  });
+
+  it("a cloud SDK's metadata probe is explained at medium, for that SDK only", () => {
+    const probe = (pkg: string): CheckReport => {
+      const events: ReportEvent[] = [
+        {
+          phase: 'exercise',
+          package: pkg,
+          kind: 'http',
+          ip: '169.254.169.254',
+          port: 80,
+          method: 'GET',
+          path: '/computeMetadata/v1/instance',
+        },
+        {
+          phase: 'exercise',
+          package: pkg,
+          kind: 'dns',
+          host: 'metadata.google.internal',
+          qtype: 'A',
+          resolver: RESOLVER,
+        },
+      ];
+      const r = report(events);
+      r.subject = { name: parseName(pkg), version: '8.4.0', integrity: null, spec: pkg };
+      r.packages = [{ id: pkg, installScripts: [], capabilities: ['network'], fromRegistry: true }];
+      return evaluate(r, ctx());
+    };
+    const parseName = (id: string) => id.slice(0, id.lastIndexOf('@'));
+    const google = probe('@google-cloud/storage@8.4.0');
+    assert.equal(google.verdict, 'warn', ids(google).join('\n'));
+    assert.ok(
+      ids(google).includes('medium cloud-metadata 169.254.169.254:80'),
+      ids(google).join('\n'),
+    );
+    assert.equal(probe('not-google@1.0.0').verdict, 'fail');
   });
 
   it('the shipped list loads, every entry with packages or a helper', () => {

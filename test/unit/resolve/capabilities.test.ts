@@ -92,3 +92,32 @@ describe('reads-secrets', () => {
     assert.ok(!caps.includes('reads-secrets'), caps.join(','));
   });
 });
+
+describe('files required by a path with another extension', () => {
+  it('are read as the code they are', async () => {
+    const caps = await capsOf({
+      'index.js': "module.exports = require('./lib/core.dat');",
+      'lib/core.dat': "const k = require('fs').readFileSync(home + '/.ssh/id_ed25519');",
+      'lib/plain': 'eval(atob(x));',
+      'main.js': "require('./lib/plain');",
+    });
+    assert.ok(caps.includes('reads-secrets'), caps.join(','));
+    assert.ok(caps.includes('dynamic-code'), caps.join(','));
+  });
+
+  it('not outside the package', async () => {
+    const caps = await capsOf({ 'index.js': "require('../../../../etc/x.dat');" });
+    assert.ok(!caps.includes('reads-secrets'), caps.join(','));
+  });
+});
+
+describe('obfuscated', () => {
+  it('strings hidden as escaped ASCII are; a table of Unicode escapes is not', async () => {
+    const hidden = Array.from({ length: 300 }, () => "'\\x68\\x74\\x74\\x70'").join('+');
+    assert.ok((await capsOf({ 'a.js': `const u = ${hidden};` })).includes('obfuscated'));
+    const table = Array.from({ length: 400 }, () => '\\uD83C\\uDF00').join('|');
+    assert.ok(
+      !(await capsOf({ 'emoji.js': `module.exports = /${table}/g;` })).includes('obfuscated'),
+    );
+  });
+});

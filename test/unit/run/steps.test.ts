@@ -91,6 +91,7 @@ describe('parseHarness', () => {
       functions: 3,
       classes: 0,
       calls: 0,
+      methods: 0,
       threw: 0,
       pending: 0,
       loadError: 'E'.repeat(64),

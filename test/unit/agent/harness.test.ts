@@ -1,0 +1,127 @@
+/**
+ * The exercise harness, run on the host against a package written here that only records what is
+ * called into a file (no network, no sandbox needed): what it calls, with which arguments, and
+ * that the methods of what calls return are reached.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { HARNESS_INPUT_VAR, type HarnessResult } from '../../../src/agent/harness.js';
+
+const root = mkdtempSync(join(tmpdir(), 'phonehome-harness-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+const harness = fileURLToPath(new URL('../../../src/agent/harness.js', import.meta.url));
+
+function exercise(source: string, host = 'db.prod-4821.9f3a0c1e.com') {
+  const project = join(root, String(Math.random()).slice(2));
+  const pkg = join(project, 'node_modules', 'rec');
+  mkdirSync(pkg, { recursive: true });
+  const log = join(project, 'calls.log');
+  writeFileSync(join(pkg, 'package.json'), '{"name":"rec","version":"1.0.0","main":"index.js"}');
+  writeFileSync(
+    join(pkg, 'index.js'),
+    `const fs = require('fs');\nconst rec = (what, args) => fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify([what, ...args.map((a) => typeof a === 'function' ? 'fn' : a)]) + '\\n');\n${source}`,
+  );
+  const marker = '@@test@@';
+  const r = spawnSync(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `import { run } from ${JSON.stringify(harness)};\nawait run((n) => import(n));`,
+    ],
+    {
+      cwd: project,
+      env: {
+        ...process.env,
+        [HARNESS_INPUT_VAR]: JSON.stringify({
+          mode: 'exercise',
+          name: 'rec',
+          marker,
+          callerHost: host,
+          graceMs: 50,
+        }),
+      },
+      encoding: 'utf8',
+      timeout: 30_000,
+    },
+  );
+  const line = r.stdout.split('\n').find((l) => l.startsWith(marker));
+  assert.ok(line, `a result line:\n${r.stdout}\n${r.stderr}`);
+  let calls: unknown[][] = [];
+  try {
+    calls = readFileSync(log, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as unknown[]);
+  } catch {
+    // nothing was called
+  }
+  return {
+    result: JSON.parse(line.slice(marker.length)) as HarnessResult,
+    calls,
+    status: r.status,
+  };
+}
+
+describe('exercise harness', () => {
+  it('passes the caller host as a string, in a URL and in an options object', () => {
+    const { calls } = exercise(`exports.connect = (...a) => rec('connect', a);`);
+    const flat = JSON.stringify(calls);
+    assert.ok(
+      calls.some((c) => c[1] === 'db.prod-4821.9f3a0c1e.com'),
+      flat,
+    );
+    assert.ok(
+      calls.some((c) => c[1] === 'https://db.prod-4821.9f3a0c1e.com/v1/items'),
+      flat,
+    );
+    assert.ok(
+      flat.includes(
+        '{"host":"db.prod-4821.9f3a0c1e.com","url":"https://db.prod-4821.9f3a0c1e.com/"}',
+      ),
+      flat,
+    );
+    assert.ok(!flat.includes('"test"'), flat);
+  });
+
+  it('calls the methods of an instance, of a returned client and of what it holds, once per export', () => {
+    const { result, calls } = exercise(`
+class Client {
+  constructor(...a) { rec('new', a); this.messages = { send: (...x) => rec('messages.send', x) }; }
+  query(...a) { rec('query', a); }
+  get secret() { rec('getter', []); return 1; }
+}
+exports.Client = Client;
+exports.createClient = async (...a) => ({ list: (...x) => rec('list', x) });`);
+    const names = new Set(calls.map((c) => c[0]));
+    for (const n of ['new', 'query', 'messages.send', 'list'])
+      assert.ok(names.has(n), [...names].join(','));
+    assert.ok(!names.has('getter'), 'getters are not run');
+    // Seven instances were made, one was looked into: its methods four times each.
+    assert.equal(calls.filter((c) => c[0] === 'query').length, 4);
+    assert.ok(result.methods >= 3, JSON.stringify(result));
+  });
+
+  it("a method that calls process.exit() does not end the exercise, and the harness's own exit is Node's", () => {
+    const { result, calls, status } = exercise(`
+exports.a = () => ({ parse: () => { rec('parse', []); process.exit(3); } });
+exports.b = (...x) => rec('b', x);
+exports.exitIsNodes = () => rec('nodes', [String(process.exit).includes('reallyExit')]);`);
+    assert.ok(calls.some((c) => c[0] === 'parse'));
+    assert.ok(
+      calls.some((c) => c[0] === 'b'),
+      'the calls after it were made',
+    );
+    // process.exit itself is not replaced (a package that looks sees Node's own function).
+    assert.ok(
+      calls.some((c) => c[0] === 'nodes') && calls.every((c) => c[0] !== 'nodes' || c[1] === true),
+    );
+    assert.equal(status, 0);
+    assert.ok(result.calls > 7, JSON.stringify(result));
+  });
+});
