@@ -172,9 +172,35 @@ const PLATFORM_PROTOTYPES = new Set<unknown>(
     (c) => c.prototype,
   ),
 );
+/** A property's own value, without running a getter or failing on a hostile object. */
+function ownValue(o: object, k: string | symbol): unknown {
+  try {
+    const d = Object.getOwnPropertyDescriptor(o, k);
+    return d && 'value' in d ? d.value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `then` as an own or inherited data property: a promise-like, found without running getters. */
+function isThenable(v: unknown): boolean {
+  if (!v || (typeof v !== 'object' && typeof v !== 'function')) return false;
+  try {
+    if (v instanceof Promise) return true;
+    let p: object | null = v as object;
+    for (let depth = 0; p && depth < 16; depth++) {
+      if (typeof ownValue(p, 'then') === 'function') return true;
+      p = Object.getPrototypeOf(p) as object | null;
+    }
+  } catch {
+    // A hostile object: not awaited, not looked into.
+  }
+  return false;
+}
+
 const platformPrototype = (proto: object): boolean => {
   if (PLATFORM_PROTOTYPES.has(proto)) return true;
-  const ctor = (proto as { constructor?: unknown }).constructor;
+  const ctor = ownValue(proto, 'constructor');
   // EventEmitter, streams and the other classes of Node's own library.
   return typeof ctor === 'function' && NODE_CLASSES.has(ctor);
 };
@@ -198,12 +224,12 @@ const METHODS_PER_OBJECT = 40;
 function methodsOf(obj: object): { fn: unknown; self: object }[] {
   const out: { fn: unknown; self: object }[] = [];
   const seen = new Set<unknown>();
+  // Bounds against an object built to be endless (a Proxy with a new prototype at every step).
+  let keys = 0;
   const visit = (o: object, nested: boolean) => {
-    for (
-      let p: object | null = o;
-      p && !platformPrototype(p) && out.length < METHODS_PER_OBJECT;
-      p = Object.getPrototypeOf(p) as object | null
-    ) {
+    let p: object | null = o;
+    for (let depth = 0; p && depth < 16 && out.length < METHODS_PER_OBJECT; depth++) {
+      if (platformPrototype(p)) return;
       let names: (string | symbol)[];
       try {
         names = Reflect.ownKeys(p);
@@ -211,22 +237,21 @@ function methodsOf(obj: object): { fn: unknown; self: object }[] {
         return;
       }
       for (const k of names) {
-        if (k === 'constructor' || typeof k === 'symbol' || out.length >= METHODS_PER_OBJECT)
-          continue;
-        let d: PropertyDescriptor | undefined;
-        try {
-          d = Object.getOwnPropertyDescriptor(p, k);
-        } catch {
-          continue;
-        }
-        const v: unknown = d && 'value' in d ? d.value : undefined;
+        if (++keys > 1000 || out.length >= METHODS_PER_OBJECT) return;
+        if (k === 'constructor' || typeof k === 'symbol') continue;
+        const v = ownValue(p, k);
         if (typeof v === 'function' && !seen.has(v)) {
           seen.add(v);
           out.push({ fn: v, self: o });
         } else if (!nested && v && typeof v === 'object' && p === o && !Array.isArray(v))
           visit(v as object, true);
       }
-      if (nested) break;
+      if (nested) return;
+      try {
+        p = Object.getPrototypeOf(p) as object | null;
+      } catch {
+        return;
+      }
     }
   };
   visit(obj, false);
@@ -338,8 +363,7 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
     const expandedFrom = new Set<unknown>();
     const expand = (from: unknown, v: unknown) => {
       if (!v || (typeof v !== 'object' && typeof v !== 'function') || expanded.has(v)) return;
-      if (typeof (v as PromiseLike<unknown>).then === 'function' || fns.includes(v)) return;
-      if (expandedFrom.has(from)) return;
+      if (isThenable(v) || fns.includes(v) || expandedFrom.has(from)) return;
       expandedFrom.add(from);
       expanded.add(v);
       if (typeof v === 'function') queue.push({ fn: v, method: true });
@@ -351,40 +375,43 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
     const proc = process as unknown as { reallyExit: (code?: number) => void };
     const reallyExit = proc.reallyExit;
     proc.reallyExit = () => undefined;
-    outer: for (let i = 0; i < queue.length; i++) {
-      const { fn, self, method } = queue[i] as (typeof queue)[number];
-      if (method) result.methods++;
-      for (const shape of method ? methodShapes : shapes) {
-        if (result.calls >= maxCalls || performance.now() > deadline) break outer;
-        result.calls++;
-        const f = fn as (...a: unknown[]) => unknown;
-        let value: unknown;
-        try {
-          value = isClass(fn)
-            ? new (f as unknown as new (...a: unknown[]) => unknown)(...shape())
-            : Reflect.apply(f, self, shape());
-        } catch (e) {
-          if (e instanceof TypeError && /class constructor/i.test(e.message)) {
-            try {
-              value = new (f as unknown as new (...a: unknown[]) => unknown)(...shape());
-            } catch {
+    try {
+      outer: for (let i = 0; i < queue.length; i++) {
+        const { fn, self, method } = queue[i] as (typeof queue)[number];
+        if (method) result.methods++;
+        for (const shape of method ? methodShapes : shapes) {
+          if (result.calls >= maxCalls || performance.now() > deadline) break outer;
+          result.calls++;
+          const f = fn as (...a: unknown[]) => unknown;
+          let value: unknown;
+          try {
+            value = isClass(fn)
+              ? new (f as unknown as new (...a: unknown[]) => unknown)(...shape())
+              : Reflect.apply(f, self, shape());
+          } catch (e) {
+            if (e instanceof TypeError && /class constructor/i.test(e.message)) {
+              try {
+                value = new (f as unknown as new (...a: unknown[]) => unknown)(...shape());
+              } catch {
+                result.threw++;
+                continue;
+              }
+            } else {
               result.threw++;
               continue;
             }
-          } else {
-            result.threw++;
-            continue;
           }
+          if (isThenable(value)) {
+            const r = await bounded(schedule, value as PromiseLike<unknown>, callTimeoutMs);
+            if (r.state === 'pending') result.pending++;
+            else if (!method) expand(fn, r.value);
+          } else if (!method) expand(fn, value);
         }
-        if (value && typeof (value as PromiseLike<unknown>).then === 'function') {
-          const r = await bounded(schedule, value as PromiseLike<unknown>, callTimeoutMs);
-          if (r.state === 'pending') result.pending++;
-          else if (!method) expand(fn, r.value);
-        } else if (!method) expand(fn, value);
       }
+    } finally {
+      proc.reallyExit = reallyExit;
+      process.exitCode = 0;
     }
-    proc.reallyExit = reallyExit;
-    process.exitCode = 0;
   }
   await quiesce(schedule, baseline, input.graceMs ?? 1500);
   // Exit once the line is out (a pipe would cut it otherwise), whatever the package left running.

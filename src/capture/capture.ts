@@ -42,8 +42,11 @@ const BODY_SAMPLE_MAX = 64 * 1024;
 const BODY_SAMPLE_BUDGET = 16 * 1024 * 1024;
 /** Raw TCP and UDP payloads kept for judging (a raw stream is classified within its first 4 KiB). */
 const RAW_SAMPLE_MAX = 4096;
-/** Bytes after a query's question that are ordinary: an EDNS OPT record with a cookie, padding. */
-const DNS_USUAL_EXTRA = 64;
+/**
+ * Bytes after a query's question that carry nothing: an empty EDNS OPT record. Anything more (a
+ * cookie, padding, other records, data) is kept: a token fits in an OPT option.
+ */
+const DNS_USUAL_EXTRA = 11;
 /** How long a connection may stay silent before we record what we have. */
 const IDLE_MS = 1500;
 /** The longest we hold any one connection. */

@@ -216,7 +216,18 @@ export async function checkStaged(
   if (imported && notLoadable.length)
     imported.note = [imported.note, ...notLoadable].filter(Boolean).join('; ');
   const exercised = phases.find((p) => p.name === 'exercise');
-  const calls = parseHarness(outputs.get('exercise')?.[0]?.stdout ?? '', marker);
+  const harnessRun = outputs.get('exercise')?.[0];
+  const calls = parseHarness(harnessRun?.stdout ?? '', marker);
+  // The package ended or stopped the exercise before it was done: said, since its calls were cut.
+  if (exercised && harnessRun && !calls)
+    exercised.note = [
+      exercised.note,
+      harnessRun.timedOut
+        ? 'the exercise ran out of time before its calls were done'
+        : 'no result from the harness: the package ended the exercise before its calls were done',
+    ]
+      .filter(Boolean)
+      .join('; ');
   if (exercised && calls) {
     exercised.calls = {
       functions: calls.functions,
@@ -325,7 +336,7 @@ const TLDS = ['com', 'net', 'io', 'dev', 'cloud'];
 
 /**
  * The host name the exercise passes as an argument, fresh per run (tens of bits, in one of several
- * shapes: `db.prod-4821.9f3a0c1e.com`, `cache-7d2a91.globex.net`, `api.eu3.hooli-5216.io`), so that
+ * shapes: `db.prod-4821.9f3a0c1e.com`, `cache-7d2a91.globex5e0c1d.net`, `api.eu3.hooli-a45216.io`), so that
  * nothing but the arguments produces it. It resolves like any other name in the sandbox: a client
  * told to connect there connects, and what it sends is seen.
  */
@@ -334,9 +345,9 @@ export function newCallerHost(): string {
   const hex = (n: number) => randomBytes(n).toString('hex');
   const shapes = [
     () => `${pick(SERVICES)}.${pick(ZONES)}-${randomInt(1000, 9999)}.${hex(4)}.${pick(TLDS)}`,
-    () => `${pick(SERVICES)}-${hex(3)}.${pick(WORDS)}${randomInt(10, 99)}.${pick(TLDS)}`,
+    () => `${pick(SERVICES)}-${hex(3)}.${pick(WORDS)}${hex(3)}.${pick(TLDS)}`,
     () =>
-      `${pick(SERVICES)}.${pick(ZONES)}${randomInt(1, 9)}.${pick(WORDS)}-${randomInt(1000, 9999)}.${pick(TLDS)}`,
+      `${pick(SERVICES)}.${pick(ZONES)}${randomInt(1, 9)}.${pick(WORDS)}-${hex(2)}${randomInt(1000, 9999)}.${pick(TLDS)}`,
   ];
   return (shapes[randomInt(shapes.length)] as () => string)();
 }

@@ -126,8 +126,8 @@ export interface DnsEvent extends EventBase {
   /** What the capture answered: a synthetic address, or a note such as 'NOERROR empty'. */
   answer: string;
   /**
-   * Hex of what the message carried after its first question, when that is more than a query's
-   * usual additional record (EDNS: a few dozen bytes): data riding along with a lookup.
+   * Hex of what the message carried after its first question, when that is more than an empty
+   * EDNS record (11 bytes): data may ride along with a lookup.
    */
   extraHex?: string;
   proc?: ProcessInfo;
@@ -332,3 +332,6 @@ export interface SummaryEvent extends EventBase {
   procRef?: number;
   proc?: ProcessInfo;
 }
+
+/** The project folder in the sandbox: the package's tree is installed in its node_modules. */
+export const SANDBOX_WORKDIR = '/work';

@@ -28,7 +28,7 @@ import {
   type PackageSummary,
   type ReportEvent,
 } from '../core/report.js';
-import { NETWORK_CAPABLE, type Phase, type Severity } from '../core/terms.js';
+import { NETWORK_CAPABLE, SANDBOX_WORKDIR, type Phase, type Severity } from '../core/terms.js';
 import { formatId, parseId } from '../core/package-id.js';
 import { matchesDestination, patternFor, type Target } from './destination.js';
 import {
@@ -124,27 +124,58 @@ function viaMatches(
   if (suspectTree(ctx, pkg, [helper])) return false;
   if (!r.via.bins) return true;
   // The helper's bin made it: every attempt came from a process running one of its files.
+  // By the path npm gives it in the project (the package cannot write there; a `..` leaves it).
   const own = new RegExp(
-    `^\\S*node\\s+\\S*/node_modules/(?:\\.bin/(?:${r.via.bins.map(escapeRe).join('|')})|${escapeRe(r.via.package)}/\\S+)(?:\\s|$)`,
+    `^(?:\\S*/)?node\\s+${escapeRe(SANDBOX_WORKDIR)}/node_modules/(?:\\.bin/(?:${r.via.bins.map(escapeRe).join('|')})|${escapeRe(r.via.package)}/\\S+)(?:\\s|$)`,
   );
   const connections = events.filter((e) => e.kind !== 'dns');
   const made = connections.length ? connections : events;
-  if (!made.every((e) => e.process !== undefined && own.test(e.process))) return false;
+  if (
+    !made.every(
+      (e) => e.process !== undefined && own.test(e.process) && !e.process.includes('/../'),
+    )
+  )
+    return false;
   const word = new RegExp(`(^|[\\s;&|(])(${r.via.bins.map(escapeRe).join('|')})($|[\\s;&|)])`);
   return Object.values(s.scripts ?? {}).some((x) => word.test(x.command));
 }
 
 /**
  * Whether `pkg`'s tree, less the trees of `except` (a helper's own, which may read the npm
- * config), has code that hides itself or reaches for the machine's secrets; or `pkg` itself runs
- * code it builds or fetches.
+ * config), has code that hides itself, reaches for the machine's secrets or could not be read
+ * whole; or `pkg` itself runs code it builds or fetches.
  */
 function suspectTree(ctx: TreeFacts, pkg: string, except: string[]): boolean {
   const spared = new Set(except.flatMap((id) => closure(id, ctx.dependencies)));
   const tree = closure(pkg, ctx.dependencies).filter((id) => id === pkg || !spared.has(id));
   if (ctx.summary(pkg)?.capabilities.includes('dynamic-code')) return true;
   return tree.some((id) =>
-    (ctx.summary(id)?.capabilities ?? []).some((c) => c === 'obfuscated' || c === 'reads-secrets'),
+    (ctx.summary(id)?.capabilities ?? []).some(
+      (c) => c === 'obfuscated' || c === 'reads-secrets' || c === 'not-scanned',
+    ),
+  );
+}
+
+/**
+ * Whether an entry's explanation of an indicator holds for these attempts: each connection a
+ * plain-HTTP request of the method and path the entry names (lookups alone read nothing), from a
+ * tree that does not hide code or reach for secrets.
+ */
+function explainable(
+  ctx: TreeFacts,
+  r: KnownEgressEntry,
+  pkg: string | undefined,
+  events: readonly ReportEvent[],
+): boolean {
+  if (!pkg || suspectTree(ctx, pkg, [])) return false;
+  const w = r.explainsWhen;
+  return events.every(
+    (e) =>
+      e.kind === 'dns' ||
+      (e.kind === 'http' &&
+        (!w?.method || e.method === w.method) &&
+        (!w?.pathPrefix || (e.path ?? '').startsWith(w.pathPrefix)) &&
+        !(e.path ?? '').includes('..')),
   );
 }
 
@@ -219,10 +250,14 @@ function decide(
     if (known)
       return {
         id: 'egress-allowed',
-        severity: 'info',
+        // A helper's run-time request is made in the package's own process: over TLS it cannot be
+        // told from the package's own use of that host (a registry takes writes too).
+        severity: known.via && !known.via.bins ? 'low' : 'info',
         rule: `known-egress:${known.id}`,
         because: `known legitimate egress "${known.id}": ${known.why ?? ''} (source: ${known.source})`,
-        ...(known.explains ? { explains: known.explains } : {}),
+        ...(known.explains && explainable(ctx, known, pkg, evidence.events)
+          ? { explains: known.explains }
+          : {}),
       };
   }
   // A declaration is the package's word: not taken from a tree that hides code or reaches for

@@ -83,6 +83,15 @@ export const nameKey = (n: string): string => n.toLowerCase().replace(/\.$/, '')
  * claim that name only: the package looked it up elsewhere (in the wild, a resolver of its
  * author's that points it anywhere).
  */
+/** The host of an absolute-form request target, as a URL parser reads it (userinfo, IPv6 too). */
+function absoluteHost(target: string): string {
+  try {
+    return new URL(target).hostname.replace(/^\[|\]$/g, '') || target;
+  } catch {
+    return target;
+  }
+}
+
 const HOST_NAME =
   /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*\.?$/i;
 
@@ -94,12 +103,17 @@ export function targetOf(e: ReportEvent, resolved?: ReadonlySet<string>): Target
     e.kind === 'http' && e.path
       ? e.method === 'CONNECT'
         ? e.path.replace(/:\d*$/, '')
-        : /^[a-z][a-z0-9+.-]*:\/\/([^/:?#]+)/i.exec(e.path)?.[1]
+        : /^[a-z][a-z0-9+.-]*:\/\//i.test(e.path)
+          ? absoluteHost(e.path)
+          : undefined
       : undefined;
-  // A claimed name that is no host name at all (an SNI of `/v1/items`: a client's misreading of
-  // its arguments) names nothing a connection could be routed to.
+  // A TLS server name or Host header that is no host name at all (an SNI of `/v1/items`: a
+  // client's misreading of its arguments) names nothing a connection could be routed by. A proxy
+  // target that is none still says the request went elsewhere: it is claimed, not dropped.
   const hostLike = (n: string | undefined) => n === undefined || HOST_NAME.test(n);
-  const names = [e.host, ...[e.sni, httpHost, proxied].filter(hostLike)]
+  const junkProxied =
+    proxied !== undefined && !hostLike(proxied) && isIP(proxied.replace(/^\[|\]$/g, '')) === 0;
+  const names = [e.host, ...[e.sni, httpHost].filter(hostLike), ...(junkProxied ? [] : [proxied])]
     .filter((n): n is string => typeof n === 'string' && n.length > 0 && isIP(n) === 0)
     .map(nameKey);
   // A proxy asked to reach an address: only an address pattern for that address allows it.
@@ -116,10 +130,11 @@ export function targetOf(e: ReportEvent, resolved?: ReadonlySet<string>): Target
   // CIDR pattern must not match the stand-in address.
   const synthetic = e.kind !== 'dns' && e.host !== undefined;
   const claimed =
-    e.kind !== 'dns' &&
-    (e.host === undefined
-      ? names.length > 0
-      : resolved !== undefined && !resolved.has(nameKey(e.host)));
+    junkProxied ||
+    (e.kind !== 'dns' &&
+      (e.host === undefined
+        ? names.length > 0
+        : resolved !== undefined && !resolved.has(nameKey(e.host))));
   return {
     names: [...new Set(names)],
     ...(claimed ? { claimedOnly: true } : {}),

@@ -131,6 +131,9 @@ export function shippedKnownEgress(): KnownEgressEntry[] {
       ...(phases.length ? { phases: expandPhases(phases) } : {}),
       ...(typeof e.why === 'string' ? { why: e.why } : {}),
       ...(explains ? { explains: explains as Record<string, Severity> } : {}),
+      ...(e.explainsWhen && typeof e.explainsWhen === 'object'
+        ? { explainsWhen: e.explainsWhen as { method?: string; pathPrefix?: string } }
+        : {}),
       origin: `known-egress:${String(e.id)}`,
     };
   });

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { PhonehomeError } from '../core/errors.js';
+import { SANDBOX_WORKDIR } from '../core/terms.js';
 import { parseEventLog, type EventLog } from '../core/events.js';
 import { AGENT_CLOCK_ENV, REAL_NODE } from '../agent/clock.js';
 import { filesTar, makeIdentity, type SandboxIdentity } from './identity.js';
@@ -36,7 +37,7 @@ const AGENT_CAPS = ['SYS_PTRACE', 'DAC_READ_SEARCH', 'KILL', 'SETUID', 'SETGID',
 export function agentCommand(program: string, ...args: string[]): string[] {
   return [REAL_NODE, '--disable-sigusr1', `${AGENT_DIR}/${program}`, ...args];
 }
-export const SANDBOX_WORKDIR = '/work';
+export { SANDBOX_WORKDIR };
 /** Node's headers in the runner image, and the node-gyp that npm runs. */
 const NODE_HEADERS = '/usr/local/include/node';
 const NODE_GYP = '/usr/local/lib/node_modules/npm/node_modules/node-gyp';

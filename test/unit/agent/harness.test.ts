@@ -125,3 +125,21 @@ exports.exitIsNodes = () => rec('nodes', [String(process.exit).includes('reallyE
     assert.ok(result.calls > 7, JSON.stringify(result));
   });
 });
+
+describe('exercise harness, against hostile return values', () => {
+  it('a Proxy that throws or never ends its prototype chain stops neither the harness nor the next export', () => {
+    const { result, calls, status } = exercise(`
+const endless = () => new Proxy({}, { getPrototypeOf: () => endless(), ownKeys: () => ['x'] });
+exports.a = () => endless();
+exports.b = () => new Proxy({}, { get() { throw new Error('no'); }, ownKeys() { throw new Error('no'); }, getPrototypeOf() { throw new Error('no'); } });
+exports.c = () => { const p = Proxy.revocable({}, {}); p.revoke(); return p.proxy; };
+exports.d = () => ({ get then() { throw new Error('no'); } });
+exports.z = (...x) => rec('z', x);`);
+    assert.equal(status, 0);
+    assert.ok(
+      calls.some((c) => c[0] === 'z'),
+      'the export after them was called',
+    );
+    assert.ok(result.calls >= 5 * 7, JSON.stringify(result));
+  });
+});

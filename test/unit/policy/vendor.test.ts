@@ -259,6 +259,10 @@ describe('own vendor, for code that hides itself or reaches for secrets', () => 
     assert.equal(evaluate(own, ctx()).verdict, 'fail');
   });
 
+  it('a tree that could not be read whole gets no excuse', () => {
+    assert.equal(judged(['network', 'not-scanned'], plain).verdict, 'fail');
+  });
+
   it('a declaration from such a tree is not taken either', () => {
     const r = report(reach('exercise', 'c2.evil.example'));
     r.packages = [
@@ -415,6 +419,43 @@ describe('caller-directed egress', () => {
     );
   });
 
+  it("a proxy request's target is read as a URL parser reads it, and a junk one is a claim", () => {
+    const viaCaller = (path: string): CheckReport =>
+      report(
+        [
+          {
+            phase: 'exercise',
+            package: SUBJECT,
+            kind: 'dns',
+            host: CALLER,
+            qtype: 'A',
+            resolver: RESOLVER,
+          },
+          {
+            phase: 'exercise',
+            package: SUBJECT,
+            kind: 'http',
+            ip: '23.45.6.7',
+            port: 80,
+            host: CALLER,
+            httpHost: CALLER,
+            method: 'GET',
+            path,
+          },
+        ],
+        [],
+        { callerHosts: [CALLER] },
+      );
+    for (const path of [
+      'http://u@evil.example/x',
+      'http://[2001:db8::1]/x',
+      'http://evil.example\u0000/x',
+      'http://%zz/x',
+    ])
+      assert.equal(evaluate(viaCaller(path), ctx()).verdict, 'fail', path);
+    assert.equal(evaluate(viaCaller(`http://${CALLER}/x`), ctx()).verdict, 'pass');
+  });
+
   it('a TLS name that is no host name (a misread argument) does not stand in the way', () => {
     const r = report(reach('exercise', CALLER, { sni: '/v1/items' }), [], {
       callerHosts: [CALLER],
@@ -487,6 +528,16 @@ describe('known egress through a helper (funding messages)', () => {
     const r = report(reach('install', 'opencollective.com', { process: 'node /work/setup.js' }));
     r.packages = scripted('opencollective || exit 0', ['@nuxtjs/opencollective@0.3.2']).packages;
     assert.equal(evaluate(r, ctx()).verdict, 'fail');
+    for (const process of [
+      'node -e x /work/node_modules/.bin/opencollective',
+      'node lib/node_modules/@nuxtjs/opencollective/x.js',
+      '/tmp/xnode /work/node_modules/.bin/opencollective',
+      'node /work/node_modules/@nuxtjs/opencollective/../../evil/x.js',
+    ]) {
+      const other = report(reach('install', 'opencollective.com', { process }));
+      other.packages = r.packages;
+      assert.equal(evaluate(other, ctx()).verdict, 'fail', process);
+    }
     const spoof = report(
       reach('install', 'opencollective.com', {
         process: 'node -e x /work/node_modules/.bin/opencollective',
@@ -523,8 +574,10 @@ describe('known egress through a helper (funding messages)', () => {
       },
     ];
     const judged = evaluate(r, ctx());
-    assert.equal(judged.verdict, 'pass', ids(judged).join('\n'));
+    // Made in the package's own process, over TLS: explained, not cleared (low).
+    assert.equal(judged.verdict, 'warn', ids(judged).join('\n'));
     assert.match(judged.findings[0]?.rule ?? '', /update-check-registry/);
+    assert.equal(judged.findings[0]?.severity, 'low');
     // Not at install, and not without the helper.
     assert.equal(
       evaluate({ ...r, events: reach('install', 'registry.npmjs.org') }, ctx()).verdict,
@@ -567,6 +620,50 @@ describe('known egress through a helper (funding messages)', () => {
       ids(google).join('\n'),
     );
     assert.equal(probe('not-google@1.0.0').verdict, 'fail');
+    // Another request to the same address (AWS's credentials path, a token PUT) is not the probe.
+    const other = (method: string, path: string) => {
+      const r = report([
+        {
+          phase: 'exercise',
+          package: 'firebase-admin@14.5.1',
+          kind: 'http',
+          ip: '169.254.169.254',
+          port: 80,
+          method,
+          path,
+        },
+      ]);
+      r.subject = {
+        name: 'firebase-admin',
+        version: '14.5.1',
+        integrity: null,
+        spec: 'firebase-admin',
+      };
+      r.packages = [
+        {
+          id: 'firebase-admin@14.5.1',
+          installScripts: [],
+          capabilities: ['network'],
+          fromRegistry: true,
+        },
+      ];
+      return evaluate(r, ctx());
+    };
+    assert.ok(
+      ids(other('GET', '/latest/meta-data/iam/security-credentials/')).includes(
+        'critical cloud-metadata 169.254.169.254:80',
+      ),
+    );
+    assert.ok(
+      ids(other('PUT', '/computeMetadata/v1/instance')).includes(
+        'critical cloud-metadata 169.254.169.254:80',
+      ),
+    );
+    assert.ok(
+      ids(other('GET', '/computeMetadata/v1/../../latest/api/token')).includes(
+        'critical cloud-metadata 169.254.169.254:80',
+      ),
+    );
   });
 
   it('the shipped list loads, every entry with packages or a helper', () => {
