@@ -89,8 +89,9 @@ describe('phonehome check (CLI)', () => {
       const r = JSON.parse(s) as CheckReport;
       // A connection the client closes before the observer looks it up has no process, and
       // that race may go either way between two runs (see docs/check.md); all else must match.
-      // The count of attempts without their process is that same race.
-      const { attribution: _, ...rest } = r;
+      // The count of attempts without their process is that same race. The exercise's caller host
+      // is made fresh per run, as bait secrets are.
+      const { attribution: _, callerHosts: __, ...rest } = r;
       return {
         ...rest,
         phases: r.phases.map((p) => ({ ...p, durationMs: 0 })),
