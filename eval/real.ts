@@ -15,11 +15,8 @@ import { join } from 'node:path';
 import { check } from '../src/check/check.js';
 import type { CheckReport } from '../src/core/report.js';
 import { parseId } from '../src/core/package-id.js';
-import { buildImages } from '../src/images/build.js';
 import { packageRoot } from '../src/paths.js';
-import { loadPolicy } from '../src/policy/load.js';
-import { DockerEngine } from '../src/sandbox/docker/engine.js';
-import { DockerImages } from '../src/sandbox/docker/images.js';
+import { evalSandbox } from './sandbox.js';
 
 interface Entry {
   spec: string;
@@ -59,11 +56,7 @@ async function main(): Promise<void> {
     only ? all.filter((e) => only.includes(parseId(e.spec).name)) : all,
     Number.isInteger(n) && n > 0 ? n : all.length,
   );
-  const engine = new DockerEngine();
-  const images = new DockerImages(engine.docker);
-  await buildImages(images, { log: (l) => process.stderr.write(`${l}\n`) });
-  process.on('SIGINT', () => void engine.disposeAll().finally(() => process.exit(130)));
-  const policy = loadPolicy({ discover: false });
+  const { engine, images, policy } = await evalSandbox();
   const started = performance.now();
   const rows: Row[] = [];
   const one = async (entry: Entry): Promise<Row> => {

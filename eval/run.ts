@@ -10,11 +10,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { check } from '../src/check/check.js';
 import type { CheckReport } from '../src/core/report.js';
-import { buildImages } from '../src/images/build.js';
 import { packageRoot } from '../src/paths.js';
-import { loadPolicy } from '../src/policy/load.js';
-import { DockerEngine } from '../src/sandbox/docker/engine.js';
-import { DockerImages } from '../src/sandbox/docker/images.js';
+import { evalSandbox } from './sandbox.js';
 
 interface Entry {
   fixture: string;
@@ -33,11 +30,7 @@ async function main(): Promise<void> {
     threats: Entry[];
     controls: Entry[];
   };
-  const engine = new DockerEngine();
-  const images = new DockerImages(engine.docker);
-  await buildImages(images, { log: (l) => process.stderr.write(`${l}\n`) });
-  process.on('SIGINT', () => void engine.disposeAll().finally(() => process.exit(130)));
-  const policy = loadPolicy({ discover: false });
+  const { engine, images, policy } = await evalSandbox();
   const started = performance.now();
   const rows: string[][] = [];
   let hits = 0;

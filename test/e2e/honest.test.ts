@@ -8,16 +8,10 @@
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
 import type { CheckReport, Finding } from '../../src/core/report.js';
-import { cli, fixture, leftovers } from '../support/cli.js';
+import { checkFixture } from '../support/cli.js';
 import { images } from '../support/sandbox.js';
 
-async function check(name: string): Promise<{ code: number | null; report: CheckReport }> {
-  const r = await cli(['check', fixture(name), '--json', '--no-cache']);
-  assert.equal(r.hung, false, `${name}: the CLI did not end`);
-  assert.equal(await leftovers(r.pid), 0, `${name}: no container is left`);
-  assert.ok(r.code === 0 || r.code === 1, `${name}: exit ${r.code}:\n${r.stderr}`);
-  return { code: r.code, report: JSON.parse(r.stdout) as CheckReport };
-}
+const check = checkFixture;
 
 const show = (r: CheckReport) =>
   r.findings.map((f) => `${f.severity} ${f.id} ${f.phase} ${f.destination ?? ''}`).join('\n');

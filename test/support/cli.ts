@@ -2,10 +2,12 @@
  * Running the built CLI as a user would, for end-to-end tests, and asking Docker and the temp
  * folder what a finished run left behind.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { CheckReport } from '../../src/core/report.js';
 import { packageRoot } from '../../src/paths.js';
 import { LABEL_OWNER } from '../../src/sandbox/sandbox.js';
 import { engine } from './sandbox.js';
@@ -79,4 +81,18 @@ export async function leftovers(pid: number): Promise<number> {
 /** Staging directories a CLI process left in the temp folder. */
 export function staging(pid: number): string[] {
   return readdirSync(tmpdir()).filter((n) => n.startsWith(`phonehome-stage-${pid}-`));
+}
+
+/**
+ * `phonehome check <fixture> --json --no-cache` through the CLI: it ends, leaves no container, and
+ * exits 0 or 1 with a report.
+ */
+export async function checkFixture(
+  name: string,
+): Promise<{ code: number | null; report: CheckReport }> {
+  const r = await cli(['check', fixture(name), '--json', '--no-cache']);
+  assert.equal(r.hung, false, `${name}: the CLI did not end`);
+  assert.equal(await leftovers(r.pid), 0, `${name}: no container is left`);
+  assert.ok(r.code === 0 || r.code === 1, `${name}: exit ${r.code}:\n${r.stderr}`);
+  return { code: r.code, report: JSON.parse(r.stdout) as CheckReport };
 }

@@ -217,27 +217,14 @@ describe('own vendor, for code that hides itself or reaches for secrets', () => 
     ];
     return evaluate(r, ctx());
   };
-  const plain: ReportEvent[] = [
-    {
-      phase: 'exercise',
-      package: SUBJECT,
-      kind: 'dns',
-      host: 'api.vendorco.example',
-      qtype: 'A',
-      resolver: RESOLVER,
-    },
-    {
-      phase: 'exercise',
-      package: SUBJECT,
-      kind: 'http',
-      ip: '23.45.6.7',
-      port: 80,
-      host: 'api.vendorco.example',
-      httpHost: 'api.vendorco.example',
-      method: 'POST',
-      path: '/v1',
-    },
-  ];
+  const plain = reach('exercise', 'api.vendorco.example', {
+    kind: 'http',
+    port: 80,
+    sni: undefined,
+    httpHost: 'api.vendorco.example',
+    method: 'POST',
+    path: '/v1',
+  });
 
   it('no excuse for a tree that reads credentials or hides code, or a package that runs built code', () => {
     assert.equal(
@@ -422,27 +409,14 @@ describe('caller-directed egress', () => {
   it("a proxy request's target is read as a URL parser reads it, and a junk one is a claim", () => {
     const viaCaller = (path: string): CheckReport =>
       report(
-        [
-          {
-            phase: 'exercise',
-            package: SUBJECT,
-            kind: 'dns',
-            host: CALLER,
-            qtype: 'A',
-            resolver: RESOLVER,
-          },
-          {
-            phase: 'exercise',
-            package: SUBJECT,
-            kind: 'http',
-            ip: '23.45.6.7',
-            port: 80,
-            host: CALLER,
-            httpHost: CALLER,
-            method: 'GET',
-            path,
-          },
-        ],
+        reach('exercise', CALLER, {
+          kind: 'http',
+          port: 80,
+          sni: undefined,
+          httpHost: CALLER,
+          method: 'GET',
+          path,
+        }),
         [],
         { callerHosts: [CALLER] },
       );
