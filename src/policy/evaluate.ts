@@ -158,24 +158,21 @@ function suspectTree(ctx: TreeFacts, pkg: string, except: string[]): boolean {
 
 /**
  * Whether an entry's explanation of an indicator holds for these attempts: each connection a
- * plain-HTTP request of the method and path the entry names (lookups alone read nothing), from a
- * tree that does not hide code or reach for secrets.
+ * plain-HTTP request of the method and one of the exact paths the entry names (a query aside;
+ * lookups and connections that sent nothing read nothing). A credential library reads credential files by trade, so the
+ * paths, not the tree, are what keep a token fetch from passing for the probe.
  */
-function explainable(
-  ctx: TreeFacts,
-  r: KnownEgressEntry,
-  pkg: string | undefined,
-  events: readonly ReportEvent[],
-): boolean {
-  if (!pkg || suspectTree(ctx, pkg, [])) return false;
+function explainable(r: KnownEgressEntry, pkg: string | undefined, events: readonly ReportEvent[]) {
   const w = r.explainsWhen;
+  if (!pkg || !w) return false;
   return events.every(
     (e) =>
       e.kind === 'dns' ||
+      // A connection closed before it sent anything (a timed-out probe) asked for nothing.
+      (e.kind === 'tcp' && !e.bytesOut) ||
       (e.kind === 'http' &&
-        (!w?.method || e.method === w.method) &&
-        (!w?.pathPrefix || (e.path ?? '').startsWith(w.pathPrefix)) &&
-        !(e.path ?? '').includes('..')),
+        e.method === w.method &&
+        w.paths.includes((e.path ?? '').replace(/\?.*$/, ''))),
   );
 }
 
@@ -255,7 +252,7 @@ function decide(
         severity: known.via && !known.via.bins ? 'low' : 'info',
         rule: `known-egress:${known.id}`,
         because: `known legitimate egress "${known.id}": ${known.why ?? ''} (source: ${known.source})`,
-        ...(known.explains && explainable(ctx, known, pkg, evidence.events)
+        ...(known.explains && explainable(known, pkg, evidence.events)
           ? { explains: known.explains }
           : {}),
       };

@@ -86,10 +86,13 @@ export const nameKey = (n: string): string => n.toLowerCase().replace(/\.$/, '')
 /** The host of an absolute-form request target, as a URL parser reads it (userinfo, IPv6 too). */
 function absoluteHost(target: string): string {
   try {
-    return new URL(target).hostname.replace(/^\[|\]$/g, '') || target;
+    const host = new URL(target).hostname.replace(/^\[|\]$/g, '');
+    if (host) return host;
   } catch {
-    return target;
+    // Not a URL to a parser; a proxy reading it as a C string may still route it (below).
   }
+  const m = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/]*@)?([^/:?#]+)/i.exec(target)?.[1] ?? target;
+  return m.replace(/[\x00-\x20\x7f]/g, '');
 }
 
 const HOST_NAME =
@@ -102,18 +105,18 @@ export function targetOf(e: ReportEvent, resolved?: ReadonlySet<string>): Target
   const proxied =
     e.kind === 'http' && e.path
       ? e.method === 'CONNECT'
-        ? e.path.replace(/:\d*$/, '')
+        ? e.path.replace(/:\d*$/, '').replace(/[\x00-\x20\x7f]/g, '')
         : /^[a-z][a-z0-9+.-]*:\/\//i.test(e.path)
           ? absoluteHost(e.path)
           : undefined
       : undefined;
-  // A TLS server name or Host header that is no host name at all (an SNI of `/v1/items`: a
-  // client's misreading of its arguments) names nothing a connection could be routed by. A proxy
-  // target that is none still says the request went elsewhere: it is claimed, not dropped.
+  // A TLS server name, Host header or proxy target that is no host name at all (an SNI of
+  // `/v1/items`, a CONNECT to `/`: a client's misreading of its arguments) names nothing a
+  // connection could be routed by. Proxy targets are read as a URL parser reads them, and with
+  // control characters taken out, as a proxy reading a C string would.
   const hostLike = (n: string | undefined) => n === undefined || HOST_NAME.test(n);
-  const junkProxied =
-    proxied !== undefined && !hostLike(proxied) && isIP(proxied.replace(/^\[|\]$/g, '')) === 0;
-  const names = [e.host, ...[e.sni, httpHost].filter(hostLike), ...(junkProxied ? [] : [proxied])]
+  const proxiedIpLike = proxied !== undefined && isIP(proxied.replace(/^\[|\]$/g, '')) !== 0;
+  const names = [e.host, ...[e.sni, httpHost, proxiedIpLike ? undefined : proxied].filter(hostLike)]
     .filter((n): n is string => typeof n === 'string' && n.length > 0 && isIP(n) === 0)
     .map(nameKey);
   // A proxy asked to reach an address: only an address pattern for that address allows it.
@@ -130,11 +133,10 @@ export function targetOf(e: ReportEvent, resolved?: ReadonlySet<string>): Target
   // CIDR pattern must not match the stand-in address.
   const synthetic = e.kind !== 'dns' && e.host !== undefined;
   const claimed =
-    junkProxied ||
-    (e.kind !== 'dns' &&
-      (e.host === undefined
-        ? names.length > 0
-        : resolved !== undefined && !resolved.has(nameKey(e.host))));
+    e.kind !== 'dns' &&
+    (e.host === undefined
+      ? names.length > 0
+      : resolved !== undefined && !resolved.has(nameKey(e.host)));
   return {
     names: [...new Set(names)],
     ...(claimed ? { claimedOnly: true } : {}),

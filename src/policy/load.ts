@@ -113,6 +113,13 @@ export function shippedKnownEgress(): KnownEgressEntry[] {
         ))
     )
       fail('explains names indicators with a severity above info, for an entry with packages');
+    const when = e.explainsWhen as { method?: unknown; paths?: unknown } | undefined;
+    const explainsWhen =
+      when && typeof when.method === 'string' && Array.isArray(when.paths) && when.paths.length
+        ? { method: when.method, paths: when.paths.map(String) }
+        : undefined;
+    if (explains !== undefined && !explainsWhen)
+      fail('explains needs explainsWhen: the method and the exact paths it holds for');
     if (!destinations.length || packages.length > 0 === (via !== undefined))
       fail('an entry needs allow, and packages or via');
     return {
@@ -131,9 +138,7 @@ export function shippedKnownEgress(): KnownEgressEntry[] {
       ...(phases.length ? { phases: expandPhases(phases) } : {}),
       ...(typeof e.why === 'string' ? { why: e.why } : {}),
       ...(explains ? { explains: explains as Record<string, Severity> } : {}),
-      ...(e.explainsWhen && typeof e.explainsWhen === 'object'
-        ? { explainsWhen: e.explainsWhen as { method?: string; pathPrefix?: string } }
-        : {}),
+      ...(explainsWhen ? { explainsWhen } : {}),
       origin: `known-egress:${String(e.id)}`,
     };
   });

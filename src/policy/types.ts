@@ -93,8 +93,8 @@ export interface KnownEgressEntry extends PolicyRule {
    * (a cloud SDK's metadata probe). Only for entries naming their packages, vouched for.
    */
   explains?: Record<string, Severity>;
-  /** The requests `explains` holds for: plain HTTP, this method, a path below this prefix. */
-  explainsWhen?: { method?: string; pathPrefix?: string };
+  /** The requests `explains` holds for: plain HTTP, this method, one of these paths exactly. */
+  explainsWhen?: { method: string; paths: string[] };
 }
 
 /** A package's `egress` declaration, parsed. */
