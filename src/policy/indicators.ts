@@ -92,7 +92,7 @@ function absoluteHost(target: string): string {
     // Not a URL to a parser; a proxy reading it as a C string may still route it (below).
   }
   const m = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/]*@)?([^/:?#]+)/i.exec(target)?.[1] ?? target;
-  return m.replace(/[\x00-\x20\x7f]/g, '');
+  return m.replace(/[^\x21-\x7e]/g, '');
 }
 
 const HOST_NAME =
@@ -105,7 +105,7 @@ export function targetOf(e: ReportEvent, resolved?: ReadonlySet<string>): Target
   const proxied =
     e.kind === 'http' && e.path
       ? e.method === 'CONNECT'
-        ? e.path.replace(/:\d*$/, '').replace(/[\x00-\x20\x7f]/g, '')
+        ? e.path.replace(/:\d*$/, '').replace(/[^\x21-\x7e]/g, '')
         : /^[a-z][a-z0-9+.-]*:\/\//i.test(e.path)
           ? absoluteHost(e.path)
           : undefined
