@@ -267,9 +267,11 @@ export async function checkStaged(
     : [];
   const twinPlan = atRuntime.length > 0 ? plan : atInstall.length > 0 ? plan.slice(0, 1) : [];
   const readers = [...new Set([...atInstall, ...atRuntime])];
+  let identities: IdentityProfile[] | undefined;
   if (twinPlan.some((p) => p.steps.length > 0)) {
     const primary = topo.identity.profile;
     const other: IdentityProfile = primary === 'ci' ? 'laptop' : 'ci';
+    identities = [primary, other];
     const which = twinPlan.map((p) => p.name).join(', ');
     log(`[check] ${which} again as ${other}: ${readers.join(', ')} can tell the identities apart`);
     opts.signal?.throwIfAborted();
@@ -309,6 +311,7 @@ export async function checkStaged(
     ...(Object.keys(truncated).length ? { truncated } : {}),
   });
   report.packages = [...summaries.values()];
+  if (identities) report.identities = identities;
   if (phases.some((p) => p.name === 'exercise' && p.status !== 'skipped'))
     report.callerHosts = [callerHost, ...STRINGIFIED_ARGUMENTS];
   return evaluate(report, { ...judge, resolvers: SANDBOX_RESOLVERS });

@@ -23,6 +23,11 @@ const DEFINITIONS = {
   json: () => new Option('--json', 'print the result as versioned JSON'),
   markdown: () =>
     new Option('--markdown', 'print the result as Markdown (for a pull request comment)'),
+  html: () =>
+    new Option(
+      '--html <file>',
+      'also write the result as one self-contained HTML page (timeline, findings, tables; opens from disk)',
+    ),
   registry: () =>
     new Option(
       '--registry <url>',
@@ -99,6 +104,7 @@ export const LIMIT_FLAGS: FlagName[] = [
 export interface SharedFlags {
   json?: boolean;
   markdown?: boolean;
+  html?: string;
   registry?: string;
   policy?: string;
   policyOverride?: string;

@@ -40,9 +40,10 @@ function short(cmd: string, max = 70): string {
   return chars.length > max ? `${t(chars.slice(0, max - 1).join(''))}…` : t(cmd);
 }
 
-function headline(report: CheckReport): string {
+/** The verdict and why, in a line; `esc` escapes what came from the package (text: forTerminal). */
+export function headline(report: CheckReport, esc: (s: string) => string = t): string {
   const { subject, findings } = report;
-  const id = t(formatId(subject.name, subject.version));
+  const id = esc(formatId(subject.name, subject.version));
   if (report.events.length === 0 && findings.length === 0) return `PASS ${id}: no egress attempts`;
   const destinations = new Set(
     findings.filter((f) => f.id.startsWith('egress')).map((f) => f.destination),
@@ -54,7 +55,7 @@ function headline(report: CheckReport): string {
     ...new Set(
       findings
         .filter((f) => f.rule?.startsWith('indicator:') && f.severity !== 'info')
-        .map((f) => `${t(f.id)} (${f.severity})`),
+        .map((f) => `${esc(f.id)} (${f.severity})`),
     ),
   ];
   const leaks = findings.filter((f) => f.id === 'bait-leak').length;

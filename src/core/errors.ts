@@ -118,6 +118,11 @@ export const errorCatalogue = {
     fix: 'Check that the cache directory is writable (XDG_CACHE_HOME or ~/.cache/phonehome), or pass --store with another file.',
     exit: ExitCode.environment,
   },
+  EOUTPUT: {
+    summary: 'An output file cannot be written.',
+    fix: 'Give --html, --sarif or --comment-file a file in a folder that exists and that you may write; nothing was run.',
+    exit: ExitCode.usage,
+  },
   EUSAGE: {
     summary: 'The command line is not valid.',
     fix: 'See `phonehome --help` or `phonehome <command> --help`.',

@@ -1,6 +1,7 @@
 /**
- * The check report: a versioned contract. Events carry their phase but no timestamps, and every
- * list is sorted, so two runs of the same package diff cleanly.
+ * The check report: a versioned contract. Events carry their phase and, to the 10 ms, how far into
+ * it they were made (never a wall-clock time), and every list is sorted, so two runs of the same
+ * package diff cleanly by destination.
  */
 import { findBaitLeaks, type Bait } from './bait.js';
 import type { SummarisedAttempts } from './bounds.js';
@@ -88,6 +89,12 @@ export interface ReportEvent {
   bodyBytes?: number;
   websocket?: boolean;
   count?: number;
+  /**
+   * When it was made: milliseconds since the phase began (its first step, under the same
+   * identity), rounded to 10 ms; for a capture summary, its first attempt. Absent in reports
+   * stored before it was recorded.
+   */
+  atMs?: number;
 }
 
 /**
@@ -112,6 +119,8 @@ export interface Finding {
   rule?: string;
   /** The smallest policy entry (YAML) that would allow it; absent when nothing may allow it. */
   suggestion?: string;
+  /** Indexes into the report's `events` of the attempts it judges (egress and indicator findings). */
+  events?: number[];
 }
 
 /** A package of the checked tree, as the report describes it. */
@@ -177,6 +186,8 @@ export interface CheckReport {
    * produces): an attempt to one of them is the package doing what its caller asked.
    */
   callerHosts?: string[];
+  /** Who the sandbox looked like, in the order they ran, when the run used both identities. */
+  identities?: IdentityProfile[];
 }
 
 /** The window of the step that was running at `t`, if any. */
@@ -212,6 +223,22 @@ export function phaseAt(t: number, windows: PhaseWindow[]): Phase | undefined {
   let found: Phase | undefined;
   for (const w of byStart(windows)) if (w.startMs <= t) found = w.name;
   return found;
+}
+
+/** When each phase began (its first step's start), per identity: what `atMs` counts from. */
+function phaseStarts(windows: PhaseWindow[]): (phase: Phase, identity?: IdentityProfile) => number {
+  const starts = new Map<string, number>();
+  for (const w of windows) {
+    const key = `${w.name}\0${w.identity ?? ''}`;
+    starts.set(key, Math.min(starts.get(key) ?? Infinity, w.startMs));
+  }
+  return (phase, identity) => starts.get(`${phase}\0${identity ?? ''}`) ?? NaN;
+}
+
+/** Milliseconds from `start` to `t`, to 10 ms; nothing when either is unknown. */
+function offsetOf(t: number, start: number): { atMs?: number } {
+  const d = t - start;
+  return Number.isFinite(d) ? { atMs: Math.max(0, Math.round(d / 10) * 10) } : {};
 }
 
 /** Who an event is charged to; see ReportEvent.package. */
@@ -398,6 +425,8 @@ export function buildReport(input: {
   const events: ReportEvent[] = [];
   const findings: Finding[] = [];
   const counts = { withoutProcess: 0, outsideSteps: 0 };
+  const startOf = phaseStarts(input.windows);
+  const at = (t: number, who: Attribution) => offsetOf(t, startOf(who.phase, who.identity));
   for (const e of input.events) {
     if (e.kind === 'observer') {
       if (e.status !== 'lost' && e.status !== 'rejected') continue;
@@ -429,7 +458,7 @@ export function buildReport(input: {
     const names = input.processNames ?? {};
     const shown = r.process && Object.hasOwn(names, r.process) ? names[r.process] : undefined;
     if (shown) r.process = shown;
-    events.push(r);
+    events.push({ ...r, ...at(e.t, who) });
   }
   // A summary stands for many attempts: charged where its first attempt was made and, when it has
   // no process and its last attempt fell in another step, there too (the stricter of both counts).
@@ -445,7 +474,7 @@ export function buildReport(input: {
     for (const who of whos) {
       const r = toReportEvent(s.event, who);
       if (!r) continue;
-      events.push({ ...r, count: s.count });
+      events.push({ ...r, count: s.count, ...at(s.event.t, who) });
     }
     summarised.push(s.event);
   }
@@ -549,8 +578,9 @@ export function summarizeEvents(events: ReportEvent[]): { event: ReportEvent; ti
     // ICMP and dropped packets carry their own count; for other kinds `count` says how many
     // attempts a capture summary stands for.
     const own = e.kind === 'icmp' || e.kind === 'dropped';
-    const { count, ...rest } = e;
-    const shown = own ? e : rest;
+    // When it was made tells repeats apart for the timeline, not for a list.
+    const { count, atMs: _at, ...rest } = e;
+    const shown = own ? { ...rest, ...(count !== undefined ? { count } : {}) } : rest;
     const n = own ? 1 : (count ?? 1);
     const key = JSON.stringify(shown);
     const prev = out.get(key);

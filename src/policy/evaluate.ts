@@ -395,7 +395,13 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
   // connected to is part of that connection, not a destination of its own. Attempts shown alike
   // but aimed differently (the same SNI on connections to two names, a lookup asked of another
   // resolver) are groups of their own: each group is judged by what all its attempts were aimed at.
-  type Group = { phase: Phase; pkg?: string; events: ReportEvent[]; dns: boolean };
+  type Group = {
+    phase: Phase;
+    pkg?: string;
+    events: ReportEvent[];
+    indexes: number[];
+    dns: boolean;
+  };
   const foreign = (e: ReportEvent) =>
     e.kind === 'dns' && e.resolver !== undefined && !ctx.resolvers.includes(e.resolver);
   const aim = (e: ReportEvent) => {
@@ -415,11 +421,12 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
   const subjectId = formatId(report.subject.name, report.subject.version);
   const inTree = (e: ReportEvent): ReportEvent =>
     e.package && packages.size > 0 && !packages.has(e.package) ? { ...e, package: subjectId } : e;
+  const indexed = report.events.map((e, i) => ({ e: inTree(e), i }));
   const ordered = [
-    ...report.events.filter((e) => e.kind !== 'dns'),
-    ...report.events.filter((e) => e.kind === 'dns'),
-  ].map(inTree);
-  for (const e of ordered) {
+    ...indexed.filter(({ e }) => e.kind !== 'dns'),
+    ...indexed.filter(({ e }) => e.kind === 'dns'),
+  ];
+  for (const { e, i } of ordered) {
     const joined = e.kind === 'dns' && !foreign(e) ? byName.get(`${who(e)}\0${e.host}`) : undefined;
     const key = `${who(e)}\0${e.kind === 'dns' ? `${e.host} (DNS)` : destinationOf(e)}\0${aim(e)}`;
     const g = joined ??
@@ -427,9 +434,11 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
         phase: e.phase,
         ...(e.package ? { pkg: e.package } : {}),
         events: [],
+        indexes: [],
         dns: e.kind === 'dns',
       };
     g.events.push(e);
+    g.indexes.push(i);
     if (!joined) groups.set(key, g);
     if (e.kind !== 'dns' && e.host && !byName.has(`${who(e)}\0${e.host}`))
       byName.set(`${who(e)}\0${e.host}`, g);
@@ -443,6 +452,7 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     destination: string,
     extra = '',
     severity?: Severity,
+    events?: number[],
   ) => {
     const key = `${hit.indicator.id}\0${phase}\0${pkg ?? ''}\0${destination}`;
     if (seenIndicator.has(key)) return;
@@ -456,6 +466,7 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
       destination,
       message: `${hit.indicator.id}: ${who} -> ${destination} during ${phase}: ${hit.detail}; ${hit.indicator.rationale}${extra}`,
       rule: `indicator:${hit.indicator.id}`,
+      ...(events?.length ? { events } : {}),
     });
   };
 
@@ -510,6 +521,7 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
               ? ` (accepted: ${decision.because})`
               : '',
         explained(h) ?? (accepted(h) && !h.indicator.forbidsAllow ? 'info' : undefined),
+        [...g.indexes].sort((a, b) => a - b),
       );
     const who = g.pkg ?? 'an unidentified package';
     const verb = g.dns ? 'looked up' : 'tried to reach';
@@ -526,6 +538,7 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
       ) && !forbidding
         ? { suggestion: suggestRule(g.phase, g.pkg, target) }
         : {}),
+      events: [...g.indexes].sort((a, b) => a - b),
     });
   }
 

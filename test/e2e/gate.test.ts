@@ -18,6 +18,7 @@ import { after, before, describe, it } from 'node:test';
 import * as tar from 'tar';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { GateReport } from '../../src/gate/gate.js';
+import { openReport } from '../support/browser.js';
 import { cli, fixture, leftovers } from '../support/cli.js';
 import { images } from '../support/sandbox.js';
 import { startVerdaccio, type Verdaccio } from '../support/verdaccio.js';
@@ -79,7 +80,10 @@ describe('phonehome gate (CLI)', () => {
     const head = await locked('head', { 'upgrade-beacon': '1.0.1', 'honest-no-scripts': '^1.0.0' });
     const sarif = join(work, 'results.sarif');
     const comment = join(work, 'comment.md');
+    const html = join(work, 'gate.html');
     const r = await gate([
+      '--html',
+      html,
       '--base',
       join(base, 'package-lock.json'),
       '--head',
@@ -143,6 +147,22 @@ describe('phonehome gate (CLI)', () => {
       /"node_modules\/upgrade-beacon": \{/,
       'points at the lockfile entry',
     );
+
+    // The page: the change table, and the failing package's check view opened below it.
+    const page = await openReport(html);
+    try {
+      const text = await page.text();
+      assert.match(text, /FAIL\s+phonehome gate/);
+      assert.match(text, /upgrade-beacon\s+1\.0\.0 → 1\.0\.1/);
+      assert.match(text, /\+ install upgrade-beacon cdn\.upgrade-stats\.example:443/);
+      assert.match(text, /FAIL upgrade-beacon@1\.0\.1: /, 'the failing package is open');
+      assert.match(text, /Changes since the earlier version/);
+      assert.deepEqual(page.errors, []);
+      assert.deepEqual(page.requests, []);
+      await page.screenshot('html-gate');
+    } finally {
+      await page.close();
+    }
   });
 
   it('an upgrade with no egress change passes', async () => {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { AuditReport } from '../../src/audit/audit.js';
 import type { CheckReport } from '../../src/core/report.js';
+import { openReport } from '../support/browser.js';
 import { cli, fixture, leftovers } from '../support/cli.js';
 import { images } from '../support/sandbox.js';
 import { startVerdaccio, type Verdaccio } from '../support/verdaccio.js';
@@ -141,7 +142,8 @@ describe('registry specs through a real registry (verdaccio)', () => {
         .every((p) => p.verdict === 'pass'),
     );
 
-    const again = await audit([dir]);
+    const html = join(work, 'audit.html');
+    const again = await audit([dir, '--html', html]);
     assert.equal(again.code, 1);
     assert.match(again.stdout, /6 of 6 package\(s\) checked, 6 from the result store/);
     assert.match(
@@ -149,6 +151,40 @@ describe('registry specs through a real registry (verdaccio)', () => {
       /via shop-frontend > app-toolkit > uses-telemetry-dep > telemetry-dep/,
     );
     assert.doesNotMatch(again.stderr, /fetching the locked tree/, 'nothing fetched or run');
+
+    // The same audit as a page: every package in the table; "failing only" leaves the one that
+    // phoned home, and its row opens its check view.
+    const page = await openReport(html);
+    try {
+      const rows = () =>
+        page.page.evaluate(
+          `[...document.querySelectorAll('tr.item')].filter((tr) => !tr.hidden).map((tr) => tr.cells[0].textContent)`,
+        ) as Promise<string[]>;
+      assert.equal((await rows()).length, 6);
+      await page.page.select('#filter-verdict', 'fail');
+      assert.deepEqual(await rows(), ['telemetry-dep@1.0.0']);
+      await page.page.click('tr.item:not([hidden])');
+      const text = await page.text();
+      assert.match(text, /FAIL telemetry-dep@1\.0\.0: \d+ egress attempt/);
+      assert.match(text, /shop-frontend › app-toolkit › uses-telemetry-dep › telemetry-dep/);
+      assert.match(text, /1 of 6 shown/);
+      await page.page.select('#filter-verdict', 'all');
+      await page.page.type('#filter-name', 'honest');
+      assert.deepEqual((await rows()).sort(), [
+        'honest-no-scripts@1.0.0',
+        'honest-postinstall-prints@1.0.0',
+      ]);
+      await page.page.click('#filter-scripts');
+      assert.deepEqual(await rows(), ['honest-postinstall-prints@1.0.0']);
+      assert.deepEqual(page.errors, []);
+      assert.deepEqual(page.requests, []);
+      await page.page.evaluate(
+        `document.getElementById('filter-name').value = ''; document.getElementById('filter-name').dispatchEvent(new Event('input')); document.getElementById('filter-scripts').click(); document.querySelector('tr.item[data-verdict="fail"]').click();`,
+      );
+      await page.screenshot('html-audit');
+    } finally {
+      await page.close();
+    }
 
     const prod = await audit([dir, '--omit', 'dev', '--json']);
     const omitted = JSON.parse(prod.stdout) as AuditReport;

@@ -15,6 +15,8 @@ import {
   type SharedFlags,
 } from '../options.js';
 import { renderAuditMarkdown, renderAuditText } from '../render-audit.js';
+import { checkOutputPath, writeHtmlReport } from '../../report/html.js';
+import { auditModel } from '../../report/model.js';
 
 function fmt(s: number): string {
   const m = Math.floor(s / 60);
@@ -90,6 +92,7 @@ export function auditCommand(): Command {
   return withFlags(cmd, [
     'json',
     'markdown',
+    'html',
     ...RUN_FLAGS,
     'allowRemoteSources',
     'failOn',
@@ -113,6 +116,7 @@ error, 130 interrupted.`,
         o: SharedFlags & { omit?: ('dev' | 'optional' | 'peer')[]; concurrency?: string },
       ) => {
         oneOutputKind(o);
+        if (o.html) checkOutputPath(o.html);
         const concurrency = o.concurrency === undefined ? undefined : Number(o.concurrency);
         if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1))
           throw new PhonehomeError(
@@ -150,6 +154,7 @@ error, 130 interrupted.`,
           display.stop();
           store.close();
         }
+        if (o.html) writeHtmlReport(o.html, auditModel(report));
         process.stdout.write(
           o.json
             ? JSON.stringify(report, null, 2) + '\n'

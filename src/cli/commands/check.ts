@@ -17,6 +17,8 @@ import {
   type SharedFlags,
 } from '../options.js';
 import { renderText } from '../render-text.js';
+import { checkOutputPath, writeHtmlReport } from '../../report/html.js';
+import { checksModel } from '../../report/model.js';
 
 /** Phase and elapsed time, redrawn in place; only when stderr is a terminal. */
 function progress(
@@ -64,7 +66,7 @@ export function checkCommand(): Command {
       '--against <version>',
       'compare with an earlier version of the package (a version, or "previous": the one before by semver)',
     );
-  return withFlags(cmd, ['json', ...RUN_FLAGS, 'failOn', ...LIMIT_FLAGS])
+  return withFlags(cmd, ['json', 'html', ...RUN_FLAGS, 'failOn', ...LIMIT_FLAGS])
     .addHelpText(
       'after',
       `
@@ -86,6 +88,7 @@ Exit codes: 0 pass, 1 findings at or above --fail-on, 2 usage error (also a bad 
 images), 4 internal error, 130 interrupted.`,
     )
     .action(async (specs: string[], o: SharedFlags & { against?: string }) => {
+      if (o.html) checkOutputPath(o.html);
       const timeouts = timeoutsFromFlags(o);
       const policy = policyFromFlags(o);
       const npmConfig = npmConfigFromFlags(o);
@@ -124,6 +127,7 @@ images), 4 internal error, 130 interrupted.`,
         process.stdout.write(JSON.stringify(out, null, 2) + '\n');
       }
       store.close();
+      if (o.html) writeHtmlReport(o.html, checksModel(reports));
       process.exitCode = reachesFailOn(reports, o.failOn) ? ExitCode.findings : ExitCode.pass;
     });
 }

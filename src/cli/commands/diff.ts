@@ -4,6 +4,8 @@ import { diffReports } from '../../core/compare.js';
 import { PhonehomeError } from '../../core/errors.js';
 import { cliContext } from '../context.js';
 import { renderDiffMarkdown, renderDiffText } from '../render-diff.js';
+import { checkOutputPath, writeHtmlReport } from '../../report/html.js';
+import { diffModel } from '../../report/model.js';
 import {
   npmConfigFromFlags,
   oneOutputKind,
@@ -23,7 +25,7 @@ export function diffCommand(): Command {
     )
     .argument('<old-spec>', 'the earlier version (name@1.2.3, a .tgz, a folder)')
     .argument('<new-spec>', 'the later version');
-  return withFlags(cmd, ['json', 'markdown', ...RUN_FLAGS, ...LIMIT_FLAGS])
+  return withFlags(cmd, ['json', 'markdown', 'html', ...RUN_FLAGS, ...LIMIT_FLAGS])
     .addHelpText(
       'after',
       `
@@ -33,6 +35,7 @@ run otherwise (and stored). Exit codes: 0 (whatever changed; use check --against
     )
     .action(async (oldSpec: string, newSpec: string, o: SharedFlags) => {
       oneOutputKind(o);
+      if (o.html) checkOutputPath(o.html);
       const timeouts = timeoutsFromFlags(o);
       const policy = policyFromFlags(o);
       const npmConfig = npmConfigFromFlags(o);
@@ -58,6 +61,7 @@ run otherwise (and stored). Exit codes: 0 (whatever changed; use check --against
             `diff compares two versions of one package, not ${before.report.subject.name} and ${after.report.subject.name}.`,
           );
         const d = diffReports(before.report, after.report);
+        if (o.html) writeHtmlReport(o.html, diffModel(d, before.report, after.report));
         process.stdout.write(
           o.json
             ? JSON.stringify(d, null, 2) + '\n'

@@ -15,6 +15,8 @@ import {
   type SharedFlags,
 } from '../options.js';
 import { renderGateMarkdown, renderGateSarif, renderGateText } from '../render-gate.js';
+import { checkOutputPath, writeHtmlReport } from '../../report/html.js';
+import { gateModel } from '../../report/model.js';
 
 export function gateCommand(): Command {
   const cmd = new Command('gate')
@@ -33,7 +35,7 @@ export function gateCommand(): Command {
     );
   return withFlags(
     cmd,
-    ['json', 'markdown', ...RUN_FLAGS, 'allowRemoteSources', 'failOn', ...LIMIT_FLAGS],
+    ['json', 'markdown', 'html', ...RUN_FLAGS, 'allowRemoteSources', 'failOn', ...LIMIT_FLAGS],
     'fail',
   )
     .addHelpText(
@@ -53,6 +55,12 @@ images, registry, store), 4 internal error, 130 interrupted.`,
         o: SharedFlags & { base?: string; head: string; commentFile?: string; sarif?: string },
       ) => {
         oneOutputKind(o);
+        if (o.html) checkOutputPath(o.html);
+        for (const [flag, file] of [
+          ['--comment-file', o.commentFile],
+          ['--sarif', o.sarif],
+        ] as const)
+          if (file) checkOutputPath(file, flag);
         const timeouts = timeoutsFromFlags(o);
         const policy = policyFromFlags(o);
         const npmConfig = npmConfigFromFlags(o);
@@ -77,6 +85,7 @@ images, registry, store), 4 internal error, 130 interrupted.`,
         }
         const md = renderGateMarkdown(report);
         if (o.commentFile) writeFileSync(o.commentFile, md);
+        if (o.html) writeHtmlReport(o.html, gateModel(report));
         if (o.sarif)
           writeFileSync(o.sarif, JSON.stringify(renderGateSarif(report), null, 2) + '\n');
         process.stdout.write(

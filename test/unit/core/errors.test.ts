@@ -20,6 +20,7 @@ import { dockerError } from '../../../src/sandbox/docker/errors.js';
  */
 const EXIT_BY_CODE: Record<ErrorCode, 2 | 3 | 4 | 130> = {
   EUSAGE: 2,
+  EOUTPUT: 2,
   ESPEC: 2,
   ESPEC_NOT_FOUND: 2,
   ESPEC_CORRUPT: 2,
