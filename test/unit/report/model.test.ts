@@ -94,9 +94,11 @@ describe('HTML report model', () => {
         atMs: 400,
       },
     ] satisfies ReportEvent[];
-    const r = judged(events, 'version: 1\nrules:\n  - allow: [dl.example.com:443]\n    phases: [install]\n', [
-      'declared.example.com:443',
-    ]);
+    const r = judged(
+      events,
+      'version: 1\nrules:\n  - allow: [dl.example.com:443]\n    phases: [install]\n',
+      ['declared.example.com:443'],
+    );
     const all = rows(r);
     assert.equal(
       all.reduce((n, x) => n + x.attempts.length, 0),
