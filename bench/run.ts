@@ -17,6 +17,9 @@
  * - audit: a lockfile of the dependency tree of a few popular tools (500+ registry packages),
  *   audited cold (empty store) and warm (everything stored); packages per minute, and how many
  *   needed an install phase. BENCH_AUDIT=0 skips it.
+ * - HTML report: `--html` of a 1,000-package audit (50 packages that phoned home, from a real
+ *   check of a fixture, 950 honest ones, from another), against `--json` of the same report
+ *   (JSON.stringify); render time and size.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -25,7 +28,11 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import Arborist from '@npmcli/arborist';
 import pacote from 'pacote';
+import { AUDIT_SCHEMA_VERSION, type AuditPackage, type AuditReport } from '../src/audit/audit.js';
 import { check } from '../src/check/check.js';
+import { loadPolicy } from '../src/policy/load.js';
+import { renderHtml } from '../src/report/html.js';
+import { auditModel } from '../src/report/model.js';
 import { packageRoot } from '../src/paths.js';
 import { buildImages } from '../src/images/build.js';
 import { DockerEngine } from '../src/sandbox/docker/engine.js';
@@ -37,12 +44,13 @@ const N = Number(process.env.BENCH_BURST ?? 6000);
 const STARTS = Number(process.env.BENCH_STARTS ?? 5);
 const CHECKS = Number(process.env.BENCH_CHECKS ?? 5);
 /**
- * Which parts to run, comma-separated (default all): startup, check, store, gate, audit, burst.
+ * Which parts to run, comma-separated (default all): startup, check, store, gate, audit, html,
+ * burst.
  * `BENCH_ONLY=burst npm run bench` measures the capture alone; BENCH_RUNNER_IMAGE and
  * BENCH_GATEWAY_IMAGE run it with other images (an observer under work, an earlier capture).
  */
 const ONLY = new Set(
-  (process.env.BENCH_ONLY ?? 'startup,check,store,gate,audit,burst')
+  (process.env.BENCH_ONLY ?? 'startup,check,store,gate,audit,html,burst')
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean),
@@ -346,6 +354,71 @@ async function main(): Promise<void> {
     }
   }
 
+  // ---- HTML report of a 1,000-package audit, against its JSON ----
+  let htmlRow: { jsonMs: number; htmlMs: number; jsonBytes: number; htmlBytes: number } | undefined;
+  if (ONLY.has('html')) {
+    const fixtureReport = (name: string) =>
+      check(engine, images, join(packageRoot(), 'fixtures', 'packages', name), {
+        policy: loadPolicy({ discover: false }),
+      });
+    const flagged = await fixtureReport('install-env-post');
+    const honest = await fixtureReport('honest-postinstall-prints');
+    const packages: AuditPackage[] = Array.from({ length: 1000 }, (_, i) => {
+      const report = structuredClone(i % 20 === 0 ? flagged : honest);
+      report.subject.name = `pkg-${i}`;
+      return {
+        id: `pkg-${i}@1.0.0`,
+        status: 'checked',
+        path: ['app', `mid-${i % 30}`, `pkg-${i}`],
+        dev: false,
+        optional: false,
+        fromStore: false,
+        installScripts: report.packages?.[0]?.installScripts ?? [],
+        verdict: report.verdict,
+        report,
+      };
+    });
+    const audit: AuditReport = {
+      schemaVersion: AUDIT_SCHEMA_VERSION,
+      kind: 'audit',
+      lockfile: 'package-lock.json',
+      project: { name: 'app', version: '1.0.0' },
+      summary: {
+        packages: 1000,
+        checked: 1000,
+        notInstalled: 0,
+        notRun: 0,
+        fromStore: 0,
+        withInstallScripts: 1000,
+        withEgress: 50,
+        findings: {},
+        unattributed: 0,
+        unattributedLeaks: [],
+      },
+      packages,
+      verdict: 'fail',
+      policy: { sources: [], hash: '' },
+    };
+    const jsonMs: number[] = [];
+    const htmlMs: number[] = [];
+    let json = '';
+    let html = '';
+    for (let i = 0; i < CHECKS; i++) {
+      let t0 = performance.now();
+      json = JSON.stringify(audit, null, 2);
+      jsonMs.push(performance.now() - t0);
+      t0 = performance.now();
+      html = renderHtml(auditModel(audit));
+      htmlMs.push(performance.now() - t0);
+    }
+    htmlRow = {
+      jsonMs: median(jsonMs),
+      htmlMs: median(htmlMs),
+      jsonBytes: Buffer.byteLength(json),
+      htmlBytes: Buffer.byteLength(html),
+    };
+  }
+
   // ---- burst ----
   const burstResult = ONLY.has('burst') ? await runBurst(engine, refs) : undefined;
 
@@ -397,6 +470,13 @@ async function main(): Promise<void> {
     );
     out.push(
       `  cold ${(auditRow.coldMs / 1000).toFixed(1)} s (${((auditRow.checked / auditRow.coldMs) * 60_000).toFixed(0)} packages/min), warm ${(auditRow.warmMs / 1000).toFixed(2)} s; warm is ${(auditRow.coldMs / auditRow.warmMs).toFixed(0)}x faster`,
+    );
+    out.push('');
+  }
+  if (htmlRow) {
+    out.push(`HTML report of a 1,000-package audit vs its --json (median of ${CHECKS})`);
+    out.push(
+      `  --json ${htmlRow.jsonMs.toFixed(0)} ms, ${(htmlRow.jsonBytes / 1e6).toFixed(2)} MB; --html ${htmlRow.htmlMs.toFixed(0)} ms, ${(htmlRow.htmlBytes / 1e6).toFixed(2)} MB: ${(htmlRow.htmlMs / htmlRow.jsonMs).toFixed(2)}x the time, ${(htmlRow.htmlBytes / htmlRow.jsonBytes).toFixed(2)}x the size`,
     );
     out.push('');
   }

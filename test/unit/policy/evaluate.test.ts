@@ -491,9 +491,21 @@ describe('policy evaluation', () => {
       https('a.example.com', { phase: 'import' }),
       lookup('c.example.com'),
     ];
-    const a = evaluate(report(events), ctx()).findings;
-    const b = evaluate(report([...events].reverse()), ctx()).findings;
-    assert.deepEqual(a, b);
+    // A finding names its attempts by their index in the report's events: the same attempts,
+    // wherever they stand.
+    const judged = (r: CheckReport) =>
+      r.findings.map(({ events: at, ...f }) => ({
+        ...f,
+        attempts: (at ?? []).map((i) => JSON.stringify(r.events[i])).sort(),
+      }));
+    const ra = evaluate(report(events), ctx());
+    const rb = evaluate(report([...events].reverse()), ctx());
+    assert.deepEqual(judged(ra), judged(rb));
+    assert.ok(
+      ra.findings.every((f) => f.events?.length),
+      'every finding names its attempts',
+    );
+    const a = ra.findings;
     assert.deepEqual(
       a.map((f) => f.destination),
       ['b.example.com:443', 'c.example.com (DNS)', 'a.example.com:443'],
