@@ -34,6 +34,7 @@
     'allowed-known': 'allowed: known egress',
     'allowed-declaration': "allowed: the package's declaration",
     caller: 'what the exercise asked for',
+    'local-name': 'a name without a domain',
     undecided: 'not judged',
   };
   const seconds = (ms) => `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
@@ -103,37 +104,46 @@
         ),
         track,
       );
-      const list = h(
-        'table',
-        { class: 'attempts' },
+      // The attempts' table is built when the row is first opened: a run can hold many.
+      const list = () =>
         h(
-          'thead',
-          {},
+          'table',
+          { class: 'attempts' },
           h(
-            'tr',
+            'thead',
             {},
-            h('th', {}, 'when'),
-            h('th', {}, 'attempt'),
-            h('th', {}, 'package'),
-            h('th', {}, 'process'),
-          ),
-        ),
-        h(
-          'tbody',
-          {},
-          r.attempts.map((a) =>
             h(
               'tr',
               {},
-              h('td', { class: 'num' }, a.at === null ? '?' : seconds(a.at)),
-              h('td', {}, a.what, a.times > 1 ? ` ×${a.times}` : ''),
-              h('td', {}, a.package),
-              h('td', { class: 'mono' }, a.process),
+              h('th', {}, 'when'),
+              h('th', {}, 'attempt'),
+              h('th', {}, 'package'),
+              h('th', {}, 'process'),
             ),
           ),
-        ),
-      );
-      return h(
+          h(
+            'tbody',
+            {},
+            r.attempts.map((a) =>
+              h(
+                'tr',
+                {},
+                h('td', { class: 'num' }, a.at === null ? '?' : seconds(a.at)),
+                h('td', {}, a.what, a.times > 1 ? ` ×${a.times}` : ''),
+                h('td', {}, a.package),
+                h('td', { class: 'mono' }, a.process),
+              ),
+            ),
+          ),
+          r.more
+            ? h(
+                'caption',
+                { class: 'muted small' },
+                `and ${r.more} more attempt(s) to it, not drawn here (the JSON report has them all)`,
+              )
+            : null,
+        );
+      const row = h(
         'details',
         { class: `dest-row r-${r.decision}`, data: { decision: r.decision } },
         summary,
@@ -144,8 +154,15 @@
           r.because,
           r.rule ? h('span', { class: 'muted' }, ` (${r.rule})`) : null,
         ),
-        list,
       );
+      let built = false;
+      row.addEventListener('toggle', () => {
+        if (row.open && !built) {
+          built = true;
+          row.append(list());
+        }
+      });
+      return row;
     });
     const axis = h(
       'div',
@@ -164,6 +181,13 @@
       { class: 'phase', data: { phase: t.phase } },
       parts,
       h('div', { class: 'timeline' }, rows, axis),
+      t.moreRows
+        ? h(
+            'p',
+            { class: 'note' },
+            `and ${t.moreRows} more destination(s) in this phase, not drawn here (the JSON report has them all)`,
+          )
+        : null,
     );
   }
 
@@ -284,7 +308,16 @@
               h(
                 'td',
                 { class: 'mono small' },
-                x.reached.map((d) => h('div', { class: x.declared.length ? '' : 'undeclared' }, d)),
+                x.reached.map((d) =>
+                  h(
+                    'div',
+                    {
+                      class: d.declared ? '' : 'undeclared',
+                      title: d.declared ? 'allowed by its declaration' : 'not declared',
+                    },
+                    d.destination,
+                  ),
+                ),
               ),
             ),
           );
@@ -315,6 +348,13 @@
         : null,
       h('h3', { class: 'section' }, 'Findings'),
       findingsList(v.findings),
+      v.moreFindings
+        ? h(
+            'p',
+            { class: 'note' },
+            `and ${v.moreFindings} less severe finding(s), not listed here (the JSON report has them all)`,
+          )
+        : null,
       v.packages.length
         ? [h('h3', { class: 'section' }, 'Declared and done'), packagesTable(v.packages)]
         : null,

@@ -63,6 +63,21 @@ export function headline(report: CheckReport, esc: (s: string) => string = t): s
     (f) => f.id === 'egress-own-vendor' && f.severity !== 'info',
   ).length;
   const directed = findings.filter((f) => f.id === 'egress-caller-directed').length;
+  // What else made the verdict: the sandbox's own findings (tampering, persistence, …) and
+  // changes since an earlier version.
+  const other = [
+    ...new Set(
+      findings
+        .filter(
+          (f) =>
+            f.severity !== 'info' &&
+            !f.id.startsWith('egress-') &&
+            f.id !== 'bait-leak' &&
+            !f.rule?.startsWith('indicator:'),
+        )
+        .map((f) => `${esc(f.id)} (${f.severity})`),
+    ),
+  ];
   const parts = [
     ...(leaks ? [`BAIT SECRETS SENT OUT: ${leaks}`] : []),
     `${report.events.length} egress attempt(s) to ${destinations} destination(s)`,
@@ -70,6 +85,7 @@ export function headline(report: CheckReport, esc: (s: string) => string = t): s
     ...(vendor ? [`${vendor} to its own vendor's domain (low)`] : []),
     ...(directed ? [`${directed} where the exercise told it to`] : []),
     ...(indicators.length ? [`indicators: ${indicators.join(', ')}`] : []),
+    ...(other.length ? [`also: ${other.join(', ')}`] : []),
   ];
   return `${report.verdict.toUpperCase()} ${id}: ${parts.join('; ')}`;
 }

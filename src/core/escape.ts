@@ -22,11 +22,16 @@
  * (ALM, LRM, RLM, LRE..RLO, LRI..PDI), invisible format characters (soft hyphen, Mongolian vowel
  * separator, zero-width space, non-joiner and joiner, word joiner and invisible operators, the
  * deprecated format controls, byte-order mark, interlinear annotation controls, tag characters),
- * the line and paragraph separators, and lone surrogates (which no encoding can write).
+ * the line and paragraph separators, and lone surrogates (which no encoding can write); and
+ * beyond those lists, every default-ignorable code point and format character Unicode knows
+ * (variation selectors, the combining grapheme joiner, Hangul and Khmer fillers, musical format
+ * controls, …), every space but the ASCII one (no-break, em, ideographic, …) and the blank
+ * Braille pattern: characters that draw nothing, or draw a blank, so that a name holding one
+ * would read as another name.
  */
 const UNSAFE =
   // eslint-disable-next-line no-control-regex -- matching controls is its purpose
-  /[\\\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\u{e0001}\u{e0020}-\u{e007f}]|[\ud800-\udfff]/gu;
+  /[\\\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\u{e0001}\u{e0020}-\u{e007f}]|[\ud800-\udfff]|[\p{Default_Ignorable_Code_Point}\p{Cf}\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\u2800]/gu;
 
 const NAMED: Record<string, string> = { '\\': '\\\\', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 
@@ -106,7 +111,7 @@ export function forMarkdownCode(s: string, opts: { inTable?: boolean } = {}): st
   let t = forTerminal(s);
   if (opts.inTable ?? true) t = t.replace(/\|/g, '\\|');
   if (t === '') return '` `';
-  const longest = Math.max(0, ...(t.match(/`+/g) ?? []).map((run) => run.length));
+  const longest = (t.match(/`+/g) ?? []).reduce((n, run) => Math.max(n, run.length), 0);
   const fence = '`'.repeat(longest + 1);
   const pad =
     t.startsWith('`') ||
@@ -122,7 +127,9 @@ export function forMarkdownCode(s: string, opts: { inTable?: boolean } = {}): st
  * the longest run of backticks in them, so no line of the block can close it.
  */
 export function markdownFence(lines: string[]): string {
-  const longest = Math.max(0, ...lines.flatMap((l) => l.match(/`+/g) ?? []).map((r) => r.length));
+  const longest = lines
+    .flatMap((l) => l.match(/`+/g) ?? [])
+    .reduce((n, r) => Math.max(n, r.length), 0);
   return '`'.repeat(Math.max(3, longest + 1));
 }
 

@@ -327,7 +327,9 @@ export function severityRank(s: Severity): number {
 
 /** fail when a finding is high or critical, warn when one is low or medium, else pass. */
 export function verdictOf(findings: Finding[]): Verdict {
-  const worst = Math.max(-1, ...findings.map((f) => severityRank(f.severity)));
+  // A loop, not a spread: a report may hold more findings than a call takes arguments.
+  let worst = -1;
+  for (const f of findings) worst = Math.max(worst, severityRank(f.severity));
   return worst >= severityRank('high') ? 'fail' : worst >= severityRank('low') ? 'warn' : 'pass';
 }
 

@@ -16,7 +16,6 @@
  * (exfiltration channels, cloud metadata, data in DNS names) cannot be silenced by 1–3.
  */
 import { forYamlString } from '../core/escape.js';
-import { stringify } from 'yaml';
 import type { ReportDiff } from '../core/compare.js';
 import {
   SANDBOX_FINDINGS,
@@ -30,7 +29,7 @@ import {
 } from '../core/report.js';
 import { NETWORK_CAPABLE, SANDBOX_WORKDIR, type Phase, type Severity } from '../core/terms.js';
 import { formatId, parseId } from '../core/package-id.js';
-import { matchesDestination, patternFor, type Target } from './destination.js';
+import { matchesDestination, parseDestination, patternFor, type Target } from './destination.js';
 import {
   eventIndicators,
   nameKey,
@@ -324,13 +323,26 @@ function effectiveSeverity(ind: Indicator, policy: Policy): Severity | 'off' {
   return o !== 'off' && severityRank(o) > severityRank(ind.severity) ? o : ind.severity;
 }
 
-/** The smallest policy entry that allows this attempt, as YAML for the `rules:` list. */
-export function suggestRule(phase: Phase, pkg: string | undefined, t: Target): string {
-  // Hosts and names come from the package: anything but printable ASCII is written escaped.
-  const q = (v: string) => (/^[\x20-\x7e]*$/.test(v) ? stringify(v).trim() : forYamlString(v));
+/**
+ * The smallest policy entry that allows this attempt, as YAML for the `rules:` list; none when
+ * the destination, written as a pattern, would not mean exactly this attempt (a name holding a
+ * comma, a space or a `*` reads as other patterns, or as every destination).
+ */
+export function suggestRule(phase: Phase, pkg: string | undefined, t: Target): string | undefined {
+  const pattern = patternFor(t);
+  const parsed = parseDestination(pattern);
+  if (
+    typeof parsed === 'string' ||
+    (parsed.host !== undefined && !('exact' in parsed.host)) ||
+    !matchesDestination(parsed, t, 'allow')
+  )
+    return undefined;
+  // Hosts and names come from the package: only a plain host-like word is written bare; anything
+  // else is a double-quoted scalar (a flow sequence ends at a comma, and `*` starts an alias).
+  const q = (v: string) => (/^[A-Za-z0-9][A-Za-z0-9._@/:+-]*$/.test(v) ? v : forYamlString(v));
   return (
     [
-      `- allow: [${q(patternFor(t))}]`,
+      `- allow: [${q(pattern)}]`,
       ...(pkg ? [`  packages: [${q(pkg)}]`] : []),
       `  phases: [${phase}]`,
     ].join('\n') + '\n'
@@ -536,7 +548,10 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
       ...(!['egress-allowed', 'egress-caller-directed', 'egress-local-name'].includes(
         decision.id,
       ) && !forbidding
-        ? { suggestion: suggestRule(g.phase, g.pkg, target) }
+        ? (() => {
+            const suggestion = suggestRule(g.phase, g.pkg, target);
+            return suggestion ? { suggestion } : {};
+          })()
         : {}),
       events: [...g.indexes].sort((a, b) => a - b),
     });

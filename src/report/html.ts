@@ -25,7 +25,13 @@ import { PhonehomeError } from '../core/errors.js';
 import { packageRoot, phonehomeVersion } from '../paths.js';
 import type { PageModel } from './model.js';
 
-const asset = (name: string) => readFileSync(join(packageRoot(), 'report-viewer', name), 'utf8');
+/**
+ * A viewer file as the browser will hash it: an HTML parser turns CR LF and CR into LF before a
+ * script or style is hashed, so a file checked out with Windows line endings must be given LF
+ * endings here, or its hash would not match and nothing would render.
+ */
+const asset = (name: string) =>
+  readFileSync(join(packageRoot(), 'report-viewer', name), 'utf8').replace(/\r\n?/g, '\n');
 
 const sha256 = (s: string) => `'sha256-${createHash('sha256').update(s, 'utf8').digest('base64')}'`;
 

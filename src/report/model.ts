@@ -40,6 +40,7 @@ export const DECISIONS = [
   'allowed-known',
   'allowed-declaration',
   'caller',
+  'local-name',
   'undecided',
 ] as const;
 export type Decision = (typeof DECISIONS)[number];
@@ -53,6 +54,7 @@ export const DECISION_LABELS: Record<Decision, string> = {
   'allowed-known': 'allowed: known egress',
   'allowed-declaration': "allowed: the package's declaration",
   caller: 'what the exercise asked for',
+  'local-name': 'a name without a domain',
   undecided: 'not judged',
 };
 
@@ -67,6 +69,8 @@ export interface AttemptView {
 
 export interface DestinationRow {
   destination: string;
+  /** Attempts of this row left out of the page (past HTML_BOUNDS.attemptsPerRow). */
+  more: number;
   package: string;
   decision: Decision;
   /** The finding that decided it, in a line, and the rule. */
@@ -86,6 +90,8 @@ export interface TimelineView {
   note: string;
   calls: string;
   rows: DestinationRow[];
+  /** Destinations left out of the page (past HTML_BOUNDS.rowsPerPhase, the weakest decisions). */
+  moreRows: number;
 }
 
 export interface FindingView {
@@ -102,8 +108,15 @@ export interface PackageView {
   id: string;
   installScripts: string[];
   capabilities: string[];
-  /** Per phase: what it declares, and where it went (destinations judged for it). */
-  phases: { phase: string; declared: string[]; reached: string[] }[];
+  /**
+   * Per phase: what it declares, and where it went (destinations judged for it), each saying
+   * whether its declaration is what allowed it.
+   */
+  phases: {
+    phase: string;
+    declared: string[];
+    reached: { destination: string; declared: boolean }[];
+  }[];
 }
 
 export interface CheckView {
@@ -114,6 +127,8 @@ export interface CheckView {
   policy: string;
   timelines: TimelineView[];
   findings: FindingView[];
+  /** Findings left out of the page (past HTML_BOUNDS.findings, the least severe). */
+  moreFindings: number;
   packages: PackageView[];
   /** With --against: what changed since the earlier version, as lines. */
   changes: string[];
@@ -165,7 +180,23 @@ export type PageModel =
       changes: ChangeRow[];
     };
 
-const esc = (s: string | undefined | null) => t(s ?? '');
+/**
+ * Letters of right-to-left scripts (Hebrew, Arabic, Syriac, Thaana, N'Ko, …): a browser reorders
+ * the text around them (`FAIL 1 :2@<rtl> attempts`), so in a report they are shown as escapes,
+ * like the controls forTerminal escapes. No host, path or SNI can hold them (the capture reads
+ * those as Latin-1); names, commands and declarations can.
+ */
+const RIGHT_TO_LEFT =
+  /[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefe\u{10800}-\u{10fff}\u{1e800}-\u{1efff}]/gu;
+
+const esc = (s: string | undefined | null) =>
+  t(s ?? '').replace(
+    RIGHT_TO_LEFT,
+    (c) => `\\u${(c.codePointAt(0) ?? 0).toString(16).padStart(4, '0')}`,
+  );
+
+/** Bounds of what one page draws (the JSON report keeps everything). */
+export const HTML_BOUNDS = { rowsPerPhase: 500, attemptsPerRow: 100, findings: 1000 };
 
 /** What an attempt was, in a line (the text report's detail, without its padding). */
 function what(e: ReportEvent): string {
@@ -204,8 +235,9 @@ function decisionOf(f: Finding): Decision {
     case 'egress-own-vendor':
       return 'vendor';
     case 'egress-caller-directed':
-    case 'egress-local-name':
       return 'caller';
+    case 'egress-local-name':
+      return 'local-name';
     default:
       return 'undecided';
   }
@@ -238,6 +270,7 @@ export function checkView(report: CheckReport): CheckView {
       because: esc(f.message),
       rule: esc(f.rule),
       attempts: [],
+      more: 0,
     };
     rows.push(row);
     for (const i of f.events) rowOf.set(i, row);
@@ -281,6 +314,7 @@ export function checkView(report: CheckReport): CheckView {
         because: 'no finding names this attempt',
         rule: '',
         attempts: [],
+        more: 0,
       };
       loose.set(key, row);
       rows.push(row);
@@ -312,6 +346,10 @@ export function checkView(report: CheckReport): CheckView {
           mine = { ...row, attempts: [] };
           phaseRows.set(row, mine);
         }
+        if (mine.attempts.length >= HTML_BOUNDS.attemptsPerRow) {
+          mine.more += 1;
+          continue;
+        }
         const attempt: AttemptView = {
           at: e.atMs ?? null,
           what: what(e),
@@ -321,12 +359,15 @@ export function checkView(report: CheckReport): CheckView {
         };
         mine.attempts.push(attempt);
       }
+      for (const r of phaseRows.values())
+        r.attempts.sort((a, b) => (a.at ?? Infinity) - (b.at ?? Infinity));
       const list = [...phaseRows.values()].sort(
         (a, b) =>
           DECISIONS.indexOf(a.decision) - DECISIONS.indexOf(b.decision) ||
           a.destination.localeCompare(b.destination),
       );
-      const last = Math.max(0, ...inPhase.map(({ e }) => e.atMs ?? 0));
+      let last = 0;
+      for (const { e } of inPhase) last = Math.max(last, e.atMs ?? 0);
       // The phase's status, time and note are the first run's; a run under the other identity
       // is told of in that note, and drawn on the same scale.
       const again = identity !== (here[0] ?? '');
@@ -338,12 +379,13 @@ export function checkView(report: CheckReport): CheckView {
         axisMs: Math.max(p.durationMs, last, 1),
         note: again ? '' : esc(p.note),
         calls: p.calls && !again ? callsLine(p.calls) : '',
-        rows: list,
+        rows: list.slice(0, HTML_BOUNDS.rowsPerPhase),
+        moreRows: Math.max(0, list.length - HTML_BOUNDS.rowsPerPhase),
       });
     }
   }
 
-  const findings: FindingView[] = report.findings.map((f) => ({
+  const findings: FindingView[] = report.findings.slice(0, HTML_BOUNDS.findings).map((f) => ({
     severity: f.severity,
     id: esc(f.id),
     phase: f.phase ?? '',
@@ -352,11 +394,15 @@ export function checkView(report: CheckReport): CheckView {
     suggestion: copyable(f.suggestion),
   }));
 
-  const reached = new Map<string, Map<string, Set<string>>>();
+  // Per package and phase, each destination reached and whether its declaration allowed it.
+  const reached = new Map<string, Map<string, Map<string, boolean>>>();
   for (const f of report.findings) {
     if (!reachedDestination(f) || !f.phase || !f.destination) continue;
-    const byPhase = reached.get(f.package ?? '') ?? new Map<string, Set<string>>();
-    byPhase.set(f.phase, (byPhase.get(f.phase) ?? new Set()).add(f.destination));
+    const byPhase = reached.get(f.package ?? '') ?? new Map<string, Map<string, boolean>>();
+    const here = byPhase.get(f.phase) ?? new Map<string, boolean>();
+    const declared = f.id === 'egress-allowed' && f.rule === 'declaration';
+    here.set(f.destination, (here.get(f.destination) ?? false) || declared);
+    byPhase.set(f.phase, here);
     reached.set(f.package ?? '', byPhase);
   }
   const subjectId = formatId(report.subject.name, report.subject.version);
@@ -372,7 +418,9 @@ export function checkView(report: CheckReport): CheckView {
       phases: PHASES.map((phase) => ({
         phase,
         declared: (p.declares?.[phase] ?? []).map(esc),
-        reached: [...(reached.get(p.id)?.get(phase) ?? [])].map(esc),
+        reached: [...(reached.get(p.id)?.get(phase) ?? new Map<string, boolean>())].map(
+          ([destination, declared]) => ({ destination: esc(destination), declared }),
+        ),
       })).filter((x) => x.declared.length || x.reached.length),
     }));
 
@@ -387,6 +435,7 @@ export function checkView(report: CheckReport): CheckView {
       : '',
     timelines,
     findings,
+    moreFindings: Math.max(0, report.findings.length - HTML_BOUNDS.findings),
     packages,
     changes: report.comparison ? diffLines(report.comparison) : [],
     truncated: report.truncated

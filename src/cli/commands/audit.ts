@@ -154,7 +154,6 @@ error, 130 interrupted.`,
           display.stop();
           store.close();
         }
-        if (o.html) writeHtmlReport(o.html, auditModel(report));
         process.stdout.write(
           o.json
             ? JSON.stringify(report, null, 2) + '\n'
@@ -162,6 +161,8 @@ error, 130 interrupted.`,
               ? renderAuditMarkdown(report)
               : renderAuditText(report),
         );
+        // After the result is out: the page is one more way to read it, never the only one.
+        if (o.html) writeHtmlReport(o.html, auditModel(report));
         const hit =
           report.summary.unattributedLeaks.length > 0 ||
           report.summary.notRun > 0 ||

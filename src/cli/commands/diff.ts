@@ -61,7 +61,6 @@ run otherwise (and stored). Exit codes: 0 (whatever changed; use check --against
             `diff compares two versions of one package, not ${before.report.subject.name} and ${after.report.subject.name}.`,
           );
         const d = diffReports(before.report, after.report);
-        if (o.html) writeHtmlReport(o.html, diffModel(d, before.report, after.report));
         process.stdout.write(
           o.json
             ? JSON.stringify(d, null, 2) + '\n'
@@ -69,6 +68,7 @@ run otherwise (and stored). Exit codes: 0 (whatever changed; use check --against
               ? renderDiffMarkdown(d)
               : renderDiffText(d),
         );
+        if (o.html) writeHtmlReport(o.html, diffModel(d, before.report, after.report));
       } finally {
         store.close();
       }

@@ -85,7 +85,6 @@ images, registry, store), 4 internal error, 130 interrupted.`,
         }
         const md = renderGateMarkdown(report);
         if (o.commentFile) writeFileSync(o.commentFile, md);
-        if (o.html) writeHtmlReport(o.html, gateModel(report));
         if (o.sarif)
           writeFileSync(o.sarif, JSON.stringify(renderGateSarif(report), null, 2) + '\n');
         process.stdout.write(
@@ -95,6 +94,8 @@ images, registry, store), 4 internal error, 130 interrupted.`,
               ? md
               : renderGateText(report),
         );
+        // After the result is out: the page is one more way to read it, never the only one.
+        if (o.html) writeHtmlReport(o.html, gateModel(report));
         const hit =
           report.retargeted.length > 0 ||
           reachesFailOn(

@@ -3,6 +3,7 @@ import { relative, resolve } from 'node:path';
 import { Command } from 'commander';
 import { PhonehomeError } from '../../core/errors.js';
 import { forTerminal, forYamlString } from '../../core/escape.js';
+import { parseDestination } from '../../policy/destination.js';
 import { reachedDestination, type CheckReport, type Finding } from '../../core/report.js';
 import { PHASES } from '../../core/terms.js';
 import {
@@ -90,6 +91,11 @@ function ruleText(f: Finding, all: Finding[]): string {
     ...(f.package ? [`  packages: [${forYamlString(f.package)}]`] : []),
     `  phases: [${f.phase}]`,
   ];
+  // A destination that does not read back as exactly itself (a name with a comma or a space, a
+  // `*` that would match every host) is only noted: flipped to allow, it would allow more.
+  const parsed = parseDestination(dest);
+  if (typeof parsed === 'string' || (parsed.host !== undefined && !('exact' in parsed.host)))
+    return `  # ${seenAt}: ${c(dest)} cannot be written as a rule that means only it\n`;
   if (forbidden.length && !f.suggestion)
     return `  # ${seenAt}: ${c(dest)} cannot be allowed (${forbidden.map((b) => c(`indicator ${b.id}, ${b.severity}`)).join('; ')})\n`;
   if (f.id === 'egress-allowed') {

@@ -378,6 +378,22 @@ describe('renderers escape what came from the package', () => {
     assert.match(out, /npm ERR! \\x1b\[2K\\rPASS.*\\nPASS www\.evil\.example \\u2066/);
   });
 
+  it('check: a verdict made by something other than egress says what made it', () => {
+    const out = renderText({
+      ...report,
+      events: [],
+      findings: [
+        { id: 'tampering', severity: 'critical', message: 'forged results' },
+        { id: 'persistence', severity: 'high', package: 'evil@1.0.0', message: 'wrote ~/.bashrc' },
+      ],
+      verdict: 'fail',
+    });
+    assert.match(
+      out.split('\n')[0] ?? '',
+      /^FAIL .*: 0 egress attempt\(s\) to 0 destination\(s\); policy: all allowed; also: tampering \(critical\), persistence \(high\)$/,
+    );
+  });
+
   it('check: a long command line is cut and escaped', () => {
     const out = renderText({
       ...report,
@@ -421,7 +437,13 @@ describe('renderers escape what came from the package', () => {
   });
 
   it('policy init: the YAML holds what was seen, and no line the package wrote', () => {
-    const yaml = rulesFromReports([report]);
+    // A host that is no valid pattern is only noted (escaped, in a comment); a plain one from the
+    // same package is a deny rule to review.
+    const plain = {
+      ...report,
+      findings: [{ ...(findings[0] as Finding), destination: 'dl.example.com:443' }],
+    };
+    const yaml = rulesFromReports([report, plain]);
     assertNoRawControls(yaml, 'rulesFromReports');
     for (const line of yaml.trimEnd().split('\n'))
       assert.match(
@@ -430,8 +452,12 @@ describe('renderers escape what came from the package', () => {
         line,
       );
     const doc = parse(yaml) as { rules: { deny: string[]; packages: string[] }[] };
-    assert.equal(doc.rules.length, 1, 'the allowed destination stays commented out');
-    assert.deepEqual(doc.rules[0]?.deny, [e('host')]);
+    assert.equal(doc.rules.length, 1, 'the allowed and the unwritable destinations are comments');
+    assert.deepEqual(doc.rules[0]?.deny, ['dl.example.com:443']);
+    assert.match(
+      yaml,
+      /# seen during install from evil@1\.0\.0\\x1b.*: host\\x1b.* cannot be written as a rule/,
+    );
     assert.deepEqual(doc.rules[0]?.packages, [e('evil@1.0.0')]);
   });
 

@@ -57,6 +57,34 @@ describe('forTerminal', () => {
     assert.equal(forTerminal('x\u{e0041}\u{e007f}'), 'x\\u{e0041}\\u{e007f}');
   });
 
+  it('shows every character that draws nothing or a blank, so one name cannot pass for another', () => {
+    // Variation selectors, the combining grapheme joiner, Khmer and Hangul fillers, a musical
+    // format control, supplementary variation selectors, spaces other than ASCII's, blank Braille.
+    for (const c of [
+      '\u034f',
+      '\u17b4',
+      '\u180b',
+      '\ufe0f',
+      '\u2065',
+      '\u{e0100}',
+      '\u{1d173}',
+      '\u3164',
+      '\u115f',
+      '\u1160',
+      '\uffa0',
+      '\u00a0',
+      '\u2003',
+      '\u3000',
+      '\u2800',
+    ]) {
+      const shown = forTerminal(`lodash${c}`);
+      assert.notEqual(shown, `lodash${c}`, `U+${c.codePointAt(0)?.toString(16)}`);
+      assert.match(shown, /^lodash\\(x|u)/);
+      assert.equal(unescapeTerminal(shown), `lodash${c}`);
+    }
+    assert.equal(forTerminal('a b'), 'a b', 'the ASCII space stays');
+  });
+
   it('shows lone surrogates, which no encoding can write, and keeps pairs', () => {
     assert.equal(forTerminal('a\ud800b'), 'a\\ud800b');
     assert.equal(forTerminal('a\udc00'), 'a\\udc00');

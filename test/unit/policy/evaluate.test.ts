@@ -184,6 +184,30 @@ describe('policy evaluation', () => {
       );
   });
 
+  it('a name shaped like YAML or like other patterns gets no suggestion that would allow more than it', () => {
+    for (const host of ['x.test, "*"', 'x.test,*', '*', '*.example.com', '_x.example', 'x]#']) {
+      const r = evaluate(report([lookup(host)]), ctx());
+      const f = r.findings.find((x) => x.suggestion);
+      if (!f?.suggestion) continue;
+      // A suggestion there is must, pasted in, allow that lookup and not another host.
+      const policy = layers(`version: 1\nrules:\n${f.suggestion.replace(/^/gm, '  ')}`);
+      assert.equal(evaluate(report([lookup(host)]), ctx({ policy })).verdict, 'pass', host);
+      assert.equal(
+        evaluate(report([https('exfil.attacker.example')]), ctx({ policy })).verdict,
+        'fail',
+        `${host}: ${f.suggestion}`,
+      );
+    }
+    const plain = evaluate(report([lookup('x.test, "*"')]), ctx()).findings;
+    assert.ok(plain.some((x) => x.id === 'egress-not-allowed' && x.severity === 'high'));
+    assert.ok(!plain.some((x) => x.suggestion), 'a name with a comma and a star: no suggestion');
+    // A name no pattern can be written for gets none; a valid one YAML would misread is quoted.
+    const unwritable = evaluate(report([lookup('x]#.example')]), ctx()).findings;
+    assert.ok(!unwritable.some((x) => x.suggestion));
+    const odd = evaluate(report([lookup('_x.example')]), ctx()).findings;
+    assert.match(odd.find((x) => x.suggestion)?.suggestion ?? '', /allow: \["_x\.example"\]/);
+  });
+
   it('wildcards match subdomains at any depth but not the zone itself; ports and ranges', () => {
     const policy = layers(
       'version: 1\nrules:\n  - allow: ["*.cdn.example.com:443", "api.example.com:8000-8100"]',

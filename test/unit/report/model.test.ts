@@ -12,7 +12,7 @@ import { after, describe, it } from 'node:test';
 import type { CheckReport, ReportEvent } from '../../../src/core/report.js';
 import { evaluate } from '../../../src/policy/evaluate.js';
 import { loadPolicy } from '../../../src/policy/load.js';
-import { checkView, type DestinationRow } from '../../../src/report/model.js';
+import { checkView, HTML_BOUNDS, type DestinationRow } from '../../../src/report/model.js';
 import { SANDBOX_RESOLVERS } from '../../../src/sandbox/topology.js';
 
 const ID = 'pkg@1.0.0';
@@ -149,5 +149,69 @@ describe('HTML report model', () => {
     );
     assert.ok(all.every((x) => x.decision === 'undecided'));
     assert.ok(all.flatMap((x) => x.attempts).every((a) => a.at === null));
+  });
+
+  it('a name without a domain is drawn as such, not as what the exercise asked for', () => {
+    const r = judged([lookup('exfil')]);
+    assert.equal(decisionOf(r, 'exfil (DNS)'), 'local-name');
+  });
+
+  it('declared and done: a destination is marked declared only when its declaration allowed it', () => {
+    const r = judged(
+      [
+        lookup('telemetry.pkg.example'),
+        https('telemetry.pkg.example', '81.2.3.4'),
+        lookup('exfil.attacker.example'),
+        https('exfil.attacker.example', '81.2.3.5'),
+      ],
+      undefined,
+      ['telemetry.pkg.example:443'],
+    );
+    const install = checkView(r).packages[0]?.phases.find((p) => p.phase === 'install');
+    assert.deepEqual(install?.reached, [
+      { destination: 'exfil.attacker.example:443', declared: false },
+      { destination: 'telemetry.pkg.example:443', declared: true },
+    ]);
+  });
+
+  it('right-to-left letters and invisible characters in names are shown as escapes', () => {
+    const r = judged([https('a.example.com', '81.2.3.4')]);
+    r.subject.name = '\u0628';
+    r.subject.version = '2\ufe0f';
+    const v = checkView(r);
+    assert.equal(v.id, '\\u0628@2\\ufe0f');
+    assert.ok(v.why.startsWith('FAIL \\u0628@2\\ufe0f: '), v.why);
+  });
+
+  it('a capture of 200,000 attempts to 30,000 destinations: bounded rows and attempts, none lost from the counts', () => {
+    const events: ReportEvent[] = [];
+    for (let i = 0; i < 200_000; i++)
+      events.push({
+        phase: 'install',
+        package: ID,
+        kind: 'http',
+        host: `h${i % 30_000}.example.com`,
+        ip: '81.2.3.4',
+        port: 80,
+        method: 'GET',
+        path: `/${i}`,
+        bytesOut: 10,
+        atMs: i % 1000,
+      });
+    const r = judged(events);
+    const v = checkView(r);
+    const install = v.timelines.find((t) => t.phase === 'install');
+    assert.equal(install?.rows.length, HTML_BOUNDS.rowsPerPhase);
+    assert.equal(install?.moreRows, 30_000 - HTML_BOUNDS.rowsPerPhase);
+    assert.ok(
+      install?.rows.every(
+        (x) =>
+          x.attempts.length + x.more === Math.floor(200_000 / 30_000) ||
+          x.attempts.length + x.more === Math.ceil(200_000 / 30_000),
+      ),
+    );
+    assert.equal(v.findings.length, HTML_BOUNDS.findings);
+    assert.ok(v.moreFindings > 0);
+    assert.equal(r.verdict, 'fail');
   });
 });
