@@ -352,7 +352,7 @@
         ? h(
             'p',
             { class: 'note' },
-            `and ${v.moreFindings} less severe finding(s), not listed here (the JSON report has them all)`,
+            `and ${v.moreFindings} more finding(s), none more severe than the last one listed (the JSON report has them all)`,
           )
         : null,
       v.packages.length

@@ -52,7 +52,13 @@ function escapeChar(c: string): string {
  * unchanged.
  */
 export function forTerminal(s: string): string {
-  return s.replace(UNSAFE, escapeChar);
+  // Past three combining marks on one letter (more than any script stacks), the rest are shown as
+  // escapes: a pile of them draws over the lines around it.
+  return s
+    .replace(UNSAFE, escapeChar)
+    .replace(/(\p{M}{3})(\p{M}+)/gu, (_, kept: string, rest: string) =>
+      kept.concat([...rest].map(escapeChar).join('')),
+    );
 }
 
 /**

@@ -38,7 +38,9 @@ import {
   type Indicator,
   type IndicatorHit,
 } from './indicators.js';
-import { packageInScope, parseDeclaration } from './parse.js';
+import { packageInScope, parseDeclaration, parsePackageScope } from './parse.js';
+import semver from 'semver';
+import { parse as parseYaml } from 'yaml';
 import type { KnownEgressEntry, Policy, PolicyRule } from './types.js';
 import { registrableDomain, vendorOf, type SharedHosts } from './vendor.js';
 import { severityRank } from '../core/report.js';
@@ -310,7 +312,13 @@ function decide(
 function shownDestination(e: ReportEvent, t: Target): string {
   const shown = nameKey(e.sni ?? e.host ?? '');
   const others = t.names.filter((n) => n !== shown);
-  const raw = t.claimedOnly && e.ip && e.host === undefined ? [`address ${e.ip}`] : [];
+  // The address it went to, when no name shown stands for it: a raw IP with a claimed name, or a
+  // name the judgement did not take (an SNI that is no host name, a proxy's absolute target).
+  const addr = t.ip ?? e.ip;
+  const raw =
+    addr && ((t.claimedOnly && e.host === undefined) || (shown !== '' && !t.names.includes(shown)))
+      ? [`address ${addr}`]
+      : [];
   const extra = [...others, ...raw];
   return extra.length ? `${destinationOf(e)} (also ${extra.join(', ')})` : destinationOf(e);
 }
@@ -324,9 +332,44 @@ function effectiveSeverity(ind: Indicator, policy: Policy): Severity | 'off' {
 }
 
 /**
+ * A value for a YAML flow sequence (`[...]`) of a policy: bare when YAML reads it back as that
+ * very string (a plain host, `pkg@1.0.1`), else a double-quoted scalar (a comma ends the item, a
+ * `*` starts an alias, `1.50`, `null` or `0x10` would be read as a number, null or boolean).
+ */
+export function yamlFlowItem(v: string): string {
+  if (/^[A-Za-z0-9][A-Za-z0-9._@/:+-]*$/.test(v)) {
+    try {
+      const back = parseYaml(`[${v}]`) as unknown;
+      if (Array.isArray(back) && back.length === 1 && back[0] === v) return v;
+    } catch {
+      // quoted below
+    }
+  }
+  return forYamlString(v);
+}
+
+/**
+ * Whether a package id, written in a rule's `packages:`, would cover that package and no other:
+ * a name without a wildcard and an exact version (no range, no build metadata). A hostile
+ * package chooses its own name and version: `*` with an empty version, or `evil@>=0.0.0`, would
+ * otherwise make a suggested rule cover every package, or every later release.
+ */
+export function exactPackage(id: string): boolean {
+  const scope = parsePackageScope(id);
+  if (typeof scope === 'string' || scope.name.includes('*') || scope.range === undefined)
+    return false;
+  return (
+    semver.valid(scope.range) === scope.range &&
+    !scope.range.includes('+') &&
+    packageInScope(scope, id)
+  );
+}
+
+/**
  * The smallest policy entry that allows this attempt, as YAML for the `rules:` list; none when
  * the destination, written as a pattern, would not mean exactly this attempt (a name holding a
- * comma, a space or a `*` reads as other patterns, or as every destination).
+ * comma, a space or a `*` reads as other patterns, or as every destination), or when the
+ * package's id would cover other packages.
  */
 export function suggestRule(phase: Phase, pkg: string | undefined, t: Target): string | undefined {
   const pattern = patternFor(t);
@@ -337,13 +380,12 @@ export function suggestRule(phase: Phase, pkg: string | undefined, t: Target): s
     !matchesDestination(parsed, t, 'allow')
   )
     return undefined;
-  // Hosts and names come from the package: only a plain host-like word is written bare; anything
-  // else is a double-quoted scalar (a flow sequence ends at a comma, and `*` starts an alias).
-  const q = (v: string) => (/^[A-Za-z0-9][A-Za-z0-9._@/:+-]*$/.test(v) ? v : forYamlString(v));
+  // Without the package the rule would allow every package: then none at all.
+  if (pkg !== undefined && !exactPackage(pkg)) return undefined;
   return (
     [
-      `- allow: [${q(pattern)}]`,
-      ...(pkg ? [`  packages: [${q(pkg)}]`] : []),
+      `- allow: [${yamlFlowItem(pattern)}]`,
+      ...(pkg ? [`  packages: [${yamlFlowItem(pkg)}]`] : []),
       `  phases: [${phase}]`,
     ].join('\n') + '\n'
   );

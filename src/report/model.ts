@@ -248,8 +248,12 @@ function copyable(suggestion: string | undefined): string {
   if (!suggestion) return '';
   const plain = suggestion
     .split('\n')
-    .every((l) => t(l.replaceAll('\\', '')) === l.replaceAll('\\', ''));
-  return plain ? suggestion.trimEnd() : suggestion.trimEnd().split('\n').map(t).join('\n');
+    .every(
+      (l) =>
+        t(l.replaceAll('\\', '')) === l.replaceAll('\\', '') &&
+        !new RegExp(RIGHT_TO_LEFT.source, 'u').test(l),
+    );
+  return plain ? suggestion.trimEnd() : suggestion.trimEnd().split('\n').map(esc).join('\n');
 }
 
 const callsLine = (c: NonNullable<CheckReport['phases'][number]['calls']>) =>
@@ -401,7 +405,8 @@ export function checkView(report: CheckReport): CheckView {
     const byPhase = reached.get(f.package ?? '') ?? new Map<string, Map<string, boolean>>();
     const here = byPhase.get(f.phase) ?? new Map<string, boolean>();
     const declared = f.id === 'egress-allowed' && f.rule === 'declaration';
-    here.set(f.destination, (here.get(f.destination) ?? false) || declared);
+    // Declared only when every attempt shown so was allowed by the declaration.
+    here.set(f.destination, (here.get(f.destination) ?? true) && declared);
     byPhase.set(f.phase, here);
     reached.set(f.package ?? '', byPhase);
   }

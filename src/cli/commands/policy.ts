@@ -4,6 +4,8 @@ import { Command } from 'commander';
 import { PhonehomeError } from '../../core/errors.js';
 import { forTerminal, forYamlString } from '../../core/escape.js';
 import { parseDestination } from '../../policy/destination.js';
+import { exactPackage } from '../../policy/evaluate.js';
+import { parse as parseYaml } from 'yaml';
 import { reachedDestination, type CheckReport, type Finding } from '../../core/report.js';
 import { PHASES } from '../../core/terms.js';
 import {
@@ -73,6 +75,22 @@ export function rulesFromReports(reports: CheckReport[]): string {
   return `# Every destination the run saw. "deny" rules are not approved yet: change "deny" to "allow"\n# for each one you expect, and leave the rest denied.\nrules:\n${out.join('')}`;
 }
 
+/** The destination pattern of a suggested rule (phonehome's own YAML), read back. */
+function suggestedPattern(suggestion: string | undefined): string | undefined {
+  if (!suggestion) return undefined;
+  try {
+    const doc = parseYaml(suggestion) as unknown;
+    const allow = Array.isArray(doc)
+      ? (doc[0] as { allow?: unknown } | undefined)?.allow
+      : undefined;
+    return Array.isArray(allow) && allow.length === 1 && typeof allow[0] === 'string'
+      ? allow[0]
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function ruleText(f: Finding, all: Finding[]): string {
   const dest = (f.destination ?? '').replace(/ \(DNS\)$/, '');
   const forbidden = all.filter(
@@ -86,15 +104,24 @@ function ruleText(f: Finding, all: Finding[]): string {
   );
   const c = forTerminal;
   const seenAt = `seen during ${c(`${f.phase}`)}${f.package ? ` from ${c(f.package)}` : ''}`;
+  // The rule the judgement suggested (its pattern is the attempt's, checked to mean only it and
+  // only this package), as a deny to review. Without one (allowed already, or nothing can be
+  // written that means only this attempt) the shown destination is used when it reads back as
+  // exactly itself and the package id covers only that package; else the attempt is only noted:
+  // flipped to allow, such a rule would allow more.
+  const parsed = parseDestination(dest);
+  const writable =
+    typeof parsed !== 'string' &&
+    (parsed.host === undefined || 'exact' in parsed.host) &&
+    (f.package === undefined || exactPackage(f.package));
+  const suggested = suggestedPattern(f.suggestion);
+  const pattern = suggested ?? (writable ? dest : undefined);
   const body = [
-    `- deny: [${forYamlString(dest)}]`,
+    `- deny: [${forYamlString(pattern ?? dest)}]`,
     ...(f.package ? [`  packages: [${forYamlString(f.package)}]`] : []),
     `  phases: [${f.phase}]`,
   ];
-  // A destination that does not read back as exactly itself (a name with a comma or a space, a
-  // `*` that would match every host) is only noted: flipped to allow, it would allow more.
-  const parsed = parseDestination(dest);
-  if (typeof parsed === 'string' || (parsed.host !== undefined && !('exact' in parsed.host)))
+  if (pattern === undefined)
     return `  # ${seenAt}: ${c(dest)} cannot be written as a rule that means only it\n`;
   if (forbidden.length && !f.suggestion)
     return `  # ${seenAt}: ${c(dest)} cannot be allowed (${forbidden.map((b) => c(`indicator ${b.id}, ${b.severity}`)).join('; ')})\n`;

@@ -441,7 +441,14 @@ describe('renderers escape what came from the package', () => {
     // same package is a deny rule to review.
     const plain = {
       ...report,
-      findings: [{ ...(findings[0] as Finding), destination: 'dl.example.com:443' }],
+      findings: [
+        {
+          ...(findings[0] as Finding),
+          package: 'evil@1.0.0',
+          destination: 'dl.example.com:443',
+          suggestion: undefined,
+        },
+      ],
     };
     const yaml = rulesFromReports([report, plain]);
     assertNoRawControls(yaml, 'rulesFromReports');
@@ -458,7 +465,7 @@ describe('renderers escape what came from the package', () => {
       yaml,
       /# seen during install from evil@1\.0\.0\\x1b.*: host\\x1b.* cannot be written as a rule/,
     );
-    assert.deepEqual(doc.rules[0]?.packages, [e('evil@1.0.0')]);
+    assert.deepEqual(doc.rules[0]?.packages, ['evil@1.0.0']);
   });
 
   it('leaves ordinary names, versions and hosts as they were', () => {

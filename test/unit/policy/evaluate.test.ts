@@ -208,6 +208,66 @@ describe('policy evaluation', () => {
     assert.match(odd.find((x) => x.suggestion)?.suggestion ?? '', /allow: \["_x\.example"\]/);
   });
 
+  it('a package whose own name or version would cover other packages gets no suggestion', () => {
+    for (const pkg of [
+      '*@',
+      'evil@x',
+      'evil@',
+      'evil@>=0.0.0',
+      'evil@1.0.0||99.0.0',
+      '@*/x@1.0.0',
+      'evil@1.0.0+b',
+    ]) {
+      const r = evaluate(report([https('exfil.example.com', { package: pkg })]), ctx());
+      assert.ok(
+        r.findings.some((f) => f.id === 'egress-not-allowed'),
+        pkg,
+      );
+      assert.ok(!r.findings.some((f) => f.suggestion), `${pkg}: no suggestion`);
+    }
+    for (const pkg of ['pkg@1.0.1', '@acme/x@2.0.0', 'x@1.0.0-beta.1'])
+      assert.ok(
+        evaluate(report([https('dl.example.com', { package: pkg })]), ctx()).findings.some(
+          (f) => f.suggestion,
+        ),
+        pkg,
+      );
+  });
+
+  it('a name YAML would read as a number or null is quoted, and the rule loads', () => {
+    let written = 0;
+    for (const host of ['1.50', '1.5e3', '0.0e0', '1.0']) {
+      const r = evaluate(report([lookup(host)]), ctx());
+      const s = r.findings.find((f) => f.suggestion)?.suggestion;
+      if (!s) continue;
+      written++;
+      assert.match(s, new RegExp(`allow: \\["${host}"\\]`), s);
+      const policy = layers(`version: 1\nrules:\n${s.replace(/^/gm, '  ')}`);
+      assert.equal(evaluate(report([lookup(host)]), ctx({ policy })).verdict, 'pass', host);
+    }
+    assert.ok(written >= 2, `suggestions written for ${written} of the names`);
+  });
+
+  it('a raw-IP connection with an SNI that is no host name is shown with its address', () => {
+    const r = evaluate(
+      report([
+        {
+          phase: 'install',
+          package: SUBJECT,
+          kind: 'tls',
+          ip: '81.2.3.4',
+          port: 443,
+          sni: 'x-.attacker.example',
+          bytesOut: 100,
+        },
+      ]),
+      ctx(),
+    );
+    const f = r.findings.find((x) => x.id === 'egress-not-allowed');
+    assert.match(f?.destination ?? '', /address 81\.2\.3\.4/);
+    assert.match(f?.suggestion ?? '', /allow: \["?81\.2\.3\.4:443"?\]/);
+  });
+
   it('wildcards match subdomains at any depth but not the zone itself; ports and ranges', () => {
     const policy = layers(
       'version: 1\nrules:\n  - allow: ["*.cdn.example.com:443", "api.example.com:8000-8100"]',
