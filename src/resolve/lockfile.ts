@@ -23,6 +23,8 @@ import { formatId } from '../core/package-id.js';
 import { specError } from './errors.js';
 import { registryOrigins, type NpmConfig } from './npmrc.js';
 import { describeTree, pacoteOpts, stagingDir, type TreePackageInfo } from './stage.js';
+import { LOCKFILE_NAMES, readGraph, type LockFormat } from './formats.js';
+import { npmLockFrom } from './npm-lock.js';
 
 export type OmitKind = 'dev' | 'optional' | 'peer';
 
@@ -43,35 +45,140 @@ export interface StagedTree {
   tar(): Readable;
 }
 
-const UNSUPPORTED: Record<string, string> = {
-  'yarn.lock': 'Yarn',
-  'pnpm-lock.yaml': 'pnpm',
-  'bun.lockb': 'Bun',
-  'bun.lock': 'Bun',
+const BUN_BINARY = {
+  fix: 'Write the text lockfile next to it with `bun install --save-text-lockfile` (Bun 1.1.39 or later; the default since Bun 1.2) and run again.',
 };
 
-/** The npm lockfile a path means: the file itself, or the one in a project folder. */
+/**
+ * The lockfile a path means: the file itself, or the one in a project folder (npm's first, then
+ * pnpm's, Yarn's and Bun's: see LOCKFILE_NAMES).
+ */
 export function findLockfile(path: string): string {
   const p = resolvePath(path);
   if (!existsSync(p)) throw new PhonehomeError('ELOCKFILE', `Nothing at ${p}.`);
   if (statSync(p).isDirectory()) {
-    for (const n of ['npm-shrinkwrap.json', 'package-lock.json'])
-      if (existsSync(join(p, n))) return join(p, n);
-    const other = Object.keys(UNSUPPORTED).find((n) => existsSync(join(p, n)));
-    if (other)
+    for (const n of Object.keys(LOCKFILE_NAMES)) if (existsSync(join(p, n))) return join(p, n);
+    if (existsSync(join(p, 'bun.lockb')))
       throw new PhonehomeError(
         'ELOCKFILE',
-        `${p} has a ${UNSUPPORTED[other]} lockfile (${other}); ${UNSUPPORTED[other]} lockfiles are not supported yet.`,
-        { fix: 'Audit an npm lockfile: `npm install --package-lock-only` writes one next to it.' },
+        `${p} has only Bun's binary lockfile (bun.lockb), which phonehome cannot read.`,
+        BUN_BINARY,
       );
-    throw new PhonehomeError('ELOCKFILE', `${p} has no package-lock.json or npm-shrinkwrap.json.`);
+    throw new PhonehomeError(
+      'ELOCKFILE',
+      `${p} has no lockfile (${Object.keys(LOCKFILE_NAMES).join(', ')}).`,
+    );
   }
-  const other = UNSUPPORTED[basename(p)];
-  if (other)
-    throw new PhonehomeError('ELOCKFILE', `${p} is a ${other} lockfile; not supported yet.`, {
-      fix: 'Audit an npm lockfile: `npm install --package-lock-only` writes one next to it.',
-    });
+  if (basename(p) === 'bun.lockb')
+    throw new PhonehomeError(
+      'ELOCKFILE',
+      `${p} is Bun's binary lockfile, which phonehome cannot read.`,
+      BUN_BINARY,
+    );
   return p;
+}
+
+/**
+ * pnpm's, Yarn's or Bun's lockfile as an npm lockfile, with the project's package.json reduced to
+ * what the lockfile resolves (workspace and link dependencies are not packages to fetch).
+ */
+/**
+ * What a lockfile does not keep, from the registry the user's npm configuration names: for Yarn
+ * Berry, the tarball's integrity (Berry keeps a checksum of its own zip); for Yarn classic, the
+ * platform fields of optional packages (npm skips those of other systems). Manifests only, no
+ * tarball; at most 16 at once.
+ */
+async function fromRegistry(
+  converted: { lock: LockJson; format: LockFormat; registryIntegrity: string[] },
+  npmConfig: NpmConfig,
+  signal?: AbortSignal,
+): Promise<void> {
+  const packages = converted.lock.packages ?? {};
+  const wanted = Object.entries(packages).filter(
+    ([location, e]) =>
+      location !== '' &&
+      (converted.registryIntegrity.includes(location) ||
+        (converted.format === 'yarn-classic' && e.optional === true && !e.os && !e.cpu)),
+  );
+  if (!wanted.length) return;
+  const { default: pacote } = await import('pacote');
+  let next = 0;
+  const worker = async () => {
+    while (next < wanted.length) {
+      signal?.throwIfAborted();
+      const [location, e] = wanted[next++] as [string, Record<string, unknown>];
+      const name =
+        typeof e.name === 'string'
+          ? e.name
+          : location.slice(location.lastIndexOf('node_modules/') + 'node_modules/'.length);
+      let m: Record<string, unknown>;
+      try {
+        m = (await pacote.manifest(`${name}@${String(e.version)}`, {
+          ...pacoteOpts({ npmConfig }),
+          Arborist,
+        })) as unknown as Record<string, unknown>;
+      } catch (err) {
+        const mapped = specError(`${name}@${String(e.version)}`, err);
+        throw new PhonehomeError(mapped.code, mapped.message, { cause: err });
+      }
+      const dist = (m.dist ?? {}) as Record<string, unknown>;
+      if (converted.registryIntegrity.includes(location)) {
+        const integrity = typeof m._integrity === 'string' ? m._integrity : dist.integrity;
+        if (typeof integrity === 'string') e.integrity = integrity;
+      }
+      for (const k of ['os', 'cpu', 'libc'])
+        if (Array.isArray(m[k]) && e[k] === undefined) e[k] = m[k];
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(16, wanted.length) }, worker));
+}
+
+function fromOtherFormat(
+  lockfile: string,
+  projectJson: string,
+  npmConfig: NpmConfig,
+): {
+  lock: LockJson;
+  pkg: Record<string, unknown>;
+  format: LockFormat;
+  registryIntegrity: string[];
+} {
+  if (!existsSync(projectJson))
+    throw new PhonehomeError(
+      'ELOCKFILE',
+      `${lockfile} has no package.json beside it; a ${basename(lockfile)} is read with its project's package.json.`,
+      { fix: 'Point at the project folder that holds both.' },
+    );
+  let pkg: Record<string, unknown>;
+  try {
+    pkg = JSON.parse(readFileSync(projectJson, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new PhonehomeError(
+      'ELOCKFILE',
+      `${projectJson} is not valid JSON: ${(e as Error).message}`,
+    );
+  }
+  const graph = readGraph(lockfile, pkg);
+  const { lock, format, registryIntegrity } = npmLockFrom(graph, pkg, npmConfig);
+  const kept = (section: string, names: Map<string, string>) => {
+    const declared = pkg[section];
+    if (!declared || typeof declared !== 'object') return {};
+    return {
+      [section]: Object.fromEntries(
+        Object.entries(declared as Record<string, string>).filter(([n]) => names.has(n)),
+      ),
+    };
+  };
+  const reduced = {
+    name: pkg.name ?? 'project',
+    version: pkg.version ?? '0.0.0',
+    ...kept('dependencies', graph.root.prod),
+    ...kept('devDependencies', graph.root.dev),
+    ...kept('optionalDependencies', graph.root.optional),
+    ...(graph.workspaces.length ? { workspaces: graph.workspaces.map((w) => w.path) } : {}),
+  };
+  (lock.packages[''] as Record<string, unknown>) = { ...reduced };
+  return { lock: lock as LockJson, pkg: reduced, format, registryIntegrity };
 }
 
 interface LockJson {
@@ -162,33 +269,67 @@ export async function loadLockTree(
   } = {},
 ): Promise<LockTree> {
   const lockfile = findLockfile(path);
-  const lock = readLockfile(lockfile);
+  const format = LOCKFILE_NAMES[basename(lockfile)] ?? 'npm';
+  const projectJson = join(dirname(lockfile), 'package.json');
+  // Another package manager's lockfile: read into its graph and laid out as an npm lockfile,
+  // staged and verified as one from here on (see formats.ts, npm-lock.ts).
+  const converted =
+    format === 'npm' ? undefined : fromOtherFormat(lockfile, projectJson, opts.npmConfig ?? {});
+  if (converted) await fromRegistry(converted, opts.npmConfig ?? {}, opts.signal);
+  const lock = converted?.lock ?? readLockfile(lockfile);
   const { dir, cleanup } = await stagingDir(opts.signal);
   try {
     await mkdir(dir);
     const rootEntry = lock.packages?.[''] ?? {};
-    const projectJson = join(dirname(lockfile), 'package.json');
     // The project's own package.json when it is there; else the root entry the lockfile keeps.
-    const pkg = existsSync(projectJson)
-      ? (JSON.parse(readFileSync(projectJson, 'utf8')) as Record<string, unknown>)
-      : {
-          name: lock.name ?? rootEntry.name ?? 'project',
-          version: lock.version ?? rootEntry.version ?? '0.0.0',
-          ...Object.fromEntries(
-            ['dependencies', 'devDependencies', 'optionalDependencies', 'peerDependencies']
-              .filter((k) => rootEntry[k])
-              .map((k) => [k, rootEntry[k]]),
-          ),
-        };
+    const pkg = converted
+      ? { ...converted.pkg }
+      : existsSync(projectJson)
+        ? (JSON.parse(readFileSync(projectJson, 'utf8')) as Record<string, unknown>)
+        : {
+            name: lock.name ?? rootEntry.name ?? 'project',
+            version: lock.version ?? rootEntry.version ?? '0.0.0',
+            ...Object.fromEntries(
+              ['dependencies', 'devDependencies', 'optionalDependencies', 'peerDependencies']
+                .filter((k) => rootEntry[k])
+                .map((k) => [k, rootEntry[k]]),
+            ),
+          };
     // Only what resolving needs: the project's own scripts never run.
     delete pkg.scripts;
     await writeFile(join(dir, 'package.json'), JSON.stringify(pkg, null, 2));
+    // Each workspace's folder with a package.json of what the lockfile says it depends on (its
+    // own code and scripts stay out: a workspace is the user's project, not a package to check).
+    for (const [location, e] of Object.entries(lock.packages ?? {})) {
+      if (location === '' || location.includes('node_modules/') || e.link) continue;
+      const folder = resolvePath(dir, location);
+      const rel = relativePath(dir, folder);
+      if (rel.startsWith('..') || isAbsolute(rel))
+        throw new PhonehomeError(
+          'ELOCKFILE',
+          `${lockfile} names a workspace outside the project: ${location}.`,
+        );
+      await mkdir(folder, { recursive: true });
+      const manifest = Object.fromEntries(
+        [
+          'name',
+          'version',
+          'dependencies',
+          'devDependencies',
+          'optionalDependencies',
+          'peerDependencies',
+        ]
+          .filter((k) => e[k] !== undefined)
+          .map((k) => [k, e[k]]),
+      );
+      await writeFile(join(folder, 'package.json'), JSON.stringify(manifest, null, 2));
+    }
     await writeFile(
       join(
         dir,
         basename(lockfile) === 'npm-shrinkwrap.json' ? 'npm-shrinkwrap.json' : 'package-lock.json',
       ),
-      readFileSync(lockfile),
+      converted ? JSON.stringify(converted.lock, null, 2) : readFileSync(lockfile),
     );
     const arbOpts = {
       ...pacoteOpts(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
@@ -234,6 +375,7 @@ export async function loadLockTree(
     const kept = (n: ArboristNode) =>
       !n.isRoot &&
       !n.isLink &&
+      !n.isWorkspace &&
       !(omit.has('dev') && n.dev) &&
       !(omit.has('optional') && n.optional) &&
       !(omit.has('peer') && n.peer);
@@ -413,7 +555,8 @@ function shortestPaths(root: ArboristNode): Map<string, string[]> {
   while (queue.length) {
     const n = queue.shift() as ArboristNode;
     for (const edge of n.edgesOut.values()) {
-      const to = edge.to;
+      // A workspace is reached through its link; its dependencies' paths go through its name.
+      const to = edge.to?.isLink && edge.to.target ? edge.to.target : edge.to;
       if (!to || paths.has(to.location)) continue;
       paths.set(to.location, [...(paths.get(n.location) ?? []), to.packageName]);
       queue.push(to);

@@ -10,6 +10,10 @@ declare module '@npmcli/arborist' {
     resolved: string | null;
     isLink: boolean;
     isRoot: boolean;
+    /** A workspace folder of the root project (not a package to fetch). */
+    isWorkspace: boolean;
+    /** What a link points at. */
+    target?: ArboristNode | null;
     /** Shipped inside another package's tarball (bundleDependencies). */
     inBundle: boolean;
     parent: ArboristNode | null;

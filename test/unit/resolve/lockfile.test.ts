@@ -1,6 +1,7 @@
 /**
- * Finding and reading a lockfile before anything is fetched: which file a path means, the other
- * package managers' lockfiles refused with a fix, and damaged or old npm lockfiles explained.
+ * Finding and reading a lockfile before anything is fetched: which file a path means (npm's,
+ * pnpm's, Yarn's, Bun's), Bun's binary one refused with a fix, and damaged or old npm lockfiles
+ * explained.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -63,34 +64,28 @@ describe('findLockfile', () => {
     assert.equal(findLockfile(join(dir, 'locked.json')), join(dir, 'locked.json'));
   });
 
-  for (const [file, manager] of [
-    ['yarn.lock', 'Yarn'],
-    ['pnpm-lock.yaml', 'pnpm'],
-    ['bun.lockb', 'Bun'],
-    ['bun.lock', 'Bun'],
-  ] as const) {
-    it(`a ${manager} lockfile (${file}) is refused, named, with a fix`, () => {
+  it('pnpm, Yarn and Bun lockfiles are found in a folder, after npm’s', () => {
+    for (const file of ['pnpm-lock.yaml', 'yarn.lock', 'bun.lock']) {
       const dir = folder(`only-${file}`, { [file]: '' });
-      const inFolder = lockfileError(
-        () => findLockfile(dir),
-        new RegExp(
-          `has a ${manager} lockfile \\(${file.replace('.', '\\.')}\\); ${manager} lockfiles are not supported`,
-        ),
-      );
-      assert.match(inFolder.fix, /npm install --package-lock-only/);
-      const direct = lockfileError(
-        () => findLockfile(join(dir, file)),
-        new RegExp(`is a ${manager} lockfile; not supported`),
-      );
-      assert.match(direct.fix, /npm install --package-lock-only/);
-    });
-  }
+      assert.equal(findLockfile(dir), join(dir, file));
+    }
+    const both = folder('npm-and-pnpm', { 'package-lock.json': V3, 'pnpm-lock.yaml': '' });
+    assert.equal(findLockfile(both), join(both, 'package-lock.json'));
+  });
+
+  it('Bun’s binary lockfile is refused, with how to write the text one', () => {
+    const dir = folder('only-bun.lockb', { 'bun.lockb': '' });
+    for (const path of [dir, join(dir, 'bun.lockb')]) {
+      const e = lockfileError(() => findLockfile(path), /binary lockfile/);
+      assert.match(e.fix, /bun install --save-text-lockfile/);
+    }
+  });
 
   it('nothing there, or a folder with no lockfile', () => {
     lockfileError(() => findLockfile(join(root, 'absent')), /^Nothing at .*absent\.$/);
     lockfileError(
       () => findLockfile(folder('empty', { 'package.json': '{}' })),
-      /has no package-lock\.json or npm-shrinkwrap\.json/,
+      /has no lockfile \(npm-shrinkwrap\.json, package-lock\.json, pnpm-lock\.yaml, yarn\.lock, bun\.lock\)/,
     );
   });
 });
