@@ -66,6 +66,8 @@ export interface AuditOptions extends Pick<
   store?: ResultStore;
   noCache?: boolean;
   omit?: OmitKind[];
+  /** Only what this workspace of a monorepo brings in. */
+  workspace?: string;
   /** Sandboxes at once. */
   concurrency?: number;
   /** Packages per sandbox (default: 40, more for large trees, at most 150). */
@@ -103,6 +105,13 @@ export interface AuditReport {
   schemaVersion: number;
   kind: 'audit';
   lockfile: string;
+  /** Which package manager wrote the lockfile: npm, pnpm, yarn-classic, yarn-berry, bun. */
+  lockfileFormat?: string;
+  /**
+   * Packages whose integrity came from the registry, not the lockfile (Yarn Berry's lockfile
+   * keeps a checksum of Yarn's own zip of the package, not the tarball's integrity).
+   */
+  registryIntegrity?: string[];
   project: { name: string; version: string };
   summary: {
     /** Distinct name@version in the lockfile (after --omit). */
@@ -144,6 +153,7 @@ export async function audit(
     ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
     ...(opts.allowRemoteSources ? { allowRemoteSources: true } : {}),
     ...(opts.omit ? { omit: opts.omit } : {}),
+    ...(opts.workspace ? { workspace: opts.workspace } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
   const sandbox = `${sandboxVersion({ ...o, ...(opts.as ? { as: opts.as } : {}) })} audit`;
@@ -268,6 +278,8 @@ export async function audit(
     schemaVersion: AUDIT_SCHEMA_VERSION,
     kind: 'audit',
     lockfile: tree.lockfile,
+    lockfileFormat: tree.format,
+    ...(tree.registryIntegrity.length ? { registryIntegrity: tree.registryIntegrity } : {}),
     project: tree.project,
     summary: {
       packages: packages.length,

@@ -69,6 +69,11 @@ const DEFINITIONS = {
     new Option('--exercise-timeout <seconds>', 'timeout of the exercise phase').default(
       d(CHECK_DEFAULTS.exerciseTimeoutMs),
     ),
+  workspace: () =>
+    new Option(
+      '--workspace <name>',
+      'in a monorepo, only what this workspace (its package name or folder) brings in',
+    ),
   allowRemoteSources: () =>
     new Option(
       '--allow-remote-sources',
@@ -117,6 +122,7 @@ export interface SharedFlags {
   exerciseTimeout: string;
   settle: string;
   allowRemoteSources?: boolean;
+  workspace?: string;
 }
 
 /**

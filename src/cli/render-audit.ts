@@ -20,7 +20,12 @@ function counts(r: AuditReport): string {
 export function renderAuditText(r: AuditReport): string {
   const s = r.summary;
   const lines = [
-    `${r.verdict.toUpperCase()} audit of ${t(formatId(r.project.name, r.project.version))} (${t(r.lockfile)})`,
+    `${r.verdict.toUpperCase()} audit of ${t(formatId(r.project.name, r.project.version))} (${t(r.lockfile)}${r.lockfileFormat && r.lockfileFormat !== 'npm' ? `, ${r.lockfileFormat}` : ''})`,
+    ...(r.registryIntegrity?.length
+      ? [
+          `  integrity of ${r.registryIntegrity.length} package(s) from the registry, not the lockfile (Yarn Berry keeps a checksum of its own zip instead)`,
+        ]
+      : []),
     `  ${s.checked} of ${s.packages} package(s) checked, ${s.fromStore} from the result store, ${s.withInstallScripts} with install scripts, ${s.withEgress} with egress`,
     ...(s.notInstalled
       ? [

@@ -89,7 +89,7 @@ export const errorCatalogue = {
   },
   ELOCKFILE: {
     summary: 'The lockfile cannot be audited as it is.',
-    fix: 'Point at a package-lock.json (lockfileVersion 2 or 3), an npm-shrinkwrap.json, or a project folder with one; regenerate a damaged or old lockfile with `npm install --package-lock-only`.',
+    fix: 'Point at a package-lock.json (lockfileVersion 2 or 3), npm-shrinkwrap.json, pnpm-lock.yaml (6 or 9), yarn.lock (classic or Berry) or bun.lock, or a project folder with one; regenerate a damaged or old lockfile with its package manager (`npm install --package-lock-only`, `pnpm install --lockfile-only`, `yarn install`, `bun install`).',
     exit: ExitCode.usage,
   },
   ELOCKFILE_SOURCE: {

@@ -7,9 +7,17 @@
 import { formatId } from '../core/package-id.js';
 import type { CheckOptions } from '../check/check.js';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import semver from 'semver';
 import { checkLocked, type LockedSubject, type SandboxProvider } from '../check/stored.js';
 import { PhonehomeError } from '../core/errors.js';
@@ -23,6 +31,7 @@ import {
   type StagedTree,
 } from '../resolve/lockfile.js';
 import { binNames } from '../resolve/stage.js';
+import { LOCKFILE_NAMES } from '../resolve/formats.js';
 import { closure, idOf, packageSummary } from '../run/summaries.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
 import type { ResultStore } from '../store/store.js';
@@ -142,7 +151,7 @@ export function lockSource(
   const dir = mkdtempSync(join(tmpdir(), 'phonehome-gate-'));
   try {
     let found: string | undefined;
-    for (const name of ['npm-shrinkwrap.json', 'package-lock.json']) {
+    for (const name of Object.keys(LOCKFILE_NAMES)) {
       const text = gitShow(`${ref}:./${name}`, cwd);
       if (text === undefined) continue;
       writeFileSync(join(dir, name), text);
@@ -152,13 +161,21 @@ export function lockSource(
     if (!found)
       throw new PhonehomeError(
         'ELOCKFILE',
-        `No lockfile at git ref ${ref} (package-lock.json or npm-shrinkwrap.json here).`,
+        `No lockfile at git ref ${ref} (${Object.keys(LOCKFILE_NAMES).join(', ')} here).`,
         {
           fix: 'Pass --base/--head as a lockfile path or a git ref where the lockfile exists.',
         },
       );
     const pkg = gitShow(`${ref}:./package.json`, cwd);
     if (pkg !== undefined) writeFileSync(join(dir, 'package.json'), pkg);
+    // A monorepo's workspaces, as they were at that ref: their package.json files name them and,
+    // for Yarn classic, hold their dependencies.
+    for (const path of workspaceManifests(ref, cwd)) {
+      const text = gitShow(`${ref}:./${path}`, cwd);
+      if (text === undefined) continue;
+      mkdirSync(join(dir, dirname(path)), { recursive: true });
+      writeFileSync(join(dir, path), text);
+    }
     return {
       label: ref,
       dir,
@@ -171,9 +188,26 @@ export function lockSource(
   }
 }
 
-/** The line where `"node_modules/…/<name>": {` with that version starts in a lockfile. */
+/**
+ * The line where a package's entry starts in a lockfile: npm's `"node_modules/…/<name>": {` with
+ * that version; pnpm's `<name>@<version>:` key; Yarn's entry whose key names it and whose
+ * version is that one; Bun's `"<name>": ["<name>@<version>"`.
+ */
 export function entryLine(text: string, name: string, version: string): number | undefined {
   const lines = text.split('\n');
+  const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  // pnpm (9: `name@1.0.0:`, 6: `/name@1.0.0:`, with peers in parentheses) and Bun.
+  const keyed = new RegExp(
+    `^\\s+(?:'?/?${esc(name)}@${esc(version)}(?:\\(.*\\))?'?:|"[^"]*": \\["${esc(name)}@${esc(version)}")`,
+  );
+  for (let i = 0; i < lines.length; i++) if (keyed.test(lines[i] as string)) return i + 1;
+  // Yarn: a key line naming the package, then its version within a few lines.
+  const yarnKey = new RegExp(`^"?${esc(name)}@`);
+  for (let i = 0; i < lines.length; i++) {
+    if (!yarnKey.test(lines[i] as string)) continue;
+    const next = lines.slice(i + 1, i + 4).join('\n');
+    if (new RegExp(`^\\s+version:? "?${esc(version)}"?$`, 'm').test(next)) return i + 1;
+  }
   const key = `node_modules/${name}":`;
   for (let i = 0; i < lines.length; i++) {
     if (!(lines[i] as string).trimEnd().endsWith(`${key} {`)) continue;
@@ -184,6 +218,43 @@ export function entryLine(text: string, name: string, version: string): number |
     }
   }
   return undefined;
+}
+
+/**
+ * The package.json files below the project folder at a git ref (not under node_modules, at most
+ * four folders down, at most 500): where a monorepo keeps its workspaces.
+ */
+function workspaceManifests(ref: string, cwd: string): string[] {
+  let listing = '';
+  try {
+    listing = execFileSync('git', ['ls-tree', '-r', '--name-only', '--full-name', ref, '--', '.'], {
+      cwd,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+      maxBuffer: 64 * 1024 * 1024,
+    });
+  } catch {
+    return [];
+  }
+  const prefix = (() => {
+    try {
+      return execFileSync('git', ['rev-parse', '--show-prefix'], { cwd, encoding: 'utf8' }).trim();
+    } catch {
+      return '';
+    }
+  })();
+  return listing
+    .split('\n')
+    .filter((p) => p.startsWith(prefix))
+    .map((p) => p.slice(prefix.length))
+    .filter(
+      (p) =>
+        p.endsWith('/package.json') &&
+        !p.split('/').includes('node_modules') &&
+        p.split('/').length <= 5 &&
+        !p.split('/').some((s) => s === '..' || s === ''),
+    )
+    .slice(0, 500);
 }
 
 function gitShow(spec: string, cwd: string): string | undefined {
@@ -266,6 +337,8 @@ export interface GateOptions extends Pick<
   allowRemoteSources?: boolean;
   store?: ResultStore;
   noCache?: boolean;
+  /** Only what this workspace of a monorepo brings in (in both trees). */
+  workspace?: string;
   log?: (line: string) => void;
   signal?: AbortSignal;
 }
@@ -398,9 +471,15 @@ export async function gate(
       ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.allowRemoteSources ? { allowRemoteSources: true } : {}),
+      ...(opts.workspace ? { workspace: opts.workspace } : {}),
     };
     await using baseTree = await loadLockTree(b.dir, treeOpts);
     await using headTree = await loadLockTree(h.dir, treeOpts);
+    for (const t of [baseTree, headTree])
+      if (t.registryIntegrity.length)
+        opts.log?.(
+          `[gate] ${t.lockfile}: integrity of ${t.registryIntegrity.length} package(s) from the registry (${t.format} keeps a checksum of its own zip, not the tarball's integrity)`,
+        );
     const all = lockChanges(baseTree.entries, headTree.entries);
     // Optional packages for other platforms are listed, not run: npm does not install them here.
     const here = new Set(

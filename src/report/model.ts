@@ -469,7 +469,7 @@ export function auditModel(r: AuditReport): PageModel {
     verdict: r.verdict,
     summary: [
       `${s.checked} of ${s.packages} package(s) checked, ${s.fromStore} from the result store, ${s.withInstallScripts} with install scripts, ${s.withEgress} with egress`,
-      `lockfile ${esc(r.lockfile)}; policy: ${r.policy.sources.length ? esc(r.policy.sources.join(' + ')) : 'shipped defaults'}`,
+      `lockfile ${esc(r.lockfile)}${r.lockfileFormat && r.lockfileFormat !== 'npm' ? ` (${esc(r.lockfileFormat)})` : ''}; policy: ${r.policy.sources.length ? esc(r.policy.sources.join(' + ')) : 'shipped defaults'}`,
       `findings: ${counts.length ? counts.join(', ') : 'none'}`,
       ...(s.notInstalled
         ? [
@@ -477,6 +477,11 @@ export function auditModel(r: AuditReport): PageModel {
           ]
         : []),
       ...(s.notRun ? [`${s.notRun} package(s) NOT RUN`] : []),
+      ...(r.registryIntegrity?.length
+        ? [
+            `integrity of ${r.registryIntegrity.length} package(s) from the registry, not the lockfile (Yarn Berry keeps a checksum of its own zip instead)`,
+          ]
+        : []),
       ...(s.unattributed
         ? [
             `${s.unattributed} attempt(s) could not be tied to a package${s.unattributedLeaks.length ? `; BAIT SECRETS IN THEM: ${esc(s.unattributedLeaks.join(', '))}` : ''}`,

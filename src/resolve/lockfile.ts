@@ -247,6 +247,13 @@ function allows(list: unknown, value: string): boolean {
 
 export interface LockTree {
   lockfile: string;
+  /** Which package manager wrote it. */
+  format: LockFormat;
+  /**
+   * Packages whose integrity is the registry's, not the lockfile's (Yarn Berry keeps a checksum
+   * of its own zip, not of the tarball), by name@version.
+   */
+  registryIntegrity: string[];
   project: { name: string; version: string };
   entries: LockEntry[];
   /** Fetch every package as locked (integrity checked) into a staging folder. */
@@ -266,6 +273,8 @@ export async function loadLockTree(
     signal?: AbortSignal;
     /** Fetch tarball URLs and git repositories that are not the configured registries'. */
     allowRemoteSources?: boolean;
+    /** Only what this workspace of a monorepo (by name or folder) brings in. */
+    workspace?: string;
   } = {},
 ): Promise<LockTree> {
   const lockfile = findLockfile(path);
@@ -381,25 +390,28 @@ export async function loadLockTree(
       !(omit.has('peer') && n.peer);
     const paths = shortestPaths(vroot);
     const projectName = String(pkg.name ?? 'project');
-    const entries: LockEntry[] = [...vroot.inventory.values()].filter(kept).map((n) => ({
-      name: n.packageName,
-      version: n.version,
-      integrity: n.integrity,
-      // As the lockfile writes it (a file: path relative to the project), not as arborist resolved
-      // it against the staging folder.
-      resolved:
-        typeof lock.packages?.[n.location]?.resolved === 'string'
-          ? String(lock.packages?.[n.location]?.resolved)
-          : n.resolved,
-      location: n.location,
-      path: [projectName, ...(paths.get(n.location) ?? [n.packageName])],
-      dev: n.dev,
-      optional: n.optional,
-      installable:
-        allows(lock.packages?.[n.location]?.os, 'linux') &&
-        allows(lock.packages?.[n.location]?.cpu, process.arch) &&
-        allows(lock.packages?.[n.location]?.libc, 'glibc'),
-    }));
+    const only = opts.workspace ? workspaceClosure(vroot, opts.workspace, lockfile) : undefined;
+    const entries: LockEntry[] = [...vroot.inventory.values()]
+      .filter((n) => kept(n) && (!only || only.has(n.location)))
+      .map((n) => ({
+        name: n.packageName,
+        version: n.version,
+        integrity: n.integrity,
+        // As the lockfile writes it (a file: path relative to the project), not as arborist resolved
+        // it against the staging folder.
+        resolved:
+          typeof lock.packages?.[n.location]?.resolved === 'string'
+            ? String(lock.packages?.[n.location]?.resolved)
+            : n.resolved,
+        location: n.location,
+        path: [projectName, ...(paths.get(n.location) ?? [n.packageName])],
+        dev: n.dev,
+        optional: n.optional,
+        installable:
+          allows(lock.packages?.[n.location]?.os, 'linux') &&
+          allows(lock.packages?.[n.location]?.cpu, process.arch) &&
+          allows(lock.packages?.[n.location]?.libc, 'glibc'),
+      }));
     for (const e of entries)
       if (!e.version)
         throw new PhonehomeError('ELOCKFILE', `${lockfile} has no version for ${e.location}.`);
@@ -535,8 +547,15 @@ export async function loadLockTree(
         tar: () => tar.c({ cwd: dir, portable: true, follow: false }, ['.']) as unknown as Readable,
       };
     };
+    const byRegistry = new Set(converted?.registryIntegrity ?? []);
     return {
       lockfile,
+      format: converted?.format ?? format,
+      registryIntegrity: [
+        ...new Set(
+          entries.filter((e) => byRegistry.has(e.location)).map((e) => formatId(e.name, e.version)),
+        ),
+      ].sort(),
       project: { name: projectName, version: String(pkg.version ?? '0.0.0') },
       entries,
       stage,
@@ -549,6 +568,30 @@ export async function loadLockTree(
 }
 
 /** The shortest way from the project to each package, breadth first. */
+/** The locations a workspace's dependencies reach (links followed), by its name or folder. */
+function workspaceClosure(root: ArboristNode, wanted: string, lockfile: string): Set<string> {
+  const workspaces = [...root.inventory.values()].filter((n) => n.isWorkspace);
+  const start = workspaces.find((n) => n.packageName === wanted || n.location === wanted);
+  if (!start)
+    throw new PhonehomeError(
+      'EUSAGE',
+      `${lockfile} has no workspace named ${wanted}${workspaces.length ? ` (its workspaces: ${workspaces.map((w) => `${w.packageName} in ${w.location}`).join(', ')})` : '; it is not a monorepo'}.`,
+      { fix: 'Give --workspace the name or folder of one of its workspaces, or leave it out.' },
+    );
+  const seen = new Set<string>();
+  const todo = [start];
+  while (todo.length) {
+    const n = todo.pop() as ArboristNode;
+    for (const edge of n.edgesOut.values()) {
+      const to = edge.to?.isLink && edge.to.target ? edge.to.target : edge.to;
+      if (!to || seen.has(to.location)) continue;
+      seen.add(to.location);
+      todo.push(to);
+    }
+  }
+  return seen;
+}
+
 function shortestPaths(root: ArboristNode): Map<string, string[]> {
   const paths = new Map<string, string[]>([[root.location, []]]);
   const queue: ArboristNode[] = [root];

@@ -5,7 +5,7 @@
  */
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -204,9 +204,13 @@ export async function describeTree(
   const nodes = [...root.inventory.values()].filter((n) => !n.isRoot && !n.isLink);
   const packages = await mapLimit(nodes, 16, async (n): Promise<TreePackageInfo> => {
     const folder = join(dir, n.location);
-    const scripts = installScripts(n, folder);
+    // The package.json in the fetched tarball, not what a lockfile says of it: a lockfile (of a
+    // pull request, or one laid out from another package manager's) may leave out that a package
+    // has install scripts, or its declaration.
+    const manifest = await readManifest(folder, n.package);
+    const scripts = installScripts(manifest, folder);
     const commands = Object.fromEntries(
-      scripts.map((ev) => [ev, n.package.scripts?.[ev] ?? 'node-gyp rebuild']),
+      scripts.map((ev) => [ev, manifest.scripts?.[ev] ?? 'node-gyp rebuild']),
     );
     return {
       name: n.packageName,
@@ -223,8 +227,8 @@ export async function describeTree(
         ),
       ),
       capabilities: await scanCapabilities(folder, commands),
-      ...(n.package.egress !== undefined ? { egress: n.package.egress } : {}),
-      ...(linksOf(n.package).length ? { links: linksOf(n.package) } : {}),
+      ...(manifest.egress !== undefined ? { egress: manifest.egress } : {}),
+      ...(linksOf(manifest).length ? { links: linksOf(manifest) } : {}),
       fromRegistry: vouchedFor(n, registries),
       ...(bundler(n) ? { bundledBy: bundler(n) } : {}),
       dependencies: [...n.edgesOut.values()]
@@ -324,13 +328,27 @@ async function mapLimit<T, R>(
   return out;
 }
 
+type Manifest = Record<string, unknown> & { scripts?: Record<string, string> };
+
+/** A fetched package's own package.json (at most 1 MB), or what arborist knows when unreadable. */
+async function readManifest(folder: string, known: Manifest): Promise<Manifest> {
+  try {
+    const file = join(folder, 'package.json');
+    if ((await stat(file)).size > 1024 * 1024) return known;
+    const m = JSON.parse(await readFile(file, 'utf8')) as unknown;
+    return m && typeof m === 'object' && !Array.isArray(m) ? (m as Manifest) : known;
+  } catch {
+    return known;
+  }
+}
+
 /** The install events npm runs for a package, with the implicit `node-gyp rebuild`. */
-function installScripts(n: ArboristNode, folder: string): string[] {
-  const scripts = INSTALL_EVENTS.filter((ev) => typeof n.package.scripts?.[ev] === 'string');
+function installScripts(manifest: Manifest, folder: string): string[] {
+  const scripts = INSTALL_EVENTS.filter((ev) => typeof manifest.scripts?.[ev] === 'string');
   // npm runs `node-gyp rebuild` as the install script when binding.gyp exists and the package
   // has neither an install nor a preinstall script of its own.
   const gyp =
-    n.package.gypfile !== false &&
+    manifest.gypfile !== false &&
     !scripts.includes('install') &&
     !scripts.includes('preinstall') &&
     existsSync(join(folder, 'binding.gyp'));

@@ -79,7 +79,11 @@ export function auditCommand(): Command {
     .description(
       'check every package of a lockfile at its locked version and integrity; results from the store are reused',
     )
-    .argument('[path]', 'package-lock.json, npm-shrinkwrap.json, or a project folder', '.')
+    .argument(
+      '[path]',
+      'a lockfile (package-lock.json, npm-shrinkwrap.json, pnpm-lock.yaml, yarn.lock, bun.lock) or a project folder',
+      '.',
+    )
     .addOption(
       new Option(
         '--omit <kind...>',
@@ -95,6 +99,7 @@ export function auditCommand(): Command {
     'html',
     ...RUN_FLAGS,
     'allowRemoteSources',
+    'workspace',
     'failOn',
     ...limits,
   ])
@@ -103,8 +108,10 @@ export function auditCommand(): Command {
       `
 Only packages with install scripts (or binding.gyp) get an install phase; every package is
 loaded (require(), or import() when it cannot be required); the exercise phase is not run.
-Interrupted audits keep what finished in the store: run again to resume. Yarn and pnpm lockfiles
-are not supported yet (exit 2).
+Interrupted audits keep what finished in the store: run again to resume. Reads npm's
+(package-lock.json, npm-shrinkwrap.json), pnpm's (pnpm-lock.yaml, lockfile 6 and 9), Yarn's
+(yarn.lock, classic and Berry) and Bun's (bun.lock) lockfiles, workspaces included; registry
+packages are fetched from the registry your npm configuration names.
 
 Exit codes: 0 pass, 1 findings at or above --fail-on (default warn) or a package not run,
 2 usage error or unusable lockfile, 3 environment (Docker, images, registry, store), 4 internal
@@ -141,6 +148,7 @@ error, 130 interrupted.`,
             store,
             noCache: !o.cache,
             ...(o.omit ? { omit: o.omit } : {}),
+            ...(o.workspace ? { workspace: o.workspace } : {}),
             ...(concurrency ? { concurrency } : {}),
             as: o.as,
             log: (l) => {

@@ -35,7 +35,16 @@ export function gateCommand(): Command {
     );
   return withFlags(
     cmd,
-    ['json', 'markdown', 'html', ...RUN_FLAGS, 'allowRemoteSources', 'failOn', ...LIMIT_FLAGS],
+    [
+      'json',
+      'markdown',
+      'html',
+      ...RUN_FLAGS,
+      'allowRemoteSources',
+      'workspace',
+      'failOn',
+      ...LIMIT_FLAGS,
+    ],
     'fail',
   )
     .addHelpText(
@@ -72,6 +81,7 @@ images, registry, store), 4 internal error, 130 interrupted.`,
           report = await gate(ctx.sandbox, o.base ?? defaultBase(), o.head, {
             ...timeouts,
             ...(o.allowRemoteSources ? { allowRemoteSources: true } : {}),
+            ...(o.workspace ? { workspace: o.workspace } : {}),
             as: o.as,
             policy,
             npmConfig,

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { entryLine, lockChanges } from '../../../src/gate/gate.js';
+import { packageRoot } from '../../../src/paths.js';
 import type { LockEntry } from '../../../src/resolve/lockfile.js';
 
 const e = (name: string, version: string, path = ['app', name]): LockEntry => ({
@@ -80,5 +83,30 @@ describe('lockfile changes', () => {
     assert.equal(entryLine(text, 'x', '2.0.0'), 6);
     assert.equal(entryLine(text, 'x', '1.0.0'), 3);
     assert.equal(entryLine(text, 'x', '9.0.0'), undefined);
+  });
+
+  it('finds the line of a package entry in pnpm, Yarn and Bun lockfiles', () => {
+    for (const [manager, file] of [
+      ['pnpm6', 'pnpm-lock.yaml'],
+      ['pnpm9', 'pnpm-lock.yaml'],
+      ['yarn-classic', 'yarn.lock'],
+      ['yarn-berry', 'yarn.lock'],
+      ['bun', 'bun.lock'],
+    ]) {
+      const text = readFileSync(
+        join(packageRoot(), 'fixtures', 'lockfiles', 'demo', manager as string, file as string),
+        'utf8',
+      );
+      for (const [name, version] of [
+        ['debug', '4.4.3'],
+        ['ms', '2.1.3'],
+        ['@esbuild/linux-x64', '0.24.2'],
+      ] as const) {
+        const line = entryLine(text, name, version);
+        assert.ok(line, `${manager}: ${name}@${version}`);
+        assert.ok(text.split('\n')[line - 1]?.includes(name), `${manager}: line ${line}`);
+      }
+      assert.equal(entryLine(text, 'debug', '9.9.9'), undefined, manager);
+    }
   });
 });
