@@ -17,6 +17,10 @@
  * - audit: a lockfile of the dependency tree of a few popular tools (500+ registry packages),
  *   audited cold (empty store) and warm (everything stored); packages per minute, and how many
  *   needed an install phase. BENCH_AUDIT=0 skips it.
+ * - lockfiles: one project of 1,200+ packages locked by npm, pnpm, Yarn classic, Yarn Berry and
+ *   Bun (the real package managers, against the public registry), read by phonehome: the
+ *   format's own reading and layout, and the whole tree read (arborist's virtual tree on top),
+ *   each in a process of its own (time, peak memory), against npm's lockfile read the same way.
  * - HTML report: `--html` of a 1,000-package audit (50 packages that phoned home, from a real
  *   check of a fixture, 950 honest ones, from another), against `--json` of the same report
  *   (JSON.stringify); render time and size.
@@ -39,18 +43,19 @@ import { DockerEngine } from '../src/sandbox/docker/engine.js';
 import { DockerImages } from '../src/sandbox/docker/images.js';
 import { CaptureTopology } from '../src/sandbox/topology.js';
 import { BURST_SOURCE } from './burst.js';
+import { lockWith, type Manager } from '../test/support/managers.js';
 
 const N = Number(process.env.BENCH_BURST ?? 6000);
 const STARTS = Number(process.env.BENCH_STARTS ?? 5);
 const CHECKS = Number(process.env.BENCH_CHECKS ?? 5);
 /**
- * Which parts to run, comma-separated (default all): startup, check, store, gate, audit, html,
- * burst.
+ * Which parts to run, comma-separated (default all): startup, check, store, gate, audit,
+ * lockfiles, html, burst.
  * `BENCH_ONLY=burst npm run bench` measures the capture alone; BENCH_RUNNER_IMAGE and
  * BENCH_GATEWAY_IMAGE run it with other images (an observer under work, an earlier capture).
  */
 const ONLY = new Set(
-  (process.env.BENCH_ONLY ?? 'startup,check,store,gate,audit,html,burst')
+  (process.env.BENCH_ONLY ?? 'startup,check,store,gate,audit,lockfiles,html,burst')
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean),
@@ -65,6 +70,22 @@ const AUDIT_DEPENDENCIES = {
   typescript: '5.7.2',
   esbuild: '0.24.2',
   sharp: '0.32.6',
+};
+
+/** A project of 1,200+ packages, for the lockfile readers; pinned so the figures stay comparable. */
+const LOCK_DEPENDENCIES = {
+  express: '4.21.2',
+  webpack: '5.97.1',
+  jest: '29.7.0',
+  eslint: '8.57.1',
+  '@babel/core': '7.26.0',
+  typescript: '5.7.2',
+  esbuild: '0.24.2',
+  mocha: '10.8.2',
+  gulp: '4.0.2',
+  karma: '6.4.4',
+  'webpack-dev-server': '5.2.0',
+  '@angular/cli': '19.0.6',
 };
 
 /** A tiny package (the worst case for the ratio: its fresh check is quick) and a typical one. */
@@ -354,6 +375,87 @@ async function main(): Promise<void> {
     }
   }
 
+  // ---- lockfiles of every format, read, against npm's ----
+  const lockRows: {
+    format: string;
+    entries: number;
+    layoutMs: number;
+    treeMs: number;
+    rssMb: number;
+  }[] = [];
+  if (ONLY.has('lockfiles')) {
+    const base = await mkdtemp(join(tmpdir(), 'phonehome-bench-lockfiles-'));
+    try {
+      const files: Record<string, string> = {
+        npm: 'package-lock.json',
+        pnpm: 'pnpm-lock.yaml',
+        'yarn-classic': 'yarn.lock',
+        'yarn-berry': 'yarn.lock',
+        bun: 'bun.lock',
+      };
+      for (const format of Object.keys(files)) {
+        const dir = join(base, format);
+        await mkdir(dir);
+        await writeFile(
+          join(dir, 'package.json'),
+          JSON.stringify({
+            name: 'big',
+            version: '1.0.0',
+            private: true,
+            dependencies: LOCK_DEPENDENCIES,
+          }),
+        );
+        process.stderr.write(`[bench] locking with ${format}\n`);
+        if (format === 'npm')
+          spawnSync(
+            'npm',
+            ['install', '--package-lock-only', '--ignore-scripts', '--no-audit', '--no-fund'],
+            {
+              cwd: dir,
+              stdio: 'ignore',
+            },
+          );
+        else await lockWith(format as Manager, dir, 'https://registry.npmjs.org/');
+        // Each reading in a process of its own: its peak memory is its own.
+        const script = `
+          import { readFileSync } from 'node:fs';
+          import { readGraph } from ${JSON.stringify(join(packageRoot(), 'dist/src/resolve/formats.js'))};
+          import { npmLockFrom } from ${JSON.stringify(join(packageRoot(), 'dist/src/resolve/npm-lock.js'))};
+          import { loadLockTree } from ${JSON.stringify(join(packageRoot(), 'dist/src/resolve/lockfile.js'))};
+          const dir = ${JSON.stringify(dir)};
+          const file = dir + '/' + ${JSON.stringify(files[format])};
+          const pkg = JSON.parse(readFileSync(dir + '/package.json', 'utf8'));
+          const med = (xs) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+          const layout = [], tree = [];
+          let entries = 0;
+          for (let i = 0; i < ${CHECKS}; i++) {
+            let t0 = performance.now();
+            if (${JSON.stringify(format)} === 'npm') JSON.parse(readFileSync(file, 'utf8'));
+            else npmLockFrom(readGraph(file, pkg), pkg, {}, file);
+            layout.push(performance.now() - t0);
+            t0 = performance.now();
+            const t = await loadLockTree(dir, {});
+            tree.push(performance.now() - t0);
+            entries = t.entries.length;
+            await t[Symbol.asyncDispose]();
+          }
+          process.stdout.write(JSON.stringify({ layoutMs: med(layout), treeMs: med(tree), entries,
+            rssMb: process.resourceUsage().maxRSS / 1024 }));
+        `;
+        const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+          encoding: 'utf8',
+        });
+        if (r.status !== 0) throw new Error(`reading the ${format} lockfile: ${r.stderr}`);
+        lockRows.push({
+          format,
+          ...(JSON.parse(r.stdout) as Omit<(typeof lockRows)[number], 'format'>),
+        });
+      }
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
+  }
+
   // ---- HTML report of a 1,000-package audit, against its JSON ----
   let htmlRow: { jsonMs: number; htmlMs: number; jsonBytes: number; htmlBytes: number } | undefined;
   if (ONLY.has('html')) {
@@ -470,6 +572,21 @@ async function main(): Promise<void> {
     );
     out.push(
       `  cold ${(auditRow.coldMs / 1000).toFixed(1)} s (${((auditRow.checked / auditRow.coldMs) * 60_000).toFixed(0)} packages/min), warm ${(auditRow.warmMs / 1000).toFixed(2)} s; warm is ${(auditRow.coldMs / auditRow.warmMs).toFixed(0)}x faster`,
+    );
+    out.push('');
+  }
+  if (lockRows.length) {
+    const npm = lockRows.find((r) => r.format === 'npm');
+    out.push(
+      `lockfiles of one project (${Object.keys(LOCK_DEPENDENCIES).length} direct dependencies), read (median of ${CHECKS}, own process each)`,
+    );
+    out.push(`${'format'.padEnd(14)} packages  layout ms  tree ms  ratio  peak MB`);
+    for (const r of lockRows)
+      out.push(
+        `${r.format.padEnd(14)} ${String(r.entries).padStart(8)} ${r.layoutMs.toFixed(0).padStart(10)} ${r.treeMs.toFixed(0).padStart(8)} ${(npm ? r.treeMs / npm.treeMs : NaN).toFixed(2).padStart(6)} ${r.rssMb.toFixed(0).padStart(8)}`,
+      );
+    out.push(
+      '  (layout: the format read and laid out as an npm lockfile; npm: JSON.parse. tree: the whole read, arborist included; Yarn Berry also asks the registry for every integrity)',
     );
     out.push('');
   }

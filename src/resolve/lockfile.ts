@@ -159,7 +159,7 @@ function fromOtherFormat(
     );
   }
   const graph = readGraph(lockfile, pkg);
-  const { lock, format, registryIntegrity } = npmLockFrom(graph, pkg, npmConfig);
+  const { lock, format, registryIntegrity } = npmLockFrom(graph, pkg, npmConfig, lockfile);
   const kept = (section: string, names: Map<string, string>) => {
     const declared = pkg[section];
     if (!declared || typeof declared !== 'object') return {};

@@ -7,8 +7,10 @@
  * placed earlier is shadowed. npm's own layout would hoist differently in places; which package
  * each dependency reaches is the same, and that is what a check runs.
  *
- * Pure: no I/O.
+ * Pure: no I/O. Names and workspace folders that could not be folders of a project (`../x`,
+ * `a/b/c`) are refused.
  */
+import { PhonehomeError } from '../core/errors.js';
 import type { NpmConfig } from './npmrc.js';
 import type { LockFormat, LockGraph, GraphNode } from './formats.js';
 
@@ -86,11 +88,47 @@ function reach(
   return seen;
 }
 
+/**
+ * What may become a folder name under node_modules: a package name as npm allows it (an optional
+ * scope, then one segment; never `.`, `..`, a slash or a backslash of its own). A lockfile of a
+ * pull request is the author's, and each name here becomes a path of the staging folder.
+ */
+const FOLDER_NAME = /^(?:@[a-z0-9~-][a-z0-9._~-]*\/)?[a-z0-9~-][a-z0-9._~-]*$/i;
+
+/** A workspace folder: relative, inside the project, no `.`/`..` segments. */
+const WORKSPACE_PATH = /^(?!.*(?:^|\/)\.\.?(?:\/|$))[A-Za-z0-9._@~-][A-Za-z0-9._@~/-]*$/;
+
+function checkNames(graph: LockGraph, file: string): void {
+  const bad = (what: string): never => {
+    throw new PhonehomeError(
+      'ELOCKFILE',
+      `${file} names ${what}, which cannot be a folder of a project.`,
+      {
+        fix: 'Regenerate the lockfile with its package manager; a hand-edited or hostile lockfile can name paths outside the project.',
+      },
+    );
+  };
+  for (const n of graph.nodes.values()) {
+    if (!FOLDER_NAME.test(n.name) || n.name.length > 214) bad(`a package "${n.name}"`);
+    for (const dep of n.deps.keys()) if (!FOLDER_NAME.test(dep)) bad(`a dependency "${dep}"`);
+  }
+  for (const i of [graph.root, ...graph.workspaces])
+    for (const m of [i.prod, i.dev, i.optional])
+      for (const dep of m.keys()) if (!FOLDER_NAME.test(dep)) bad(`a dependency "${dep}"`);
+  for (const w of graph.workspaces) {
+    if (!WORKSPACE_PATH.test(w.path) || w.path.split('/').includes('node_modules'))
+      bad(`a workspace folder "${w.path}"`);
+    if (!FOLDER_NAME.test(w.name)) bad(`a workspace "${w.name}"`);
+  }
+}
+
 export function npmLockFrom(
   graph: LockGraph,
   pkg: Record<string, unknown>,
   config: NpmConfig,
+  file = 'the lockfile',
 ): { lock: NpmLock; format: LockFormat; registryIntegrity: string[] } {
+  checkNames(graph, file);
   const { root, nodes } = graph;
   // The same package under two keys (Yarn classic lists one version under several entries at
   // times): one package.

@@ -232,6 +232,18 @@ describe('lockfiles of pnpm, Yarn and Bun', () => {
       lockError(() => readGraph(bun.file, bun.pkg), /is not valid JSON/);
     });
 
+    it('names that would be paths outside the project are refused before anything is written', () => {
+      // A package entry may name its package (pnpm writes `name:` for aliases and tarballs).
+      const pnpm = copy('demo', 'pnpm9', (t) =>
+        t.replace(/\n  is-number@7\.0\.0:\n/, "\n  is-number@7.0.0:\n    name: '../../../evil'\n"),
+      );
+      const npmLock = (file: string, pkg: Record<string, unknown>) =>
+        npmLockFrom(readGraph(file, pkg), pkg, {}, file);
+      lockError(() => npmLock(pnpm.file, pnpm.pkg), /names a package "\.\.\/\.\.\/\.\.\/evil"/);
+      const bun = copy('monorepo', 'bun', (t) => t.replace('"packages/a": {', '"../outside": {'));
+      lockError(() => npmLock(bun.file, bun.pkg), /names a workspace folder "\.\.\/outside"/);
+    });
+
     it('out of step with package.json: which dependency, and how to bring it up to date', () => {
       for (const manager of Object.keys(FILES) as (keyof typeof FILES)[]) {
         const { file, pkg } = copy('demo', manager, (t) => t);
