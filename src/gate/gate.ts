@@ -94,22 +94,37 @@ export function lockChanges(base: LockEntry[], head: LockEntry[]): LockChanges {
   for (const [name, vs] of b)
     for (const v of vs)
       if (!h.get(name)?.has(v) && !replaced.has(`${name}@${v}`)) removed.push({ name, version: v });
-  const integrity = new Map(base.map((e) => [formatId(e.name, e.version), e.integrity]));
+  // The same name@version locked to other content: another integrity, an integrity dropped (its
+  // tarball is then not checked), another source with no integrity to pin it, or two copies of
+  // it in the head tree that differ. Each is a package the pull request's author can swap.
+  const content = (e: LockEntry) => e.integrity ?? `(no integrity) ${e.resolved ?? ''}`;
+  const baseContent = new Map<string, LockEntry>();
+  for (const e of base)
+    if (!baseContent.has(formatId(e.name, e.version)))
+      baseContent.set(formatId(e.name, e.version), e);
+  const headFirst = new Map<string, LockEntry>();
   const retargeted: LockChanges['retargeted'] = [];
   const flagged = new Set<string>();
-  for (const e of head) {
+  const flag = (e: LockEntry, before: string, after: string) => {
     const key = formatId(e.name, e.version);
-    const before = integrity.get(key);
-    if (before && e.integrity && before !== e.integrity && !flagged.has(key)) {
-      flagged.add(key);
-      retargeted.push({
-        name: e.name,
-        version: e.version,
-        before,
-        after: e.integrity,
-        path: e.path,
-      });
-    }
+    if (flagged.has(key)) return;
+    flagged.add(key);
+    retargeted.push({ name: e.name, version: e.version, before, after, path: e.path });
+  };
+  for (const e of head) {
+    // A bundled package comes inside its bundler's tarball (pinned by the bundler's integrity).
+    if (!e.integrity && !e.resolved) continue;
+    const key = formatId(e.name, e.version);
+    const first = headFirst.get(key);
+    if (!first) headFirst.set(key, e);
+    else if (content(first) !== content(e)) flag(e, content(first), content(e));
+    const b = baseContent.get(key);
+    if (!b) continue;
+    if (b.integrity && e.integrity && b.integrity !== e.integrity)
+      flag(e, b.integrity, e.integrity);
+    else if (b.integrity && !e.integrity) flag(e, b.integrity, content(e));
+    else if (!e.integrity && (b.resolved ?? '') !== (e.resolved ?? ''))
+      flag(e, content(b), content(e));
   }
   const order = (x: { name: string }, y: { name: string }) => x.name.localeCompare(y.name);
   return {

@@ -15,9 +15,10 @@
  * YAML; `@yarnpkg/parsers` (Yarn's own, 250 KB, loaded only for a yarn.lock) for Yarn classic's
  * format, which is not; bun.lock is JSON with trailing commas, read here.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, posix } from 'node:path';
+import semver from 'semver';
 import { parse as parseYaml } from 'yaml';
 import { PhonehomeError } from '../core/errors.js';
 
@@ -126,6 +127,8 @@ export function workspaceFolders(projectDir: string, pkg: Record<string, unknown
   const out: string[] = [];
   for (const pattern of Array.isArray(raw) ? raw.map(String) : []) {
     const clean = pattern.replace(/^\.\//, '').replace(/\/$/, '');
+    // Nothing outside the project is listed or read, whatever the pattern says.
+    if (!WORKSPACE_PATH.test(clean.replace(/\/\*\*?$/, '')) && clean !== '*') continue;
     if (clean.endsWith('/*') || clean.endsWith('/**')) {
       const base = clean.replace(/\/\*\*?$/, '');
       let names: string[] = [];
@@ -151,6 +154,23 @@ export const LOCKFILE_NAMES: Record<string, LockFormat> = {
   'yarn.lock': 'yarn-classic',
   'bun.lock': 'bun',
 };
+
+/** What precedes a pnpm peer suffix (`1.0.0(react@18.0.0)` → `1.0.0`), in linear time. */
+const beforeParen = (s: string) => {
+  const i = s.indexOf('(');
+  return i < 0 ? s : s.slice(0, i);
+};
+
+/** Bounds of what a lockfile may hold: past them it is refused, not read for minutes. */
+const MAX_LOCKFILE_BYTES = 64 * 1024 * 1024;
+const MAX_KEY_CHARS = 2048;
+
+/**
+ * A workspace folder as a lockfile or package.json may name it: relative, inside the project, no
+ * `.`/`..` segments, no `node_modules`; checked before anything is read from it.
+ */
+export const WORKSPACE_PATH =
+  /^(?!.*(?:^|\/)\.\.?(?:\/|$))(?!.*(?:^|\/)node_modules(?:\/|$))[A-Za-z0-9._@~-][A-Za-z0-9._@~/-]*$/;
 
 const fail = (file: string, message: string, fix?: string, line?: number): never => {
   throw new PhonehomeError(
@@ -194,7 +214,7 @@ function node(
 
 /** `name@version(peer@1)(other@2)` → name and version; `@scope/name@1.0.0` keeps its scope. */
 function splitId(id: string): { name: string; version: string } {
-  const bare = id.replace(/^\//, '').replace(/\(.*$/, '');
+  const bare = beforeParen(id.replace(/^\//, ''));
   const at = bare.lastIndexOf('@');
   if (at <= 0) return { name: bare, version: '' };
   return { name: bare.slice(0, at), version: bare.slice(at + 1) };
@@ -235,12 +255,32 @@ export function readPnpm(file: string, text: string, pkg?: Record<string, unknow
   const projects: [string, Record<string, unknown>][] = Object.keys(importers).length
     ? Object.entries(importers).map(([k, v]) => [k, asRecord(v)])
     : [['.', doc]];
+  // Checked before any of their package.json files is read.
+  for (const [path] of projects)
+    if (path !== '.' && !WORKSPACE_PATH.test(path))
+      fail(
+        file,
+        `names a project folder "${path}", which is not a folder of this project`,
+        'Regenerate it with `pnpm install --lockfile-only`; a hand-edited lockfile can name folders outside the project.',
+      );
+  const workspacePaths = new Set(projects.map(([path]) => path));
   const nodes = new Map<string, GraphNode>();
   /** A snapshot key from a dependency's name and its `version:` value. */
-  const keyFor = (name: string, ref: string): string | undefined => {
-    if (ref.startsWith('link:') || ref.startsWith('workspace:')) return undefined;
+  const keyFor = (name: string, ref: string, from = '.'): string | undefined => {
+    if (ref.length > MAX_KEY_CHARS) fail(file, `holds a version of ${ref.length} characters`);
+    if (ref.startsWith('link:') || ref.startsWith('workspace:')) {
+      // A link to another project of this lockfile is a workspace; any other link is a folder
+      // phonehome does not fetch (refused, never skipped: its dependencies would go unchecked).
+      const target = posix.normalize(posix.join(from, ref.replace(/^(link|workspace):/, '')));
+      if (workspacePaths.has(target) || ref.startsWith('workspace:')) return undefined;
+      return fail(
+        file,
+        `links ${name} to the folder ${ref.slice(5)}, which is not a workspace of this lockfile; phonehome does not check linked folders`,
+        'Make it a workspace of the project, or depend on a published version or a tarball.',
+      );
+    }
     // An alias (`npm:real@1.0.0` in 6, `real@1.0.0` in 9) or a non-registry source keeps its id.
-    const bare = ref.replace(/\(.*$/, '');
+    const bare = beforeParen(ref);
     const id = /^(@[^/]+\/)?[^@/]+@/.test(bare) ? ref : `${name}@${ref}`;
     return major >= 9 ? id : `/${id}`;
   };
@@ -248,12 +288,21 @@ export function readPnpm(file: string, text: string, pkg?: Record<string, unknow
     const existing = nodes.get(key);
     if (existing) return existing;
     const snap = asRecord(snapshots[key]);
-    const baseKey = major >= 9 ? key.replace(/\(.*$/, '') : key;
+    const baseKey = major >= 9 ? beforeParen(key) : key;
     const meta = asRecord(packages[baseKey]);
     // In 9 a package's dependencies are in its snapshot: without one it is not fully locked.
     if (!(key in snapshots) || (!Object.keys(meta).length && major < 9)) return undefined;
     const id = splitId(key);
     const resolution = asRecord(meta.resolution);
+    if (typeof resolution.directory === 'string')
+      fail(
+        file,
+        `locks ${key} to the folder ${resolution.directory}; phonehome does not check local folders`,
+        'Depend on a published version or a tarball, or make the folder a workspace.',
+      );
+    for (const k of ['name', 'version'])
+      if (meta[k] !== undefined && typeof meta[k] !== 'string')
+        fail(file, `has a ${k} of ${key} that is not text`);
     const n = node(key, String(meta.name ?? id.name), String(meta.version ?? id.version), {
       ...(typeof resolution.integrity === 'string' ? { integrity: resolution.integrity } : {}),
       ...(typeof resolution.tarball === 'string' ? { resolved: resolution.tarball } : {}),
@@ -277,7 +326,7 @@ export function readPnpm(file: string, text: string, pkg?: Record<string, unknow
       }
     return n;
   };
-  const importerOf = (project: Record<string, unknown>): Importer => {
+  const importerOf = (project: Record<string, unknown>, path: string): Importer => {
     const into = importer();
     for (const [section, map] of [
       ['dependencies', into.prod],
@@ -286,7 +335,7 @@ export function readPnpm(file: string, text: string, pkg?: Record<string, unknow
     ] as const)
       for (const [dep, spec] of Object.entries(asRecord(project[section]))) {
         const ref = typeof spec === 'string' ? spec : String(asRecord(spec).version ?? '');
-        const k = keyFor(dep, ref);
+        const k = keyFor(dep, ref, path);
         if (k) map.set(dep, k);
       }
     return into;
@@ -321,13 +370,13 @@ export function readPnpm(file: string, text: string, pkg?: Record<string, unknow
     );
   const graph: LockGraph = {
     format: 'pnpm',
-    root: importerOf(asRecord(projects.find(([k]) => k === '.')?.[1])),
+    root: importerOf(asRecord(projects.find(([k]) => k === '.')?.[1]), '.'),
     workspaces: projects
       .filter(([k]) => k !== '.')
       .map(([path, project]) => ({
         path,
         ...workspaceManifest(projectDir, path),
-        ...importerOf(project),
+        ...importerOf(project, path),
       })),
     nodes,
   };
@@ -370,9 +419,14 @@ const descriptorName = (d: string) => {
  */
 export function readYarn(file: string, text: string, pkg: Record<string, unknown>): LockGraph {
   checkText(file, text, 'yarn install');
+  // Yarn's own test of a classic lockfile (comment lines, then the header): only then is it read
+  // with Yarn's classic parser; a Berry lockfile is YAML, read with alias expansion bounded.
+  const classic = /^(#.*(\r?\n))*?#\s+yarn\s+lockfile\s+v1\r?\n/i.test(text);
   let doc: Record<string, unknown>;
   try {
-    doc = syml()(text);
+    doc = classic
+      ? syml()(text)
+      : asRecord(parseYaml(text, { maxAliasCount: 100, uniqueKeys: true }));
   } catch (e) {
     return fail(
       file,
@@ -380,7 +434,13 @@ export function readYarn(file: string, text: string, pkg: Record<string, unknown
       'Regenerate it with `yarn install`.',
     );
   }
-  const berry = '__metadata' in doc;
+  const berry = !classic && Object.hasOwn(doc, '__metadata');
+  if (!classic && !berry)
+    fail(
+      file,
+      'is neither a Yarn classic (v1) nor a Yarn Berry lockfile',
+      'Regenerate it with `yarn install`.',
+    );
   if (berry) {
     const v = Number(asRecord(doc.__metadata).version);
     if (!(v >= 4 && v <= 10))
@@ -389,12 +449,14 @@ export function readYarn(file: string, text: string, pkg: Record<string, unknown
         `is a Yarn lockfile of format ${String(asRecord(doc.__metadata).version)}; phonehome reads Yarn classic and Berry formats 4 to 10`,
         'Regenerate it with Yarn 2 or later (`yarn install`), or update phonehome.',
       );
-  } else if (!/^# yarn lockfile v1\s*$/m.test(text.slice(0, 400)))
-    fail(
-      file,
-      'is neither a Yarn classic (v1) nor a Yarn Berry lockfile',
-      'Regenerate it with `yarn install`.',
-    );
+  }
+  for (const [key, value] of Object.entries(doc)) {
+    if (key.length > MAX_KEY_CHARS) fail(file, `has a key of ${key.length} characters`);
+    const entry = asRecord(value);
+    for (const k of ['version', 'resolution', 'resolved', 'integrity', 'checksum'])
+      if (key !== '__metadata' && entry[k] !== undefined && typeof entry[k] !== 'string')
+        fail(file, `has a ${k} of ${key.slice(0, 80)} that is not text`);
+  }
   const entries = byDescriptor(doc);
   const nodes = new Map<string, GraphNode>();
   /** What `name` with `range` resolves to (Berry writes ranges as `npm:^1.0.0`). */
@@ -406,11 +468,19 @@ export function readYarn(file: string, text: string, pkg: Record<string, unknown
   const nodeOf = (key: string): GraphNode | undefined => {
     const existing = nodes.get(key);
     if (existing) return existing;
-    const entry = asRecord(doc[key]);
+    const entry = asRecord(Object.hasOwn(doc, key) ? doc[key] : undefined);
     const first = key.split(',')[0]?.trim().replace(/^"|"$/g, '') ?? key;
     const resolution = typeof entry.resolution === 'string' ? entry.resolution : first;
     const name = descriptorName(resolution);
-    if (berry && /@workspace:|@link:|@portal:/.test(resolution)) return undefined;
+    if (berry && /@workspace:/.test(resolution)) return undefined;
+    // A folder or a link (or, in classic, a file: dependency) is not fetched, and its own
+    // dependencies would go unchecked: refused, never skipped.
+    if (/@(link|portal|file):/.test(resolution) || /^file:/.test(String(entry.resolved ?? '')))
+      fail(
+        file,
+        `locks ${name} to a local folder (${resolution.slice(name.length + 1)}); phonehome does not check local folders`,
+        'Depend on a published version or a tarball, or make the folder a workspace.',
+      );
     const version = String(entry.version ?? '');
     const n = node(key, name, version, {
       ...(!berry && typeof entry.integrity === 'string' ? { integrity: entry.integrity } : {}),
@@ -429,7 +499,13 @@ export function readYarn(file: string, text: string, pkg: Record<string, unknown
         // Berry adds node-gyp to every package that builds native code; npm does not.
         if (berry && dep === 'node-gyp' && range === 'npm:latest') continue;
         const k = lookup(dep, String(range));
-        if (!k) continue;
+        // Yarn resolves what its lockfile lacks afresh, which phonehome would never see.
+        if (!k)
+          return fail(
+            file,
+            `has no entry for ${dep}@${String(range)}, which ${name} depends on; the lockfile is cut short or edited`,
+            'Regenerate it with `yarn install`.',
+          );
         n.deps.set(dep, k);
         if (optional) n.optional.add(dep);
       }
@@ -447,9 +523,11 @@ export function readYarn(file: string, text: string, pkg: Record<string, unknown
       ['optionalDependencies', into.optional],
     ] as const)
       for (const [dep, range] of Object.entries(asRecord(manifest[section]))) {
-        if (/^(workspace|link|portal|file):/.test(String(range))) continue;
-        // A dependency on a workspace of the same monorepo is that folder, not a package.
-        if (!berry && workspaceNames.has(dep)) continue;
+        if (/^workspace:/.test(String(range))) continue;
+        // A dependency on a workspace of the same monorepo is that folder, not a package: when
+        // the workspace's version is what it asks for, as Yarn decides.
+        const ws = workspaceVersions.get(dep);
+        if (!berry && ws !== undefined && semver.satisfies(ws, String(range))) continue;
         const k = lookup(dep, String(range));
         if (k) map.set(dep, k);
         else missing.push(`${dep}@${String(range)}${where}`);
@@ -467,7 +545,9 @@ export function readYarn(file: string, text: string, pkg: Record<string, unknown
     }
     return { path, m };
   });
-  const workspaceNames = new Set(manifests.map(({ m }) => String(m.name ?? '')));
+  const workspaceVersions = new Map(
+    manifests.map(({ m }) => [String(m.name ?? ''), String(m.version ?? '0.0.0')]),
+  );
   // Berry keeps each workspace's dependencies in its lockfile entry; classic only in package.json.
   const berryWorkspace = (path: string) =>
     Object.entries(doc).find(([k]) => k.includes(`@workspace:${path}`))?.[1];
@@ -576,16 +656,28 @@ export function readBun(file: string, text: string, pkg?: Record<string, unknown
       );
     for (let n = segments.length; n >= 0; n--) {
       const key = [...segments.slice(0, n), dep].join('/');
-      if (key in packages) return key;
+      if (Object.hasOwn(packages, key)) return key;
     }
     return undefined;
   };
   const nodeOf = (key: string): GraphNode | undefined => {
     const existing = nodes.get(key);
     if (existing) return existing;
-    const tuple = packages[key];
+    const tuple = Object.hasOwn(packages, key) ? packages[key] : undefined;
     if (!Array.isArray(tuple) || String(tuple[0] ?? '').includes('@workspace:')) return undefined;
-    const { name, version } = splitId(String(tuple[0] ?? ''));
+    if (
+      typeof tuple[0] !== 'string' ||
+      key.length > MAX_KEY_CHARS ||
+      tuple[0].length > MAX_KEY_CHARS
+    )
+      return fail(file, `has an entry ${key.slice(0, 80)} that is not a package`);
+    if (/@(file|link|portal):/.test(tuple[0]))
+      return fail(
+        file,
+        `locks ${key} to a local folder (${tuple[0]}); phonehome does not check local folders`,
+        'Depend on a published version or a tarball, or make the folder a workspace.',
+      );
+    const { name, version } = splitId(tuple[0]);
     const registry = typeof tuple[1] === 'string' ? tuple[1] : '';
     const meta = asRecord(tuple[2]);
     const integrity = typeof tuple[3] === 'string' ? tuple[3] : undefined;
@@ -602,9 +694,18 @@ export function readBun(file: string, text: string, pkg?: Record<string, unknown
       ['dependencies', false],
       ['optionalDependencies', true],
     ] as const)
-      for (const dep of Object.keys(asRecord(meta[section]))) {
+      for (const [dep, range] of Object.entries(asRecord(meta[section]))) {
         const k = resolveFrom(key, dep);
-        if (!k) continue;
+        // Bun resolves what its lockfile lacks afresh, which phonehome would never see; and a
+        // nested entry taken out leaves the dependency to a hoisted copy of another version.
+        const found = k ? splitId(String(asArray(packages[k])[0] ?? '')).version : undefined;
+        const wanted = typeof range === 'string' && semver.validRange(range) ? range : undefined;
+        if (!k || (wanted && found && semver.valid(found) && !semver.satisfies(found, wanted)))
+          return fail(
+            file,
+            `has no entry for ${dep}@${String(range)}, which ${key} depends on; the lockfile is cut short or edited`,
+            'Regenerate it with `bun install`.',
+          );
         n.deps.set(dep, k);
         if (optional) n.optional.add(dep);
       }
@@ -618,10 +719,10 @@ export function readBun(file: string, text: string, pkg?: Record<string, unknown
       ['optionalDependencies', into.optional],
     ] as const)
       for (const [dep, range] of Object.entries(asRecord(manifest[section]))) {
-        if (/^(workspace|link|file):/.test(String(range))) continue;
+        if (/^workspace:/.test(String(range))) continue;
         // A workspace's own copy (`<workspace name>/<dep>`) first, then the hoisted one.
         const own = `${String(manifest.name ?? '')}/${dep}`;
-        const k = own in packages && path ? own : resolveFrom('', dep);
+        const k = Object.hasOwn(packages, own) && path ? own : resolveFrom('', dep);
         if (k && !String(asArray(packages[k])[0] ?? '').includes('@workspace:')) map.set(dep, k);
         else if (!k)
           fail(
@@ -652,7 +753,15 @@ export function readBun(file: string, text: string, pkg?: Record<string, unknown
     format: 'bun',
     root: importerOf(project, ''),
     workspaces: Object.entries(projects)
-      .filter(([path]) => path !== '')
+      .filter(([path]) => {
+        if (path !== '' && !WORKSPACE_PATH.test(path))
+          fail(
+            file,
+            `names a workspace folder "${path}", which is not a folder of this project`,
+            'Regenerate it with `bun install`.',
+          );
+        return path !== '';
+      })
       .map(([path, m]) => ({
         path,
         name: String(asRecord(m).name ?? path),
@@ -668,6 +777,8 @@ export function readBun(file: string, text: string, pkg?: Record<string, unknown
 /** Read a non-npm lockfile into a graph. */
 export function readGraph(file: string, pkg: Record<string, unknown>): LockGraph {
   const name = basename(file);
+  if (statSync(file).size > MAX_LOCKFILE_BYTES)
+    fail(file, `is larger than ${MAX_LOCKFILE_BYTES / 1024 / 1024} MB; phonehome does not read it`);
   const text = readFileSync(file, 'utf8');
   if (name === 'pnpm-lock.yaml') return readPnpm(file, text, pkg);
   if (name === 'yarn.lock') return readYarn(file, text, pkg);

@@ -318,20 +318,28 @@ export async function loadLockTree(
           'ELOCKFILE',
           `${lockfile} names a workspace outside the project: ${location}.`,
         );
-      await mkdir(folder, { recursive: true });
-      const manifest = Object.fromEntries(
-        [
-          'name',
-          'version',
-          'dependencies',
-          'devDependencies',
-          'optionalDependencies',
-          'peerDependencies',
-        ]
-          .filter((k) => e[k] !== undefined)
-          .map((k) => [k, e[k]]),
-      );
-      await writeFile(join(folder, 'package.json'), JSON.stringify(manifest, null, 2));
+      try {
+        await mkdir(folder, { recursive: true });
+        const manifest = Object.fromEntries(
+          [
+            'name',
+            'version',
+            'dependencies',
+            'devDependencies',
+            'optionalDependencies',
+            'peerDependencies',
+          ]
+            .filter((k) => e[k] !== undefined)
+            .map((k) => [k, e[k]]),
+        );
+        await writeFile(join(folder, 'package.json'), JSON.stringify(manifest, null, 2));
+      } catch (e) {
+        throw new PhonehomeError(
+          'ELOCKFILE',
+          `${lockfile} names a workspace at ${location}, where no folder can be: ${(e as Error).message}`,
+          { cause: e },
+        );
+      }
     }
     await writeFile(
       join(
@@ -391,8 +399,10 @@ export async function loadLockTree(
     const paths = shortestPaths(vroot);
     const projectName = String(pkg.name ?? 'project');
     const only = opts.workspace ? workspaceClosure(vroot, opts.workspace, lockfile) : undefined;
-    const entries: LockEntry[] = [...vroot.inventory.values()]
-      .filter((n) => kept(n) && (!only || only.has(n.location)))
+    // Every package the tree fetches (reify fetches the whole lockfile, whatever --workspace
+    // keeps to), and those this run checks.
+    const everything: LockEntry[] = [...vroot.inventory.values()]
+      .filter((n) => !n.isRoot && !n.isLink && !n.isWorkspace)
       .map((n) => ({
         name: n.packageName,
         version: n.version,
@@ -412,14 +422,19 @@ export async function loadLockTree(
           allows(lock.packages?.[n.location]?.cpu, process.arch) &&
           allows(lock.packages?.[n.location]?.libc, 'glibc'),
       }));
-    for (const e of entries)
+    const byLocation = new Map([...vroot.inventory.values()].map((n) => [n.location, n]));
+    const entries = everything.filter((e) => {
+      const n = byLocation.get(e.location) as ArboristNode;
+      return kept(n) && (!only || only.has(e.location));
+    });
+    for (const e of everything)
       if (!e.version)
         throw new PhonehomeError('ELOCKFILE', `${lockfile} has no version for ${e.location}.`);
-    const stage = async (): Promise<StagedTree> => {
-      // A lockfile of a pull request is the author's: refuse to fetch from where it says before
-      // anything is fetched, unless the place is the user's own (see lockSources).
+    // A lockfile of a pull request is the author's: where it sends phonehome to fetch is checked
+    // before anything else, for the whole tree (see refusedSources).
+    const refuse = () => {
       const refused = refusedSources(
-        entries,
+        everything,
         registryOrigins(opts.npmConfig ?? {}),
         dirname(lockfile),
         opts.allowRemoteSources ?? false,
@@ -432,6 +447,10 @@ export async function loadLockTree(
             .map((r) => `${r.entry.location} (${r.entry.resolved}: ${r.why})`)
             .join('; ')}.`,
         );
+    };
+    refuse();
+    const stage = async (): Promise<StagedTree> => {
+      refuse();
       let root: ArboristNode;
       try {
         root = await new Arborist(arbOpts).reify({ omit: [...omit], save: false });
@@ -622,21 +641,46 @@ const INTERNAL = (() => {
   ] as const)
     list.addSubnet(net, bits, 'ipv4');
   for (const [net, bits] of [
+    // The unspecified address (`[::]` reaches loopback on Linux) and loopback.
+    ['::', 128],
     ['::1', 128],
     ['fe80::', 10],
     ['fc00::', 7],
-    ['::ffff:0:0', 96],
   ] as const)
     list.addSubnet(net, bits, 'ipv6');
   return list;
 })();
 
-/** An address literal in INTERNAL, or localhost. */
+/**
+ * The IPv4 address an IPv6 literal carries, when it is one of the forms that reach it: mapped
+ * (`::ffff:a.b.c.d`), compatible (`::a.b.c.d`), or NAT64 (`64:ff9b::a.b.c.d`).
+ */
+function embeddedIpv4(ipv6: string): string | undefined {
+  const block = new BlockList();
+  block.addSubnet('::ffff:0:0', 96, 'ipv6');
+  block.addSubnet('::', 96, 'ipv6');
+  block.addSubnet('64:ff9b::', 96, 'ipv6');
+  if (!block.check(ipv6, 'ipv6')) return undefined;
+  // The last 32 bits, whichever way the literal wrote them.
+  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(ipv6)?.[1];
+  if (dotted) return dotted;
+  const groups = ipv6.split(':');
+  const lo = Number.parseInt(groups.pop() || '0', 16);
+  const hi = Number.parseInt(groups.pop() || '0', 16);
+  return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+}
+
+/** An address literal in INTERNAL (or an IPv6 form of an internal IPv4 address), or localhost. */
 function internalAddress(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, '').toLowerCase();
   if (h === 'localhost' || h.endsWith('.localhost')) return true;
   const family = isIP(h);
-  return family !== 0 && INTERNAL.check(h, family === 4 ? 'ipv4' : 'ipv6');
+  if (family === 4) return INTERNAL.check(h, 'ipv4');
+  if (family !== 6) return false;
+  const v4 = embeddedIpv4(h);
+  return v4 !== undefined
+    ? isIP(v4) === 4 && INTERNAL.check(v4, 'ipv4')
+    : INTERNAL.check(h, 'ipv6');
 }
 
 /**
@@ -656,7 +700,14 @@ export function refusedSources(
     const r = entry.resolved;
     if (!r) continue;
     if (r.startsWith('file:')) {
-      const path = resolvePath(projectDir, r.slice('file:'.length));
+      const spec = r.slice('file:'.length);
+      // As npm reads a file: spec: `~` is the home folder, `/` the root, and percent escapes are
+      // decoded; none of those is a path inside the project, whatever it looks like here.
+      if (/^(~|\/\/|%)/.test(spec) || spec.includes('%') || isAbsolute(spec)) {
+        out.push({ entry, why: 'a file outside the project' });
+        continue;
+      }
+      const path = resolvePath(projectDir, spec);
       const rel = relativePath(projectDir, path);
       if (rel.startsWith('..') || isAbsolute(rel))
         out.push({ entry, why: 'a file outside the project' });
@@ -670,7 +721,10 @@ export function refusedSources(
       continue;
     }
     const base = `${url.origin}${url.pathname}`;
-    if (registries.some((reg) => base.startsWith(reg.endsWith('/') ? reg : `${reg}/`))) continue;
+    // A registry serves tarballs; a git repository on a registry's host is still git, run here.
+    const git = /^git[+:]/.test(r);
+    if (!git && registries.some((reg) => base.startsWith(reg.endsWith('/') ? reg : `${reg}/`)))
+      continue;
     if (url.protocol === 'file:') {
       if (!allowRemote) out.push({ entry, why: 'a git repository outside the registries' });
       continue;

@@ -12,7 +12,7 @@
  */
 import { PhonehomeError } from '../core/errors.js';
 import type { NpmConfig } from './npmrc.js';
-import type { LockFormat, LockGraph, GraphNode } from './formats.js';
+import { WORKSPACE_PATH, type LockFormat, type LockGraph, type GraphNode } from './formats.js';
 
 export interface NpmLock {
   name: string;
@@ -95,8 +95,8 @@ function reach(
  */
 const FOLDER_NAME = /^(?:@[a-z0-9~-][a-z0-9._~-]*\/)?[a-z0-9~-][a-z0-9._~-]*$/i;
 
-/** A workspace folder: relative, inside the project, no `.`/`..` segments. */
-const WORKSPACE_PATH = /^(?!.*(?:^|\/)\.\.?(?:\/|$))[A-Za-z0-9._@~-][A-Za-z0-9._@~/-]*$/;
+/** Files of the staging folder a workspace folder must not be. */
+const RESERVED = ['package.json', 'package-lock.json', 'npm-shrinkwrap.json', 'node_modules'];
 
 function checkNames(graph: LockGraph, file: string): void {
   const bad = (what: string): never => {
@@ -116,7 +116,7 @@ function checkNames(graph: LockGraph, file: string): void {
     for (const m of [i.prod, i.dev, i.optional])
       for (const dep of m.keys()) if (!FOLDER_NAME.test(dep)) bad(`a dependency "${dep}"`);
   for (const w of graph.workspaces) {
-    if (!WORKSPACE_PATH.test(w.path) || w.path.split('/').includes('node_modules'))
+    if (!WORKSPACE_PATH.test(w.path) || RESERVED.includes(w.path))
       bad(`a workspace folder "${w.path}"`);
     if (!FOLDER_NAME.test(w.name)) bad(`a workspace "${w.name}"`);
   }
@@ -135,7 +135,16 @@ export function npmLockFrom(
   const canon = new Map<string, string>();
   const byContent = new Map<string, string>();
   for (const [key, n] of nodes) {
-    const id = `${n.name}@${n.version}\0${n.integrity ?? n.resolved ?? ''}`;
+    // One package only when everything about it is the same, its dependencies included: two
+    // entries that differ there are two packages, each checked.
+    const id = JSON.stringify([
+      n.name,
+      n.version,
+      n.integrity ?? '',
+      n.resolved ?? '',
+      [...n.deps].sort(),
+      [...n.optional].sort(),
+    ]);
     const first = byContent.get(id);
     if (first) canon.set(key, first);
     else byContent.set(id, key);

@@ -262,7 +262,11 @@ describe('phonehome gate (CLI)', () => {
       const locked = lock.packages[`node_modules/${name}`]?.integrity;
       if (locked) assert.equal(p.report.subject.integrity, locked, `${name}: the locked tarball`);
     }
-    const again = await gate(['--base', base, '--head', head]);
+    // Consent is given per run: answered from the store, the sources are still checked first.
+    const unasked = await gate(['--base', base, '--head', head]);
+    assert.equal(unasked.code, 2, unasked.stderr);
+    assert.match(unasked.stderr, /ELOCKFILE_SOURCE/);
+    const again = await gate(['--base', base, '--head', head, '--allow-remote-sources']);
     assert.equal(again.code, 1);
     assert.doesNotMatch(again.stderr, /\[check\] phase/, 'no sandbox was started');
     assert.equal((again.stderr.match(/served from the result store/g) ?? []).length, 3);

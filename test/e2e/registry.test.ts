@@ -210,7 +210,10 @@ describe('registry specs through a real registry (verdaccio)', () => {
     await expectError([dir], 2, /lockfileVersion 1/);
     const yarnDir = mkdtempSync(join(work, 'yarn-'));
     writeFileSync(join(yarnDir, 'yarn.lock'), '# yarn lockfile v1\n');
-    await expectError([yarnDir], 2, /Yarn lockfiles are not supported yet/);
+    await expectError([yarnDir], 2, /yarn\.lock has no package\.json beside it/);
+    writeFileSync(join(yarnDir, 'bun.lockb'), Buffer.from([0x23, 0x21]));
+    rmSync(join(yarnDir, 'yarn.lock'));
+    await expectError([yarnDir], 2, /bun install --save-text-lockfile/);
 
     const lock = JSON.parse(good) as {
       packages: Record<string, { resolved?: string; integrity?: string }>;

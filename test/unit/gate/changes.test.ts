@@ -67,6 +67,42 @@ describe('lockfile changes', () => {
     );
   });
 
+  it('the same name@version with its integrity dropped and another source, or twice in the head with two contents, is retargeted', () => {
+    const pinned = e('is-number', '7.0.0');
+    const dropped: LockEntry = {
+      ...pinned,
+      integrity: null,
+      resolved: 'https://evil.example/is-number-7.0.0.tgz',
+    };
+    const d = lockChanges([pinned], [dropped]);
+    assert.deepEqual(d.changed, []);
+    assert.deepEqual(
+      d.retargeted.map((t) => [t.name, t.version, t.before, t.after]),
+      [
+        [
+          'is-number',
+          '7.0.0',
+          pinned.integrity,
+          '(no integrity) https://evil.example/is-number-7.0.0.tgz',
+        ],
+      ],
+    );
+    // A new package twice: a genuine copy and another tarball under another package.
+    const other: LockEntry = {
+      ...e('left-pad', '1.3.0'),
+      integrity: 'sha512-other',
+      location: 'node_modules/wrapper/node_modules/left-pad',
+    };
+    const twice = lockChanges([], [e('left-pad', '1.3.0'), other]);
+    assert.deepEqual(
+      twice.retargeted.map((t) => [t.name, t.after]),
+      [['left-pad', 'sha512-other']],
+    );
+    // A bundled copy (no integrity, no source of its own) is its bundler's content.
+    const bundled: LockEntry = { ...e('left-pad', '1.3.0'), integrity: null, resolved: null };
+    assert.deepEqual(lockChanges([], [e('left-pad', '1.3.0'), bundled]).retargeted, []);
+  });
+
   it('finds the line of a package entry in a lockfile', () => {
     const text = [
       '{',

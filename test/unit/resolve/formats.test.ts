@@ -235,13 +235,114 @@ describe('lockfiles of pnpm, Yarn and Bun', () => {
     it('names that would be paths outside the project are refused before anything is written', () => {
       // A package entry may name its package (pnpm writes `name:` for aliases and tarballs).
       const pnpm = copy('demo', 'pnpm9', (t) =>
-        t.replace(/\n  is-number@7\.0\.0:\n/, "\n  is-number@7.0.0:\n    name: '../../../evil'\n"),
+        t.replace(
+          /\n {2}is-number@7\.0\.0:\n/,
+          "\n  is-number@7.0.0:\n    name: '../../../evil'\n",
+        ),
       );
       const npmLock = (file: string, pkg: Record<string, unknown>) =>
         npmLockFrom(readGraph(file, pkg), pkg, {}, file);
       lockError(() => npmLock(pnpm.file, pnpm.pkg), /names a package "\.\.\/\.\.\/\.\.\/evil"/);
       const bun = copy('monorepo', 'bun', (t) => t.replace('"packages/a": {', '"../outside": {'));
       lockError(() => npmLock(bun.file, bun.pkg), /names a workspace folder "\.\.\/outside"/);
+    });
+
+    it('two entries of one version that differ in their dependencies are two packages, both laid out', () => {
+      const yarn = copy('demo', 'yarn-classic', (t) =>
+        t.replace(
+          /\nis-number@\^7\.0\.0:\n([\s\S]*?)\n\n/,
+          (m, body: string) => `${m}is-number@7.0.0:\n${body}\n  dependencies:\n    ms "2.1.2"\n\n`,
+        ),
+      );
+      const pkg = {
+        ...yarn.pkg,
+        dependencies: { ...(yarn.pkg.dependencies as object), 'is-number': '7.0.0' },
+      };
+      // The root asks for is-number twice over (^7.0.0 via debug's tree is not needed): the copy
+      // with an extra dependency must still bring that dependency in.
+      const { lock } = npmLockFrom(readGraph(yarn.file, pkg), pkg, {});
+      assert.ok(
+        Object.entries(lock.packages).some(
+          ([l, e]) =>
+            l.endsWith('node_modules/is-number') &&
+            (e.dependencies as Record<string, string> | undefined)?.ms === '2.1.2',
+        ),
+      );
+    });
+
+    it('a workspace named like a registry package stands for it only when its version is asked for', () => {
+      const dir = join(work, `shadow-${Math.random().toString(36).slice(2)}`);
+      cpSync(join(FIXTURES, 'demo', 'yarn-classic'), dir, { recursive: true });
+      const pkg = { ...manifest(dir), workspaces: ['packages/*'] };
+      writeFileSync(join(dir, 'package.json'), JSON.stringify(pkg));
+      cpSync(
+        join(FIXTURES, 'monorepo', 'project', 'packages', 'a'),
+        join(dir, 'packages', 'is-number'),
+        {
+          recursive: true,
+        },
+      );
+      writeFileSync(
+        join(dir, 'packages', 'is-number', 'package.json'),
+        JSON.stringify({ name: 'is-number', version: '0.0.1' }),
+      );
+      const graph = readGraph(join(dir, 'yarn.lock'), pkg);
+      assert.equal(graph.nodes.get(graph.root.prod.get('is-number') ?? '')?.version, '7.0.0');
+    });
+
+    it('local folders and links are refused, not skipped (their dependencies would go unchecked)', () => {
+      const yarn = copy('demo', 'yarn-classic', (t) =>
+        t.concat(
+          '\n"local@file:./vendor/local":\n  version "1.0.0"\n  dependencies:\n    ms "2.1.2"\n',
+        ),
+      );
+      const pkg = {
+        ...yarn.pkg,
+        dependencies: { ...(yarn.pkg.dependencies as object), local: 'file:./vendor/local' },
+      };
+      lockError(() => readGraph(yarn.file, pkg), /locks local to a local folder/);
+      const pnpm = copy('demo', 'pnpm9', (t) =>
+        t.replace(
+          /\n {6}is-number:\n {8}specifier: \^7\.0\.0\n {8}version: 7\.0\.0/,
+          '\n      is-number:\n        specifier: ^7.0.0\n        version: link:../elsewhere',
+        ),
+      );
+      lockError(
+        () => readGraph(pnpm.file, pnpm.pkg),
+        /links is-number to the folder \.\.\/elsewhere/,
+      );
+    });
+
+    it('a dependency the lockfile lacks is an error, not a package Yarn or Bun would resolve unseen', () => {
+      const yarn = copy('demo', 'yarn-classic', (t) =>
+        t.replace(/\nms@\^2\.1\.3:\n(?: .*\n?)*/, '\n'),
+      );
+      lockError(
+        () => readGraph(yarn.file, yarn.pkg),
+        /has no entry for ms@\^2\.1\.3, which debug depends on/,
+      );
+      const bun = copy('demo', 'bun', (t) => t.replace(/\n\s*"debug\/ms": \[.*\],\n/, '\n'));
+      lockError(
+        () => readGraph(bun.file, bun.pkg),
+        /has no entry for ms@\^2\.1\.3, which debug depends on/,
+      );
+    });
+
+    it('a YAML alias bomb in a Berry lockfile is refused', () => {
+      const bomb = [
+        '__metadata:',
+        '  version: 8',
+        'a: &a ["x","x","x","x","x","x","x","x","x","x"]',
+        'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]',
+        'c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]',
+        'd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]',
+        'e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]',
+        '"x@npm:1.0.0":',
+        '  version: *e',
+        '',
+      ].join('\n');
+      const berry = copy('demo', 'yarn-berry', () => bomb);
+      lockError(() => readGraph(berry.file, berry.pkg), /cannot be read|not text/);
     });
 
     it('out of step with package.json: which dependency, and how to bring it up to date', () => {

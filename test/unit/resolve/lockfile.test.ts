@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PhonehomeError } from '../../../src/core/errors.js';
-import { findLockfile, readLockfile } from '../../../src/resolve/lockfile.js';
+import { findLockfile, loadLockTree, readLockfile } from '../../../src/resolve/lockfile.js';
 
 let root: string;
 before(() => {
@@ -142,5 +142,49 @@ describe('readLockfile', () => {
         () => readLockfile(file(name, JSON.stringify(lock))),
         /has no "packages" section with a root entry/,
       );
+  });
+});
+
+describe('loadLockTree: where the lockfile sends phonehome, before anything is fetched', () => {
+  it('the whole tree is checked, whatever --workspace keeps to', async () => {
+    const dir = folder('mono-sources', {
+      'package.json': JSON.stringify({ name: 'm', version: '1.0.0', workspaces: ['packages/*'] }),
+      'package-lock.json': JSON.stringify({
+        name: 'm',
+        version: '1.0.0',
+        lockfileVersion: 3,
+        packages: {
+          '': { name: 'm', version: '1.0.0', workspaces: ['packages/*'] },
+          'node_modules/@m/a': { resolved: 'packages/a', link: true },
+          'node_modules/@m/b': { resolved: 'packages/b', link: true },
+          'packages/a': { name: '@m/a', version: '1.0.0', dependencies: { x: '1.0.0' } },
+          'packages/b': { name: '@m/b', version: '1.0.0', dependencies: { evil: '1.0.0' } },
+          'node_modules/x': {
+            version: '1.0.0',
+            resolved: 'https://registry.npmjs.org/x/-/x-1.0.0.tgz',
+            integrity: 'sha512-aaaa',
+          },
+          'node_modules/evil': {
+            version: '1.0.0',
+            resolved: 'http://169.254.169.254/latest/evil-1.0.0.tgz',
+            integrity: 'sha512-bbbb',
+          },
+        },
+      }),
+    });
+    for (const w of ['a', 'b']) {
+      mkdirSync(join(dir, 'packages', w), { recursive: true });
+      writeFileSync(
+        join(dir, 'packages', w, 'package.json'),
+        JSON.stringify({ name: `@m/${w}`, version: '1.0.0' }),
+      );
+    }
+    await assert.rejects(
+      loadLockTree(dir, { workspace: '@m/a', allowRemoteSources: true }),
+      (e: unknown) =>
+        e instanceof PhonehomeError &&
+        e.code === 'ELOCKFILE_SOURCE' &&
+        /node_modules\/evil .*an internal address/.test(e.message),
+    );
   });
 });

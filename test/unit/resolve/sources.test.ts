@@ -55,4 +55,36 @@ describe('refusedSources', () => {
     ])
       assert.equal(why(u, true), 'an internal address', u);
   });
+
+  it('a file: spec as npm reads it: the home folder, the root and escapes are outside the project', () => {
+    for (const spec of [
+      'file:~/secret-dir',
+      'file:~',
+      'file://etc/x',
+      'file:%2e%2e/x',
+      'file:a%2F..%2F..%2Fx',
+    ])
+      assert.equal(why(spec), 'a file outside the project', spec);
+  });
+
+  it('git on a registry’s host is still git: consent needed', () => {
+    assert.equal(
+      why('git+https://registry.npmjs.org/x.git#0123'),
+      'a git repository outside the registries',
+    );
+  });
+
+  it('IPv6 forms of internal addresses are internal; ordinary IPv4 literals are not', () => {
+    for (const u of [
+      'http://[::]/x.tgz',
+      'http://[::127.0.0.1]/x.tgz',
+      'http://[::ffff:127.0.0.1]/x.tgz',
+      'http://[::ffff:a9fe:a9fe]/x.tgz',
+      'http://[64:ff9b::a9fe:a9fe]/x.tgz',
+      'http://[64:ff9b::10.0.0.1]/x.tgz',
+    ])
+      assert.equal(why(u, true), 'an internal address', u);
+    for (const u of ['http://198.18.0.1/x.tgz', 'http://[::ffff:81.2.3.4]/x.tgz'])
+      assert.equal(why(u, true), undefined, u);
+  });
 });
