@@ -25,18 +25,8 @@
     return el;
   }
 
-  const LABELS = {
-    bait: 'bait secret sent',
-    indicator: 'indicator',
-    denied: 'not allowed',
-    vendor: "own vendor's domain",
-    'allowed-rule': 'allowed by your policy',
-    'allowed-known': 'allowed: known egress',
-    'allowed-declaration': "allowed: the package's declaration",
-    caller: 'what the exercise asked for',
-    'local-name': 'a name without a domain',
-    undecided: 'not judged',
-  };
+  // What decided an attempt, in words: the model's (src/report/model.ts DECISION_LABELS).
+  const LABELS = data.labels;
   const seconds = (ms) => `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
   const badge = (verdict) => h('span', { class: `verdict v-${verdict}` }, verdict.toUpperCase());
   const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;

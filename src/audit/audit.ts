@@ -112,6 +112,8 @@ export interface AuditReport {
    * keeps a checksum of Yarn's own zip of the package, not the tarball's integrity).
    */
   registryIntegrity?: string[];
+  /** Where tarballs came from when that is not what the lockfile names (see LockTree.sources). */
+  sources?: string[];
   project: { name: string; version: string };
   summary: {
     /** Distinct name@version in the lockfile (after --omit). */
@@ -280,6 +282,7 @@ export async function audit(
     lockfile: tree.lockfile,
     lockfileFormat: tree.format,
     ...(tree.registryIntegrity.length ? { registryIntegrity: tree.registryIntegrity } : {}),
+    ...(tree.sources.length ? { sources: tree.sources } : {}),
     project: tree.project,
     summary: {
       packages: packages.length,

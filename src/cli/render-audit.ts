@@ -21,6 +21,7 @@ export function renderAuditText(r: AuditReport): string {
   const s = r.summary;
   const lines = [
     `${r.verdict.toUpperCase()} audit of ${t(formatId(r.project.name, r.project.version))} (${t(r.lockfile)}${r.lockfileFormat && r.lockfileFormat !== 'npm' ? `, ${r.lockfileFormat}` : ''})`,
+    ...(r.sources ?? []).map((l) => `  tarballs: ${t(l)}`),
     ...(r.registryIntegrity?.length
       ? [
           `  integrity of ${r.registryIntegrity.length} package(s) from the registry, not the lockfile (Yarn Berry keeps a checksum of its own zip instead)`,

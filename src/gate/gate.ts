@@ -490,11 +490,13 @@ export async function gate(
     };
     await using baseTree = await loadLockTree(b.dir, treeOpts);
     await using headTree = await loadLockTree(h.dir, treeOpts);
-    for (const t of [baseTree, headTree])
+    for (const t of [baseTree, headTree]) {
+      for (const l of t.sources) opts.log?.(`[gate] ${t.lockfile}: tarballs: ${l}`);
       if (t.registryIntegrity.length)
         opts.log?.(
           `[gate] ${t.lockfile}: integrity of ${t.registryIntegrity.length} package(s) from the registry (${t.format} keeps a checksum of its own zip, not the tarball's integrity)`,
         );
+    }
     const all = lockChanges(baseTree.entries, headTree.entries);
     // Optional packages for other platforms are listed, not run: npm does not install them here.
     const here = new Set(

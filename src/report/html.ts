@@ -23,7 +23,7 @@ import {
 import { dirname, join, resolve } from 'node:path';
 import { PhonehomeError } from '../core/errors.js';
 import { packageRoot, phonehomeVersion } from '../paths.js';
-import type { PageModel } from './model.js';
+import { DECISION_LABELS, type PageModel } from './model.js';
 
 /**
  * A viewer file as the browser will hash it: an HTML parser turns CR LF and CR into LF before a
@@ -83,7 +83,7 @@ export function renderHtml(page: PageModel): string {
     '<body>',
     `<noscript><p>${escapeHtml(title)}. This report is drawn by its own script; allow scripts for this file, or read the same report with --json.</p></noscript>`,
     '<main id="app"></main>',
-    `<script type="application/json" id="phonehome-data">${jsonForScript(page)}</script>`,
+    `<script type="application/json" id="phonehome-data">${jsonForScript({ ...page, labels: DECISION_LABELS })}</script>`,
     `<script>${js}</script>`,
     '</body>',
     '</html>',

@@ -477,6 +477,7 @@ export function auditModel(r: AuditReport): PageModel {
           ]
         : []),
       ...(s.notRun ? [`${s.notRun} package(s) NOT RUN`] : []),
+      ...(r.sources ?? []).map((l) => `tarballs: ${esc(l)}`),
       ...(r.registryIntegrity?.length
         ? [
             `integrity of ${r.registryIntegrity.length} package(s) from the registry, not the lockfile (Yarn Berry keeps a checksum of its own zip instead)`,

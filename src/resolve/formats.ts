@@ -68,6 +68,28 @@ export interface LockGraph {
 
 const importer = (): Importer => ({ prod: new Map(), dev: new Map(), optional: new Map() });
 
+/**
+ * What a project (or workspace) asks for, section by section of its manifest (or importer):
+ * `keyOf` says which lockfile entry a dependency resolves to, or nothing for one that is no
+ * package to fetch (a workspace).
+ */
+function importerFrom(
+  manifest: Record<string, unknown>,
+  keyOf: (dep: string, spec: unknown) => string | undefined,
+): Importer {
+  const into = importer();
+  for (const [section, map] of [
+    ['dependencies', into.prod],
+    ['devDependencies', into.dev],
+    ['optionalDependencies', into.optional],
+  ] as const)
+    for (const [dep, spec] of Object.entries(asRecord(manifest[section]))) {
+      const k = keyOf(dep, spec);
+      if (k) map.set(dep, k);
+    }
+  return into;
+}
+
 /** Every key an importer and its packages reach, so that a key the lockfile lacks is found. */
 function walk(
   file: string,
@@ -326,20 +348,10 @@ export function readPnpm(file: string, text: string, pkg?: Record<string, unknow
       }
     return n;
   };
-  const importerOf = (project: Record<string, unknown>, path: string): Importer => {
-    const into = importer();
-    for (const [section, map] of [
-      ['dependencies', into.prod],
-      ['devDependencies', into.dev],
-      ['optionalDependencies', into.optional],
-    ] as const)
-      for (const [dep, spec] of Object.entries(asRecord(project[section]))) {
-        const ref = typeof spec === 'string' ? spec : String(asRecord(spec).version ?? '');
-        const k = keyFor(dep, ref, path);
-        if (k) map.set(dep, k);
-      }
-    return into;
-  };
+  const importerOf = (project: Record<string, unknown>, path: string): Importer =>
+    importerFrom(project, (dep, spec) =>
+      keyFor(dep, typeof spec === 'string' ? spec : String(asRecord(spec).version ?? ''), path),
+    );
   const projectDir = dirname(file);
   // As `pnpm install --frozen-lockfile`: each project's package.json must ask for what its
   // importer locked, with the same specifier.
@@ -515,25 +527,18 @@ export function readYarn(file: string, text: string, pkg: Record<string, unknown
     return n;
   };
   const missing: string[] = [];
-  const importerOf = (manifest: Record<string, unknown>, where: string): Importer => {
-    const into = importer();
-    for (const [section, map] of [
-      ['dependencies', into.prod],
-      ['devDependencies', into.dev],
-      ['optionalDependencies', into.optional],
-    ] as const)
-      for (const [dep, range] of Object.entries(asRecord(manifest[section]))) {
-        if (/^workspace:/.test(String(range))) continue;
-        // A dependency on a workspace of the same monorepo is that folder, not a package: when
-        // the workspace's version is what it asks for, as Yarn decides.
-        const ws = workspaceVersions.get(dep);
-        if (!berry && ws !== undefined && semver.satisfies(ws, String(range))) continue;
-        const k = lookup(dep, String(range));
-        if (k) map.set(dep, k);
-        else missing.push(`${dep}@${String(range)}${where}`);
-      }
-    return into;
-  };
+  const importerOf = (manifest: Record<string, unknown>, where: string): Importer =>
+    importerFrom(manifest, (dep, spec) => {
+      const range = String(spec);
+      if (/^workspace:/.test(range)) return undefined;
+      // A dependency on a workspace of the same monorepo is that folder, not a package: when
+      // the workspace's version is what it asks for, as Yarn decides.
+      const ws = workspaceVersions.get(dep);
+      if (!berry && ws !== undefined && semver.satisfies(ws, range)) return undefined;
+      const k = lookup(dep, range);
+      if (!k) missing.push(`${dep}@${range}${where}`);
+      return k;
+    });
   const projectDir = dirname(file);
   const folders = workspaceFolders(projectDir, pkg);
   const manifests = folders.map((path) => {
@@ -711,28 +716,20 @@ export function readBun(file: string, text: string, pkg?: Record<string, unknown
       }
     return n;
   };
-  const importerOf = (manifest: Record<string, unknown>, path: string): Importer => {
-    const into = importer();
-    for (const [section, map] of [
-      ['dependencies', into.prod],
-      ['devDependencies', into.dev],
-      ['optionalDependencies', into.optional],
-    ] as const)
-      for (const [dep, range] of Object.entries(asRecord(manifest[section]))) {
-        if (/^workspace:/.test(String(range))) continue;
-        // A workspace's own copy (`<workspace name>/<dep>`) first, then the hoisted one.
-        const own = `${String(manifest.name ?? '')}/${dep}`;
-        const k = Object.hasOwn(packages, own) && path ? own : resolveFrom('', dep);
-        if (k && !String(asArray(packages[k])[0] ?? '').includes('@workspace:')) map.set(dep, k);
-        else if (!k)
-          fail(
-            file,
-            `names ${dep} for ${path || 'the project'} but has no entry for it`,
-            'Regenerate it with `bun install`.',
-          );
-      }
-    return into;
-  };
+  const importerOf = (manifest: Record<string, unknown>, path: string): Importer =>
+    importerFrom(manifest, (dep, spec) => {
+      if (/^workspace:/.test(String(spec))) return undefined;
+      // A workspace's own copy (`<workspace name>/<dep>`) first, then the hoisted one.
+      const own = `${String(manifest.name ?? '')}/${dep}`;
+      const k = Object.hasOwn(packages, own) && path ? own : resolveFrom('', dep);
+      if (!k)
+        return fail(
+          file,
+          `names ${dep} for ${path || 'the project'} but has no entry for it`,
+          'Regenerate it with `bun install`.',
+        );
+      return String(asArray(packages[k])[0] ?? '').includes('@workspace:') ? undefined : k;
+    });
   const projects = asRecord(doc.workspaces);
   const outOfStep = ['dependencies', 'devDependencies', 'optionalDependencies'].flatMap((section) =>
     Object.entries(asRecord(pkg?.[section]))

@@ -142,6 +142,7 @@ function fromOtherFormat(
   pkg: Record<string, unknown>;
   format: LockFormat;
   registryIntegrity: string[];
+  sources: string[];
 } {
   if (!existsSync(projectJson))
     throw new PhonehomeError(
@@ -159,7 +160,7 @@ function fromOtherFormat(
     );
   }
   const graph = readGraph(lockfile, pkg);
-  const { lock, format, registryIntegrity } = npmLockFrom(graph, pkg, npmConfig, lockfile);
+  const { lock, format, registryIntegrity, sources } = npmLockFrom(graph, pkg, npmConfig, lockfile);
   const kept = (section: string, names: Map<string, string>) => {
     const declared = pkg[section];
     if (!declared || typeof declared !== 'object') return {};
@@ -178,7 +179,7 @@ function fromOtherFormat(
     ...(graph.workspaces.length ? { workspaces: graph.workspaces.map((w) => w.path) } : {}),
   };
   (lock.packages[''] as Record<string, unknown>) = { ...reduced };
-  return { lock: lock as LockJson, pkg: reduced, format, registryIntegrity };
+  return { lock: lock as LockJson, pkg: reduced, format, registryIntegrity, sources };
 }
 
 interface LockJson {
@@ -254,6 +255,8 @@ export interface LockTree {
    * of its own zip, not of the tarball), by name@version.
    */
   registryIntegrity: string[];
+  /** Where tarballs come from when that is not what the lockfile names, in lines. */
+  sources: string[];
   project: { name: string; version: string };
   entries: LockEntry[];
   /** Fetch every package as locked (integrity checked) into a staging folder. */
@@ -570,6 +573,7 @@ export async function loadLockTree(
     return {
       lockfile,
       format: converted?.format ?? format,
+      sources: converted?.sources ?? [],
       registryIntegrity: [
         ...new Set(
           entries.filter((e) => byRegistry.has(e.location)).map((e) => formatId(e.name, e.version)),

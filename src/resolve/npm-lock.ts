@@ -42,14 +42,27 @@ const PUBLIC_REGISTRIES = ['https://registry.yarnpkg.com/', 'https://registry.np
  * repository or file as the lockfile says.
  */
 export function tarballFor(n: GraphNode, config: NpmConfig): string | undefined {
+  return sourceOf(n, config).url;
+}
+
+/**
+ * Where a package's tarball is fetched from, and, when that is not what the lockfile names, why:
+ * the lockfile names no tarball (pnpm, Yarn Berry), or names a public registry's host (Yarn
+ * classic's registry.yarnpkg.com) that your configuration replaces.
+ */
+function sourceOf(n: GraphNode, config: NpmConfig): { url: string; instead?: string } {
   const registry = registryFor(n.name, config);
   const unscoped = n.name.slice(n.name.lastIndexOf('/') + 1);
   const own = `${registry}${n.name}/-/${unscoped}-${n.version}.tgz`;
-  if (!n.resolved) return own;
+  if (!n.resolved) return { url: own, instead: 'no tarball URL' };
   const url = n.resolved.replace(/#[0-9a-f]{40}$/, '');
   const pub = PUBLIC_REGISTRIES.find((r) => url.startsWith(r));
-  if (pub) return `${registry}${url.slice(pub.length)}`;
-  return url;
+  if (pub)
+    return {
+      url: `${registry}${url.slice(pub.length)}`,
+      ...(pub !== registry ? { instead: pub } : {}),
+    };
+  return { url };
 }
 
 /** Ancestors of a location, nearest first, ending with the root (''). */
@@ -127,8 +140,10 @@ export function npmLockFrom(
   pkg: Record<string, unknown>,
   config: NpmConfig,
   file = 'the lockfile',
-): { lock: NpmLock; format: LockFormat; registryIntegrity: string[] } {
+): { lock: NpmLock; format: LockFormat; registryIntegrity: string[]; sources: string[] } {
   checkNames(graph, file);
+  // How many tarballs come from somewhere else than the lockfile says, by registry and reason.
+  const elsewhere = new Map<string, number>();
   const { root, nodes } = graph;
   // The same package under two keys (Yarn classic lists one version under several entries at
   // times): one package.
@@ -220,7 +235,12 @@ export function npmLockFrom(
       (n.optional.has(dep) ? optionalDeps : deps)[dep] = target.version;
       place(location, dep, to);
     }
-    const resolved = tarballFor(n, config);
+    const source = sourceOf(n, config);
+    const resolved = source.url;
+    if (source.instead) {
+      const why = `${registryFor(n.name, config)}\0${source.instead}`;
+      elsewhere.set(why, (elsewhere.get(why) ?? 0) + 1);
+    }
     if (n.registryIntegrity) registryIntegrity.push(location);
     packages[location] = {
       ...(folderName !== n.name ? { name: n.name } : {}),
@@ -240,9 +260,16 @@ export function npmLockFrom(
     pkg[k] && typeof pkg[k] === 'object' ? { [k]: pkg[k] as Record<string, string> } : {};
   const name = String(pkg.name ?? 'project');
   const version = String(pkg.version ?? '0.0.0');
+  const sources = [...elsewhere].map(([why, count]) => {
+    const [registry, instead] = why.split('\0') as [string, string];
+    return instead === 'no tarball URL'
+      ? `${count} package(s) from ${registry} (your npm configuration's registry; the lockfile names no tarball URL)`
+      : `${count} package(s) from ${registry} (your npm configuration's registry) instead of ${instead}, which the lockfile names`;
+  });
   return {
     format: graph.format,
     registryIntegrity,
+    sources,
     lock: {
       name,
       version,

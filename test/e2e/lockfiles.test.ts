@@ -107,6 +107,11 @@ describe('pnpm, Yarn and Bun lockfiles through the sandbox (verdaccio)', () => {
       assert.equal(report.verdict, 'fail', manager);
     }
     assert.equal(results.get('pnpm')?.summary.fromStore, 0, 'pnpm’s audit ran in the sandbox');
+    // pnpm keeps no tarball URLs: the report says where they were fetched from.
+    assert.deepEqual(results.get('pnpm')?.sources, [
+      `5 package(s) from ${registry.url} (your npm configuration's registry; the lockfile names no tarball URL)`,
+    ]);
+    assert.equal(results.get('npm')?.sources, undefined);
     for (const m of ['yarn-classic', 'yarn-berry', 'bun'])
       assert.equal(results.get(m)?.summary.fromStore, 5, `${m}: found by the same integrity`);
     assert.deepEqual(

@@ -61,7 +61,12 @@ export async function openReport(file: string): Promise<OpenedReport> {
     });
   `);
   await page.goto(url, { waitUntil: 'load' });
-  await page.waitForSelector('body[data-ready="true"]', { timeout: 10_000 });
+  try {
+    await page.waitForSelector('body[data-ready="true"]', { timeout: 10_000 });
+  } catch (e) {
+    await browser.close();
+    throw new Error(`the page never finished drawing: ${errors.join('; ') || String(e)}`);
+  }
   return {
     page,
     errors,
