@@ -655,16 +655,21 @@ const INTERNAL = (() => {
   return list;
 })();
 
+/** The IPv6 forms that carry an IPv4 address (mapped, compatible, NAT64). */
+const CARRIES_IPV4 = (() => {
+  const block = new BlockList();
+  block.addSubnet('::ffff:0:0', 96, 'ipv6');
+  block.addSubnet('::', 96, 'ipv6');
+  block.addSubnet('64:ff9b::', 96, 'ipv6');
+  return block;
+})();
+
 /**
  * The IPv4 address an IPv6 literal carries, when it is one of the forms that reach it: mapped
  * (`::ffff:a.b.c.d`), compatible (`::a.b.c.d`), or NAT64 (`64:ff9b::a.b.c.d`).
  */
 function embeddedIpv4(ipv6: string): string | undefined {
-  const block = new BlockList();
-  block.addSubnet('::ffff:0:0', 96, 'ipv6');
-  block.addSubnet('::', 96, 'ipv6');
-  block.addSubnet('64:ff9b::', 96, 'ipv6');
-  if (!block.check(ipv6, 'ipv6')) return undefined;
+  if (!CARRIES_IPV4.check(ipv6, 'ipv6')) return undefined;
   // The last 32 bits, whichever way the literal wrote them.
   const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(ipv6)?.[1];
   if (dotted) return dotted;

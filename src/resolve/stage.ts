@@ -5,7 +5,7 @@
  */
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -330,11 +330,15 @@ async function mapLimit<T, R>(
 
 type Manifest = Record<string, unknown> & { scripts?: Record<string, string> };
 
-/** A fetched package's own package.json (at most 1 MB), or what arborist knows when unreadable. */
+/**
+ * A fetched package's own package.json (a regular file of at most 1 MB: a symlink is not followed
+ * on the host), or what arborist knows when it cannot be read so.
+ */
 async function readManifest(folder: string, known: Manifest): Promise<Manifest> {
   try {
     const file = join(folder, 'package.json');
-    if ((await stat(file)).size > 1024 * 1024) return known;
+    const info = await lstat(file);
+    if (!info.isFile() || info.size > 1024 * 1024) return known;
     const m = JSON.parse(await readFile(file, 'utf8')) as unknown;
     return m && typeof m === 'object' && !Array.isArray(m) ? (m as Manifest) : known;
   } catch {
