@@ -498,6 +498,22 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
       byName.set(`${who(e)}\0${e.host}`, g);
   }
 
+  // Many names looked up under one zone (data carried in the names, a chunk per lookup), with the
+  // attempts that make the count: the indicator names them (an allowed lookup of such a zone is
+  // still drawn, and judged, under the indicator).
+  const many = activeIndicators.find((i) => i.detector === 'dns-many-subdomains');
+  const manyThreshold = (many?.params.threshold as number | undefined) ?? 10;
+  const zoneKey = (e: ReportEvent) => `${e.phase}\0${e.package ?? ''}\0${zoneOf(e.host ?? '')}`;
+  const zones = new Map<string, { names: Set<string>; indexes: number[] }>();
+  if (many)
+    for (const { e, i } of indexed) {
+      if (e.kind !== 'dns' || !e.host) continue;
+      const z = zones.get(zoneKey(e)) ?? { names: new Set<string>(), indexes: [] };
+      z.names.add(e.host);
+      z.indexes.push(i);
+      zones.set(zoneKey(e), z);
+    }
+
   const seenIndicator = new Set<string>();
   const addIndicator = (
     hit: IndicatorHit,
@@ -599,27 +615,21 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     });
   }
 
-  // Detectors over many events: many names under one zone, per phase and package.
-  const many = activeIndicators.find((i) => i.detector === 'dns-many-subdomains');
-  if (many) {
-    const threshold = (many.params.threshold as number | undefined) ?? 10;
-    const zones = new Map<string, Set<string>>();
-    for (const e of report.events) {
-      if (e.kind !== 'dns' || !e.host) continue;
-      const key = `${e.phase}\0${e.package ?? ''}\0${zoneOf(e.host)}`;
-      zones.set(key, (zones.get(key) ?? new Set()).add(e.host));
-    }
-    for (const [key, names] of zones) {
-      if (names.size < threshold) continue;
+  // Many names under one zone, per phase and package (counted before the groups are judged).
+  if (many)
+    for (const [key, z] of zones) {
+      if (z.names.size < manyThreshold) continue;
       const [phase, pkg, zone] = key.split('\0') as [Phase, string, string];
       addIndicator(
-        { indicator: many, detail: `${names.size} distinct names under ${zone}` },
+        { indicator: many, detail: `${z.names.size} distinct names under ${zone}` },
         phase,
         pkg || undefined,
         `*.${zone} (DNS)`,
+        '',
+        undefined,
+        [...z.indexes].sort((a, b) => a - b),
       );
     }
-  }
 
   // Egress from a package whose code, with its dependencies', shows no way to the network:
   // once per package, at the first phase it happened in.

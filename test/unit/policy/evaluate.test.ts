@@ -15,6 +15,7 @@ import type { KnownEgressEntry } from '../../../src/policy/types.js';
 import { parseDestination, type DestinationPattern } from '../../../src/policy/destination.js';
 import { parseDeclaration, parsePackageScope } from '../../../src/policy/parse.js';
 import { diffReports } from '../../../src/core/compare.js';
+import { checkView } from '../../../src/report/model.js';
 
 const SUBJECT = 'pkg@1.0.1';
 
@@ -266,6 +267,30 @@ describe('policy evaluation', () => {
     const f = r.findings.find((x) => x.id === 'egress-not-allowed');
     assert.match(f?.destination ?? '', /address 81\.2\.3\.4/);
     assert.match(f?.suggestion ?? '', /allow: \["?81\.2\.3\.4:443"?\]/);
+  });
+
+  it('lookups chunking data into many names of a declared zone: the indicator names each, and they are drawn under it', () => {
+    const lookups = Array.from({ length: 12 }, (_, i) =>
+      lookup(`c${i}.vend.example`, { phase: 'import' }),
+    );
+    const r = evaluate(
+      report(lookups),
+      ctx({ declarations: { [SUBJECT]: { import: ['*.vend.example'] } } }),
+    );
+    const many = r.findings.find((f) => f.id === 'dns-many-subdomains');
+    assert.equal(many?.severity, 'high', 'a declaration does not explain the indicator');
+    assert.equal(many?.events?.length, 12, 'the indicator names every lookup it counted');
+    assert.equal(r.verdict, 'fail');
+    // Drawn as what failed it, not as what the declaration allowed.
+    const rows = checkView({
+      ...r,
+      phases: [{ name: 'import', status: 'completed', durationMs: 100 }],
+    }).timelines.flatMap((t) => t.rows);
+    assert.equal(rows.length, 12);
+    assert.ok(
+      rows.every((x) => x.decision === 'indicator'),
+      JSON.stringify(rows.map((x) => x.decision)),
+    );
   });
 
   it('wildcards match subdomains at any depth but not the zone itself; ports and ranges', () => {
