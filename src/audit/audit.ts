@@ -54,6 +54,7 @@ import {
   type Step,
 } from '../run/steps.js';
 import { closure, idOf, packageSummary } from '../run/summaries.js';
+import { knownMaliciousRecords, notRunReport } from '../check/known-malicious.js';
 
 /** As for check (npm config, identity, time limits, log, signal), and what an audit adds. */
 export interface AuditOptions extends Pick<
@@ -65,6 +66,8 @@ export interface AuditOptions extends Pick<
   allowRemoteSources?: boolean;
   store?: ResultStore;
   noCache?: boolean;
+  /** Run versions a known-malicious record names too (they are flagged either way). */
+  runKnownMalicious?: boolean;
   omit?: OmitKind[];
   /** Only what this workspace of a monorepo brings in. */
   workspace?: string;
@@ -86,9 +89,10 @@ export interface AuditPackage {
   id: string;
   /**
    * checked: run now or taken from the store; not-installed: npm would not install it here (an
-   * optional dependency for another platform); not-run: it should have run and did not.
+   * optional dependency for another platform); not-run: it should have run and did not;
+   * known-malicious: a record of the imported set names it, so it was flagged without a run.
    */
-  status: 'checked' | 'not-installed' | 'not-run';
+  status: 'checked' | 'not-installed' | 'not-run' | 'known-malicious';
   /** From the project down to the package. */
   path: string[];
   dev: boolean;
@@ -123,6 +127,8 @@ export interface AuditReport {
     notInstalled: number;
     /** Packages that should have run and did not (never silent: the verdict is at least warn). */
     notRun: number;
+    /** Versions a known-malicious record names, flagged without a run (unless run on request). */
+    knownMalicious?: number;
     fromStore: number;
     withInstallScripts: number;
     withEgress: number;
@@ -182,6 +188,21 @@ export async function audit(
   for (const p of tree.entries) {
     // A package npm would not install on this platform is listed as such, not run.
     if (!p.installable && p.optional) continue;
+    const records = knownMaliciousRecords(judge, p.name, p.version);
+    if (records.length && !opts.runKnownMalicious) {
+      const report = notRunReport(
+        {
+          name: p.name,
+          version: p.version,
+          integrity: p.integrity,
+          spec: `${idOf(p)} (${tree.lockfile})`,
+        },
+        records,
+        judge,
+      );
+      results.set(idOf(p), { ...entry(p, report, false), status: 'known-malicious' });
+      continue;
+    }
     const hit =
       !opts.noCache && p.integrity
         ? opts.store?.find({ name: p.name, version: p.version, integrity: p.integrity, sandbox })
@@ -289,6 +310,7 @@ export async function audit(
       checked: packages.filter((p) => p.status === 'checked').length,
       notInstalled: packages.filter((p) => p.status === 'not-installed').length,
       notRun: packages.filter((p) => p.status === 'not-run').length,
+      knownMalicious: packages.filter((p) => p.status === 'known-malicious').length,
       fromStore: packages.filter((p) => p.fromStore).length,
       withInstallScripts: packages.filter((p) => p.installScripts.length).length,
       withEgress: packages.filter((p) => (p.report?.events.length ?? 0) > 0).length,

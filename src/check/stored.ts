@@ -190,10 +190,17 @@ async function one(
     sandbox(),
     import('./check.js'),
   ]);
-  const report =
-    typeof what === 'string'
-      ? await check(engine, images, what, opts)
-      : await checkStaged(engine, images, await what.stage(), opts);
+  let report: CheckReport;
+  if (typeof what === 'string') report = await check(engine, images, what, opts);
+  else {
+    const staged: StagedSubject & Partial<AsyncDisposable> = await what.stage();
+    try {
+      report = await checkStaged(engine, images, staged, opts);
+    } finally {
+      // A subject staged on its own (not from a locked tree, which removes its own folder).
+      await staged[Symbol.asyncDispose]?.();
+    }
+  }
   store?.save(report, {
     sandbox: version,
     phonehomeVersion: phonehomeVersion(),

@@ -10,8 +10,10 @@ import { doctorCommand } from './commands/doctor.js';
 import { gateCommand } from './commands/gate.js';
 import { historyCommand } from './commands/history.js';
 import { imagesCommand } from './commands/images.js';
+import { indicatorsCommand } from './commands/indicators.js';
 import { policyCommand } from './commands/policy.js';
 import { sweepCommand } from './commands/sweep.js';
+import { watchCommand } from './commands/watch.js';
 
 const program = new Command('phonehome')
   .description(
@@ -24,11 +26,13 @@ const program = new Command('phonehome')
 program.addCommand(checkCommand());
 program.addCommand(auditCommand());
 program.addCommand(gateCommand());
+program.addCommand(watchCommand());
 program.addCommand(diffCommand());
 program.addCommand(historyCommand());
 program.addCommand(doctorCommand());
 program.addCommand(imagesCommand());
 program.addCommand(policyCommand());
+program.addCommand(indicatorsCommand());
 program.addCommand(sweepCommand());
 
 // Added commands do not inherit settings: usage errors everywhere must reach the handler below.

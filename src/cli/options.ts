@@ -79,6 +79,11 @@ const DEFINITIONS = {
       '--allow-remote-sources',
       'fetch the tarball URLs and git repositories the lockfile names outside your registries (internal addresses never)',
     ),
+  runKnownMalicious: () =>
+    new Option(
+      '--run-known-malicious',
+      'run versions a known-malicious record names too, to see what they do (they are flagged either way)',
+    ),
   settle: () =>
     new Option(
       '--settle <seconds>',
@@ -123,6 +128,7 @@ export interface SharedFlags {
   settle: string;
   allowRemoteSources?: boolean;
   workspace?: string;
+  runKnownMalicious?: boolean;
 }
 
 /**

@@ -41,6 +41,14 @@ export function renderAuditText(r: AuditReport): string {
             .join(', ')}`,
         ]
       : []),
+    ...(s.knownMalicious
+      ? [
+          `  ${s.knownMalicious} KNOWN MALICIOUS version(s), flagged without running: ${r.packages
+            .filter((p) => p.status === 'known-malicious')
+            .map((p) => t(p.id))
+            .join(', ')}`,
+        ]
+      : []),
     `  findings: ${counts(r)}`,
   ];
   if (s.unattributed)

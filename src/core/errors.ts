@@ -118,6 +118,11 @@ export const errorCatalogue = {
     fix: 'Check that the cache directory is writable (XDG_CACHE_HOME or ~/.cache/phonehome), or pass --store with another file.',
     exit: ExitCode.environment,
   },
+  EINTEL: {
+    summary: 'The known-malicious records cannot be imported.',
+    fix: 'Pass a folder of OSV records (a clone of github.com/ossf/malicious-packages) or a zip of them (osv.dev: npm/all.zip); nothing was changed in the store.',
+    exit: ExitCode.usage,
+  },
   EOUTPUT: {
     summary: 'An output file cannot be written.',
     fix: 'Give --html, --sarif or --comment-file a file in a folder that exists and that you may write; nothing was run.',

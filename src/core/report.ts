@@ -172,7 +172,12 @@ export interface CheckReport {
   findings: Finding[];
   verdict: Verdict;
   /** The policy that judged the run: its files (empty: shipped defaults) and hash. */
-  policy?: { sources: string[]; hash: string };
+  policy?: {
+    sources: string[];
+    hash: string;
+    /** The known-malicious set that judged it too, in a line (`phonehome indicators import`). */
+    malicious?: string;
+  };
   /** The packages of the tree, dependencies first. */
   packages?: PackageSummary[];
   /** With --against: what changed since the earlier version (see core/compare.ts). */

@@ -35,6 +35,8 @@ import { LOCKFILE_NAMES } from '../resolve/formats.js';
 import { closure, idOf, packageSummary } from '../run/summaries.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
 import type { ResultStore } from '../store/store.js';
+import { knownMaliciousRecords, notRunReport } from '../check/known-malicious.js';
+import { SANDBOX_RESOLVERS } from '../sandbox/topology.js';
 
 export type ChangeKind = 'added' | 'upgraded' | 'downgraded';
 
@@ -316,6 +318,8 @@ export function defaultBase(cwd = process.cwd()): string {
 }
 
 export interface GatePackage extends LockChange {
+  /** A record of the imported known-malicious set names it: flagged without a run. */
+  knownMalicious?: boolean;
   /** Line of the head lockfile where the package's entry starts (for SARIF), when found. */
   line?: number;
   verdict: CheckReport['verdict'];
@@ -354,6 +358,8 @@ export interface GateOptions extends Pick<
   noCache?: boolean;
   /** Only what this workspace of a monorepo brings in (in both trees). */
   workspace?: string;
+  /** Run versions a known-malicious record names too (they are flagged either way). */
+  runKnownMalicious?: boolean;
   log?: (line: string) => void;
   signal?: AbortSignal;
 }
@@ -532,6 +538,32 @@ export async function gate(
         c.from && c.kind === 'upgraded'
           ? baseTree.entries.find((e) => e.name === c.name && e.version === c.from)
           : undefined;
+      const records = knownMaliciousRecords(opts.policy, c.name, c.to);
+      if (records.length && !opts.runKnownMalicious) {
+        const report = notRunReport(
+          {
+            name: c.name,
+            version: c.to,
+            integrity: entry.integrity,
+            spec: `${formatId(c.name, c.to)} (${relative(process.cwd(), headTree.lockfile) || headTree.lockfile})`,
+          },
+          records,
+          { ...opts.policy, resolvers: SANDBOX_RESOLVERS },
+        );
+        const line = entryLine(lockText, c.name, c.to);
+        packages.push({
+          ...c,
+          ...(line ? { line } : {}),
+          verdict: report.verdict,
+          report,
+          fromStore: false,
+          knownMalicious: true,
+        });
+        opts.log?.(
+          `[gate] ${formatId(c.name, c.to)}: known malicious (${records.map((r) => r.id).join(', ')}); not run`,
+        );
+        continue;
+      }
       const r = await checkLocked(
         sandbox,
         lockedSubject(headTree, headStage, entry),

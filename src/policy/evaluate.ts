@@ -38,6 +38,7 @@ import {
   type Indicator,
   type IndicatorHit,
 } from './indicators.js';
+import type { MaliciousIntel } from './malicious.js';
 import { packageInScope, parseDeclaration, parsePackageScope } from './parse.js';
 import semver from 'semver';
 import { parse as parseYaml } from 'yaml';
@@ -53,6 +54,8 @@ export interface EvaluationContext {
   resolvers: readonly string[];
   /** Who is nobody's own vendor; without it, no attempt is excused as the package's vendor's. */
   sharedHosts?: SharedHosts;
+  /** An imported set of known-malicious package records (`phonehome indicators import`). */
+  malicious?: MaliciousIntel;
 }
 
 /** What evaluation reads from the report's package list. */
@@ -669,13 +672,61 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     });
   }
 
+  findings.push(...knownMalicious(report, ctx.malicious));
+
   findings.sort(compareFindings);
   return {
     ...report,
     findings,
     verdict: verdictOf(findings),
-    policy: { sources: ctx.policy.sources, hash: ctx.policy.hash },
+    policy: {
+      sources: ctx.policy.sources,
+      hash: ctx.policy.hash,
+      ...(ctx.malicious ? { malicious: maliciousSetLine(ctx.malicious) } : {}),
+    },
   };
+}
+
+/** The imported set, in a line: where from, how many records, how new. */
+export function maliciousSetLine(m: MaliciousIntel): string {
+  return `${m.records} known-malicious record(s) from ${m.source}, newest ${m.newestModified?.slice(0, 10) ?? 'undated'}, imported ${m.importedAt.slice(0, 10)}`;
+}
+
+/**
+ * The package and every package of its tree that a known-malicious record names: critical, and
+ * nothing allows it. The record decides, not what the run saw (a payload may wait for another
+ * machine, another day).
+ */
+export function knownMalicious(
+  report: Pick<CheckReport, 'subject' | 'packages'>,
+  malicious: MaliciousIntel | undefined,
+): Finding[] {
+  if (!malicious) return [];
+  const ids = new Set([
+    formatId(report.subject.name, report.subject.version),
+    ...(report.packages ?? []).map((p) => p.id),
+  ]);
+  const out: Finding[] = [];
+  for (const id of [...ids].sort()) {
+    const { name, version } = parseId(id);
+    if (!name || !version) continue;
+    const records = malicious.affecting(name, version);
+    if (!records.length) continue;
+    const [first] = records;
+    out.push({
+      id: 'known-malicious-package',
+      severity: 'critical',
+      package: id,
+      message: `${id} is a known malicious version: ${records
+        .slice(0, 3)
+        .map((r) => r.id)
+        .join(
+          ', ',
+        )}${records.length > 3 ? ` and ${records.length - 3} more` : ''}${first?.summary ? ` (${first.summary})` : ''}; no policy can allow it`,
+      rule: `malicious:${first?.id ?? ''}`,
+    });
+  }
+  return out;
 }
 
 const CHANGE_SEVERITY = DEFAULT_SEVERITY;

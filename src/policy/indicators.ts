@@ -11,6 +11,7 @@ import {
   type DestinationPattern,
   type Target,
 } from './destination.js';
+import type { MaliciousIntel } from './malicious.js';
 import { SEVERITIES, type Severity } from './types.js';
 
 export const DETECTORS = [
@@ -24,6 +25,7 @@ export const DETECTORS = [
   'foreign-process',
   'other-protocol',
   'hidden-network-code',
+  'known-malicious',
 ] as const;
 export type Detector = (typeof DETECTORS)[number];
 
@@ -157,7 +159,7 @@ export interface IndicatorHit {
 export function eventIndicators(
   e: ReportEvent,
   indicators: Indicator[],
-  ctx: { resolvers: readonly string[] },
+  ctx: { resolvers: readonly string[]; malicious?: MaliciousIntel },
 ): IndicatorHit[] {
   const hits: IndicatorHit[] = [];
   const t = targetOf(e);
@@ -168,6 +170,16 @@ export function eventIndicators(
         if (e.kind === 'dropped') break;
         const hit = ind.hosts.find((h) => matchesDestination(h, t));
         if (hit) hits.push({ indicator: ind, detail: `matches ${hit.text}` });
+        break;
+      }
+      case 'known-malicious': {
+        if (e.kind === 'dropped' || !ctx.malicious) break;
+        const hit = ctx.malicious.destinations.find((d) => matchesDestination(d.pattern, t));
+        if (hit)
+          hits.push({
+            indicator: ind,
+            detail: `matches ${hit.pattern.text}, an indicator of compromise of ${hit.records.slice(0, 3).join(', ')}${hit.records.length > 3 ? ` and ${hit.records.length - 3} more` : ''}`,
+          });
         break;
       }
       case 'raw-ip':

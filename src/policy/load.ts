@@ -8,6 +8,8 @@
  * A higher layer replaces settings key by key (defaults per phase, indicators per id) and puts
  * its rules before the rules below it, so the override's rules are tried first.
  */
+import type { ResultStore } from '../store/store.js';
+import { maliciousIntel, type MaliciousIntel } from './malicious.js';
 import type { SharedHosts } from './vendor.js';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -160,6 +162,8 @@ export interface LoadedPolicy {
   knownEgress: KnownEgressEntry[];
   indicators: Indicator[];
   sharedHosts: SharedHosts;
+  /** The imported known-malicious set, when the result store holds one (see withMalicious). */
+  malicious?: MaliciousIntel;
 }
 
 /** Read and validate one file; problems are returned, not thrown. */
@@ -321,6 +325,12 @@ export function loadPolicy(opts: LoadPolicyOptions = {}): LoadedPolicy {
     indicators: shippedIndicators(),
     sharedHosts: shippedSharedHosts(),
   };
+}
+
+/** The policy with the result store's imported known-malicious set, when it has one. */
+export function withMalicious(policy: LoadedPolicy, store: ResultStore): LoadedPolicy {
+  const set = store.maliciousSet();
+  return set ? { ...policy, malicious: maliciousIntel(set, policy.sharedHosts) } : policy;
 }
 
 let sharedCache: SharedHosts | undefined;

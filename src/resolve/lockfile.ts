@@ -235,6 +235,12 @@ export interface LockEntry {
    * the lockfile's os, cpu and libc fields: platform packages of other systems are skipped.
    */
   installable: boolean;
+  /**
+   * What asks for it: each dependency edge into it, as its dependent's package.json writes it
+   * (`^1.2.0`, `npm:other@^1`, `latest`), and whether the dependent is the project (or a
+   * workspace of it). What a routine update may move it to (`watch`).
+   */
+  wantedBy?: { spec: string; name: string; direct: boolean }[];
 }
 
 /** npm's rule for os/cpu/libc lists: a match, or not excluded by a `!value` entry. */
@@ -420,6 +426,11 @@ export async function loadLockTree(
         path: [projectName, ...(paths.get(n.location) ?? [n.packageName])],
         dev: n.dev,
         optional: n.optional,
+        wantedBy: [...n.edgesIn].map((e) => ({
+          spec: e.spec,
+          name: e.name,
+          direct: !e.from || e.from.isRoot || e.from.isWorkspace,
+        })),
         installable:
           allows(lock.packages?.[n.location]?.os, 'linux') &&
           allows(lock.packages?.[n.location]?.cpu, process.arch) &&

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { PhonehomeError } from '../core/errors.js';
 import type { CheckReport } from '../core/report.js';
+import { recordAffects, type MaliciousRecord } from '../intel/osv.js';
 import { cacheDir } from '../paths.js';
 
 /** Each entry moves the schema from version i to i + 1; never edit a released one, add another. */
@@ -29,6 +30,41 @@ export const MIGRATIONS: readonly string[] = [
   // 2: the phonehome version that made a run, and a per-run duration, for `history`.
   `ALTER TABLE runs ADD COLUMN phonehome_version TEXT;
    ALTER TABLE runs ADD COLUMN duration_ms INTEGER;`,
+  // 3: an imported set of known-malicious package records (one set, replaced on import), and
+  // what `watch` has seen of the registry and reported.
+  `CREATE TABLE malicious_records (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     modified TEXT NOT NULL,
+     has_iocs INTEGER NOT NULL,
+     record TEXT NOT NULL
+   );
+   CREATE INDEX malicious_by_name ON malicious_records (name);
+   CREATE TABLE malicious_import (
+     only INTEGER PRIMARY KEY CHECK (only = 1),
+     source TEXT NOT NULL,
+     imported_at TEXT NOT NULL,
+     records INTEGER NOT NULL,
+     newest_modified TEXT
+   );
+   CREATE TABLE watch_packuments (
+     registry TEXT NOT NULL,
+     name TEXT NOT NULL,
+     etag TEXT,
+     last_modified TEXT,
+     versions TEXT NOT NULL,
+     fetched_at TEXT NOT NULL,
+     PRIMARY KEY (registry, name)
+   );
+   CREATE TABLE watch_reported (
+     name TEXT NOT NULL,
+     version TEXT NOT NULL,
+     against TEXT NOT NULL,
+     integrity TEXT,
+     verdict TEXT NOT NULL,
+     reported_at TEXT NOT NULL,
+     PRIMARY KEY (name, version, against)
+   );`,
 ];
 export const STORE_SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -230,6 +266,141 @@ export class ResultStore {
     return row ? (JSON.parse(row.report) as CheckReport) : undefined;
   }
 
+  /**
+   * Replace the imported set of known-malicious records with these (one transaction: a reader sees
+   * the old set or the new one).
+   */
+  replaceMalicious(
+    records: Iterable<MaliciousRecord>,
+    meta: { source: string; importedAt: string },
+  ): { records: number; newestModified: string | null } {
+    let n = 0;
+    let newest: string | null = null;
+    const insert = this.db.prepare(
+      `INSERT OR REPLACE INTO malicious_records (id, name, modified, has_iocs, record)
+       VALUES (?, ?, ?, ?, ?)`,
+    );
+    this.db.transaction(() => {
+      this.db.exec(`DELETE FROM malicious_records; DELETE FROM malicious_import;`);
+      for (const r of records) {
+        insert.run(
+          r.id,
+          r.name,
+          r.modified,
+          r.iocs.domains.length + r.iocs.ips.length > 0 ? 1 : 0,
+          JSON.stringify(r),
+        );
+        n++;
+        if (!newest || r.modified > newest) newest = r.modified;
+      }
+      this.db
+        .prepare(
+          `INSERT INTO malicious_import (only, source, imported_at, records, newest_modified)
+           VALUES (1, ?, ?, ?, ?)`,
+        )
+        .run(meta.source, meta.importedAt, n, newest);
+    })();
+    return { records: n, newestModified: newest };
+  }
+
+  /** The imported set of known-malicious records, or undefined when none was imported. */
+  maliciousSet(): MaliciousSet | undefined {
+    const info = this.db
+      .prepare(`SELECT source, imported_at, records, newest_modified FROM malicious_import`)
+      .get() as
+      | { source: string; imported_at: string; records: number; newest_modified: string | null }
+      | undefined;
+    if (!info) return undefined;
+    const byName = this.db.prepare(`SELECT record FROM malicious_records WHERE name = ?`);
+    const cache = new Map<string, MaliciousRecord[]>();
+    const recordsOf = (name: string): MaliciousRecord[] => {
+      let list = cache.get(name);
+      if (!list) {
+        list = (byName.all(name) as { record: string }[]).map(
+          (r) => JSON.parse(r.record) as MaliciousRecord,
+        );
+        cache.set(name, list);
+      }
+      return list;
+    };
+    const withIocs = (
+      this.db.prepare(`SELECT record FROM malicious_records WHERE has_iocs = 1`).all() as {
+        record: string;
+      }[]
+    ).map((r) => JSON.parse(r.record) as MaliciousRecord);
+    return {
+      source: info.source,
+      importedAt: info.imported_at,
+      records: info.records,
+      newestModified: info.newest_modified,
+      recordsOf,
+      affecting: (name, version) => recordsOf(name).filter((r) => recordAffects(r, version)),
+      withIocs,
+    };
+  }
+
+  /** What `watch` last read of a packument: its validators and the versions it listed. */
+  watchedPackument(registry: string, name: string): WatchedPackument | undefined {
+    const row = this.db
+      .prepare(`SELECT * FROM watch_packuments WHERE registry = ? AND name = ?`)
+      .get(registry, name) as
+      | { etag: string | null; last_modified: string | null; versions: string; fetched_at: string }
+      | undefined;
+    return row
+      ? {
+          etag: row.etag,
+          lastModified: row.last_modified,
+          ...(JSON.parse(row.versions) as Pick<WatchedPackument, 'versions' | 'distTags'>),
+          fetchedAt: row.fetched_at,
+        }
+      : undefined;
+  }
+
+  saveWatchedPackument(registry: string, name: string, p: WatchedPackument): void {
+    this.db
+      .prepare(
+        `INSERT OR REPLACE INTO watch_packuments (registry, name, etag, last_modified, versions, fetched_at)
+         VALUES (?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        registry,
+        name,
+        p.etag,
+        p.lastModified,
+        JSON.stringify({ versions: p.versions, distTags: p.distTags ?? {} }),
+        p.fetchedAt,
+      );
+  }
+
+  /** Whether `watch` has reported this version, checked against that one. */
+  watchReported(
+    name: string,
+    version: string,
+    against: string,
+  ): { verdict: string; reportedAt: string } | undefined {
+    const row = this.db
+      .prepare(
+        `SELECT verdict, reported_at FROM watch_reported WHERE name = ? AND version = ? AND against = ?`,
+      )
+      .get(name, version, against) as { verdict: string; reported_at: string } | undefined;
+    return row ? { verdict: row.verdict, reportedAt: row.reported_at } : undefined;
+  }
+
+  saveWatchReported(r: {
+    name: string;
+    version: string;
+    against: string;
+    integrity: string | null;
+    verdict: string;
+  }): void {
+    this.db
+      .prepare(
+        `INSERT OR REPLACE INTO watch_reported (name, version, against, integrity, verdict, reported_at)
+         VALUES (?, ?, ?, ?, ?, ?)`,
+      )
+      .run(r.name, r.version, r.against, r.integrity, r.verdict, new Date().toISOString());
+  }
+
   count(): number {
     return (this.db.prepare(`SELECT count(*) AS n FROM runs`).get() as { n: number }).n;
   }
@@ -241,6 +412,29 @@ export class ResultStore {
   close(): void {
     this.db.close();
   }
+}
+
+/** The imported known-malicious records, read from the store as they are asked for. */
+export interface MaliciousSet {
+  source: string;
+  importedAt: string;
+  records: number;
+  newestModified: string | null;
+  /** Every record of this package. */
+  recordsOf(name: string): MaliciousRecord[];
+  /** The records that name this version of this package. */
+  affecting(name: string, version: string): MaliciousRecord[];
+  /** The records that list indicators of compromise. */
+  withIocs: MaliciousRecord[];
+}
+
+export interface WatchedPackument {
+  etag: string | null;
+  lastModified: string | null;
+  /** Each version: its tarball's integrity, when it was published, whether it is deprecated. */
+  versions: Record<string, { integrity?: string; time?: string; deprecated?: boolean }>;
+  distTags?: Record<string, string>;
+  fetchedAt: string;
 }
 
 function storeError(path: string, e: unknown): PhonehomeError {

@@ -23,6 +23,7 @@ declare module '@npmcli/arborist' {
     package: Record<string, unknown> & { scripts?: Record<string, string> };
     children: Map<string, ArboristNode>;
     inventory: Map<string, ArboristNode>;
+    edgesIn: Set<{ from: ArboristNode | null; spec: string; name: string; type: string }>;
     edgesOut: Map<
       string,
       { to: ArboristNode | null; spec: string; name: string; type: string; valid: boolean }

@@ -1,7 +1,11 @@
 // The parts of npm's registry client libraries phonehome uses (they ship no typings).
 declare module 'npm-registry-fetch' {
   export function json(path: string, opts?: Record<string, unknown>): Promise<unknown>;
-  const npmFetch: { json: typeof json };
+  /** A registry request; throws an HttpErrorGeneral (statusCode, headers) on 4xx/5xx. */
+  const npmFetch: {
+    (path: string, opts?: Record<string, unknown>): Promise<Response>;
+    json: typeof json;
+  };
   export default npmFetch;
 }
 declare module 'npm-pick-manifest' {
@@ -18,6 +22,13 @@ declare module 'npm-package-arg' {
     escapedName: string | null;
     fetchSpec: string | null;
     registry?: boolean;
+    /** An alias's target (`npm:other@^1`). */
+    subSpec?: Spec;
   }
-  export default function npa(spec: string, where?: string): Spec;
+  function npa(spec: string, where?: string): Spec;
+  namespace npa {
+    /** A dependency as package.json writes it: its name and its spec. */
+    function resolve(name: string, spec: string, where?: string): Spec;
+  }
+  export default npa;
 }

@@ -18,6 +18,10 @@ export interface TestRegistry {
   url: string;
   /** Paths requested, in order, with the status answered. */
   requests: string[];
+  /** Pack a fixture folder and serve it as a new version from now on (published now). */
+  publish(folder: string): Promise<void>;
+  /** Answer the next `times` requests for this packument with `status` (and Retry-After). */
+  failNext(name: string, status: number, times: number, retryAfterSeconds?: number): void;
   close(): Promise<void>;
 }
 
@@ -27,8 +31,14 @@ export async function startRegistry(
 ): Promise<TestRegistry> {
   const work = await mkdtemp(join(tmpdir(), 'phonehome-test-registry-'));
   const tarballs = new Map<string, Buffer>();
-  const manifests: { name: string; version: string; manifest: Record<string, unknown> }[] = [];
-  for (const folder of folders) {
+  const manifests: {
+    name: string;
+    version: string;
+    manifest: Record<string, unknown>;
+    time: string;
+  }[] = [];
+  const failures = new Map<string, { status: number; times: number; retryAfter?: number }>();
+  const add = async (folder: string) => {
     const manifest = JSON.parse(readFileSync(join(folder, 'package.json'), 'utf8')) as Record<
       string,
       unknown
@@ -36,14 +46,25 @@ export async function startRegistry(
     const file = join(work, `${manifest.name.replace('/', '-')}-${manifest.version}.tgz`);
     await pacote.tarball.file(`file:${folder}`, file, { ignoreScripts: true, Arborist });
     tarballs.set(formatId(manifest.name, manifest.version), await readFile(file));
-    manifests.push({ name: manifest.name, version: manifest.version, manifest });
-  }
+    manifests.push({
+      name: manifest.name,
+      version: manifest.version,
+      manifest,
+      time: new Date().toISOString(),
+    });
+  };
+  for (const folder of folders) await add(folder);
   const requests: string[] = [];
   const server = createServer((req, res) => {
     const path = decodeURIComponent((req.url ?? '/').split('?')[0] ?? '/');
-    const answer = (status: number, body: Buffer | string, type = 'application/json') => {
+    const answer = (
+      status: number,
+      body: Buffer | string,
+      type = 'application/json',
+      headers: Record<string, string> = {},
+    ) => {
       requests.push(`${status} ${path}`);
-      res.writeHead(status, { 'content-type': type });
+      res.writeHead(status, { 'content-type': type, ...headers });
       res.end(body);
     };
     if (opts.token && req.headers.authorization !== `Bearer ${opts.token}`)
@@ -57,6 +78,16 @@ export async function startRegistry(
         : answer(404, JSON.stringify({ error: 'not found' }));
     }
     const name = path.slice(1);
+    const failure = failures.get(name);
+    if (failure && failure.times > 0) {
+      failure.times--;
+      return answer(
+        failure.status,
+        JSON.stringify({ error: 'try later' }),
+        'application/json',
+        failure.retryAfter ? { 'retry-after': String(failure.retryAfter) } : {},
+      );
+    }
     const versions = manifests.filter((m) => m.name === name);
     if (versions.length === 0) return answer(404, JSON.stringify({ error: 'not found' }));
     const base = `http://${req.headers.host}`;
@@ -79,13 +110,27 @@ export async function startRegistry(
         }),
       ),
     };
-    return answer(200, JSON.stringify(packument));
+    const body = JSON.stringify({
+      ...packument,
+      time: {
+        created: versions[0]?.time,
+        modified: versions[versions.length - 1]?.time,
+        ...Object.fromEntries(versions.map((m) => [m.version, m.time])),
+      },
+    });
+    // Validators as registries give them: an ETag of the body, answered 304 when it matches.
+    const etag = `"${createHash('sha1').update(body).digest('hex')}"`;
+    if (req.headers['if-none-match'] === etag) return answer(304, '', 'application/json', { etag });
+    return answer(200, body, 'application/json', { etag });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}/`,
     requests,
+    publish: add,
+    failNext: (name, status, times, retryAfter) =>
+      failures.set(name, { status, times, ...(retryAfter ? { retryAfter } : {}) }),
     close: async () => {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await rm(work, { recursive: true, force: true });

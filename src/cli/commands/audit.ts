@@ -14,6 +14,7 @@ import {
   RUN_FLAGS,
   type SharedFlags,
 } from '../options.js';
+import { withMalicious } from '../../policy/load.js';
 import { renderAuditMarkdown, renderAuditText } from '../render-audit.js';
 import { checkOutputPath, writeHtmlReport } from '../../report/html.js';
 import { auditModel } from '../../report/model.js';
@@ -100,6 +101,7 @@ export function auditCommand(): Command {
     ...RUN_FLAGS,
     'allowRemoteSources',
     'workspace',
+    'runKnownMalicious',
     'failOn',
     ...limits,
   ])
@@ -131,10 +133,11 @@ error, 130 interrupted.`,
             `--concurrency wants a whole number, not "${o.concurrency}".`,
           );
         const timeouts = timeoutsFromFlags(o);
-        const policy = policyFromFlags(o);
+        const policyFiles = policyFromFlags(o);
         const npmConfig = npmConfigFromFlags(o);
         const ctx = cliContext();
         const store = storeFromFlags(o);
+        const policy = withMalicious(policyFiles, store);
         const display = progressDisplay();
         let report: AuditReport;
         try {
@@ -143,6 +146,7 @@ error, 130 interrupted.`,
           report = await audit(engine, images, path, {
             ...timeouts,
             ...(o.allowRemoteSources ? { allowRemoteSources: true } : {}),
+            ...(o.runKnownMalicious ? { runKnownMalicious: true } : {}),
             npmConfig,
             policy,
             store,

@@ -16,6 +16,7 @@ import {
   RUN_FLAGS,
   type SharedFlags,
 } from '../options.js';
+import { withMalicious } from '../../policy/load.js';
 import { renderText } from '../render-text.js';
 import { checkOutputPath, writeHtmlReport } from '../../report/html.js';
 import { checksModel } from '../../report/model.js';
@@ -90,10 +91,11 @@ images), 4 internal error, 130 interrupted.`,
     .action(async (specs: string[], o: SharedFlags & { against?: string }) => {
       if (o.html) checkOutputPath(o.html);
       const timeouts = timeoutsFromFlags(o);
-      const policy = policyFromFlags(o);
+      const policyFiles = policyFromFlags(o);
       const npmConfig = npmConfigFromFlags(o);
       const ctx = cliContext();
       const store = storeFromFlags(o);
+      const policy = withMalicious(policyFiles, store);
       const reports: CheckReport[] = [];
       for (const spec of specs) {
         const started = Date.now();

@@ -17,6 +17,7 @@ import {
   RUN_FLAGS,
   type SharedFlags,
 } from '../options.js';
+import { withMalicious } from '../../policy/load.js';
 
 export function diffCommand(): Command {
   const cmd = new Command('diff')
@@ -37,10 +38,11 @@ run otherwise (and stored). Exit codes: 0 (whatever changed; use check --against
       oneOutputKind(o);
       if (o.html) checkOutputPath(o.html);
       const timeouts = timeoutsFromFlags(o);
-      const policy = policyFromFlags(o);
+      const policyFiles = policyFromFlags(o);
       const npmConfig = npmConfigFromFlags(o);
       const ctx = cliContext();
       const store = storeFromFlags(o);
+      const policy = withMalicious(policyFiles, store);
       try {
         const side = (spec: string) =>
           checkStored(ctx.sandbox, spec, {

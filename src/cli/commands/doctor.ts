@@ -3,6 +3,9 @@ import { isPhonehomeError } from '../../core/errors.js';
 import type { SandboxEngine } from '../../sandbox/sandbox.js';
 import { probeSeccompProfile, sandboxSeccompProfile } from '../../sandbox/seccomp.js';
 import { cliContext } from '../context.js';
+import { forTerminal } from '../../core/escape.js';
+import { defaultStorePath, ResultStore } from '../../store/store.js';
+import { setAge, STALE_DAYS } from './indicators.js';
 
 interface Check {
   name: string;
@@ -17,7 +20,11 @@ export function doctorCommand(): Command {
       'check Docker, the sandbox images, the gateway rules and the seccomp profile; each failing line says how to fix it',
     )
     .option('--json', 'print the checks as JSON')
-    .action(async (o: { json?: boolean }) => {
+    .option(
+      '--store <file>',
+      'result store (default: results.sqlite in the phonehome cache folder)',
+    )
+    .action(async (o: { json?: boolean; store?: string }) => {
       const ctx = cliContext();
       const { engine, images } = await ctx.sandbox();
       const { imagesStatus } = await import('../../images/build.js');
@@ -94,6 +101,7 @@ export function doctorCommand(): Command {
         });
       }
       checks.push(await seccompCheck(engine, runnerImage));
+      checks.push(maliciousSetCheck(o.store));
       if (o.json) {
         process.stdout.write(
           JSON.stringify({ ok: checks.every((c) => c.ok), checks }, null, 2) + '\n',
@@ -106,6 +114,40 @@ export function doctorCommand(): Command {
       }
       process.exitCode = checks.every((c) => c.ok) ? 0 : 3;
     });
+}
+
+/**
+ * How old the imported known-malicious set is. Informational: a missing or old set weakens what
+ * is flagged without a run, it does not make the sandbox unsafe, so it never fails the doctor.
+ */
+function maliciousSetCheck(path: string | undefined): Check & { note?: string } {
+  const name = 'malicious set';
+  let store: ResultStore | undefined;
+  try {
+    store = ResultStore.openReadOnly(path ?? defaultStorePath());
+    const set = store?.maliciousSet();
+    if (!set)
+      return {
+        name,
+        ok: true,
+        detail:
+          'none imported (optional: `phonehome indicators import <folder|zip>` flags known-malicious versions without running them)',
+      };
+    const age = setAge(set);
+    return {
+      name,
+      ok: true,
+      detail: `${set.records} record(s) from ${forTerminal(set.source)}; ${age.line}${age.stale ? `; older than ${STALE_DAYS} days: import a fresh copy` : ''}`,
+    };
+  } catch (e) {
+    return {
+      name,
+      ok: true,
+      detail: `not read: ${e instanceof Error ? e.message : String(e)}`,
+    };
+  } finally {
+    store?.close();
+  }
 }
 
 /**

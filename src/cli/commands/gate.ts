@@ -14,6 +14,7 @@ import {
   RUN_FLAGS,
   type SharedFlags,
 } from '../options.js';
+import { withMalicious } from '../../policy/load.js';
 import { renderGateMarkdown, renderGateSarif, renderGateText } from '../render-gate.js';
 import { checkOutputPath, writeHtmlReport } from '../../report/html.js';
 import { gateModel } from '../../report/model.js';
@@ -42,6 +43,7 @@ export function gateCommand(): Command {
       ...RUN_FLAGS,
       'allowRemoteSources',
       'workspace',
+      'runKnownMalicious',
       'failOn',
       ...LIMIT_FLAGS,
     ],
@@ -71,17 +73,19 @@ images, registry, store), 4 internal error, 130 interrupted.`,
         ] as const)
           if (file) checkOutputPath(file, flag);
         const timeouts = timeoutsFromFlags(o);
-        const policy = policyFromFlags(o);
+        const policyFiles = policyFromFlags(o);
         const npmConfig = npmConfigFromFlags(o);
         const ctx = cliContext();
         const { gate, defaultBase } = await import('../../gate/gate.js');
         const store = storeFromFlags(o);
+        const policy = withMalicious(policyFiles, store);
         let report;
         try {
           report = await gate(ctx.sandbox, o.base ?? defaultBase(), o.head, {
             ...timeouts,
             ...(o.allowRemoteSources ? { allowRemoteSources: true } : {}),
             ...(o.workspace ? { workspace: o.workspace } : {}),
+            ...(o.runKnownMalicious ? { runKnownMalicious: true } : {}),
             as: o.as,
             policy,
             npmConfig,

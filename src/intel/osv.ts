@@ -1,0 +1,205 @@
+/**
+ * Known-malicious package records in the OSV format (the OpenSSF malicious-packages data, and
+ * osv.dev's `npm/all.zip`, whose `MAL-` entries are the same records): which npm versions a record
+ * names, and the indicators of compromise (domains, URLs, IP addresses) it lists. Pure: reading
+ * files and keeping the set are elsewhere (intel/import.ts, the result store).
+ */
+import { BlockList, isIP } from 'node:net';
+import semver from 'semver';
+
+/** One record, as phonehome keeps it. */
+export interface MaliciousRecord {
+  id: string;
+  /** The npm package name it is about. */
+  name: string;
+  /** RFC 3339, as the record says. */
+  modified: string;
+  published?: string;
+  summary?: string;
+  /** Versions listed one by one. */
+  versions: string[];
+  /** OSV SEMVER/ECOSYSTEM ranges: events in order. */
+  ranges: RangeEvent[][];
+  /** Indicators of compromise, normalised: lower-case names, addresses as written. */
+  iocs: { domains: string[]; ips: string[] };
+}
+
+export interface RangeEvent {
+  introduced?: string;
+  fixed?: string;
+  last_affected?: string;
+}
+
+/** What a record that was read but not kept was (withdrawn, another ecosystem, not a MAL- id). */
+export type Skipped = 'withdrawn' | 'not-npm' | 'not-malicious';
+
+const MAX_LIST = 10_000;
+const MAX_TEXT = 500;
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+const strings = (v: unknown): string[] =>
+  Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string').slice(0, MAX_LIST) : [];
+
+/** The host a URL-shaped IOC names (`hxxp://evil[.]example/x` as defanged reports write it too). */
+export function iocHost(value: string): string | undefined {
+  const refanged = value
+    .trim()
+    .replace(/^hxxp/i, 'http')
+    .replace(/\[\.\]|\(\.\)|\[dot\]/gi, '.');
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(refanged) ? refanged : `http://${refanged}`;
+  try {
+    const host = new URL(withScheme).hostname.replace(/^\[|\]$/g, '').replace(/\.$/, '');
+    return host ? host.toLowerCase() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const INTERNAL = new BlockList();
+for (const [net, bits] of [
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.168.0.0', 16],
+  ['224.0.0.0', 3],
+] as const)
+  INTERNAL.addSubnet(net, bits, 'ipv4');
+for (const [net, bits] of [
+  ['::', 127],
+  ['fc00::', 7],
+  ['fe80::', 10],
+  ['ff00::', 8],
+] as const)
+  INTERNAL.addSubnet(net, bits, 'ipv6');
+
+const internal = (ip: string) => INTERNAL.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
+
+const NAME = /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,62})?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62})?)+$/;
+
+/**
+ * A record's IOCs as destinations: names (from `domains` and the hosts of `urls`) and addresses.
+ * A name that is not a host name with a dot, or an address in private, loopback, link-local or
+ * shared space (nothing a package reaches on the internet), is left out.
+ */
+export function normaliseIocs(raw: unknown): MaliciousRecord['iocs'] {
+  const o = (raw ?? {}) as Record<string, unknown>;
+  const domains = new Set<string>();
+  const ips = new Set<string>();
+  const add = (host: string | undefined) => {
+    if (!host) return;
+    if (isIP(host)) {
+      if (!internal(host)) ips.add(host.toLowerCase());
+    } else if (NAME.test(host)) domains.add(host);
+  };
+  for (const d of strings(o.domains)) add(iocHost(d));
+  for (const u of strings(o.urls)) add(iocHost(u));
+  for (const ip of strings(o.ip_addresses ?? o.ips)) {
+    const a = ip.trim().replace(/^\[|\]$/g, '');
+    if (isIP(a) && !internal(a)) ips.add(a.toLowerCase());
+  }
+  return { domains: [...domains].sort(), ips: [...ips].sort() };
+}
+
+/**
+ * One OSV document read as a record for npm, or why it is not one. Throws on what is not an OSV
+ * record at all (no id, no affected list): the caller names the file.
+ */
+export function readOsvRecord(doc: unknown): MaliciousRecord | Skipped {
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new Error('not a JSON object');
+  const d = doc as Record<string, unknown>;
+  const id = str(d.id);
+  if (!id || id.length > 200) throw new Error('no "id"');
+  const modified = str(d.modified);
+  if (!modified) throw new Error(`${id}: no "modified"`);
+  if (!Array.isArray(d.affected)) throw new Error(`${id}: no "affected" list`);
+  if (!id.startsWith('MAL-')) return 'not-malicious';
+  if (str(d.withdrawn)) return 'withdrawn';
+  const npm = d.affected.filter(
+    (a): a is Record<string, unknown> =>
+      !!a &&
+      typeof a === 'object' &&
+      str((a as { package?: { ecosystem?: unknown } }).package?.ecosystem) === 'npm' &&
+      typeof (a as { package?: { name?: unknown } }).package?.name === 'string',
+  );
+  if (npm.length === 0) return 'not-npm';
+  const name = String((npm[0]?.package as { name: string }).name);
+  const versions = new Set<string>();
+  const ranges: RangeEvent[][] = [];
+  const iocSources: unknown[] = [
+    (d.database_specific as Record<string, unknown> | undefined)?.iocs,
+  ];
+  for (const a of npm) {
+    if ((a.package as { name: string }).name !== name) continue;
+    for (const v of strings(a.versions)) versions.add(v);
+    for (const r of Array.isArray(a.ranges) ? a.ranges.slice(0, 100) : []) {
+      const type = str((r as { type?: unknown })?.type);
+      if (type !== 'SEMVER' && type !== 'ECOSYSTEM') continue;
+      const events = ((r as { events?: unknown }).events ?? []) as unknown[];
+      if (!Array.isArray(events)) continue;
+      ranges.push(
+        events.slice(0, 100).flatMap((e): RangeEvent[] => {
+          const ev = e as Record<string, unknown>;
+          for (const k of ['introduced', 'fixed', 'last_affected'] as const)
+            if (typeof ev[k] === 'string') return [{ [k]: ev[k] }];
+          return [];
+        }),
+      );
+    }
+    iocSources.push((a.database_specific as Record<string, unknown> | undefined)?.iocs);
+  }
+  const iocs = iocSources.reduce<MaliciousRecord['iocs']>(
+    (acc, raw) => {
+      const n = normaliseIocs(raw);
+      return {
+        domains: [...new Set([...acc.domains, ...n.domains])].sort(),
+        ips: [...new Set([...acc.ips, ...n.ips])].sort(),
+      };
+    },
+    { domains: [], ips: [] },
+  );
+  const summary = str(d.summary)?.slice(0, MAX_TEXT);
+  const published = str(d.published);
+  return {
+    id,
+    name,
+    modified,
+    ...(published ? { published } : {}),
+    ...(summary ? { summary } : {}),
+    versions: [...versions],
+    ranges,
+    iocs,
+  };
+}
+
+/**
+ * Whether a record names this version: listed, or inside one of its ranges (OSV's rule: walking
+ * the events in version order, `introduced` opens, `fixed` closes before, `last_affected` closes
+ * after; `introduced: "0"` is every version).
+ */
+export function recordAffects(
+  r: Pick<MaliciousRecord, 'versions' | 'ranges'>,
+  version: string,
+): boolean {
+  if (r.versions.includes(version)) return true;
+  const v = semver.parse(version);
+  if (!v) return false;
+  for (const events of r.ranges) {
+    const at = (x: string) => (x === '0' ? undefined : semver.parse(x));
+    const sorted = events
+      .map((e) => ({ e, ver: at(e.introduced ?? e.fixed ?? e.last_affected ?? '') }))
+      .filter((x) => x.ver !== null)
+      .sort((a, b) => (a.ver && b.ver ? semver.compare(a.ver, b.ver) : a.ver ? 1 : b.ver ? -1 : 0));
+    let affected = false;
+    for (const { e, ver } of sorted) {
+      const cmp = ver ? semver.compare(v, ver) : 1;
+      if (e.introduced !== undefined && cmp >= 0) affected = true;
+      else if (e.fixed !== undefined && cmp >= 0) affected = false;
+      else if (e.last_affected !== undefined && cmp > 0) affected = false;
+    }
+    if (affected) return true;
+  }
+  return false;
+}

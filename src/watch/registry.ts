@@ -1,0 +1,141 @@
+/**
+ * Following packuments politely: each is asked for with the validators of the last answer
+ * (If-None-Match, If-Modified-Since), so an unchanged package costs a 304 and no body; a 429 or
+ * 5xx (or no answer) puts that package in a back-off (doubling, from 30 s to an hour, or what
+ * Retry-After says) before it is asked again; at most FETCH_CONCURRENCY requests at once.
+ * Registries, scopes, credentials and proxies come from the user's npm configuration
+ * (npm-registry-fetch, as npm itself).
+ */
+import npa from 'npm-package-arg';
+import { fetchOptions, type NpmConfig } from '../resolve/npmrc.js';
+import { registryFor } from '../resolve/npm-lock.js';
+import type { WatchedPackument } from '../store/store.js';
+
+export const FETCH_CONCURRENCY = 6;
+const BACKOFF_MIN_MS = 30_000;
+const BACKOFF_MAX_MS = 3_600_000;
+/** A packument larger than this is not read (the largest on npm are a few tens of MB). */
+const MAX_PACKUMENT_BYTES = 64 * 1024 * 1024;
+
+export type FetchOutcome =
+  | { kind: 'changed'; packument: WatchedPackument }
+  | { kind: 'not-modified' }
+  | { kind: 'failed'; status?: number; message: string; retryAfterMs?: number };
+
+/** How a pass's requests went, for the log and for tests. */
+export interface FetchCounts {
+  requests: number;
+  notModified: number;
+  changed: number;
+  failed: number;
+  /** Packages not asked this pass: in a back-off after a failure. */
+  backingOff: number;
+}
+
+export class PackumentFollower {
+  private readonly backoff = new Map<string, { until: number; ms: number }>();
+
+  constructor(
+    private readonly config: NpmConfig,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  registryOf(name: string): string {
+    return registryFor(name, this.config);
+  }
+
+  /** Whether this package is in a back-off now. */
+  waiting(name: string): boolean {
+    const b = this.backoff.get(name);
+    return !!b && b.until > this.now();
+  }
+
+  async fetch(
+    name: string,
+    last: WatchedPackument | undefined,
+    signal?: AbortSignal,
+  ): Promise<FetchOutcome> {
+    const { default: fetch } = await import('npm-registry-fetch');
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (last?.etag) headers['if-none-match'] = last.etag;
+    if (last?.lastModified) headers['if-modified-since'] = last.lastModified;
+    const outcome = await (async (): Promise<FetchOutcome> => {
+      try {
+        const res = await fetch(`/${npa(name).escapedName ?? encodeURIComponent(name)}`, {
+          ...fetchOptions(this.config),
+          spec: name,
+          headers,
+          // Retries are this module's (a back-off across passes), not a burst within one.
+          retry: { retries: 0 },
+          fetchRetries: 0,
+          ...(signal ? { signal } : {}),
+        });
+        if (res.status === 304) return { kind: 'not-modified' };
+        const length = Number(res.headers.get('content-length') ?? 0);
+        if (length > MAX_PACKUMENT_BYTES)
+          return { kind: 'failed', status: res.status, message: `packument of ${length} bytes` };
+        const doc = (await res.json()) as {
+          versions?: Record<string, { dist?: { integrity?: string }; deprecated?: unknown }>;
+          time?: Record<string, string>;
+          'dist-tags'?: Record<string, string>;
+        };
+        const versions: WatchedPackument['versions'] = {};
+        for (const [v, m] of Object.entries(doc.versions ?? {})) {
+          const time = doc.time?.[v];
+          versions[v] = {
+            ...(typeof m?.dist?.integrity === 'string' ? { integrity: m.dist.integrity } : {}),
+            ...(typeof time === 'string' ? { time } : {}),
+            ...(m?.deprecated ? { deprecated: true } : {}),
+          };
+        }
+        return {
+          kind: 'changed',
+          packument: {
+            etag: res.headers.get('etag'),
+            lastModified: res.headers.get('last-modified'),
+            versions,
+            fetchedAt: new Date(this.now()).toISOString(),
+            distTags: Object.fromEntries(
+              Object.entries(doc['dist-tags'] ?? {}).filter(
+                (e): e is [string, string] => typeof e[1] === 'string',
+              ),
+            ),
+          },
+        };
+      } catch (e) {
+        if (signal?.aborted) throw signal.reason;
+        const err = e as {
+          statusCode?: number;
+          headers?: Record<string, string | string[] | undefined>;
+          message?: string;
+        };
+        const status = err.statusCode;
+        // npm-registry-fetch's error keeps the headers as a plain object of lists.
+        const raw = err.headers?.['retry-after'];
+        const value = Array.isArray(raw) ? raw[0] : raw;
+        // Seconds, or an HTTP date.
+        const after = /^\d+$/.test(value ?? '')
+          ? Number(value)
+          : (Date.parse(value ?? '') - this.now()) / 1000;
+        return {
+          kind: 'failed',
+          ...(status ? { status } : {}),
+          message: err.message ?? String(e),
+          ...(Number.isFinite(after) && after > 0 ? { retryAfterMs: after * 1000 } : {}),
+        };
+      }
+    })();
+    if (outcome.kind === 'failed') {
+      // A 404 or 401 will not get better by asking sooner either.
+      const prev = this.backoff.get(name)?.ms ?? 0;
+      const ms = Math.min(
+        BACKOFF_MAX_MS,
+        Math.max(outcome.retryAfterMs ?? 0, prev ? prev * 2 : BACKOFF_MIN_MS),
+      );
+      this.backoff.set(name, { until: this.now() + ms, ms });
+    } else {
+      this.backoff.delete(name);
+    }
+    return outcome;
+  }
+}

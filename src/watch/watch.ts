@@ -1,0 +1,328 @@
+/**
+ * `watch`: the versions a routine update of the project could bring, checked as they are
+ * published. Each pass reads the lockfile (any format audit reads), follows the packument of every
+ * registry package a newer version could replace (see PackumentFollower: conditional requests, a
+ * back-off), and checks each new version the dependents' ranges admit against the version the
+ * lockfile pins (check --against: a new install-time destination fails). Results go to the
+ * result store (runs, as any check) and what was reported is kept there too, so a restart does
+ * not check or report a version again.
+ */
+import npa from 'npm-package-arg';
+import semver from 'semver';
+import { checkLocked, type LockedSubject, type SandboxProvider } from '../check/stored.js';
+import type { CheckOptions } from '../check/check.js';
+import { knownMaliciousRecords, notRunReport } from '../check/known-malicious.js';
+import { PhonehomeError } from '../core/errors.js';
+import { formatId } from '../core/package-id.js';
+import type { CheckReport } from '../core/report.js';
+import type { LoadedPolicy } from '../policy/load.js';
+import { loadLockTree, type LockEntry, type OmitKind } from '../resolve/lockfile.js';
+import type { NpmConfig } from '../resolve/npmrc.js';
+import { registryOrigins } from '../resolve/npmrc.js';
+import { stage } from '../resolve/stage.js';
+import { SANDBOX_RESOLVERS } from '../sandbox/topology.js';
+import type { ResultStore, WatchedPackument } from '../store/store.js';
+import { FETCH_CONCURRENCY, PackumentFollower, type FetchCounts } from './registry.js';
+
+export const WATCH_SCHEMA_VERSION = 1;
+
+export interface WatchOptions extends Pick<
+  CheckOptions,
+  'as' | 'installTimeoutMs' | 'importTimeoutMs' | 'exerciseTimeoutMs' | 'settleMs'
+> {
+  sandbox: SandboxProvider;
+  npmConfig: NpmConfig;
+  policy: LoadedPolicy;
+  store: ResultStore;
+  noCache?: boolean;
+  omit?: OmitKind[];
+  workspace?: string;
+  runKnownMalicious?: boolean;
+  /** New versions checked per package per pass, newest first (default 3). */
+  maxVersions?: number;
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+/** A package of the lockfile a routine update could move, and what may move it. */
+export interface Followed {
+  name: string;
+  /** The version the lockfile pins. */
+  version: string;
+  integrity: string | null;
+  /** What its dependents ask for (each edge's spec), and whether the project asks directly. */
+  specs: string[];
+  direct: boolean;
+}
+
+export interface WatchResult {
+  name: string;
+  from: string;
+  to: string;
+  direct: boolean;
+  verdict: CheckReport['verdict'];
+  /** Destinations the new version reached that the pinned one did not: `phase destination`. */
+  newDestinations: string[];
+  /** When the registry says the version was published. */
+  publishedAt?: string;
+  /** When the verdict was reached (now, or when it was first reported). */
+  verdictAt: string;
+  /** From publication to the verdict. */
+  sincePublishedMs?: number;
+  /** The version was reported by an earlier pass (or an earlier watch). */
+  reportedBefore: boolean;
+  /** Answered from the result store, not run. */
+  fromStore: boolean;
+  knownMalicious?: string[];
+  report: CheckReport;
+}
+
+export interface PassSummary {
+  lockfile: string;
+  followed: number;
+  fetch: FetchCounts;
+  results: WatchResult[];
+}
+
+/** The lockfile's registry packages a newer version could replace, one per name@version. */
+export function followedPackages(entries: LockEntry[], config: NpmConfig): Followed[] {
+  const origins = registryOrigins(config);
+  const byId = new Map<string, Followed>();
+  for (const e of entries) {
+    if (!e.installable && e.optional) continue;
+    // Registry packages only: a git, file or tarball-URL dependency has no versions to follow.
+    if (e.resolved && !origins.some((o) => e.resolved?.startsWith(o))) continue;
+    if (!semver.valid(e.version)) continue;
+    const id = formatId(e.name, e.version);
+    const f = byId.get(id) ?? {
+      name: e.name,
+      version: e.version,
+      integrity: e.integrity,
+      specs: [],
+      direct: false,
+    };
+    for (const w of e.wantedBy ?? []) {
+      f.specs.push(w.spec);
+      if (w.direct) f.direct = true;
+    }
+    byId.set(id, f);
+  }
+  return [...byId.values()].filter((f) => f.specs.length > 0);
+}
+
+/**
+ * Whether a version satisfies a dependency spec as npm reads it: a range or version, an alias's
+ * range (`npm:other@^1`), or a dist-tag (the version the tag points at). Anything else (git, a
+ * file, a URL) is never moved by an update.
+ */
+export function specAdmits(
+  name: string,
+  spec: string,
+  version: string,
+  distTags: Record<string, string> = {},
+): boolean {
+  let parsed: ReturnType<typeof npa.resolve>;
+  try {
+    parsed = npa.resolve(name, spec);
+  } catch {
+    return false;
+  }
+  const target = parsed.type === 'alias' ? parsed.subSpec : parsed;
+  if (!target) return false;
+  if (target.type === 'tag') return distTags[target.fetchSpec ?? ''] === version;
+  if (target.type !== 'range' && target.type !== 'version') return false;
+  return semver.satisfies(version, target.fetchSpec ?? '*');
+}
+
+/**
+ * The versions newer than the pinned one that every spec asking for it admits, newest first;
+ * deprecated versions only when nothing else is newer (npm's own preference).
+ */
+export function candidates(f: Followed, p: WatchedPackument): string[] {
+  const newer = Object.keys(p.versions)
+    .filter((v) => semver.valid(v) && semver.gt(v, f.version))
+    .filter((v) => f.specs.every((s) => specAdmits(f.name, s, v, p.distTags)))
+    .sort(semver.rcompare);
+  const live = newer.filter((v) => !p.versions[v]?.deprecated);
+  return live.length ? live : newer;
+}
+
+/** A registry version as a subject: found in the store by its integrity, staged when it runs. */
+function registrySubject(
+  name: string,
+  version: string,
+  integrity: string | null,
+  o: { npmConfig: NpmConfig; signal?: AbortSignal },
+): LockedSubject {
+  const id = formatId(name, version);
+  return {
+    name,
+    version,
+    integrity,
+    spec: id,
+    stage: async () => {
+      const staged = await stage(id, {
+        npmConfig: o.npmConfig,
+        ...(o.signal ? { signal: o.signal } : {}),
+      });
+      if (integrity && staged.integrity && staged.integrity !== integrity) {
+        await staged[Symbol.asyncDispose]();
+        throw new PhonehomeError(
+          'ESPEC_CORRUPT',
+          `The registry's tarball of ${id} (${staged.integrity.slice(0, 20)}…) is not the one its packument names (${integrity.slice(0, 20)}…).`,
+          { fix: 'Find out why the tarball changed before trusting it.' },
+        );
+      }
+      return staged;
+    },
+  };
+}
+
+export class Watcher {
+  readonly follower: PackumentFollower;
+  constructor(
+    readonly project: string,
+    readonly opts: WatchOptions,
+  ) {
+    this.follower = new PackumentFollower(opts.npmConfig);
+  }
+
+  /**
+   * One pass. `all`: every candidate is judged and returned, the ones reported before too (from
+   * the store: nothing runs again); otherwise only versions not reported before.
+   */
+  async pass(all: boolean, onResult?: (r: WatchResult) => void): Promise<PassSummary> {
+    const o = this.opts;
+    const log = o.log ?? (() => undefined);
+    await using tree = await loadLockTree(this.project, {
+      npmConfig: o.npmConfig,
+      ...(o.omit ? { omit: o.omit } : {}),
+      ...(o.workspace ? { workspace: o.workspace } : {}),
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
+    const followed = followedPackages(tree.entries, o.npmConfig);
+    const names = [...new Set(followed.map((f) => f.name))].sort();
+    const counts: FetchCounts = {
+      requests: 0,
+      notModified: 0,
+      changed: 0,
+      failed: 0,
+      backingOff: 0,
+    };
+    const packuments = new Map<string, WatchedPackument>();
+    let next = 0;
+    const worker = async () => {
+      while (next < names.length) {
+        const name = names[next++] as string;
+        o.signal?.throwIfAborted();
+        const registry = this.follower.registryOf(name);
+        const last = o.store.watchedPackument(registry, name);
+        if (this.follower.waiting(name)) {
+          counts.backingOff++;
+          if (last) packuments.set(name, last);
+          continue;
+        }
+        counts.requests++;
+        const out = await this.follower.fetch(name, last, o.signal);
+        if (out.kind === 'changed') {
+          counts.changed++;
+          o.store.saveWatchedPackument(registry, name, out.packument);
+          packuments.set(name, out.packument);
+        } else if (out.kind === 'not-modified') {
+          counts.notModified++;
+          if (last) packuments.set(name, last);
+        } else {
+          counts.failed++;
+          log(
+            `[watch] ${name}: the registry did not answer (${out.status ?? 'no status'}: ${out.message}); asked again after a back-off`,
+          );
+          if (last) packuments.set(name, last);
+        }
+      }
+    };
+    await Promise.all(
+      Array.from({ length: Math.min(FETCH_CONCURRENCY, Math.max(1, names.length)) }, worker),
+    );
+    const results: WatchResult[] = [];
+    const judge = { ...o.policy, resolvers: SANDBOX_RESOLVERS };
+    for (const f of followed) {
+      const p = packuments.get(f.name);
+      if (!p) continue;
+      for (const to of candidates(f, p).slice(0, o.maxVersions ?? 3)) {
+        o.signal?.throwIfAborted();
+        const before = o.store.watchReported(f.name, to, f.version);
+        if (before && !all) continue;
+        const meta = p.versions[to] ?? {};
+        const records = knownMaliciousRecords(judge, f.name, to);
+        let report: CheckReport;
+        let fromStore = false;
+        if (records.length && !o.runKnownMalicious) {
+          report = notRunReport(
+            {
+              name: f.name,
+              version: to,
+              integrity: meta.integrity ?? null,
+              spec: formatId(f.name, to),
+            },
+            records,
+            judge,
+          );
+        } else {
+          log(`[watch] checking ${formatId(f.name, to)} against ${f.version}`);
+          const r = await checkLocked(
+            o.sandbox,
+            registrySubject(f.name, to, meta.integrity ?? null, o),
+            registrySubject(f.name, f.version, f.integrity, o),
+            {
+              policy: o.policy,
+              npmConfig: o.npmConfig,
+              store: o.store,
+              ...(o.noCache && !before ? { noCache: true } : {}),
+              ...(o.as ? { as: o.as } : {}),
+              ...(o.installTimeoutMs ? { installTimeoutMs: o.installTimeoutMs } : {}),
+              ...(o.importTimeoutMs ? { importTimeoutMs: o.importTimeoutMs } : {}),
+              ...(o.exerciseTimeoutMs ? { exerciseTimeoutMs: o.exerciseTimeoutMs } : {}),
+              ...(o.settleMs ? { settleMs: o.settleMs } : {}),
+              log,
+              ...(o.signal ? { signal: o.signal } : {}),
+            },
+          );
+          report = r.report;
+          fromStore = !!r.fromStore;
+        }
+        const verdictAt = before?.reportedAt ?? new Date().toISOString();
+        const published = meta.time ? Date.parse(meta.time) : NaN;
+        const result: WatchResult = {
+          name: f.name,
+          from: f.version,
+          to,
+          direct: f.direct,
+          verdict: report.verdict,
+          newDestinations: (report.comparison?.destinations.added ?? []).map(
+            (d) => `${d.phase} ${d.destination}`,
+          ),
+          ...(meta.time ? { publishedAt: meta.time } : {}),
+          verdictAt,
+          ...(Number.isFinite(published)
+            ? { sincePublishedMs: Math.max(0, Date.parse(verdictAt) - published) }
+            : {}),
+          reportedBefore: !!before,
+          fromStore,
+          ...(records.length ? { knownMalicious: records.map((r) => r.id) } : {}),
+          report,
+        };
+        if (!before)
+          o.store.saveWatchReported({
+            name: f.name,
+            version: to,
+            against: f.version,
+            integrity: meta.integrity ?? null,
+            verdict: report.verdict,
+          });
+        results.push(result);
+        onResult?.(result);
+      }
+    }
+    return { lockfile: tree.lockfile, followed: followed.length, fetch: counts, results };
+  }
+}
