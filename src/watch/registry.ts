@@ -9,6 +9,7 @@
 import npa from 'npm-package-arg';
 import { fetchOptions, type NpmConfig } from '../resolve/npmrc.js';
 import { registryFor } from '../resolve/npm-lock.js';
+import { phonehomeVersion } from '../paths.js';
 import type { WatchedPackument } from '../store/store.js';
 
 export const FETCH_CONCURRENCY = 6;
@@ -65,6 +66,8 @@ export class PackumentFollower {
           ...fetchOptions(this.config),
           spec: name,
           headers,
+          // Who asks, for a registry's logs (npm's own requests say npm/<version>).
+          userAgent: `phonehome/${phonehomeVersion()} watch (node ${process.version})`,
           // Retries are this module's (a back-off across passes), not a burst within one.
           retry: { retries: 0 },
           fetchRetries: 0,

@@ -268,7 +268,7 @@ export class Watcher {
             judge,
           );
         } else {
-          log(`[watch] checking ${formatId(f.name, to)} against ${f.version}`);
+          if (!before) log(`[watch] checking ${formatId(f.name, to)} against ${f.version}`);
           const r = await checkLocked(
             o.sandbox,
             registrySubject(f.name, to, meta.integrity ?? null, o),

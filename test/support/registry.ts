@@ -18,6 +18,8 @@ export interface TestRegistry {
   url: string;
   /** Paths requested, in order, with the status answered. */
   requests: string[];
+  /** The same, with what the request carried that tells a conditional request from another. */
+  log: { status: number; path: string; conditional: boolean; accept: string; agent: string }[];
   /** Pack a fixture folder and serve it as a new version from now on (published now). */
   publish(folder: string): Promise<void>;
   /** Answer the next `times` requests for this packument with `status` (and Retry-After). */
@@ -55,6 +57,7 @@ export async function startRegistry(
   };
   for (const folder of folders) await add(folder);
   const requests: string[] = [];
+  const log: TestRegistry['log'] = [];
   const server = createServer((req, res) => {
     const path = decodeURIComponent((req.url ?? '/').split('?')[0] ?? '/');
     const answer = (
@@ -64,6 +67,13 @@ export async function startRegistry(
       headers: Record<string, string> = {},
     ) => {
       requests.push(`${status} ${path}`);
+      log.push({
+        status,
+        path,
+        conditional: req.headers['if-none-match'] !== undefined,
+        accept: String(req.headers.accept ?? ''),
+        agent: String(req.headers['user-agent'] ?? ''),
+      });
       res.writeHead(status, { 'content-type': type, ...headers });
       res.end(body);
     };
@@ -128,6 +138,7 @@ export async function startRegistry(
   return {
     url: `http://127.0.0.1:${port}/`,
     requests,
+    log,
     publish: add,
     failNext: (name, status, times, retryAfter) =>
       failures.set(name, { status, times, ...(retryAfter ? { retryAfter } : {}) }),
