@@ -54,7 +54,7 @@ export function renderGateText(r: GateReport): string {
     );
   for (const p of ordered(r)) {
     lines.push(
-      `  ${p.verdict.toUpperCase().padEnd(4)} ${t(p.name)} ${change(p, t)}  via ${p.path.map(t).join(' > ')}`,
+      `  ${p.verdict.toUpperCase().padEnd(4)} ${t(p.name)} ${change(p, t)}${p.knownMalicious ? '  KNOWN MALICIOUS, not run' : ''}  via ${p.path.map(t).join(' > ')}`,
     );
     for (const d of p.report.comparison?.destinations.added ?? [])
       lines.push(`       + ${t(d.phase)} ${t(d.destination)}`);
@@ -121,7 +121,7 @@ export function renderGateMarkdown(r: GateReport): string {
               .map((f) => `${md(`${f.phase}`)}: ${code(`${f.destination}`)}`)
           : added;
       out.push(
-        `| ${code(p.name)}${p.path.length > 2 ? ` <sub>via ${p.path.slice(1, -1).map(md).join(' › ')}</sub>` : ''} | ${change(p, md)} | ${p.verdict} | ${fresh.length ? [...new Set(fresh)].join('<br>') : '—'} | ${judged(p).length ? `${judged(p).length} (${[...new Set(judged(p).map((f) => f.severity))].join(', ')})` : '—'} |`,
+        `| ${code(p.name)}${p.path.length > 2 ? ` <sub>via ${p.path.slice(1, -1).map(md).join(' › ')}</sub>` : ''} | ${change(p, md)} | ${p.verdict}${p.knownMalicious ? ' (known malicious, not run)' : ''} | ${fresh.length ? [...new Set(fresh)].join('<br>') : '—'} | ${judged(p).length ? `${judged(p).length} (${[...new Set(judged(p).map((f) => f.severity))].join(', ')})` : '—'} |`,
       );
     }
     out.push('');

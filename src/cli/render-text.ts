@@ -94,7 +94,7 @@ export function renderText(report: CheckReport): string {
   const lines = [headline(report)];
   if (report.policy)
     lines.push(
-      `  policy: ${report.policy.sources.length ? t(report.policy.sources.join(' + ')) : 'shipped defaults'}`,
+      `  policy: ${report.policy.sources.length ? t(report.policy.sources.join(' + ')) : 'shipped defaults'}${report.policy.malicious ? `; ${t(report.policy.malicious)}` : ''}`,
     );
   for (const p of report.phases) {
     const note = p.note ? ` - ${t(p.note)}` : '';

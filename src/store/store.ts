@@ -377,13 +377,16 @@ export class ResultStore {
     name: string,
     version: string,
     against: string,
-  ): { verdict: string; reportedAt: string } | undefined {
+  ): { verdict: string; reportedAt: string; integrity: string | null } | undefined {
     const row = this.db
       .prepare(
-        `SELECT verdict, reported_at FROM watch_reported WHERE name = ? AND version = ? AND against = ?`,
+        `SELECT verdict, reported_at, integrity FROM watch_reported WHERE name = ? AND version = ? AND against = ?`,
       )
-      .get(name, version, against) as { verdict: string; reported_at: string } | undefined;
-    return row ? { verdict: row.verdict, reportedAt: row.reported_at } : undefined;
+      .get(name, version, against) as
+      { verdict: string; reported_at: string; integrity: string | null } | undefined;
+    return row
+      ? { verdict: row.verdict, reportedAt: row.reported_at, integrity: row.integrity }
+      : undefined;
   }
 
   saveWatchReported(r: {

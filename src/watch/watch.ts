@@ -12,9 +12,10 @@ import semver from 'semver';
 import { checkLocked, type LockedSubject, type SandboxProvider } from '../check/stored.js';
 import type { CheckOptions } from '../check/check.js';
 import { knownMaliciousRecords, notRunReport } from '../check/known-malicious.js';
-import { PhonehomeError } from '../core/errors.js';
+import { ExitCode, isPhonehomeError, PhonehomeError } from '../core/errors.js';
 import { formatId } from '../core/package-id.js';
-import type { CheckReport } from '../core/report.js';
+import { buildReport, compareFindings, verdictOf, type CheckReport } from '../core/report.js';
+import { evaluate, type EvaluationContext } from '../policy/evaluate.js';
 import type { LoadedPolicy } from '../policy/load.js';
 import { loadLockTree, type LockEntry, type OmitKind } from '../resolve/lockfile.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
@@ -147,6 +148,57 @@ export function candidates(f: Followed, p: WatchedPackument): string[] {
   return live.length ? live : newer;
 }
 
+/** A version that could not be checked for a reason of its own: a high finding, never a pass. */
+function uncheckable(
+  subject: CheckReport['subject'],
+  e: PhonehomeError,
+  judge: EvaluationContext,
+): CheckReport {
+  const report = buildReport({
+    subject,
+    phases: (['install', 'import', 'exercise'] as const).map((name) => ({
+      name,
+      status: 'failed' as const,
+      durationMs: 0,
+      note: `${e.code}: ${e.message}`,
+    })),
+    windows: [],
+    events: [],
+  });
+  const judged = evaluate(report, judge);
+  const findings = [
+    ...judged.findings,
+    {
+      id: 'check-failed',
+      severity: 'high' as const,
+      package: formatId(subject.name, subject.version),
+      message: `${formatId(subject.name, subject.version)} could not be checked (${e.code}: ${e.message}); a version phonehome cannot check is not a pass`,
+      rule: 'watch',
+    },
+  ].sort(compareFindings);
+  return { ...judged, findings, verdict: verdictOf(findings) };
+}
+
+/** At most this many versions of one package per pass, however many appeared. */
+export const NEW_VERSIONS_CAP = 25;
+
+/**
+ * Which admitted versions a pass checks: the newest `newest` (what an update would bring), and
+ * every version that appeared since the previous pass, so a bad release cannot hide behind
+ * honest ones published right after it; at most NEW_VERSIONS_CAP, newest first. Without an
+ * earlier pass (the first watch of a project) only the newest.
+ */
+export function toCheck(
+  admitted: readonly string[],
+  seenBefore: ReadonlySet<string> | undefined,
+  newest: number,
+  pending: (version: string) => boolean = () => false,
+): string[] {
+  const fresh = admitted.filter((v) => (seenBefore && !seenBefore.has(v)) || pending(v));
+  const picked = new Set([...admitted.slice(0, newest), ...fresh]);
+  return admitted.filter((v) => picked.has(v)).slice(0, Math.max(newest, NEW_VERSIONS_CAP));
+}
+
 /** A registry version as a subject: found in the store by its integrity, staged when it runs. */
 function registrySubject(
   name: string,
@@ -180,6 +232,8 @@ function registrySubject(
 
 export class Watcher {
   readonly follower: PackumentFollower;
+  /** Versions a pass could not check for a reason of the environment: the next pass tries again. */
+  private readonly retry = new Set<string>();
   constructor(
     readonly project: string,
     readonly opts: WatchOptions,
@@ -210,6 +264,9 @@ export class Watcher {
       backingOff: 0,
     };
     const packuments = new Map<string, WatchedPackument>();
+    // What the previous pass (or watch) had seen of each packument: a version that appeared since
+    // is checked whatever else appeared with it (see toCheck).
+    const seenBefore = new Map<string, Set<string>>();
     let next = 0;
     const worker = async () => {
       while (next < names.length) {
@@ -222,6 +279,7 @@ export class Watcher {
           if (last) packuments.set(name, last);
           continue;
         }
+        if (last) seenBefore.set(name, new Set(Object.keys(last.versions)));
         counts.requests++;
         const out = await this.follower.fetch(name, last, o.signal);
         if (out.kind === 'changed') {
@@ -248,11 +306,30 @@ export class Watcher {
     for (const f of followed) {
       const p = packuments.get(f.name);
       if (!p) continue;
-      for (const to of candidates(f, p).slice(0, o.maxVersions ?? 3)) {
+      const admitted = candidates(f, p);
+      const picked = toCheck(admitted, seenBefore.get(f.name), o.maxVersions ?? 3, (v) =>
+        this.retry.has(formatId(f.name, v)),
+      );
+      if (picked.length < admitted.length && picked.length >= NEW_VERSIONS_CAP)
+        log(
+          `[watch] ${f.name}: ${admitted.length} newer versions admitted; checking the ${picked.length} newest (the rest are older than what an update would bring)`,
+        );
+      for (const to of picked) {
         o.signal?.throwIfAborted();
-        const before = o.store.watchReported(f.name, to, f.version);
-        if (before && !all) continue;
         const meta = p.versions[to] ?? {};
+        const reported = o.store.watchReported(f.name, to, f.version);
+        // A version published again with another tarball (registries other than npm's allow it)
+        // is a new thing to check.
+        const before =
+          reported &&
+          (!reported.integrity || !meta.integrity || reported.integrity === meta.integrity)
+            ? reported
+            : undefined;
+        if (reported && !before)
+          log(
+            `[watch] ${formatId(f.name, to)}: its tarball changed since it was reported; checking it again`,
+          );
+        if (before && !all) continue;
         const records = knownMaliciousRecords(judge, f.name, to);
         let report: CheckReport;
         let fromStore = false;
@@ -269,26 +346,53 @@ export class Watcher {
           );
         } else {
           if (!before) log(`[watch] checking ${formatId(f.name, to)} against ${f.version}`);
-          const r = await checkLocked(
-            o.sandbox,
-            registrySubject(f.name, to, meta.integrity ?? null, o),
-            registrySubject(f.name, f.version, f.integrity, o),
-            {
-              policy: o.policy,
-              npmConfig: o.npmConfig,
-              store: o.store,
-              ...(o.noCache && !before ? { noCache: true } : {}),
-              ...(o.as ? { as: o.as } : {}),
-              ...(o.installTimeoutMs ? { installTimeoutMs: o.installTimeoutMs } : {}),
-              ...(o.importTimeoutMs ? { importTimeoutMs: o.importTimeoutMs } : {}),
-              ...(o.exerciseTimeoutMs ? { exerciseTimeoutMs: o.exerciseTimeoutMs } : {}),
-              ...(o.settleMs ? { settleMs: o.settleMs } : {}),
-              log,
-              ...(o.signal ? { signal: o.signal } : {}),
-            },
-          );
-          report = r.report;
-          fromStore = !!r.fromStore;
+          try {
+            const r = await checkLocked(
+              o.sandbox,
+              registrySubject(f.name, to, meta.integrity ?? null, o),
+              registrySubject(f.name, f.version, f.integrity, o),
+              {
+                policy: o.policy,
+                npmConfig: o.npmConfig,
+                store: o.store,
+                ...(o.noCache && !before ? { noCache: true } : {}),
+                ...(o.as ? { as: o.as } : {}),
+                ...(o.installTimeoutMs ? { installTimeoutMs: o.installTimeoutMs } : {}),
+                ...(o.importTimeoutMs ? { importTimeoutMs: o.importTimeoutMs } : {}),
+                ...(o.exerciseTimeoutMs ? { exerciseTimeoutMs: o.exerciseTimeoutMs } : {}),
+                ...(o.settleMs ? { settleMs: o.settleMs } : {}),
+                log,
+                ...(o.signal ? { signal: o.signal } : {}),
+              },
+            );
+            report = r.report;
+            fromStore = !!r.fromStore;
+            this.retry.delete(formatId(f.name, to));
+          } catch (e) {
+            if (o.signal?.aborted) throw e;
+            // The environment (Docker, the registry, the store): tried again next pass; in a
+            // single pass, the pass fails.
+            if (!isPhonehomeError(e) || e.exitCode !== ExitCode.usage) {
+              if (all) throw e;
+              this.retry.add(formatId(f.name, to));
+              log(
+                `[watch] ${formatId(f.name, to)} could not be checked (${e instanceof Error ? e.message : String(e)}); trying again next pass`,
+              );
+              continue;
+            }
+            // The version itself (a corrupt tarball, a tarball that is not the one its
+            // packument names, a manifest npm cannot install): never a pass.
+            report = uncheckable(
+              {
+                name: f.name,
+                version: to,
+                integrity: meta.integrity ?? null,
+                spec: formatId(f.name, to),
+              },
+              e,
+              judge,
+            );
+          }
         }
         const verdictAt = before?.reportedAt ?? new Date().toISOString();
         const published = meta.time ? Date.parse(meta.time) : NaN;

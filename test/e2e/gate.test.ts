@@ -19,6 +19,7 @@ import * as tar from 'tar';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import type { GateReport } from '../../src/gate/gate.js';
 import { openReport } from '../support/browser.js';
+import { packageRoot } from '../../src/paths.js';
 import { cli, fixture, leftovers } from '../support/cli.js';
 import { images } from '../support/sandbox.js';
 import { startVerdaccio, type Verdaccio } from '../support/verdaccio.js';
@@ -312,6 +313,45 @@ describe('phonehome gate (CLI)', () => {
     const r = await gate(['--base', dir, '--head', dir]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /PASS gate: 0 package\(s\) added or changed, 0 removed/);
+    assert.doesNotMatch(r.stderr, /\[check\]/, 'nothing was checked');
+  });
+
+  it('an upgrade to a version a known-malicious record names fails at once, without a run', async () => {
+    const store = join(work, 'malicious.sqlite');
+    const imported = await cli(
+      ['indicators', 'import', join(packageRoot(), 'fixtures', 'osv'), '--store', store],
+      env,
+    );
+    assert.equal(imported.code, 0, imported.stderr);
+    const base = await locked('mal-base', { 'upgrade-beacon': '1.0.0' });
+    const head = await locked('mal-head', { 'upgrade-beacon': '1.0.1' });
+    const r = await cli(
+      [
+        'gate',
+        '--registry',
+        registry.url,
+        '--store',
+        store,
+        '--base',
+        base,
+        '--head',
+        head,
+        '--json',
+      ],
+      env,
+    );
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(await leftovers(r.pid), 0);
+    const report = JSON.parse(r.stdout) as GateReport;
+    const p = report.packages[0];
+    assert.equal(p?.knownMalicious, true);
+    assert.equal(p?.verdict, 'fail');
+    assert.ok(p?.report.phases.every((ph) => ph.status === 'skipped'));
+    assert.match(
+      p?.report.findings.find((f) => f.id === 'known-malicious-package')?.message ?? '',
+      /upgrade-beacon@1\.0\.1 is a known malicious version: MAL-2026-90001/,
+    );
+    assert.match(r.stderr, /known malicious \(MAL-2026-90001\); not run/);
     assert.doesNotMatch(r.stderr, /\[check\]/, 'nothing was checked');
   });
 });

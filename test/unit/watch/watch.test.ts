@@ -3,7 +3,13 @@ import { after, before, describe, it } from 'node:test';
 import type { LockEntry } from '../../../src/resolve/lockfile.js';
 import type { WatchedPackument } from '../../../src/store/store.js';
 import { PackumentFollower } from '../../../src/watch/registry.js';
-import { candidates, followedPackages, specAdmits } from '../../../src/watch/watch.js';
+import {
+  candidates,
+  followedPackages,
+  NEW_VERSIONS_CAP,
+  specAdmits,
+  toCheck,
+} from '../../../src/watch/watch.js';
 import { fixture } from '../../support/cli.js';
 import { startRegistry, type TestRegistry } from '../../support/registry.js';
 
@@ -105,6 +111,27 @@ describe('watch: what a routine update could bring', () => {
       '2.0.5',
     ]);
     assert.deepEqual(candidates(f, packument({ '2.0.0': {}, '3.0.0': {} })), []);
+  });
+
+  it('a pass checks the newest, and every version that appeared since the last pass: a bad release cannot hide behind honest ones', () => {
+    const admitted = ['1.2.3', '1.2.2', '1.2.1', '1.2.0', '1.1.0'];
+    // The first watch of a project: the newest only.
+    assert.deepEqual(toCheck(admitted, undefined, 3), ['1.2.3', '1.2.2', '1.2.1']);
+    // 1.2.0 (bad) and three honest releases appeared since the last pass, which had seen 1.1.0.
+    assert.deepEqual(toCheck(admitted, new Set(['1.0.0', '1.1.0']), 3), [
+      '1.2.3',
+      '1.2.2',
+      '1.2.1',
+      '1.2.0',
+    ]);
+    // A version the last pass could not check is picked again.
+    assert.deepEqual(
+      toCheck(admitted, new Set(admitted), 1, (v) => v === '1.1.0'),
+      ['1.2.3', '1.1.0'],
+    );
+    // A flood of releases is bounded.
+    const flood = Array.from({ length: 60 }, (_, i) => `1.3.${59 - i}`);
+    assert.equal(toCheck(flood, new Set(), 3).length, NEW_VERSIONS_CAP);
   });
 
   describe('following a packument politely', () => {
