@@ -4,6 +4,7 @@
  */
 import { PhonehomeError } from '../core/errors.js';
 import { forTerminal } from '../core/escape.js';
+import { removeOwnStagingDirs } from '../resolve/staging-dirs.js';
 import type { DockerEngine } from '../sandbox/docker/engine.js';
 import type { DockerImages } from '../sandbox/docker/images.js';
 
@@ -58,6 +59,9 @@ export function cliContext(): CliContext {
     if (!engine) process.exit(code);
     void engine.disposeAll().finally(() => process.exit(code));
   };
+  // However the process ends, no staging folder of it stays (an interrupt can come between a
+  // folder's creation and the code that would remove it).
+  process.on('exit', removeOwnStagingDirs);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   return ctx;

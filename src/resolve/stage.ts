@@ -17,6 +17,7 @@ import { formatId } from '../core/package-id.js';
 import type { Capability } from '../core/terms.js';
 import { scanCapabilities } from './capabilities.js';
 import { specError } from './errors.js';
+import { stagingPrefix } from './staging-dirs.js';
 import { fetchOptions, registryOrigins, type NpmConfig } from './npmrc.js';
 
 /** The project the package is installed into inside the sandbox: looks like someone's app. */
@@ -117,8 +118,13 @@ export function pacoteOpts(opts: StageOptions): Record<string, unknown> {
 export async function stagingDir(
   signal?: AbortSignal,
 ): Promise<{ work: string; dir: string; cleanup: () => Promise<void> }> {
-  const work = await mkdtemp(join(tmpdir(), `phonehome-stage-${process.pid}-`));
+  const work = await mkdtemp(join(tmpdir(), stagingPrefix()));
   const onAbort = () => rmSync(work, { recursive: true, force: true });
+  // Aborted while the folder was being made: an abort event will not come again.
+  if (signal?.aborted) {
+    onAbort();
+    throw signal.reason;
+  }
   signal?.addEventListener('abort', onAbort, { once: true });
   return {
     work,

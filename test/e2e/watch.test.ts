@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import type { AuditReport } from '../../src/audit/audit.js';
 import type { CheckReport } from '../../src/core/report.js';
 import { packageRoot } from '../../src/paths.js';
-import { CLI, cli, fixture, leftovers } from '../support/cli.js';
+import { CLI, cli, fixture, leftovers, staging } from '../support/cli.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { images } from '../support/sandbox.js';
 
@@ -155,6 +155,7 @@ describe('watch: new releases checked as they appear', () => {
       const code = await w.stop();
       assert.equal(code, 130, w.err());
       assert.equal(await leftovers(w.pid), 0);
+      assert.deepEqual(staging(w.pid), []);
     }
     // Polite: after the first answer every request was conditional, and only the passes after a
     // publication were answered with a body.
@@ -203,6 +204,7 @@ describe('watch: new releases checked as they appear', () => {
     await new Promise((r) => setTimeout(r, 4000));
     const code = await w.stop();
     assert.equal(code, 130);
+    assert.deepEqual(staging(w.pid), []);
     assert.equal(w.out(), '');
     assert.doesNotMatch(w.err(), /\[watch\] checking/);
     assert.match(w.err(), /1 package\(s\) followed/);
