@@ -187,7 +187,8 @@ export async function audit(
   let installed: Set<string> | undefined;
   for (const p of tree.entries) {
     // A package npm would not install on this platform is listed as such, not run.
-    if (!p.installable && p.optional) continue;
+    // Before the platform test: a record needs no run, and a compromised binary package for
+    // another platform is what the developers on that platform install.
     const records = knownMaliciousRecords(judge, p.name, p.version);
     if (records.length && !opts.runKnownMalicious) {
       const report = notRunReport(
@@ -203,6 +204,7 @@ export async function audit(
       results.set(idOf(p), { ...entry(p, report, false), status: 'known-malicious' });
       continue;
     }
+    if (!p.installable && p.optional) continue;
     const hit =
       !opts.noCache && p.integrity
         ? opts.store?.find({ name: p.name, version: p.version, integrity: p.integrity, sandbox })

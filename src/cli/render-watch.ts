@@ -39,8 +39,20 @@ export function renderWatchMarkdown(
   lockfile: string,
   results: WatchResult[],
   verdict: string,
+  errors: { name: string; from: string; to: string; message: string }[] = [],
 ): string {
   const out = [`## phonehome watch: ${verdict.toUpperCase()}`, ''];
+  if (errors.length) {
+    out.push(
+      '**Not checked** (the environment kept them from running; their verdict is unknown):',
+      '',
+    );
+    for (const e of errors)
+      out.push(
+        `- ${code(`${e.name}@${e.to}`, { inTable: false })} (from ${code(e.from, { inTable: false })}): ${md(e.message)}`,
+      );
+    out.push('');
+  }
   if (!results.length) {
     out.push(
       `No version newer than ${code(lockfile, { inTable: false })} pins is admitted by its ranges.`,

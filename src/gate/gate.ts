@@ -588,6 +588,32 @@ export async function gate(
         fromStore: !!r.fromStore,
       });
     }
+    // A package for another platform is not run here, but a record needs no run: the developers
+    // on that platform install it.
+    for (const c of all.changed.filter((x) => !here.has(formatId(x.name, x.to)))) {
+      const records = knownMaliciousRecords(opts.policy, c.name, c.to);
+      const entry = headTree.entries.find((e) => e.name === c.name && e.version === c.to);
+      if (!records.length || !entry) continue;
+      const report = notRunReport(
+        {
+          name: c.name,
+          version: c.to,
+          integrity: entry.integrity,
+          spec: `${formatId(c.name, c.to)} (${relative(process.cwd(), headTree.lockfile) || headTree.lockfile})`,
+        },
+        records,
+        { ...opts.policy, resolvers: SANDBOX_RESOLVERS },
+      );
+      const line = entryLine(lockText, c.name, c.to);
+      packages.push({
+        ...c,
+        ...(line ? { line } : {}),
+        verdict: report.verdict,
+        report,
+        fromStore: false,
+        knownMalicious: true,
+      });
+    }
     const verdict = all.retargeted.length ? 'fail' : worstVerdict(packages.map((p) => p.verdict));
     return {
       schemaVersion: GATE_SCHEMA_VERSION,

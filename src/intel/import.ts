@@ -11,6 +11,9 @@ import { readOsvRecord, type MaliciousRecord, type Skipped } from './osv.js';
 
 export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 export const MAX_FILES = 2_000_000;
+/** What is kept of the records, at most (the npm part of the OpenSSF data is a few tens of MB). */
+export const MAX_RECORDS = 1_000_000;
+export const MAX_KEPT_BYTES = 256 * 1024 * 1024;
 const MAX_DEPTH = 12;
 
 export interface ImportResult {
@@ -34,6 +37,7 @@ export async function readOsvSource(path: string): Promise<ImportResult> {
     });
   }
   const byId = new Map<string, MaliciousRecord>();
+  let kept = 0;
   const out: ImportResult = {
     records: [],
     files: 0,
@@ -57,7 +61,7 @@ export async function readOsvSource(path: string): Promise<ImportResult> {
     } catch (e) {
       return problem(where, `not JSON (${(e as Error).message})`);
     }
-    let r: MaliciousRecord | Skipped;
+    let r: MaliciousRecord[] | Skipped;
     try {
       r = readOsvRecord(doc);
     } catch (e) {
@@ -67,13 +71,27 @@ export async function readOsvSource(path: string): Promise<ImportResult> {
       out.skipped[r]++;
       return;
     }
-    const had = byId.get(r.id);
-    if (!had || r.modified > had.modified) byId.set(r.id, r);
+    for (const rec of r) {
+      const key = `${rec.id}\0${rec.name}`;
+      const had = byId.get(key);
+      if (!had) {
+        kept += JSON.stringify(rec).length;
+        if (byId.size >= MAX_RECORDS || kept > MAX_KEPT_BYTES)
+          throw new PhonehomeError(
+            'EINTEL',
+            `${p} holds more than ${MAX_RECORDS} records or ${MAX_KEPT_BYTES / 1024 ** 2} MB of them: more than the whole npm part of the OpenSSF data; not imported.`,
+            { fix: 'Import the npm part only (osv/malicious/npm, or osv.dev npm/all.zip).' },
+          );
+      }
+      if (!had || rec.modified > had.modified) byId.set(key, rec);
+    }
   };
   if (st.isDirectory()) walk(p, 0, take, problem);
   else if (st.isFile()) await readZip(p, take, problem);
   else throw new PhonehomeError('EINTEL', `${p} is neither a folder nor a zip file.`);
-  out.records = [...byId.values()].sort((a, b) => a.id.localeCompare(b.id));
+  out.records = [...byId.values()].sort(
+    (a, b) => a.id.localeCompare(b.id) || a.name.localeCompare(b.name),
+  );
   return out;
 }
 

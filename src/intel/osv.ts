@@ -35,10 +35,17 @@ export type Skipped = 'withdrawn' | 'not-npm' | 'not-malicious';
 
 const MAX_LIST = 10_000;
 const MAX_TEXT = 500;
+/** Longer than any version, name or host can be: a longer string is not one, and is dropped. */
+const MAX_ITEM = 256;
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 const strings = (v: unknown): string[] =>
-  Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string').slice(0, MAX_LIST) : [];
+  Array.isArray(v)
+    ? v.filter((x): x is string => typeof x === 'string' && x.length <= MAX_ITEM).slice(0, MAX_LIST)
+    : [];
+/** A range bound as a version: full semver, or a short one (`1.0`) read as npm would. */
+const bound = (x: string): semver.SemVer | null =>
+  x.length > MAX_ITEM ? null : (semver.parse(x) ?? semver.coerce(x));
 
 /** The host a URL-shaped IOC names (`hxxp://evil[.]example/x` as defanged reports write it too). */
 export function iocHost(value: string): string | undefined {
@@ -107,13 +114,13 @@ export function normaliseIocs(raw: unknown): MaliciousRecord['iocs'] {
  * One OSV document read as a record for npm, or why it is not one. Throws on what is not an OSV
  * record at all (no id, no affected list): the caller names the file.
  */
-export function readOsvRecord(doc: unknown): MaliciousRecord | Skipped {
+export function readOsvRecord(doc: unknown): MaliciousRecord[] | Skipped {
   if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new Error('not a JSON object');
   const d = doc as Record<string, unknown>;
   const id = str(d.id);
   if (!id || id.length > 200) throw new Error('no "id"');
   const modified = str(d.modified);
-  if (!modified) throw new Error(`${id}: no "modified"`);
+  if (!modified || modified.length > 64) throw new Error(`${id}: no "modified"`);
   if (!Array.isArray(d.affected)) throw new Error(`${id}: no "affected" list`);
   if (!id.startsWith('MAL-')) return 'not-malicious';
   if (str(d.withdrawn)) return 'withdrawn';
@@ -125,53 +132,59 @@ export function readOsvRecord(doc: unknown): MaliciousRecord | Skipped {
       typeof (a as { package?: { name?: unknown } }).package?.name === 'string',
   );
   if (npm.length === 0) return 'not-npm';
-  const name = String((npm[0]?.package as { name: string }).name);
-  const versions = new Set<string>();
-  const ranges: RangeEvent[][] = [];
-  const iocSources: unknown[] = [
-    (d.database_specific as Record<string, unknown> | undefined)?.iocs,
-  ];
-  for (const a of npm) {
-    if ((a.package as { name: string }).name !== name) continue;
-    for (const v of strings(a.versions)) versions.add(v);
-    for (const r of Array.isArray(a.ranges) ? a.ranges.slice(0, 100) : []) {
-      const type = str((r as { type?: unknown })?.type);
-      if (type !== 'SEMVER' && type !== 'ECOSYSTEM') continue;
-      const events = ((r as { events?: unknown }).events ?? []) as unknown[];
-      if (!Array.isArray(events)) continue;
-      ranges.push(
-        events.slice(0, 100).flatMap((e): RangeEvent[] => {
-          const ev = e as Record<string, unknown>;
-          for (const k of ['introduced', 'fixed', 'last_affected'] as const)
-            if (typeof ev[k] === 'string') return [{ [k]: ev[k] }];
-          return [];
-        }),
-      );
-    }
-    iocSources.push((a.database_specific as Record<string, unknown> | undefined)?.iocs);
-  }
-  const iocs = iocSources.reduce<MaliciousRecord['iocs']>(
-    (acc, raw) => {
-      const n = normaliseIocs(raw);
-      return {
-        domains: [...new Set([...acc.domains, ...n.domains])].sort(),
-        ips: [...new Set([...acc.ips, ...n.ips])].sort(),
-      };
-    },
-    { domains: [], ips: [] },
+  const names = [...new Set(npm.map((a) => String((a.package as { name: string }).name)))].filter(
+    (n) => n.length > 0 && n.length <= 214,
   );
   const summary = str(d.summary)?.slice(0, MAX_TEXT);
   const published = str(d.published);
-  return {
-    id,
-    name,
-    modified,
-    ...(published ? { published } : {}),
-    ...(summary ? { summary } : {}),
-    versions: [...versions],
-    ranges,
-    iocs,
-  };
+  const recordIocs = (d.database_specific as Record<string, unknown> | undefined)?.iocs;
+  // One record per package it names (a record may name several, a typosquat family).
+  return names.map((name): MaliciousRecord => {
+    const versions = new Set<string>();
+    const ranges: RangeEvent[][] = [];
+    const iocSources: unknown[] = [recordIocs];
+    for (const a of npm) {
+      if ((a.package as { name: string }).name !== name) continue;
+      for (const v of strings(a.versions)) versions.add(v);
+      for (const r of Array.isArray(a.ranges) ? a.ranges.slice(0, 100) : []) {
+        const type = str((r as { type?: unknown })?.type);
+        if (type !== 'SEMVER' && type !== 'ECOSYSTEM') continue;
+        const events = ((r as { events?: unknown }).events ?? []) as unknown[];
+        if (!Array.isArray(events)) continue;
+        ranges.push(
+          events.slice(0, 100).flatMap((e): RangeEvent[] => {
+            const ev = e as Record<string, unknown>;
+            for (const k of ['introduced', 'fixed', 'last_affected'] as const) {
+              const v = ev[k];
+              if (typeof v === 'string' && v.length <= MAX_ITEM) return [{ [k]: v }];
+            }
+            return [];
+          }),
+        );
+      }
+      iocSources.push((a.database_specific as Record<string, unknown> | undefined)?.iocs);
+    }
+    const iocs = iocSources.reduce<MaliciousRecord['iocs']>(
+      (acc, raw) => {
+        const n = normaliseIocs(raw);
+        return {
+          domains: [...new Set([...acc.domains, ...n.domains])].sort(),
+          ips: [...new Set([...acc.ips, ...n.ips])].sort(),
+        };
+      },
+      { domains: [], ips: [] },
+    );
+    return {
+      id,
+      name,
+      modified,
+      ...(published && published.length <= 64 ? { published } : {}),
+      ...(summary ? { summary } : {}),
+      versions: [...versions],
+      ranges,
+      iocs,
+    };
+  });
 }
 
 /**
@@ -187,11 +200,17 @@ export function recordAffects(
   const v = semver.parse(version);
   if (!v) return false;
   for (const events of r.ranges) {
-    const at = (x: string) => (x === '0' ? undefined : semver.parse(x));
+    const at = (x: string) => (x === '0' ? undefined : bound(x));
+    // At one version, what opens comes before what closes.
+    const rank = (e: RangeEvent) => (e.introduced !== undefined ? 0 : 1);
     const sorted = events
       .map((e) => ({ e, ver: at(e.introduced ?? e.fixed ?? e.last_affected ?? '') }))
       .filter((x) => x.ver !== null)
-      .sort((a, b) => (a.ver && b.ver ? semver.compare(a.ver, b.ver) : a.ver ? 1 : b.ver ? -1 : 0));
+      .sort(
+        (a, b) =>
+          (a.ver && b.ver ? semver.compare(a.ver, b.ver) : a.ver ? 1 : b.ver ? -1 : 0) ||
+          rank(a.e) - rank(b.e),
+      );
     let affected = false;
     for (const { e, ver } of sorted) {
       const cmp = ver ? semver.compare(v, ver) : 1;

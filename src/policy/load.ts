@@ -330,7 +330,9 @@ export function loadPolicy(opts: LoadPolicyOptions = {}): LoadedPolicy {
 /** The policy with the result store's imported known-malicious set, when it has one. */
 export function withMalicious(policy: LoadedPolicy, store: ResultStore): LoadedPolicy {
   const set = store.maliciousSet();
-  return set ? { ...policy, malicious: maliciousIntel(set, policy.sharedHosts) } : policy;
+  return set
+    ? { ...policy, malicious: maliciousIntel(set, policy.sharedHosts, policy.knownEgress) }
+    : policy;
 }
 
 let sharedCache: SharedHosts | undefined;

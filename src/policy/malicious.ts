@@ -3,13 +3,15 @@
  * which records name a package version, and which destinations their indicators of compromise
  * name. An IOC is matched as precisely as it can be without a false alarm on an honest package:
  * a name of its owner's own domain matches that name and every name below it; a name under a
- * platform suffix (`x.github.io`, `y.workers.dev`) matches that name only; a shared service's own
- * host (`api.github.com`, `discord.com`: the host of a URL whose path is what was malicious) is
- * kept with its record but matches nothing, since reaching it is what honest packages do too.
+ * platform suffix that is not on the shared list matches that name only; a host on or under a
+ * shared service (`api.github.com`, `raw.githubusercontent.com`, `x.github.io`, `discord.com`:
+ * the host of a URL whose path was what was malicious) or a documented download host is kept
+ * with its record but matches nothing, since reaching it is what honest packages do too.
  */
 import type { MaliciousRecord } from '../intel/osv.js';
 import type { MaliciousSet } from '../store/store.js';
-import { parseDestination, type DestinationPattern } from './destination.js';
+import { matchesDestination, parseDestination, type DestinationPattern } from './destination.js';
+import type { KnownEgressEntry } from './types.js';
 import { ownDomainOf, registrableDomain, type SharedHosts } from './vendor.js';
 
 export interface MaliciousDestination {
@@ -29,7 +31,11 @@ export interface MaliciousIntel {
   sharedIocs: string[];
 }
 
-export function maliciousIntel(set: MaliciousSet, shared: SharedHosts): MaliciousIntel {
+export function maliciousIntel(
+  set: MaliciousSet,
+  shared: SharedHosts,
+  knownEgress: readonly Pick<KnownEgressEntry, 'destinations'>[] = [],
+): MaliciousIntel {
   const byPattern = new Map<string, { pattern: DestinationPattern; records: Set<string> }>();
   const sharedIocs = new Set<string>();
   const add = (text: string, record: string) => {
@@ -45,12 +51,11 @@ export function maliciousIntel(set: MaliciousSet, shared: SharedHosts): Maliciou
   for (const r of set.withIocs) {
     for (const ip of r.iocs.ips) add(ip.includes(':') ? `[${ip}]` : ip, r.id);
     for (const name of r.iocs.domains) {
-      const own = ownDomainOf(name, shared);
-      if (own) {
+      if (isSharedService(name, shared, knownEgress)) sharedIocs.add(name);
+      else if (ownDomainOf(name, shared)) {
         add(name, r.id);
         add(`*.${name}`, r.id);
-      } else if (registrableDomain(name) && !isSharedService(name, shared)) add(name, r.id);
-      else sharedIocs.add(name);
+      } else add(name, r.id);
     }
   }
   return {
@@ -68,15 +73,23 @@ export function maliciousIntel(set: MaliciousSet, shared: SharedHosts): Maliciou
 }
 
 /**
- * A shared service's own host: the name, or its registrable domain, is on the shared list or an
- * indicator's host list (a request catcher's `*.webhook.site` names user-specific hosts below it,
- * which do count as an IOC's own).
+ * A host honest packages reach too: it, or a domain it lies in, is on the shared list
+ * (`raw.githubusercontent.com` under `githubusercontent.com`, `x.github.io` under `github.io`),
+ * an indicator lists it (a request catcher's hosts are flagged by that indicator already), or a
+ * known-egress entry names it (a documented download such as `storage.googleapis.com`). Matching
+ * such a host would fail every honest package that downloads from it; the record's other IOCs
+ * still count, and the attempt is judged by the policy as any other.
  */
-function isSharedService(name: string, shared: SharedHosts): boolean {
-  const d = registrableDomain(name);
-  if (!d) return true;
-  if (shared.names.some((n) => n === name || n === d)) return true;
-  return shared.patterns.some(
-    (p) => p.host && 'exact' in p.host && (p.host.exact === name || p.host.exact === d),
-  );
+function isSharedService(
+  name: string,
+  shared: SharedHosts,
+  knownEgress: readonly Pick<KnownEgressEntry, 'destinations'>[],
+): boolean {
+  if (!registrableDomain(name)) return true;
+  const labels = name.split('.');
+  const suffixes = labels.map((_, i) => labels.slice(i).join('.'));
+  if (suffixes.some((d) => shared.names.includes(d))) return true;
+  const t = { names: [name], anyPort: true };
+  if (shared.patterns.some((p) => p.host && matchesDestination(p, t))) return true;
+  return knownEgress.some((e) => e.destinations.some((p) => p.host && matchesDestination(p, t)));
 }

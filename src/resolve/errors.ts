@@ -47,6 +47,12 @@ export function specError(spec: string, e: unknown): PhonehomeError {
       { detail: msg, cause: e },
     );
   }
+  if (err.code === 'EBADPLATFORM')
+    return new PhonehomeError(
+      'ESPEC',
+      `${spec} cannot be installed on the sandbox's platform (Linux, ${process.arch}, glibc): its os, cpu or libc fields exclude it.`,
+      { detail: msg, cause: e },
+    );
   if (err.code === 'EJSONPARSE')
     return new PhonehomeError('ESPEC_CORRUPT', `A package.json in ${spec} is not valid JSON.`, {
       detail: msg,

@@ -33,11 +33,12 @@ export const MIGRATIONS: readonly string[] = [
   // 3: an imported set of known-malicious package records (one set, replaced on import), and
   // what `watch` has seen of the registry and reported.
   `CREATE TABLE malicious_records (
-     id TEXT PRIMARY KEY,
+     id TEXT NOT NULL,
      name TEXT NOT NULL,
      modified TEXT NOT NULL,
      has_iocs INTEGER NOT NULL,
-     record TEXT NOT NULL
+     record TEXT NOT NULL,
+     PRIMARY KEY (id, name)
    );
    CREATE INDEX malicious_by_name ON malicious_records (name);
    CREATE TABLE malicious_import (
@@ -323,11 +324,14 @@ export class ResultStore {
       }
       return list;
     };
+    // Only what the indicator needs: a large set is not parsed whole on every start.
     const withIocs = (
-      this.db.prepare(`SELECT record FROM malicious_records WHERE has_iocs = 1`).all() as {
-        record: string;
-      }[]
-    ).map((r) => JSON.parse(r.record) as MaliciousRecord);
+      this.db
+        .prepare(
+          `SELECT id, name, json_extract(record, '$.iocs') AS iocs FROM malicious_records WHERE has_iocs = 1`,
+        )
+        .all() as { id: string; name: string; iocs: string }[]
+    ).map((r) => ({ id: r.id, name: r.name, iocs: JSON.parse(r.iocs) as MaliciousRecord['iocs'] }));
     return {
       source: info.source,
       importedAt: info.imported_at,
@@ -427,15 +431,23 @@ export interface MaliciousSet {
   recordsOf(name: string): MaliciousRecord[];
   /** The records that name this version of this package. */
   affecting(name: string, version: string): MaliciousRecord[];
-  /** The records that list indicators of compromise. */
-  withIocs: MaliciousRecord[];
+  /** The records that list indicators of compromise (their ids, packages and IOCs). */
+  withIocs: Pick<MaliciousRecord, 'id' | 'name' | 'iocs'>[];
 }
 
 export interface WatchedPackument {
   etag: string | null;
   lastModified: string | null;
   /** Each version: its tarball's integrity, when it was published, whether it is deprecated. */
-  versions: Record<string, { integrity?: string; time?: string; deprecated?: boolean }>;
+  versions: Record<
+    string,
+    {
+      integrity?: string;
+      time?: string;
+      deprecated?: boolean;
+      /** engines.node */ engines?: string;
+    }
+  >;
   distTags?: Record<string, string>;
   fetchedAt: string;
 }

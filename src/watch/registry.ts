@@ -17,6 +17,28 @@ const BACKOFF_MIN_MS = 30_000;
 const BACKOFF_MAX_MS = 3_600_000;
 /** A packument larger than this is not read (the largest on npm are a few tens of MB). */
 const MAX_PACKUMENT_BYTES = 64 * 1024 * 1024;
+/** Nor one of more versions than this (the most on npm are a few tens of thousands). */
+const MAX_VERSIONS = 100_000;
+
+/** A response body as text, decoded, or undefined past `limit` bytes (then not read further). */
+async function readBounded(
+  body: AsyncIterable<Buffer | string> | null | undefined,
+  limit: number,
+): Promise<string | undefined> {
+  if (!body) return '';
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of body) {
+    const b = typeof c === 'string' ? Buffer.from(c) : c;
+    size += b.length;
+    if (size > limit) {
+      (body as { destroy?: () => void }).destroy?.();
+      return undefined;
+    }
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
 
 export type FetchOutcome =
   | { kind: 'changed'; packument: WatchedPackument }
@@ -73,15 +95,39 @@ export class PackumentFollower {
           fetchRetries: 0,
           ...(signal ? { signal } : {}),
         });
-        if (res.status === 304) return { kind: 'not-modified' };
-        const length = Number(res.headers.get('content-length') ?? 0);
-        if (length > MAX_PACKUMENT_BYTES)
-          return { kind: 'failed', status: res.status, message: `packument of ${length} bytes` };
-        const doc = (await res.json()) as {
-          versions?: Record<string, { dist?: { integrity?: string }; deprecated?: unknown }>;
+        if (res.status === 304)
+          // Unchanged since what? Without an earlier answer a 304 says nothing (a proxy's, or a
+          // registry's mistake): the package's versions are unknown, never "nothing new".
+          return last
+            ? { kind: 'not-modified' }
+            : {
+                kind: 'failed',
+                status: 304,
+                message: 'answered 304 to a request without validators',
+              };
+        const text = await readBounded(res.body, MAX_PACKUMENT_BYTES);
+        if (text === undefined)
+          return {
+            kind: 'failed',
+            status: res.status,
+            message: `a packument larger than ${MAX_PACKUMENT_BYTES / 1024 ** 2} MB`,
+          };
+        const doc = JSON.parse(text) as {
+          versions?: Record<
+            string,
+            { dist?: { integrity?: string }; deprecated?: unknown; engines?: unknown }
+          >;
           time?: Record<string, string>;
           'dist-tags'?: Record<string, string>;
         };
+        if (!doc || typeof doc !== 'object' || typeof doc.versions !== 'object')
+          return { kind: 'failed', status: res.status, message: 'not a packument' };
+        if (Object.keys(doc.versions ?? {}).length > MAX_VERSIONS)
+          return {
+            kind: 'failed',
+            status: res.status,
+            message: `more than ${MAX_VERSIONS} versions`,
+          };
         const versions: WatchedPackument['versions'] = {};
         for (const [v, m] of Object.entries(doc.versions ?? {})) {
           const time = doc.time?.[v];
@@ -89,6 +135,10 @@ export class PackumentFollower {
             ...(typeof m?.dist?.integrity === 'string' ? { integrity: m.dist.integrity } : {}),
             ...(typeof time === 'string' ? { time } : {}),
             ...(m?.deprecated ? { deprecated: true } : {}),
+            ...(typeof (m?.engines as { node?: unknown } | undefined)?.node === 'string' &&
+            String((m?.engines as { node: string }).node).length <= 256
+              ? { engines: (m?.engines as { node: string }).node }
+              : {}),
           };
         }
         return {

@@ -8,6 +8,7 @@
  * not check or report a version again.
  */
 import npa from 'npm-package-arg';
+import pickManifest from 'npm-pick-manifest';
 import semver from 'semver';
 import { checkLocked, type LockedSubject, type SandboxProvider } from '../check/stored.js';
 import type { CheckOptions } from '../check/check.js';
@@ -16,7 +17,7 @@ import { ExitCode, isPhonehomeError, PhonehomeError } from '../core/errors.js';
 import { formatId } from '../core/package-id.js';
 import { buildReport, compareFindings, verdictOf, type CheckReport } from '../core/report.js';
 import { evaluate, type EvaluationContext } from '../policy/evaluate.js';
-import type { LoadedPolicy } from '../policy/load.js';
+import { withMalicious, type LoadedPolicy } from '../policy/load.js';
 import { loadLockTree, type LockEntry, type OmitKind } from '../resolve/lockfile.js';
 import type { NpmConfig } from '../resolve/npmrc.js';
 import { registryOrigins } from '../resolve/npmrc.js';
@@ -33,6 +34,7 @@ export interface WatchOptions extends Pick<
 > {
   sandbox: SandboxProvider;
   npmConfig: NpmConfig;
+  /** The policy files; the store's known-malicious set is read again each pass. */
   policy: LoadedPolicy;
   store: ResultStore;
   noCache?: boolean;
@@ -54,6 +56,11 @@ export interface Followed {
   /** What its dependents ask for (each edge's spec), and whether the project asks directly. */
   specs: string[];
   direct: boolean;
+  /**
+   * Whether npm installs it here (Linux): an optional package for another platform is followed
+   * for known-malicious records only (they need no run), not run.
+   */
+  installable: boolean;
 }
 
 export interface WatchResult {
@@ -83,6 +90,8 @@ export interface PassSummary {
   followed: number;
   fetch: FetchCounts;
   results: WatchResult[];
+  /** Versions the environment kept from being checked (Docker, the registry): unknown, not passed. */
+  errors: { name: string; from: string; to: string; message: string }[];
 }
 
 /** The lockfile's registry packages a newer version could replace, one per name@version. */
@@ -90,7 +99,6 @@ export function followedPackages(entries: LockEntry[], config: NpmConfig): Follo
   const origins = registryOrigins(config);
   const byId = new Map<string, Followed>();
   for (const e of entries) {
-    if (!e.installable && e.optional) continue;
     // Registry packages only: a git, file or tarball-URL dependency has no versions to follow.
     if (e.resolved && !origins.some((o) => e.resolved?.startsWith(o))) continue;
     if (!semver.valid(e.version)) continue;
@@ -101,7 +109,9 @@ export function followedPackages(entries: LockEntry[], config: NpmConfig): Follo
       integrity: e.integrity,
       specs: [],
       direct: false,
+      installable: false,
     };
+    if (e.installable || !e.optional) f.installable = true;
     for (const w of e.wantedBy ?? []) {
       f.specs.push(w.spec);
       if (w.direct) f.direct = true;
@@ -146,6 +156,57 @@ export function candidates(f: Followed, p: WatchedPackument): string[] {
     .sort(semver.rcompare);
   const live = newer.filter((v) => !p.versions[v]?.deprecated);
   return live.length ? live : newer;
+}
+
+/**
+ * What npm itself would install for each spec now (npm-pick-manifest: the `latest` tag when it
+ * satisfies the range, else the newest that does, versions whose `engines` exclude this Node
+ * passed over), when it is newer than the pinned version and every spec admits it. Always
+ * checked: whatever else is published around it, and wherever a dist-tag is moved.
+ */
+export function npmPicks(
+  f: Followed,
+  p: WatchedPackument,
+  nodeVersion = process.version,
+): string[] {
+  const doc = {
+    name: f.name,
+    'dist-tags': p.distTags ?? {},
+    versions: Object.fromEntries(
+      Object.entries(p.versions).map(([v, m]) => [
+        v,
+        {
+          name: f.name,
+          version: v,
+          ...(m.deprecated ? { deprecated: 'deprecated' } : {}),
+          ...(m.engines ? { engines: { node: m.engines } } : {}),
+        },
+      ]),
+    ),
+  };
+  const picks = new Set<string>();
+  for (const spec of f.specs) {
+    let parsed: ReturnType<typeof npa.resolve>;
+    try {
+      parsed = npa.resolve(f.name, spec);
+    } catch {
+      continue;
+    }
+    const target = parsed.type === 'alias' ? parsed.subSpec : parsed;
+    if (!target || !['range', 'version', 'tag'].includes(target.type)) continue;
+    try {
+      const v = pickManifest(doc, target.fetchSpec ?? 'latest', { nodeVersion }).version;
+      if (
+        semver.valid(v) &&
+        semver.gt(v, f.version) &&
+        f.specs.every((s) => specAdmits(f.name, s, v, p.distTags))
+      )
+        picks.add(v);
+    } catch {
+      // Nothing satisfies the spec (ETARGET): nothing for an update to bring.
+    }
+  }
+  return [...picks];
 }
 
 /** A version that could not be checked for a reason of its own: a high finding, never a pass. */
@@ -193,10 +254,15 @@ export function toCheck(
   seenBefore: ReadonlySet<string> | undefined,
   newest: number,
   pending: (version: string) => boolean = () => false,
+  always: readonly string[] = [],
 ): string[] {
   const fresh = admitted.filter((v) => (seenBefore && !seenBefore.has(v)) || pending(v));
   const picked = new Set([...admitted.slice(0, newest), ...fresh]);
-  return admitted.filter((v) => picked.has(v)).slice(0, Math.max(newest, NEW_VERSIONS_CAP));
+  const rest = admitted
+    .filter((v) => picked.has(v) && !always.includes(v))
+    .slice(0, Math.max(newest, NEW_VERSIONS_CAP));
+  // What npm would install comes first, whatever the cap.
+  return [...always, ...rest];
 }
 
 /** A registry version as a subject: found in the store by its integrity, staged when it runs. */
@@ -302,13 +368,21 @@ export class Watcher {
       Array.from({ length: Math.min(FETCH_CONCURRENCY, Math.max(1, names.length)) }, worker),
     );
     const results: WatchResult[] = [];
-    const judge = { ...o.policy, resolvers: SANDBOX_RESOLVERS };
+    const errors: PassSummary['errors'] = [];
+    // The known-malicious set as the store has it now: one imported while watch runs counts from
+    // the next pass, for versions reported before too.
+    const policy = withMalicious(o.policy, o.store);
+    const judge = { ...policy, resolvers: SANDBOX_RESOLVERS };
     for (const f of followed) {
       const p = packuments.get(f.name);
       if (!p) continue;
       const admitted = candidates(f, p);
-      const picked = toCheck(admitted, seenBefore.get(f.name), o.maxVersions ?? 3, (v) =>
-        this.retry.has(formatId(f.name, v)),
+      const picked = toCheck(
+        admitted,
+        seenBefore.get(f.name),
+        o.maxVersions ?? 3,
+        (v) => this.retry.has(formatId(f.name, v)),
+        npmPicks(f, p),
       );
       if (picked.length < admitted.length && picked.length >= NEW_VERSIONS_CAP)
         log(
@@ -329,11 +403,13 @@ export class Watcher {
           log(
             `[watch] ${formatId(f.name, to)}: its tarball changed since it was reported; checking it again`,
           );
-        if (before && !all) continue;
         const records = knownMaliciousRecords(judge, f.name, to);
+        // A version reported before is judged again only when a record now names it (no run).
+        if (before && !all && !(records.length && before.verdict !== 'fail')) continue;
+        if (!f.installable && !records.length) continue;
         let report: CheckReport;
         let fromStore = false;
-        if (records.length && !o.runKnownMalicious) {
+        if (records.length && (!o.runKnownMalicious || !f.installable)) {
           report = notRunReport(
             {
               name: f.name,
@@ -352,7 +428,7 @@ export class Watcher {
               registrySubject(f.name, to, meta.integrity ?? null, o),
               registrySubject(f.name, f.version, f.integrity, o),
               {
-                policy: o.policy,
+                policy,
                 npmConfig: o.npmConfig,
                 store: o.store,
                 ...(o.noCache && !before ? { noCache: true } : {}),
@@ -373,10 +449,11 @@ export class Watcher {
             // The environment (Docker, the registry, the store): tried again next pass; in a
             // single pass, the pass fails.
             if (!isPhonehomeError(e) || e.exitCode !== ExitCode.usage) {
-              if (all) throw e;
+              const message = e instanceof Error ? e.message : String(e);
               this.retry.add(formatId(f.name, to));
+              errors.push({ name: f.name, from: f.version, to, message });
               log(
-                `[watch] ${formatId(f.name, to)} could not be checked (${e instanceof Error ? e.message : String(e)}); trying again next pass`,
+                `[watch] ${formatId(f.name, to)} could not be checked (${message}); ${all ? 'the pass goes on' : 'trying again next pass'}`,
               );
               continue;
             }
@@ -415,7 +492,7 @@ export class Watcher {
           ...(records.length ? { knownMalicious: records.map((r) => r.id) } : {}),
           report,
         };
-        if (!before)
+        if (!before || before.verdict !== report.verdict)
           o.store.saveWatchReported({
             name: f.name,
             version: to,
@@ -427,6 +504,6 @@ export class Watcher {
         onResult?.(result);
       }
     }
-    return { lockfile: tree.lockfile, followed: followed.length, fetch: counts, results };
+    return { lockfile: tree.lockfile, followed: followed.length, fetch: counts, results, errors };
   }
 }

@@ -210,6 +210,36 @@ describe('watch: new releases checked as they appear', () => {
     assert.match(w.err(), /1 package\(s\) followed/);
   });
 
+  it('a record imported later makes a reported version fail at the next pass, without a run', async () => {
+    const osv = join(work, 'osv');
+    mkdirSync(osv, { recursive: true });
+    writeFileSync(
+      join(osv, 'MAL-2026-90010.json'),
+      JSON.stringify({
+        id: 'MAL-2026-90010',
+        modified: '2026-12-01T08:00:00Z',
+        summary: 'quiet-lib 1.1.0 carries a payload that waits',
+        affected: [{ package: { ecosystem: 'npm', name: 'quiet-lib' }, versions: ['1.1.0'] }],
+      }),
+    );
+    const w = spawnCli(
+      ['watch', project, '--interval', '1s', '--registry', registry.url, '--store', store],
+      env,
+    );
+    try {
+      await new Promise((r) => setTimeout(r, 2500));
+      assert.equal(w.out(), '', 'nothing new before the import');
+      const imported = await cli(['indicators', 'import', osv, '--store', store], env);
+      assert.equal(imported.code, 0, imported.stderr);
+      const line = await w.line(/quiet-lib 1\.0\.0 -> 1\.1\.0/, 30_000);
+      assert.match(line, /^FAIL .*KNOWN MALICIOUS: MAL-2026-90010/);
+      assert.doesNotMatch(w.err(), /\[watch\] checking/);
+    } finally {
+      assert.equal(await w.stop(), 130);
+      assert.deepEqual(staging(w.pid), []);
+    }
+  });
+
   it('bad flags are usage errors with a fix', async () => {
     for (const [args, re] of [
       [['--interval', '0s'], /--interval wants a duration of at least a second/],

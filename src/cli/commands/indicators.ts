@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { PhonehomeError } from '../../core/errors.js';
 import { forTerminal as t } from '../../core/escape.js';
 import { maliciousIntel } from '../../policy/malicious.js';
-import { shippedSharedHosts } from '../../policy/load.js';
+import { shippedKnownEgress, shippedSharedHosts } from '../../policy/load.js';
 import { defaultStorePath, ResultStore, type MaliciousSet } from '../../store/store.js';
 import { withFlags } from '../options.js';
 
@@ -74,7 +74,7 @@ allows it). \`phonehome doctor\` says how old the set is.`,
             importedAt: new Date().toISOString(),
           });
           const set = store.maliciousSet() as MaliciousSet;
-          const intel = maliciousIntel(set, shippedSharedHosts());
+          const intel = maliciousIntel(set, shippedSharedHosts(), shippedKnownEgress());
           const summary = {
             source: path,
             records: kept.records,

@@ -1,7 +1,6 @@
 import { Command, Option } from 'commander';
 import { ExitCode, PhonehomeError } from '../../core/errors.js';
 import { worstVerdict } from '../../core/report.js';
-import { withMalicious } from '../../policy/load.js';
 import { cliContext } from '../context.js';
 import {
   npmConfigFromFlags,
@@ -107,7 +106,7 @@ unusable lockfile, 3 environment (Docker, images, registry, store), 4 internal e
             ...timeouts,
             sandbox: ctx.sandbox,
             npmConfig,
-            policy: withMalicious(policyFiles, store),
+            policy: policyFiles,
             store,
             noCache: !o.cache,
             ...(o.omit ? { omit: o.omit } : {}),
@@ -137,28 +136,33 @@ unusable lockfile, 3 environment (Docker, images, registry, store), 4 internal e
                     fetch: pass.fetch,
                     verdict,
                     results: pass.results,
+                    errors: pass.errors,
                   },
                   null,
                   2,
                 ) + '\n',
               );
             else if (o.markdown)
-              process.stdout.write(renderWatchMarkdown(pass.lockfile, pass.results, verdict));
+              process.stdout.write(
+                renderWatchMarkdown(pass.lockfile, pass.results, verdict, pass.errors),
+              );
             else if (!pass.results.length)
               process.stdout.write('no newer version admitted by the ranges of the lockfile\n');
             const hit = reachesFailOn(
               pass.results.map((r) => r.report),
               o.failOn,
             );
-            // A packument that could not be read is a package whose new versions are unknown:
-            // never a silent pass.
+            // A packument that could not be read, or a version that could not be checked, is
+            // unknown: never a silent pass.
             if (pass.fetch.failed > 0)
               ctx.log(
                 `[watch] ${pass.fetch.failed} packument(s) could not be read: their new versions are unknown`,
               );
+            for (const e of pass.errors)
+              ctx.log(`[watch] NOT CHECKED ${e.name} ${e.from} -> ${e.to}: ${e.message}`);
             process.exitCode = hit
               ? ExitCode.findings
-              : pass.fetch.failed > 0
+              : pass.fetch.failed > 0 || pass.errors.length > 0
                 ? ExitCode.environment
                 : ExitCode.pass;
             return;

@@ -30,14 +30,15 @@ const npm = (name: string, more: Record<string, unknown>) => ({
 
 describe('OSV records', () => {
   it('reads an npm MAL- record: versions, ranges, summary and IOCs; others are skipped, not kept', () => {
-    const r = readOsvRecord(
+    const [r] = readOsvRecord(
       record([npm('evil', { versions: ['1.0.1', '1.0.2'] })], {
         summary: 'Malicious code in evil',
         database_specific: {
           iocs: { domains: ['C2.Evil.example.'], ip_addresses: ['198.51.100.7'] },
         },
       }),
-    ) as MaliciousRecord;
+    ) as MaliciousRecord[];
+    assert.ok(r);
     assert.equal(r.name, 'evil');
     assert.deepEqual(r.versions, ['1.0.1', '1.0.2']);
     assert.deepEqual(r.iocs, { domains: ['c2.evil.example'], ips: ['198.51.100.7'] });
@@ -59,6 +60,24 @@ describe('OSV records', () => {
       { id: 'MAL-1', modified: 'x' },
     ])
       assert.throws(() => readOsvRecord(bad));
+  });
+
+  it('a record naming several npm packages is kept once per package; what is longer than a version or name is dropped', () => {
+    const list = readOsvRecord(
+      record([
+        npm('typo-a', { versions: ['1.0.0', 'x'.repeat(300)] }),
+        npm('typo-b', { versions: ['2.0.0'] }),
+        npm('typo-a', { versions: ['1.0.1'] }),
+        npm('n'.repeat(300), { versions: ['1.0.0'] }),
+      ]),
+    ) as MaliciousRecord[];
+    assert.deepEqual(
+      list.map((r) => [r.id, r.name, r.versions]),
+      [
+        ['MAL-2026-1', 'typo-a', ['1.0.0', '1.0.1']],
+        ['MAL-2026-1', 'typo-b', ['2.0.0']],
+      ],
+    );
   });
 
   it('a version is affected when listed, or inside a SEMVER/ECOSYSTEM range as OSV walks it', () => {
@@ -87,6 +106,10 @@ describe('OSV records', () => {
       [false, true, false, false, true],
     );
     assert.ok(!recordAffects(all, 'not-a-version'));
+    // Short bounds are read as npm would (1.0 is 1.0.0); at one version, what opens comes first.
+    assert.ok(recordAffects(r([[{ introduced: '1.0' }, { fixed: '2.0' }]]), '1.5.0'));
+    assert.ok(!recordAffects(r([[{ last_affected: '1.0.0' }, { introduced: '1.0.0' }]]), '3.0.0'));
+    assert.ok(recordAffects(r([[{ last_affected: '1.0.0' }, { introduced: '1.0.0' }]]), '1.0.0'));
   });
 
   it('IOCs: defanged URLs are read, internal addresses and names that are no host are dropped', () => {

@@ -71,7 +71,15 @@ describe('known-malicious records in evaluation', () => {
       rec('MAL-1', 'evil', {
         versions: ['2.0.0'],
         iocs: {
-          domains: ['c2.evil.example', 'api.github.com', 'attacker.github.io', 'discord.com'],
+          domains: [
+            'c2.evil.example',
+            'api.github.com',
+            'attacker.github.io',
+            'discord.com',
+            'raw.githubusercontent.com',
+            'objects.githubusercontent.com',
+            'storage.googleapis.com',
+          ],
           ips: ['203.0.113.77'],
         },
       }),
@@ -81,21 +89,28 @@ describe('known-malicious records in evaluation', () => {
       }),
     ]),
     shared,
+    loadPolicy({ discover: false }).knownEgress,
   );
   const base = loadPolicy({ discover: false });
   const judge = { ...base, malicious: intel, resolvers: ['192.168.1.1'] };
 
-  it("an IOC name matches itself and below when it is its owner's; a platform subdomain only itself; a shared service's host never", () => {
+  it("an IOC name matches itself and below when it is its owner's; a host on or under a shared service, or a documented download host, never", () => {
     const patterns = intel.destinations
       .map((d) => `${d.pattern.text} ${d.records.join(',')}`)
       .sort();
     assert.deepEqual(patterns, [
       '*.c2.evil.example MAL-1,MAL-2',
       '203.0.113.77 MAL-1',
-      'attacker.github.io MAL-1',
       'c2.evil.example MAL-1,MAL-2',
     ]);
-    assert.deepEqual(intel.sharedIocs, ['api.github.com', 'discord.com']);
+    assert.deepEqual(intel.sharedIocs, [
+      'api.github.com',
+      'attacker.github.io',
+      'discord.com',
+      'objects.githubusercontent.com',
+      'raw.githubusercontent.com',
+      'storage.googleapis.com',
+    ]);
   });
 
   it('egress to an IOC is known-malicious-destination, critical, and no rule allows it', () => {
@@ -125,13 +140,14 @@ describe('known-malicious records in evaluation', () => {
       judge,
     );
     assert.ok(raw.findings.some((f) => f.id === 'known-malicious-destination'));
-    assert.ok(
-      evaluate(report(tls('attacker.github.io')), judge).findings.some(
-        (f) => f.id === 'known-malicious-destination',
-      ),
-    );
-    // A shared service's host, and a sibling of the platform subdomain: not IOC matches.
-    for (const host of ['api.github.com', 'someone-else.github.io', 'evil.example'])
+    // Shared services' hosts and a documented download host: not IOC matches.
+    for (const host of [
+      'api.github.com',
+      'attacker.github.io',
+      'raw.githubusercontent.com',
+      'storage.googleapis.com',
+      'evil.example',
+    ])
       assert.ok(
         !evaluate(report(tls(host)), judge).findings.some(
           (f) => f.id === 'known-malicious-destination',

@@ -7,6 +7,7 @@ import {
   candidates,
   followedPackages,
   NEW_VERSIONS_CAP,
+  npmPicks,
   specAdmits,
   toCheck,
 } from '../../../src/watch/watch.js';
@@ -33,7 +34,7 @@ const entry = (
 });
 
 const packument = (
-  versions: Record<string, { deprecated?: boolean }>,
+  versions: Record<string, { deprecated?: boolean; engines?: string }>,
   distTags: Record<string, string> = {},
 ): WatchedPackument => ({
   etag: null,
@@ -58,7 +59,7 @@ describe('watch: what a routine update could bring', () => {
       assert.ok(!specAdmits('a', s, '9.0.0'), s);
   });
 
-  it('followed: registry packages with a dependent, once per name@version, direct when the project asks', () => {
+  it('followed: registry packages with a dependent, once per name@version, direct when the project asks, not run when for another platform', () => {
     const f = followedPackages(
       [
         entry('a', '1.0.0', [{ spec: '^1.0.0', name: 'a', direct: true }]),
@@ -77,10 +78,12 @@ describe('watch: what a routine update could bring', () => {
       {},
     );
     assert.deepEqual(
-      f.map((x) => [x.name, x.version, x.specs, x.direct]),
+      f.map((x) => [x.name, x.version, x.specs, x.direct, x.installable]),
       [
-        ['a', '1.0.0', ['^1.0.0'], true],
-        ['b', '2.0.0', ['^2.0.0', '~2.0.0'], false],
+        ['a', '1.0.0', ['^1.0.0'], true, true],
+        ['b', '2.0.0', ['^2.0.0', '~2.0.0'], false, true],
+        // Another platform's package: followed for known-malicious records only.
+        ['other-os', '1.0.0', ['^1.0.0'], false, false],
       ],
     );
   });
@@ -92,6 +95,7 @@ describe('watch: what a routine update could bring', () => {
       integrity: null,
       specs: ['^2.0.0', '~2.0.0'],
       direct: false,
+      installable: true,
     };
     assert.deepEqual(
       candidates(
@@ -134,6 +138,34 @@ describe('watch: what a routine update could bring', () => {
     assert.equal(toCheck(flood, new Set(), 3).length, NEW_VERSIONS_CAP);
   });
 
+  it('what npm would install is always checked: the latest tag over newer versions under another tag, engines that exclude this Node', () => {
+    const f = {
+      name: 'a',
+      version: '1.0.0',
+      integrity: null,
+      specs: ['^1.0.0'],
+      direct: true,
+      installable: true,
+    };
+    const versions: Record<string, { engines?: string }> = { '1.0.0': {}, '1.0.1': {} };
+    for (let i = 2; i <= 26; i++) versions[`1.0.${i}`] = {};
+    const p = packument(versions, { latest: '1.0.1', next: '1.0.26' });
+    const picks = npmPicks(f, p);
+    assert.deepEqual(picks, ['1.0.1']);
+    const admitted = candidates(f, p);
+    const checked = toCheck(admitted, new Set(Object.keys(versions)), 3, () => false, picks);
+    assert.equal(checked[0], '1.0.1');
+    assert.ok(checked.includes('1.0.26'));
+    // Newer versions that need another Node: npm installs the newest one this Node may run.
+    const engines = packument(
+      { '1.0.0': {}, '1.0.1': {}, '1.0.2': { engines: '>=99' }, '1.0.3': { engines: '>=99' } },
+      { latest: '1.0.3' },
+    );
+    assert.deepEqual(npmPicks(f, engines, 'v20.19.0'), ['1.0.1']);
+    // Nothing newer, or a pin npm keeps: nothing to pick.
+    assert.deepEqual(npmPicks({ ...f, specs: ['1.0.0'] }, p), []);
+  });
+
   describe('following a packument politely', () => {
     let registry: TestRegistry;
     before(async () => {
@@ -163,6 +195,14 @@ describe('watch: what a routine update could bring', () => {
         '304 /quiet-lib',
         '200 /quiet-lib',
       ]);
+    });
+
+    it('a 304 to a request without validators is a failure, not "nothing new"', async () => {
+      const follower = new PackumentFollower({ registry: registry.url });
+      registry.failNext('quiet-lib', 304, 1);
+      const r = await follower.fetch('quiet-lib', undefined);
+      assert.equal(r.kind, 'failed');
+      assert.match((r as { message: string }).message, /304 to a request without validators/);
     });
 
     it('a 429 or 5xx backs off (Retry-After, else doubling from 30 s) before the package is asked again', async () => {
