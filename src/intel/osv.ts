@@ -37,6 +37,8 @@ const MAX_LIST = 10_000;
 const MAX_TEXT = 500;
 /** Longer than any version, name or host can be: a longer string is not one, and is dropped. */
 const MAX_ITEM = 256;
+/** Packages one record may name (typosquat families run to dozens). */
+const MAX_NAMES = 1000;
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 const strings = (v: unknown): string[] =>
@@ -132,19 +134,28 @@ export function readOsvRecord(doc: unknown): MaliciousRecord[] | Skipped {
       typeof (a as { package?: { name?: unknown } }).package?.name === 'string',
   );
   if (npm.length === 0) return 'not-npm';
-  const names = [...new Set(npm.map((a) => String((a.package as { name: string }).name)))].filter(
-    (n) => n.length > 0 && n.length <= 214,
-  );
+  const byName = new Map<string, Record<string, unknown>[]>();
+  for (const a of npm) {
+    const n = String((a.package as { name: string }).name);
+    if (n.length === 0 || n.length > 214) continue;
+    const list = byName.get(n) ?? [];
+    list.push(a);
+    byName.set(n, list);
+    if (byName.size > MAX_NAMES) throw new Error(`${id}: names more than ${MAX_NAMES} packages`);
+  }
   const summary = str(d.summary)?.slice(0, MAX_TEXT);
   const published = str(d.published);
-  const recordIocs = (d.database_specific as Record<string, unknown> | undefined)?.iocs;
+  // The record's own IOCs, read once for every package it names.
+  const recordIocs = normaliseIocs(
+    (d.database_specific as Record<string, unknown> | undefined)?.iocs,
+  );
   // One record per package it names (a record may name several, a typosquat family).
-  return names.map((name): MaliciousRecord => {
+  return [...byName].map(([name, entries]): MaliciousRecord => {
     const versions = new Set<string>();
     const ranges: RangeEvent[][] = [];
-    const iocSources: unknown[] = [recordIocs];
-    for (const a of npm) {
-      if ((a.package as { name: string }).name !== name) continue;
+    const domains = new Set(recordIocs.domains);
+    const ips = new Set(recordIocs.ips);
+    for (const a of entries) {
       for (const v of strings(a.versions)) versions.add(v);
       for (const r of Array.isArray(a.ranges) ? a.ranges.slice(0, 100) : []) {
         const type = str((r as { type?: unknown })?.type);
@@ -162,18 +173,14 @@ export function readOsvRecord(doc: unknown): MaliciousRecord[] | Skipped {
           }),
         );
       }
-      iocSources.push((a.database_specific as Record<string, unknown> | undefined)?.iocs);
+      const own = (a.database_specific as Record<string, unknown> | undefined)?.iocs;
+      if (own) {
+        const n = normaliseIocs(own);
+        for (const x of n.domains) domains.add(x);
+        for (const x of n.ips) ips.add(x);
+      }
     }
-    const iocs = iocSources.reduce<MaliciousRecord['iocs']>(
-      (acc, raw) => {
-        const n = normaliseIocs(raw);
-        return {
-          domains: [...new Set([...acc.domains, ...n.domains])].sort(),
-          ips: [...new Set([...acc.ips, ...n.ips])].sort(),
-        };
-      },
-      { domains: [], ips: [] },
-    );
+    const iocs = { domains: [...domains].sort(), ips: [...ips].sort() };
     return {
       id,
       name,

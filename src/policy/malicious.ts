@@ -10,9 +10,9 @@
  */
 import type { MaliciousRecord } from '../intel/osv.js';
 import type { MaliciousSet } from '../store/store.js';
-import { matchesDestination, parseDestination, type DestinationPattern } from './destination.js';
+import { parseDestination, type DestinationPattern } from './destination.js';
 import type { KnownEgressEntry } from './types.js';
-import { ownDomainOf, registrableDomain, type SharedHosts } from './vendor.js';
+import { icannDomain, ownDomainOf, registrableDomain, type SharedHosts } from './vendor.js';
 
 export interface MaliciousDestination {
   pattern: DestinationPattern;
@@ -73,23 +73,60 @@ export function maliciousIntel(
 }
 
 /**
- * A host honest packages reach too: it, or a domain it lies in, is on the shared list
- * (`raw.githubusercontent.com` under `githubusercontent.com`, `x.github.io` under `github.io`),
- * an indicator lists it (a request catcher's hosts are flagged by that indicator already), or a
- * known-egress entry names it (a documented download such as `storage.googleapis.com`). Matching
- * such a host would fail every honest package that downloads from it; the record's other IOCs
- * still count, and the attempt is judged by the policy as any other.
+ * Hosts of shared services that sit under a platform suffix of the Public Suffix List's private
+ * section, where they look like anyone's own subdomain (`raw.githubusercontent.com` is shaped like
+ * `evil.workers.dev`): the hosts malware records name for payloads that honest packages download
+ * from too.
+ */
+const SERVICE_HOSTS = new Set([
+  'raw.githubusercontent.com',
+  'objects.githubusercontent.com',
+  'media.githubusercontent.com',
+  'avatars.githubusercontent.com',
+  'gist.githubusercontent.com',
+  'release-assets.githubusercontent.com',
+  'storage.googleapis.com',
+  'www.googleapis.com',
+  'oauth2.googleapis.com',
+  's3.amazonaws.com',
+]);
+
+const sharedNames = new WeakMap<SharedHosts, Set<string>>();
+
+/**
+ * A host honest packages reach too: a shared service's own host (on the shared list, a service
+ * host above, a documented download a known-egress entry names exactly, or any host of a shared
+ * company's own domain: `api.github.com`, `cdn.discordapp.com`). Matching it would fail every
+ * honest package that reaches it; the record's other IOCs still count, and the attempt is judged
+ * by the policy as any other. A user's host under a platform suffix (`evil.workers.dev`,
+ * `x.github.io`) is not shared: it is matched exactly.
  */
 function isSharedService(
   name: string,
   shared: SharedHosts,
   knownEgress: readonly Pick<KnownEgressEntry, 'destinations'>[],
 ): boolean {
-  if (!registrableDomain(name)) return true;
-  const labels = name.split('.');
-  const suffixes = labels.map((_, i) => labels.slice(i).join('.'));
-  if (suffixes.some((d) => shared.names.includes(d))) return true;
-  const t = { names: [name], anyPort: true };
-  if (shared.patterns.some((p) => p.host && matchesDestination(p, t))) return true;
-  return knownEgress.some((e) => e.destinations.some((p) => p.host && matchesDestination(p, t)));
+  const registrable = registrableDomain(name);
+  if (!registrable) return true;
+  // The shared list, and the hosts indicators name exactly (a chat service's `discord.com`; their
+  // `*.zone` patterns name users' hosts, which do count as an IOC's own).
+  let names = sharedNames.get(shared);
+  if (!names) {
+    names = new Set([
+      ...shared.names,
+      ...shared.patterns.flatMap((p) => (p.host && 'exact' in p.host ? [p.host.exact] : [])),
+    ]);
+    sharedNames.set(shared, names);
+  }
+  if (names.has(name) || SERVICE_HOSTS.has(name)) return true;
+  if (
+    knownEgress.some((e) =>
+      e.destinations.some((p) => p.host && 'exact' in p.host && p.host.exact === name),
+    )
+  )
+    return true;
+  // Under a platform suffix the registrable domain is the user's own (x.github.io); elsewhere a
+  // shared company's domain covers every host of it.
+  const underPlatform = registrable !== icannDomain(name);
+  return !underPlatform && names.has(registrable);
 }

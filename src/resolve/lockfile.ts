@@ -17,6 +17,7 @@ import {
 import { BlockList, isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import Arborist, { type ArboristNode } from '@npmcli/arborist';
+import npa from 'npm-package-arg';
 import * as tar from 'tar';
 import { PhonehomeError } from '../core/errors.js';
 import { formatId } from '../core/package-id.js';
@@ -381,7 +382,18 @@ export async function loadLockTree(
     }
     // As npm ci: every dependency package.json declares must be in the lockfile, at a version
     // that satisfies it; otherwise npm would resolve afresh, which is not what the lockfile says.
-    const unmet = [...vroot.edgesOut.values()].filter((e) => !e.valid && e.type !== 'peerOptional');
+    // A dist-tag (`"x": "latest"`) cannot be judged without the registry; npm ci takes the
+    // lockfile's version for it, and so does this.
+    const isTag = (name: string, spec: string) => {
+      try {
+        return npa.resolve(name, spec).type === 'tag';
+      } catch {
+        return false;
+      }
+    };
+    const unmet = [...vroot.edgesOut.values()].filter(
+      (e) => !e.valid && e.type !== 'peerOptional' && !(e.to && isTag(e.name, e.spec)),
+    );
     if (unmet.length)
       throw new PhonehomeError(
         'ELOCKFILE',

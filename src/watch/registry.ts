@@ -20,22 +20,39 @@ const MAX_PACKUMENT_BYTES = 64 * 1024 * 1024;
 /** Nor one of more versions than this (the most on npm are a few tens of thousands). */
 const MAX_VERSIONS = 100_000;
 
-/** A response body as text, decoded, or undefined past `limit` bytes (then not read further). */
+/** The longest a packument's whole answer may take. */
+const FETCH_DEADLINE_MS = 60_000;
+
+/**
+ * A response body as text, decoded, or undefined past `limit` decoded bytes: then the request is
+ * aborted (destroying the decoder while compressed bytes still arrive throws outside any caller)
+ * and what the stream says after that is ignored.
+ */
 async function readBounded(
   body: AsyncIterable<Buffer | string> | null | undefined,
   limit: number,
+  request: AbortController,
 ): Promise<string | undefined> {
   if (!body) return '';
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const c of body) {
-    const b = typeof c === 'string' ? Buffer.from(c) : c;
-    size += b.length;
-    if (size > limit) {
-      (body as { destroy?: () => void }).destroy?.();
-      return undefined;
+  const stream = body as AsyncIterable<Buffer | string> & {
+    on?: (event: string, f: (e: unknown) => void) => void;
+  };
+  stream.on?.('error', () => undefined);
+  try {
+    for await (const c of stream) {
+      const b = typeof c === 'string' ? Buffer.from(c) : c;
+      size += b.length;
+      if (size > limit) {
+        request.abort(new Error('too large'));
+        return undefined;
+      }
+      chunks.push(b);
     }
-    chunks.push(b);
+  } catch (e) {
+    if (size > limit) return undefined;
+    throw e;
   }
   return Buffer.concat(chunks).toString('utf8');
 }
@@ -82,6 +99,12 @@ export class PackumentFollower {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (last?.etag) headers['if-none-match'] = last.etag;
     if (last?.lastModified) headers['if-modified-since'] = last.lastModified;
+    // One deadline for the whole transfer (a registry that trickles a byte at a time must not
+    // hold the pass), and the way to stop reading past the size bound without breaking the
+    // decoder mid-stream: the request is aborted.
+    const own = new AbortController();
+    const deadline = setTimeout(() => own.abort(new Error('timed out')), FETCH_DEADLINE_MS);
+    const both = signal ? AbortSignal.any([signal, own.signal]) : own.signal;
     const outcome = await (async (): Promise<FetchOutcome> => {
       try {
         const res = await fetch(`/${npa(name).escapedName ?? encodeURIComponent(name)}`, {
@@ -93,19 +116,19 @@ export class PackumentFollower {
           // Retries are this module's (a back-off across passes), not a burst within one.
           retry: { retries: 0 },
           fetchRetries: 0,
-          ...(signal ? { signal } : {}),
+          signal: both,
         });
         if (res.status === 304)
           // Unchanged since what? Without an earlier answer a 304 says nothing (a proxy's, or a
           // registry's mistake): the package's versions are unknown, never "nothing new".
-          return last
+          return headers['if-none-match'] || headers['if-modified-since']
             ? { kind: 'not-modified' }
             : {
                 kind: 'failed',
                 status: 304,
                 message: 'answered 304 to a request without validators',
               };
-        const text = await readBounded(res.body, MAX_PACKUMENT_BYTES);
+        const text = await readBounded(res.body, MAX_PACKUMENT_BYTES, own);
         if (text === undefined)
           return {
             kind: 'failed',
@@ -157,6 +180,11 @@ export class PackumentFollower {
         };
       } catch (e) {
         if (signal?.aborted) throw signal.reason;
+        if (own.signal.aborted)
+          return {
+            kind: 'failed',
+            message: `no whole answer in ${FETCH_DEADLINE_MS / 1000} s`,
+          };
         const err = e as {
           statusCode?: number;
           headers?: Record<string, string | string[] | undefined>;
@@ -177,7 +205,7 @@ export class PackumentFollower {
           ...(Number.isFinite(after) && after > 0 ? { retryAfterMs: after * 1000 } : {}),
         };
       }
-    })();
+    })().finally(() => clearTimeout(deadline));
     if (outcome.kind === 'failed') {
       // A 404 or 401 will not get better by asking sooner either.
       const prev = this.backoff.get(name)?.ms ?? 0;

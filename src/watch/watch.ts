@@ -122,37 +122,51 @@ export function followedPackages(entries: LockEntry[], config: NpmConfig): Follo
 }
 
 /**
- * Whether a version satisfies a dependency spec as npm reads it: a range or version, an alias's
- * range (`npm:other@^1`), or a dist-tag (the version the tag points at). Anything else (git, a
- * file, a URL) is never moved by an update.
+ * A dependency spec as npm reads it, compiled once: whether a version satisfies it (a range or
+ * version, an alias's range `npm:other@^1`, or a dist-tag: the version the tag points at).
+ * Anything else (git, a file, a URL) is never moved by an update: nothing satisfies it.
  */
+export function compileSpec(
+  name: string,
+  spec: string,
+): (version: string, distTags?: Record<string, string>) => boolean {
+  let parsed: ReturnType<typeof npa.resolve>;
+  try {
+    parsed = npa.resolve(name, spec);
+  } catch {
+    return () => false;
+  }
+  const target = parsed.type === 'alias' ? parsed.subSpec : parsed;
+  if (!target) return () => false;
+  if (target.type === 'tag') {
+    const tag = target.fetchSpec ?? '';
+    return (v, tags = {}) => tags[tag] === v;
+  }
+  if (target.type !== 'range' && target.type !== 'version') return () => false;
+  const range = semver.validRange(target.fetchSpec ?? '*');
+  if (!range) return () => false;
+  return (v) => semver.satisfies(v, range);
+}
+
 export function specAdmits(
   name: string,
   spec: string,
   version: string,
   distTags: Record<string, string> = {},
 ): boolean {
-  let parsed: ReturnType<typeof npa.resolve>;
-  try {
-    parsed = npa.resolve(name, spec);
-  } catch {
-    return false;
-  }
-  const target = parsed.type === 'alias' ? parsed.subSpec : parsed;
-  if (!target) return false;
-  if (target.type === 'tag') return distTags[target.fetchSpec ?? ''] === version;
-  if (target.type !== 'range' && target.type !== 'version') return false;
-  return semver.satisfies(version, target.fetchSpec ?? '*');
+  return compileSpec(name, spec)(version, distTags);
 }
 
 /**
- * The versions newer than the pinned one that every spec asking for it admits, newest first;
- * deprecated versions only when nothing else is newer (npm's own preference).
+ * The versions newer than the pinned one that a spec asking for it admits (npm may give each
+ * dependent its own copy, so one spec is enough), newest first; deprecated versions only when
+ * nothing else is newer (npm's own preference).
  */
 export function candidates(f: Followed, p: WatchedPackument): string[] {
+  const specs = f.specs.map((s) => compileSpec(f.name, s));
   const newer = Object.keys(p.versions)
     .filter((v) => semver.valid(v) && semver.gt(v, f.version))
-    .filter((v) => f.specs.every((s) => specAdmits(f.name, s, v, p.distTags)))
+    .filter((v) => specs.some((admits) => admits(v, p.distTags)))
     .sort(semver.rcompare);
   const live = newer.filter((v) => !p.versions[v]?.deprecated);
   return live.length ? live : newer;
@@ -161,8 +175,8 @@ export function candidates(f: Followed, p: WatchedPackument): string[] {
 /**
  * What npm itself would install for each spec now (npm-pick-manifest: the `latest` tag when it
  * satisfies the range, else the newest that does, versions whose `engines` exclude this Node
- * passed over), when it is newer than the pinned version and every spec admits it. Always
- * checked: whatever else is published around it, and wherever a dist-tag is moved.
+ * passed over), when it is not the pinned version. Always checked: whatever else is published
+ * around it, and wherever a dist-tag is moved.
  */
 export function npmPicks(
   f: Followed,
@@ -195,13 +209,10 @@ export function npmPicks(
     const target = parsed.type === 'alias' ? parsed.subSpec : parsed;
     if (!target || !['range', 'version', 'tag'].includes(target.type)) continue;
     try {
+      // Whatever npm picks, newer or not (a `latest` tag moved down, a prerelease tagged latest
+      // under `*`), unless it is what the lockfile has.
       const v = pickManifest(doc, target.fetchSpec ?? 'latest', { nodeVersion }).version;
-      if (
-        semver.valid(v) &&
-        semver.gt(v, f.version) &&
-        f.specs.every((s) => specAdmits(f.name, s, v, p.distTags))
-      )
-        picks.add(v);
+      if (semver.valid(v) && v !== f.version) picks.add(v);
     } catch {
       // Nothing satisfies the spec (ETARGET): nothing for an update to bring.
     }

@@ -79,6 +79,7 @@ describe('known-malicious records in evaluation', () => {
             'raw.githubusercontent.com',
             'objects.githubusercontent.com',
             'storage.googleapis.com',
+            'evil-c2.workers.dev',
           ],
           ips: ['203.0.113.77'],
         },
@@ -94,18 +95,19 @@ describe('known-malicious records in evaluation', () => {
   const base = loadPolicy({ discover: false });
   const judge = { ...base, malicious: intel, resolvers: ['192.168.1.1'] };
 
-  it("an IOC name matches itself and below when it is its owner's; a host on or under a shared service, or a documented download host, never", () => {
+  it("an IOC name matches itself and below when it is its owner's; a user's host under a platform suffix only itself; a shared service's host or a documented download host never", () => {
     const patterns = intel.destinations
       .map((d) => `${d.pattern.text} ${d.records.join(',')}`)
       .sort();
     assert.deepEqual(patterns, [
       '*.c2.evil.example MAL-1,MAL-2',
       '203.0.113.77 MAL-1',
+      'attacker.github.io MAL-1',
       'c2.evil.example MAL-1,MAL-2',
+      'evil-c2.workers.dev MAL-1',
     ]);
     assert.deepEqual(intel.sharedIocs, [
       'api.github.com',
-      'attacker.github.io',
       'discord.com',
       'objects.githubusercontent.com',
       'raw.githubusercontent.com',
@@ -140,10 +142,19 @@ describe('known-malicious records in evaluation', () => {
       judge,
     );
     assert.ok(raw.findings.some((f) => f.id === 'known-malicious-destination'));
-    // Shared services' hosts and a documented download host: not IOC matches.
+    for (const host of ['attacker.github.io', 'evil-c2.workers.dev'])
+      assert.ok(
+        evaluate(report(tls(host)), judge).findings.some(
+          (f) => f.id === 'known-malicious-destination',
+        ),
+        host,
+      );
+    // Shared services' hosts, a documented download host, a sibling of a user's platform host:
+    // not IOC matches.
     for (const host of [
       'api.github.com',
-      'attacker.github.io',
+      'someone-else.github.io',
+      'x.evil-c2.workers.dev',
       'raw.githubusercontent.com',
       'storage.googleapis.com',
       'evil.example',

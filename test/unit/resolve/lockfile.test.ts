@@ -187,4 +187,41 @@ describe('loadLockTree: where the lockfile sends phonehome, before anything is f
         /node_modules\/evil .*an internal address/.test(e.message),
     );
   });
+
+  it('a dependency on a dist-tag takes the locked version, as npm ci does; edges say what asks for each package', async () => {
+    const dir = folder('tagged', {
+      'package.json': JSON.stringify({
+        name: 'app',
+        version: '1.0.0',
+        dependencies: { x: 'latest', y: '^2.0.0' },
+      }),
+      'package-lock.json': JSON.stringify({
+        name: 'app',
+        version: '1.0.0',
+        lockfileVersion: 3,
+        packages: {
+          '': { name: 'app', version: '1.0.0', dependencies: { x: 'latest', y: '^2.0.0' } },
+          'node_modules/x': {
+            version: '1.4.0',
+            resolved: 'https://registry.npmjs.org/x/-/x-1.4.0.tgz',
+            integrity: 'sha512-aaaa',
+            dependencies: { y: '~2.1.0' },
+          },
+          'node_modules/y': {
+            version: '2.1.3',
+            resolved: 'https://registry.npmjs.org/y/-/y-2.1.3.tgz',
+            integrity: 'sha512-bbbb',
+          },
+        },
+      }),
+    });
+    await using tree = await loadLockTree(dir);
+    const wanted = Object.fromEntries(
+      tree.entries.map((e) => [
+        e.name,
+        (e.wantedBy ?? []).map((w) => `${w.spec}${w.direct ? ' (direct)' : ''}`).sort(),
+      ]),
+    );
+    assert.deepEqual(wanted, { x: ['latest (direct)'], y: ['^2.0.0 (direct)', '~2.1.0'] });
+  });
 });

@@ -88,7 +88,7 @@ describe('watch: what a routine update could bring', () => {
     );
   });
 
-  it('candidates: newer versions every spec admits, newest first; deprecated ones only when nothing else is', () => {
+  it('candidates: newer versions a spec admits, newest first; deprecated ones only when nothing else is', () => {
     const f = {
       name: 'b',
       version: '2.0.0',
@@ -109,7 +109,8 @@ describe('watch: what a routine update could bring', () => {
           '2.1.0': {},
         }),
       ),
-      ['2.0.2', '2.0.1'],
+      // One spec is enough: npm gives the dependent whose range admits it its own copy.
+      ['2.1.0', '2.0.2', '2.0.1'],
     );
     assert.deepEqual(candidates(f, packument({ '2.0.0': {}, '2.0.5': { deprecated: true } })), [
       '2.0.5',
@@ -164,6 +165,17 @@ describe('watch: what a routine update could bring', () => {
     assert.deepEqual(npmPicks(f, engines, 'v20.19.0'), ['1.0.1']);
     // Nothing newer, or a pin npm keeps: nothing to pick.
     assert.deepEqual(npmPicks({ ...f, specs: ['1.0.0'] }, p), []);
+    // What npm installs even when it is not newer by semver order, or not in every range: a
+    // prerelease tagged latest under `*`, a latest tag moved down, two dependents' ranges.
+    const rc = packument({ '1.0.0': {}, '2.0.0-rc.1': {} }, { latest: '2.0.0-rc.1' });
+    assert.deepEqual(npmPicks({ ...f, specs: ['*'] }, rc), ['2.0.0-rc.1']);
+    const down = packument({ '1.9.9': {}, '2.0.0': {} }, { latest: '1.9.9' });
+    assert.deepEqual(npmPicks({ ...f, version: '2.0.0', specs: ['*'] }, down), ['1.9.9']);
+    const two = packument({ '1.0.0': {}, '1.0.1': {}, '1.1.0': {} }, { latest: '1.1.0' });
+    assert.deepEqual(npmPicks({ ...f, specs: ['^1.0.0', '~1.0.0'] }, two).sort(), [
+      '1.0.1',
+      '1.1.0',
+    ]);
   });
 
   describe('following a packument politely', () => {
