@@ -440,14 +440,13 @@ export async function startProject(
   as: IdentityProfile = 'laptop',
 ): Promise<CaptureTopology> {
   const identity = makeIdentity(as);
-  const topo = await CaptureTopology.start(run, {
+  // The tree, then the project's own files, unpacked while the gateway sets up.
+  return CaptureTopology.start(run, {
     identity,
     runnerImage: refs.runner,
     gatewayImage: refs.gateway,
+    project: [project, filesTar(identity.projectFiles)],
   });
-  await topo.unpack(project);
-  await topo.unpack(filesTar(identity.projectFiles));
-  return topo;
 }
 
 /** The harness's result line (display only: the package runs in the harness and can forge it). */

@@ -63,6 +63,11 @@ export interface TopologyOptions {
    * true). Without it events carry no process and no package from the npm environment.
    */
   observer?: boolean;
+  /**
+   * Tar streams unpacked into the project folder, in this order, while the gateway sets up: tar
+   * is not package code, and no package code runs before the gateway is ready.
+   */
+  project?: Readable[];
 }
 
 export const DEFAULT_SANDBOX_LIMITS: Required<ResourceLimits> = {
@@ -103,10 +108,12 @@ export class CaptureTopology {
       // Process 1 is a shell (root, like the observer it starts) that only waits: package code
       // cannot signal it, and its waits reap orphans (a fork bomb's zombies would otherwise keep
       // holding the pids limit). Package code runs through exec, as SANDBOX_USER.
+      // It first writes the run's user into /etc/passwd and /etc/group (one exec fewer on the
+      // way to the first step); the observer, whose READY the run waits for, starts after.
       entrypoint: [
         '/bin/sh',
         '-c',
-        `trap "exit 0" TERM; ${observer ? `${agentCommand('observer.js').join(' ')} & ` : ''}while :; do sleep 2147483647 & wait $!; done`,
+        `${identityUsers(identity)} || exit 1; trap "exit 0" TERM; ${observer ? `${agentCommand('observer.js').join(' ')} & ` : ''}while :; do sleep 2147483647 & wait $!; done`,
       ],
       user: '0:0',
       workingDir: SANDBOX_WORKDIR,
@@ -136,7 +143,10 @@ export class CaptureTopology {
       },
     });
     const sandbox = asPackageUser(container);
-    await Promise.all([gatewayReady, writeIdentity(sandbox, identity)]);
+    const unpacked = (async () => {
+      for (const archive of opts.project ?? []) await unpackInto(sandbox, archive, SANDBOX_WORKDIR);
+    })();
+    await Promise.all([gatewayReady, writeIdentity(sandbox, identity), unpacked]);
     if (observer) {
       try {
         await sandbox.waitForLog(/^READY \d+ \d+$/m, opts.readyTimeoutMs ?? 15_000);
@@ -158,21 +168,7 @@ export class CaptureTopology {
    * archive API refuses containers with a read-only root filesystem, even for a tmpfs path.)
    */
   async unpack(archive: Readable, dir = SANDBOX_WORKDIR): Promise<void> {
-    const r = await this.sandbox.exec(['tar', '-x', '--no-same-owner', '-C', dir, '-f', '-'], {
-      stdin: archive,
-      timeoutMs: 300_000,
-      maxOutputBytes: 16_384,
-    });
-    if (r.exitCode !== 0) {
-      const full = /No space left on device/i.test(r.stderr);
-      throw new PhonehomeError(
-        full ? 'EDISK_FULL' : 'EINTERNAL',
-        full
-          ? `The staged package does not fit in the sandbox's ${dir}.`
-          : `Unpacking the staged package in the sandbox failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,
-        { detail: r.stderr.slice(0, 4000) },
-      );
-    }
+    await unpackInto(this.sandbox, archive, dir);
   }
 
   /**
@@ -227,19 +223,43 @@ const IDENTITY_DIR = '/run/identity';
  * Give the sandbox its identity before any package code runs: the user in passwd and group (as
  * root, in the identity tmpfs), then the home folder and its files (as the user).
  */
-async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Promise<void> {
-  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-  const users = [
+/** Unpack a tar stream into a folder of the sandbox as the sandbox user. */
+async function unpackInto(
+  sandbox: SandboxContainer,
+  archive: Readable,
+  dir: string,
+): Promise<void> {
+  const r = await sandbox.exec(['tar', '-x', '--no-same-owner', '-C', dir, '-f', '-'], {
+    stdin: archive,
+    timeoutMs: 300_000,
+    maxOutputBytes: 16_384,
+  });
+  if (r.exitCode !== 0) {
+    const full = /No space left on device/i.test(r.stderr);
+    throw new PhonehomeError(
+      full ? 'EDISK_FULL' : 'EINTERNAL',
+      full
+        ? `The staged package does not fit in the sandbox's ${dir}.`
+        : `Unpacking the staged package in the sandbox failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,
+      { detail: r.stderr.slice(0, 4000) },
+    );
+  }
+}
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** The shell commands (run as root by the sandbox's process 1) that make the run's user. */
+function identityUsers(id: SandboxIdentity): string {
+  return [
     `grep -v '^node:' /etc/passwd.base > ${IDENTITY_DIR}/passwd`,
     `echo ${q(`${id.user}:x:1000:1000:${id.fullName},,,:${id.home}:/bin/bash`)} >> ${IDENTITY_DIR}/passwd`,
     `grep -v '^node:' /etc/group.base > ${IDENTITY_DIR}/group`,
     `echo ${q(`${id.user}:x:1000:`)} >> ${IDENTITY_DIR}/group`,
   ].join(' && ');
-  const root = await sandbox.exec(['sh', '-c', users], { user: '0:0', timeoutMs: 30_000 });
-  if (root.exitCode !== 0)
-    throw new PhonehomeError('EINTERNAL', 'Could not set up the sandbox user.', {
-      detail: root.stderr.slice(0, 2000),
-    });
+}
+
+/** The run's home folder (the user itself is written by process 1: identityUsers). */
+async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Promise<void> {
   const pack = filesTar(
     id.homeFiles,
     id.homeDirs.map((d) => `${id.home.slice(1)}/${d}`),
@@ -255,7 +275,12 @@ async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Pr
     `{ [ -z "$v" ] || [ -z "$iv" ] || { mkdir -p "$d/include" && ln -s ${NODE_HEADERS} "$d/include/node" && echo "$iv" > "$d/installVersion" && touch -h -d '37 days ago' "$d/include/node" "$d/installVersion" "$d/include" "$d"; }; }`,
   ].join('; ');
   const r = await sandbox.exec(
-    ['sh', '-c', `tar -x --no-same-owner -C / -f - || exit 1; ${devDir}`],
+    [
+      'sh',
+      '-c',
+      // After process 1 has written the user (it starts with that; a moment at most).
+      `i=0; until grep -q ${q(`^${id.user}:`)} ${IDENTITY_DIR}/passwd 2>/dev/null; do i=$((i+1)); [ $i -gt 500 ] && { echo 'the sandbox user was not written' >&2; exit 1; }; sleep 0.01; done; tar -x --no-same-owner -C / -f - || exit 1; ${devDir}`,
+    ],
     {
       stdin: pack,
       timeoutMs: 30_000,
