@@ -529,6 +529,32 @@ export async function gate(
     };
     const headStage = stageOnce(headTree);
     const baseStage = stageOnce(baseTree);
+    // A version a known-malicious record names: flagged as the record says, not fetched or run.
+    const flagged = (
+      c: LockChange,
+      entry: LockEntry,
+      records: ReturnType<typeof knownMaliciousRecords>,
+    ): GatePackage => {
+      const report = notRunReport(
+        {
+          name: c.name,
+          version: c.to,
+          integrity: entry.integrity,
+          spec: `${formatId(c.name, c.to)} (${relative(process.cwd(), headTree.lockfile) || headTree.lockfile})`,
+        },
+        records,
+        { ...opts.policy, resolvers: SANDBOX_RESOLVERS },
+      );
+      const line = entryLine(lockText, c.name, c.to);
+      return {
+        ...c,
+        ...(line ? { line } : {}),
+        verdict: report.verdict,
+        report,
+        fromStore: false,
+        knownMalicious: true,
+      };
+    };
     for (const c of changes.changed) {
       opts.signal?.throwIfAborted();
       const entry = headTree.entries.find(
@@ -540,25 +566,7 @@ export async function gate(
           : undefined;
       const records = knownMaliciousRecords(opts.policy, c.name, c.to);
       if (records.length && !opts.runKnownMalicious) {
-        const report = notRunReport(
-          {
-            name: c.name,
-            version: c.to,
-            integrity: entry.integrity,
-            spec: `${formatId(c.name, c.to)} (${relative(process.cwd(), headTree.lockfile) || headTree.lockfile})`,
-          },
-          records,
-          { ...opts.policy, resolvers: SANDBOX_RESOLVERS },
-        );
-        const line = entryLine(lockText, c.name, c.to);
-        packages.push({
-          ...c,
-          ...(line ? { line } : {}),
-          verdict: report.verdict,
-          report,
-          fromStore: false,
-          knownMalicious: true,
-        });
+        packages.push(flagged(c, entry, records));
         opts.log?.(
           `[gate] ${formatId(c.name, c.to)}: known malicious (${records.map((r) => r.id).join(', ')}); not run`,
         );
@@ -594,25 +602,7 @@ export async function gate(
       const records = knownMaliciousRecords(opts.policy, c.name, c.to);
       const entry = headTree.entries.find((e) => e.name === c.name && e.version === c.to);
       if (!records.length || !entry) continue;
-      const report = notRunReport(
-        {
-          name: c.name,
-          version: c.to,
-          integrity: entry.integrity,
-          spec: `${formatId(c.name, c.to)} (${relative(process.cwd(), headTree.lockfile) || headTree.lockfile})`,
-        },
-        records,
-        { ...opts.policy, resolvers: SANDBOX_RESOLVERS },
-      );
-      const line = entryLine(lockText, c.name, c.to);
-      packages.push({
-        ...c,
-        ...(line ? { line } : {}),
-        verdict: report.verdict,
-        report,
-        fromStore: false,
-        knownMalicious: true,
-      });
+      packages.push(flagged(c, entry, records));
     }
     const verdict = all.retargeted.length ? 'fail' : worstVerdict(packages.map((p) => p.verdict));
     return {

@@ -4,7 +4,8 @@
  * names, and the indicators of compromise (domains, URLs, IP addresses) it lists. Pure: reading
  * files and keeping the set are elsewhere (intel/import.ts, the result store).
  */
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
+import { isInternalAddress } from '../core/addresses.js';
 import semver from 'semver';
 
 /** One record, as phonehome keeps it. */
@@ -64,27 +65,7 @@ export function iocHost(value: string): string | undefined {
   }
 }
 
-const INTERNAL = new BlockList();
-for (const [net, bits] of [
-  ['0.0.0.0', 8],
-  ['10.0.0.0', 8],
-  ['100.64.0.0', 10],
-  ['127.0.0.0', 8],
-  ['169.254.0.0', 16],
-  ['172.16.0.0', 12],
-  ['192.168.0.0', 16],
-  ['224.0.0.0', 3],
-] as const)
-  INTERNAL.addSubnet(net, bits, 'ipv4');
-for (const [net, bits] of [
-  ['::', 127],
-  ['fc00::', 7],
-  ['fe80::', 10],
-  ['ff00::', 8],
-] as const)
-  INTERNAL.addSubnet(net, bits, 'ipv6');
-
-const internal = (ip: string) => INTERNAL.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4');
+const internal = isInternalAddress;
 
 const NAME = /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,62})?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62})?)+$/;
 

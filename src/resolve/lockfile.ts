@@ -19,6 +19,7 @@ import type { Readable } from 'node:stream';
 import Arborist, { type ArboristNode } from '@npmcli/arborist';
 import npa from 'npm-package-arg';
 import * as tar from 'tar';
+import { INTERNAL_ADDRESSES } from '../core/addresses.js';
 import { PhonehomeError } from '../core/errors.js';
 import { formatId } from '../core/package-id.js';
 import { specError } from './errors.js';
@@ -654,29 +655,7 @@ function shortestPaths(root: ArboristNode): Map<string, string[]> {
   return paths;
 }
 
-/** Loopback, link-local (cloud metadata services), private, shared and unique-local ranges. */
-const INTERNAL = (() => {
-  const list = new BlockList();
-  for (const [net, bits] of [
-    ['0.0.0.0', 8],
-    ['10.0.0.0', 8],
-    ['100.64.0.0', 10],
-    ['127.0.0.0', 8],
-    ['169.254.0.0', 16],
-    ['172.16.0.0', 12],
-    ['192.168.0.0', 16],
-  ] as const)
-    list.addSubnet(net, bits, 'ipv4');
-  for (const [net, bits] of [
-    // The unspecified address (`[::]` reaches loopback on Linux) and loopback.
-    ['::', 128],
-    ['::1', 128],
-    ['fe80::', 10],
-    ['fc00::', 7],
-  ] as const)
-    list.addSubnet(net, bits, 'ipv6');
-  return list;
-})();
+const INTERNAL = INTERNAL_ADDRESSES;
 
 /** The IPv6 forms that carry an IPv4 address (mapped, compatible, NAT64). */
 const CARRIES_IPV4 = (() => {

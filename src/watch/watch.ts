@@ -418,19 +418,16 @@ export class Watcher {
         // A version reported before is judged again only when a record now names it (no run).
         if (before && !all && !(records.length && before.verdict !== 'fail')) continue;
         if (!f.installable && !records.length) continue;
+        const subject = {
+          name: f.name,
+          version: to,
+          integrity: meta.integrity ?? null,
+          spec: formatId(f.name, to),
+        };
         let report: CheckReport;
         let fromStore = false;
         if (records.length && (!o.runKnownMalicious || !f.installable)) {
-          report = notRunReport(
-            {
-              name: f.name,
-              version: to,
-              integrity: meta.integrity ?? null,
-              spec: formatId(f.name, to),
-            },
-            records,
-            judge,
-          );
+          report = notRunReport(subject, records, judge);
         } else {
           if (!before) log(`[watch] checking ${formatId(f.name, to)} against ${f.version}`);
           try {
@@ -458,7 +455,7 @@ export class Watcher {
           } catch (e) {
             if (o.signal?.aborted) throw e;
             // The environment (Docker, the registry, the store): tried again next pass; in a
-            // single pass, the pass fails.
+            // single pass, listed as not checked while the pass goes on.
             if (!isPhonehomeError(e) || e.exitCode !== ExitCode.usage) {
               const message = e instanceof Error ? e.message : String(e);
               this.retry.add(formatId(f.name, to));
@@ -470,16 +467,7 @@ export class Watcher {
             }
             // The version itself (a corrupt tarball, a tarball that is not the one its
             // packument names, a manifest npm cannot install): never a pass.
-            report = uncheckable(
-              {
-                name: f.name,
-                version: to,
-                integrity: meta.integrity ?? null,
-                spec: formatId(f.name, to),
-              },
-              e,
-              judge,
-            );
+            report = uncheckable(subject, e, judge);
           }
         }
         const verdictAt = before?.reportedAt ?? new Date().toISOString();
