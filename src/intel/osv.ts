@@ -121,8 +121,9 @@ export function readOsvRecord(doc: unknown): MaliciousRecord[] | Skipped {
     if (n.length === 0 || n.length > 214) continue;
     const list = byName.get(n) ?? [];
     list.push(a);
+    // Past MAX_NAMES packages the rest of the record's names are left out, its IOCs kept.
+    if (!byName.has(n) && byName.size >= MAX_NAMES) continue;
     byName.set(n, list);
-    if (byName.size > MAX_NAMES) throw new Error(`${id}: names more than ${MAX_NAMES} packages`);
   }
   const summary = str(d.summary)?.slice(0, MAX_TEXT);
   const published = str(d.published);

@@ -34,14 +34,6 @@ export function registrableDomain(host: string): string | undefined {
   return p.isIp ? undefined : (p.domain ?? undefined);
 }
 
-let icann: { parse(host: string): Parsed } | undefined;
-/** The registrable domain by the ICANN section only (`x.github.io` → `github.io`). */
-export function icannDomain(host: string): string | undefined {
-  icann ??= createRequire(import.meta.url)('tldts') as typeof icann & object;
-  const p = icann.parse(host);
-  return p.isIp ? undefined : (p.domain ?? undefined);
-}
-
 /** What makes a domain shared: the indicators' host patterns and the shipped list of shared hosts. */
 export interface SharedHosts {
   patterns: readonly DestinationPattern[];

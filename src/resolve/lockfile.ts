@@ -384,7 +384,7 @@ export async function loadLockTree(
     // As npm ci: every dependency package.json declares must be in the lockfile, at a version
     // that satisfies it; otherwise npm would resolve afresh, which is not what the lockfile says.
     // A dist-tag (`"x": "latest"`) cannot be judged without the registry; npm ci takes the
-    // lockfile's version for it, and so does this.
+    // lockfile's registry version for it, and so does this.
     const isTag = (name: string, spec: string) => {
       try {
         return npa.resolve(name, spec).type === 'tag';
@@ -392,8 +392,15 @@ export async function loadLockTree(
         return false;
       }
     };
+    // Only for a package from a registry: a tag never names a file or a URL's tarball.
+    const origins = registryOrigins(opts.npmConfig ?? {});
+    const fromRegistry = (n: ArboristNode) =>
+      !n.resolved || origins.some((o) => n.resolved?.startsWith(o));
     const unmet = [...vroot.edgesOut.values()].filter(
-      (e) => !e.valid && e.type !== 'peerOptional' && !(e.to && isTag(e.name, e.spec)),
+      (e) =>
+        !e.valid &&
+        e.type !== 'peerOptional' &&
+        !(e.to && isTag(e.name, e.spec) && fromRegistry(e.to)),
     );
     if (unmet.length)
       throw new PhonehomeError(

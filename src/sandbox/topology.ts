@@ -108,12 +108,10 @@ export class CaptureTopology {
       // Process 1 is a shell (root, like the observer it starts) that only waits: package code
       // cannot signal it, and its waits reap orphans (a fork bomb's zombies would otherwise keep
       // holding the pids limit). Package code runs through exec, as SANDBOX_USER.
-      // It first writes the run's user into /etc/passwd and /etc/group (one exec fewer on the
-      // way to the first step); the observer, whose READY the run waits for, starts after.
       entrypoint: [
         '/bin/sh',
         '-c',
-        `${identityUsers(identity)} || exit 1; trap "exit 0" TERM; ${observer ? `${agentCommand('observer.js').join(' ')} & ` : ''}while :; do sleep 2147483647 & wait $!; done`,
+        `trap "exit 0" TERM; ${observer ? `${agentCommand('observer.js').join(' ')} & ` : ''}while :; do sleep 2147483647 & wait $!; done`,
       ],
       user: '0:0',
       workingDir: SANDBOX_WORKDIR,
@@ -219,10 +217,6 @@ function asPackageUser(c: SandboxContainer): SandboxContainer {
 /** Where the runner image's /etc/passwd and /etc/group point (sandbox-images/runner/Dockerfile). */
 const IDENTITY_DIR = '/run/identity';
 
-/**
- * Give the sandbox its identity before any package code runs: the user in passwd and group (as
- * root, in the identity tmpfs), then the home folder and its files (as the user).
- */
 /** Unpack a tar stream into a folder of the sandbox as the sandbox user. */
 async function unpackInto(
   sandbox: SandboxContainer,
@@ -246,20 +240,25 @@ async function unpackInto(
   }
 }
 
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-
-/** The shell commands (run as root by the sandbox's process 1) that make the run's user. */
-function identityUsers(id: SandboxIdentity): string {
-  return [
+/**
+ * Give the sandbox its identity before any package code runs: the user in passwd and group (as
+ * root, in the identity tmpfs), then the home folder and its files (as the user). Not written by
+ * process 1 at start: its command line is readable by package code, and would say how the user
+ * was made.
+ */
+async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Promise<void> {
+  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+  const users = [
     `grep -v '^node:' /etc/passwd.base > ${IDENTITY_DIR}/passwd`,
     `echo ${q(`${id.user}:x:1000:1000:${id.fullName},,,:${id.home}:/bin/bash`)} >> ${IDENTITY_DIR}/passwd`,
     `grep -v '^node:' /etc/group.base > ${IDENTITY_DIR}/group`,
     `echo ${q(`${id.user}:x:1000:`)} >> ${IDENTITY_DIR}/group`,
   ].join(' && ');
-}
-
-/** The run's home folder (the user itself is written by process 1: identityUsers). */
-async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Promise<void> {
+  const root = await sandbox.exec(['sh', '-c', users], { user: '0:0', timeoutMs: 30_000 });
+  if (root.exitCode !== 0)
+    throw new PhonehomeError('EINTERNAL', 'Could not set up the sandbox user.', {
+      detail: root.stderr.slice(0, 2000),
+    });
   const pack = filesTar(
     id.homeFiles,
     id.homeDirs.map((d) => `${id.home.slice(1)}/${d}`),
@@ -275,12 +274,7 @@ async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Pr
     `{ [ -z "$v" ] || [ -z "$iv" ] || { mkdir -p "$d/include" && ln -s ${NODE_HEADERS} "$d/include/node" && echo "$iv" > "$d/installVersion" && touch -h -d '37 days ago' "$d/include/node" "$d/installVersion" "$d/include" "$d"; }; }`,
   ].join('; ');
   const r = await sandbox.exec(
-    [
-      'sh',
-      '-c',
-      // After process 1 has written the user (it starts with that; a moment at most).
-      `i=0; until grep -q ${q(`^${id.user}:`)} ${IDENTITY_DIR}/passwd 2>/dev/null; do i=$((i+1)); [ $i -gt 500 ] && { echo 'the sandbox user was not written' >&2; exit 1; }; sleep 0.01; done; tar -x --no-same-owner -C / -f - || exit 1; ${devDir}`,
-    ],
+    ['sh', '-c', `tar -x --no-same-owner -C / -f - || exit 1; ${devDir}`],
     {
       stdin: pack,
       timeoutMs: 30_000,

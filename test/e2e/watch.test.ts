@@ -17,9 +17,22 @@ import { CLI, cli, fixture, leftovers, staging } from '../support/cli.js';
 import { startRegistry, type TestRegistry } from '../support/registry.js';
 import { images } from '../support/sandbox.js';
 
-/** npm writing a project's lockfile against the loopback registry, which runs in this process. */
-function lockProject(dir: string, registry: string, env: NodeJS.ProcessEnv): Promise<void> {
-  return new Promise((resolve, reject) => {
+/**
+ * A project depending on `dependencies`, its lockfile written by npm against the loopback
+ * registry (which runs in this process: npm is started asynchronously).
+ */
+async function lockedProject(
+  dir: string,
+  dependencies: Record<string, string>,
+  registry: string,
+  env: NodeJS.ProcessEnv,
+): Promise<string> {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(
+    join(dir, 'package.json'),
+    JSON.stringify({ name: 'shop-frontend', version: '2.3.0', private: true, dependencies }),
+  );
+  await new Promise<void>((resolve, reject) => {
     const child = spawn(
       'npm',
       [
@@ -39,6 +52,7 @@ function lockProject(dir: string, registry: string, env: NodeJS.ProcessEnv): Pro
       code === 0 ? resolve() : reject(new Error(`npm: exit ${code}: ${err}`)),
     );
   });
+  return dir;
 }
 
 /** A long-running CLI whose stdout lines can be waited for. */
@@ -109,18 +123,12 @@ describe('watch: new releases checked as they appear', () => {
   before(async () => {
     await images();
     registry = await startRegistry([fixture('quiet-lib-1.0.0')]);
-    project = join(work, 'project');
-    mkdirSync(project, { recursive: true });
-    writeFileSync(
-      join(project, 'package.json'),
-      JSON.stringify({
-        name: 'shop-frontend',
-        version: '2.3.0',
-        private: true,
-        dependencies: { 'quiet-lib': '^1.0.0' },
-      }),
+    project = await lockedProject(
+      join(work, 'project'),
+      { 'quiet-lib': '^1.0.0' },
+      registry.url,
+      env,
     );
-    await lockProject(project, registry.url, env);
   });
   after(async () => {
     await registry?.close();
@@ -318,18 +326,12 @@ describe('known-malicious records from an OSV sample', () => {
   });
 
   it('an audit of a lockfile pinning a MAL- version flags it with the record id without a sandbox run', async () => {
-    const project = join(work, 'project');
-    mkdirSync(project, { recursive: true });
-    writeFileSync(
-      join(project, 'package.json'),
-      JSON.stringify({
-        name: 'shop-frontend',
-        version: '2.3.0',
-        private: true,
-        dependencies: { 'upgrade-beacon': '1.0.1' },
-      }),
+    const project = await lockedProject(
+      join(work, 'project'),
+      { 'upgrade-beacon': '1.0.1' },
+      registry.url,
+      env,
     );
-    await lockProject(project, registry.url, env);
     const before = registry.log.length;
     const r = await cli(
       ['audit', project, '--json', '--registry', registry.url, '--store', store],

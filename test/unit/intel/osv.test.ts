@@ -80,6 +80,18 @@ describe('OSV records', () => {
     );
   });
 
+  it('a record naming more than 1,000 packages keeps the first 1,000 and its IOCs', () => {
+    const list = readOsvRecord(
+      record(
+        Array.from({ length: 1200 }, (_, i) => npm(`typo-${i}`, { versions: ['1.0.0'] })),
+        { database_specific: { iocs: { domains: ['c2.evil.example'] } } },
+      ),
+    ) as MaliciousRecord[];
+    assert.equal(list.length, 1000);
+    assert.equal(list[999]?.name, 'typo-999');
+    assert.deepEqual(list[0]?.iocs.domains, ['c2.evil.example']);
+  });
+
   it('a version is affected when listed, or inside a SEMVER/ECOSYSTEM range as OSV walks it', () => {
     const r = (ranges: MaliciousRecord['ranges'], versions: string[] = []) => ({
       versions,

@@ -224,4 +224,32 @@ describe('loadLockTree: where the lockfile sends phonehome, before anything is f
     );
     assert.deepEqual(wanted, { x: ['latest (direct)'], y: ['^2.0.0 (direct)', '~2.1.0'] });
   });
+
+  it('a dist-tag locked to a file tarball is not taken on faith: npm ci refuses it too', async () => {
+    const dir = folder('tagged-file', {
+      'package.json': JSON.stringify({
+        name: 'app',
+        version: '1.0.0',
+        dependencies: { 'shared-lib': 'latest' },
+      }),
+      'package-lock.json': JSON.stringify({
+        name: 'app',
+        version: '1.0.0',
+        lockfileVersion: 3,
+        packages: {
+          '': { name: 'app', version: '1.0.0', dependencies: { 'shared-lib': 'latest' } },
+          'node_modules/shared-lib': {
+            version: '1.0.0',
+            resolved: 'file:vendor/shared-lib-1.0.0.tgz',
+            integrity: 'sha512-cccc',
+          },
+        },
+      }),
+    });
+    await assert.rejects(
+      loadLockTree(dir),
+      (e: unknown) =>
+        e instanceof PhonehomeError && e.code === 'ELOCKFILE' && /disagree/.test(e.message),
+    );
+  });
 });
