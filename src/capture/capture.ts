@@ -30,6 +30,8 @@ import { EventSink, monotonicMs, type CaptureStats } from './sink.js';
 import { isNxdomain } from './reserved.js';
 import { SyntheticAddresses, type SyntheticBlocks } from './synthetic.js';
 import { looksLikeTls, parseClientHello, TLS_HANDSHAKE_FAILURE_ALERT } from './tls.js';
+import { certificateName, intercept, type Intercepted } from './intercept.js';
+import type { RunCa } from './x509.js';
 import type { ProcessInfo, StreamEvent } from '../core/terms.js';
 
 const execFileP = promisify(execFile);
@@ -102,6 +104,8 @@ export class Capture {
   private readonly tlds: ReadonlySet<string> | undefined;
   readonly conntrack = new ConntrackReader();
   readonly observer: ObserverLink;
+  /** The run's CA: TLS connections are answered with its certificates and read (none: not). */
+  readonly ca: RunCa | undefined;
   /** Open connections, to be recorded at a flush even if the client still holds them. */
   private readonly open = new Set<() => void>();
   /** Records waiting on a conntrack or observer lookup; a flush waits for them. */
@@ -118,9 +122,10 @@ export class Capture {
 
   constructor(
     eventsPath: string,
-    opts: { tlds?: ReadonlySet<string>; blocks?: SyntheticBlocks } = {},
+    opts: { tlds?: ReadonlySet<string>; blocks?: SyntheticBlocks; ca?: RunCa } = {},
   ) {
     this.names = new SyntheticAddresses(opts.blocks);
+    this.ca = opts.ca;
     this.tlds = opts.tlds;
     this.sink = new EventSink(eventsPath);
     this.observer = new ObserverLink(this.sink);
@@ -433,6 +438,16 @@ export class Capture {
       armIdle();
       const v = stream.feed(d);
       if (v.status === 'done') {
+        if (v.kind === 'tls' && this.ca && v.hello.status === 'ok') {
+          // Taken over: the interception records the connection and closes it.
+          done = true;
+          this.open.delete(finishAtFlush);
+          clearTimeout(deadline);
+          clearTimeout(idle);
+          sock.removeAllListeners('data');
+          this.interceptStream(sock, stream, v.hello, found, t);
+          return;
+        }
         if (v.kind === 'tls') finish('tls', TLS_HANDSHAKE_FAILURE_ALERT);
         else if (v.kind === 'http') finish('http', HTTP_OK_EMPTY);
         else finish(v.kind);
@@ -457,6 +472,92 @@ export class Capture {
     });
     sock.on('end', () => finish('end'));
     sock.on('error', () => finish('end'));
+  }
+
+  /** Answer a TLS connection as the server it asked for, and record what it sent inside. */
+  private interceptStream(
+    sock: Socket,
+    stream: StreamClassifier,
+    hello: { sni?: string; alpn?: string[] },
+    found: Promise<{ ct: ConntrackEntry | undefined; proc: ProcessInfo | undefined }>,
+    t: number,
+  ): void {
+    const ca = this.ca;
+    if (!ca) return;
+    const clientHello = Buffer.from(stream.bytes);
+    const ready = found.then(({ ct }) => certificateName(hello.sni, ct?.dst ?? '0.0.0.0'));
+    let end: (() => void) | undefined;
+    const atFlush = () => end?.();
+    this.open.add(atFlush);
+    let settle: (r: Intercepted) => void = () => undefined;
+    const result = new Promise<Intercepted>((resolve) => (settle = resolve));
+    // Recorded when it ends; a flush waits for that (tracked from the start).
+    void this.track(
+      result.then(async (r) => {
+        this.open.delete(atFlush);
+        const { ct, proc } = await found;
+        if (!ct) return; // a direct loopback connection to our port: not egress
+        this.recordIntercepted(t, ct, clientHello, hello, r, proc);
+      }),
+    );
+    end = intercept(sock, clientHello, stream.bytesSeen, ca, ready, settle);
+  }
+
+  recordIntercepted(
+    t: number,
+    ct: ConntrackEntry,
+    clientHello: Buffer,
+    hello: { sni?: string; alpn?: string[] },
+    r: Intercepted,
+    proc: ProcessInfo | undefined,
+  ): void {
+    const host = this.names.nameFor(ct.dst);
+    const head = r.head;
+    const ws = r.wsPayload;
+    const inner = head ? this.httpFields(r.inner, r.innerSeen, head, ws) : {};
+    this.sink.record({
+      kind: 'tls',
+      t,
+      ip: ct.dst,
+      port: ct.dport,
+      bytesOut: r.bytesOut,
+      ...(host ? { host } : {}),
+      ...(proc ? { proc } : {}),
+      ...(hello.sni ? { sni: hello.sni } : {}),
+      ...(hello.alpn ? { alpn: hello.alpn } : {}),
+      firstBytesHex: clientHello.subarray(0, RAW_SAMPLE_MAX).toString('hex'),
+      intercept: r.outcome,
+      ...(r.alert ? { tlsAlert: r.alert } : {}),
+      ...inner,
+      ...(!head && r.inner.length > 0
+        ? { innerHex: r.inner.subarray(0, RAW_SAMPLE_MAX).toString('hex') }
+        : {}),
+    });
+  }
+
+  /** What an event keeps of an HTTP request: its head and a bounded sample of its body. */
+  private httpFields(
+    buf: Buffer,
+    seen: number,
+    head: HttpRequestHead,
+    wsPayload?: Buffer,
+  ): Partial<StreamEvent> {
+    const body = wsPayload ?? buf.subarray(head.headLength);
+    const max = this.sampleBudget > 0 ? BODY_SAMPLE_MAX : 1024;
+    if (max < BODY_SAMPLE_MAX && body.length > max)
+      this.sink.hitBound('body-samples', BODY_SAMPLE_BUDGET);
+    const sample = body.subarray(0, max);
+    this.sampleBudget -= sample.length;
+    return {
+      method: head.method,
+      path: head.path,
+      httpVersion: head.httpVersion,
+      headers: head.headers,
+      bodyBytes: wsPayload ? wsPayload.length : Math.max(0, seen - head.headLength),
+      ...(head.host !== undefined ? { httpHost: head.host } : {}),
+      ...(sample.length > 0 ? { bodySample: sample.toString('base64') } : {}),
+      ...(head.websocket ? { websocket: true } : {}),
+    };
   }
 
   recordStream(
@@ -491,25 +592,7 @@ export class Capture {
       }
     }
     if (head) {
-      const body = buf.subarray(head.headLength);
-      const max = this.sampleBudget > 0 ? BODY_SAMPLE_MAX : 1024;
-      if (max < BODY_SAMPLE_MAX && body.length > max)
-        this.sink.hitBound('body-samples', BODY_SAMPLE_BUDGET);
-      const sample = body.subarray(0, max);
-      this.sampleBudget -= sample.length;
-      this.sink.record({
-        kind: 'http',
-        t,
-        ...base,
-        method: head.method,
-        path: head.path,
-        httpVersion: head.httpVersion,
-        headers: head.headers,
-        bodyBytes: Math.max(0, bytesOut - head.headLength),
-        ...(head.host !== undefined ? { httpHost: head.host } : {}),
-        ...(sample.length > 0 ? { bodySample: sample.toString('base64') } : {}),
-        ...(head.websocket ? { websocket: true } : {}),
-      });
+      this.sink.record({ kind: 'http', t, ...base, ...this.httpFields(buf, bytesOut, head) });
       return;
     }
     this.sink.record({

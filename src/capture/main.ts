@@ -4,7 +4,8 @@
  * every TCP connection, DNS query and UDP datagram of the sandbox user to it. It answers just
  * enough for the package to go on to its next step, and records each attempt (capture.ts).
  *
- * Protocol with the host (through Docker): prints `READY` on stdout once listening; on SIGUSR1
+ * Protocol with the host (through Docker): prints `READY` on stdout once listening (`READY CA
+ * <base64 DER>` with the run's CA certificate when TLS is intercepted); on SIGUSR1
  * appends ICMP and drop counts, per-destination summaries, bounds hit and the capture's
  * statistics (what it could not see or attribute), flushes the event log and prints
  * `FLUSHED <n> <events>` (n counts flushes from 1); on SIGTERM does the same and exits.
@@ -16,6 +17,7 @@ import { readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Capture } from './capture.js';
 import { PUBLIC_SUFFIX_LIST, tldsFrom } from './reserved.js';
+import { RunCa } from './x509.js';
 
 export { CAPTURE_PORTS } from './capture.js';
 
@@ -23,7 +25,10 @@ export { CAPTURE_PORTS } from './capture.js';
 export async function main(args: readonly string[] = process.argv.slice(2)): Promise<void> {
   const eventsPath = args[0] ?? '/run/capture/events.ndjson';
   const ipv6 = args[1] !== 'no-ipv6';
-  const capture = new Capture(eventsPath, { ...readTlds() });
+  // TLS interception (off when the gateway's environment says TLS_INTERCEPT=off): the run's CA,
+  // whose certificate (never its key) the host puts in the sandbox's trust store.
+  const ca = process.env.TLS_INTERCEPT === 'off' ? undefined : new RunCa();
+  const capture = new Capture(eventsPath, { ...readTlds(), ...(ca ? { ca } : {}) });
   await capture.start();
   // The DNS and UDP sockets must bind loopback, not the wildcard: replies must leave with the
   // address the redirect targeted, or conntrack does not un-NAT them and clients time out.
@@ -55,7 +60,7 @@ export async function main(args: readonly string[] = process.argv.slice(2)): Pro
     clearInterval(icmpTimer);
     void flush().then(() => process.exit(0));
   });
-  process.stdout.write('READY\n');
+  process.stdout.write(ca ? `READY CA ${ca.certDer.toString('base64')}\n` : 'READY\n');
 }
 
 /** The TLDs that exist, from the gateway image's Public Suffix List; said when it is missing. */

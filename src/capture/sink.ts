@@ -138,6 +138,9 @@ function payloadOf(e: AttemptInput): string {
         e.headers,
         e.bodySample,
         e.websocket,
+        e.intercept,
+        e.tlsAlert,
+        e.innerHex,
         // Every ClientHello is new (its random, its key share): its bytes do not make a TLS
         // attempt a new payload, or each would be kept in full.
         e.kind === 'tls' ? undefined : e.firstBytesHex,
@@ -181,6 +184,9 @@ function payloadFields(e: AttemptInput): Partial<SummaryEvent> {
       .subarray(0, SUMMARY_BODY_BYTES)
       .toString('base64');
   if (e.websocket) out.websocket = true;
+  if (e.intercept !== undefined) out.intercept = e.intercept;
+  if (e.tlsAlert !== undefined) out.tlsAlert = e.tlsAlert.slice(0, 64);
+  if (e.innerHex !== undefined) out.innerHex = e.innerHex.slice(0, SUMMARY_HEX_CHARS);
   if (e.firstBytesHex !== undefined)
     out.firstBytesHex = e.firstBytesHex.slice(0, SUMMARY_HEX_CHARS);
   return out;

@@ -20,7 +20,9 @@ function detail(e: ReportEvent): string {
     case 'http':
       return `http  ${t(`${e.method}`)} ${t(`${e.host ?? e.ip}`)}:${e.port}${t(e.path ?? '')}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.host ? ` [${t(`${e.ip}`)}]` : ''}`;
     case 'tls':
-      return `tls   ${t(destinationOf(e))}${e.alpn ? ` alpn=${t(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${t(`${e.ip}`)}]` : ''}`;
+      if (e.method !== undefined)
+        return `https ${t(`${e.method}`)} ${t(destinationOf(e))}${t(e.path ?? '')}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.host || e.sni ? ` [${t(`${e.ip}`)}]` : ''}`;
+      return `tls   ${t(destinationOf(e))}${e.intercept === 'refused' ? ` (refused inspection: ${t(e.tlsAlert ?? 'none')})` : ''}${e.alpn ? ` alpn=${t(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${t(`${e.ip}`)}]` : ''}`;
     case 'tcp':
       return `tcp   ${t(destinationOf(e))} (${e.bytesOut ?? 0} bytes sent)`;
     case 'udp':

@@ -11,7 +11,7 @@
  * characters of an encoded form counts, so a secret cut into pieces is still seen.
  */
 import zlib from 'node:zlib';
-import type { CaptureEvent } from './terms.js';
+import type { CaptureEvent, StreamEvent } from './terms.js';
 
 /** A secret planted in the sandbox (sandbox/identity.ts makes them), unique to the run. */
 export interface Bait {
@@ -135,31 +135,36 @@ function latin1(hexOrB64: string, enc: 'hex' | 'base64'): string {
   return Buffer.from(hexOrB64, enc).toString('latin1');
 }
 
+/** The path, headers and body (as sent, and decoded) of a request read in plain HTTP or inside TLS. */
+function httpHaystacks(e: StreamEvent, scheme: 'HTTP' | 'HTTPS', out: Haystack[]): void {
+  if (e.path) out.push({ channel: `${scheme} path`, text: e.path, caseless: false, event: e });
+  if (e.headers?.length)
+    out.push({
+      channel: `${scheme} headers`,
+      text: e.headers.map(([k, v]) => `${k}: ${v}`).join('\n'),
+      caseless: false,
+      event: e,
+    });
+  if (e.bodySample) {
+    out.push({
+      channel: `${scheme} body`,
+      text: latin1(e.bodySample, 'base64'),
+      caseless: false,
+      event: e,
+    });
+    const decoded = decodedBody(e.headers ?? [], Buffer.from(e.bodySample, 'base64'));
+    if (decoded)
+      out.push({ channel: `${scheme} body (decoded)`, text: decoded, caseless: false, event: e });
+  }
+}
+
 function haystacks(events: CaptureEvent[]): Haystack[] {
   const out: Haystack[] = [];
   const dns: { name: string; event: CaptureEvent }[] = [];
   for (const e of events) {
     switch (e.kind) {
       case 'http':
-        if (e.path) out.push({ channel: 'HTTP path', text: e.path, caseless: false, event: e });
-        if (e.headers?.length)
-          out.push({
-            channel: 'HTTP headers',
-            text: e.headers.map(([k, v]) => `${k}: ${v}`).join('\n'),
-            caseless: false,
-            event: e,
-          });
-        if (e.bodySample) {
-          out.push({
-            channel: 'HTTP body',
-            text: latin1(e.bodySample, 'base64'),
-            caseless: false,
-            event: e,
-          });
-          const decoded = decodedBody(e.headers ?? [], Buffer.from(e.bodySample, 'base64'));
-          if (decoded)
-            out.push({ channel: 'HTTP body (decoded)', text: decoded, caseless: false, event: e });
-        }
+        httpHaystacks(e, 'HTTP', out);
         break;
       case 'tcp':
         if (e.firstBytesHex)
@@ -171,6 +176,15 @@ function haystacks(events: CaptureEvent[]): Haystack[] {
           });
         break;
       case 'tls':
+        // What an intercepted connection sent inside, read like plain HTTP.
+        httpHaystacks(e, 'HTTPS', out);
+        if (e.innerHex)
+          out.push({
+            channel: 'TLS data (decrypted)',
+            text: latin1(e.innerHex, 'hex'),
+            caseless: false,
+            event: e,
+          });
         if (e.sni) out.push({ channel: 'TLS server name', text: e.sni, caseless: true, event: e });
         for (const p of e.alpn ?? [])
           out.push({ channel: 'TLS ALPN', text: p, caseless: false, event: e });

@@ -240,6 +240,9 @@ function synthetic(s: SummaryEvent): CaptureEvent {
         ...opt('bodyBytes'),
         ...opt('bodySample'),
         ...opt('websocket'),
+        ...opt('intercept'),
+        ...opt('tlsAlert'),
+        ...opt('innerHex'),
         ...opt('firstBytesHex'),
         ...proc,
       };

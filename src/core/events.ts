@@ -99,7 +99,10 @@ function validStreamFields(e: Obj): boolean {
     validHeaders(e.headers) &&
     optCount(e.bodyBytes) &&
     optStr(e.bodySample) &&
-    (e.websocket === undefined || typeof e.websocket === 'boolean')
+    (e.websocket === undefined || typeof e.websocket === 'boolean') &&
+    (e.intercept === undefined || e.intercept === 'decrypted' || e.intercept === 'refused') &&
+    optStr(e.tlsAlert) &&
+    optStr(e.innerHex)
   );
 }
 

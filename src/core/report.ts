@@ -7,7 +7,14 @@ import { findBaitLeaks, type Bait } from './bait.js';
 import type { SummarisedAttempts } from './bounds.js';
 import type { ReportDiff } from './compare.js';
 import { formatId } from './package-id.js';
-import type { Capability, CaptureEvent, IdentityProfile, Phase, Severity } from './terms.js';
+import type {
+  Capability,
+  CaptureEvent,
+  IdentityProfile,
+  Phase,
+  Severity,
+  TlsIntercept,
+} from './terms.js';
 import { PHASES, SEVERITIES } from './terms.js';
 
 /** 2: findings carry a severity of five levels, the rule that decided them and a suggestion. */
@@ -88,6 +95,10 @@ export interface ReportEvent {
   bytesOut?: number;
   bodyBytes?: number;
   websocket?: boolean;
+  /** A TLS connection the capture intercepted: decrypted (what was inside is above) or refused. */
+  intercept?: TlsIntercept;
+  /** The alert a client that refused interception sent. */
+  tlsAlert?: string;
   count?: number;
   /**
    * When it was made: milliseconds since the phase began (its first step, under the same
@@ -287,6 +298,8 @@ export function toReportEvent(e: CaptureEvent, who: Attribution): ReportEvent | 
         ...(e.path !== undefined ? { path: e.path } : {}),
         ...(e.bodyBytes !== undefined ? { bodyBytes: e.bodyBytes } : {}),
         ...(e.websocket ? { websocket: true } : {}),
+        ...(e.intercept ? { intercept: e.intercept } : {}),
+        ...(e.tlsAlert ? { tlsAlert: e.tlsAlert } : {}),
       };
     case 'udp':
       return {

@@ -155,8 +155,20 @@ export interface StreamEvent extends EventBase {
   /** Base64 of the first bytes of the request body (at most 64 KiB). */
   bodySample?: string;
   websocket?: boolean;
+  /**
+   * A TLS connection the capture answered with a certificate of the run's CA: `decrypted` (the
+   * handshake completed; method, path, headers and body are what was sent inside) or `refused`
+   * (the client would not take the certificate: pinned, its own CA list, a check of its own).
+   */
+  intercept?: TlsIntercept;
+  /** The alert a client that refused the interception sent (`unknown_ca`, …), or `none`. */
+  tlsAlert?: string;
+  /** First decrypted bytes, hex, when what was sent inside TLS was not HTTP. */
+  innerHex?: string;
   proc?: ProcessInfo;
 }
+
+export type TlsIntercept = 'decrypted' | 'refused';
 
 export interface DatagramEvent extends EventBase {
   kind: 'udp';
@@ -321,6 +333,9 @@ export interface SummaryEvent extends EventBase {
   /** Base64 of the first bytes of the body (at most 1 KiB). */
   bodySample?: string;
   websocket?: boolean;
+  intercept?: TlsIntercept;
+  tlsAlert?: string;
+  innerHex?: string;
   firstBytesHex?: string;
   sampleHex?: string;
   /** A DNS query's data after its question (DnsEvent.extraHex). */

@@ -174,7 +174,8 @@ function explainable(r: KnownEgressEntry, pkg: string | undefined, events: reado
       e.kind === 'dns' ||
       // A connection closed before it sent anything (a timed-out probe) asked for nothing.
       (e.kind === 'tcp' && !e.bytesOut) ||
-      (e.kind === 'http' &&
+      // A plain request, or one read inside intercepted TLS.
+      ((e.kind === 'http' || (e.kind === 'tls' && e.method !== undefined)) &&
         e.method === w.method &&
         w.paths.includes((e.path ?? '').replace(/\?.*$/, ''))),
   );

@@ -206,7 +206,9 @@ function what(e: ReportEvent): string {
     case 'http':
       return `HTTP ${esc(e.method)} ${esc(e.host ?? e.ip)}:${e.port}${esc(e.path)}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.httpHost && e.httpHost !== e.host ? ` Host: ${esc(e.httpHost)}` : ''}${e.host ? ` [${esc(e.ip)}]` : ''}`;
     case 'tls':
-      return `TLS ${esc(destinationOf(e))}${e.alpn ? ` alpn=${esc(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${esc(e.ip)}]` : ''}`;
+      if (e.method !== undefined)
+        return `HTTPS ${esc(e.method)} ${esc(destinationOf(e))}${esc(e.path)}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.httpHost && e.httpHost !== (e.sni ?? e.host) ? ` Host: ${esc(e.httpHost)}` : ''}${e.host || e.sni ? ` [${esc(e.ip)}]` : ''}`;
+      return `TLS ${esc(destinationOf(e))}${e.intercept === 'refused' ? ` (refused inspection: ${esc(e.tlsAlert ?? 'none')})` : ''}${e.alpn ? ` alpn=${esc(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${esc(e.ip)}]` : ''}`;
     case 'tcp':
       return `TCP ${esc(destinationOf(e))} (${e.bytesOut ?? 0} bytes sent)`;
     case 'udp':

@@ -6,7 +6,7 @@
  * sandbox is started.
  */
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { PhonehomeError } from '../core/errors.js';
 import { SANDBOX_WORKDIR } from '../core/terms.js';
 import { parseEventLog, type EventLog } from '../core/events.js';
@@ -54,6 +54,11 @@ export interface TopologyOptions {
   /** Who the sandbox looks like (host, user, home, bait); default: a fresh laptop identity. */
   identity?: SandboxIdentity;
   ipv6?: boolean;
+  /**
+   * Answer TLS with certificates of a CA made for the run and read what is sent inside (default
+   * true). The CA's key stays in the capture; its certificate joins the sandbox's trust store.
+   */
+  tlsIntercept?: boolean;
   sandboxLimits?: ResourceLimits;
   /** Size of the writable tmpfs mounts of the sandbox (the root filesystem is read-only). */
   tmpfsSizes?: { work?: string; home?: string; tmp?: string };
@@ -129,7 +134,8 @@ export class CaptureTopology {
         '/home': `rw,exec,nosuid,nodev,size=${sizes.home},uid=1000,gid=1000,mode=0755`,
         '/tmp': `rw,exec,nosuid,nodev,size=${sizes.tmp},mode=1777`,
         // /etc/passwd and /etc/group of the runner image point here: the user's name is per run.
-        [IDENTITY_DIR]: 'rw,noexec,nosuid,nodev,size=1m,mode=0755',
+        // So do the system's certificate bundle and the run CA's file (trust store, below).
+        [IDENTITY_DIR]: 'rw,noexec,nosuid,nodev,size=2m,mode=0755',
       },
       limits,
       // The observer's socket name and the kernel's clock are the agents' alone: the step driver
@@ -144,7 +150,9 @@ export class CaptureTopology {
     const unpacked = (async () => {
       for (const archive of opts.project ?? []) await unpackInto(sandbox, archive, SANDBOX_WORKDIR);
     })();
-    await Promise.all([gatewayReady, writeIdentity(sandbox, identity), unpacked]);
+    // The trust store waits for the run's CA, which the capture makes as it starts.
+    const trust = gatewayReady.then((ca) => writeTrustStore(sandbox, ca));
+    await Promise.all([gatewayReady, trust, writeIdentity(sandbox, identity), unpacked]);
     if (observer) {
       try {
         await sandbox.waitForLog(/^READY \d+ \d+$/m, opts.readyTimeoutMs ?? 15_000);
@@ -287,6 +295,33 @@ async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Pr
     });
 }
 
+/**
+ * The sandbox's trust store, before any package code runs: the system bundle (the runner image's
+ * /etc/ssl/certs/ca-certificates.crt points into the identity tmpfs) with the run's CA appended,
+ * and the CA on its own where the hashed certificate folder and node's start-up look for it
+ * (sandbox-images/runner/Dockerfile, extraca.c). Without interception: the bundle as shipped.
+ */
+async function writeTrustStore(sandbox: SandboxContainer, caPem: string | undefined): Promise<void> {
+  const bundle = `${IDENTITY_DIR}/ca-certificates.crt`;
+  const script = caPem
+    ? `umask 022 && cat > ${IDENTITY_DIR}/ca.pem && cat ${TRUST_BASE} ${IDENTITY_DIR}/ca.pem > ${bundle}`
+    : `umask 022 && cp ${TRUST_BASE} ${bundle}`;
+  const r = await sandbox.exec(['sh', '-c', script], {
+    user: '0:0',
+    timeoutMs: 30_000,
+    ...(caPem ? { stdin: Readable.from([Buffer.from(caPem)]) } : {}),
+  });
+  if (r.exitCode !== 0)
+    throw new PhonehomeError(
+      'EGATEWAY_SETUP',
+      "Could not set up the sandbox's trust store. No package code was run.",
+      { detail: r.stderr.slice(0, 2000) },
+    );
+}
+
+/** The runner image's system certificate bundle as Debian built it (the live one is per run). */
+const TRUST_BASE = '/etc/ssl/certs/ca-certificates.crt.base';
+
 function startGatewayContainer(
   run: SandboxRun,
   opts: TopologyOptions,
@@ -311,13 +346,37 @@ function startGatewayContainer(
       'net.ipv4.ping_group_range': '0 2147483647',
     },
     limits: { memoryBytes: 512 * 1024 * 1024, pids: 128, nanoCpus: 1_000_000_000 },
-    ...(observerSocket ? { env: { OBSERVER_SOCKET: observerSocket } } : {}),
+    env: {
+      ...(observerSocket ? { OBSERVER_SOCKET: observerSocket } : {}),
+      ...((opts.tlsIntercept ?? true) ? {} : { TLS_INTERCEPT: 'off' }),
+    },
   });
 }
 
-async function waitGatewayReady(gateway: SandboxContainer, opts: TopologyOptions): Promise<void> {
+/**
+ * Wait for the capture's READY; the run's CA certificate (PEM) when it intercepts TLS. A gateway
+ * asked to intercept that says READY without a CA is a setup failure: the sandbox would trust
+ * nothing of the run's and every HTTPS request would fail (fail closed, not quietly blind).
+ */
+async function waitGatewayReady(
+  gateway: SandboxContainer,
+  opts: TopologyOptions,
+): Promise<string | undefined> {
   try {
-    await gateway.waitForLog(/^READY$/m, opts.readyTimeoutMs ?? 15_000);
+    const m = await gateway.waitForLog(
+      /^READY(?: CA ([A-Za-z0-9+/]+=*))?$/m,
+      opts.readyTimeoutMs ?? 15_000,
+    );
+    const der = m[1];
+    if ((opts.tlsIntercept ?? true) && !der)
+      throw new PhonehomeError(
+        'EGATEWAY_SETUP',
+        'The capture gateway started without the run\'s TLS certificate authority. No package code was run.',
+        { detail: m.input.slice(0, 4000) },
+      );
+    if (!der) return undefined;
+    const b64 = Buffer.from(der, 'base64').toString('base64');
+    return `-----BEGIN CERTIFICATE-----\n${b64.replace(/.{64}/g, '$&\n').replace(/\n?$/, '\n')}-----END CERTIFICATE-----\n`;
   } catch (e) {
     if (e instanceof LogWaitError) {
       const failed = /SETUP-FAILED: (.*)/.exec(e.output)?.[1];

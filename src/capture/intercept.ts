@@ -1,0 +1,236 @@
+/**
+ * TLS interception: a redirected connection whose ClientHello the classifier read is answered as
+ * the server it asked for, with a certificate the run's CA (x509.ts) made for that name (or, with
+ * no server name, for the address it dialled), and what it sends inside is read like plain HTTP:
+ * an HTTP/1.x request (head, body sample), answered with an empty 200 and closed; a WebSocket
+ * upgrade is accepted and its first frames read; anything else is kept as its first bytes. A
+ * client that refuses the certificate (an alert, or closing during the handshake) is recorded as
+ * having refused, with the alert it sent.
+ *
+ * Terms: `outcome` is what came of the interception: `decrypted` (the handshake completed) or
+ * `refused` (it did not; `alert` names why).
+ */
+import { createHash } from 'node:crypto';
+import { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
+import { StreamClassifier } from './classify.js';
+import { HTTP_OK_EMPTY, type HttpRequestHead } from './http.js';
+import type { RunCa } from './x509.js';
+
+/** How long a decrypted connection may stay silent before we record what we have. */
+const IDLE_MS = 1500;
+/** The longest we hold one intercepted connection. */
+const CONNECTION_MAX_MS = 10_000;
+/** WebSocket frame bytes read after the upgrade. */
+const WS_MAX = 64 * 1024;
+
+export interface Intercepted {
+  outcome: 'decrypted' | 'refused';
+  /** The alert the client sent when it refused (`unknown_ca`, `bad_certificate`…), or `none`. */
+  alert?: string;
+  /** Encrypted bytes the client sent. */
+  bytesOut: number;
+  /** The decrypted bytes kept (the classifier's first bytes) and how many there were. */
+  inner: Buffer;
+  innerSeen: number;
+  /** The HTTP request head read inside, if any. */
+  head?: HttpRequestHead;
+  /** The payloads of the WebSocket frames the client sent after an accepted upgrade. */
+  wsPayload?: Buffer;
+}
+
+/** The name a leaf certificate is made for: the server name when it is one, else the address. */
+export function certificateName(sni: string | undefined, dialled: string): string {
+  if (sni && /^[a-z0-9_*](?:[a-z0-9_.-]*[a-z0-9_])?\.?$/i.test(sni) && sni.length <= 253)
+    return sni.replace(/\.$/, '');
+  return dialled;
+}
+
+/** The alert name in an OpenSSL error a refusing client caused (ERR_SSL_TLSV1_ALERT_UNKNOWN_CA → unknown_ca). */
+export function alertOf(err: unknown): string {
+  const code = (err as { code?: unknown })?.code;
+  const m = typeof code === 'string' ? /^ERR_SSL_(?:TLSV1|SSLV3|TLSV13)_ALERT_(.+)$/.exec(code) : null;
+  if (m?.[1]) return m[1].toLowerCase();
+  const msg = err instanceof Error ? err.message : String(err);
+  const a = /alert ([a-z ]+?)(?::|$)/i.exec(msg)?.[1];
+  return a ? a.trim().toLowerCase().replace(/ /g, '_') : 'handshake_failed';
+}
+
+/** The Sec-WebSocket-Accept value for a key (RFC 6455 4.2.2). */
+export function websocketAccept(key: string): string {
+  return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC11B65`).digest('base64');
+}
+
+/**
+ * The unmasked payloads of the client frames in `buf` (RFC 6455 5.2), as far as whole frames go,
+ * at most `max` bytes. Pure.
+ */
+export function websocketPayloads(buf: Buffer, max = WS_MAX): Buffer {
+  const out: Buffer[] = [];
+  let size = 0;
+  let off = 0;
+  while (off + 2 <= buf.length && size < max) {
+    const b1 = buf[off + 1] ?? 0;
+    const masked = (b1 & 0x80) !== 0;
+    let len = b1 & 0x7f;
+    let p = off + 2;
+    if (len === 126) {
+      if (p + 2 > buf.length) break;
+      len = buf.readUInt16BE(p);
+      p += 2;
+    } else if (len === 127) {
+      if (p + 8 > buf.length) break;
+      const big = buf.readBigUInt64BE(p);
+      len = big > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(big);
+      p += 8;
+    }
+    const mask = masked ? buf.subarray(p, p + 4) : undefined;
+    if (masked) p += 4;
+    if (p > buf.length) break;
+    // A frame cut by the end of what arrived still gives what arrived of it.
+    const data = Buffer.from(buf.subarray(p, Math.min(buf.length, p + len)));
+    if (mask && mask.length === 4) for (let i = 0; i < data.length; i++) data[i]! ^= mask[i % 4]!;
+    out.push(data.subarray(0, max - size));
+    size += Math.min(data.length, max - size);
+    off = p + len;
+  }
+  return Buffer.concat(out);
+}
+
+/**
+ * Take over a connection whose ClientHello (`first`, `seen` bytes so far) was read: answer it as
+ * `name` once `ready` resolves (the capture has looked the client's socket up), read what it
+ * sends, and call `done` once with what came of it. Returns a function that ends it now (a flush).
+ */
+export function intercept(
+  sock: Socket,
+  first: Buffer,
+  seen: number,
+  ca: RunCa,
+  ready: Promise<string>,
+  done: (r: Intercepted) => void,
+): () => void {
+  let bytesOut = seen;
+  let finished = false;
+  let secured = false;
+  let alert: string | undefined;
+  let tlsSock: TLSSocket | undefined;
+  let upgraded = false;
+  let ws = Buffer.alloc(0);
+  const inner = new StreamClassifier();
+  let idle: NodeJS.Timeout | undefined;
+  const deadline = setTimeout(() => finish(), CONNECTION_MAX_MS);
+
+  // The client's bytes, the ClientHello first, into the TLS server side.
+  const raw = new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, cb) {
+      if (!sock.destroyed) sock.write(chunk);
+      cb();
+    },
+    final(cb) {
+      sock.end();
+      cb();
+    },
+  });
+  raw.on('error', () => undefined);
+  raw.push(first);
+  const armIdle = () => {
+    clearTimeout(idle);
+    idle = setTimeout(() => finish(), IDLE_MS);
+  };
+  armIdle();
+  sock.on('data', (d: Buffer) => {
+    bytesOut += d.length;
+    armIdle();
+    if (!finished) raw.push(d);
+  });
+  sock.on('end', () => {
+    raw.push(null);
+    finish();
+  });
+  sock.on('error', () => finish());
+
+  function finish(reply?: Buffer): void {
+    if (finished) return;
+    finished = true;
+    clearTimeout(deadline);
+    clearTimeout(idle);
+    const head = inner.httpHead;
+    done({
+      outcome: secured ? 'decrypted' : 'refused',
+      ...(!secured ? { alert: alert ?? 'none' } : {}),
+      bytesOut,
+      inner: inner.bytes,
+      innerSeen: inner.bytesSeen,
+      ...(head ? { head } : {}),
+      ...(upgraded ? { wsPayload: websocketPayloads(ws) } : {}),
+    });
+    const t = tlsSock;
+    if (t && secured && !t.destroyed) {
+      if (reply) t.end(reply);
+      else t.end();
+    } else if (!sock.destroyed) sock.end();
+    // Never wait on a client that does not close.
+    setTimeout(() => {
+      t?.destroy();
+      sock.destroy();
+    }, 1000).unref();
+  }
+
+  void ready.then((name) => {
+    if (finished) return;
+    const t = new TLSSocket(raw, {
+      isServer: true,
+      secureContext: ca.contextFor(name),
+      ALPNProtocols: ['http/1.1'],
+      requestCert: false,
+      rejectUnauthorized: false,
+    });
+    tlsSock = t;
+    t.once('secure', () => {
+      secured = true;
+    });
+    t.on('error', (e: unknown) => {
+      if (!secured) alert = alertOf(e);
+      finish();
+    });
+    t.on('end', () => finish());
+    t.on('data', (d: Buffer) => {
+      if (finished) return;
+      armIdle();
+      if (upgraded) {
+        if (ws.length < WS_MAX) ws = Buffer.concat([ws, d.subarray(0, WS_MAX - ws.length)]);
+        if (ws.length >= WS_MAX) finish();
+        return;
+      }
+      const before = inner.httpHead;
+      const v = inner.feed(d);
+      const head = inner.httpHead;
+      // A client that waits for 100 Continue before its body (curl, for bodies over 1 KiB).
+      if (!before && head && v.status === 'need-more' && expectsContinue(head))
+        t.write('HTTP/1.1 100 Continue\r\n\r\n');
+      if (v.status !== 'done') return;
+      if (v.kind === 'http' && v.head.websocket) {
+        const key = v.head.headers.find(([k]) => k === 'sec-websocket-key')?.[1] ?? '';
+        upgraded = true;
+        t.write(
+          `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${websocketAccept(key)}\r\n\r\n`,
+        );
+        // Frames that came with the head.
+        const rest = inner.bytes.subarray(v.head.headLength);
+        if (rest.length > 0) ws = Buffer.from(rest.subarray(0, WS_MAX));
+        return;
+      }
+      finish(v.kind === 'http' ? HTTP_OK_EMPTY : undefined);
+    });
+  });
+
+  return () => finish();
+}
+
+function expectsContinue(head: HttpRequestHead): boolean {
+  return head.headers.some(([k, v]) => k === 'expect' && /100-continue/i.test(v));
+}
+
