@@ -59,7 +59,14 @@ import { knownMaliciousRecords, notRunReport } from '../check/known-malicious.js
 /** As for check (npm config, identity, time limits, log, signal), and what an audit adds. */
 export interface AuditOptions extends Pick<
   CheckOptions,
-  'npmConfig' | 'as' | 'installTimeoutMs' | 'importTimeoutMs' | 'settleMs' | 'log' | 'signal'
+  | 'npmConfig'
+  | 'as'
+  | 'tlsIntercept'
+  | 'installTimeoutMs'
+  | 'importTimeoutMs'
+  | 'settleMs'
+  | 'log'
+  | 'signal'
 > {
   policy: LoadedPolicy;
   /** Fetch tarball URLs and git repositories the lockfile names outside the registries. */
@@ -352,7 +359,7 @@ async function runShard(
 ): Promise<ShardResult> {
   const started = performance.now();
   await using run = engine.newRun();
-  const topo = await startProject(run, refs, staged.tar(), o.as);
+  const topo = await startProject(run, refs, staged.tar(), o.as, o);
   const identity = topo.identity;
   const batch = (steps: Step[]) =>
     runSteps(topo, steps, { settleMs: o.settleMs, ...(o.signal ? { signal: o.signal } : {}) });

@@ -486,21 +486,19 @@ export class Capture {
     if (!ca) return;
     const clientHello = Buffer.from(stream.bytes);
     const ready = found.then(({ ct }) => certificateName(hello.sni, ct?.dst ?? '0.0.0.0'));
-    let end: (() => void) | undefined;
-    const atFlush = () => end?.();
-    this.open.add(atFlush);
     let settle: (r: Intercepted) => void = () => undefined;
     const result = new Promise<Intercepted>((resolve) => (settle = resolve));
-    // Recorded when it ends; a flush waits for that (tracked from the start).
+    const end = intercept(sock, clientHello, stream.bytesSeen, ca, ready, (r) => settle(r));
+    this.open.add(end);
+    // Recorded when it ends; a flush ends it first, then waits for the record.
     void this.track(
       result.then(async (r) => {
-        this.open.delete(atFlush);
+        this.open.delete(end);
         const { ct, proc } = await found;
         if (!ct) return; // a direct loopback connection to our port: not egress
         this.recordIntercepted(t, ct, clientHello, hello, r, proc);
       }),
     );
-    end = intercept(sock, clientHello, stream.bytesSeen, ca, ready, settle);
   }
 
   recordIntercepted(
@@ -513,23 +511,46 @@ export class Capture {
   ): void {
     const host = this.names.nameFor(ct.dst);
     const head = r.head;
-    const ws = r.wsPayload;
-    const inner = head ? this.httpFields(r.inner, r.innerSeen, head, ws) : {};
-    this.sink.record({
-      kind: 'tls',
+    const base = {
+      kind: 'tls' as const,
       t,
       ip: ct.dst,
       port: ct.dport,
-      bytesOut: r.bytesOut,
       ...(host ? { host } : {}),
       ...(proc ? { proc } : {}),
       ...(hello.sni ? { sni: hello.sni } : {}),
       ...(hello.alpn ? { alpn: hello.alpn } : {}),
-      firstBytesHex: clientHello.subarray(0, RAW_SAMPLE_MAX).toString('hex'),
       intercept: r.outcome,
       ...(r.alert ? { tlsAlert: r.alert } : {}),
+    };
+    // The connection's bytes and its ClientHello go with its first request.
+    const first = {
+      bytesOut: r.bytesOut,
+      firstBytesHex: clientHello.subarray(0, RAW_SAMPLE_MAX).toString('hex'),
+    };
+    if (r.h2 && r.h2.length > 0) {
+      r.h2.forEach((q, i) =>
+        this.sink.record({
+          ...base,
+          ...(i === 0 ? first : { bytesOut: 0 }),
+          ...this.sampledFields(q.body, {
+            method: q.method,
+            path: q.path,
+            httpVersion: '2',
+            headers: q.headers,
+            bodyBytes: q.bodyBytes,
+            ...(q.authority !== undefined ? { httpHost: q.authority } : {}),
+          }),
+        }),
+      );
+      return;
+    }
+    const inner = head ? this.httpFields(r.inner, r.innerSeen, head, r.wsPayload) : {};
+    this.sink.record({
+      ...base,
+      ...first,
       ...inner,
-      ...(!head && r.inner.length > 0
+      ...(!head && !r.h2 && r.inner.length > 0
         ? { innerHex: r.inner.subarray(0, RAW_SAMPLE_MAX).toString('hex') }
         : {}),
     });
@@ -542,22 +563,25 @@ export class Capture {
     head: HttpRequestHead,
     wsPayload?: Buffer,
   ): Partial<StreamEvent> {
-    const body = wsPayload ?? buf.subarray(head.headLength);
-    const max = this.sampleBudget > 0 ? BODY_SAMPLE_MAX : 1024;
-    if (max < BODY_SAMPLE_MAX && body.length > max)
-      this.sink.hitBound('body-samples', BODY_SAMPLE_BUDGET);
-    const sample = body.subarray(0, max);
-    this.sampleBudget -= sample.length;
-    return {
+    return this.sampledFields(wsPayload ?? buf.subarray(head.headLength), {
       method: head.method,
       path: head.path,
       httpVersion: head.httpVersion,
       headers: head.headers,
       bodyBytes: wsPayload ? wsPayload.length : Math.max(0, seen - head.headLength),
       ...(head.host !== undefined ? { httpHost: head.host } : {}),
-      ...(sample.length > 0 ? { bodySample: sample.toString('base64') } : {}),
       ...(head.websocket ? { websocket: true } : {}),
-    };
+    });
+  }
+
+  /** Request fields with a sample of the body, within the capture's sample budget. */
+  private sampledFields(body: Buffer, fields: Partial<StreamEvent>): Partial<StreamEvent> {
+    const max = this.sampleBudget > 0 ? BODY_SAMPLE_MAX : 1024;
+    if (max < BODY_SAMPLE_MAX && body.length > max)
+      this.sink.hitBound('body-samples', BODY_SAMPLE_BUDGET);
+    const sample = body.subarray(0, max);
+    this.sampleBudget -= sample.length;
+    return { ...fields, ...(sample.length > 0 ? { bodySample: sample.toString('base64') } : {}) };
   }
 
   recordStream(

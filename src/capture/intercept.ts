@@ -13,6 +13,7 @@
 import { createHash } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
+import { createServer as createH2Server, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { StreamClassifier } from './classify.js';
 import { HTTP_OK_EMPTY, type HttpRequestHead } from './http.js';
@@ -38,7 +39,25 @@ export interface Intercepted {
   head?: HttpRequestHead;
   /** The payloads of the WebSocket frames the client sent after an accepted upgrade. */
   wsPayload?: Buffer;
+  /** The requests of an HTTP/2 connection (ALPN h2), in the order their streams opened. */
+  h2?: H2Request[];
 }
+
+/** One HTTP/2 request read inside TLS. */
+export interface H2Request {
+  method: string;
+  path: string;
+  authority?: string;
+  /** Headers other than the pseudo-headers, lower-case, as sent. */
+  headers: [string, string][];
+  /** The first body bytes (at most H2_BODY_MAX) and how many there were. */
+  body: Buffer;
+  bodyBytes: number;
+}
+
+/** HTTP/2 streams read per connection, and body bytes kept per stream. */
+const H2_STREAMS_MAX = 64;
+const H2_BODY_MAX = 64 * 1024;
 
 /** The name a leaf certificate is made for: the server name when it is one, else the address. */
 export function certificateName(sni: string | undefined, dialled: string): string {
@@ -50,7 +69,8 @@ export function certificateName(sni: string | undefined, dialled: string): strin
 /** The alert name in an OpenSSL error a refusing client caused (ERR_SSL_TLSV1_ALERT_UNKNOWN_CA → unknown_ca). */
 export function alertOf(err: unknown): string {
   const code = (err as { code?: unknown })?.code;
-  const m = typeof code === 'string' ? /^ERR_SSL_(?:TLSV1|SSLV3|TLSV13)_ALERT_(.+)$/.exec(code) : null;
+  const m =
+    typeof code === 'string' ? /^ERR_SSL_(?:TLSV1|SSLV3|TLSV13)_ALERT_(.+)$/.exec(code) : null;
   if (m?.[1]) return m[1].toLowerCase();
   const msg = err instanceof Error ? err.message : String(err);
   const a = /alert ([a-z ]+?)(?::|$)/i.exec(msg)?.[1];
@@ -118,6 +138,7 @@ export function intercept(
   let tlsSock: TLSSocket | undefined;
   let upgraded = false;
   let ws = Buffer.alloc(0);
+  let h2: H2Request[] | undefined;
   const inner = new StreamClassifier();
   let idle: NodeJS.Timeout | undefined;
   const deadline = setTimeout(() => finish(), CONNECTION_MAX_MS);
@@ -166,6 +187,7 @@ export function intercept(
       innerSeen: inner.bytesSeen,
       ...(head ? { head } : {}),
       ...(upgraded ? { wsPayload: websocketPayloads(ws) } : {}),
+      ...(h2 ? { h2 } : {}),
     });
     const t = tlsSock;
     if (t && secured && !t.destroyed) {
@@ -184,21 +206,30 @@ export function intercept(
     const t = new TLSSocket(raw, {
       isServer: true,
       secureContext: ca.contextFor(name),
-      ALPNProtocols: ['http/1.1'],
+      // The server's order wins: HTTP/1.1 for every client that offers it, h2 for those that
+      // speak only h2 (gRPC).
+      ALPNProtocols: ['http/1.1', 'h2'],
       requestCert: false,
       rejectUnauthorized: false,
     });
     tlsSock = t;
+    // What is read inside is decided at the end of the handshake: HTTP/2 is the http2 module's
+    // to read (a 'data' listener before it would take the client's preface from it).
     t.once('secure', () => {
       secured = true;
+      if (t.alpnProtocol === 'h2') {
+        h2 = [];
+        readH2(t, h2, armIdle, () => finish());
+      } else t.on('data', onData);
     });
     t.on('error', (e: unknown) => {
       if (!secured) alert = alertOf(e);
       finish();
     });
     t.on('end', () => finish());
-    t.on('data', (d: Buffer) => {
-      if (finished) return;
+    function onData(d: Buffer): void {
+      const t = tlsSock;
+      if (finished || !t) return;
       armIdle();
       if (upgraded) {
         if (ws.length < WS_MAX) ws = Buffer.concat([ws, d.subarray(0, WS_MAX - ws.length)]);
@@ -224,13 +255,68 @@ export function intercept(
         return;
       }
       finish(v.kind === 'http' ? HTTP_OK_EMPTY : undefined);
-    });
+    }
   });
 
   return () => finish();
 }
 
+/**
+ * Read an HTTP/2 connection: every stream's headers and first body bytes, each answered with an
+ * empty 200 once its body ended. `activity` is called on each frame's worth of progress.
+ */
+function readH2(t: TLSSocket, out: H2Request[], activity: () => void, end: () => void): void {
+  const server = createH2Server({ maxSessionMemory: 16 });
+  server.on('sessionError', () => end());
+  server.on('stream', (stream: ServerHttp2Stream, headers: Record<string, unknown>) => {
+    activity();
+    if (out.length >= H2_STREAMS_MAX) {
+      stream.close();
+      return;
+    }
+    const text = (v: unknown) => (Array.isArray(v) ? v.join(', ') : String(v ?? ''));
+    const req: H2Request = {
+      method: text(headers[':method']),
+      path: text(headers[':path']),
+      ...(headers[':authority'] !== undefined ? { authority: text(headers[':authority']) } : {}),
+      headers: Object.entries(headers)
+        .filter(([k]) => !k.startsWith(':'))
+        .map(([k, v]) => [k, text(v)] as [string, string]),
+      body: Buffer.alloc(0),
+      bodyBytes: 0,
+    };
+    out.push(req);
+    stream.on('data', (d: Buffer) => {
+      activity();
+      req.bodyBytes += d.length;
+      if (req.body.length < H2_BODY_MAX)
+        req.body = Buffer.concat([req.body, d.subarray(0, H2_BODY_MAX - req.body.length)]);
+    });
+    stream.on('error', () => undefined);
+    stream.on('end', () => {
+      if (!stream.destroyed)
+        stream.respond({ ':status': 200, 'content-length': '0' }, { endStream: true });
+    });
+  });
+  // The session reads a plain stream of the decrypted bytes: handed the TLS socket itself, the
+  // http2 module would take over its handle, which here wraps a JavaScript stream.
+  const plain = new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, cb) {
+      if (!t.destroyed) t.write(chunk);
+      cb();
+    },
+    final(cb) {
+      t.end();
+      cb();
+    },
+  });
+  plain.on('error', () => undefined);
+  t.on('data', (d: Buffer) => plain.push(d));
+  t.on('end', () => plain.push(null));
+  server.emit('connection', plain);
+}
+
 function expectsContinue(head: HttpRequestHead): boolean {
   return head.headers.some(([k, v]) => k === 'expect' && /100-continue/i.test(v));
 }
-

@@ -45,7 +45,8 @@ function oid(dotted: string): Buffer {
   const out = [40 * a + b];
   for (const n of rest) {
     const chunk = [n & 0x7f];
-    for (let v = Math.floor(n / 128); v > 0; v = Math.floor(v / 128)) chunk.unshift(0x80 | (v & 0x7f));
+    for (let v = Math.floor(n / 128); v > 0; v = Math.floor(v / 128))
+      chunk.unshift(0x80 | (v & 0x7f));
     out.push(...chunk);
   }
   return tlv(0x06, Buffer.from(out));
@@ -85,7 +86,9 @@ function extension(id: string, critical: boolean, value: Buffer): Buffer {
 /** SHA-1 of the subject public key's bits: the usual key identifier (RFC 5280 4.2.1.2). */
 function keyId(spki: Buffer): Buffer {
   // The SubjectPublicKeyInfo of a P-256 key ends with its 65-byte uncompressed point.
-  return createHash('sha1').update(spki.subarray(spki.length - 65)).digest();
+  return createHash('sha1')
+    .update(spki.subarray(spki.length - 65))
+    .digest();
 }
 
 /** The DER of a subject alternative name entry: dNSName or iPAddress. */

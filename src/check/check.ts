@@ -41,6 +41,11 @@ export interface CheckOptions {
   npmConfig?: NpmConfig;
   /** What the sandbox looks like: a developer's laptop (default) or a CI runner. */
   as?: IdentityProfile;
+  /**
+   * Read inside TLS with a CA made for the run (default true); false leaves TLS as the package
+   * sent it: the server name and ALPN are seen, nothing inside.
+   */
+  tlsIntercept?: boolean;
   /** The policy that judges the run; default: the shipped defaults with the policy file found from the working directory. */
   policy?: LoadedPolicy;
   installTimeoutMs?: number;
@@ -130,7 +135,7 @@ export async function checkStaged(
   );
   opts.signal?.throwIfAborted();
   await using run = engine.newRun();
-  const topo = await startProject(run, refs, staged.tar(), opts.as);
+  const topo = await startProject(run, refs, staged.tar(), opts.as, opts);
   const subject = idOf(staged);
   const subjectFolders = staged.packages.filter((p) => idOf(p) === subject).map((p) => p.location);
   const marker = `@@${randomBytes(8).toString('hex')}@@`;
@@ -275,7 +280,7 @@ export async function checkStaged(
     const which = twinPlan.map((p) => p.name).join(', ');
     log(`[check] ${which} again as ${other}: ${readers.join(', ')} can tell the identities apart`);
     opts.signal?.throwIfAborted();
-    const twin = await runAs(engine, refs, staged, twinPlan, other, o.settleMs, opts.signal);
+    const twin = await runAs(engine, refs, staged, twinPlan, other, o.settleMs, opts);
     for (const w of windows) w.identity = primary;
     windows.push(...twin.windows.map((w) => ({ ...w, identity: other })));
     tampering.push(...twin.tampering);
@@ -402,11 +407,11 @@ async function runAs(
   plan: PhasePlan[],
   identity: IdentityProfile,
   settleMs: number,
-  signal: AbortSignal | undefined,
+  opts: Pick<CheckOptions, 'signal' | 'tlsIntercept'>,
 ): Promise<Awaited<ReturnType<typeof runPlan>> & { log: EventLog; bait: Bait[] }> {
   await using run = engine.newRun();
-  const topo = await startProject(run, refs, staged.tar(), identity);
-  const ran = await runPlan(topo, plan, { settleMs, signal });
+  const topo = await startProject(run, refs, staged.tar(), identity, opts);
+  const ran = await runPlan(topo, plan, { settleMs, signal: opts.signal });
   return { ...ran, log: await topo.events(), bait: topo.identity.bait };
 }
 

@@ -59,6 +59,7 @@ export function sandboxVersion(opts: CheckOptions = {}): string {
         o.binTimeoutMs,
         o.settleMs,
         opts.as ?? 'laptop',
+        opts.tlsIntercept ?? true,
         sandboxSeccompProfile().sha256,
       ]),
     )

@@ -57,6 +57,11 @@ const DEFINITIONS = {
     new Option('--as <profile>', 'who the sandbox looks like: a developer laptop or a CI runner')
       .choices(['laptop', 'ci'])
       .default('laptop'),
+  tlsIntercept: () =>
+    new Option(
+      '--no-tls-intercept',
+      'leave TLS alone: see server names, not what is sent inside (default: read it with a CA made for the run)',
+    ),
   installTimeout: () =>
     new Option('--install-timeout <seconds>', 'timeout of the install phase').default(
       d(CHECK_DEFAULTS.installTimeoutMs),
@@ -101,6 +106,7 @@ export const RUN_FLAGS: FlagName[] = [
   'store',
   'noCache',
   'as',
+  'tlsIntercept',
 ];
 /** The time limits of the phases. */
 export const LIMIT_FLAGS: FlagName[] = [
@@ -121,6 +127,7 @@ export interface SharedFlags {
   store?: string;
   cache: boolean;
   as: IdentityProfile;
+  tlsIntercept: boolean;
   failOn: FailOn;
   installTimeout: string;
   importTimeout: string;

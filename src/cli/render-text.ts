@@ -7,6 +7,7 @@ import { forTerminal as t } from '../core/escape.js';
 import { formatId } from '../core/package-id.js';
 import {
   destinationOf,
+  refusal,
   summarizeEvents,
   type CheckReport,
   type ReportEvent,
@@ -22,7 +23,7 @@ function detail(e: ReportEvent): string {
     case 'tls':
       if (e.method !== undefined)
         return `https ${t(`${e.method}`)} ${t(destinationOf(e))}${t(e.path ?? '')}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.host || e.sni ? ` [${t(`${e.ip}`)}]` : ''}`;
-      return `tls   ${t(destinationOf(e))}${e.intercept === 'refused' ? ` (refused inspection: ${t(e.tlsAlert ?? 'none')})` : ''}${e.alpn ? ` alpn=${t(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${t(`${e.ip}`)}]` : ''}`;
+      return `tls   ${t(destinationOf(e))}${e.intercept === 'refused' ? ` (${refusal(e.tlsAlert)})` : ''}${e.alpn ? ` alpn=${t(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${t(`${e.ip}`)}]` : ''}`;
     case 'tcp':
       return `tcp   ${t(destinationOf(e))} (${e.bytesOut ?? 0} bytes sent)`;
     case 'udp':

@@ -319,6 +319,13 @@ export function toReportEvent(e: CaptureEvent, who: Attribution): ReportEvent | 
   }
 }
 
+/** How a client refused TLS interception, as a person would say it (the alert is escaped by the caller's output). */
+export function refusal(alert: string | undefined): string {
+  return !alert || alert === 'none'
+    ? "refused the run's certificate: closed without an alert"
+    : `refused the run's certificate: alert ${alert.replace(/[^a-z0-9_]/gi, '?')}`;
+}
+
 /** Where an event was aimed, as a person would write it. */
 export function destinationOf(e: ReportEvent): string {
   if (e.kind === 'dns') return `${e.host} (DNS ${e.qtype})`;

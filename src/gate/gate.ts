@@ -348,7 +348,7 @@ export interface GateReport {
 
 export interface GateOptions extends Pick<
   CheckOptions,
-  'as' | 'installTimeoutMs' | 'importTimeoutMs' | 'exerciseTimeoutMs' | 'settleMs'
+  'as' | 'tlsIntercept' | 'installTimeoutMs' | 'importTimeoutMs' | 'exerciseTimeoutMs' | 'settleMs'
 > {
   npmConfig?: NpmConfig;
   policy: LoadedPolicy;
@@ -364,10 +364,11 @@ export interface GateOptions extends Pick<
   signal?: AbortSignal;
 }
 
-/** The identity and time limits of the options, without undefined values. */
+/** The identity, TLS reading and time limits of the options, without undefined values. */
 function limitsOf(o: GateOptions): Partial<CheckOptions> {
   const keys = [
     'as',
+    'tlsIntercept',
     'installTimeoutMs',
     'importTimeoutMs',
     'exerciseTimeoutMs',

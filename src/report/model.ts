@@ -18,6 +18,7 @@ import { forTerminal as t } from '../core/escape.js';
 import { formatId } from '../core/package-id.js';
 import {
   destinationOf,
+  refusal,
   reachedDestination,
   severityRank,
   worstVerdict,
@@ -208,7 +209,7 @@ function what(e: ReportEvent): string {
     case 'tls':
       if (e.method !== undefined)
         return `HTTPS ${esc(e.method)} ${esc(destinationOf(e))}${esc(e.path)}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.httpHost && e.httpHost !== (e.sni ?? e.host) ? ` Host: ${esc(e.httpHost)}` : ''}${e.host || e.sni ? ` [${esc(e.ip)}]` : ''}`;
-      return `TLS ${esc(destinationOf(e))}${e.intercept === 'refused' ? ` (refused inspection: ${esc(e.tlsAlert ?? 'none')})` : ''}${e.alpn ? ` alpn=${esc(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${esc(e.ip)}]` : ''}`;
+      return `TLS ${esc(destinationOf(e))}${e.intercept === 'refused' ? ` (${refusal(e.tlsAlert)})` : ''}${e.alpn ? ` alpn=${esc(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${esc(e.ip)}]` : ''}`;
     case 'tcp':
       return `TCP ${esc(destinationOf(e))} (${e.bytesOut ?? 0} bytes sent)`;
     case 'udp':

@@ -438,6 +438,7 @@ export async function startProject(
   refs: { runner: string; gateway: string },
   project: Readable,
   as: IdentityProfile = 'laptop',
+  opts: { tlsIntercept?: boolean } = {},
 ): Promise<CaptureTopology> {
   const identity = makeIdentity(as);
   // The tree, then the project's own files, unpacked while the gateway sets up.
@@ -446,6 +447,7 @@ export async function startProject(
     runnerImage: refs.runner,
     gatewayImage: refs.gateway,
     project: [project, filesTar(identity.projectFiles)],
+    tlsIntercept: opts.tlsIntercept ?? true,
   });
 }
 

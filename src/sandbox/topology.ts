@@ -301,7 +301,10 @@ async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Pr
  * and the CA on its own where the hashed certificate folder and node's start-up look for it
  * (sandbox-images/runner/Dockerfile, extraca.c). Without interception: the bundle as shipped.
  */
-async function writeTrustStore(sandbox: SandboxContainer, caPem: string | undefined): Promise<void> {
+async function writeTrustStore(
+  sandbox: SandboxContainer,
+  caPem: string | undefined,
+): Promise<void> {
   const bundle = `${IDENTITY_DIR}/ca-certificates.crt`;
   const script = caPem
     ? `umask 022 && cat > ${IDENTITY_DIR}/ca.pem && cat ${TRUST_BASE} ${IDENTITY_DIR}/ca.pem > ${bundle}`
@@ -371,7 +374,7 @@ async function waitGatewayReady(
     if ((opts.tlsIntercept ?? true) && !der)
       throw new PhonehomeError(
         'EGATEWAY_SETUP',
-        'The capture gateway started without the run\'s TLS certificate authority. No package code was run.',
+        "The capture gateway started without the run's TLS certificate authority. No package code was run.",
         { detail: m.input.slice(0, 4000) },
       );
     if (!der) return undefined;

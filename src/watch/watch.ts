@@ -30,7 +30,7 @@ export const WATCH_SCHEMA_VERSION = 1;
 
 export interface WatchOptions extends Pick<
   CheckOptions,
-  'as' | 'installTimeoutMs' | 'importTimeoutMs' | 'exerciseTimeoutMs' | 'settleMs'
+  'as' | 'tlsIntercept' | 'installTimeoutMs' | 'importTimeoutMs' | 'exerciseTimeoutMs' | 'settleMs'
 > {
   sandbox: SandboxProvider;
   npmConfig: NpmConfig;
@@ -441,6 +441,7 @@ export class Watcher {
                 store: o.store,
                 ...(o.noCache && !before ? { noCache: true } : {}),
                 ...(o.as ? { as: o.as } : {}),
+                ...(o.tlsIntercept === false ? { tlsIntercept: false } : {}),
                 ...(o.installTimeoutMs ? { installTimeoutMs: o.installTimeoutMs } : {}),
                 ...(o.importTimeoutMs ? { importTimeoutMs: o.importTimeoutMs } : {}),
                 ...(o.exerciseTimeoutMs ? { exerciseTimeoutMs: o.exerciseTimeoutMs } : {}),

@@ -155,6 +155,7 @@ error, 130 interrupted.`,
             ...(o.workspace ? { workspace: o.workspace } : {}),
             ...(concurrency ? { concurrency } : {}),
             as: o.as,
+            tlsIntercept: o.tlsIntercept,
             log: (l) => {
               if (process.stderr.isTTY) process.stderr.write('\r\x1b[2K');
               ctx.log(l);

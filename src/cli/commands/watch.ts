@@ -114,6 +114,7 @@ unusable lockfile, 3 environment (Docker, images, registry, store), 4 internal e
             ...(o.runKnownMalicious ? { runKnownMalicious: true } : {}),
             maxVersions,
             as: o.as,
+            tlsIntercept: o.tlsIntercept,
             log: ctx.log,
             signal: ctx.signal,
           });
