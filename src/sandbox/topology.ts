@@ -223,7 +223,14 @@ function asPackageUser(c: SandboxContainer): SandboxContainer {
 }
 
 /** Where the runner image's /etc/passwd and /etc/group point (sandbox-images/runner/Dockerfile). */
-const IDENTITY_DIR = '/run/identity';
+export const IDENTITY_DIR = '/run/identity';
+/** The run CA's certificate in the sandbox, and the system bundle that includes it. */
+export const TRUST_FILES = {
+  ca: `${IDENTITY_DIR}/ca.pem`,
+  bundle: `${IDENTITY_DIR}/ca-certificates.crt`,
+  /** The runner image's system certificate bundle as Debian built it (the live one is per run). */
+  base: '/etc/ssl/certs/ca-certificates.crt.base',
+} as const;
 
 /** Unpack a tar stream into a folder of the sandbox as the sandbox user. */
 async function unpackInto(
@@ -305,10 +312,10 @@ async function writeTrustStore(
   sandbox: SandboxContainer,
   caPem: string | undefined,
 ): Promise<void> {
-  const bundle = `${IDENTITY_DIR}/ca-certificates.crt`;
+  const { ca, bundle, base } = TRUST_FILES;
   const script = caPem
-    ? `umask 022 && cat > ${IDENTITY_DIR}/ca.pem && cat ${TRUST_BASE} ${IDENTITY_DIR}/ca.pem > ${bundle}`
-    : `umask 022 && cp ${TRUST_BASE} ${bundle}`;
+    ? `umask 022 && cat > ${ca} && cat ${base} ${ca} > ${bundle}`
+    : `umask 022 && cp ${base} ${bundle}`;
   const r = await sandbox.exec(['sh', '-c', script], {
     user: '0:0',
     timeoutMs: 30_000,
@@ -321,9 +328,6 @@ async function writeTrustStore(
       { detail: r.stderr.slice(0, 2000) },
     );
 }
-
-/** The runner image's system certificate bundle as Debian built it (the live one is per run). */
-const TRUST_BASE = '/etc/ssl/certs/ca-certificates.crt.base';
 
 function startGatewayContainer(
   run: SandboxRun,

@@ -111,6 +111,80 @@ describe('capture gateway', () => {
     assert.ok(tls.find((e) => e.sni === 'gamma.example' && e.host === 'gamma.example'));
   });
 
+  it('HTTPS is read inside for curl, wget, python, node https and fetch: method, path, body', async () => {
+    const script = `
+      const https = require('https');
+      https.request('https://nu-https.example/n/path?k=v', { method: 'POST' }).on('error', () => {}).end('node-body');
+      fetch('https://xi-fetch.example/f', { method: 'PUT', body: 'fetch-body' }).catch(() => {});
+      setTimeout(() => process.exit(0), 2500);`;
+    const { events } = await attempt(
+      [
+        'curl -sS -m 5 -o /dev/null -w "%{http_code}\\n" "https://kappa-s.example/c?q=1"',
+        'wget -q -T 5 -t 1 -O /dev/null https://lambda-s.example/w',
+        `python3 -c "import urllib.request as u; print(u.urlopen(u.Request('https://mu-py.example/p', data=b'py-body', method='POST'), timeout=5).status)"`,
+        `node -e "${script.replace(/"/g, '\\"')}"`,
+      ].join('; '),
+    );
+    const tls = streams(events).filter((e) => e.kind === 'tls');
+    const by = (host: string) => tls.find((e) => e.sni === host);
+    const want: [string, string, string, string | undefined][] = [
+      ['kappa-s.example', 'GET', '/c?q=1', undefined],
+      ['lambda-s.example', 'GET', '/w', undefined],
+      ['mu-py.example', 'POST', '/p', 'py-body'],
+      ['nu-https.example', 'POST', '/n/path?k=v', 'node-body'],
+      ['xi-fetch.example', 'PUT', '/f', 'fetch-body'],
+    ];
+    for (const [host, method, path, body] of want) {
+      const e = by(host);
+      assert.ok(e, `${host}: ${JSON.stringify(tls.map((x) => [x.sni, x.intercept, x.tlsAlert]))}`);
+      assert.equal(e.intercept, 'decrypted', host);
+      assert.equal(e.method, method, host);
+      assert.equal(e.path, path, host);
+      assert.equal(e.host, host);
+      if (body) assert.equal(Buffer.from(e.bodySample ?? '', 'base64').toString(), body, host);
+    }
+  });
+
+  it('the trust is invisible: no CA variable anywhere a package reads, and no CA key in the sandbox', async () => {
+    const r = await topo.sandbox.exec(
+      [
+        'bash',
+        '-c',
+        [
+          'printenv NODE_EXTRA_CA_CERTS; echo "printenv=$?"',
+          `echo "console.log('node=' + JSON.stringify([process.env.NODE_EXTRA_CA_CERTS, process.execArgv, Object.keys(process.env).filter((k) => /CERT|SSL|CA_/.test(k))]))" > /tmp/env.js && node /tmp/env.js`,
+          'env | grep -c -E "CERT|SSL_|_CA" ; true',
+          // The CA's key is PKCS#8 in the capture's memory; the bait SSH key is OpenSSH's format.
+          'grep -rls -e "BEGIN PRIVATE KEY" -e "BEGIN EC PRIVATE KEY" /run /etc /tmp /home /opt 2>/dev/null | head -3; echo "keys=done"',
+          'openssl verify -CApath /etc/ssl/certs /run/identity/ca.pem',
+        ].join('; '),
+      ],
+      { timeoutMs: 30_000 },
+    );
+    assert.match(r.stdout, /^printenv=1$/m, r.stdout);
+    assert.match(r.stdout, /^node=\[null,\[\],\[\]\]$/m, r.stdout);
+    assert.match(r.stdout, /^0$/m, 'no CA variable in the environment');
+    assert.match(r.stdout, /\nkeys=done$/m, 'no private key file');
+    assert.doesNotMatch(r.stdout, /^\/.*\n(?=keys=done)/m, r.stdout);
+    assert.match(r.stdout, /\/run\/identity\/ca\.pem: OK/, 'the hashed folder trusts the CA');
+  });
+
+  it('a client that trusts only its own CA refuses the certificate, and the refusal is recorded', async () => {
+    const { events, stdout } = await attempt(
+      [
+        'openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null -days 1 -subj /CN=own -out /tmp/own.pem 2>/dev/null',
+        // Its own CA only: no system bundle, no hashed folder.
+        'mkdir -p /tmp/nocerts && curl -sS -m 5 --cacert /tmp/own.pem --capath /tmp/nocerts https://omicron-pin.example/ 2>&1; echo "curl=$?"',
+      ].join('; '),
+    );
+    assert.match(stdout, /curl=60/, stdout);
+    const e = streams(events).find((x) => x.kind === 'tls' && x.sni === 'omicron-pin.example');
+    assert.ok(e, JSON.stringify(streams(events)));
+    assert.equal(e.intercept, 'refused');
+    assert.equal(e.tlsAlert, 'unknown_ca');
+    assert.equal(e.method, undefined);
+  });
+
   it('wget over HTTP', async () => {
     const { events } = await attempt('wget -q -T 5 -t 1 -O /dev/null http://gamma2.example/w');
     assert.ok(
@@ -338,5 +412,35 @@ describe('capture gateway, fail-closed', () => {
     } finally {
       listener.server.close();
     }
+  });
+});
+
+describe('capture gateway, TLS left alone (--no-tls-intercept)', () => {
+  const engine = newEngine();
+
+  it('a TLS client gets a handshake failure, the trust store has no run CA, and the SNI is still seen', async () => {
+    const refs = await images(engine);
+    await using run = engine.newRun();
+    const topo = await CaptureTopology.start(run, {
+      runnerImage: refs.runner,
+      gatewayImage: refs.gateway,
+      tlsIntercept: false,
+    });
+    const r = await topo.sandbox.exec(
+      [
+        'bash',
+        '-c',
+        'curl -sS -m 5 https://pi-plain.example/ 2>&1; echo "curl=$?"; test -e /run/identity/ca.pem; echo "ca=$?"; grep -c "BEGIN CERTIFICATE" /etc/ssl/certs/ca-certificates.crt',
+      ],
+      { timeoutMs: 30_000 },
+    );
+    assert.doesNotMatch(r.stdout, /curl=0/, r.stdout);
+    assert.match(r.stdout, /ca=1/, r.stdout);
+    const shipped = /^(\d+)$/m.exec(r.stdout)?.[1];
+    assert.ok(Number(shipped) > 100, `the shipped bundle: ${r.stdout}`);
+    const log = await topo.events();
+    const e = streams(log.events).find((x) => x.kind === 'tls' && x.sni === 'pi-plain.example');
+    assert.ok(e, JSON.stringify(log.events));
+    assert.equal(e.intercept, undefined);
   });
 });

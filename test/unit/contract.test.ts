@@ -12,7 +12,13 @@ import { AGENT_CLOCK_ENV, CLOCK_SPEED, REAL_NODE } from '../../src/agent/clock.j
 import { AGENT_ONLY_ENV, PACKAGE_GID, PACKAGE_UID } from '../../src/agent/step.js';
 import { CAPTURE_PORTS } from '../../src/capture/main.js';
 import { captureDistDir, packageRoot } from '../../src/paths.js';
-import { AGENT_DIR, SANDBOX_RESOLVERS, SANDBOX_USER } from '../../src/sandbox/topology.js';
+import { CA_SUBJECT } from '../../src/capture/x509.js';
+import {
+  AGENT_DIR,
+  SANDBOX_RESOLVERS,
+  SANDBOX_USER,
+  TRUST_FILES,
+} from '../../src/sandbox/topology.js';
 
 const read = (path: string) => readFileSync(join(packageRoot(), path), 'utf8');
 const SETUP_SH = 'sandbox-images/gateway/setup.sh';
@@ -169,6 +175,31 @@ describe('contract: the runner image and the sandbox agents', () => {
     // What keeps the agents on the kernel's clock is never passed to a step.
     for (const k of Object.keys(AGENT_CLOCK_ENV))
       assert.ok(AGENT_ONLY_ENV.includes(k), `${k} is not in AGENT_ONLY_ENV (src/agent/step.ts)`);
+  });
+
+  it('the trust store the runner links is the one the topology writes, for the CA the capture makes', () => {
+    const extraca = read('sandbox-images/runner/extraca.c');
+    const define = (name: string) =>
+      new RegExp(`^#define ${name} "([^"]*)"$`, 'm').exec(extraca)?.[1];
+    assert.equal(define('CA_FILE'), TRUST_FILES.ca, 'CA_FILE in extraca.c vs TRUST_FILES.ca');
+    assert.equal(define('NODE_BINARY'), REAL_NODE, 'NODE_BINARY in extraca.c vs REAL_NODE');
+    assert.ok(
+      runnerDockerfile.includes(`-subj '/O=${CA_SUBJECT.o}/CN=${CA_SUBJECT.cn}'`),
+      `the subject hashed in ${RUNNER_DOCKERFILE} vs CA_SUBJECT (src/capture/x509.ts)`,
+    );
+    assert.ok(
+      runnerDockerfile.includes(`ln -s ${TRUST_FILES.ca} "/etc/ssl/certs/$h.0"`),
+      `${RUNNER_DOCKERFILE} should link the hashed name to TRUST_FILES.ca`,
+    );
+    assert.ok(
+      runnerDockerfile.includes(`mv /etc/ssl/certs/ca-certificates.crt ${TRUST_FILES.base}`) &&
+        runnerDockerfile.includes(`ln -s ${TRUST_FILES.bundle} /etc/ssl/certs/ca-certificates.crt`),
+      `${RUNNER_DOCKERFILE} should move the bundle to TRUST_FILES.base and link TRUST_FILES.bundle`,
+    );
+    assert.match(
+      runnerDockerfile,
+      /echo \/usr\/local\/lib\/libextraca\.so; \} > \/etc\/ld\.so\.preload/,
+    );
   });
 
   it("the package's user is uid/gid PACKAGE_UID/PACKAGE_GID everywhere", () => {

@@ -1,0 +1,214 @@
+import assert from 'node:assert/strict';
+import { connect as h2connect } from 'node:http2';
+import { request } from 'node:https';
+import { createServer, type Server } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
+import {
+  alertOf,
+  certificateName,
+  intercept,
+  websocketAccept,
+  websocketPayloads,
+  type Intercepted,
+} from '../../../src/capture/intercept.js';
+import { StreamClassifier } from '../../../src/capture/classify.js';
+import { RunCa } from '../../../src/capture/x509.js';
+
+const NAME = 'api.intercept.example';
+
+/** A loopback listener that does what the capture does with TLS: classify, then intercept. */
+function interceptor(ca: RunCa): { server: Server; results: Promise<Intercepted>[] } {
+  const results: Promise<Intercepted>[] = [];
+  const server = createServer((sock) => {
+    const c = new StreamClassifier();
+    let resolve: (r: Intercepted) => void = () => undefined;
+    results.push(new Promise((r) => (resolve = r)));
+    sock.on('data', (d: Buffer) => {
+      const v = c.feed(d);
+      if (v.status !== 'done') return;
+      sock.removeAllListeners('data');
+      intercept(sock, Buffer.from(c.bytes), c.bytesSeen, ca, Promise.resolve(NAME), resolve);
+    });
+  });
+  return { server, results };
+}
+
+describe('TLS interception', () => {
+  const ca = new RunCa();
+  const other = new RunCa();
+  const { server, results } = interceptor(ca);
+  let port = 0;
+  before(async () => {
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as { port: number }).port;
+  });
+  after(() => server.close());
+  const last = () => results[results.length - 1] as Promise<Intercepted>;
+  /** Every name is this listener (as every name is the capture in the sandbox). */
+  const lookup = (
+    _h: string,
+    o: { all?: boolean },
+    cb: (e: null, a: string | { address: string; family: number }[], f?: number) => void,
+  ) => (o.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4));
+
+  it('reads an HTTPS POST (head and body) from a client that trusts the run CA, and answers 200', async () => {
+    const status = await new Promise<number | undefined>((resolve, reject) => {
+      const req = request(
+        { host: NAME, port, path: '/v1/collect?x=1', method: 'POST', ca: ca.certPem, lookup },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode);
+        },
+      );
+      req.on('error', reject);
+      req.setHeader('content-type', 'application/json');
+      req.end(JSON.stringify({ token: 'secret-in-body' }));
+    });
+    assert.equal(status, 200);
+    const r = await last();
+    assert.equal(r.outcome, 'decrypted');
+    assert.equal(r.head?.method, 'POST');
+    assert.equal(r.head?.path, '/v1/collect?x=1');
+    assert.ok(r.head?.headers.some(([k, v]) => k === 'content-type' && v === 'application/json'));
+    assert.equal(r.inner.subarray(r.head?.headLength).toString(), '{"token":"secret-in-body"}');
+    assert.ok(r.bytesOut > r.innerSeen, 'the encrypted bytes are counted');
+  });
+
+  it('answers 100 Continue to a client that waits for it before its body', async () => {
+    const body = 'b'.repeat(5000);
+    await new Promise<void>((resolve, reject) => {
+      const req = request(
+        {
+          host: NAME,
+          port,
+          method: 'PUT',
+          path: '/upload',
+          ca: ca.certPem,
+          lookup,
+          headers: { expect: '100-continue', 'content-length': body.length },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', resolve);
+        },
+      );
+      req.on('continue', () => req.end(body));
+      req.on('error', reject);
+    });
+    const r = await last();
+    assert.equal(r.head?.method, 'PUT');
+    assert.equal(r.innerSeen - (r.head?.headLength ?? 0), 5000);
+  });
+
+  it('reads every HTTP/2 stream of a client that speaks only h2', async () => {
+    const session = h2connect(`https://${NAME}:${port}`, { ca: ca.certPem, lookup });
+    const status = await new Promise<unknown>((resolve, reject) => {
+      session.on('error', reject);
+      const s = session.request({ ':method': 'POST', ':path': '/pkg.Svc/Send', 'x-key': 'k1' });
+      s.on('response', (h) => resolve(h[':status']));
+      s.on('error', reject);
+      s.resume();
+      s.end('h2-body');
+    });
+    assert.equal(status, 200);
+    session.close();
+    const r = await last();
+    assert.equal(r.outcome, 'decrypted');
+    assert.equal(r.h2?.length, 1);
+    const q = r.h2?.[0];
+    assert.equal(q?.method, 'POST');
+    assert.equal(q?.path, '/pkg.Svc/Send');
+    assert.equal(q?.authority, `${NAME}:${port}`);
+    assert.ok(q?.headers.some(([k, v]) => k === 'x-key' && v === 'k1'));
+    assert.equal(q?.body.toString(), 'h2-body');
+    assert.equal(q?.bodyBytes, 7);
+  });
+
+  it('accepts a WebSocket upgrade and reads the first frames', async () => {
+    const key = 'dGhlIHNhbXBsZSBub25jZQ==';
+    const reply = await new Promise<string>((resolve, reject) => {
+      const t = tlsConnect({ host: '127.0.0.1', port, servername: NAME, ca: ca.certPem }, () => {
+        t.write(
+          `GET /live HTTP/1.1\r\nHost: ${NAME}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        );
+        t.once('data', (d: Buffer) => {
+          const payload = Buffer.from('frame-data');
+          const mask = Buffer.from([9, 8, 7, 6]);
+          const masked = Buffer.from(payload.map((b, i) => b ^ (mask[i % 4] ?? 0)));
+          t.write(Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, masked]));
+          setTimeout(() => t.end(), 100);
+          resolve(d.toString('latin1'));
+        });
+      });
+      t.on('error', reject);
+    });
+    assert.match(reply, /^HTTP\/1\.1 101 /);
+    assert.ok(reply.includes(`Sec-WebSocket-Accept: ${websocketAccept(key)}`));
+    const r = await last();
+    assert.equal(r.head?.websocket, true);
+    assert.equal(r.wsPayload?.toString(), 'frame-data');
+  });
+
+  it('keeps the first bytes of what is not HTTP inside TLS', async () => {
+    await new Promise<void>((resolve, reject) => {
+      const t = tlsConnect({ host: '127.0.0.1', port, servername: NAME, ca: ca.certPem }, () => {
+        t.end(Buffer.alloc(5000, 0x01));
+      });
+      t.on('close', () => resolve());
+      t.on('error', reject);
+    });
+    const r = await last();
+    assert.equal(r.outcome, 'decrypted');
+    assert.equal(r.head, undefined);
+    assert.ok(r.inner.length >= 4096 && r.inner.every((b) => b === 1));
+  });
+
+  it('records a client that trusts another CA as refused, with what it did', async () => {
+    const err = await new Promise<Error>((resolve) => {
+      const t = tlsConnect({ host: '127.0.0.1', port, servername: NAME, ca: other.certPem });
+      t.on('error', resolve);
+    });
+    assert.match(String((err as { code?: string }).code), /UNABLE_TO_VERIFY|SELF_SIGNED|CERT/);
+    const r = await last();
+    assert.equal(r.outcome, 'refused');
+    assert.ok(r.alert, 'an alert or none');
+    assert.equal(r.head, undefined);
+  });
+});
+
+describe('interception helpers', () => {
+  it('names the certificate after the server name, else the dialled address', () => {
+    assert.equal(certificateName('api.example.com.', '198.51.100.1'), 'api.example.com');
+    assert.equal(certificateName(undefined, '198.51.100.1'), '198.51.100.1');
+    assert.equal(certificateName('/v1/items', '198.51.100.1'), '198.51.100.1');
+    assert.equal(certificateName('x'.repeat(300), '2001:db8::1'), '2001:db8::1');
+  });
+
+  it('reads the alert a client sent from the TLS error', () => {
+    assert.equal(alertOf({ code: 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA' }), 'unknown_ca');
+    assert.equal(alertOf({ code: 'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE' }), 'bad_certificate');
+    assert.equal(alertOf(new Error('boom')), 'handshake_failed');
+  });
+
+  it('unmasks client frames, short and 16-bit lengths, and stops at a cut frame', () => {
+    const frame = (payload: Buffer, mask = Buffer.from([1, 2, 3, 4])) => {
+      const len =
+        payload.length < 126
+          ? Buffer.from([0x82, 0x80 | payload.length])
+          : Buffer.from([0x82, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+      return Buffer.concat([
+        len,
+        mask,
+        Buffer.from(payload.map((b, i) => b ^ (mask[i % 4] ?? 0))),
+      ]);
+    };
+    const a = Buffer.from('first');
+    const b = Buffer.alloc(300, 0x41);
+    const both = Buffer.concat([frame(a), frame(b)]);
+    assert.equal(websocketPayloads(both).toString(), `first${'A'.repeat(300)}`);
+    assert.equal(websocketPayloads(both.subarray(0, both.length - 100)).length, 5 + 200);
+    assert.equal(websocketPayloads(both, 8).toString(), 'firstAAA');
+    assert.equal(websocketPayloads(Buffer.from([0x81])).length, 0);
+  });
+});
