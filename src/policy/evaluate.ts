@@ -161,6 +161,22 @@ function suspectTree(ctx: TreeFacts, pkg: string, except: string[]): boolean {
 }
 
 /**
+ * Whether every connection of these attempts is a request phonehome read (plain HTTP, or inside
+ * intercepted TLS) that only reads (GET or HEAD); lookups aside. False without any request.
+ */
+function onlyReads(events: readonly ReportEvent[]): boolean {
+  const requests = events.filter((e) => e.kind !== 'dns');
+  return (
+    requests.length > 0 &&
+    requests.every(
+      (e) =>
+        (e.kind === 'http' || (e.kind === 'tls' && e.intercept === 'decrypted')) &&
+        (e.method === 'GET' || e.method === 'HEAD'),
+    )
+  );
+}
+
+/**
  * Whether an entry's explanation of an indicator holds for these attempts: each connection a
  * plain-HTTP request of the method and one of the exact paths the entry names (a query aside;
  * lookups and connections that sent nothing read nothing). A credential library reads credential files by trade, so the
@@ -252,9 +268,10 @@ function decide(
     if (known)
       return {
         id: 'egress-allowed',
-        // A helper's run-time request is made in the package's own process: over TLS it cannot be
-        // told from the package's own use of that host (a registry takes writes too).
-        severity: known.via && !known.via.bins ? 'low' : 'info',
+        // A helper's run-time request is made in the package's own process: unread (TLS left
+        // alone, or refused) it cannot be told from the package's own use of that host (a
+        // registry takes writes too); read, a request that only reads is the helper's check.
+        severity: known.via && !known.via.bins && !onlyReads(evidence.events) ? 'low' : 'info',
         rule: `known-egress:${known.id}`,
         because: `known legitimate egress "${known.id}": ${known.why ?? ''} (source: ${known.source})`,
         ...(known.explains && explainable(known, pkg, evidence.events)

@@ -197,11 +197,7 @@ describe('interception helpers', () => {
         payload.length < 126
           ? Buffer.from([0x82, 0x80 | payload.length])
           : Buffer.from([0x82, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
-      return Buffer.concat([
-        len,
-        mask,
-        Buffer.from(payload.map((b, i) => b ^ (mask[i % 4] ?? 0))),
-      ]);
+      return Buffer.concat([len, mask, Buffer.from(payload.map((b, i) => b ^ (mask[i % 4] ?? 0)))]);
     };
     const a = Buffer.from('first');
     const b = Buffer.alloc(300, 0x41);

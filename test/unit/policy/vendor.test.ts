@@ -553,6 +553,23 @@ describe('known egress through a helper (funding messages)', () => {
     assert.equal(judged.verdict, 'warn', ids(judged).join('\n'));
     assert.match(judged.findings[0]?.rule ?? '', /update-check-registry/);
     assert.equal(judged.findings[0]?.severity, 'low');
+    // Read inside intercepted TLS: a GET is the helper's check (info); a PUT is not cleared.
+    const read = (method: string) => ({
+      ...r,
+      events: reach('exercise', 'registry.npmjs.org', {
+        intercept: 'decrypted',
+        method,
+        path: '/some-cli/latest',
+      }),
+    });
+    assert.equal(evaluate(read('GET'), ctx()).verdict, 'pass');
+    assert.equal(evaluate(read('GET'), ctx()).findings[0]?.severity, 'info');
+    assert.equal(evaluate(read('PUT'), ctx()).verdict, 'warn');
+    const refused = {
+      ...r,
+      events: reach('exercise', 'registry.npmjs.org', { intercept: 'refused' }),
+    };
+    assert.equal(evaluate(refused, ctx()).verdict, 'warn');
     // Not at install, and not without the helper.
     assert.equal(
       evaluate({ ...r, events: reach('install', 'registry.npmjs.org') }, ctx()).verdict,
