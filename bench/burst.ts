@@ -61,3 +61,56 @@ async function main() {
 }
 main();
 `;
+
+/**
+ * Runs inside the sandbox: N HTTPS requests (a TLS handshake, a GET, the response), 50 at once,
+ * at egress destinations (through the capture, which intercepts each with a certificate of the
+ * run's CA) or at a loopback TLS server of its own with a certificate made for it (the baseline).
+ * Prints one JSON line: requests answered, handshakes completed, time.
+ */
+export const TLS_BURST_SOURCE = `
+const tls = require('tls'), fs = require('fs');
+const [n, mode, certFile, keyFile] = [Number(process.argv[1]), process.argv[2], process.argv[3], process.argv[4]];
+const conc = 50;
+const now = () => Number(process.hrtime.bigint() / 1000n) / 1000;
+async function pool(count, fn) {
+  let next = 0, ok = 0;
+  await Promise.all(Array.from({ length: conc }, async () => {
+    while (next < count) { const i = next++; if (await fn(i)) ok++; }
+  }));
+  return ok;
+}
+async function main() {
+  let target, server, ca;
+  if (mode === 'loopback') {
+    const cert = fs.readFileSync(certFile), key = fs.readFileSync(keyFile);
+    ca = cert;
+    server = tls.createServer({ cert, key }, (s) => {
+      s.on('data', () => s.end('HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n'));
+      s.on('error', () => {});
+    });
+    await new Promise((r) => server.listen(0, '127.0.0.1', r));
+    target = () => ['127.0.0.1', server.address().port, 'localhost'];
+  } else {
+    target = (i) => ['203.0.113.' + (1 + (i % 250)), 443, 't' + i + '.burst-tls.example'];
+  }
+  let handshakes = 0;
+  const t0 = now();
+  const ok = await pool(n, (i) => new Promise((res) => {
+    const [host, port, servername] = target(i);
+    const c = tls.connect({ host, port, servername, ...(ca ? { ca } : {}) }, () => {
+      handshakes++;
+      c.write('GET /b/' + i + ' HTTP/1.1\\r\\nHost: ' + servername + '\\r\\nConnection: close\\r\\n\\r\\n');
+    });
+    let got = '';
+    c.setTimeout(10000, () => { c.destroy(); res(false); });
+    c.on('data', (d) => { got += d; });
+    c.on('close', () => res(got.startsWith('HTTP/1.1 200')));
+    c.on('error', () => {});
+  }));
+  const ms = now() - t0;
+  if (server) server.close();
+  process.stdout.write(JSON.stringify({ ok, handshakes, ms }) + '\\n');
+}
+main();
+`;

@@ -6,6 +6,9 @@
  * - gateway burst: N connection attempts and DNS queries through the capture, against the same
  *   burst at loopback servers inside the same sandbox (no capture); events lost are attempts the
  *   capture did not record.
+ * - tls: `check` of a package that makes one HTTPS request, with TLS intercepted and left alone
+ *   (`tlsIntercept: false`), alternately; and in the burst, HTTPS requests through the capture
+ *   against a loopback TLS server in the same sandbox.
  * - check: `check` of a tiny package with no scripts and of a small one with a postinstall,
  *   against a plain `npm install` of the same tarball in a fresh runner container with no
  *   network and no gateway (container start, copy, install, removal: what a careful user would
@@ -42,10 +45,12 @@ import { buildImages } from '../src/images/build.js';
 import { DockerEngine } from '../src/sandbox/docker/engine.js';
 import { DockerImages } from '../src/sandbox/docker/images.js';
 import { CaptureTopology } from '../src/sandbox/topology.js';
-import { BURST_SOURCE } from './burst.js';
+import { BURST_SOURCE, TLS_BURST_SOURCE } from './burst.js';
 import { lockWith, type Manager } from '../test/support/managers.js';
 
 const N = Number(process.env.BENCH_BURST ?? 6000);
+/** HTTPS requests of the TLS burst (BENCH_TLS_BURST). */
+const TLS_N = Number(process.env.BENCH_TLS_BURST ?? 1000);
 const STARTS = Number(process.env.BENCH_STARTS ?? 5);
 const CHECKS = Number(process.env.BENCH_CHECKS ?? 5);
 /**
@@ -55,7 +60,7 @@ const CHECKS = Number(process.env.BENCH_CHECKS ?? 5);
  * BENCH_GATEWAY_IMAGE run it with other images (an observer under work, an earlier capture).
  */
 const ONLY = new Set(
-  (process.env.BENCH_ONLY ?? 'startup,check,store,gate,audit,lockfiles,html,burst')
+  (process.env.BENCH_ONLY ?? 'startup,check,tls,store,gate,audit,lockfiles,html,burst')
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean),
@@ -194,6 +199,25 @@ async function main(): Promise<void> {
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+
+  // ---- check of a package making one HTTPS request: TLS intercepted vs left alone ----
+  const tlsRow: { off: number; on: number } | undefined = await (async () => {
+    if (!ONLY.has('tls')) return undefined;
+    const folder = join(packageRoot(), 'fixtures', 'packages', 'honest-https-declared-post');
+    const off: number[] = [];
+    const on: number[] = [];
+    for (let i = 0; i < CHECKS; i++) {
+      let t0 = performance.now();
+      await check(engine, images, folder, { tlsIntercept: false });
+      off.push(performance.now() - t0);
+      t0 = performance.now();
+      const r = await check(engine, images, folder, {});
+      on.push(performance.now() - t0);
+      if (!r.events.some((e) => e.kind === 'tls' && e.intercept === 'decrypted'))
+        throw new Error('the HTTPS request of honest-https-declared-post was not read');
+    }
+    return { off: median(off), on: median(on) };
+  })();
 
   // ---- result store: cached vs fresh, through the CLI ----
   const storeWork = await mkdtemp(join(tmpdir(), 'phonehome-bench-store-'));
@@ -537,6 +561,14 @@ async function main(): Promise<void> {
       );
     out.push('');
   }
+  if (tlsRow) {
+    out.push(
+      `check of one HTTPS request (median of ${CHECKS})      left alone  intercepted  ratio`,
+    );
+    out.push(
+      `${'honest-https-declared-post'.padEnd(40)} ${tlsRow.off.toFixed(0).padStart(10)} ${tlsRow.on.toFixed(0).padStart(12)}  ${(tlsRow.on / tlsRow.off).toFixed(2).padStart(5)}`,
+    );
+  }
   if (checkRows.length > 0) {
     out.push(`check vs plain npm install (median of ${CHECKS})     plain ms  check ms  ratio`);
     for (const r of checkRows)
@@ -675,7 +707,57 @@ async function runBurst(
     out.push(
       `  capture stats: lookups ${stats.lookups}, timed out ${stats.lookupsTimedOut}, skipped ${stats.lookupsSkipped}, unasked ${stats.lookupsUnasked}, datagrams lost ${stats.datagramsLost}`,
     );
+  out.push(
+    ...(await runTlsBurst(
+      topo,
+      log.events.length ? Math.max(...log.events.map((e) => e.seq)) : -1,
+    )),
+  );
   return out;
+}
+
+/** HTTPS requests through the capture (each intercepted) next to a loopback TLS server. */
+async function runTlsBurst(topo: CaptureTopology, afterSeq: number): Promise<string[]> {
+  const n = TLS_N;
+  // The baseline server's certificate, made in the sandbox (as a package would make one).
+  const mk = await topo.sandbox.exec(
+    [
+      'sh',
+      '-c',
+      'openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost -keyout /tmp/bench.key -out /tmp/bench.pem 2>&1',
+    ],
+    { timeoutMs: 30_000 },
+  );
+  if (mk.exitCode !== 0) throw new Error(`tls burst: no certificate: ${mk.stdout}`);
+  const burst = async (mode: 'egress' | 'loopback') => {
+    const r = await topo.sandbox.exec(
+      ['node', '-e', TLS_BURST_SOURCE, String(n), mode, '/tmp/bench.pem', '/tmp/bench.key'],
+      { timeoutMs: 300_000 },
+    );
+    const line = r.stdout.trim().split('\n').pop() ?? '';
+    if (r.exitCode !== 0 || !line)
+      throw new Error(`tls burst (${mode}) failed: ${r.stderr.slice(0, 2000)}`);
+    return JSON.parse(line) as { ok: number; handshakes: number; ms: number };
+  };
+  const base = await burst('loopback');
+  const cap = await burst('egress');
+  const log = await topo.events();
+  const mine = (host?: string) => host?.endsWith('.burst-tls.example') ?? false;
+  const tls = log.events.filter((e) => e.seq > afterSeq && e.kind === 'tls' && mine(e.sni));
+  const decrypted = tls.filter(
+    (e) => 'intercept' in e && e.intercept === 'decrypted' && e.method === 'GET',
+  );
+  const summarised = log.summaries
+    .filter((s) => s.of === 'tls' && mine(s.sni))
+    .reduce((k, s) => k + s.count, 0);
+  const lost = n - tls.length - summarised - (log.truncatedCounts.tls ?? 0);
+  const rate = (r: { ms: number }) => (n / (r.ms / 1000)).toFixed(0);
+  return [
+    'tls burst                                requests  ok     ms      requests/s  ratio',
+    `${'loopback TLS server, no capture (baseline)'.padEnd(40)} ${String(n).padStart(8)}  ${String(base.ok).padStart(5)}  ${base.ms.toFixed(0).padStart(6)}  ${rate(base).padStart(10)}  ${'1.00'.padStart(5)}`,
+    `${'through the capture, intercepted'.padEnd(40)} ${String(n).padStart(8)}  ${String(cap.ok).padStart(5)}  ${cap.ms.toFixed(0).padStart(6)}  ${rate(cap).padStart(10)}  ${(cap.ms / base.ms).toFixed(2).padStart(5)}`,
+    `  handshakes completed: ${cap.handshakes} of ${n} (${(cap.handshakes / (cap.ms / 1000)).toFixed(0)}/s; baseline ${base.handshakes}); requests read inside: ${decrypted.length}; events lost: ${lost}`,
+  ];
 }
 
 main().catch((e: unknown) => {

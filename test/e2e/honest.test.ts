@@ -60,11 +60,16 @@ describe('phonehome check (CLI), egress the package was asked for', () => {
     const { code, report } = await check('vendor-sdk-token-theft');
     assert.equal(report.verdict, 'fail');
     assert.equal(code, 1);
-    const leak = report.findings.find((f) => f.id === 'bait-leak');
-    assert.equal(leak?.severity, 'critical', show(report));
-    assert.equal(leak?.destination, 'api.vendorco.example:80');
-    // Over TLS the capture cannot read what went: code that reads ~/.npmrc gets no excuse there.
-    const tls = about(report, 'api.vendorco.example:443');
+    const leaks = report.findings.filter((f) => f.id === 'bait-leak');
+    assert.ok(leaks.length > 0 && leaks.every((f) => f.severity === 'critical'), show(report));
+    // In plain HTTP, and inside the TLS the capture intercepted.
+    assert.deepEqual(
+      [...new Set(leaks.map((f) => f.destination))].sort(),
+      ['api.vendorco.example:443', 'api.vendorco.example:80'],
+      show(report),
+    );
+    // Code that reads ~/.npmrc gets no excuse over TLS either.
+    const tls = about(report, 'api.vendorco.example:443').filter((f) => f.id !== 'bait-leak');
     assert.ok(tls.length > 0, show(report));
     assert.ok(
       tls.every((f) => f.id === 'egress-not-allowed' && f.severity === 'high'),

@@ -101,6 +101,7 @@ export function doctorCommand(): Command {
         });
       }
       checks.push(await seccompCheck(engine, runnerImage));
+      checks.push(await tlsCheck(engine, runnerImage, gatewayImage));
       checks.push(maliciousSetCheck(o.store));
       if (o.json) {
         process.stdout.write(
@@ -147,6 +148,67 @@ function maliciousSetCheck(path: string | undefined): Check & { note?: string } 
     };
   } finally {
     store?.close();
+  }
+}
+
+/**
+ * TLS interception works end to end: in a sandbox behind a gateway, curl, python and node
+ * (with nothing in its environment or command line) take the run CA's certificate for a name and
+ * get the capture's 200. A machine where they do not would see every HTTPS request refused.
+ */
+async function tlsCheck(
+  engine: SandboxEngine,
+  runnerImage: string | undefined,
+  gatewayImage: string | undefined,
+): Promise<Check> {
+  const name = 'tls interception';
+  if (!runnerImage || !gatewayImage)
+    return {
+      name,
+      ok: false,
+      detail: 'not checked: needs Docker and both images',
+      fix: 'Fix the lines above first.',
+    };
+  try {
+    const { CaptureTopology } = await import('../../sandbox/topology.js');
+    await using run = engine.newRun();
+    const topo = await CaptureTopology.start(run, {
+      runnerImage,
+      gatewayImage,
+      observer: false,
+    });
+    const url = 'https://doctor.tls-check.example/';
+    const r = await topo.sandbox.exec(
+      [
+        'sh',
+        '-c',
+        [
+          `echo "curl $(curl -sS -m 5 -o /dev/null -w '%{http_code}' ${url} 2>&1)"`,
+          `echo "python $(python3 -c "import urllib.request as u; print(u.urlopen('${url}', timeout=5).status)" 2>&1 | tail -1)"`,
+          `echo "require('https').get('${url}', (r) => console.log('node', r.statusCode)).on('error', (e) => console.log('node', e.code))" > /tmp/t.js && node /tmp/t.js`,
+        ].join('; '),
+      ],
+      { timeoutMs: 60_000 },
+    );
+    const got = (tool: string) => new RegExp(`^${tool} (.*)$`, 'm').exec(r.stdout)?.[1] ?? '?';
+    const tools = ['curl', 'python', 'node'];
+    const ok = tools.every((t) => got(t) === '200');
+    const detail = tools.map((t) => `${t} ${got(t)}`).join(', ');
+    return ok
+      ? { name, ok, detail: `the run CA is trusted in the sandbox: ${detail}` }
+      : {
+          name,
+          ok,
+          detail: `HTTPS through the capture: ${detail} (expected 200 each)`,
+          fix: 'The runner image does not trust the run CA (rebuild it with `phonehome images build`); until then, `--no-tls-intercept` runs with TLS left alone.',
+        };
+  } catch (e) {
+    return {
+      name,
+      ok: false,
+      detail: e instanceof Error ? e.message : String(e),
+      ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
+    };
   }
 }
 
