@@ -22,6 +22,7 @@ export const DETECTORS = [
   'dns-many-subdomains',
   'hardcoded-resolver',
   'large-upload',
+  'telemetry-export',
   'foreign-process',
   'other-protocol',
   'hidden-network-code',
@@ -209,6 +210,23 @@ export function eventIndicators(
         const limit = (p.bytes as number | undefined) ?? 102400;
         if (CONNECTIONS.has(e.kind) && (e.bytesOut ?? 0) >= limit)
           hits.push({ indicator: ind, detail: `${e.bytesOut} bytes sent` });
+        break;
+      }
+      case 'telemetry-export': {
+        // A request phonehome read (plain HTTP, or inside intercepted TLS), by its path.
+        const phases = (p.phases as string[] | undefined) ?? ['install'];
+        const paths = ((p.paths as string[] | undefined) ?? []).map((x) => new RegExp(x, 'i'));
+        const path = (e.path ?? '').replace(/[?#].*$/, '');
+        if (
+          (e.kind === 'http' || e.kind === 'tls') &&
+          e.method === 'POST' &&
+          phases.includes(e.phase) &&
+          paths.some((re) => re.test(path))
+        )
+          hits.push({
+            indicator: ind,
+            detail: `POST ${path} (an OpenTelemetry export) during ${e.phase}`,
+          });
         break;
       }
       case 'foreign-process': {

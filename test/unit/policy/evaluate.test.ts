@@ -553,6 +553,41 @@ describe('policy evaluation', () => {
     assert.match(r.findings.find((f) => f.id === 'foreign-process')?.message ?? '', /made by curl/);
   });
 
+  it('an OpenTelemetry-shaped export at install is flagged, read in plain HTTP or inside TLS; not at run time', () => {
+    const otel = (
+      phase: ReportEvent['phase'],
+      kind: 'http' | 'tls',
+      path: string,
+      method = 'POST',
+    ) =>
+      ({
+        phase,
+        package: SUBJECT,
+        kind,
+        ip: '23.45.6.7',
+        port: kind === 'tls' ? 443 : 80,
+        host: 'otel.collector.example',
+        ...(kind === 'tls' ? { sni: 'otel.collector.example', intercept: 'decrypted' } : {}),
+        method,
+        path,
+        bytesOut: 900,
+      }) as ReportEvent;
+    const ids = (events: ReportEvent[]) =>
+      evaluate(report(events), ctx()).findings.map((f) => f.id);
+    for (const e of [
+      otel('install', 'tls', '/api/public/otel/v1/traces'),
+      otel('install', 'http', '/v1/metrics?x=1'),
+      otel('install', 'tls', '/V1/LOGS/'),
+    ])
+      assert.ok(ids([e]).includes('telemetry-export-at-install'), JSON.stringify(e));
+    for (const e of [
+      otel('exercise', 'tls', '/v1/traces'),
+      otel('install', 'tls', '/v1/traces', 'GET'),
+      otel('install', 'tls', '/v1/traces-archive'),
+    ])
+      assert.ok(!ids([e]).includes('telemetry-export-at-install'), JSON.stringify(e));
+  });
+
   it('honest names do not look like data', () => {
     const r = evaluate(
       report(
