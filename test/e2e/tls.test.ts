@@ -86,6 +86,21 @@ describe('phonehome check (CLI), what is sent inside HTTPS', () => {
     assert.match(text.stdout, /refused the run's certificate/);
   });
 
+  it('an OpenTelemetry-shaped export at install to a declared host is flagged from its path', async () => {
+    const { code, report } = await checkFixture('otel-export-install');
+    assert.equal(code, 1);
+    assert.equal(report.verdict, 'fail');
+    const f = report.findings.find((x) => x.id === 'telemetry-export-at-install');
+    assert.equal(f?.severity, 'high', JSON.stringify(report.findings));
+    assert.equal(f?.phase, 'install');
+    assert.equal(f?.destination, 'otel.observability-cloud.example:443');
+    // The declaration allowed the host: only what was read inside TLS makes the verdict.
+    assert.ok(
+      report.findings.some((x) => x.rule === 'declaration' && x.severity === 'info'),
+      JSON.stringify(report.findings),
+    );
+  });
+
   it('control: an HTTPS POST of the platform to the declared host passes, its path in the report', async () => {
     const { code, report } = await checkFixture('honest-https-declared-post');
     assert.equal(code, 0, JSON.stringify(report.findings));
