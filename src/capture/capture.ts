@@ -54,6 +54,8 @@ const IDLE_MS = 1500;
 /** The longest we hold any one connection. */
 const CONNECTION_MAX_MS = 10_000;
 const MAX_CONNECTIONS = 4096;
+/** TLS connections intercepted at once (the rest get a handshake failure, counted). */
+const MAX_INTERCEPTED = 256;
 /**
  * A DNS reply waits for the observer's lookup of the client's socket (a client that has its
  * answer closes the socket, and a closed socket has no owner), but never longer than this.
@@ -117,6 +119,8 @@ export class Capture {
   /** Attempts never asked about: refused connections, or too many datagrams waiting. */
   private unasked = 0;
   private datagramsWaiting = 0;
+  /** TLS connections being intercepted now. */
+  private intercepting = 0;
   /** Kernel counters at start, so the log says what was lost during this run. */
   private baseline = { udpErrors: 0, conntrackDrops: 0 };
 
@@ -438,7 +442,7 @@ export class Capture {
       armIdle();
       const v = stream.feed(d);
       if (v.status === 'done') {
-        if (v.kind === 'tls' && this.ca && v.hello.status === 'ok') {
+        if (v.kind === 'tls' && this.ca && v.hello.status === 'ok' && this.canIntercept()) {
           // Taken over: the interception records the connection and closes it.
           done = true;
           this.open.delete(finishAtFlush);
@@ -474,6 +478,17 @@ export class Capture {
     sock.on('error', () => finish('end'));
   }
 
+  /**
+   * Whether another TLS connection may be intercepted now: each holds a TLS session (and an
+   * HTTP/2 one) for up to CONNECTION_MAX_MS, so at most MAX_INTERCEPTED at once; past that, TLS
+   * gets the handshake failure as without interception (bound `intercepted`).
+   */
+  private canIntercept(): boolean {
+    if (this.intercepting < MAX_INTERCEPTED) return true;
+    this.sink.hitBound('intercepted', MAX_INTERCEPTED);
+    return false;
+  }
+
   /** Answer a TLS connection as the server it asked for, and record what it sent inside. */
   private interceptStream(
     sock: Socket,
@@ -488,7 +503,11 @@ export class Capture {
     const ready = found.then(({ ct }) => certificateName(hello.sni, ct?.dst ?? '0.0.0.0'));
     let settle: (r: Intercepted) => void = () => undefined;
     const result = new Promise<Intercepted>((resolve) => (settle = resolve));
-    const end = intercept(sock, clientHello, stream.bytesSeen, ca, ready, (r) => settle(r));
+    this.intercepting++;
+    const end = intercept(sock, clientHello, stream.bytesSeen, ca, ready, (r) => {
+      this.intercepting--;
+      settle(r);
+    });
     this.open.add(end);
     // Recorded when it ends; a flush ends it first, then waits for the record.
     void this.track(
@@ -523,12 +542,15 @@ export class Capture {
       intercept: r.outcome,
       ...(r.alert ? { tlsAlert: r.alert } : {}),
     };
-    // The connection's bytes and its ClientHello go with its first request.
+    // The connection's bytes, its ClientHello and (HTTP/2) its raw frames go with its first
+    // request.
     const first = {
       bytesOut: r.bytesOut,
       firstBytesHex: clientHello.subarray(0, RAW_SAMPLE_MAX).toString('hex'),
+      ...(r.h2Raw ? { innerHex: r.h2Raw.toString('hex') } : {}),
     };
     if (r.h2 && r.h2.length > 0) {
+      // Each stream an event of its own.
       r.h2.forEach((q, i) =>
         this.sink.record({
           ...base,
@@ -552,6 +574,10 @@ export class Capture {
       ...inner,
       ...(!head && !r.h2 && r.inner.length > 0
         ? { innerHex: r.inner.subarray(0, RAW_SAMPLE_MAX).toString('hex') }
+        : {}),
+      // What came after the answered request (a pipelined one, say) is kept as raw bytes.
+      ...(head && r.trailing
+        ? { innerHex: r.trailing.subarray(0, RAW_SAMPLE_MAX).toString('hex') }
         : {}),
     });
   }

@@ -25,10 +25,21 @@ const IDLE_MS = 1500;
 const CONNECTION_MAX_MS = 10_000;
 /** WebSocket frame bytes read after the upgrade. */
 const WS_MAX = 64 * 1024;
+/**
+ * After the answer to an HTTP/1.1 request, how long the connection is still read (a client may
+ * have sent more: a pipelined request, data after the head) and how much of it is kept.
+ */
+const LINGER_MS = 1000;
+const TRAILING_MAX = 16 * 1024;
 
 export interface Intercepted {
-  outcome: 'decrypted' | 'refused';
-  /** The alert the client sent when it refused (`unknown_ca`, `bad_certificate`…), or `none`. */
+  /**
+   * `decrypted`: the handshake completed; `refused`: the client would not go on with the run's
+   * certificate (an alert, or it closed); `failed`: the capture could not agree on a handshake
+   * with it (no common version, cipher or protocol): the client never saw a certificate.
+   */
+  outcome: 'decrypted' | 'refused' | 'failed';
+  /** The alert the client sent when it refused (`unknown_ca`, `bad_certificate`…), or `none`; why the handshake failed. */
   alert?: string;
   /** Encrypted bytes the client sent. */
   bytesOut: number;
@@ -41,6 +52,14 @@ export interface Intercepted {
   wsPayload?: Buffer;
   /** The requests of an HTTP/2 connection (ALPN h2), in the order their streams opened. */
   h2?: H2Request[];
+  /** Decrypted bytes the client sent after the request that was answered (first TRAILING_MAX). */
+  trailing?: Buffer;
+  /**
+   * The first decrypted bytes of an HTTP/2 connection as sent (frames, first H2_RAW_MAX): what
+   * the streams' headers and bodies do not hold (PING and GOAWAY data, unknown frames, streams
+   * past H2_STREAMS_MAX, bytes that were not HTTP/2 at all) is there.
+   */
+  h2Raw?: Buffer;
 }
 
 /** One HTTP/2 request read inside TLS. */
@@ -55,9 +74,10 @@ export interface H2Request {
   bodyBytes: number;
 }
 
-/** HTTP/2 streams read per connection, and body bytes kept per stream. */
+/** HTTP/2 streams read per connection, body bytes kept per stream, raw bytes kept per connection. */
 const H2_STREAMS_MAX = 64;
 const H2_BODY_MAX = 64 * 1024;
+export const H2_RAW_MAX = 64 * 1024;
 
 /** The name a leaf certificate is made for: the server name when it is one, else the address. */
 export function certificateName(sni: string | undefined, dialled: string): string {
@@ -66,15 +86,33 @@ export function certificateName(sni: string | undefined, dialled: string): strin
   return dialled;
 }
 
-/** The alert name in an OpenSSL error a refusing client caused (ERR_SSL_TLSV1_ALERT_UNKNOWN_CA → unknown_ca). */
-export function alertOf(err: unknown): string {
+/**
+ * What a handshake error says: an alert the client sent (ERR_SSL_TLSV1_ALERT_UNKNOWN_CA →
+ * refused, unknown_ca), or a failure on the capture's side (no shared cipher, version or
+ * protocol → failed, with OpenSSL's reason).
+ */
+export function handshakeError(err: unknown): { outcome: 'refused' | 'failed'; alert: string } {
   const code = (err as { code?: unknown })?.code;
   const m =
     typeof code === 'string' ? /^ERR_SSL_(?:TLSV1|SSLV3|TLSV13)_ALERT_(.+)$/.exec(code) : null;
-  if (m?.[1]) return m[1].toLowerCase();
+  if (m?.[1]) return { outcome: 'refused', alert: m[1].toLowerCase() };
   const msg = err instanceof Error ? err.message : String(err);
   const a = /alert ([a-z ]+?)(?::|$)/i.exec(msg)?.[1];
-  return a ? a.trim().toLowerCase().replace(/ /g, '_') : 'handshake_failed';
+  if (a) return { outcome: 'refused', alert: a.trim().toLowerCase().replace(/ /g, '_') };
+  if (typeof code === 'string' && code.startsWith('ERR_SSL_'))
+    return { outcome: 'failed', alert: code.slice('ERR_SSL_'.length).toLowerCase() };
+  return { outcome: 'refused', alert: 'none' };
+}
+
+/**
+ * The protocol to answer a ClientHello's ALPN list with: HTTP/1.1 whenever offered, h2 for
+ * clients that speak only h2, else the client's first (its bytes are then kept raw); none when
+ * it offered none.
+ */
+export function chooseAlpn(offered: readonly string[]): string | undefined {
+  if (offered.includes('http/1.1')) return 'http/1.1';
+  if (offered.includes('h2')) return 'h2';
+  return offered[0];
 }
 
 /** The Sec-WebSocket-Accept value for a key (RFC 6455 4.2.2). */
@@ -134,7 +172,8 @@ export function intercept(
   let bytesOut = seen;
   let finished = false;
   let secured = false;
-  let alert: string | undefined;
+  let failure: { outcome: 'refused' | 'failed'; alert: string } | undefined;
+  let h2Raw = Buffer.alloc(0);
   let tlsSock: TLSSocket | undefined;
   let upgraded = false;
   let ws = Buffer.alloc(0);
@@ -157,11 +196,13 @@ export function intercept(
   });
   raw.on('error', () => undefined);
   raw.push(first);
+  // Silence counts once the handshake is done: before, the client may be waiting on the capture
+  // (its lookup, a certificate being made), and the connection's deadline bounds it.
   const armIdle = () => {
+    if (!secured) return;
     clearTimeout(idle);
     idle = setTimeout(() => finish(), IDLE_MS);
   };
-  armIdle();
   sock.on('data', (d: Buffer) => {
     bytesOut += d.length;
     armIdle();
@@ -169,46 +210,84 @@ export function intercept(
   });
   sock.on('end', () => {
     raw.push(null);
-    finish();
+    // Once TLS runs, its own end (after every decrypted byte was read) finishes.
+    if (!tlsSock) finish();
   });
   sock.on('error', () => finish());
 
-  function finish(reply?: Buffer): void {
-    if (finished) return;
+  let answered = false;
+  let completed = false;
+  let trailing = Buffer.alloc(0);
+  let linger: NodeJS.Timeout | undefined;
+
+  /** Record what came of the connection (once) and let it go. */
+  function complete(): void {
+    if (completed) return;
+    completed = true;
     finished = true;
     clearTimeout(deadline);
     clearTimeout(idle);
+    clearTimeout(linger);
     const head = inner.httpHead;
     done({
-      outcome: secured ? 'decrypted' : 'refused',
-      ...(!secured ? { alert: alert ?? 'none' } : {}),
+      outcome: secured ? 'decrypted' : (failure?.outcome ?? 'refused'),
+      ...(!secured ? { alert: failure?.alert ?? 'none' } : {}),
       bytesOut,
       inner: inner.bytes,
       innerSeen: inner.bytesSeen,
       ...(head ? { head } : {}),
       ...(upgraded ? { wsPayload: websocketPayloads(ws) } : {}),
       ...(h2 ? { h2 } : {}),
+      ...(trailing.length > 0 ? { trailing } : {}),
+      ...(h2 && h2Raw.length > 0 ? { h2Raw } : {}),
     });
+    if (!answered) end();
+    // Never wait on a client that does not close.
+    setTimeout(() => {
+      tlsSock?.destroy();
+      sock.destroy();
+    }, 1000).unref();
+  }
+
+  function end(reply?: Buffer): void {
+    answered = true;
     const t = tlsSock;
     if (t && secured && !t.destroyed) {
       if (reply) t.end(reply);
       else t.end();
     } else if (!sock.destroyed) sock.end();
-    // Never wait on a client that does not close.
-    setTimeout(() => {
-      t?.destroy();
-      sock.destroy();
-    }, 1000).unref();
+  }
+
+  /**
+   * Answer and end the connection. With `keepReading`, what the client still sends in the next
+   * LINGER_MS (or until it closes) is kept as trailing bytes before the record is made.
+   */
+  function finish(reply?: Buffer, keepReading = false): void {
+    if (completed || answered) return complete();
+    clearTimeout(deadline);
+    clearTimeout(idle);
+    end(reply);
+    if (keepReading && secured && tlsSock && !tlsSock.destroyed) {
+      linger = setTimeout(complete, LINGER_MS);
+      tlsSock.once('close', complete);
+    } else complete();
   }
 
   void ready.then((name) => {
     if (finished) return;
+    try {
+      startTls(name);
+    } catch {
+      failure = { outcome: 'failed', alert: 'internal_error' };
+      finish();
+    }
+  });
+
+  function startTls(name: string): void {
     const t = new TLSSocket(raw, {
       isServer: true,
       secureContext: ca.contextFor(name),
-      // The server's order wins: HTTP/1.1 for every client that offers it, h2 for those that
-      // speak only h2 (gRPC).
-      ALPNProtocols: ['http/1.1', 'h2'],
+      ALPNCallback: ({ protocols }: { protocols: string[] }) => chooseAlpn(protocols),
       requestCert: false,
       rejectUnauthorized: false,
     });
@@ -217,19 +296,36 @@ export function intercept(
     // to read (a 'data' listener before it would take the client's preface from it).
     t.once('secure', () => {
       secured = true;
+      armIdle();
       if (t.alpnProtocol === 'h2') {
         h2 = [];
-        readH2(t, h2, armIdle, () => finish());
+        readH2(
+          t,
+          h2,
+          (d) => {
+            armIdle();
+            if (h2Raw.length < H2_RAW_MAX)
+              h2Raw = Buffer.concat([h2Raw, d.subarray(0, H2_RAW_MAX - h2Raw.length)]);
+          },
+          () => finish(),
+        );
       } else t.on('data', onData);
     });
     t.on('error', (e: unknown) => {
-      if (!secured) alert = alertOf(e);
+      if (!secured) failure = handshakeError(e);
       finish();
     });
     t.on('end', () => finish());
+    t.on('close', () => finish());
     function onData(d: Buffer): void {
       const t = tlsSock;
-      if (finished || !t) return;
+      if (completed || !t) return;
+      if (answered) {
+        if (trailing.length < TRAILING_MAX)
+          trailing = Buffer.concat([trailing, d.subarray(0, TRAILING_MAX - trailing.length)]);
+        if (trailing.length >= TRAILING_MAX) complete();
+        return;
+      }
       armIdle();
       if (upgraded) {
         if (ws.length < WS_MAX) ws = Buffer.concat([ws, d.subarray(0, WS_MAX - ws.length)]);
@@ -254,23 +350,36 @@ export function intercept(
         if (rest.length > 0) ws = Buffer.from(rest.subarray(0, WS_MAX));
         return;
       }
-      finish(v.kind === 'http' ? HTTP_OK_EMPTY : undefined);
+      if (v.kind === 'http') finish(HTTP_OK_EMPTY, true);
+      else finish();
     }
-  });
+  }
 
-  return () => finish();
+  return () => complete();
 }
 
 /**
  * Read an HTTP/2 connection: every stream's headers and first body bytes, each answered with an
  * empty 200 once its body ended. `activity` is called on each frame's worth of progress.
  */
-function readH2(t: TLSSocket, out: H2Request[], activity: () => void, end: () => void): void {
-  const server = createH2Server({ maxSessionMemory: 16 });
+function readH2(
+  t: TLSSocket,
+  out: H2Request[],
+  received: (raw: Buffer) => void,
+  end: () => void,
+): void {
+  const server = createH2Server({
+    maxSessionMemory: 4,
+    maxHeaderListPairs: 256,
+    settings: { maxConcurrentStreams: 100, maxHeaderListSize: 64 * 1024 },
+  });
   server.on('sessionError', () => end());
+  server.on('session', (session) => session.on('error', () => end()));
   server.on('stream', (stream: ServerHttp2Stream, headers: Record<string, unknown>) => {
-    activity();
+    // First, before anything can fail: an error on a stream must never reach the process.
+    stream.on('error', () => undefined);
     if (out.length >= H2_STREAMS_MAX) {
+      // Past the bound its frames are still in the connection's raw bytes.
       stream.close();
       return;
     }
@@ -278,7 +387,10 @@ function readH2(t: TLSSocket, out: H2Request[], activity: () => void, end: () =>
     const req: H2Request = {
       method: text(headers[':method']),
       path: text(headers[':path']),
-      ...(headers[':authority'] !== undefined ? { authority: text(headers[':authority']) } : {}),
+      // No :authority (allowed): the Host header says where it goes.
+      ...((headers[':authority'] ?? headers.host) !== undefined
+        ? { authority: text(headers[':authority'] ?? headers.host) }
+        : {}),
       headers: Object.entries(headers)
         .filter(([k]) => !k.startsWith(':'))
         .map(([k, v]) => [k, text(v)] as [string, string]),
@@ -286,13 +398,15 @@ function readH2(t: TLSSocket, out: H2Request[], activity: () => void, end: () =>
       bodyBytes: 0,
     };
     out.push(req);
+    stream.on('trailers', (trailers: Record<string, unknown>) => {
+      for (const [k, v] of Object.entries(trailers))
+        if (!k.startsWith(':')) req.headers.push([k, text(v)]);
+    });
     stream.on('data', (d: Buffer) => {
-      activity();
       req.bodyBytes += d.length;
       if (req.body.length < H2_BODY_MAX)
         req.body = Buffer.concat([req.body, d.subarray(0, H2_BODY_MAX - req.body.length)]);
     });
-    stream.on('error', () => undefined);
     stream.on('end', () => {
       if (!stream.destroyed)
         stream.respond({ ':status': 200, 'content-length': '0' }, { endStream: true });
@@ -312,7 +426,10 @@ function readH2(t: TLSSocket, out: H2Request[], activity: () => void, end: () =>
     },
   });
   plain.on('error', () => undefined);
-  t.on('data', (d: Buffer) => plain.push(d));
+  t.on('data', (d: Buffer) => {
+    received(d);
+    plain.push(d);
+  });
   t.on('end', () => plain.push(null));
   server.emit('connection', plain);
 }

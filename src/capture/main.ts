@@ -55,6 +55,18 @@ export async function main(args: readonly string[] = process.argv.slice(2)): Pro
     });
     return flushing;
   };
+  // A bug reached by hostile traffic must not end the capture (and with it the run's record):
+  // said on stderr, and the capture goes on.
+  process.on('uncaughtException', (e: unknown) => {
+    process.stderr.write(
+      `capture: uncaught ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
+    );
+  });
+  process.on('unhandledRejection', (e: unknown) => {
+    process.stderr.write(
+      `capture: unhandled ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
+    );
+  });
   process.on('SIGUSR1', () => void flush());
   process.on('SIGTERM', () => {
     clearInterval(icmpTimer);

@@ -6,7 +6,14 @@
  * DER here (RFC 5280: a v3 certificate with the extensions clients check: basic constraints, key
  * usage, extended key usage, subject alternative names, key identifiers).
  */
-import { createHash, createPrivateKey, generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import {
+  createHash,
+  createPrivateKey,
+  generateKeyPairSync,
+  randomBytes,
+  randomInt,
+  sign,
+} from 'node:crypto';
 import { isIP } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
 
@@ -151,8 +158,8 @@ const DAY = 24 * 3600 * 1000;
  */
 export const CA_SUBJECT = { o: 'Local Network Services', cn: 'Local Network Services Root CA' };
 
-/** Names (or addresses) a run mints certificates for, at most; later ones reuse a catch-all. */
-const MAX_LEAVES = 4096;
+/** Names (or addresses) whose TLS context is kept for the run; past that, each is made anew (CPU, not memory). */
+const MAX_LEAVES = 2048;
 
 export class RunCa {
   /** The CA certificate, DER and PEM: public, the only part that leaves the capture. */
@@ -205,8 +212,9 @@ export class RunCa {
       serial: randomBytes(16),
       issuer: this.caSubject,
       subject: name({ cn }),
-      notBefore: new Date(this.now - 7 * DAY),
-      notAfter: new Date(this.now + 83 * DAY),
+      // Issued some days ago, as a server's certificate would have been (90 days' validity).
+      notBefore: new Date(this.now - (1 + randomInt(60)) * DAY - randomInt(DAY)),
+      notAfter: new Date(this.now + 29 * DAY + randomInt(DAY)),
       spki: this.leafSpki,
       extensions: [
         extension(OID.basicConstraints, true, seq()),

@@ -12,7 +12,7 @@ import {
   markdownFence,
 } from '../core/escape.js';
 import { formatId } from '../core/package-id.js';
-import { refusal, type Finding, type ReportEvent } from '../core/report.js';
+import { pathAfter, refusal, type Finding, type ReportEvent } from '../core/report.js';
 import type { GatePackage, GateReport } from '../gate/gate.js';
 import { phonehomeVersion } from '../paths.js';
 
@@ -182,7 +182,7 @@ export function renderGateMarkdown(r: GateReport): string {
       );
       for (const e of events.slice(0, 50))
         out.push(
-          `| ${md(e.phase)} | ${md(kindOf(e))} | ${code(targetLine(e))}${e.intercept === 'refused' ? ` (${md(refusal(e.tlsAlert))})` : ''} | ${e.process ? code(e.process) : ''} |`,
+          `| ${md(e.phase)} | ${md(kindOf(e))} | ${code(targetLine(e))}${e.intercept === 'refused' || e.intercept === 'failed' ? ` (${md(refusal(e.tlsAlert, e.intercept))})` : ''} | ${e.process ? code(e.process) : ''} |`,
         );
       if (events.length > 50) out.push(`| … | | ${events.length - 50} more | |`);
       out.push('', '</details>');
@@ -279,5 +279,5 @@ function targetLine(e: ReportEvent): string {
   const where = `${e.sni ?? e.host ?? e.ip ?? ''}${e.port ? `:${e.port}` : ''}`;
   if (e.method === undefined) return where;
   const path = e.path ?? '';
-  return `${e.method} ${where}${path.length > 200 ? `${path.slice(0, 200)}…` : path}`;
+  return `${e.method} ${where}${pathAfter(path.length > 200 ? `${path.slice(0, 200)}…` : path)}`;
 }

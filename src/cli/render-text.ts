@@ -7,6 +7,7 @@ import { forTerminal as t } from '../core/escape.js';
 import { formatId } from '../core/package-id.js';
 import {
   destinationOf,
+  pathAfter,
   refusal,
   summarizeEvents,
   type CheckReport,
@@ -22,8 +23,8 @@ function detail(e: ReportEvent): string {
       return `http  ${t(`${e.method}`)} ${t(`${e.host ?? e.ip}`)}:${e.port}${t(e.path ?? '')}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.host ? ` [${t(`${e.ip}`)}]` : ''}`;
     case 'tls':
       if (e.method !== undefined)
-        return `https ${t(`${e.method}`)} ${t(destinationOf(e))}${t(e.path ?? '')}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.host || e.sni ? ` [${t(`${e.ip}`)}]` : ''}`;
-      return `tls   ${t(destinationOf(e))}${e.intercept === 'refused' ? ` (${refusal(e.tlsAlert)})` : ''}${e.alpn ? ` alpn=${t(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${t(`${e.ip}`)}]` : ''}`;
+        return `https ${t(`${e.method}`)} ${t(destinationOf(e))}${t(pathAfter(e.path))}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.host || e.sni ? ` [${t(`${e.ip}`)}]` : ''}`;
+      return `tls   ${t(destinationOf(e))}${e.intercept === 'refused' || e.intercept === 'failed' ? ` (${refusal(e.tlsAlert, e.intercept)})` : ''}${e.alpn ? ` alpn=${t(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${t(`${e.ip}`)}]` : ''}`;
     case 'tcp':
       return `tcp   ${t(destinationOf(e))} (${e.bytesOut ?? 0} bytes sent)`;
     case 'udp':

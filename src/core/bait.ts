@@ -135,6 +135,24 @@ function latin1(hexOrB64: string, enc: 'hex' | 'base64'): string {
   return Buffer.from(hexOrB64, enc).toString('latin1');
 }
 
+/**
+ * The data of a chunked body (RFC 9112 7.1), as far as its chunks go: a chunk cut by the end of
+ * the sample gives what arrived of it.
+ */
+export function dechunk(body: Buffer): Buffer {
+  const out: Buffer[] = [];
+  let off = 0;
+  while (off < body.length) {
+    const lineEnd = body.indexOf('\r\n', off);
+    if (lineEnd < 0) break;
+    const size = parseInt(body.subarray(off, lineEnd).toString('latin1').split(';')[0] ?? '', 16);
+    if (!Number.isFinite(size) || size <= 0) break;
+    out.push(body.subarray(lineEnd + 2, Math.min(body.length, lineEnd + 2 + size)));
+    off = lineEnd + 2 + size + 2;
+  }
+  return Buffer.concat(out);
+}
+
 /** The path, headers and body (as sent, and decoded) of a request read in plain HTTP or inside TLS. */
 function httpHaystacks(e: StreamEvent, scheme: 'HTTP' | 'HTTPS', out: Haystack[]): void {
   if (e.path) out.push({ channel: `${scheme} path`, text: e.path, caseless: false, event: e });
@@ -152,7 +170,20 @@ function httpHaystacks(e: StreamEvent, scheme: 'HTTP' | 'HTTPS', out: Haystack[]
       caseless: false,
       event: e,
     });
-    const decoded = decodedBody(e.headers ?? [], Buffer.from(e.bodySample, 'base64'));
+    // A chunked body is read without its framing, which would cut a secret into pieces.
+    const raw = Buffer.from(e.bodySample, 'base64');
+    const chunked = (e.headers ?? []).some(
+      ([k, v]) => k.toLowerCase() === 'transfer-encoding' && /chunked/i.test(v),
+    );
+    const body = chunked ? dechunk(raw) : raw;
+    if (chunked)
+      out.push({
+        channel: `${scheme} body`,
+        text: body.toString('latin1'),
+        caseless: false,
+        event: e,
+      });
+    const decoded = decodedBody(e.headers ?? [], body);
     if (decoded)
       out.push({ channel: `${scheme} body (decoded)`, text: decoded, caseless: false, event: e });
   }

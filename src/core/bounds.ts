@@ -22,6 +22,7 @@ const BOUND_TEXT: Record<CaptureBound, string> = {
   datagrams: 'datagrams waiting for their lookups at once',
   lookups: 'process lookups in flight at once',
   'body-samples': 'bytes of HTTP body samples',
+  intercepted: 'TLS connections intercepted at once',
 };
 
 /** What hitting a bound cost, in a clause. */
@@ -36,6 +37,7 @@ const BOUND_COST: Record<CaptureBound, string> = {
   datagrams: 'were recorded without their process',
   lookups: 'were recorded without their process',
   'body-samples': 'kept only the first 1 KiB of their body',
+  intercepted: 'were not read inside (a handshake failure, their server name seen)',
 };
 
 const plural = (n: number, one: string, many = `${one}s`) =>

@@ -100,7 +100,10 @@ function validStreamFields(e: Obj): boolean {
     optCount(e.bodyBytes) &&
     optStr(e.bodySample) &&
     (e.websocket === undefined || typeof e.websocket === 'boolean') &&
-    (e.intercept === undefined || e.intercept === 'decrypted' || e.intercept === 'refused') &&
+    (e.intercept === undefined ||
+      e.intercept === 'decrypted' ||
+      e.intercept === 'refused' ||
+      e.intercept === 'failed') &&
     optStr(e.tlsAlert) &&
     optStr(e.innerHex)
   );

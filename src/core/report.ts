@@ -319,11 +319,20 @@ export function toReportEvent(e: CaptureEvent, who: Attribution): ReportEvent | 
   }
 }
 
-/** How a client refused TLS interception, as a person would say it (the alert is escaped by the caller's output). */
-export function refusal(alert: string | undefined): string {
-  return !alert || alert === 'none'
+/** How TLS interception ended without a handshake, as a person would say it (the caller escapes it). */
+export function refusal(alert: string | undefined, how: 'refused' | 'failed' = 'refused'): string {
+  const reason = (alert ?? '').replace(/[^a-z0-9_]/gi, '?');
+  if (how === 'failed')
+    return `not read: no handshake the capture could agree on (${reason || 'unknown'})`;
+  return !reason || reason === 'none'
     ? "refused the run's certificate: closed without an alert"
-    : `refused the run's certificate: alert ${alert.replace(/[^a-z0-9_]/gi, '?')}`;
+    : `refused the run's certificate: alert ${reason}`;
+}
+
+/** A request's path after its destination: an absolute-form or CONNECT target set apart. */
+export function pathAfter(path: string | undefined): string {
+  if (!path) return '';
+  return path.startsWith('/') ? path : ` ${path}`;
 }
 
 /** Where an event was aimed, as a person would write it. */

@@ -158,17 +158,21 @@ export interface StreamEvent extends EventBase {
   /**
    * A TLS connection the capture answered with a certificate of the run's CA: `decrypted` (the
    * handshake completed; method, path, headers and body are what was sent inside) or `refused`
-   * (the client would not take the certificate: pinned, its own CA list, a check of its own).
+   * (the client would not take the certificate: pinned, its own CA list, a check of its own)
+   * or `failed` (the capture found no handshake to agree on: version, ciphers, protocol).
    */
   intercept?: TlsIntercept;
-  /** The alert a client that refused the interception sent (`unknown_ca`, …), or `none`. */
+  /** The alert a client that refused the interception sent (`unknown_ca`, …) or `none`; why a handshake failed. */
   tlsAlert?: string;
-  /** First decrypted bytes, hex, when what was sent inside TLS was not HTTP. */
+  /**
+   * Decrypted bytes, hex, that no request read holds: the first ones when what was sent inside
+   * TLS was not HTTP, or what followed the request that was answered (a pipelined request).
+   */
   innerHex?: string;
   proc?: ProcessInfo;
 }
 
-export type TlsIntercept = 'decrypted' | 'refused';
+export type TlsIntercept = 'decrypted' | 'refused' | 'failed';
 
 export interface DatagramEvent extends EventBase {
   kind: 'udp';
@@ -234,6 +238,8 @@ export type CaptureEvent =
  *   process; DNS queries also without the resolver they were aimed at);
  * - `lookups`: observer lookups in flight at once (more attempts were not asked about);
  * - `body-samples`: bytes of HTTP body samples in all (later samples are cut to 1 KiB);
+ * - `intercepted`: TLS connections intercepted at once (more got a handshake failure, as without
+ *   interception: their server name is seen, nothing inside);
  * - `per-destination`: detailed events of one destination (more that carried nothing new were
  *   counted in its summary instead: no destination is lost to this one).
  */
@@ -246,7 +252,8 @@ export type CaptureBound =
   | 'connections'
   | 'datagrams'
   | 'lookups'
-  | 'body-samples';
+  | 'body-samples'
+  | 'intercepted';
 
 /**
  * A bound of the capture was hit: some attempts were kept with less detail than the rest (or, for

@@ -171,7 +171,9 @@ function onlyReads(events: readonly ReportEvent[]): boolean {
     requests.every(
       (e) =>
         (e.kind === 'http' || (e.kind === 'tls' && e.intercept === 'decrypted')) &&
-        (e.method === 'GET' || e.method === 'HEAD'),
+        (e.method === 'GET' || e.method === 'HEAD') &&
+        !e.bodyBytes &&
+        !e.websocket,
     )
   );
 }

@@ -23,6 +23,7 @@ export const DETECTORS = [
   'hardcoded-resolver',
   'large-upload',
   'telemetry-export',
+  'refused-inspection',
   'foreign-process',
   'other-protocol',
   'hidden-network-code',
@@ -106,7 +107,7 @@ export function targetOf(e: ReportEvent, resolved?: ReadonlySet<string>): Target
   const httpHost = e.httpHost?.startsWith('[') ? undefined : e.httpHost?.replace(/:\d*$/, '');
   // Where a proxy request says it goes: a CONNECT's authority, an absolute-form target's host.
   const proxied =
-    e.kind === 'http' && e.path
+    (e.kind === 'http' || (e.kind === 'tls' && e.method !== undefined)) && e.path
       ? e.method === 'CONNECT'
         ? e.path.replace(/:\d*$/, '').replace(/[^\x21-\x7e]/g, '')
         : /^[a-z][a-z0-9+.-]*:\/\//i.test(e.path)
@@ -229,6 +230,13 @@ export function eventIndicators(
           });
         break;
       }
+      case 'refused-inspection':
+        if (e.kind === 'tls' && e.intercept === 'refused')
+          hits.push({
+            indicator: ind,
+            detail: `refused the run's certificate${e.tlsAlert && e.tlsAlert !== 'none' ? ` (alert ${e.tlsAlert})` : ''}: what it sent is unseen`,
+          });
+        break;
       case 'foreign-process': {
         const programs = (p.programs as string[] | undefined) ?? [];
         const prog = programOf(e.process);

@@ -18,6 +18,7 @@ import { forTerminal as t } from '../core/escape.js';
 import { formatId } from '../core/package-id.js';
 import {
   destinationOf,
+  pathAfter,
   refusal,
   reachedDestination,
   severityRank,
@@ -208,8 +209,8 @@ function what(e: ReportEvent): string {
       return `HTTP ${esc(e.method)} ${esc(e.host ?? e.ip)}:${e.port}${esc(e.path)}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.httpHost && e.httpHost !== e.host ? ` Host: ${esc(e.httpHost)}` : ''}${e.host ? ` [${esc(e.ip)}]` : ''}`;
     case 'tls':
       if (e.method !== undefined)
-        return `HTTPS ${esc(e.method)} ${esc(destinationOf(e))}${esc(e.path)}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.httpHost && e.httpHost !== (e.sni ?? e.host) ? ` Host: ${esc(e.httpHost)}` : ''}${e.host || e.sni ? ` [${esc(e.ip)}]` : ''}`;
-      return `TLS ${esc(destinationOf(e))}${e.intercept === 'refused' ? ` (${refusal(e.tlsAlert)})` : ''}${e.alpn ? ` alpn=${esc(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${esc(e.ip)}]` : ''}`;
+        return `HTTPS ${esc(e.method)} ${esc(destinationOf(e))}${esc(pathAfter(e.path))}${e.websocket ? ' (WebSocket upgrade)' : ''}${e.bodyBytes ? ` (${e.bodyBytes} body bytes)` : ''}${e.httpHost && e.httpHost !== (e.sni ?? e.host) ? ` Host: ${esc(e.httpHost)}` : ''}${e.host || e.sni ? ` [${esc(e.ip)}]` : ''}`;
+      return `TLS ${esc(destinationOf(e))}${e.intercept === 'refused' || e.intercept === 'failed' ? ` (${refusal(e.tlsAlert, e.intercept)})` : ''}${e.alpn ? ` alpn=${esc(e.alpn.join(','))}` : ''}${e.host || e.sni ? ` [${esc(e.ip)}]` : ''}`;
     case 'tcp':
       return `TCP ${esc(destinationOf(e))} (${e.bytesOut ?? 0} bytes sent)`;
     case 'udp':

@@ -75,6 +75,11 @@ describe('phonehome check (CLI), what is sent inside HTTPS', () => {
     assert.ok(seen.length > 0, JSON.stringify(report.events));
     assert.ok(seen.every((e) => e.intercept === 'refused' && e.method === undefined));
     assert.ok(seen.every((e) => typeof e.tlsAlert === 'string'));
+    assert.equal(
+      report.findings.find((f) => f.id === 'refused-inspection')?.severity,
+      'medium',
+      JSON.stringify(report.findings),
+    );
     assert.ok(
       report.findings.some(
         (f) =>

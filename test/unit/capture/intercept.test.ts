@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { connect as h2connect } from 'node:http2';
 import { request } from 'node:https';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import {
-  alertOf,
   certificateName,
+  chooseAlpn,
+  handshakeError,
   intercept,
   websocketAccept,
   websocketPayloads,
@@ -18,9 +19,16 @@ import { RunCa } from '../../../src/capture/x509.js';
 const NAME = 'api.intercept.example';
 
 /** A loopback listener that does what the capture does with TLS: classify, then intercept. */
-function interceptor(ca: RunCa): { server: Server; results: Promise<Intercepted>[] } {
+function interceptor(ca: RunCa): {
+  server: Server;
+  results: Promise<Intercepted>[];
+  sockets: Set<Socket>;
+} {
   const results: Promise<Intercepted>[] = [];
+  const sockets = new Set<Socket>();
   const server = createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
     const c = new StreamClassifier();
     let resolve: (r: Intercepted) => void = () => undefined;
     results.push(new Promise((r) => (resolve = r)));
@@ -31,19 +39,22 @@ function interceptor(ca: RunCa): { server: Server; results: Promise<Intercepted>
       intercept(sock, Buffer.from(c.bytes), c.bytesSeen, ca, Promise.resolve(NAME), resolve);
     });
   });
-  return { server, results };
+  return { server, results, sockets };
 }
 
 describe('TLS interception', () => {
   const ca = new RunCa();
   const other = new RunCa();
-  const { server, results } = interceptor(ca);
+  const { server, results, sockets } = interceptor(ca);
   let port = 0;
   before(async () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     port = (server.address() as { port: number }).port;
   });
-  after(() => server.close());
+  after(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
   const last = () => results[results.length - 1] as Promise<Intercepted>;
   /** Every name is this listener (as every name is the capture in the sandbox). */
   const lookup = (
@@ -125,6 +136,53 @@ describe('TLS interception', () => {
     assert.equal(q?.bodyBytes, 7);
   });
 
+  it('keeps what HTTP/2 carries outside stream bodies: trailers, PING data, streams past the bound', async () => {
+    const session = h2connect(`https://${NAME}:${port}`, { ca: ca.certPem, lookup });
+    session.on('error', () => undefined);
+    await new Promise<void>((resolve) => session.once('connect', () => resolve()));
+    session.ping(Buffer.from('pingsec1'), () => undefined);
+    const t = session.request({ ':method': 'POST', ':path': '/t' }, { waitForTrailers: true });
+    t.on('wantTrailers', () => t.sendTrailers({ 'x-trailer': 'trailer-secret' }));
+    t.on('error', () => undefined);
+    t.resume();
+    t.end('body');
+    // More streams than are read one by one: none may bring the capture down.
+    await Promise.all(
+      Array.from(
+        { length: 70 },
+        (_, i) =>
+          new Promise<void>((resolve) => {
+            const s = session.request({ ':method': 'GET', ':path': `/s${i}` });
+            s.on('error', () => resolve());
+            s.on('close', () => resolve());
+            s.resume();
+            s.end();
+          }),
+      ),
+    );
+    session.close();
+    const r = await last();
+    assert.equal(r.outcome, 'decrypted');
+    assert.ok((r.h2?.length ?? 0) <= 64);
+    const trailer = r.h2?.find((q) => q.path === '/t');
+    assert.ok(trailer?.headers.some(([k, v]) => k === 'x-trailer' && v === 'trailer-secret'));
+    assert.ok(r.h2Raw?.includes('pingsec1'), 'PING data in the raw frames');
+  });
+
+  it('reads the raw bytes of a client that offered a protocol other than HTTP', async () => {
+    await new Promise<void>((resolve, reject) => {
+      const t = tlsConnect(
+        { host: '127.0.0.1', port, servername: NAME, ca: ca.certPem, ALPNProtocols: ['x-sync/1'] },
+        () => t.end('SYNC secret-payload'),
+      );
+      t.on('close', () => resolve());
+      t.on('error', reject);
+    });
+    const r = await last();
+    assert.equal(r.outcome, 'decrypted');
+    assert.equal(r.inner.toString(), 'SYNC secret-payload');
+  });
+
   it('accepts a WebSocket upgrade and reads the first frames', async () => {
     const key = 'dGhlIHNhbXBsZSBub25jZQ==';
     const reply = await new Promise<string>((resolve, reject) => {
@@ -148,6 +206,20 @@ describe('TLS interception', () => {
     const r = await last();
     assert.equal(r.head?.websocket, true);
     assert.equal(r.wsPayload?.toString(), 'frame-data');
+  });
+
+  it('reads a request whose client ends the connection right after sending it', async () => {
+    await new Promise<void>((resolve, reject) => {
+      const t = tlsConnect({ host: '127.0.0.1', port, servername: NAME, ca: ca.certPem }, () =>
+        t.end(`POST /bye HTTP/1.1\r\nHost: ${NAME}\r\nContent-Length: 4\r\n\r\ndata`),
+      );
+      t.resume();
+      t.on('close', () => resolve());
+      t.on('error', reject);
+    });
+    const r = await last();
+    assert.equal(r.head?.path, '/bye');
+    assert.equal(r.inner.subarray(r.head?.headLength).toString(), 'data');
   });
 
   it('keeps the first bytes of what is not HTTP inside TLS', async () => {
@@ -185,10 +257,30 @@ describe('interception helpers', () => {
     assert.equal(certificateName('x'.repeat(300), '2001:db8::1'), '2001:db8::1');
   });
 
-  it('reads the alert a client sent from the TLS error', () => {
-    assert.equal(alertOf({ code: 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA' }), 'unknown_ca');
-    assert.equal(alertOf({ code: 'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE' }), 'bad_certificate');
-    assert.equal(alertOf(new Error('boom')), 'handshake_failed');
+  it('tells an alert the client sent from a handshake the capture could not make', () => {
+    assert.deepEqual(handshakeError({ code: 'ERR_SSL_TLSV1_ALERT_UNKNOWN_CA' }), {
+      outcome: 'refused',
+      alert: 'unknown_ca',
+    });
+    assert.deepEqual(handshakeError({ code: 'ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE' }), {
+      outcome: 'refused',
+      alert: 'bad_certificate',
+    });
+    assert.deepEqual(handshakeError({ code: 'ERR_SSL_NO_SHARED_CIPHER' }), {
+      outcome: 'failed',
+      alert: 'no_shared_cipher',
+    });
+    assert.deepEqual(handshakeError(new Error('socket hang up')), {
+      outcome: 'refused',
+      alert: 'none',
+    });
+  });
+
+  it('answers ALPN with HTTP/1.1 when offered, h2 for h2-only clients, else the first offered', () => {
+    assert.equal(chooseAlpn(['h2', 'http/1.1']), 'http/1.1');
+    assert.equal(chooseAlpn(['h2']), 'h2');
+    assert.equal(chooseAlpn(['x-sync/1', 'y']), 'x-sync/1');
+    assert.equal(chooseAlpn([]), undefined);
   });
 
   it('unmasks client frames, short and 16-bit lengths, and stops at a cut frame', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { encodedForms, findBaitLeaks, type Bait } from '../../../src/core/bait.js';
+import { dechunk, encodedForms, findBaitLeaks, type Bait } from '../../../src/core/bait.js';
 import type { CaptureEvent } from '../../../src/core/terms.js';
 import { makeIdentity, PLACEHOLDER } from '../../../src/sandbox/identity.js';
 
@@ -79,6 +79,41 @@ describe('bait leaks', () => {
       assert.ok(found.has(want), `${want} in ${[...found].join(', ')}`);
     // The compressed bytes themselves hold no trace of it: only the decoded body does.
     assert.ok(!leaks.some((l) => l.event === gz && l.channel === 'HTTP body'));
+  });
+
+  it('reads a chunked body without its framing, gzip too, in plain HTTP and inside TLS', () => {
+    const chunked = (data: Buffer, size: number) => {
+      const parts: Buffer[] = [];
+      for (let i = 0; i < data.length; i += size) {
+        const c = data.subarray(i, i + size);
+        parts.push(Buffer.from(`${c.length.toString(16)}\r\n`), c, Buffer.from('\r\n'));
+      }
+      return Buffer.concat([...parts, Buffer.from('0\r\n\r\n')]);
+    };
+    const te: [string, string] = ['transfer-encoding', 'chunked'];
+    const plain = http({
+      method: 'POST',
+      headers: [te],
+      bodySample: chunked(Buffer.from(JSON.stringify({ t: token.value })), 8).toString('base64'),
+    });
+    const zipped = http({
+      kind: 'tls',
+      sni: 'collect.example.net',
+      intercept: 'decrypted',
+      method: 'POST',
+      headers: [te, ['content-encoding', 'gzip']],
+      bodySample: chunked(gzipSync(token.value), 5).toString('base64'),
+    });
+    const leaks = findBaitLeaks([plain, zipped], [token]);
+    assert.ok(
+      leaks.some((l) => l.event === plain && l.channel === 'HTTP body'),
+      'chunked',
+    );
+    assert.ok(
+      leaks.some((l) => l.event === zipped && l.channel === 'HTTPS body (decoded)'),
+      JSON.stringify(leaks.map((l) => [l.event.seq, l.channel])),
+    );
+    assert.equal(dechunk(Buffer.from('3\r\nabc\r\n4\r\ndefg')).toString(), 'abcdefg');
   });
 
   it('finds a secret raw, in base64 at any offset, in hex and URL-encoded, and names the channel', () => {

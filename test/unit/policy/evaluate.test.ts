@@ -588,6 +588,25 @@ describe('policy evaluation', () => {
       assert.ok(!ids([e]).includes('telemetry-export-at-install'), JSON.stringify(e));
   });
 
+  it('a TLS client that refused the run CA is a medium finding a declaration does not clear', () => {
+    const refused: ReportEvent = {
+      phase: 'install',
+      package: SUBJECT,
+      kind: 'tls',
+      ip: '23.45.6.7',
+      port: 443,
+      host: 'ingest.example',
+      sni: 'ingest.example',
+      intercept: 'refused',
+      tlsAlert: 'none',
+      bytesOut: 517,
+    };
+    const r = evaluate(report([refused]), ctx());
+    assert.equal(r.findings.find((f) => f.id === 'refused-inspection')?.severity, 'medium');
+    const failed = evaluate(report([{ ...refused, intercept: 'failed' }]), ctx());
+    assert.ok(!failed.findings.some((f) => f.id === 'refused-inspection'));
+  });
+
   it('honest names do not look like data', () => {
     const r = evaluate(
       report(
