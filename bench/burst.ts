@@ -3,6 +3,16 @@
  * bounded concurrency, either at egress destinations (through the capture gateway) or at
  * loopback servers of its own (the baseline). Prints one JSON line with what it saw.
  */
+/** Runs `fn(i)` for i below `count`, `conc` at once (a variable of the program); counts the true ones. */
+const POOL = `async function pool(count, fn) {
+  let next = 0, ok = 0;
+  await Promise.all(Array.from({ length: conc }, async () => {
+    while (next < count) { const i = next++; if (await fn(i)) ok++; }
+  }));
+  return ok;
+}
+`;
+
 export const BURST_SOURCE = `
 const net = require('net'), dgram = require('dgram');
 const [n, mode] = [Number(process.argv[1]), process.argv[2]];
@@ -13,14 +23,7 @@ function query(id, name) {
   const q = name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)]));
   return Buffer.concat([h, ...q, Buffer.from([0, 0, 1, 0, 1])]);
 }
-async function pool(count, fn) {
-  let next = 0, ok = 0;
-  await Promise.all(Array.from({ length: conc }, async () => {
-    while (next < count) { const i = next++; if (await fn(i)) ok++; }
-  }));
-  return ok;
-}
-async function main() {
+${POOL}async function main() {
   let tcpTarget, dnsTarget, servers = [];
   if (mode === 'loopback') {
     const s = net.createServer((c) => { c.on('data', () => {}); c.on('end', () => c.end()); c.on('error', () => {}); });
@@ -73,14 +76,7 @@ const tls = require('tls'), fs = require('fs');
 const [n, mode, certFile, keyFile] = [Number(process.argv[1]), process.argv[2], process.argv[3], process.argv[4]];
 const conc = 50;
 const now = () => Number(process.hrtime.bigint() / 1000n) / 1000;
-async function pool(count, fn) {
-  let next = 0, ok = 0;
-  await Promise.all(Array.from({ length: conc }, async () => {
-    while (next < count) { const i = next++; if (await fn(i)) ok++; }
-  }));
-  return ok;
-}
-async function main() {
+${POOL}async function main() {
   let target, server, ca;
   if (mode === 'loopback') {
     const cert = fs.readFileSync(certFile), key = fs.readFileSync(keyFile);

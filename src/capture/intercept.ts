@@ -183,18 +183,7 @@ export function intercept(
   const deadline = setTimeout(() => finish(), CONNECTION_MAX_MS);
 
   // The client's bytes, the ClientHello first, into the TLS server side.
-  const raw = new Duplex({
-    read() {},
-    write(chunk: Buffer, _enc, cb) {
-      if (!sock.destroyed) sock.write(chunk);
-      cb();
-    },
-    final(cb) {
-      sock.end();
-      cb();
-    },
-  });
-  raw.on('error', () => undefined);
+  const raw = feeding(sock);
   raw.push(first);
   // Silence counts once the handshake is done: before, the client may be waiting on the capture
   // (its lookup, a certificate being made), and the connection's deadline bounds it.
@@ -414,24 +403,34 @@ function readH2(
   });
   // The session reads a plain stream of the decrypted bytes: handed the TLS socket itself, the
   // http2 module would take over its handle, which here wraps a JavaScript stream.
-  const plain = new Duplex({
-    read() {},
-    write(chunk: Buffer, _enc, cb) {
-      if (!t.destroyed) t.write(chunk);
-      cb();
-    },
-    final(cb) {
-      t.end();
-      cb();
-    },
-  });
-  plain.on('error', () => undefined);
+  const plain = feeding(t);
   t.on('data', (d: Buffer) => {
     received(d);
     plain.push(d);
   });
   t.on('end', () => plain.push(null));
   server.emit('connection', plain);
+}
+
+/**
+ * A stream whose reads are what the caller pushes into it and whose writes go to `to`: the
+ * bytes of one side of a connection, handed to a protocol reader (TLS, HTTP/2) without giving it
+ * the socket.
+ */
+function feeding(to: { destroyed: boolean; write(b: Buffer): unknown; end(): unknown }): Duplex {
+  const d = new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, cb) {
+      if (!to.destroyed) to.write(chunk);
+      cb();
+    },
+    final(cb) {
+      to.end();
+      cb();
+    },
+  });
+  d.on('error', () => undefined);
+  return d;
 }
 
 function expectsContinue(head: HttpRequestHead): boolean {

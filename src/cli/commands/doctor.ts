@@ -151,6 +151,16 @@ function maliciousSetCheck(path: string | undefined): Check & { note?: string } 
   }
 }
 
+/** A check that could not be made: the error, and its fix when phonehome knows one. */
+function errorCheck(name: string, e: unknown): Check {
+  return {
+    name,
+    ok: false,
+    detail: e instanceof Error ? e.message : String(e),
+    ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
+  };
+}
+
 /**
  * TLS interception works end to end: in a sandbox behind a gateway, curl, python and node
  * (with nothing in its environment or command line) take the run CA's certificate for a name and
@@ -203,12 +213,7 @@ async function tlsCheck(
           fix: 'The runner image does not trust the run CA (rebuild it with `phonehome images build`); until then, `--no-tls-intercept` runs with TLS left alone.',
         };
   } catch (e) {
-    return {
-      name,
-      ok: false,
-      detail: e instanceof Error ? e.message : String(e),
-      ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
-    };
+    return errorCheck(name, e);
   }
 }
 
@@ -256,11 +261,6 @@ async function seccompCheck(
           fix: 'The engine did not apply the profile as written (an engine older than Docker 20.10, or a runtime without seccomp errno support). phonehome will not run packages here.',
         };
   } catch (e) {
-    return {
-      name,
-      ok: false,
-      detail: e instanceof Error ? e.message : String(e),
-      ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
-    };
+    return errorCheck(name, e);
   }
 }
