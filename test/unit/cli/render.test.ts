@@ -125,6 +125,30 @@ const report: CheckReport = {
       bytesOut: 10,
     },
     {
+      phase: 'install',
+      package: e('evil@1.0.0'),
+      kind: 'tls',
+      ip: '192.0.2.4',
+      port: 443,
+      sni: e('https.'),
+      intercept: 'decrypted',
+      method: e('POST'),
+      path: e('/v1/collect'),
+      bodyBytes: 5,
+      bytesOut: 900,
+    },
+    {
+      phase: 'install',
+      package: e('evil@1.0.0'),
+      kind: 'tls',
+      ip: '192.0.2.5',
+      port: 443,
+      sni: e('pinned.'),
+      intercept: 'refused',
+      tlsAlert: e('unknown_ca'),
+      bytesOut: 517,
+    },
+    {
       phase: 'import',
       package: e('evil@1.0.0'),
       process: e('node -e '),
@@ -370,6 +394,9 @@ function assertMarkdown(out: string, what: string): void {
 describe('renderers escape what came from the package', () => {
   it('check: text', () => {
     const out = renderText(report);
+    assert.match(out, /\n {6}https POST.* \[https\..*\]:443\/v1\/collect.* \(5 body bytes\)/);
+    // The alert is the package's word: only letters, digits and underscores of it are shown.
+    assert.match(out, /\(refused the run's certificate: alert unknown_ca\?\?2K\?PASS/);
     assertText(out, 'renderText', /^FAIL evil\\x1b\[2K\\rPASS/);
     // phonehome's own lines stay lines: the suggestion's YAML is escaped line by line.
     assert.match(out, /\n {15}- allow: \["\\x1b\[2K\\rPASS.*"\]\n {15} {2}packages: \["evil"\]\n/);
@@ -419,6 +446,9 @@ describe('renderers escape what came from the package', () => {
     assertText(renderGateText(gate), 'renderGateText', /^FAIL gate: 2 package\(s\)/);
     const md = renderGateMarkdown(gate);
     assertMarkdown(md, 'renderGateMarkdown');
+    // A request read inside TLS: https, its method and path (escaped); a refusal says so.
+    assert.match(md, /\| install \| https \| `+POST/);
+    assert.match(md, /refused the run's certificate: alert unknown\\_ca\?\?2K\?PASS/);
     assert.match(md, /^## ❌ phonehome: FAIL\n/);
     // The suggestion block is fenced longer than the package's backticks.
     assert.match(md, /\n````yaml\nrules:\n {2}- allow: \["\\x1b/);
