@@ -24,13 +24,13 @@ import {
   type DnsAnswer,
 } from './dns.js';
 import { StreamClassifier, type StreamKind } from './classify.js';
-import { HTTP_OK_EMPTY, type HttpRequestHead } from './http.js';
+import { HTTP_OK_EMPTY, splitRequests, type HttpRequestHead } from './http.js';
 import { ObserverLink } from './observer-link.js';
 import { EventSink, monotonicMs, type CaptureStats } from './sink.js';
 import { isNxdomain } from './reserved.js';
 import { SyntheticAddresses, type SyntheticBlocks } from './synthetic.js';
 import { looksLikeTls, parseClientHello, TLS_HANDSHAKE_FAILURE_ALERT } from './tls.js';
-import { certificateName, intercept, type Intercepted } from './intercept.js';
+import { certificateName, h2Payloads, intercept, type Intercepted } from './intercept.js';
 import type { RunCa } from './x509.js';
 import type { ProcessInfo, StreamEvent } from '../core/terms.js';
 
@@ -547,7 +547,7 @@ export class Capture {
     const first = {
       bytesOut: r.bytesOut,
       firstBytesHex: clientHello.subarray(0, RAW_SAMPLE_MAX).toString('hex'),
-      ...(r.h2Raw ? { innerHex: r.h2Raw.toString('hex') } : {}),
+      ...(r.h2Raw ? { innerHex: h2Payloads(r.h2Raw).toString('hex') } : {}),
     };
     if (r.h2 && r.h2.length > 0) {
       // Each stream an event of its own.
@@ -567,6 +567,30 @@ export class Capture {
       );
       return;
     }
+    if (head && !head.websocket) {
+      // Every request the connection carried (a pipelined client sends the next before the
+      // answer), each an event; bytes past them that are no request are kept raw.
+      const all = r.trailing ? Buffer.concat([r.inner, r.trailing]) : r.inner;
+      const { requests, rest } = splitRequests(all);
+      requests.forEach((q, i) =>
+        this.sink.record({
+          ...base,
+          ...(i === 0 ? first : { bytesOut: 0 }),
+          ...this.sampledFields(q.body, {
+            method: q.head.method,
+            path: q.head.path,
+            httpVersion: q.head.httpVersion,
+            headers: q.head.headers,
+            bodyBytes: q.bodyBytes,
+            ...(q.head.host !== undefined ? { httpHost: q.head.host } : {}),
+          }),
+          ...(i === requests.length - 1 && rest.length > 0
+            ? { innerHex: rest.subarray(0, RAW_SAMPLE_MAX).toString('hex') }
+            : {}),
+        }),
+      );
+      if (requests.length > 0) return;
+    }
     const inner = head ? this.httpFields(r.inner, r.innerSeen, head, r.wsPayload) : {};
     this.sink.record({
       ...base,
@@ -574,10 +598,6 @@ export class Capture {
       ...inner,
       ...(!head && !r.h2 && r.inner.length > 0
         ? { innerHex: r.inner.subarray(0, RAW_SAMPLE_MAX).toString('hex') }
-        : {}),
-      // What came after the answered request (a pipelined one, say) is kept as raw bytes.
-      ...(head && r.trailing
-        ? { innerHex: r.trailing.subarray(0, RAW_SAMPLE_MAX).toString('hex') }
         : {}),
     });
   }

@@ -104,3 +104,61 @@ export const HTTP_OK_EMPTY = Buffer.from(
   'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n',
   'latin1',
 );
+
+/** Where a chunked body ends (after its last chunk and trailers), or undefined if it has not. */
+export function chunkedBodyEnd(body: Buffer): number | undefined {
+  let off = 0;
+  for (;;) {
+    const lineEnd = body.indexOf('\r\n', off);
+    if (lineEnd < 0) return undefined;
+    const size = parseInt(body.subarray(off, lineEnd).toString('latin1').split(';')[0] ?? '', 16);
+    if (Number.isNaN(size)) return undefined;
+    if (size === 0) {
+      if (body.subarray(lineEnd + 2, lineEnd + 4).toString('latin1') === '\r\n') return lineEnd + 4;
+      const end = body.indexOf('\r\n\r\n', lineEnd + 2);
+      return end < 0 ? undefined : end + 4;
+    }
+    off = lineEnd + 2 + size + 2;
+    if (off > body.length) return undefined;
+  }
+}
+
+/** One request of a connection: its head, and its body's bytes as far as they were kept. */
+export interface RequestRead {
+  head: HttpRequestHead;
+  body: Buffer;
+  /** Body bytes the request says it has (what was kept may be fewer). */
+  bodyBytes: number;
+}
+
+/** At most this many requests are read from one connection's bytes. */
+const MAX_REQUESTS = 64;
+
+/**
+ * The requests one after another in a connection's bytes (a pipelined client sends the next
+ * before the answer to the first): each head, its body cut at its length (Content-Length, or the
+ * end of its chunks), and what is left when the bytes stop being requests. Pure.
+ */
+export function splitRequests(buf: Buffer): { requests: RequestRead[]; rest: Buffer } {
+  const requests: RequestRead[] = [];
+  let off = 0;
+  while (off < buf.length && requests.length < MAX_REQUESTS) {
+    const r = parseRequestHead(buf.subarray(off));
+    if (r.status !== 'ok') break;
+    const start = off + r.head.headLength;
+    let end: number;
+    if (r.head.chunked) {
+      const e = chunkedBodyEnd(buf.subarray(start));
+      end = e === undefined ? buf.length : start + e;
+    } else end = Math.min(buf.length, start + (r.head.contentLength ?? 0));
+    const body = buf.subarray(start, end);
+    requests.push({
+      head: r.head,
+      body,
+      bodyBytes: r.head.chunked ? body.length : (r.head.contentLength ?? 0),
+    });
+    off = end;
+    if (end >= buf.length) break;
+  }
+  return { requests, rest: buf.subarray(off) };
+}

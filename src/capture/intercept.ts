@@ -75,9 +75,9 @@ export interface H2Request {
 }
 
 /** HTTP/2 streams read per connection, body bytes kept per stream, raw bytes kept per connection. */
-const H2_STREAMS_MAX = 64;
+const H2_STREAMS_MAX = 256;
 const H2_BODY_MAX = 64 * 1024;
-export const H2_RAW_MAX = 64 * 1024;
+export const H2_RAW_MAX = 128 * 1024;
 
 /** The name a leaf certificate is made for: the server name when it is one, else the address. */
 export function certificateName(sni: string | undefined, dialled: string): string {
@@ -174,6 +174,8 @@ export function intercept(
   let secured = false;
   let failure: { outcome: 'refused' | 'failed'; alert: string } | undefined;
   let h2Raw = Buffer.alloc(0);
+  /** The client closed its side (not the capture's idle or deadline). */
+  let hungUp = false;
   let tlsSock: TLSSocket | undefined;
   let upgraded = false;
   let ws = Buffer.alloc(0);
@@ -198,6 +200,7 @@ export function intercept(
     if (!finished) raw.push(d);
   });
   sock.on('end', () => {
+    hungUp = true;
     raw.push(null);
     // Once TLS runs, its own end (after every decrypted byte was read) finishes.
     if (!tlsSock) finish();
@@ -219,8 +222,13 @@ export function intercept(
     clearTimeout(linger);
     const head = inner.httpHead;
     done({
-      outcome: secured ? 'decrypted' : (failure?.outcome ?? 'refused'),
-      ...(!secured ? { alert: failure?.alert ?? 'none' } : {}),
+      // A client that took the handshake, then hung up without a byte (a pinned client checks
+      // the certificate after the handshake) refused it too.
+      ...(secured && !(hungUp && inner.bytesSeen === 0 && h2Raw.length === 0)
+        ? { outcome: 'decrypted' as const }
+        : secured
+          ? { outcome: 'refused' as const, alert: 'closed_after_handshake' }
+          : { outcome: failure?.outcome ?? 'refused', alert: failure?.alert ?? 'none' }),
       bytesOut,
       inner: inner.bytes,
       innerSeen: inner.bytesSeen,
@@ -304,7 +312,11 @@ export function intercept(
       if (!secured) failure = handshakeError(e);
       finish();
     });
-    t.on('end', () => finish());
+    // The client ended (its close_notify, or its side of the connection).
+    t.on('end', () => {
+      hungUp = true;
+      finish();
+    });
     t.on('close', () => finish());
     function onData(d: Buffer): void {
       const t = tlsSock;
@@ -431,6 +443,44 @@ function feeding(to: { destroyed: boolean; write(b: Buffer): unknown; end(): unk
   });
   d.on('error', () => undefined);
   return d;
+}
+
+/** The connection preface every HTTP/2 client sends first (RFC 9113 3.4). */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
+/**
+ * The payloads an HTTP/2 client's frames carry outside its decoded headers, joined so that data
+ * cut into many small frames reads as one: each stream's DATA in order (padding removed), then
+ * PING payloads, GOAWAY debug data and the payloads of frame types HTTP/2 does not define, each
+ * in order. HEADERS and CONTINUATION (HPACK) are left out; the http2 module decodes those. Pure.
+ */
+export function h2Payloads(raw: Buffer): Buffer {
+  let off = raw.subarray(0, H2_PREFACE.length).equals(H2_PREFACE) ? H2_PREFACE.length : 0;
+  const data = new Map<number, Buffer[]>();
+  const ping: Buffer[] = [];
+  const goaway: Buffer[] = [];
+  const other: Buffer[] = [];
+  while (off + 9 <= raw.length) {
+    const len = raw.readUIntBE(off, 3);
+    const type = raw[off + 3] ?? 0;
+    const flags = raw[off + 4] ?? 0;
+    const stream = raw.readUInt32BE(off + 5) & 0x7fffffff;
+    // A frame cut by the end of the tap gives what arrived of it.
+    let payload = raw.subarray(off + 9, Math.min(raw.length, off + 9 + len));
+    off += 9 + len;
+    if (type === 0) {
+      if (flags & 0x8 && payload.length > 0) {
+        const pad = payload[0] ?? 0;
+        payload = payload.subarray(1, Math.max(1, payload.length - pad));
+      }
+      const list = data.get(stream) ?? [];
+      list.push(payload);
+      data.set(stream, list);
+    } else if (type === 6) ping.push(payload);
+    else if (type === 7) goaway.push(payload.subarray(8));
+    else if (type > 9) other.push(payload);
+  }
+  return Buffer.concat([...[...data.values()].flat(), ...ping, ...goaway, ...other]);
 }
 
 function expectsContinue(head: HttpRequestHead): boolean {

@@ -103,32 +103,60 @@ interface Haystack {
 const DECODED_MAX = 1024 * 1024;
 
 /**
- * A body sent with Content-Encoding gzip, deflate or br, inflated (as far as the sample goes: the
- * stream is flushed, not required to end). Undefined when it is not compressed or not valid.
+ * The codings of a body as the headers list them, in the order they were applied: its content
+ * codings, then its transfer codings other than chunked (which `dechunk` undoes first).
+ */
+function codings(headers: [string, string][]): string[] {
+  const list = (name: string) =>
+    headers
+      .filter(([k]) => k.toLowerCase() === name)
+      .flatMap(([, v]) => v.split(','))
+      .map((c) => c.trim().toLowerCase())
+      .filter((c) => c && c !== 'identity' && c !== 'chunked');
+  return [...list('content-encoding'), ...list('transfer-encoding')];
+}
+
+function inflate(coding: string, body: Buffer): Buffer | undefined {
+  const opts = { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: DECODED_MAX };
+  switch (coding) {
+    case 'gzip':
+    case 'x-gzip':
+      return zlib.gunzipSync(body, opts);
+    case 'deflate':
+      // Deflate as sent in the wild: zlib-wrapped, or raw.
+      try {
+        return zlib.inflateSync(body, opts);
+      } catch {
+        return zlib.inflateRawSync(body, opts);
+      }
+    case 'br':
+      return zlib.brotliDecompressSync(body, {
+        finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH,
+        maxOutputLength: DECODED_MAX,
+      });
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * A body sent compressed (gzip, deflate or br, in Content-Encoding or Transfer-Encoding, stacked
+ * in any order), inflated as far as the sample goes (the stream is flushed, not required to end).
+ * Undefined when it is not compressed or not valid.
  */
 function decodedBody(headers: [string, string][], body: Buffer): string | undefined {
-  const encoding = headers.find(([k]) => k.toLowerCase() === 'content-encoding')?.[1]?.trim();
-  const opts = { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: DECODED_MAX };
+  const list = codings(headers);
+  if (list.length === 0) return undefined;
+  let out: Buffer | undefined = body;
   try {
-    switch (encoding?.toLowerCase()) {
-      case 'gzip':
-      case 'x-gzip':
-        return zlib.gunzipSync(body, opts).toString('latin1');
-      case 'deflate':
-        return zlib.inflateSync(body, opts).toString('latin1');
-      case 'br':
-        return zlib
-          .brotliDecompressSync(body, {
-            finishFlush: zlib.constants.BROTLI_OPERATION_FLUSH,
-            maxOutputLength: DECODED_MAX,
-          })
-          .toString('latin1');
-      default:
-        return undefined;
+    for (const c of list.reverse()) {
+      out = inflate(c, out);
+      if (!out) return undefined;
     }
   } catch {
     return undefined;
   }
+  return out.toString('latin1');
 }
 
 function latin1(hexOrB64: string, enc: 'hex' | 'base64'): string {

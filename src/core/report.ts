@@ -324,6 +324,8 @@ export function refusal(alert: string | undefined, how: 'refused' | 'failed' = '
   const reason = (alert ?? '').replace(/[^a-z0-9_]/gi, '?');
   if (how === 'failed')
     return `not read: no handshake the capture could agree on (${reason || 'unknown'})`;
+  if (reason === 'closed_after_handshake')
+    return "refused the run's certificate: closed after the handshake without sending";
   return !reason || reason === 'none'
     ? "refused the run's certificate: closed without an alert"
     : `refused the run's certificate: alert ${reason}`;

@@ -166,7 +166,8 @@ export interface StreamEvent extends EventBase {
   tlsAlert?: string;
   /**
    * Decrypted bytes, hex, that no request read holds: the first ones when what was sent inside
-   * TLS was not HTTP, or what followed the request that was answered (a pipelined request).
+   * TLS was not HTTP, what followed the requests read (HTTP/1.1), or the payloads of an HTTP/2
+   * connection's frames joined (DATA per stream, PING, GOAWAY, unknown frame types).
    */
   innerHex?: string;
   proc?: ProcessInfo;

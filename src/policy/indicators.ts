@@ -208,7 +208,7 @@ export function eventIndicators(
           });
         break;
       case 'large-upload': {
-        const limit = (p.bytes as number | undefined) ?? 102400;
+        const limit = (p.bytes as number | undefined) ?? 65536;
         if (CONNECTIONS.has(e.kind) && (e.bytesOut ?? 0) >= limit)
           hits.push({ indicator: ind, detail: `${e.bytesOut} bytes sent` });
         break;

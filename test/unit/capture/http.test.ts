@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { chunkedBodyComplete, mayBeHttp, parseRequestHead } from '../../../src/capture/http.js';
+import {
+  chunkedBodyComplete,
+  chunkedBodyEnd,
+  mayBeHttp,
+  parseRequestHead,
+  splitRequests,
+} from '../../../src/capture/http.js';
 
 describe('HTTP request head', () => {
   it('parses method, path, headers, length and host', () => {
@@ -34,5 +40,51 @@ describe('HTTP request head', () => {
     assert.ok(r.status === 'ok' && r.head.websocket);
     assert.equal(chunkedBodyComplete(Buffer.from('5\r\nhello\r\n')), false);
     assert.equal(chunkedBodyComplete(Buffer.from('5\r\nhello\r\n0\r\n\r\n')), true);
+  });
+});
+
+describe('requests one after another (pipelined)', () => {
+  const b = (s: string) => Buffer.from(s, 'latin1');
+
+  it('reads each request, its body cut at its length, and what is left', () => {
+    const { requests, rest } = splitRequests(
+      b(
+        'GET /latest HTTP/1.1\r\nHost: a.example\r\n\r\n' +
+          'POST /v1/traces HTTP/1.1\r\nHost: c2.example\r\nContent-Length: 5\r\n\r\nhello' +
+          'PUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n' +
+          '\x00\x01garbage',
+      ),
+    );
+    assert.deepEqual(
+      requests.map((q) => [
+        q.head.method,
+        q.head.path,
+        q.head.host,
+        q.body.toString('latin1'),
+        q.bodyBytes,
+      ]),
+      [
+        ['GET', '/latest', 'a.example', '', 0],
+        ['POST', '/v1/traces', 'c2.example', 'hello', 5],
+        ['PUT', '/c', undefined, '3\r\nabc\r\n0\r\n\r\n', 13],
+      ],
+    );
+    assert.equal(rest.toString('latin1'), '\x00\x01garbage');
+  });
+
+  it('a body longer than what was kept ends the bytes; a head without its end is left as rest', () => {
+    const cut = splitRequests(b('POST /u HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc'));
+    assert.equal(cut.requests.length, 1);
+    assert.equal(cut.requests[0]?.bodyBytes, 100);
+    assert.equal(cut.requests[0]?.body.toString(), 'abc');
+    const half = splitRequests(b('GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nHost: x'));
+    assert.equal(half.requests.length, 1);
+    assert.equal(half.rest.toString(), 'GET /b HTTP/1.1\r\nHost: x');
+  });
+
+  it('finds where a chunked body ends, trailers or not', () => {
+    assert.equal(chunkedBodyEnd(b('3\r\nabc\r\n0\r\n\r\nNEXT')), 13);
+    assert.equal(chunkedBodyEnd(b('1\r\na\r\n0\r\nX-T: 1\r\n\r\nNEXT')), 19);
+    assert.equal(chunkedBodyEnd(b('3\r\nab')), undefined);
   });
 });

@@ -7,6 +7,7 @@ import { connect as tlsConnect } from 'node:tls';
 import {
   certificateName,
   chooseAlpn,
+  h2Payloads,
   handshakeError,
   intercept,
   websocketAccept,
@@ -136,7 +137,7 @@ describe('TLS interception', () => {
     assert.equal(q?.bodyBytes, 7);
   });
 
-  it('keeps what HTTP/2 carries outside stream bodies: trailers, PING data, streams past the bound', async () => {
+  it('keeps what HTTP/2 carries outside stream bodies: trailers, PING data, and many streams', async () => {
     const session = h2connect(`https://${NAME}:${port}`, { ca: ca.certPem, lookup });
     session.on('error', () => undefined);
     await new Promise<void>((resolve) => session.once('connect', () => resolve()));
@@ -146,7 +147,7 @@ describe('TLS interception', () => {
     t.on('error', () => undefined);
     t.resume();
     t.end('body');
-    // More streams than are read one by one: none may bring the capture down.
+    // Many streams, some cut short: none may bring the capture down.
     await Promise.all(
       Array.from(
         { length: 70 },
@@ -163,7 +164,7 @@ describe('TLS interception', () => {
     session.close();
     const r = await last();
     assert.equal(r.outcome, 'decrypted');
-    assert.ok((r.h2?.length ?? 0) <= 64);
+    assert.equal(r.h2?.length, 71);
     const trailer = r.h2?.find((q) => q.path === '/t');
     assert.ok(trailer?.headers.some(([k, v]) => k === 'x-trailer' && v === 'trailer-secret'));
     assert.ok(r.h2Raw?.includes('pingsec1'), 'PING data in the raw frames');
@@ -236,6 +237,20 @@ describe('TLS interception', () => {
     assert.ok(r.inner.length >= 4096 && r.inner.every((b) => b === 1));
   });
 
+  it('records a client that took the handshake and hung up without a byte as refused', async () => {
+    await new Promise<void>((resolve, reject) => {
+      const t = tlsConnect({ host: '127.0.0.1', port, servername: NAME, ca: ca.certPem }, () =>
+        t.end(),
+      );
+      t.resume();
+      t.on('close', () => resolve());
+      t.on('error', reject);
+    });
+    const r = await last();
+    assert.equal(r.outcome, 'refused');
+    assert.equal(r.alert, 'closed_after_handshake');
+  });
+
   it('records a client that trusts another CA as refused, with what it did', async () => {
     const err = await new Promise<Error>((resolve) => {
       const t = tlsConnect({ host: '127.0.0.1', port, servername: NAME, ca: other.certPem });
@@ -281,6 +296,33 @@ describe('interception helpers', () => {
     assert.equal(chooseAlpn(['h2']), 'h2');
     assert.equal(chooseAlpn(['x-sync/1', 'y']), 'x-sync/1');
     assert.equal(chooseAlpn([]), undefined);
+  });
+
+  it('joins what HTTP/2 frames carry: DATA per stream without padding, PING, GOAWAY, unknown types', () => {
+    const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
+      const h = Buffer.alloc(9);
+      h.writeUIntBE(payload.length, 0, 3);
+      h[3] = type;
+      h[4] = flags;
+      h.writeUInt32BE(stream, 5);
+      return Buffer.concat([h, payload]);
+    };
+    const raw = Buffer.concat([
+      Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'),
+      frame(4, 0, 0, Buffer.alloc(0)),
+      frame(0, 0, 1, Buffer.from('sec')),
+      frame(6, 0, 0, Buffer.from('ping0001')),
+      frame(0, 0x8, 1, Buffer.concat([Buffer.from([2]), Buffer.from('ret'), Buffer.from('pp')])),
+      frame(6, 0, 0, Buffer.from('ping0002')),
+      frame(0, 0, 3, Buffer.from('other')),
+      frame(7, 0, 0, Buffer.concat([Buffer.alloc(8), Buffer.from('bye-data')])),
+      frame(0xee, 0, 0, Buffer.from('unknown')),
+      frame(0, 0, 1, Buffer.from('cut-off-part')).subarray(0, 9 + 3),
+    ]);
+    assert.equal(
+      h2Payloads(raw).toString('latin1'),
+      'secretcutotherping0001ping0002bye-dataunknown',
+    );
   });
 
   it('unmasks client frames, short and 16-bit lengths, and stops at a cut frame', () => {

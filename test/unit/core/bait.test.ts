@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { gzipSync } from 'node:zlib';
+import { deflateSync, gzipSync } from 'node:zlib';
 import { dechunk, encodedForms, findBaitLeaks, type Bait } from '../../../src/core/bait.js';
 import type { CaptureEvent } from '../../../src/core/terms.js';
 import { makeIdentity, PLACEHOLDER } from '../../../src/sandbox/identity.js';
@@ -114,6 +114,23 @@ describe('bait leaks', () => {
       JSON.stringify(leaks.map((l) => [l.event.seq, l.channel])),
     );
     assert.equal(dechunk(Buffer.from('3\r\nabc\r\n4\r\ndefg')).toString(), 'abcdefg');
+    // Stacked codings, in Content-Encoding and in Transfer-Encoding before chunked.
+    const stacked = http({
+      method: 'POST',
+      headers: [['content-encoding', 'deflate, gzip']],
+      bodySample: gzipSync(deflateSync(token.value)).toString('base64'),
+    });
+    const transfer = http({
+      method: 'POST',
+      headers: [['transfer-encoding', 'gzip, chunked']],
+      bodySample: chunked(gzipSync(token.value), 7).toString('base64'),
+    });
+    const more = findBaitLeaks([stacked, transfer], [token]);
+    for (const e of [stacked, transfer])
+      assert.ok(
+        more.some((l) => l.event === e && l.channel === 'HTTP body (decoded)'),
+        JSON.stringify(more.map((l) => [l.event.seq, l.channel])),
+      );
   });
 
   it('finds a secret raw, in base64 at any offset, in hex and URL-encoded, and names the channel', () => {
