@@ -560,7 +560,8 @@ export class Capture {
             path: q.path,
             httpVersion: '2',
             headers: q.headers,
-            bodyBytes: q.bodyBytes,
+            // What it says, at most what the connection carried.
+            bodyBytes: Math.min(q.bodyBytes, r.innerSeen + (r.trailing?.length ?? 0)),
             ...(q.authority !== undefined ? { httpHost: q.authority } : {}),
           }),
         }),
@@ -585,7 +586,7 @@ export class Capture {
             ...(q.head.host !== undefined ? { httpHost: q.head.host } : {}),
           }),
           ...(i === requests.length - 1 && rest.length > 0
-            ? { innerHex: rest.subarray(0, RAW_SAMPLE_MAX).toString('hex') }
+            ? { innerHex: rest.subarray(0, BODY_SAMPLE_MAX).toString('hex') }
             : {}),
         }),
       );

@@ -83,13 +83,23 @@ export function parseRequestHead(buf: Buffer): HttpParseResult {
 }
 
 /** Whether a chunked body is complete (its last-chunk and trailer end have arrived). */
+/**
+ * The size a chunk-size line says (hex digits, then optional extensions), or undefined when the
+ * line is no chunk size (a sign, a space inside, too many digits): a malformed chunk.
+ */
+export function chunkSize(line: Buffer): number | undefined {
+  const digits = (line.toString('latin1').split(';')[0] ?? '').trim();
+  // 13 hex digits stay below Number.MAX_SAFE_INTEGER.
+  return /^[0-9a-f]{1,13}$/i.test(digits) ? parseInt(digits, 16) : undefined;
+}
+
 export function chunkedBodyComplete(body: Buffer): boolean {
   let off = 0;
   for (;;) {
     const lineEnd = body.indexOf('\r\n', off);
     if (lineEnd < 0) return false;
-    const size = parseInt(body.subarray(off, lineEnd).toString('latin1').split(';')[0] ?? '', 16);
-    if (Number.isNaN(size)) return true; // malformed: nothing more to wait for
+    const size = chunkSize(body.subarray(off, lineEnd));
+    if (size === undefined) return true; // malformed: nothing more to wait for
     if (size === 0)
       return (
         body.indexOf('\r\n\r\n', lineEnd) >= 0 ||
@@ -111,8 +121,8 @@ export function chunkedBodyEnd(body: Buffer): number | undefined {
   for (;;) {
     const lineEnd = body.indexOf('\r\n', off);
     if (lineEnd < 0) return undefined;
-    const size = parseInt(body.subarray(off, lineEnd).toString('latin1').split(';')[0] ?? '', 16);
-    if (Number.isNaN(size)) return undefined;
+    const size = chunkSize(body.subarray(off, lineEnd));
+    if (size === undefined) return undefined;
     if (size === 0) {
       if (body.subarray(lineEnd + 2, lineEnd + 4).toString('latin1') === '\r\n') return lineEnd + 4;
       const end = body.indexOf('\r\n\r\n', lineEnd + 2);

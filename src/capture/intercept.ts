@@ -205,7 +205,11 @@ export function intercept(
     // Once TLS runs, its own end (after every decrypted byte was read) finishes.
     if (!tlsSock) finish();
   });
-  sock.on('error', () => finish());
+  // A reset after the handshake is a hang-up too (a client closing with unread tickets).
+  sock.on('error', () => {
+    hungUp = true;
+    finish();
+  });
 
   let answered = false;
   let completed = false;
@@ -372,7 +376,7 @@ function readH2(
   const server = createH2Server({
     maxSessionMemory: 4,
     maxHeaderListPairs: 256,
-    settings: { maxConcurrentStreams: 100, maxHeaderListSize: 64 * 1024 },
+    settings: { maxConcurrentStreams: H2_STREAMS_MAX, maxHeaderListSize: 64 * 1024 },
   });
   server.on('sessionError', () => end());
   server.on('session', (session) => session.on('error', () => end()));
@@ -455,8 +459,11 @@ const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
  * in order. HEADERS and CONTINUATION (HPACK) are left out; the http2 module decodes those. Pure.
  */
 export function h2Payloads(raw: Buffer): Buffer {
-  let off = raw.subarray(0, H2_PREFACE.length).equals(H2_PREFACE) ? H2_PREFACE.length : 0;
+  // Bytes that do not start as HTTP/2 are kept as they came.
+  if (!raw.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)) return raw;
+  let off = H2_PREFACE.length;
   const data = new Map<number, Buffer[]>();
+  const wire: Buffer[] = [];
   const ping: Buffer[] = [];
   const goaway: Buffer[] = [];
   const other: Buffer[] = [];
@@ -466,21 +473,34 @@ export function h2Payloads(raw: Buffer): Buffer {
     const flags = raw[off + 4] ?? 0;
     const stream = raw.readUInt32BE(off + 5) & 0x7fffffff;
     // A frame cut by the end of the tap gives what arrived of it.
-    let payload = raw.subarray(off + 9, Math.min(raw.length, off + 9 + len));
+    const payload = raw.subarray(off + 9, Math.min(raw.length, off + 9 + len));
     off += 9 + len;
     if (type === 0) {
+      // Padding is the sender's to fill: it is kept after the data (a pad length past the
+      // payload keeps the payload whole).
+      let body = payload;
+      let pad: Buffer = Buffer.alloc(0);
       if (flags & 0x8 && payload.length > 0) {
-        const pad = payload[0] ?? 0;
-        payload = payload.subarray(1, Math.max(1, payload.length - pad));
+        const n = payload[0] ?? 0;
+        const end = payload.length - n;
+        if (end >= 1) {
+          body = payload.subarray(1, end);
+          pad = payload.subarray(end);
+        }
       }
       const list = data.get(stream) ?? [];
-      list.push(payload);
+      list.push(body);
       data.set(stream, list);
+      wire.push(body);
+      if (pad.some((b) => b !== 0)) other.push(pad);
     } else if (type === 6) ping.push(payload);
     else if (type === 7) goaway.push(payload.subarray(8));
     else if (type > 9) other.push(payload);
   }
-  return Buffer.concat([...[...data.values()].flat(), ...ping, ...goaway, ...other]);
+  const perStream = [...data.values()].flat();
+  // In wire order too, when streams interleave, for data cut across them.
+  const interleaved = data.size > 1 ? wire : [];
+  return Buffer.concat([...perStream, ...interleaved, ...ping, ...goaway, ...other]);
 }
 
 function expectsContinue(head: HttpRequestHead): boolean {

@@ -140,23 +140,47 @@ function inflate(coding: string, body: Buffer): Buffer | undefined {
 }
 
 /**
+ * `inflate`, and when the output would pass DECODED_MAX (a small body that expands hugely), the
+ * same on shorter and shorter prefixes of the input: a flushed prefix decodes to a prefix of the
+ * output, so what the first megabyte holds is still read.
+ */
+function inflateBounded(coding: string, body: Buffer): Buffer | undefined {
+  for (let len = body.length; len > 0; len = Math.floor(len / 2)) {
+    try {
+      return inflate(coding, body.subarray(0, len));
+    } catch (e) {
+      if ((e as { code?: unknown }).code !== 'ERR_BUFFER_TOO_LARGE') return undefined;
+    }
+  }
+  return undefined;
+}
+
+/** The coding a body's first bytes show (gzip's or zlib's header), whatever the headers say. */
+function sniffedCoding(body: Buffer): string | undefined {
+  if (body[0] === 0x1f && body[1] === 0x8b) return 'gzip';
+  if (body[0] === 0x78 && [0x01, 0x5e, 0x9c, 0xda].includes(body[1] ?? -1)) return 'deflate';
+  return undefined;
+}
+
+/**
  * A body sent compressed (gzip, deflate or br, in Content-Encoding or Transfer-Encoding, stacked
- * in any order), inflated as far as the sample goes (the stream is flushed, not required to end).
- * Undefined when it is not compressed or not valid.
+ * in any order; codings it does not know are passed over), or compressed without saying so (its
+ * first bytes are gzip's or zlib's), inflated as far as the sample goes (the stream is flushed,
+ * not required to end; at most DECODED_MAX per step). Undefined when it is not compressed or not
+ * valid.
  */
 function decodedBody(headers: [string, string][], body: Buffer): string | undefined {
-  const list = codings(headers);
-  if (list.length === 0) return undefined;
+  const known = new Set(['gzip', 'x-gzip', 'deflate', 'br']);
+  const list = codings(headers).filter((c) => known.has(c));
   let out: Buffer | undefined = body;
-  try {
-    for (const c of list.reverse()) {
-      out = inflate(c, out);
-      if (!out) return undefined;
-    }
-  } catch {
-    return undefined;
+  for (const c of list.reverse()) {
+    out = inflateBounded(c, out);
+    if (!out) break;
   }
-  return out.toString('latin1');
+  if (out && list.length > 0) return out.toString('latin1');
+  const sniffed = sniffedCoding(body);
+  const raw = sniffed ? inflateBounded(sniffed, body) : undefined;
+  return raw?.toString('latin1');
 }
 
 function latin1(hexOrB64: string, enc: 'hex' | 'base64'): string {
@@ -173,8 +197,10 @@ export function dechunk(body: Buffer): Buffer {
   while (off < body.length) {
     const lineEnd = body.indexOf('\r\n', off);
     if (lineEnd < 0) break;
-    const size = parseInt(body.subarray(off, lineEnd).toString('latin1').split(';')[0] ?? '', 16);
-    if (!Number.isFinite(size) || size <= 0) break;
+    const digits = (body.subarray(off, lineEnd).toString('latin1').split(';')[0] ?? '').trim();
+    if (!/^[0-9a-f]{1,13}$/i.test(digits)) break;
+    const size = parseInt(digits, 16);
+    if (size === 0) break;
     out.push(body.subarray(lineEnd + 2, Math.min(body.length, lineEnd + 2 + size)));
     off = lineEnd + 2 + size + 2;
   }
@@ -237,13 +263,34 @@ function haystacks(events: CaptureEvent[]): Haystack[] {
       case 'tls':
         // What an intercepted connection sent inside, read like plain HTTP.
         httpHaystacks(e, 'HTTPS', out);
-        if (e.innerHex)
+        if (e.innerHex) {
+          const inner = Buffer.from(e.innerHex, 'hex');
           out.push({
             channel: 'TLS data (decrypted)',
-            text: latin1(e.innerHex, 'hex'),
+            text: inner.toString('latin1'),
             caseless: false,
             event: e,
           });
+          // Bytes past the requests read may still be a body: chunked, compressed, or both.
+          for (const b of [dechunk(inner), inner]) {
+            const decoded = decodedBody(e.headers ?? [], b);
+            if (decoded)
+              out.push({
+                channel: 'TLS data (decrypted, decoded)',
+                text: decoded,
+                caseless: false,
+                event: e,
+              });
+          }
+          const unframed = dechunk(inner);
+          if (unframed.length > 0)
+            out.push({
+              channel: 'TLS data (decrypted)',
+              text: unframed.toString('latin1'),
+              caseless: false,
+              event: e,
+            });
+        }
         if (e.sni) out.push({ channel: 'TLS server name', text: e.sni, caseless: true, event: e });
         for (const p of e.alpn ?? [])
           out.push({ channel: 'TLS ALPN', text: p, caseless: false, event: e });

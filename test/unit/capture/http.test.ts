@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import {
   chunkedBodyComplete,
   chunkedBodyEnd,
+  chunkSize,
   mayBeHttp,
   parseRequestHead,
   splitRequests,
@@ -80,6 +81,17 @@ describe('requests one after another (pipelined)', () => {
     const half = splitRequests(b('GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nHost: x'));
     assert.equal(half.requests.length, 1);
     assert.equal(half.rest.toString(), 'GET /b HTTP/1.1\r\nHost: x');
+  });
+
+  it('a chunk size with a sign, spaces inside or too many digits is malformed, and nothing loops', () => {
+    for (const bad of ['-6\r\n', '-a\r\n', '+5\r\nabcde\r\n', '5 5\r\n', 'fffffffffffffff\r\n']) {
+      assert.equal(chunkedBodyEnd(b(bad)), undefined, bad);
+      assert.equal(chunkedBodyComplete(b(bad)), true, bad);
+      const r = splitRequests(b(`POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n${bad}`));
+      assert.equal(r.requests.length, 1, bad);
+    }
+    assert.equal(chunkSize(b('1a;name="x y"')), 26);
+    assert.equal(chunkSize(b(' 5 ')), 5);
   });
 
   it('finds where a chunked body ends, trailers or not', () => {

@@ -321,8 +321,15 @@ describe('interception helpers', () => {
     ]);
     assert.equal(
       h2Payloads(raw).toString('latin1'),
-      'secretcutotherping0001ping0002bye-dataunknown',
+      // Per stream, then in wire order (two streams interleaved), PING, GOAWAY, padding, unknown.
+      'secretcut' + 'other' + 'secretothercut' + 'ping0001ping0002' + 'bye-data' + 'pp' + 'unknown',
     );
+    // Bytes that are not HTTP/2 from the start stay as they came.
+    const notH2 = Buffer.concat([
+      Buffer.from([0, 0, 4, 4, 0, 0, 0, 0, 0]),
+      Buffer.from('raw-secret'),
+    ]);
+    assert.deepEqual(h2Payloads(notH2), notH2);
   });
 
   it('unmasks client frames, short and 16-bit lengths, and stops at a cut frame', () => {

@@ -125,8 +125,23 @@ describe('bait leaks', () => {
       headers: [['transfer-encoding', 'gzip, chunked']],
       bodySample: chunked(gzipSync(token.value), 7).toString('base64'),
     });
-    const more = findBaitLeaks([stacked, transfer], [token]);
-    for (const e of [stacked, transfer])
+    // A small body that inflates past the bound, one compressed without saying so, and a coding
+    // phonehome does not know beside one it does.
+    const bomb = http({
+      method: 'POST',
+      headers: [['content-encoding', 'gzip']],
+      bodySample: gzipSync(
+        Buffer.concat([Buffer.from(token.value), Buffer.alloc(3 << 20)]),
+      ).toString('base64'),
+    });
+    const unsaid = http({ method: 'POST', bodySample: gzipSync(token.value).toString('base64') });
+    const unknown = http({
+      method: 'POST',
+      headers: [['content-encoding', 'gzip, x-custom']],
+      bodySample: gzipSync(token.value).toString('base64'),
+    });
+    const more = findBaitLeaks([stacked, transfer, bomb, unsaid, unknown], [token]);
+    for (const e of [stacked, transfer, bomb, unsaid, unknown])
       assert.ok(
         more.some((l) => l.event === e && l.channel === 'HTTP body (decoded)'),
         JSON.stringify(more.map((l) => [l.event.seq, l.channel])),
