@@ -30,7 +30,7 @@ import { EventSink, monotonicMs, type CaptureStats } from './sink.js';
 import { isNxdomain } from './reserved.js';
 import { SyntheticAddresses, type SyntheticBlocks } from './synthetic.js';
 import { looksLikeTls, parseClientHello, TLS_HANDSHAKE_FAILURE_ALERT } from './tls.js';
-import { certificateName, h2Payloads, intercept, type Intercepted } from './intercept.js';
+import { certificateName, h2Payloads, h2Target, intercept, type Intercepted } from './intercept.js';
 import type { RunCa } from './x509.js';
 import type { ProcessInfo, StreamEvent } from '../core/terms.js';
 
@@ -560,37 +560,16 @@ export class Capture {
             path: q.path,
             httpVersion: '2',
             headers: q.headers,
-            // What it says, at most what the connection carried.
-            bodyBytes: Math.min(q.bodyBytes, r.innerSeen + (r.trailing?.length ?? 0)),
-            ...(q.authority !== undefined ? { httpHost: q.authority } : {}),
+            bodyBytes: q.bodyBytes,
+            ...(h2Target(q, hello.sni) !== undefined ? { httpHost: h2Target(q, hello.sni) } : {}),
           }),
         }),
       );
       return;
     }
     if (head && !head.websocket) {
-      // Every request the connection carried (a pipelined client sends the next before the
-      // answer), each an event; bytes past them that are no request are kept raw.
       const all = r.trailing ? Buffer.concat([r.inner, r.trailing]) : r.inner;
-      const { requests, rest } = splitRequests(all);
-      requests.forEach((q, i) =>
-        this.sink.record({
-          ...base,
-          ...(i === 0 ? first : { bytesOut: 0 }),
-          ...this.sampledFields(q.body, {
-            method: q.head.method,
-            path: q.head.path,
-            httpVersion: q.head.httpVersion,
-            headers: q.head.headers,
-            bodyBytes: q.bodyBytes,
-            ...(q.head.host !== undefined ? { httpHost: q.head.host } : {}),
-          }),
-          ...(i === requests.length - 1 && rest.length > 0
-            ? { innerHex: rest.subarray(0, BODY_SAMPLE_MAX).toString('hex') }
-            : {}),
-        }),
-      );
-      if (requests.length > 0) return;
+      if (this.recordRequests(base, first, all, r.innerSeen + (r.trailing?.length ?? 0))) return;
     }
     const inner = head ? this.httpFields(r.inner, r.innerSeen, head, r.wsPayload) : {};
     this.sink.record({
@@ -601,6 +580,40 @@ export class Capture {
         ? { innerHex: r.inner.subarray(0, RAW_SAMPLE_MAX).toString('hex') }
         : {}),
     });
+  }
+
+  /**
+   * Every HTTP/1.x request in a connection's bytes (a pipelining client sends the next before the
+   * answer to the first), an event each, the first with `first`'s fields; what follows them
+   * that is no request is kept raw on the last. `seen` bounds the body sizes the heads claim.
+   * False when the bytes hold no request.
+   */
+  private recordRequests(
+    base: Omit<StreamEvent, 'seq' | 't' | 'bytesOut'> & { t: number },
+    first: Partial<StreamEvent> & { bytesOut: number },
+    buf: Buffer,
+    seen: number,
+  ): boolean {
+    const { requests, rest } = splitRequests(buf);
+    requests.forEach((q, i) =>
+      this.sink.record({
+        ...base,
+        ...(i === 0 ? first : { bytesOut: 0 }),
+        ...this.sampledFields(q.body, {
+          method: q.head.method,
+          path: q.head.path,
+          httpVersion: q.head.httpVersion,
+          headers: q.head.headers,
+          // What the head says, at most what the connection carried.
+          bodyBytes: Math.min(q.bodyBytes, seen),
+          ...(q.head.host !== undefined ? { httpHost: q.head.host } : {}),
+        }),
+        ...(i === requests.length - 1 && rest.length > 0
+          ? { innerHex: rest.subarray(0, BODY_SAMPLE_MAX).toString('hex') }
+          : {}),
+      }),
+    );
+    return requests.length > 0;
   }
 
   /** What an event keeps of an HTTP request: its head and a bounded sample of its body. */
@@ -663,6 +676,12 @@ export class Capture {
       }
     }
     if (head) {
+      const { bytesOut: sent, ...where } = base;
+      if (
+        !head.websocket &&
+        this.recordRequests({ kind: 'http', t, ...where }, { bytesOut: sent }, buf, sent)
+      )
+        return;
       this.sink.record({ kind: 'http', t, ...base, ...this.httpFields(buf, bytesOut, head) });
       return;
     }

@@ -54,13 +54,14 @@ export function parseRequestHead(buf: Buffer): HttpParseResult {
   const m = /^([A-Z]+) (\S+) HTTP\/(\d\.\d)$/.exec(requestLine);
   if (!m) return { status: 'not-http' };
   const headers: [string, string][] = [];
-  // Every header, whole: the head is bounded (MAX_HEAD_BYTES) and a secret may sit in any.
+  // Every header line, whole and as sent (names in their case; a line without a name is kept as
+  // a name with no value): the head is bounded (MAX_HEAD_BYTES) and a secret may sit in any.
   for (const line of lines) {
     const i = line.indexOf(':');
-    if (i <= 0) continue;
-    headers.push([line.slice(0, i).trim().toLowerCase(), line.slice(i + 1).trim()]);
+    if (i <= 0) headers.push([line, '']);
+    else headers.push([line.slice(0, i).trim(), line.slice(i + 1).trim()]);
   }
-  const get = (name: string) => headers.find(([k]) => k === name)?.[1];
+  const get = (name: string) => headers.find(([k]) => k.toLowerCase() === name)?.[1];
   const cl = get('content-length');
   const contentLength = cl !== undefined && /^\d+$/.test(cl) ? Number(cl) : undefined;
   const chunked = /chunked/i.test(get('transfer-encoding') ?? '');

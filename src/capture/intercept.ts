@@ -170,7 +170,8 @@ export function intercept(
   done: (r: Intercepted) => void,
 ): () => void {
   let bytesOut = seen;
-  let finished = false;
+  /** The connection's record was made: nothing more is read or answered. */
+  let completed = false;
   let secured = false;
   let failure: { outcome: 'refused' | 'failed'; alert: string } | undefined;
   let h2Raw = Buffer.alloc(0);
@@ -197,7 +198,7 @@ export function intercept(
   sock.on('data', (d: Buffer) => {
     bytesOut += d.length;
     armIdle();
-    if (!finished) raw.push(d);
+    if (!completed) raw.push(d);
   });
   sock.on('end', () => {
     hungUp = true;
@@ -212,7 +213,6 @@ export function intercept(
   });
 
   let answered = false;
-  let completed = false;
   let trailing = Buffer.alloc(0);
   let linger: NodeJS.Timeout | undefined;
 
@@ -220,7 +220,6 @@ export function intercept(
   function complete(): void {
     if (completed) return;
     completed = true;
-    finished = true;
     clearTimeout(deadline);
     clearTimeout(idle);
     clearTimeout(linger);
@@ -275,7 +274,7 @@ export function intercept(
   }
 
   void ready.then((name) => {
-    if (finished) return;
+    if (completed) return;
     try {
       startTls(name);
     } catch {
@@ -345,7 +344,8 @@ export function intercept(
         t.write('HTTP/1.1 100 Continue\r\n\r\n');
       if (v.status !== 'done') return;
       if (v.kind === 'http' && v.head.websocket) {
-        const key = v.head.headers.find(([k]) => k === 'sec-websocket-key')?.[1] ?? '';
+        const key =
+          v.head.headers.find(([k]) => k.toLowerCase() === 'sec-websocket-key')?.[1] ?? '';
         upgraded = true;
         t.write(
           `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${websocketAccept(key)}\r\n\r\n`,
@@ -380,43 +380,47 @@ function readH2(
   });
   server.on('sessionError', () => end());
   server.on('session', (session) => session.on('error', () => end()));
-  server.on('stream', (stream: ServerHttp2Stream, headers: Record<string, unknown>) => {
-    // First, before anything can fail: an error on a stream must never reach the process.
-    stream.on('error', () => undefined);
-    if (out.length >= H2_STREAMS_MAX) {
-      // Past the bound its frames are still in the connection's raw bytes.
-      stream.close();
-      return;
-    }
-    const text = (v: unknown) => (Array.isArray(v) ? v.join(', ') : String(v ?? ''));
-    const req: H2Request = {
-      method: text(headers[':method']),
-      path: text(headers[':path']),
-      // No :authority (allowed): the Host header says where it goes.
-      ...((headers[':authority'] ?? headers.host) !== undefined
-        ? { authority: text(headers[':authority'] ?? headers.host) }
-        : {}),
-      headers: Object.entries(headers)
-        .filter(([k]) => !k.startsWith(':'))
-        .map(([k, v]) => [k, text(v)] as [string, string]),
-      body: Buffer.alloc(0),
-      bodyBytes: 0,
-    };
-    out.push(req);
-    stream.on('trailers', (trailers: Record<string, unknown>) => {
-      for (const [k, v] of Object.entries(trailers))
-        if (!k.startsWith(':')) req.headers.push([k, text(v)]);
-    });
-    stream.on('data', (d: Buffer) => {
-      req.bodyBytes += d.length;
-      if (req.body.length < H2_BODY_MAX)
-        req.body = Buffer.concat([req.body, d.subarray(0, H2_BODY_MAX - req.body.length)]);
-    });
-    stream.on('end', () => {
-      if (!stream.destroyed)
-        stream.respond({ ':status': 200, 'content-length': '0' }, { endStream: true });
-    });
-  });
+  server.on(
+    'stream',
+    (
+      stream: ServerHttp2Stream,
+      headers: Record<string, unknown>,
+      _flags: number,
+      rawHeaders: string[],
+    ) => {
+      // First, before anything can fail: an error on a stream must never reach the process.
+      stream.on('error', () => undefined);
+      if (out.length >= H2_STREAMS_MAX) {
+        // Past the bound its frames are still in the connection's raw bytes.
+        stream.close();
+        return;
+      }
+      const text = (v: unknown) => (Array.isArray(v) ? v.join(', ') : String(v ?? ''));
+      const req: H2Request = {
+        method: text(headers[':method']),
+        path: text(headers[':path']),
+        ...(headers[':authority'] !== undefined ? { authority: text(headers[':authority']) } : {}),
+        // As sent: every value, repeated names too (the header object keeps one of a name that
+        // takes one value).
+        headers: pairs(rawHeaders).filter(([k]) => !k.startsWith(':')),
+        body: Buffer.alloc(0),
+        bodyBytes: 0,
+      };
+      out.push(req);
+      stream.on('trailers', (_t: unknown, _f: number, rawTrailers: string[]) => {
+        for (const [k, v] of pairs(rawTrailers)) if (!k.startsWith(':')) req.headers.push([k, v]);
+      });
+      stream.on('data', (d: Buffer) => {
+        req.bodyBytes += d.length;
+        if (req.body.length < H2_BODY_MAX)
+          req.body = Buffer.concat([req.body, d.subarray(0, H2_BODY_MAX - req.body.length)]);
+      });
+      stream.on('end', () => {
+        if (!stream.destroyed)
+          stream.respond({ ':status': 200, 'content-length': '0' }, { endStream: true });
+      });
+    },
+  );
   // The session reads a plain stream of the decrypted bytes: handed the TLS socket itself, the
   // http2 module would take over its handle, which here wraps a JavaScript stream.
   const plain = feeding(t);
@@ -503,6 +507,27 @@ export function h2Payloads(raw: Buffer): Buffer {
   return Buffer.concat([...perStream, ...interleaved, ...ping, ...goaway, ...other]);
 }
 
+/** A flat [name, value, name, value, …] list as pairs. */
+function pairs(raw: readonly string[] | undefined): [string, string][] {
+  const out: [string, string][] = [];
+  for (let i = 0; i + 1 < (raw?.length ?? 0); i += 2)
+    out.push([String(raw?.[i]), String(raw?.[i + 1])]);
+  return out;
+}
+
+/**
+ * Where an HTTP/2 request says it goes, for judging: of its :authority and its host headers, the
+ * one that is not the TLS server name (a front names one and routes by another), else the first.
+ */
+export function h2Target(q: H2Request, sni: string | undefined): string | undefined {
+  const names = [
+    ...(q.authority !== undefined ? [q.authority] : []),
+    ...q.headers.filter(([k]) => k.toLowerCase() === 'host').map(([, v]) => v),
+  ];
+  const bare = (n: string) => n.replace(/:\d*$/, '').toLowerCase();
+  return names.find((n) => sni === undefined || bare(n) !== sni.toLowerCase()) ?? names[0];
+}
+
 function expectsContinue(head: HttpRequestHead): boolean {
-  return head.headers.some(([k, v]) => k === 'expect' && /100-continue/i.test(v));
+  return head.headers.some(([k, v]) => k.toLowerCase() === 'expect' && /100-continue/i.test(v));
 }

@@ -243,6 +243,24 @@ function httpHaystacks(e: StreamEvent, scheme: 'HTTP' | 'HTTPS', out: Haystack[]
   }
 }
 
+/**
+ * Bytes of a connection that no request read holds (`innerHex`: what followed the requests, or
+ * what was not HTTP), as sent, without chunk framing, and inflated: they may still be a body.
+ */
+function innerHaystacks(e: StreamEvent, channel: string, out: Haystack[]): void {
+  if (!e.innerHex) return;
+  const inner = Buffer.from(e.innerHex, 'hex');
+  const unframed = dechunk(inner);
+  out.push({ channel, text: inner.toString('latin1'), caseless: false, event: e });
+  if (unframed.length > 0)
+    out.push({ channel, text: unframed.toString('latin1'), caseless: false, event: e });
+  for (const b of [unframed, inner]) {
+    const decoded = decodedBody(e.headers ?? [], b);
+    if (decoded)
+      out.push({ channel: `${channel}, decoded`, text: decoded, caseless: false, event: e });
+  }
+}
+
 function haystacks(events: CaptureEvent[]): Haystack[] {
   const out: Haystack[] = [];
   const dns: { name: string; event: CaptureEvent }[] = [];
@@ -250,6 +268,7 @@ function haystacks(events: CaptureEvent[]): Haystack[] {
     switch (e.kind) {
       case 'http':
         httpHaystacks(e, 'HTTP', out);
+        innerHaystacks(e, 'HTTP data', out);
         break;
       case 'tcp':
         if (e.firstBytesHex)
@@ -263,34 +282,7 @@ function haystacks(events: CaptureEvent[]): Haystack[] {
       case 'tls':
         // What an intercepted connection sent inside, read like plain HTTP.
         httpHaystacks(e, 'HTTPS', out);
-        if (e.innerHex) {
-          const inner = Buffer.from(e.innerHex, 'hex');
-          out.push({
-            channel: 'TLS data (decrypted)',
-            text: inner.toString('latin1'),
-            caseless: false,
-            event: e,
-          });
-          // Bytes past the requests read may still be a body: chunked, compressed, or both.
-          for (const b of [dechunk(inner), inner]) {
-            const decoded = decodedBody(e.headers ?? [], b);
-            if (decoded)
-              out.push({
-                channel: 'TLS data (decrypted, decoded)',
-                text: decoded,
-                caseless: false,
-                event: e,
-              });
-          }
-          const unframed = dechunk(inner);
-          if (unframed.length > 0)
-            out.push({
-              channel: 'TLS data (decrypted)',
-              text: unframed.toString('latin1'),
-              caseless: false,
-              event: e,
-            });
-        }
+        innerHaystacks(e, 'TLS data (decrypted)', out);
         if (e.sni) out.push({ channel: 'TLS server name', text: e.sni, caseless: true, event: e });
         for (const p of e.alpn ?? [])
           out.push({ channel: 'TLS ALPN', text: p, caseless: false, event: e });

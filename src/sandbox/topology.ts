@@ -151,8 +151,7 @@ export class CaptureTopology {
       for (const archive of opts.project ?? []) await unpackInto(sandbox, archive, SANDBOX_WORKDIR);
     })();
     // The trust store waits for the run's CA, which the capture makes as it starts.
-    const trust = gatewayReady.then((ca) => writeTrustStore(sandbox, ca));
-    await Promise.all([gatewayReady, trust, writeIdentity(sandbox, identity), unpacked]);
+    await Promise.all([gatewayReady, writeIdentity(sandbox, identity, gatewayReady), unpacked]);
     if (observer) {
       try {
         await sandbox.waitForLog(/^READY \d+ \d+$/m, opts.readyTimeoutMs ?? 15_000);
@@ -256,24 +255,61 @@ async function unpackInto(
 }
 
 /**
- * Give the sandbox its identity before any package code runs: the user in passwd and group (as
- * root, in the identity tmpfs), then the home folder and its files (as the user). Not written by
- * process 1 at start: its command line is readable by package code, and would say how the user
- * was made.
+ * Give the sandbox its identity before any package code runs: the user in passwd and group and
+ * the trust store (as root, in the identity tmpfs, once the run's CA is known), and, at the same
+ * time, the home folder and its files (as the user). Not written by process 1 at start: its
+ * command line is readable by package code, and would say how the user was made.
  */
-async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Promise<void> {
-  const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-  const users = [
+async function writeIdentity(
+  sandbox: SandboxContainer,
+  id: SandboxIdentity,
+  caPem: Promise<string | undefined>,
+): Promise<void> {
+  await Promise.all([
+    caPem.then((ca) => writeUserAndTrust(sandbox, id, ca)),
+    writeHome(sandbox, id),
+  ]);
+}
+
+const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/**
+ * As root: the user in passwd and group, and the trust store: the system bundle (the runner
+ * image's /etc/ssl/certs/ca-certificates.crt points into the identity tmpfs) with the run's CA
+ * appended, and the CA on its own where the hashed certificate folder and node's start-up look
+ * for it (sandbox-images/runner/Dockerfile, extraca.c); without interception, the bundle as
+ * shipped. One exec.
+ */
+async function writeUserAndTrust(
+  sandbox: SandboxContainer,
+  id: SandboxIdentity,
+  caPem: string | undefined,
+): Promise<void> {
+  const { ca, bundle, base } = TRUST_FILES;
+  const script = [
+    'umask 022',
     `grep -v '^node:' /etc/passwd.base > ${IDENTITY_DIR}/passwd`,
-    `echo ${q(`${id.user}:x:1000:1000:${id.fullName},,,:${id.home}:/bin/bash`)} >> ${IDENTITY_DIR}/passwd`,
+    `echo ${shq(`${id.user}:x:1000:1000:${id.fullName},,,:${id.home}:/bin/bash`)} >> ${IDENTITY_DIR}/passwd`,
     `grep -v '^node:' /etc/group.base > ${IDENTITY_DIR}/group`,
-    `echo ${q(`${id.user}:x:1000:`)} >> ${IDENTITY_DIR}/group`,
+    `echo ${shq(`${id.user}:x:1000:`)} >> ${IDENTITY_DIR}/group`,
+    ...(caPem ? [`cat > ${ca}`, `cat ${base} ${ca} > ${bundle}`] : [`cp ${base} ${bundle}`]),
   ].join(' && ');
-  const root = await sandbox.exec(['sh', '-c', users], { user: '0:0', timeoutMs: 30_000 });
-  if (root.exitCode !== 0)
-    throw new PhonehomeError('EINTERNAL', 'Could not set up the sandbox user.', {
-      detail: root.stderr.slice(0, 2000),
-    });
+  const r = await sandbox.exec(['sh', '-c', script], {
+    user: '0:0',
+    timeoutMs: 30_000,
+    ...(caPem ? { stdin: Readable.from([Buffer.from(caPem)]) } : {}),
+  });
+  if (r.exitCode !== 0)
+    throw new PhonehomeError(
+      'EGATEWAY_SETUP',
+      "Could not set up the sandbox's user and trust store. No package code was run.",
+      { detail: r.stderr.slice(0, 2000) },
+    );
+}
+
+/** As the user: the home folder, its files, and node-gyp's header cache. */
+async function writeHome(sandbox: SandboxContainer, id: SandboxIdentity): Promise<void> {
+  const q = shq;
   const pack = filesTar(
     id.homeFiles,
     id.homeDirs.map((d) => `${id.home.slice(1)}/${d}`),
@@ -300,33 +336,6 @@ async function writeIdentity(sandbox: SandboxContainer, id: SandboxIdentity): Pr
     throw new PhonehomeError('EINTERNAL', 'Could not set up the sandbox home folder.', {
       detail: r.stderr.slice(0, 2000),
     });
-}
-
-/**
- * The sandbox's trust store, before any package code runs: the system bundle (the runner image's
- * /etc/ssl/certs/ca-certificates.crt points into the identity tmpfs) with the run's CA appended,
- * and the CA on its own where the hashed certificate folder and node's start-up look for it
- * (sandbox-images/runner/Dockerfile, extraca.c). Without interception: the bundle as shipped.
- */
-async function writeTrustStore(
-  sandbox: SandboxContainer,
-  caPem: string | undefined,
-): Promise<void> {
-  const { ca, bundle, base } = TRUST_FILES;
-  const script = caPem
-    ? `umask 022 && cat > ${ca} && cat ${base} ${ca} > ${bundle}`
-    : `umask 022 && cp ${base} ${bundle}`;
-  const r = await sandbox.exec(['sh', '-c', script], {
-    user: '0:0',
-    timeoutMs: 30_000,
-    ...(caPem ? { stdin: Readable.from([Buffer.from(caPem)]) } : {}),
-  });
-  if (r.exitCode !== 0)
-    throw new PhonehomeError(
-      'EGATEWAY_SETUP',
-      "Could not set up the sandbox's trust store. No package code was run.",
-      { detail: r.stderr.slice(0, 2000) },
-    );
 }
 
 function startGatewayContainer(

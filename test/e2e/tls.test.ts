@@ -50,6 +50,12 @@ describe('phonehome check (CLI), what is sent inside HTTPS', () => {
     assert.equal(e?.method, 'POST');
   });
 
+  it('a token in a header line without a colon, or as a header name, to a declared host is a bait leak', async () => {
+    const { code, report } = await checkFixture('https-header-tricks');
+    assert.equal(code, 1);
+    leaked(report, /npm access token/, 'HTTPS headers', 'https-header-tricks@1.0.0');
+  });
+
   it('a secret in the query string of a curl HTTPS request is a bait leak in the HTTPS path', async () => {
     const { code, report } = await checkFixture('https-curl-query-secret');
     assert.equal(code, 1);

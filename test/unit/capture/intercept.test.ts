@@ -8,6 +8,7 @@ import {
   certificateName,
   chooseAlpn,
   h2Payloads,
+  h2Target,
   handshakeError,
   intercept,
   websocketAccept,
@@ -184,6 +185,52 @@ describe('TLS interception', () => {
     assert.equal(r.inner.toString(), 'SYNC secret-payload');
   });
 
+  it('keeps every HTTP/2 header as sent, a repeated single-value one too', async () => {
+    // Hand-made HPACK (literals, no Huffman): user-agent twice, the second carrying a secret.
+    const lit = (name: string, value: string) =>
+      Buffer.concat([
+        Buffer.from([0x00, name.length]),
+        Buffer.from(name),
+        Buffer.from([value.length]),
+        Buffer.from(value),
+      ]);
+    const block = Buffer.concat([
+      Buffer.from([0x83, 0x84, 0x87]), // :method POST, :path /, :scheme https
+      lit(':authority', NAME),
+      lit('user-agent', 'ua/1'),
+      lit('user-agent', 'second-value-secret'),
+    ]);
+    const frame = (type: number, flags: number, stream: number, payload: Buffer) => {
+      const h = Buffer.alloc(9);
+      h.writeUIntBE(payload.length, 0, 3);
+      h[3] = type;
+      h[4] = flags;
+      h.writeUInt32BE(stream, 5);
+      return Buffer.concat([h, payload]);
+    };
+    await new Promise<void>((resolve, reject) => {
+      const t = tlsConnect(
+        { host: '127.0.0.1', port, servername: NAME, ca: ca.certPem, ALPNProtocols: ['h2'] },
+        () => {
+          t.write(
+            Buffer.concat([
+              Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'),
+              frame(4, 0, 0, Buffer.alloc(0)),
+              frame(1, 0x4 | 0x1, 1, block),
+            ]),
+          );
+          setTimeout(() => t.end(), 200);
+        },
+      );
+      t.resume();
+      t.on('close', () => resolve());
+      t.on('error', reject);
+    });
+    const r = await last();
+    const ua = r.h2?.[0]?.headers.filter(([k]) => k === 'user-agent').map(([, v]) => v);
+    assert.deepEqual(ua, ['ua/1', 'second-value-secret']);
+  });
+
   it('accepts a WebSocket upgrade and reads the first frames', async () => {
     const key = 'dGhlIHNhbXBsZSBub25jZQ==';
     const reply = await new Promise<string>((resolve, reject) => {
@@ -270,6 +317,22 @@ describe('interception helpers', () => {
     assert.equal(certificateName(undefined, '198.51.100.1'), '198.51.100.1');
     assert.equal(certificateName('/v1/items', '198.51.100.1'), '198.51.100.1');
     assert.equal(certificateName('x'.repeat(300), '2001:db8::1'), '2001:db8::1');
+  });
+
+  it('judges an HTTP/2 request by the name that is not its TLS server name', () => {
+    const q = (authority: string | undefined, host?: string) => ({
+      method: 'GET',
+      path: '/',
+      ...(authority !== undefined ? { authority } : {}),
+      headers: host ? ([['host', host]] as [string, string][]) : [],
+      body: Buffer.alloc(0),
+      bodyBytes: 0,
+    });
+    assert.equal(h2Target(q('a.example', 'evil.example'), 'a.example'), 'evil.example');
+    assert.equal(h2Target(q('evil.example:443', 'a.example'), 'a.example'), 'evil.example:443');
+    assert.equal(h2Target(q('a.example'), 'a.example'), 'a.example');
+    assert.equal(h2Target(q(undefined, 'b.example'), undefined), 'b.example');
+    assert.equal(h2Target(q(undefined), 'a.example'), undefined);
   });
 
   it('tells an alert the client sent from a handshake the capture could not make', () => {
