@@ -13,7 +13,7 @@
  * - each package's result is stored as soon as its shard ends, so an interrupted audit resumes.
  * The exercise phase is not run in an audit (see docs/audit.md).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { cpus, freemem } from 'node:os';
 import {
   buildReport,
@@ -33,14 +33,15 @@ import {
   type OmitKind,
   type StagedTree,
 } from '../resolve/lockfile.js';
-import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
+import type { SandboxEngine } from '../sandbox/sandbox.js';
 import { SANDBOX_RESOLVERS, SANDBOX_WORKDIR } from '../sandbox/topology.js';
-import type { ResultStore } from '../store/store.js';
+import type { ResultStore, RunKey } from '../store/store.js';
+import { Claims, keyText } from '../store/claims.js';
 import type { StepOutput } from '../agent/step.js';
 import { HARNESS_INPUT_VAR } from '../agent/harness.js';
 import { harnessNames, type CheckOptions } from '../check/check.js';
 import { CHECK_DEFAULTS } from '../check/defaults.js';
-import { sandboxVersion } from '../check/stored.js';
+import { sandboxVersion, type SandboxProvider } from '../check/stored.js';
 import { attribute, phaseAt } from '../core/report.js';
 import { boundFindings, summaryEvents, type SummarisedAttempts } from '../core/bounds.js';
 import { findBaitLeaks } from '../core/bait.js';
@@ -82,6 +83,10 @@ export interface AuditOptions extends Pick<
   concurrency?: number;
   /** Packages per sandbox (default: 40, more for large trees, at most 150). */
   shardSize?: number;
+  /** Only part `index` (1-based) of `count` parts of the tree (CI jobs that share a store). */
+  part?: { index: number; count: number };
+  /** Run nothing: the report from the store alone (what is not there is listed as not run). */
+  reportOnly?: boolean;
   onProgress?: (p: AuditProgress) => void;
 }
 
@@ -126,6 +131,8 @@ export interface AuditReport {
   /** Where tarballs came from when that is not what the lockfile names (see LockTree.sources). */
   sources?: string[];
   project: { name: string; version: string };
+  /** This report covers one part of the tree (`audit --shard K/N`). */
+  part?: { index: number; count: number };
   summary: {
     /** Distinct name@version in the lockfile (after --omit). */
     packages: number;
@@ -156,9 +163,9 @@ export function defaultConcurrency(): number {
   return Math.max(1, Math.min(4, cpus().length, byMemory));
 }
 
+/** `sandbox` is asked for only when something has to run (never with `reportOnly`). */
 export async function audit(
-  engine: SandboxEngine,
-  images: ImageStore,
+  sandbox: SandboxProvider,
   path: string,
   opts: AuditOptions,
 ): Promise<AuditReport> {
@@ -171,7 +178,7 @@ export async function audit(
     ...(opts.workspace ? { workspace: opts.workspace } : {}),
     ...(opts.signal ? { signal: opts.signal } : {}),
   });
-  const sandbox = `${sandboxVersion({ ...o, ...(opts.as ? { as: opts.as } : {}) })} audit`;
+  const version = `${sandboxVersion({ ...o, ...(opts.as ? { as: opts.as } : {}) })} audit`;
   const judge = { ...opts.policy, resolvers: SANDBOX_RESOLVERS };
   const results = new Map<string, AuditPackage>();
   const entry = (
@@ -192,7 +199,14 @@ export async function audit(
   const missing = new Set<string>();
   const lockedIntegrity = new Map(tree.entries.map((e) => [e.location, e.integrity]));
   let installed: Set<string> | undefined;
-  for (const p of tree.entries) {
+  const entries = opts.part
+    ? tree.entries.filter(
+        (e) =>
+          partOf(idOf(e), (opts.part as { count: number }).count) ===
+          (opts.part as { index: number }).index,
+      )
+    : tree.entries;
+  for (const p of entries) {
     // A package npm would not install on this platform is listed as such, not run.
     // Before the platform test: a record needs no run, and a compromised binary package for
     // another platform is what the developers on that platform install.
@@ -214,27 +228,49 @@ export async function audit(
     if (!p.installable && p.optional) continue;
     const hit =
       !opts.noCache && p.integrity
-        ? opts.store?.find({ name: p.name, version: p.version, integrity: p.integrity, sandbox })
+        ? await opts.store?.find({
+            name: p.name,
+            version: p.version,
+            integrity: p.integrity,
+            sandbox: version,
+          })
         : undefined;
     if (hit) results.set(idOf(p), entry(p, evaluate(hit.report, judge), true));
     else missing.add(p.location);
   }
-  const total = new Set(tree.entries.filter((e) => e.installable || !e.optional).map(idOf)).size;
+  const total = new Set(entries.filter((e) => e.installable || !e.optional).map(idOf)).size;
   const fromStore = results.size;
   let running = 0;
   const progress = () => opts.onProgress?.({ total, done: results.size, fromStore, running });
-  const toRun = new Set(tree.entries.filter((e) => missing.has(e.location)).map(idOf)).size;
-  log(`[audit] ${total} package(s): ${fromStore} from the result store, ${toRun} to run`);
+  const toRun = new Set(entries.filter((e) => missing.has(e.location)).map(idOf)).size;
+  log(
+    `[audit] ${total} package(s)${opts.part ? ` in part ${opts.part.index}/${opts.part.count}` : ''}: ${fromStore} from the result store, ${opts.reportOnly ? `${toRun} not in it (not run: --report-only)` : `${toRun} to run`}`,
+  );
   progress();
 
   let unattributed = 0;
   const unattributedLeaks: string[] = [];
-  if (missing.size) {
-    log(`[audit] fetching the locked tree of ${tree.lockfile}`);
-    const staged = await tree.stage();
-    const todo = staged.packages.filter((p) => missing.has(p.location));
-    installed = new Set(staged.packages.map((p) => p.location));
-    const { refs } = await buildImages(images, { log });
+  // The tree is fetched and the images made ready once, when something has to run.
+  let ready:
+    | Promise<{
+        engine: SandboxEngine;
+        staged: StagedTree;
+        refs: { runner: string; gateway: string };
+      }>
+    | undefined;
+  const prepare = () =>
+    (ready ??= (async () => {
+      log(`[audit] fetching the locked tree of ${tree.lockfile}`);
+      const { engine, images } = await sandbox();
+      const staged = await tree.stage();
+      installed = new Set(staged.packages.map((p) => p.location));
+      const { refs } = await buildImages(images, { log });
+      return { engine, staged, refs };
+    })());
+  const runLocations = async (locations: Set<string>): Promise<void> => {
+    if (!locations.size) return;
+    const { engine, staged, refs } = await prepare();
+    const todo = staged.packages.filter((p) => locations.has(p.location));
     // Every shard unpacks the whole tree into its sandbox, so a large tree gets larger shards
     // (four per sandbox): fewer unpacks, at the price of coarser resuming after a Ctrl-C.
     const k0 = Math.max(1, opts.concurrency ?? defaultConcurrency());
@@ -263,8 +299,8 @@ export async function audit(
           // Keyed on the lockfile's integrity, which is what the next audit looks up.
           const locked = lockedIntegrity.get(p.location) ?? p.integrity;
           const report = { ...found, subject: { ...found.subject, integrity: locked } };
-          opts.store?.save(report, {
-            sandbox,
+          await opts.store?.save(report, {
+            sandbox: version,
             phonehomeVersion: phonehomeVersion(),
             durationMs: out.ms / shard.length,
           });
@@ -275,12 +311,55 @@ export async function audit(
     };
     const k = Math.max(1, Math.min(opts.concurrency ?? defaultConcurrency(), shards.length));
     await Promise.all(Array.from({ length: k }, worker));
+  };
+
+  if (missing.size && !opts.reportOnly) {
+    // Keys another phonehome may be running at the same moment (same store): claimed first.
+    await using claims = opts.store && !opts.noCache ? new Claims(opts.store, o) : undefined;
+    const byKey = new Map<string, { key: RunKey; entries: LockEntry[] }>();
+    const direct = new Set<string>();
+    for (const e of entries) {
+      if (!missing.has(e.location)) continue;
+      if (!claims || !e.integrity) {
+        direct.add(e.location);
+        continue;
+      }
+      const key = { name: e.name, version: e.version, integrity: e.integrity, sandbox: version };
+      const slot = byKey.get(keyText(key)) ?? { key, entries: [] };
+      slot.entries.push(e);
+      byKey.set(keyText(key), slot);
+    }
+    const locationsOf = (keys: RunKey[]) =>
+      new Set(keys.flatMap((k) => byKey.get(keyText(k))?.entries.map((e) => e.location) ?? []));
+    const taken = claims
+      ? await claims.take([...byKey.values()].map((v) => v.key))
+      : { mine: [], others: [] };
+    let mine = taken.mine;
+    let others = taken.others;
+    let locations = new Set([...direct, ...locationsOf(mine)]);
+    for (;;) {
+      await runLocations(locations);
+      if (claims && mine.length) await claims.release(mine);
+      if (!claims || !others.length) break;
+      log(
+        `[audit] ${others.length} package(s) are being run by another phonehome on this store: waiting for their results`,
+      );
+      const next = await claims.await(others, (k, hit) => {
+        for (const e of byKey.get(keyText(k))?.entries ?? [])
+          results.set(idOf(e), entry(e, evaluate(hit.report, judge), true));
+        progress();
+      });
+      mine = next.run;
+      others = next.waiting;
+      locations = locationsOf(mine);
+      if (!mine.length && !others.length) break;
+    }
   }
 
   // One line per package (the same name@version in two places is checked once), none dropped.
   const packages: AuditPackage[] = [];
   const listed = new Set<string>();
-  for (const e of tree.entries) {
+  for (const e of entries) {
     const id = idOf(e);
     if (listed.has(id)) continue;
     listed.add(id);
@@ -314,6 +393,7 @@ export async function audit(
     ...(tree.registryIntegrity.length ? { registryIntegrity: tree.registryIntegrity } : {}),
     ...(tree.sources.length ? { sources: tree.sources } : {}),
     project: tree.project,
+    ...(opts.part ? { part: opts.part } : {}),
     summary: {
       packages: packages.length,
       checked: packages.filter((p) => p.status === 'checked').length,
@@ -495,4 +575,13 @@ async function runShard(
     unattributedLeaks,
     ms: performance.now() - started,
   };
+}
+
+/**
+ * Which of `count` parts a package falls in (1-based): by a hash of its name@version, so every
+ * job of a split audit, on any machine, puts it in the same part, and copies of one name@version
+ * stay together.
+ */
+export function partOf(id: string, count: number): number {
+  return (createHash('sha256').update(id).digest().readUInt32BE(0) % count) + 1;
 }

@@ -18,6 +18,7 @@ import type { ImageStore, SandboxEngine } from '../sandbox/sandbox.js';
 import { sandboxSeccompProfile } from '../sandbox/seccomp.js';
 import { SANDBOX_RESOLVERS } from '../sandbox/topology.js';
 import type { ResultStore, StoredRun } from '../store/store.js';
+import { Claims } from '../store/claims.js';
 import type { CheckOptions, StagedSubject } from './check.js';
 import { CHECK_DEFAULTS } from './defaults.js';
 
@@ -166,24 +167,39 @@ async function one(
   const store = opts.store;
   const version = sandboxVersion(opts);
   const spec = typeof what === 'string' ? what : what.spec;
-  if (store && !opts.noCache) {
+  const served = (hit: { run: StoredRun; report: CheckReport }, name: string, v: string) => {
+    opts.log?.(
+      `[check] ${name}@${v}: served from the result store (run ${hit.run.id} of ${hit.run.createdAt}); --no-cache runs it again`,
+    );
+    const { comparison: _, ...plain } = hit.report;
+    const report = evaluate(
+      { ...plain, subject: { ...plain.subject, spec } },
+      { ...opts.policy, resolvers: SANDBOX_RESOLVERS },
+    );
+    return { report, fromStore: hit.run };
+  };
+  // Claimed while it runs, so another phonehome on the same store waits for this result.
+  await using claims = store && !opts.noCache ? new Claims(store, opts) : undefined;
+  if (store && claims) {
     const subject =
       typeof what === 'string'
         ? await resolveSubject(what, { ...(opts.npmConfig ? { npmConfig: opts.npmConfig } : {}) })
         : what.integrity
           ? { name: what.name, version: what.version, integrity: what.integrity }
           : undefined;
-    const hit = subject && store.find({ ...subject, sandbox: version });
-    if (hit) {
-      opts.log?.(
-        `[check] ${subject.name}@${subject.version}: served from the result store (run ${hit.run.id} of ${hit.run.createdAt}); --no-cache runs it again`,
-      );
-      const { comparison: _, ...plain } = hit.report;
-      const report = evaluate(
-        { ...plain, subject: { ...plain.subject, spec } },
-        { ...opts.policy, resolvers: SANDBOX_RESOLVERS },
-      );
-      return { report, fromStore: hit.run };
+    if (subject) {
+      const key = { ...subject, sandbox: version };
+      const hit = await store.find(key);
+      if (hit) return served(hit, subject.name, subject.version);
+      const { others } = await claims.take([key]);
+      if (others.length) {
+        opts.log?.(
+          `[check] ${subject.name}@${subject.version}: another phonehome on this store is running it; waiting for its result`,
+        );
+        let found: { run: StoredRun; report: CheckReport } | undefined;
+        await claims.await(others, (_, h) => (found = h));
+        if (found) return served(found, subject.name, subject.version);
+      }
     }
   }
   const started = performance.now();
@@ -202,7 +218,7 @@ async function one(
       await staged[Symbol.asyncDispose]?.();
     }
   }
-  store?.save(report, {
+  await store?.save(report, {
     sandbox: version,
     phonehomeVersion: phonehomeVersion(),
     durationMs: performance.now() - started,

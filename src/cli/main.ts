@@ -12,6 +12,7 @@ import { historyCommand } from './commands/history.js';
 import { imagesCommand } from './commands/images.js';
 import { indicatorsCommand } from './commands/indicators.js';
 import { policyCommand } from './commands/policy.js';
+import { storeCommand } from './commands/store.js';
 import { sweepCommand } from './commands/sweep.js';
 import { watchCommand } from './commands/watch.js';
 
@@ -33,6 +34,7 @@ program.addCommand(doctorCommand());
 program.addCommand(imagesCommand());
 program.addCommand(policyCommand());
 program.addCommand(indicatorsCommand());
+program.addCommand(storeCommand());
 program.addCommand(sweepCommand());
 
 // Added commands do not inherit settings: usage errors everywhere must reach the handler below.

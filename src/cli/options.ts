@@ -11,7 +11,7 @@ import { severityRank, type CheckReport } from '../core/report.js';
 import { loadPolicy, type LoadedPolicy } from '../policy/load.js';
 import { loadNpmConfig, type NpmConfig } from '../resolve/npmrc.js';
 import type { IdentityProfile } from '../sandbox/identity.js';
-import { defaultStorePath, ResultStore } from '../store/store.js';
+import { openStore, storeLocation, type ResultStore } from '../store/store.js';
 
 /** --fail-on: a severity, or a verdict name (warn = low and above, fail = high and above). */
 export const FAIL_ON = ['warn', 'fail', 'none', 'low', 'medium', 'high', 'critical'] as const;
@@ -45,8 +45,8 @@ const DEFINITIONS = {
     ),
   store: () =>
     new Option(
-      '--store <file>',
-      'result store (default: results.sqlite in the phonehome cache folder)',
+      '--store <file|url>',
+      'result store: a SQLite file, or postgres://user@host/db for one a team shares (default: $PHONEHOME_STORE, else results.sqlite in the phonehome cache folder)',
     ),
   noCache: () =>
     new Option(
@@ -173,8 +173,8 @@ export function reachesFailOn(reports: CheckReport[], level: FailOn): boolean {
 }
 
 /** The store named by --store, or the default one in the cache folder. */
-export function storeFromFlags(o: Pick<SharedFlags, 'store'>): ResultStore {
-  return ResultStore.open(o.store ?? defaultStorePath());
+export function storeFromFlags(o: Pick<SharedFlags, 'store'>): Promise<ResultStore> {
+  return openStore(storeLocation(o.store));
 }
 
 /** The policy named by --policy and --policy-override, or found from the working directory. */

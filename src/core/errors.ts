@@ -118,6 +118,11 @@ export const errorCatalogue = {
     fix: 'Check that the cache directory is writable (XDG_CACHE_HOME or ~/.cache/phonehome), or pass --store with another file.',
     exit: ExitCode.environment,
   },
+  ESTORE_FILE: {
+    summary: 'The store export file cannot be read; nothing was imported.',
+    fix: 'Pass a file written by `phonehome store export` (JSON lines), whole and unchanged.',
+    exit: ExitCode.usage,
+  },
   EINTEL: {
     summary: 'The known-malicious records cannot be imported.',
     fix: 'Pass a folder of OSV records (a clone of github.com/ossf/malicious-packages) or a zip of them (osv.dev: npm/all.zip); nothing was changed in the store.',

@@ -328,8 +328,11 @@ export function loadPolicy(opts: LoadPolicyOptions = {}): LoadedPolicy {
 }
 
 /** The policy with the result store's imported known-malicious set, when it has one. */
-export function withMalicious(policy: LoadedPolicy, store: ResultStore): LoadedPolicy {
-  const set = store.maliciousSet();
+export async function withMalicious(
+  policy: LoadedPolicy,
+  store: ResultStore,
+): Promise<LoadedPolicy> {
+  const set = await store.maliciousSet();
   return set
     ? { ...policy, malicious: maliciousIntel(set, policy.sharedHosts, policy.knownEgress) }
     : policy;

@@ -350,7 +350,7 @@ export class Watcher {
         const name = names[next++] as string;
         o.signal?.throwIfAborted();
         const registry = this.follower.registryOf(name);
-        const last = o.store.watchedPackument(registry, name);
+        const last = await o.store.watchedPackument(registry, name);
         if (this.follower.waiting(name)) {
           counts.backingOff++;
           if (last) packuments.set(name, last);
@@ -361,7 +361,7 @@ export class Watcher {
         const out = await this.follower.fetch(name, last, o.signal);
         if (out.kind === 'changed') {
           counts.changed++;
-          o.store.saveWatchedPackument(registry, name, out.packument);
+          await o.store.saveWatchedPackument(registry, name, out.packument);
           packuments.set(name, out.packument);
         } else if (out.kind === 'not-modified') {
           counts.notModified++;
@@ -382,7 +382,7 @@ export class Watcher {
     const errors: PassSummary['errors'] = [];
     // The known-malicious set as the store has it now: one imported while watch runs counts from
     // the next pass, for versions reported before too.
-    const policy = withMalicious(o.policy, o.store);
+    const policy = await withMalicious(o.policy, o.store);
     const judge = { ...policy, resolvers: SANDBOX_RESOLVERS };
     for (const f of followed) {
       const p = packuments.get(f.name);
@@ -402,7 +402,7 @@ export class Watcher {
       for (const to of picked) {
         o.signal?.throwIfAborted();
         const meta = p.versions[to] ?? {};
-        const reported = o.store.watchReported(f.name, to, f.version);
+        const reported = await o.store.watchReported(f.name, to, f.version);
         // A version published again with another tarball (registries other than npm's allow it)
         // is a new thing to check.
         const before =
@@ -493,7 +493,7 @@ export class Watcher {
           report,
         };
         if (!before || before.verdict !== report.verdict)
-          o.store.saveWatchReported({
+          await o.store.saveWatchReported({
             name: f.name,
             version: to,
             against: f.version,

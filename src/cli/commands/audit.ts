@@ -91,7 +91,15 @@ export function auditCommand(): Command {
         'leave out dev, optional or peer dependencies, like npm',
       ).choices(['dev', 'optional', 'peer']),
     )
-    .option('--concurrency <n>', 'sandboxes at once (default: from CPU count and free memory)');
+    .option('--concurrency <n>', 'sandboxes at once (default: from CPU count and free memory)')
+    .option(
+      '--shard <k/n>',
+      'only part k of n of the tree (CI jobs sharing a store; the same parts on every machine)',
+    )
+    .option(
+      '--report-only',
+      'run nothing: the report from the store alone (after the --shard jobs); what it lacks is not run',
+    );
   // No exercise phase in an audit.
   const limits = LIMIT_FLAGS.filter((f) => f !== 'exerciseTimeout');
   return withFlags(cmd, [
@@ -122,8 +130,19 @@ error, 130 interrupted.`,
     .action(
       async (
         path: string,
-        o: SharedFlags & { omit?: ('dev' | 'optional' | 'peer')[]; concurrency?: string },
+        o: SharedFlags & {
+          omit?: ('dev' | 'optional' | 'peer')[];
+          concurrency?: string;
+          shard?: string;
+          reportOnly?: boolean;
+        },
       ) => {
+        const part = o.shard === undefined ? undefined : parsePart(o.shard);
+        if (o.reportOnly && !o.cache)
+          throw new PhonehomeError(
+            'EUSAGE',
+            '--report-only reads the store, and --no-cache says not to: choose one.',
+          );
         oneOutputKind(o);
         if (o.html) checkOutputPath(o.html);
         const concurrency = o.concurrency === undefined ? undefined : Number(o.concurrency);
@@ -136,14 +155,15 @@ error, 130 interrupted.`,
         const policyFiles = policyFromFlags(o);
         const npmConfig = npmConfigFromFlags(o);
         const ctx = cliContext();
-        const store = storeFromFlags(o);
-        const policy = withMalicious(policyFiles, store);
+        const store = await storeFromFlags(o);
+        const policy = await withMalicious(policyFiles, store);
         const display = progressDisplay();
         let report: AuditReport;
         try {
-          const { engine, images } = await ctx.sandbox();
           const { audit } = await import('../../audit/audit.js');
-          report = await audit(engine, images, path, {
+          report = await audit(() => ctx.sandbox(), path, {
+            ...(part ? { part } : {}),
+            ...(o.reportOnly ? { reportOnly: true } : {}),
             ...timeouts,
             ...(o.allowRemoteSources ? { allowRemoteSources: true } : {}),
             ...(o.runKnownMalicious ? { runKnownMalicious: true } : {}),
@@ -165,7 +185,7 @@ error, 130 interrupted.`,
           });
         } finally {
           display.stop();
-          store.close();
+          await store.close();
         }
         process.stdout.write(
           o.json
@@ -186,4 +206,16 @@ error, 130 interrupted.`,
         process.exitCode = hit ? ExitCode.findings : ExitCode.pass;
       },
     );
+}
+
+/** `--shard k/n`: part k (1-based) of n. */
+export function parsePart(v: string): { index: number; count: number } {
+  const m = /^(\d{1,4})\/(\d{1,4})$/.exec(v.trim());
+  const index = Number(m?.[1]);
+  const count = Number(m?.[2]);
+  if (!m || count < 1 || index < 1 || index > count)
+    throw new PhonehomeError('EUSAGE', `--shard wants k/n with 1 <= k <= n, not "${v}".`, {
+      fix: 'For three CI jobs: --shard 1/3, --shard 2/3 and --shard 3/3, then audit --report-only.',
+    });
+  return { index, count };
 }

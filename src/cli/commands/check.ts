@@ -94,8 +94,8 @@ images), 4 internal error, 130 interrupted.`,
       const policyFiles = policyFromFlags(o);
       const npmConfig = npmConfigFromFlags(o);
       const ctx = cliContext();
-      const store = storeFromFlags(o);
-      const policy = withMalicious(policyFiles, store);
+      const store = await storeFromFlags(o);
+      const policy = await withMalicious(policyFiles, store);
       const reports: CheckReport[] = [];
       for (const spec of specs) {
         const started = Date.now();
@@ -129,7 +129,7 @@ images), 4 internal error, 130 interrupted.`,
           reports.length === 1 ? reports[0] : { schemaVersion: REPORT_SCHEMA_VERSION, reports };
         process.stdout.write(JSON.stringify(out, null, 2) + '\n');
       }
-      store.close();
+      await store.close();
       if (o.html) writeHtmlReport(o.html, checksModel(reports));
       process.exitCode = reachesFailOn(reports, o.failOn) ? ExitCode.findings : ExitCode.pass;
     });

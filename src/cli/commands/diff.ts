@@ -41,8 +41,8 @@ run otherwise (and stored). Exit codes: 0 (whatever changed; use check --against
       const policyFiles = policyFromFlags(o);
       const npmConfig = npmConfigFromFlags(o);
       const ctx = cliContext();
-      const store = storeFromFlags(o);
-      const policy = withMalicious(policyFiles, store);
+      const store = await storeFromFlags(o);
+      const policy = await withMalicious(policyFiles, store);
       try {
         const side = (spec: string) =>
           checkStored(ctx.sandbox, spec, {
@@ -72,7 +72,7 @@ run otherwise (and stored). Exit codes: 0 (whatever changed; use check --against
         );
         if (o.html) writeHtmlReport(o.html, diffModel(d, before.report, after.report));
       } finally {
-        store.close();
+        await store.close();
       }
     });
 }

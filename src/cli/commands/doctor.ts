@@ -4,7 +4,12 @@ import type { SandboxEngine } from '../../sandbox/sandbox.js';
 import { probeSeccompProfile, sandboxSeccompProfile } from '../../sandbox/seccomp.js';
 import { cliContext } from '../context.js';
 import { forTerminal } from '../../core/escape.js';
-import { defaultStorePath, ResultStore } from '../../store/store.js';
+import {
+  openStoreReadOnly,
+  redactedUrl,
+  storeLocation,
+  type ResultStore,
+} from '../../store/store.js';
 import { setAge, STALE_DAYS } from './indicators.js';
 
 interface Check {
@@ -21,8 +26,8 @@ export function doctorCommand(): Command {
     )
     .option('--json', 'print the checks as JSON')
     .option(
-      '--store <file>',
-      'result store (default: results.sqlite in the phonehome cache folder)',
+      '--store <file|url>',
+      'result store: a SQLite file or a postgres:// URL (default: $PHONEHOME_STORE, else results.sqlite in the phonehome cache folder)',
     )
     .action(async (o: { json?: boolean; store?: string }) => {
       const ctx = cliContext();
@@ -102,7 +107,8 @@ export function doctorCommand(): Command {
       }
       checks.push(await seccompCheck(engine, runnerImage));
       checks.push(await tlsCheck(engine, runnerImage, gatewayImage));
-      checks.push(maliciousSetCheck(o.store));
+      checks.push(await storeCheck(o.store));
+      checks.push(await maliciousSetCheck(o.store));
       if (o.json) {
         process.stdout.write(
           JSON.stringify({ ok: checks.every((c) => c.ok), checks }, null, 2) + '\n',
@@ -117,16 +123,40 @@ export function doctorCommand(): Command {
     });
 }
 
+/** The result store answers: kind, schema, runs. A store asked for that cannot be used fails. */
+async function storeCheck(flag: string | undefined): Promise<Check> {
+  const name = 'result store';
+  let store: ResultStore | undefined;
+  try {
+    store = await openStoreReadOnly(storeLocation(flag));
+    if (!store)
+      return {
+        name,
+        ok: true,
+        detail: `${forTerminal(redactedUrl(storeLocation(flag)))}: none yet (made by the first run)`,
+      };
+    return {
+      name,
+      ok: true,
+      detail: `${store.kind} ${forTerminal(store.location)}: schema ${await store.schema()}, ${await store.count()} run(s)`,
+    };
+  } catch (e) {
+    return errorCheck(name, e);
+  } finally {
+    await store?.close().catch(() => undefined);
+  }
+}
+
 /**
  * How old the imported known-malicious set is. Informational: a missing or old set weakens what
  * is flagged without a run, it does not make the sandbox unsafe, so it never fails the doctor.
  */
-function maliciousSetCheck(path: string | undefined): Check & { note?: string } {
+async function maliciousSetCheck(path: string | undefined): Promise<Check & { note?: string }> {
   const name = 'malicious set';
   let store: ResultStore | undefined;
   try {
-    store = ResultStore.openReadOnly(path ?? defaultStorePath());
-    const set = store?.maliciousSet();
+    store = await openStoreReadOnly(storeLocation(path));
+    const set = await store?.maliciousSet();
     if (!set)
       return {
         name,
@@ -147,7 +177,7 @@ function maliciousSetCheck(path: string | undefined): Check & { note?: string } 
       detail: `not read: ${e instanceof Error ? e.message : String(e)}`,
     };
   } finally {
-    store?.close();
+    await store?.close();
   }
 }
 

@@ -77,8 +77,8 @@ images, registry, store), 4 internal error, 130 interrupted.`,
         const npmConfig = npmConfigFromFlags(o);
         const ctx = cliContext();
         const { gate, defaultBase } = await import('../../gate/gate.js');
-        const store = storeFromFlags(o);
-        const policy = withMalicious(policyFiles, store);
+        const store = await storeFromFlags(o);
+        const policy = await withMalicious(policyFiles, store);
         let report;
         try {
           report = await gate(ctx.sandbox, o.base ?? defaultBase(), o.head, {
@@ -96,7 +96,7 @@ images, registry, store), 4 internal error, 130 interrupted.`,
             signal: ctx.signal,
           });
         } finally {
-          store.close();
+          await store.close();
         }
         const md = renderGateMarkdown(report);
         if (o.commentFile) writeFileSync(o.commentFile, md);

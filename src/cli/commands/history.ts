@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { PhonehomeError } from '../../core/errors.js';
 import { forTerminal as t } from '../../core/escape.js';
 import { parseId } from '../../core/package-id.js';
-import { defaultStorePath, ResultStore } from '../../store/store.js';
+import { openStoreReadOnly, redactedUrl, storeLocation } from '../../store/store.js';
 import { withFlags } from '../options.js';
 
 export function historyCommand(): Command {
@@ -11,7 +11,7 @@ export function historyCommand(): Command {
     .argument('<name>', 'package name')
     .option('--limit <n>', 'at most this many runs', '50');
   return withFlags(cmd, ['json', 'store']).action(
-    (name: string, o: { json?: boolean; limit: string; store?: string }) => {
+    async (name: string, o: { json?: boolean; limit: string; store?: string }) => {
       const limit = Number(o.limit);
       if (!Number.isInteger(limit) || limit < 1)
         throw new PhonehomeError(
@@ -27,27 +27,27 @@ export function historyCommand(): Command {
             fix: `Run \`phonehome history ${id.name}\`; it lists every stored version.`,
           },
         );
-      const path = o.store ?? defaultStorePath();
-      const store = ResultStore.openReadOnly(path);
+      const store = await openStoreReadOnly(storeLocation(o.store));
       if (!store) {
         process.stdout.write(
-          `no stored runs of ${t(name)}: there is no result store at ${t(path)}\n`,
+          `no stored runs of ${t(name)}: there is no result store at ${t(redactedUrl(storeLocation(o.store)))}\n`,
         );
         return;
       }
       try {
-        const runs = store.history(name, limit);
+        const runs = await store.history(name, limit);
         if (o.json) {
           process.stdout.write(JSON.stringify({ name, runs }, null, 2) + '\n');
           return;
         }
         if (runs.length === 0) {
-          process.stdout.write(`no stored runs of ${t(name)} in ${t(store.path)}\n`);
+          process.stdout.write(`no stored runs of ${t(name)} in ${t(store.location)}\n`);
           return;
         }
         // Versions, integrities and verdicts were stored from the package's own metadata.
-        const rows = runs.map((r) => {
-          const report = store.report(r.id);
+        const reports = await Promise.all(runs.map((r) => store.report(r.id)));
+        const rows = runs.map((r, i) => {
+          const report = reports[i];
           const counts = new Map<string, number>();
           for (const f of report?.findings ?? [])
             if (f.severity !== 'info') counts.set(f.severity, (counts.get(f.severity) ?? 0) + 1);
@@ -80,7 +80,7 @@ export function historyCommand(): Command {
             .trimEnd();
         process.stdout.write([line(head), ...rows.map(line)].join('\n') + '\n');
       } finally {
-        store.close();
+        await store.close();
       }
     },
   );

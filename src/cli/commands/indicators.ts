@@ -3,7 +3,12 @@ import { PhonehomeError } from '../../core/errors.js';
 import { forTerminal as t } from '../../core/escape.js';
 import { maliciousIntel } from '../../policy/malicious.js';
 import { shippedKnownEgress, shippedSharedHosts } from '../../policy/load.js';
-import { defaultStorePath, ResultStore, type MaliciousSet } from '../../store/store.js';
+import {
+  openStore,
+  openStoreReadOnly,
+  storeLocation,
+  type MaliciousSet,
+} from '../../store/store.js';
 import { withFlags } from '../options.js';
 
 /** How old an imported set is, in words, and whether it is old enough to say so. */
@@ -67,13 +72,13 @@ allows it). \`phonehome doctor\` says how old the set is.`,
             `${path} holds no MAL- record for npm (${read.files} JSON file(s) read: ${read.skipped['not-malicious']} not MAL-, ${read.skipped['not-npm']} for other ecosystems, ${read.skipped.withdrawn} withdrawn, ${read.problemCount} not OSV records).`,
             read.problems.length ? { detail: read.problems.join('\n') } : {},
           );
-        const store = ResultStore.open(o.store ?? defaultStorePath());
+        const store = await openStore(storeLocation(o.store));
         try {
-          const kept = store.replaceMalicious(read.records, {
+          const kept = await store.replaceMalicious(read.records, {
             source: path,
             importedAt: new Date().toISOString(),
           });
-          const set = store.maliciousSet() as MaliciousSet;
+          const set = (await store.maliciousSet()) as MaliciousSet;
           const intel = maliciousIntel(set, shippedSharedHosts(), shippedKnownEgress());
           const summary = {
             source: path,
@@ -85,7 +90,7 @@ allows it). \`phonehome doctor\` says how old the set is.`,
             files: read.files,
             skipped: read.skipped,
             problems: read.problemCount,
-            store: store.path,
+            store: store.location,
           };
           if (o.json) {
             process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
@@ -93,7 +98,7 @@ allows it). \`phonehome doctor\` says how old the set is.`,
           }
           process.stdout.write(
             [
-              `imported ${kept.records} known-malicious npm record(s) from ${t(path)} into ${t(store.path)}`,
+              `imported ${kept.records} known-malicious npm record(s) from ${t(path)} into ${t(store.location)}`,
               `  ${setAge(set).line}`,
               `  ${set.withIocs.length} with indicators of compromise: ${intel.destinations.length} destination pattern(s) judged as known-malicious-destination`,
               ...(intel.sharedIocs.length
@@ -111,7 +116,7 @@ allows it). \`phonehome doctor\` says how old the set is.`,
             ].join('\n') + '\n',
           );
         } finally {
-          store.close();
+          await store.close();
         }
       }),
   );
@@ -123,10 +128,10 @@ allows it). \`phonehome doctor\` says how old the set is.`,
         )
         .argument('[name]', 'a package name: list the records that name it'),
       ['json', 'store'],
-    ).action((name: string | undefined, o: { json?: boolean; store?: string }) => {
-      const path = o.store ?? defaultStorePath();
-      const store = ResultStore.openReadOnly(path);
-      const set = store?.maliciousSet();
+    ).action(async (name: string | undefined, o: { json?: boolean; store?: string }) => {
+      const store = await openStoreReadOnly(storeLocation(o.store));
+      const set = await store?.maliciousSet();
+      const path = store?.location ?? storeLocation(o.store);
       try {
         if (!set) {
           if (o.json) process.stdout.write(JSON.stringify({ imported: false }, null, 2) + '\n');
@@ -167,7 +172,7 @@ allows it). \`phonehome doctor\` says how old the set is.`,
             );
         }
       } finally {
-        store?.close();
+        await store?.close();
       }
     }),
   );

@@ -99,7 +99,7 @@ unusable lockfile, 3 environment (Docker, images, registry, store), 4 internal e
         const policyFiles = policyFromFlags(o);
         const npmConfig = npmConfigFromFlags(o);
         const ctx = cliContext();
-        const store = storeFromFlags(o);
+        const store = await storeFromFlags(o);
         const { Watcher } = await import('../../watch/watch.js');
         try {
           const watcher = new Watcher(path, {
@@ -191,7 +191,7 @@ unusable lockfile, 3 environment (Docker, images, registry, store), 4 internal e
             ctx.signal.throwIfAborted();
           }
         } finally {
-          store.close();
+          await store.close();
         }
       },
     );

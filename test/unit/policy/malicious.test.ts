@@ -17,7 +17,7 @@ import { maliciousIntel } from '../../../src/policy/malicious.js';
 import { parsePolicyLayer } from '../../../src/policy/parse.js';
 import { readStructured } from '../../../src/policy/source.js';
 import { packageRoot } from '../../../src/paths.js';
-import { ResultStore, type MaliciousSet } from '../../../src/store/store.js';
+import { SqliteStore, type MaliciousSet } from '../../../src/store/store.js';
 
 const work = mkdtempSync(join(tmpdir(), 'phonehome-malicious-test-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -224,17 +224,17 @@ describe('known-malicious records in evaluation', () => {
   });
 
   it('the store keeps one imported set, replaced whole, and looks records up by name', async () => {
-    const store = ResultStore.open(join(work, 'set.sqlite'));
+    const store = SqliteStore.open(join(work, 'set.sqlite'));
     try {
-      assert.equal(store.maliciousSet(), undefined);
-      assert.equal(withMalicious(base, store), base);
+      assert.equal(await store.maliciousSet(), undefined);
+      assert.equal(await withMalicious(base, store), base);
       const read = await readOsvSource(join(packageRoot(), 'fixtures', 'osv'));
-      const kept = store.replaceMalicious(read.records, {
+      const kept = await store.replaceMalicious(read.records, {
         source: 'fixtures/osv',
         importedAt: '2026-12-01T10:00:00Z',
       });
       assert.deepEqual(kept, { records: 3, newestModified: '2026-11-30T17:02:00Z' });
-      const set = store.maliciousSet() as MaliciousSet;
+      const set = (await store.maliciousSet()) as MaliciousSet;
       assert.deepEqual(
         set.affecting('upgrade-beacon', '1.0.1').map((r) => r.id),
         ['MAL-2026-90001'],
@@ -250,18 +250,18 @@ describe('known-malicious records in evaluation', () => {
       );
       assert.deepEqual(set.affecting('quiet-lib', '1.0.0'), []);
       assert.deepEqual(set.withIocs.map((r) => r.id).sort(), ['MAL-2026-90001', 'MAL-2026-90002']);
-      const loaded = withMalicious(base, store);
+      const loaded = await withMalicious(base, store);
       assert.equal(loaded.malicious?.records, 3);
-      store.replaceMalicious([rec('MAL-9', 'x', { versions: ['1.0.0'] })], {
+      await store.replaceMalicious([rec('MAL-9', 'x', { versions: ['1.0.0'] })], {
         source: 'other',
         importedAt: '2026-12-02T00:00:00Z',
       });
-      const again = store.maliciousSet() as MaliciousSet;
+      const again = (await store.maliciousSet()) as MaliciousSet;
       assert.equal(again.records, 1);
       assert.equal(again.source, 'other');
       assert.deepEqual(again.affecting('upgrade-beacon', '1.0.1'), []);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 });
