@@ -7,24 +7,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-docker.sh
-if [ "${1:-}" = "--tests" ] && ! command -v chromium >/dev/null 2>&1; then
+# A Debian package the tests need: installed when missing (as root), else a clear stop.
+debian_for_tests() { # <package> <what it is for>
   if [ "$(id -u)" != 0 ]; then
-    echo "setup: the tests need chromium (apt-get install chromium) and this is not root" >&2
+    echo "setup: the tests need $1 (apt-get install $1) and this is not root" >&2
     exit 3
   fi
-  echo "setup: installing chromium from Debian's packages (the HTML report tests)" >&2
+  echo "setup: installing $1 from Debian's packages ($2)" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
-# The store tests run a throwaway PostgreSQL server (initdb + pg_ctl as an unprivileged user).
-if [ "${1:-}" = "--tests" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  if [ "$(id -u)" != 0 ]; then
-    echo "setup: the tests need PostgreSQL's server (apt-get install postgresql) and this is not root" >&2
-    exit 3
-  fi
-  echo "setup: installing PostgreSQL from Debian's packages (the result store tests)" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+if [ "${1:-}" = "--tests" ]; then
+  command -v chromium >/dev/null 2>&1 || debian_for_tests chromium "the HTML report tests"
+  # The store tests run a throwaway PostgreSQL server (initdb + pg_ctl as an unprivileged user).
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ||
+    debian_for_tests postgresql "the result store tests"
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund

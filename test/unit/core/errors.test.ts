@@ -1,3 +1,4 @@
+import { storeCommand } from '../../../src/cli/commands/store.js';
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Command } from 'commander';
@@ -73,7 +74,13 @@ describe('the error catalogue', () => {
   });
 
   it('every `phonehome …` command a fix names exists', () => {
-    const tops = [doctorCommand(), imagesCommand(), policyCommand(), sweepCommand()];
+    const tops = [
+      doctorCommand(),
+      imagesCommand(),
+      policyCommand(),
+      storeCommand(),
+      sweepCommand(),
+    ];
     const known = (words: string[]): boolean => {
       let level: readonly Command[] = tops;
       for (const w of words) {
