@@ -180,6 +180,8 @@ export async function audit(
   });
   const version = `${sandboxVersion({ ...o, ...(opts.as ? { as: opts.as } : {}) })} audit`;
   const judge = { ...opts.policy, resolvers: SANDBOX_RESOLVERS };
+  // By location: two copies of one name@version may be two tarballs (a git copy and a registry
+  // copy, or a tampered one), and each answers for itself.
   const results = new Map<string, AuditPackage>();
   const entry = (
     p: Pick<LockEntry, 'name' | 'version' | 'path' | 'dev' | 'optional'>,
@@ -222,7 +224,7 @@ export async function audit(
         records,
         judge,
       );
-      results.set(idOf(p), { ...entry(p, report, false), status: 'known-malicious' });
+      results.set(p.location, { ...entry(p, report, false), status: 'known-malicious' });
       continue;
     }
     if (!p.installable && p.optional) continue;
@@ -235,16 +237,19 @@ export async function audit(
             sandbox: version,
           })
         : undefined;
-    if (hit) results.set(idOf(p), entry(p, evaluate(hit.report, judge), true));
+    if (hit) results.set(p.location, entry(p, evaluate(hit.report, judge), true));
     else missing.add(p.location);
   }
-  const total = new Set(entries.filter((e) => e.installable || !e.optional).map(idOf)).size;
+  // Progress counts copies (what runs); the log line counts name@versions (what is reported).
+  const considered = entries.filter((e) => e.installable || !e.optional);
+  const total = new Set(considered.map(idOf)).size;
   const fromStore = results.size;
   let running = 0;
-  const progress = () => opts.onProgress?.({ total, done: results.size, fromStore, running });
+  const progress = () =>
+    opts.onProgress?.({ total: considered.length, done: results.size, fromStore, running });
   const toRun = new Set(entries.filter((e) => missing.has(e.location)).map(idOf)).size;
   log(
-    `[audit] ${total} package(s)${opts.part ? ` in part ${opts.part.index}/${opts.part.count}` : ''}: ${fromStore} from the result store, ${opts.reportOnly ? `${toRun} not in it (not run: --report-only)` : `${toRun} to run`}`,
+    `[audit] ${total} package(s)${opts.part ? ` in part ${opts.part.index}/${opts.part.count}` : ''}: ${total - toRun} from the result store or known, ${opts.reportOnly ? `${toRun} not in it (not run: --report-only)` : `${toRun} to run`}`,
   );
   progress();
 
@@ -304,7 +309,7 @@ export async function audit(
             phonehomeVersion: phonehomeVersion(),
             durationMs: out.ms / shard.length,
           });
-          results.set(idOf(p), entry(p, report, false));
+          results.set(p.location, entry(p, report, false));
         }
         progress();
       }
@@ -331,10 +336,24 @@ export async function audit(
     }
     const locationsOf = (keys: RunKey[]) =>
       new Set(keys.flatMap((k) => byKey.get(keyText(k))?.entries.map((e) => e.location) ?? []));
+    const stored = (k: RunKey, hit: { report: CheckReport }) => {
+      for (const e of byKey.get(keyText(k))?.entries ?? [])
+        results.set(e.location, entry(e, evaluate(hit.report, judge), true));
+      progress();
+    };
     const taken = claims
       ? await claims.take([...byKey.values()].map((v) => v.key))
       : { mine: [], others: [] };
-    let mine = taken.mine;
+    // Another process may have stored a result and let its claim go between the first look and
+    // this claim: looked up again, so it does not run twice.
+    let mine: RunKey[] = [];
+    for (const k of taken.mine) {
+      const hit = await opts.store?.find(k);
+      if (hit) {
+        stored(k, hit);
+        await claims?.release([k]);
+      } else mine.push(k);
+    }
     let others = taken.others;
     let locations = new Set([...direct, ...locationsOf(mine)]);
     for (;;) {
@@ -344,11 +363,7 @@ export async function audit(
       log(
         `[audit] ${others.length} package(s) are being run by another phonehome on this store: waiting for their results`,
       );
-      const next = await claims.await(others, (k, hit) => {
-        for (const e of byKey.get(keyText(k))?.entries ?? [])
-          results.set(idOf(e), entry(e, evaluate(hit.report, judge), true));
-        progress();
-      });
+      const next = await claims.await(others, stored);
       mine = next.run;
       others = next.waiting;
       locations = locationsOf(mine);
@@ -356,18 +371,29 @@ export async function audit(
     }
   }
 
-  // One line per package (the same name@version in two places is checked once), none dropped.
+  // One line per name@version, none dropped. Of its copies, the worst result speaks for all; a
+  // copy without a result makes the line not-run unless another copy failed.
   const packages: AuditPackage[] = [];
-  const listed = new Set<string>();
+  const copies = new Map<string, LockEntry[]>();
   for (const e of entries) {
-    const id = idOf(e);
-    if (listed.has(id)) continue;
-    listed.add(id);
-    const done = results.get(id);
-    if (done) packages.push(done);
+    const list = copies.get(idOf(e));
+    if (list) list.push(e);
+    else copies.set(idOf(e), [e]);
+  }
+  const rank = { pass: 0, warn: 1, fail: 2 } as const;
+  for (const [id, list] of copies) {
+    const skippedCopy = (e: LockEntry) =>
+      e.optional && (!e.installable || (installed !== undefined && !installed.has(e.location)));
+    const done = list
+      .map((e) => results.get(e.location))
+      .filter((r): r is AuditPackage => r !== undefined)
+      .sort((a, b) => rank[b.verdict] - rank[a.verdict]);
+    const unrun = list.filter((e) => !results.has(e.location) && !skippedCopy(e));
+    const worstDone = done[0];
+    if (worstDone && (worstDone.verdict === 'fail' || !unrun.length)) packages.push(worstDone);
     else {
-      const skipped =
-        e.optional && (!e.installable || (installed !== undefined && !installed.has(e.location)));
+      const e = unrun[0] ?? (list[0] as LockEntry);
+      const skipped = !unrun.length;
       packages.push({
         id,
         status: skipped ? 'not-installed' : 'not-run',

@@ -14,6 +14,12 @@ import type { ResultStore, RunKey, StoredRun } from './types.js';
 export const CLAIM_LEASE_MS = 5 * 60_000;
 /** How often a waiting process looks for the result another holds. */
 export const CLAIM_POLL_MS = 2_000;
+/**
+ * How long a process waits for results another holds before it runs those tarballs itself: a
+ * holder that renews its claims but never stores a result (it hangs, or it is not phonehome) must
+ * not hold an audit up for ever. Running a tarball twice costs time, never a wrong answer.
+ */
+export const CLAIM_WAIT_MS = 30 * 60_000;
 
 export type Found = { run: StoredRun; report: CheckReport };
 
@@ -22,17 +28,28 @@ export class Claims implements AsyncDisposable {
   private readonly held = new Map<string, RunKey>();
   private readonly timer: NodeJS.Timeout;
   private renewing: Promise<unknown> = Promise.resolve();
+  private waitingSince: number | undefined;
 
   constructor(
     private readonly store: ResultStore,
-    private readonly o: { leaseMs?: number; pollMs?: number; signal?: AbortSignal } = {},
+    private readonly o: {
+      leaseMs?: number;
+      pollMs?: number;
+      waitMs?: number;
+      signal?: AbortSignal;
+    } = {},
   ) {
     const lease = o.leaseMs ?? CLAIM_LEASE_MS;
-    // Renewed at a third of the lease: a holder that is alive never loses its claims.
+    // Renewed at a third of the lease: a holder that is alive never loses its claims. One renewal
+    // at a time (a slow store must not pile them up), and a key whose claim was lost meanwhile
+    // (the lease ran out and another process took it) is no longer this process's to renew.
     this.timer = setInterval(() => {
-      const keys = [...this.held.values()];
-      if (keys.length)
-        this.renewing = this.store.claim(keys, this.owner, lease).catch(() => undefined);
+      this.renewing = this.renewing.then(async () => {
+        const keys = [...this.held.values()];
+        if (!keys.length) return;
+        const got = await this.store.claim(keys, this.owner, lease).catch(() => undefined);
+        if (got) keys.forEach((k, i) => got[i] || this.held.delete(keyText(k)));
+      });
     }, lease / 3);
     this.timer.unref();
   }
@@ -54,6 +71,9 @@ export class Claims implements AsyncDisposable {
   /** Done with these keys (their results are stored, or their run failed and others may try). */
   async release(keys: RunKey[]): Promise<void> {
     for (const k of keys) this.held.delete(keyText(k));
+    // A renewal under way may still hold these keys: let it land first, or it would claim them
+    // again after the release, and others would wait a whole lease for nothing.
+    await this.renewing;
     await this.store.release(keys, this.owner);
   }
 
@@ -61,12 +81,14 @@ export class Claims implements AsyncDisposable {
    * Wait for keys another process holds: each result is handed to `found` as it is stored. Returns
    * as soon as some keys' claims lapsed without a result: those are claimed (`run`, for the caller
    * to run) and the rest still held elsewhere (`waiting`, to wait for after). Both empty: every
-   * key was found.
+   * key was found. Past the wait bound (`waitMs`, counted from the first call), the keys still
+   * held elsewhere are handed back to run, claimed or not.
    */
   async await(
     keys: RunKey[],
     found: (k: RunKey, hit: Found) => void,
   ): Promise<{ run: RunKey[]; waiting: RunKey[] }> {
+    this.waitingSince ??= Date.now();
     let waiting = keys;
     while (waiting.length) {
       const still: RunKey[] = [];
@@ -87,6 +109,8 @@ export class Claims implements AsyncDisposable {
         } else run.push(k);
       }
       if (run.length) return { run, waiting: others };
+      if (others.length && Date.now() - this.waitingSince > (this.o.waitMs ?? CLAIM_WAIT_MS))
+        return { run: others, waiting: [] };
       waiting = others;
       if (waiting.length)
         await sleep(this.o.pollMs ?? CLAIM_POLL_MS, undefined, {

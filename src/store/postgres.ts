@@ -89,6 +89,9 @@ export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
 
 /** The advisory lock every phonehome takes to read and move the schema version. */
 const SCHEMA_LOCK = 0x70686f6e; // "phon"
+const IMPORT_LOCK = 0x686f6d65; // "home"
+/** duration_ms is an INTEGER column. */
+const MAX_DURATION_MS = 2 ** 31 - 1;
 
 export function isPostgresUrl(s: string): boolean {
   return /^postgres(ql)?:\/\//i.test(s);
@@ -137,11 +140,18 @@ export class PgStore implements ResultStore {
         fix: 'Write it as postgres://user@host:5432/database (the password from PGPASSWORD or ~/.pgpass, or in the URL).',
       });
     }
+    let password = parsed.password;
+    try {
+      password = decodeURIComponent(password);
+    } catch {
+      /* kept as written: a malformed escape is still the secret */
+    }
     const secrets = [
-      decodeURIComponent(parsed.password),
+      password,
+      parsed.password,
       process.env.PGPASSWORD ?? '',
       ...[...parsed.searchParams.entries()].filter(([k]) => /pass/i.test(k)).map(([, v]) => v),
-    ].filter((s) => s.length >= 3);
+    ].filter((s) => s.length > 0);
     const pool = new pg.Pool({
       connectionString: url,
       max: 4,
@@ -168,8 +178,32 @@ export class PgStore implements ResultStore {
   private async migrate(create: boolean): Promise<boolean> {
     const c = await this.pool.connect();
     try {
+      // The usual case, without a lock or a write (a user that may only read is enough): the
+      // schema is this phonehome's.
+      const exists = await c.query(`SELECT to_regclass('phonehome_schema') IS NOT NULL AS e`);
+      if ((exists.rows[0] as { e: boolean }).e) {
+        const [row] = (await c.query(`SELECT version FROM phonehome_schema`)).rows as {
+          version: number;
+        }[];
+        if (Number(row?.version) === PG_SCHEMA_VERSION) {
+          c.release();
+          return true;
+        }
+      } else if (!create) {
+        c.release();
+        return false;
+      }
+    } catch (e) {
+      c.release();
+      throw e;
+    }
+    let locked = false;
+    try {
+      // The lock first, then the transaction: a transaction that begins once the lock is held
+      // sees the catalog as the previous holder left it (a lookup made before may be cached).
+      await c.query('SELECT pg_advisory_lock($1)', [SCHEMA_LOCK]);
+      locked = true;
       await c.query('BEGIN');
-      await c.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
       const exists = await c.query(`SELECT to_regclass('phonehome_schema') IS NOT NULL AS e`);
       if (!(exists.rows[0] as { e: boolean }).e) {
         if (!create) {
@@ -203,7 +237,14 @@ export class PgStore implements ResultStore {
       await c.query('ROLLBACK').catch(() => {});
       throw e;
     } finally {
-      c.release();
+      // A connection that may still hold the lock is closed, not pooled: the server lets go.
+      const unlocked =
+        !locked ||
+        (await c.query('SELECT pg_advisory_unlock($1)', [SCHEMA_LOCK]).then(
+          () => true,
+          () => false,
+        ));
+      c.release(!unlocked);
     }
   }
 
@@ -212,7 +253,13 @@ export class PgStore implements ResultStore {
     if (e instanceof PhonehomeError) return e;
     const err = e as { code?: string; message?: string };
     let message = err.message ?? String(e);
-    for (const s of this.secrets) message = message.split(s).join('***');
+    // A secret too short to cut out without mangling the text withholds the whole message.
+    for (const s of this.secrets)
+      if (message.includes(s))
+        message =
+          s.length >= 4
+            ? message.split(s).join('***')
+            : 'the server answered with a message withheld here (it may hold the password)';
     const code = err.code ?? '';
     const fix =
       code === 'ECONNREFUSED' ||
@@ -229,11 +276,10 @@ export class PgStore implements ResultStore {
               : code === '42501'
                 ? 'The user may not create or change tables here: grant it CREATE on the database, or use the database owner.'
                 : 'Check the server and the URL; SQLite stays available (pass --store with a file path).';
-    return new PhonehomeError(
-      'ESTORE',
-      `Cannot use the result store ${this.location}: ${message}`,
-      { fix, cause: e },
-    );
+    // No cause attached: the driver's error object can carry the connection's parameters.
+    return new PhonehomeError('ESTORE', `Cannot use the result store ${this.location}: ${message}`, {
+      fix,
+    });
   }
 
   private async q<T>(text: string, values: unknown[] = []): Promise<T[]> {
@@ -285,7 +331,7 @@ export class PgStore implements ResultStore {
         JSON.stringify(report),
         new Date().toISOString(),
         meta.phonehomeVersion,
-        Math.round(meta.durationMs),
+        Math.min(MAX_DURATION_MS, Math.max(0, Math.round(meta.durationMs))),
       ],
     );
     return Number(rows[0]?.id);
@@ -456,8 +502,10 @@ export class PgStore implements ResultStore {
     return Number(row?.n ?? 0);
   }
 
-  async claim(keys: RunKey[], owner: string, leaseMs: number): Promise<boolean[]> {
-    if (!keys.length) return [];
+  async claim(asked: RunKey[], owner: string, leaseMs: number): Promise<boolean[]> {
+    if (!asked.length) return [];
+    // One row per key: ON CONFLICT cannot touch a row twice in one statement.
+    const keys = [...new Map(asked.map((k) => [keyText(k), k])).values()];
     const rows = await this.q<{
       name: string;
       version: string;
@@ -483,7 +531,7 @@ export class PgStore implements ResultStore {
       ],
     );
     const held = new Set(rows.map((r) => keyText(r)));
-    return keys.map((k) => held.has(keyText(k)));
+    return asked.map((k) => held.has(keyText(k)));
   }
 
   async release(keys: RunKey[], owner: string): Promise<void> {
@@ -504,50 +552,70 @@ export class PgStore implements ResultStore {
   }
 
   async *exportRuns(): AsyncIterable<ExportedRun> {
-    let after = 0;
-    for (;;) {
-      const rows = await this.q<Row & { report: string }>(
-        `SELECT * FROM runs WHERE id > $1 ORDER BY id LIMIT 500`,
-        [after],
-      );
-      if (!rows.length) return;
-      for (const row of rows) {
-        const { id: _, ...run } = toRun(row);
-        yield { ...run, report: row.report };
+    let c: pg.PoolClient;
+    try {
+      c = await this.pool.connect();
+    } catch (e) {
+      throw this.error(e);
+    }
+    try {
+      // One snapshot for every page: runs written meanwhile are not half in the file.
+      await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      let after = 0;
+      for (;;) {
+        const rows = (
+          await c.query(`SELECT * FROM runs WHERE id > $1 ORDER BY id LIMIT 500`, [after])
+        ).rows as (Row & { report: string })[];
+        if (!rows.length) break;
+        for (const row of rows) {
+          const { id: _, ...run } = toRun(row);
+          yield { ...run, report: row.report };
+        }
+        after = Number(rows[rows.length - 1]?.id);
       }
-      after = Number(rows[rows.length - 1]?.id);
+    } catch (e) {
+      throw this.error(e);
+    } finally {
+      // Also when the reader stops early: the connection goes back to the pool out of the
+      // transaction.
+      await c.query('ROLLBACK').catch(() => {});
+      c.release();
     }
   }
 
-  async importRun(run: ExportedRun): Promise<boolean> {
+  async importRuns(runs: AsyncIterable<ExportedRun>): Promise<number> {
     return this.tx(async (c) => {
-      // Two importers of the same run at once: one adds it, the other sees it.
-      await c.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`${run.name}@${run.version}`]);
-      const seen = await c.query(
-        `SELECT 1 FROM runs WHERE name = $1 AND version = $2 AND integrity IS NOT DISTINCT FROM $3
-           AND sandbox = $4 AND created_at = $5 AND report = $6`,
-        [run.name, run.version, run.integrity, run.sandbox, run.createdAt, run.report],
-      );
-      if (seen.rowCount) return false;
-      await c.query(
-        `INSERT INTO runs (name, version, integrity, sandbox, policy_hash, spec, verdict, report,
-                           created_at, phonehome_version, duration_ms)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-        [
-          run.name,
-          run.version,
-          run.integrity,
-          run.sandbox,
-          run.policyHash,
-          run.spec,
-          run.verdict,
-          run.report,
-          run.createdAt,
-          run.phonehomeVersion,
-          run.durationMs,
-        ],
-      );
-      return true;
+      // Two imports at once: one after the other, so a tarball is added once.
+      await c.query('SELECT pg_advisory_xact_lock($1)', [IMPORT_LOCK]);
+      let added = 0;
+      for await (const run of runs) {
+        const seen = await c.query(
+          `SELECT 1 FROM runs WHERE name = $1 AND version = $2
+             AND integrity IS NOT DISTINCT FROM $3 AND sandbox = $4 LIMIT 1`,
+          [run.name, run.version, run.integrity, run.sandbox],
+        );
+        if (seen.rowCount) continue;
+        await c.query(
+          `INSERT INTO runs (name, version, integrity, sandbox, policy_hash, spec, verdict, report,
+                             created_at, phonehome_version, duration_ms)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+          [
+            run.name,
+            run.version,
+            run.integrity,
+            run.sandbox,
+            run.policyHash,
+            run.spec,
+            run.verdict,
+            run.report,
+            run.createdAt,
+            run.phonehomeVersion,
+            run.durationMs,
+          ],
+        );
+        added++;
+      }
+      return added;
     });
   }
 

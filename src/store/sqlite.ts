@@ -410,22 +410,22 @@ export class SqliteStore implements ResultStore {
       yield { ...toRun(row), report: row.report };
   }
 
-  async importRun(run: ExportedRun): Promise<boolean> {
-    const insert = this.db.transaction(() => {
-      const seen = this.db
-        .prepare(
-          `SELECT 1 FROM runs WHERE name = ? AND version = ? AND integrity IS ? AND sandbox = ?
-             AND created_at = ? AND report = ?`,
-        )
-        .get(run.name, run.version, run.integrity, run.sandbox, run.createdAt, run.report);
-      if (seen) return false;
-      this.db
-        .prepare(
-          `INSERT INTO runs (name, version, integrity, sandbox, policy_hash, spec, verdict, report,
-                             created_at, phonehome_version, duration_ms)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(
+  async importRuns(runs: AsyncIterable<ExportedRun>): Promise<number> {
+    const seen = this.db.prepare(
+      `SELECT 1 FROM runs WHERE name = ? AND version = ? AND integrity IS ? AND sandbox = ? LIMIT 1`,
+    );
+    const insert = this.db.prepare(
+      `INSERT INTO runs (name, version, integrity, sandbox, policy_hash, spec, verdict, report,
+                         created_at, phonehome_version, duration_ms)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    let added = 0;
+    // One transaction across the reading of the file: an import that fails adds nothing.
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      for await (const run of runs) {
+        if (seen.get(run.name, run.version, run.integrity, run.sandbox)) continue;
+        insert.run(
           run.name,
           run.version,
           run.integrity,
@@ -438,9 +438,14 @@ export class SqliteStore implements ResultStore {
           run.phonehomeVersion,
           run.durationMs,
         );
-      return true;
-    });
-    return insert.immediate();
+        added++;
+      }
+      this.db.exec('COMMIT');
+    } catch (e) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      throw e instanceof PhonehomeError ? e : storeError(this.path, e);
+    }
+    return added;
   }
 
   integrityCheck(): string {

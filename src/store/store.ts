@@ -6,6 +6,7 @@
  * PHONEHOME_STORE, else results.sqlite in the phonehome cache folder.
  */
 import { join } from 'node:path';
+import { PhonehomeError } from '../core/errors.js';
 import { cacheDir } from '../paths.js';
 import { isPostgresUrl, PgStore } from './postgres.js';
 import { SqliteStore } from './sqlite.js';
@@ -37,8 +38,25 @@ export function storeLocation(flag?: string): string {
   return flag || process.env.PHONEHOME_STORE || defaultStorePath();
 }
 
+/**
+ * A URL of another kind is refused, not taken for a file name: `mysql://…` would otherwise become
+ * a SQLite file in a folder called `mysql:`.
+ */
+function notOtherUrl(location: string): void {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(location)?.[1];
+  if (scheme && !isPostgresUrl(location))
+    throw new PhonehomeError(
+      'ESTORE',
+      `The result store ${scheme}://… is not a kind phonehome can use.`,
+      {
+        fix: 'Pass --store with a postgres:// URL (a shared PostgreSQL store) or a file path (SQLite).',
+      },
+    );
+}
+
 /** Open (and create or migrate) the store at this location. */
 export async function openStore(location: string): Promise<ResultStore> {
+  notOtherUrl(location);
   if (isPostgresUrl(location)) return (await PgStore.open(location, { create: true })) as PgStore;
   return SqliteStore.open(location);
 }
@@ -48,6 +66,7 @@ export async function openStore(location: string): Promise<ResultStore> {
  * there (no file; no phonehome schema on the server).
  */
 export async function openStoreReadOnly(location: string): Promise<ResultStore | undefined> {
+  notOtherUrl(location);
   if (isPostgresUrl(location)) return PgStore.open(location, { create: false });
   return SqliteStore.openReadOnly(location);
 }

@@ -1,15 +1,16 @@
 /**
  * `store export` / `store import`: results moved between stores as a file (a CI artifact, when
  * the jobs of a split audit share no store). One JSON line of header, then one line per run. An
- * import reads the whole file before it changes anything, and adds only runs the store lacks, so
- * importing the same file twice, or files that overlap, keeps one copy of each run.
+ * import reads the whole file before it changes anything, then adds, in one transaction, the
+ * newest run of each tarball the store has no result for: a result the store already holds stands
+ * (it is what its own runs found), and importing the same file twice, or files that overlap,
+ * keeps one copy of each run.
  *
  * A file imported is trusted as the store itself is: its reports answer later checks of the same
  * tarballs. Import only what your own phonehome jobs exported.
  */
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import { PhonehomeError } from '../core/errors.js';
 import type { ExportedRun, ResultStore } from './types.js';
 
@@ -58,10 +59,13 @@ export async function exportStore(
   }
 }
 
-const str = (v: unknown, max: number): v is string => typeof v === 'string' && v.length <= max;
+// A text column holds no NUL (PostgreSQL refuses it), and a duration fits an INTEGER column.
+const str = (v: unknown, max: number): v is string =>
+  typeof v === 'string' && v.length <= max && !v.includes('\u0000');
 const strOrNull = (v: unknown, max: number): boolean => v === null || str(v, max);
+const MAX_DURATION_MS = 2 ** 31 - 1;
 const intOrNull = (v: unknown): boolean =>
-  v === null || (Number.isSafeInteger(v) && (v as number) >= 0);
+  v === null || (Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= MAX_DURATION_MS);
 
 /** A run read from an export line, checked field by field; undefined when it is not one. */
 export function readRun(line: string): ExportedRun | string {
@@ -82,8 +86,11 @@ export function readRun(line: string): ExportedRun | string {
   if (!str(v.createdAt, 64) || Number.isNaN(Date.parse(v.createdAt))) return 'createdAt';
   if (!strOrNull(v.phonehomeVersion, 64)) return 'phonehomeVersion';
   if (!intOrNull(v.durationMs)) return 'durationMs';
-  if (typeof v.report !== 'string') return 'report';
-  let report: { subject?: { name?: unknown; version?: unknown }; verdict?: unknown };
+  if (typeof v.report !== 'string' || v.report.includes('\u0000')) return 'report';
+  let report: {
+    subject?: { name?: unknown; version?: unknown; integrity?: unknown };
+    verdict?: unknown;
+  };
   try {
     report = JSON.parse(v.report) as typeof report;
   } catch {
@@ -93,9 +100,10 @@ export function readRun(line: string): ExportedRun | string {
   if (
     report?.subject?.name !== v.name ||
     report.subject.version !== v.version ||
+    (report.subject.integrity ?? null) !== v.integrity ||
     report.verdict !== v.verdict
   )
-    return 'report does not match the run (name, version or verdict)';
+    return 'report does not match the run (name, version, integrity or verdict)';
   return {
     name: v.name,
     version: v.version,
@@ -104,22 +112,50 @@ export function readRun(line: string): ExportedRun | string {
     policyHash: v.policyHash as string | null,
     spec: v.spec,
     verdict: v.verdict,
-    createdAt: v.createdAt,
+    // One spelling of the time, as the store writes it: runs are compared by it.
+    createdAt: new Date(v.createdAt).toISOString(),
     phonehomeVersion: v.phonehomeVersion as string | null,
     durationMs: v.durationMs as number | null,
     report: v.report,
   };
 }
 
+/**
+ * The file's lines, numbered from 1. A line is cut from the bytes as they come, so an overlong
+ * one is refused when it passes the bound, before it is held whole.
+ */
 async function* lines(file: string): AsyncGenerator<{ n: number; text: string }> {
-  const rl = createInterface({
-    input: createReadStream(file, { encoding: 'utf8', highWaterMark: 1024 * 1024 }),
-    crlfDelay: Infinity,
-  });
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
   let n = 0;
-  for await (const text of rl) {
+  const take = (last: Buffer): string => {
+    const whole = pending.length ? Buffer.concat([...pending, last]) : last;
+    pending = [];
+    pendingBytes = 0;
+    try {
+      return decoder.decode(whole).replace(/\r$/, '');
+    } catch {
+      throw bad(file, `line ${n} is not UTF-8`);
+    }
+  };
+  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+    let from = 0;
+    for (let at = chunk.indexOf(10, from); at !== -1; at = chunk.indexOf(10, from)) {
+      n++;
+      if (pendingBytes + at - from > MAX_LINE_BYTES) throw bad(file, `line ${n} is longer than 64 MB`);
+      const text = take(chunk.subarray(from, at));
+      from = at + 1;
+      if (text.trim()) yield { n, text };
+    }
+    const rest = chunk.subarray(from);
+    pendingBytes += rest.length;
+    if (pendingBytes > MAX_LINE_BYTES) throw bad(file, `line ${n + 1} is longer than 64 MB`);
+    if (rest.length) pending.push(Buffer.from(rest));
+  }
+  if (pendingBytes) {
     n++;
-    if (text.length > MAX_LINE_BYTES) throw bad(file, `line ${n} is longer than 64 MB`);
+    const text = take(Buffer.alloc(0));
     if (text.trim()) yield { n, text };
   }
 }
@@ -141,8 +177,10 @@ export async function importStore(
     throw bad(file, (e as Error).message);
   }
   if (size > MAX_IMPORT_BYTES) throw bad(file, 'larger than 4 GB');
-  // Read whole first: a file that is cut short or altered anywhere changes nothing.
+  // Read whole first: a file that is cut short or altered anywhere changes nothing. The line of
+  // each tarball's newest run is kept (export writes oldest first).
   let runs = 0;
+  const newest = new Map<string, { n: number; createdAt: string }>();
   for await (const { n, text } of lines(file)) {
     if (n === 1) {
       let head: { format?: unknown; version?: unknown } = {};
@@ -163,14 +201,23 @@ export async function importStore(
     const run = readRun(text);
     if (typeof run === 'string') throw bad(file, `line ${n} is not a stored run (${run})`);
     runs++;
+    const key = runKeyText(run);
+    const seen = newest.get(key);
+    if (!seen || seen.createdAt <= run.createdAt) newest.set(key, { n, createdAt: run.createdAt });
   }
   if (runs === 0 && size === 0) throw bad(file, 'empty');
-  let added = 0;
-  for await (const { n, text } of lines(file)) {
-    if (n === 1) continue;
-    const run = readRun(text);
-    if (typeof run === 'string') throw bad(file, `line ${n} changed while it was imported`);
-    if (await store.importRun(run)) added++;
+  const keep = new Set([...newest.values()].map((v) => v.n));
+  async function* chosen(): AsyncGenerator<ExportedRun> {
+    for await (const { n, text } of lines(file)) {
+      if (!keep.has(n)) continue;
+      const run = readRun(text);
+      if (typeof run === 'string') throw bad(file, `line ${n} changed while it was imported`);
+      yield run;
+    }
   }
+  const added = await store.importRuns(chosen());
   return { runs, added };
 }
+
+const runKeyText = (r: ExportedRun): string =>
+  [r.name, r.version, r.integrity ?? '', r.sandbox].join('\u0000');

@@ -88,8 +88,11 @@ export interface ResultStore {
   release(keys: RunKey[], owner: string): Promise<void>;
   /** Every stored run, oldest first. */
   exportRuns(): AsyncIterable<ExportedRun>;
-  /** Keep a run read from an export, unless the store has this very run: whether it was added. */
-  importRun(run: ExportedRun): Promise<boolean>;
+  /**
+   * Keep runs read from an export, in one transaction (all or nothing): each one whose tarball
+   * (name, version, integrity, sandbox) the store has no run for. How many were added.
+   */
+  importRuns(runs: AsyncIterable<ExportedRun>): Promise<number>;
   close(): Promise<void>;
 }
 

@@ -17,6 +17,7 @@ import {
   STORE_SCHEMA_VERSION,
   type ResultStore,
 } from '../../../src/store/store.js';
+import { Claims } from '../../../src/store/claims.js';
 import { exportStore, importStore } from '../../../src/store/transfer.js';
 import { startPostgres, type TestPostgres } from '../../support/postgres.js';
 
@@ -198,8 +199,82 @@ for (const [kind, fresh] of Object.entries(backends)) {
       );
       for (const s of [from, into, fresh2]) await s.close();
     });
+
+    it('an import adds only tarballs the store has no result for, the newest run of each', async () => {
+      const key = { name: 'pkg', version: '1.0.0', integrity: 'sha512-1.0.0', sandbox: meta.sandbox };
+      const file = join(dir, `newest-${kind}.jsonl`);
+      const run = (verdict: CheckReport['verdict'], createdAt: string) =>
+        JSON.stringify({
+          ...key,
+          policyHash: null,
+          spec: 'pkg@1.0.0',
+          verdict,
+          createdAt,
+          phonehomeVersion: '0',
+          durationMs: 5,
+          report: JSON.stringify(report('1.0.0', verdict)),
+        });
+      const head = JSON.stringify({ format: 'phonehome-store-export', version: 1 });
+      // Written out of order: the newer run (fail) comes first.
+      writeFileSync(
+        file,
+        [head, run('fail', '2026-02-01T00:00:00.000Z'), run('pass', '2026-01-01T00:00:00.000Z')].join(
+          '\n',
+        ) + '\n',
+      );
+      const empty = await openStore(await fresh());
+      assert.deepEqual(await importStore(empty, file), { runs: 2, added: 1 });
+      assert.equal((await empty.find(key))?.report.verdict, 'fail', 'the newest of the file');
+      // A store that has its own result for the tarball keeps it.
+      const own = await openStore(await fresh());
+      await own.save(report('1.0.0', 'warn'), meta);
+      assert.deepEqual(await importStore(own, file), { runs: 2, added: 0 });
+      assert.equal((await own.find(key))?.report.verdict, 'warn', 'the store’s own result stands');
+      // A run whose report names another tarball than its columns, or that holds a NUL: refused.
+      const forged = JSON.parse(run('pass', '2026-03-01T00:00:00.000Z')) as Record<string, unknown>;
+      for (const [why, line] of [
+        ['integrity', { ...forged, integrity: 'sha512-other' }],
+        ['NUL', { ...forged, spec: 'pkg\u0000@1.0.0' }],
+        ['duration', { ...forged, durationMs: 2 ** 40 }],
+      ] as const) {
+        writeFileSync(file, [head, JSON.stringify(line)].join('\n'));
+        await assert.rejects(
+          importStore(empty, file),
+          (e: unknown) => e instanceof PhonehomeError && e.code === 'ESTORE_FILE',
+          why,
+        );
+      }
+      assert.equal(await empty.count(), 1);
+      await empty.close();
+      await own.close();
+    });
+
+    it('claims: one key asked twice at once; a waiter gives up on a holder that never stores', async () => {
+      const s = await openStore(await fresh());
+      const key = { name: 'pkg', version: '1.0.0', integrity: 'sha512-x', sandbox: 's' };
+      assert.deepEqual(await s.claim([key, key], 'one', 60_000), [true, true]);
+      const claims = new Claims(s, { pollMs: 50, waitMs: 300 });
+      const { mine, others } = await claims.take([key]);
+      assert.deepEqual([mine.length, others.length], [0, 1]);
+      const got = await claims.await(others, () => assert.fail('nothing was stored'));
+      assert.deepEqual(got, { run: [key], waiting: [] }, 'handed back to run, past the bound');
+      await claims[Symbol.asyncDispose]();
+      assert.deepEqual(await s.claim([key], 'two', 60_000), [false], 'still the holder’s');
+      await s.close();
+    });
   });
 }
+
+describe('result store locations', () => {
+  it('a URL of a kind phonehome cannot use is refused, not taken for a file', async () => {
+    for (const url of ['mysql://u@h/db', 'file:///tmp/x.sqlite', 'redis://h'])
+      await assert.rejects(
+        openStore(url),
+        (e: unknown) => e instanceof PhonehomeError && e.code === 'ESTORE' && /postgres:\/\//.test(e.fix),
+        url,
+      );
+  });
+});
 
 describe('result store (postgres): errors', () => {
   const refused = (re: RegExp) => (e: unknown) =>
