@@ -191,7 +191,13 @@ async function one(
       const key = { ...subject, sandbox: version };
       const hit = await store.find(key);
       if (hit) return served(hit, subject.name, subject.version);
-      const { others } = await claims.take([key]);
+      const { mine, others } = await claims.take([key]);
+      // Stored by another between the look and the claim: served, not run twice.
+      const late = mine.length ? await store.find(key) : undefined;
+      if (late) {
+        await claims.release(mine);
+        return served(late, subject.name, subject.version);
+      }
       if (others.length) {
         opts.log?.(
           `[check] ${subject.name}@${subject.version}: another phonehome on this store is running it; waiting for its result`,
