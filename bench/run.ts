@@ -24,6 +24,8 @@
  *   Bun (the real package managers, against the public registry), read by phonehome: the
  *   format's own reading and layout, and the whole tree read (arborist's virtual tree on top),
  *   each in a process of its own (time, peak memory), against npm's lockfile read the same way.
+ * - stores: the result store on SQLite against PostgreSQL on loopback (bench/stores.ts): one
+ *   write and one lookup, and a warm audit of the 1,200+-package lockfile tree from each.
  * - HTML report: `--html` of a 1,000-package audit (50 packages that phoned home, from a real
  *   check of a fixture, 950 honest ones, from another), against `--json` of the same report
  *   (JSON.stringify); render time and size.
@@ -46,6 +48,7 @@ import { DockerEngine } from '../src/sandbox/docker/engine.js';
 import { DockerImages } from '../src/sandbox/docker/images.js';
 import { CaptureTopology } from '../src/sandbox/topology.js';
 import { BURST_SOURCE, TLS_BURST_SOURCE } from './burst.js';
+import { benchStores } from './stores.js';
 import { lockWith, type Manager } from '../test/support/managers.js';
 
 const N = Number(process.env.BENCH_BURST ?? 6000);
@@ -55,12 +58,12 @@ const STARTS = Number(process.env.BENCH_STARTS ?? 5);
 const CHECKS = Number(process.env.BENCH_CHECKS ?? 5);
 /**
  * Which parts to run, comma-separated (default all): startup, check, store, gate, audit,
- * lockfiles, html, burst.
+ * lockfiles, stores, html, burst.
  * `BENCH_ONLY=burst npm run bench` measures the capture alone; BENCH_RUNNER_IMAGE and
  * BENCH_GATEWAY_IMAGE run it with other images (an observer under work, an earlier capture).
  */
 const ONLY = new Set(
-  (process.env.BENCH_ONLY ?? 'startup,check,tls,store,gate,audit,lockfiles,html,burst')
+  (process.env.BENCH_ONLY ?? 'startup,check,tls,store,gate,audit,lockfiles,stores,html,burst')
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean),
@@ -548,6 +551,8 @@ async function main(): Promise<void> {
   // ---- burst ----
   const burstResult = ONLY.has('burst') ? await runBurst(engine, refs) : undefined;
 
+  const storesResult = ONLY.has('stores') ? await benchStores(LOCK_DEPENDENCIES) : undefined;
+
   const out: string[] = [];
   out.push(
     `phonehome bench (${new Date().toISOString().slice(0, 10)}, ${STARTS} start-ups, burst of ${2 * Math.floor(N / 2)} attempts)`,
@@ -629,6 +634,7 @@ async function main(): Promise<void> {
     );
     out.push('');
   }
+  if (storesResult) out.push(...storesResult);
   if (burstResult) out.push(...burstResult);
   process.stdout.write(out.join('\n') + '\n');
 }

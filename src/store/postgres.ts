@@ -277,9 +277,13 @@ export class PgStore implements ResultStore {
                 ? 'The user may not create or change tables here: grant it CREATE on the database, or use the database owner.'
                 : 'Check the server and the URL; SQLite stays available (pass --store with a file path).';
     // No cause attached: the driver's error object can carry the connection's parameters.
-    return new PhonehomeError('ESTORE', `Cannot use the result store ${this.location}: ${message}`, {
-      fix,
-    });
+    return new PhonehomeError(
+      'ESTORE',
+      `Cannot use the result store ${this.location}: ${message}`,
+      {
+        fix,
+      },
+    );
   }
 
   private async q<T>(text: string, values: unknown[] = []): Promise<T[]> {

@@ -139,11 +139,14 @@ async function* lines(file: string): AsyncGenerator<{ n: number; text: string }>
       throw bad(file, `line ${n} is not UTF-8`);
     }
   };
-  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+  for await (const chunk of createReadStream(file, {
+    highWaterMark: 1024 * 1024,
+  }) as AsyncIterable<Buffer>) {
     let from = 0;
     for (let at = chunk.indexOf(10, from); at !== -1; at = chunk.indexOf(10, from)) {
       n++;
-      if (pendingBytes + at - from > MAX_LINE_BYTES) throw bad(file, `line ${n} is longer than 64 MB`);
+      if (pendingBytes + at - from > MAX_LINE_BYTES)
+        throw bad(file, `line ${n} is longer than 64 MB`);
       const text = take(chunk.subarray(from, at));
       from = at + 1;
       if (text.trim()) yield { n, text };

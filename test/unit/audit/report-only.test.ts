@@ -66,8 +66,24 @@ function report(name: string, integrity: string, verdict: 'pass' | 'fail'): Chec
     events:
       verdict === 'fail'
         ? [
-            { phase: 'install', package: id, kind: 'dns', host, qtype: 'A', resolver: SANDBOX_RESOLVERS[0] as string },
-            { phase: 'install', package: id, kind: 'tls', host, sni: host, ip: '198.18.0.7', port: 443, bytesOut: 517 },
+            {
+              phase: 'install',
+              package: id,
+              kind: 'dns',
+              host,
+              qtype: 'A',
+              resolver: SANDBOX_RESOLVERS[0] as string,
+            },
+            {
+              phase: 'install',
+              package: id,
+              kind: 'tls',
+              host,
+              sni: host,
+              ip: '198.18.0.7',
+              port: 443,
+              bytesOut: 517,
+            },
           ]
         : [],
     findings: [],
@@ -106,7 +122,11 @@ describe('audit --report-only', () => {
       await store.save(report('a', 'sha512-first', first), meta);
       await store.save(report('a', 'sha512-second', second), meta);
       await store.save(report('b', 'sha512-bbbb', 'pass'), meta);
-      const r = await audit(noSandbox, project(`two-${first}`), { policy, store, reportOnly: true });
+      const r = await audit(noSandbox, project(`two-${first}`), {
+        policy,
+        store,
+        reportOnly: true,
+      });
       const a = r.packages.find((p) => p.id === 'a@1.0.0');
       assert.equal(a?.status, 'checked');
       assert.equal(a?.verdict, 'fail');

@@ -201,7 +201,12 @@ for (const [kind, fresh] of Object.entries(backends)) {
     });
 
     it('an import adds only tarballs the store has no result for, the newest run of each', async () => {
-      const key = { name: 'pkg', version: '1.0.0', integrity: 'sha512-1.0.0', sandbox: meta.sandbox };
+      const key = {
+        name: 'pkg',
+        version: '1.0.0',
+        integrity: 'sha512-1.0.0',
+        sandbox: meta.sandbox,
+      };
       const file = join(dir, `newest-${kind}.jsonl`);
       const run = (verdict: CheckReport['verdict'], createdAt: string) =>
         JSON.stringify({
@@ -218,9 +223,11 @@ for (const [kind, fresh] of Object.entries(backends)) {
       // Written out of order: the newer run (fail) comes first.
       writeFileSync(
         file,
-        [head, run('fail', '2026-02-01T00:00:00.000Z'), run('pass', '2026-01-01T00:00:00.000Z')].join(
-          '\n',
-        ) + '\n',
+        [
+          head,
+          run('fail', '2026-02-01T00:00:00.000Z'),
+          run('pass', '2026-01-01T00:00:00.000Z'),
+        ].join('\n') + '\n',
       );
       const empty = await openStore(await fresh());
       assert.deepEqual(await importStore(empty, file), { runs: 2, added: 1 });
@@ -270,7 +277,8 @@ describe('result store locations', () => {
     for (const url of ['mysql://u@h/db', 'file:///tmp/x.sqlite', 'redis://h'])
       await assert.rejects(
         openStore(url),
-        (e: unknown) => e instanceof PhonehomeError && e.code === 'ESTORE' && /postgres:\/\//.test(e.fix),
+        (e: unknown) =>
+          e instanceof PhonehomeError && e.code === 'ESTORE' && /postgres:\/\//.test(e.fix),
         url,
       );
   });
