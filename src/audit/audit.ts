@@ -22,6 +22,7 @@ import {
   type PackageSummary,
   type PhaseResult,
 } from '../core/report.js';
+import { PhonehomeError } from '../core/errors.js';
 import { buildImages } from '../images/build.js';
 import { phonehomeVersion } from '../paths.js';
 import { evaluate } from '../policy/evaluate.js';
@@ -33,6 +34,7 @@ import {
   type OmitKind,
   type StagedTree,
 } from '../resolve/lockfile.js';
+import { answers, preparePool, type PoolMember } from '../sandbox/pool.js';
 import type { SandboxEngine } from '../sandbox/sandbox.js';
 import { SANDBOX_RESOLVERS, SANDBOX_WORKDIR } from '../sandbox/topology.js';
 import type { ResultStore, RunKey } from '../store/store.js';
@@ -163,9 +165,12 @@ export function defaultConcurrency(): number {
   return Math.max(1, Math.min(4, cpus().length, byMemory));
 }
 
-/** `sandbox` is asked for only when something has to run (never with `reportOnly`). */
+/**
+ * `sandbox` is asked for only when something has to run (never with `reportOnly`); several are
+ * one pool of engines (src/sandbox/pool.ts).
+ */
 export async function audit(
-  sandbox: SandboxProvider,
+  sandbox: SandboxProvider | SandboxProvider[],
   path: string,
   opts: AuditOptions,
 ): Promise<AuditReport> {
@@ -258,27 +263,37 @@ export async function audit(
   // The tree is fetched and the images made ready once, when something has to run.
   let ready:
     | Promise<{
-        engine: SandboxEngine;
+        members: PoolMember[];
         staged: StagedTree;
         refs: { runner: string; gateway: string };
       }>
     | undefined;
+  const providers = Array.isArray(sandbox) ? sandbox : [sandbox];
   const prepare = () =>
     (ready ??= (async () => {
       log(`[audit] fetching the locked tree of ${tree.lockfile}`);
-      const { engine, images } = await sandbox();
+      const sandboxes = await Promise.all(providers.map((p) => p()));
       const staged = await tree.stage();
       installed = new Set(staged.packages.map((p) => p.location));
-      const { refs } = await buildImages(images, { log });
-      return { engine, staged, refs };
+      if (sandboxes.length === 1) {
+        const { engine, images } = sandboxes[0] as Awaited<ReturnType<SandboxProvider>>;
+        const { refs } = await buildImages(images, { log });
+        const slots = Math.max(1, opts.concurrency ?? defaultConcurrency());
+        return { members: [{ engine, images, slots }], staged, refs };
+      }
+      const pool = await preparePool(sandboxes, {
+        ...(opts.concurrency ? { concurrency: opts.concurrency } : {}),
+        log,
+      });
+      return { ...pool, staged };
     })());
   const runLocations = async (locations: Set<string>): Promise<void> => {
     if (!locations.size) return;
-    const { engine, staged, refs } = await prepare();
+    const { members, staged, refs } = await prepare();
     const todo = staged.packages.filter((p) => locations.has(p.location));
     // Every shard unpacks the whole tree into its sandbox, so a large tree gets larger shards
     // (four per sandbox): fewer unpacks, at the price of coarser resuming after a Ctrl-C.
-    const k0 = Math.max(1, opts.concurrency ?? defaultConcurrency());
+    const k0 = members.reduce((n, m) => n + m.slots, 0);
     const size = opts.shardSize ?? Math.min(150, Math.max(40, Math.ceil(todo.length / (k0 * 4))));
     // Packages with install scripts spread over shards, so no sandbox gets all the slow ones.
     const ordered = [
@@ -288,18 +303,53 @@ export async function audit(
     const shards: LockedPackage[][] = [];
     const count = Math.ceil(ordered.length / size);
     ordered.forEach((p, i) => (shards[i % count] ??= []).push(p));
-    let next = 0;
-    const worker = async () => {
-      while (next < shards.length) {
-        const shard = shards[next++] as LockedPackage[];
+    // One queue for every engine's slots. A shard whose engine stops answering goes back in it
+    // for the others: nothing of it was stored, so nothing runs twice in the store. A worker with
+    // an empty queue waits while shards are out, since one may come back.
+    const queue = [...shards];
+    let out = 0;
+    let wake: () => void = () => undefined;
+    let changed = new Promise<void>((r) => (wake = r));
+    const notify = () => {
+      wake();
+      changed = new Promise<void>((r) => (wake = r));
+    };
+    const pooled = members.length > 1;
+    const worker = async (m: PoolMember) => {
+      for (;;) {
+        if (m.failed) return;
+        const shard = queue.shift();
+        if (!shard) {
+          if (!out) return;
+          await changed;
+          continue;
+        }
+        out++;
         running += shard.length;
         progress();
-        const out = await runShard(engine, refs, staged, shard, { ...o, ...opts });
+        let result: ShardResult;
+        try {
+          result = await runShard(m.engine, refs, staged, shard, { ...o, ...opts });
+        } catch (e) {
+          running -= shard.length;
+          out--;
+          if (pooled && !opts.signal?.aborted && !(await answers(m.engine))) {
+            m.failed = (e as Error).message;
+            queue.unshift(shard);
+            log(
+              `[engines] ${m.engine.name} stopped answering (${m.failed}): its shard of ${shard.length} package(s) goes to the other engines`,
+            );
+            notify();
+            return;
+          }
+          notify();
+          throw e;
+        }
         running -= shard.length;
-        unattributed += out.unattributed;
-        unattributedLeaks.push(...out.unattributedLeaks);
+        unattributed += result.unattributed;
+        unattributedLeaks.push(...result.unattributedLeaks);
         for (const p of shard) {
-          const found = out.reports.get(idOf(p));
+          const found = result.reports.get(idOf(p));
           if (!found) continue;
           // Keyed on the lockfile's integrity, which is what the next audit looks up.
           const locked = lockedIntegrity.get(p.location) ?? p.integrity;
@@ -307,15 +357,25 @@ export async function audit(
           await opts.store?.save(report, {
             sandbox: version,
             phonehomeVersion: phonehomeVersion(),
-            durationMs: out.ms / shard.length,
+            durationMs: result.ms / shard.length,
           });
           results.set(p.location, entry(p, report, false));
         }
+        out--;
+        notify();
         progress();
       }
     };
-    const k = Math.max(1, Math.min(opts.concurrency ?? defaultConcurrency(), shards.length));
-    await Promise.all(Array.from({ length: k }, worker));
+    await Promise.all(
+      members.flatMap((m) =>
+        Array.from({ length: Math.max(1, Math.min(m.slots, shards.length)) }, () => worker(m)),
+      ),
+    );
+    if (queue.length)
+      throw new PhonehomeError(
+        'EDOCKER_UNREACHABLE',
+        `Every engine of the pool stopped answering (${members.map((m) => `${m.engine.name}: ${m.failed}`).join('; ')}); ${queue.reduce((n, s) => n + s.length, 0)} package(s) were not run.`,
+      );
   };
 
   if (missing.size && !opts.reportOnly) {

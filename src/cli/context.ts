@@ -19,6 +19,8 @@ export interface CliContext {
    * the Docker client.
    */
   sandbox(): Promise<CliSandbox>;
+  /** The engine at this `--engine` address (`default` is `sandbox()`), loaded on first use. */
+  sandboxAt(address: string): Promise<CliSandbox>;
   /**
    * A progress line to stderr. Lines name packages and quote what they printed, so the sink
    * escapes them (forTerminal): a line is one line, and no control reaches the terminal.
@@ -32,19 +34,35 @@ let current: { ctx: CliContext; controller: AbortController } | undefined;
 
 export function cliContext(): CliContext {
   if (current) return current.ctx;
-  let engine: DockerEngine | undefined;
-  let loading: Promise<CliSandbox> | undefined;
+  const engines: DockerEngine[] = [];
+  const loading = new Map<string, Promise<CliSandbox>>();
   const controller = new AbortController();
-  const ctx: CliContext = {
-    sandbox: () =>
-      (loading ??= (async () => {
-        const [{ DockerEngine }, { DockerImages }] = await Promise.all([
-          import('../sandbox/docker/engine.js'),
-          import('../sandbox/docker/images.js'),
-        ]);
-        engine = new DockerEngine();
+  const load = (address: string): Promise<CliSandbox> => {
+    let l = loading.get(address);
+    if (!l) {
+      l = (async () => {
+        const [{ DockerEngine }, { DockerImages }, { parseEngine }, { default: Docker }] =
+          await Promise.all([
+            import('../sandbox/docker/engine.js'),
+            import('../sandbox/docker/images.js'),
+            import('../sandbox/docker/connect.js'),
+            import('dockerode'),
+          ]);
+        const at = parseEngine(address);
+        const engine = new DockerEngine(
+          at.options ? new Docker(at.options) : new Docker(),
+          at.name,
+        );
+        engines.push(engine);
         return { engine, images: new DockerImages(engine.docker) };
-      })()),
+      })();
+      loading.set(address, l);
+    }
+    return l;
+  };
+  const ctx: CliContext = {
+    sandbox: () => load('default'),
+    sandboxAt: (address) => load(address.trim() || 'default'),
     log: (line) => process.stderr.write(`${forTerminal(line)}\n`),
     signal: controller.signal,
   };
@@ -56,8 +74,8 @@ export function cliContext(): CliContext {
     process.stderr.write(`\nphonehome: ${sig}: stopping and removing this run's containers...\n`);
     controller.abort(new PhonehomeError('EINTERRUPTED'));
     const code = sig === 'SIGINT' ? 130 : 143;
-    if (!engine) process.exit(code);
-    void engine.disposeAll().finally(() => process.exit(code));
+    if (!engines.length) process.exit(code);
+    void Promise.allSettled(engines.map((e) => e.disposeAll())).finally(() => process.exit(code));
   };
   // However the process ends, no staging folder of it stays (an interrupt can come between a
   // folder's creation and the code that would remove it).

@@ -36,6 +36,11 @@ export const errorCatalogue = {
     fix: 'Read the engine message above; `phonehome doctor` checks the engine, images and gateway rules.',
     exit: ExitCode.environment,
   },
+  EENGINE: {
+    summary: 'An --engine value does not name a Docker engine phonehome can reach safely.',
+    fix: 'Write it as unix:///path/docker.sock, tcp://host:2376?tls=/folder (ca.pem, cert.pem, key.pem), ssh://user@host, or default.',
+    exit: ExitCode.usage,
+  },
   EIMAGE_MISSING: {
     summary: 'A sandbox image is not built.',
     fix: 'Run `phonehome images build`.',

@@ -131,8 +131,17 @@ export interface SweepResult {
   removedContainers: string[];
 }
 
+export interface EngineCapacity {
+  cpus: number;
+  memoryBytes: number;
+}
+
 export interface SandboxEngine {
+  /** How the engine is named in logs: `default`, or the `--engine` value without secrets. */
+  readonly name: string;
   info(): Promise<EngineInfo>;
+  /** What the engine's machine has, to size how many sandboxes it runs at once. */
+  capacity(): Promise<EngineCapacity>;
   imageExists(ref: string): Promise<boolean>;
   newRun(runId?: string): SandboxRun;
   /**
@@ -165,4 +174,8 @@ export interface ImageStore {
   /** Build `ref` from a build-context tar (a Dockerfile at its root); progress lines go to `onLine`. */
   build(contextTar: Readable, ref: string, opts: ImageBuildOptions): Promise<void>;
   remove(ref: string): Promise<void>;
+  /** These images (with their tags) as one `docker save` tar stream. */
+  save(refs: string[]): Promise<NodeJS.ReadableStream>;
+  /** Load a `docker save` tar stream. */
+  load(tar: NodeJS.ReadableStream): Promise<void>;
 }

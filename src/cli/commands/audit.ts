@@ -1,6 +1,8 @@
 import { Command, Option } from 'commander';
 import type { AuditProgress, AuditReport } from '../../audit/audit.js';
 import { ExitCode, PhonehomeError } from '../../core/errors.js';
+import { readFileSync } from 'node:fs';
+import { parseEngine } from '../../sandbox/docker/connect.js';
 import { cliContext } from '../context.js';
 import {
   npmConfigFromFlags,
@@ -91,7 +93,14 @@ export function auditCommand(): Command {
         'leave out dev, optional or peer dependencies, like npm',
       ).choices(['dev', 'optional', 'peer']),
     )
-    .option('--concurrency <n>', 'sandboxes at once (default: from CPU count and free memory)')
+    .option(
+      '--concurrency <n>',
+      'sandboxes at once, on each engine (default: from its CPU count and memory)',
+    )
+    .option(
+      '--per-sandbox <n>',
+      'packages per sandbox (default: 40 to 150, by the size of the tree)',
+    )
     .option(
       '--shard <k/n>',
       'only part k of n of the tree (CI jobs sharing a store; the same parts on every machine)',
@@ -99,7 +108,13 @@ export function auditCommand(): Command {
     .option(
       '--report-only',
       'run nothing: the report from the store alone (after the --shard jobs); what it lacks is not run',
-    );
+    )
+    .option(
+      '--engine <address>',
+      'a Docker engine of the pool (repeat for several): default, unix:///path, tcp://host:2376?tls=<dir>, ssh://user@host',
+      (v: string, all: string[] = []) => [...all, v],
+    )
+    .option('--engines-file <file>', 'engines of the pool, one address per line (# comments)');
   // No exercise phase in an audit.
   const limits = LIMIT_FLAGS.filter((f) => f !== 'exerciseTimeout');
   return withFlags(cmd, [
@@ -133,10 +148,14 @@ error, 130 interrupted.`,
         o: SharedFlags & {
           omit?: ('dev' | 'optional' | 'peer')[];
           concurrency?: string;
+          perSandbox?: string;
           shard?: string;
           reportOnly?: boolean;
+          engine?: string[];
+          enginesFile?: string;
         },
       ) => {
+        const engines = engineAddresses(o.engine, o.enginesFile);
         const part = o.shard === undefined ? undefined : parsePart(o.shard);
         if (o.reportOnly && !o.cache)
           throw new PhonehomeError(
@@ -151,6 +170,12 @@ error, 130 interrupted.`,
             'EUSAGE',
             `--concurrency wants a whole number, not "${o.concurrency}".`,
           );
+        const shardSize = o.perSandbox === undefined ? undefined : Number(o.perSandbox);
+        if (shardSize !== undefined && (!Number.isInteger(shardSize) || shardSize < 1))
+          throw new PhonehomeError(
+            'EUSAGE',
+            `--per-sandbox wants a whole number, not "${o.perSandbox}".`,
+          );
         const timeouts = timeoutsFromFlags(o);
         const policyFiles = policyFromFlags(o);
         const npmConfig = npmConfigFromFlags(o);
@@ -161,7 +186,10 @@ error, 130 interrupted.`,
         let report: AuditReport;
         try {
           const { audit } = await import('../../audit/audit.js');
-          report = await audit(() => ctx.sandbox(), path, {
+          const sandbox = engines.length
+            ? engines.map((a) => () => ctx.sandboxAt(a))
+            : () => ctx.sandbox();
+          report = await audit(sandbox, path, {
             ...(part ? { part } : {}),
             ...(o.reportOnly ? { reportOnly: true } : {}),
             ...timeouts,
@@ -174,6 +202,7 @@ error, 130 interrupted.`,
             ...(o.omit ? { omit: o.omit } : {}),
             ...(o.workspace ? { workspace: o.workspace } : {}),
             ...(concurrency ? { concurrency } : {}),
+            ...(shardSize ? { shardSize } : {}),
             as: o.as,
             tlsIntercept: o.tlsIntercept,
             log: (l) => {
@@ -218,4 +247,36 @@ export function parsePart(v: string): { index: number; count: number } {
       fix: 'For three CI jobs: --shard 1/3, --shard 2/3 and --shard 3/3, then audit --report-only.',
     });
   return { index, count };
+}
+
+/**
+ * The engines of `--engine` and `--engines-file`, each checked now (EENGINE before anything
+ * runs); none: the default engine alone.
+ */
+export function engineAddresses(flags: string[] = [], file?: string): string[] {
+  const fromFile = file
+    ? (() => {
+        let text: string;
+        try {
+          text = readFileSync(file, 'utf8');
+        } catch (e) {
+          throw new PhonehomeError('EENGINE', `--engines-file ${file}: ${(e as Error).message}.`);
+        }
+        return text
+          .split('\n')
+          .map((l) => l.replace(/#.*/, '').trim())
+          .filter(Boolean);
+      })()
+    : [];
+  const all = [...flags, ...fromFile];
+  const seen = new Set<string>();
+  for (const a of all) {
+    const name = parseEngine(a).name;
+    if (seen.has(name))
+      throw new PhonehomeError('EENGINE', `--engine ${name} is named twice.`, {
+        fix: 'Name each engine once; how many sandboxes it runs comes from its machine (or --concurrency).',
+      });
+    seen.add(name);
+  }
+  return all;
 }

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { isPhonehomeError } from '../../core/errors.js';
-import type { SandboxEngine } from '../../sandbox/sandbox.js';
+import type { ImageStore, SandboxEngine } from '../../sandbox/sandbox.js';
+import { engineAddresses } from './audit.js';
 import { probeSeccompProfile, sandboxSeccompProfile } from '../../sandbox/seccomp.js';
 import { cliContext } from '../context.js';
 import { forTerminal } from '../../core/escape.js';
@@ -29,98 +30,122 @@ export function doctorCommand(): Command {
       '--store <file|url>',
       'result store: a SQLite file or a postgres:// URL (default: $PHONEHOME_STORE, else results.sqlite in the phonehome cache folder)',
     )
-    .action(async (o: { json?: boolean; store?: string }) => {
-      const ctx = cliContext();
-      const { engine, images } = await ctx.sandbox();
-      const { imagesStatus } = await import('../../images/build.js');
-      const { checkGatewayRules } = await import('../../sandbox/topology.js');
-      const checks: Check[] = [];
-      let dockerOk = false;
-      try {
-        const info = await engine.info();
-        dockerOk = true;
-        checks.push({
-          name: 'docker',
-          ok: true,
-          detail: `engine ${info.serverVersion} (API ${info.serverApiVersion}, ${info.os}, kernel ${info.kernel}); client API ${info.clientApiVersion}; ${process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock'}`,
-        });
-      } catch (e) {
-        checks.push({
-          name: 'docker',
-          ok: false,
-          detail: e instanceof Error ? e.message : String(e),
-          ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
-        });
-      }
-      let gatewayImage: string | undefined;
-      let runnerImage: string | undefined;
-      if (dockerOk) {
-        const { refs, present } = await imagesStatus(images);
-        for (const k of ['runner', 'gateway'] as const) {
+    .option(
+      '--engine <address>',
+      'check this Docker engine (repeat for several; as `audit --engine`)',
+      (v: string, all: string[] = []) => [...all, v],
+    )
+    .option('--engines-file <file>', 'check the engines of this file, one address per line')
+    .action(
+      async (o: { json?: boolean; store?: string; engine?: string[]; enginesFile?: string }) => {
+        const ctx = cliContext();
+        const addresses = engineAddresses(o.engine, o.enginesFile);
+        const checks: Check[] = [];
+        for (const address of addresses.length ? addresses : ['default']) {
+          const { engine, images } = await ctx.sandboxAt(address);
+          const lines = await engineChecks(engine, images);
+          // Several engines: each line says which.
           checks.push(
-            present[k]
-              ? { name: `image ${k}`, ok: true, detail: `${refs[k]} present and current` }
-              : {
-                  name: `image ${k}`,
-                  ok: false,
-                  detail: `${refs[k]} missing (or out of date: the tag is a hash of the current inputs)`,
-                  fix: 'Run `phonehome images build`.',
-                },
+            ...(addresses.length > 1
+              ? lines.map((c) => ({ ...c, name: `${c.name} @ ${engine.name}` }))
+              : lines),
           );
         }
-        if (present.gateway) gatewayImage = refs.gateway;
-        if (present.runner) runnerImage = refs.runner;
-      }
-      if (gatewayImage) {
-        await using run = engine.newRun();
-        try {
-          const r = await checkGatewayRules(run, gatewayImage);
-          checks.push(
-            r.ok
-              ? {
-                  name: 'gateway rules',
-                  ok: true,
-                  detail: `veth, default routes and iptables rules installed (IPv4${r.ipv6 ? ' and IPv6' : ' only'})`,
-                }
-              : {
-                  name: 'gateway rules',
-                  ok: false,
-                  detail: r.output || 'the probe container failed',
-                  fix: 'The kernel or engine lacks something the isolation needs (iptables nat/filter with REDIRECT, conntrack, veth). phonehome will refuse to run packages here.',
-                },
+        checks.push(await storeCheck(o.store));
+        checks.push(await maliciousSetCheck(o.store));
+        if (o.json) {
+          process.stdout.write(
+            JSON.stringify({ ok: checks.every((c) => c.ok), checks }, null, 2) + '\n',
           );
-        } catch (e) {
-          checks.push({
-            name: 'gateway rules',
-            ok: false,
-            detail: e instanceof Error ? e.message : String(e),
-            ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
-          });
+        } else {
+          for (const c of checks) {
+            process.stdout.write(`${c.ok ? 'ok  ' : 'FAIL'} ${c.name.padEnd(15)} ${c.detail}\n`);
+            if (!c.ok && c.fix) process.stdout.write(`     ${''.padEnd(15)} fix: ${c.fix}\n`);
+          }
         }
-      } else {
-        checks.push({
-          name: 'gateway rules',
-          ok: false,
-          detail: 'not checked: needs Docker and the gateway image',
-          fix: 'Fix the lines above first.',
-        });
-      }
-      checks.push(await seccompCheck(engine, runnerImage));
-      checks.push(await tlsCheck(engine, runnerImage, gatewayImage));
-      checks.push(await storeCheck(o.store));
-      checks.push(await maliciousSetCheck(o.store));
-      if (o.json) {
-        process.stdout.write(
-          JSON.stringify({ ok: checks.every((c) => c.ok), checks }, null, 2) + '\n',
-        );
-      } else {
-        for (const c of checks) {
-          process.stdout.write(`${c.ok ? 'ok  ' : 'FAIL'} ${c.name.padEnd(15)} ${c.detail}\n`);
-          if (!c.ok && c.fix) process.stdout.write(`     ${''.padEnd(15)} fix: ${c.fix}\n`);
-        }
-      }
-      process.exitCode = checks.every((c) => c.ok) ? 0 : 3;
+        process.exitCode = checks.every((c) => c.ok) ? 0 : 3;
+      },
+    );
+}
+
+/** One engine: it answers, has the images, and applies the gateway rules and the seccomp profile. */
+async function engineChecks(engine: SandboxEngine, images: ImageStore): Promise<Check[]> {
+  const { imagesStatus } = await import('../../images/build.js');
+  const { checkGatewayRules } = await import('../../sandbox/topology.js');
+  const checks: Check[] = [];
+  let dockerOk = false;
+  try {
+    const info = await engine.info();
+    dockerOk = true;
+    checks.push({
+      name: 'docker',
+      ok: true,
+      detail: `engine ${info.serverVersion} (API ${info.serverApiVersion}, ${info.os}, kernel ${info.kernel}); client API ${info.clientApiVersion}; ${engine.name === 'default' ? (process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock') : engine.name}`,
     });
+  } catch (e) {
+    checks.push({
+      name: 'docker',
+      ok: false,
+      detail: e instanceof Error ? e.message : String(e),
+      ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
+    });
+  }
+  let gatewayImage: string | undefined;
+  let runnerImage: string | undefined;
+  if (dockerOk) {
+    const { refs, present } = await imagesStatus(images);
+    for (const k of ['runner', 'gateway'] as const) {
+      checks.push(
+        present[k]
+          ? { name: `image ${k}`, ok: true, detail: `${refs[k]} present and current` }
+          : {
+              name: `image ${k}`,
+              ok: false,
+              detail: `${refs[k]} missing (or out of date: the tag is a hash of the current inputs)`,
+              fix: 'Run `phonehome images build`.',
+            },
+      );
+    }
+    if (present.gateway) gatewayImage = refs.gateway;
+    if (present.runner) runnerImage = refs.runner;
+  }
+  if (gatewayImage) {
+    await using run = engine.newRun();
+    try {
+      const r = await checkGatewayRules(run, gatewayImage);
+      checks.push(
+        r.ok
+          ? {
+              name: 'gateway rules',
+              ok: true,
+              detail: `veth, default routes and iptables rules installed (IPv4${r.ipv6 ? ' and IPv6' : ' only'})`,
+            }
+          : {
+              name: 'gateway rules',
+              ok: false,
+              detail: r.output || 'the probe container failed',
+              fix: 'The kernel or engine lacks something the isolation needs (iptables nat/filter with REDIRECT, conntrack, veth). phonehome will refuse to run packages here.',
+            },
+      );
+    } catch (e) {
+      checks.push({
+        name: 'gateway rules',
+        ok: false,
+        detail: e instanceof Error ? e.message : String(e),
+        ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
+      });
+    }
+  } else {
+    checks.push({
+      name: 'gateway rules',
+      ok: false,
+      detail: 'not checked: needs Docker and the gateway image',
+      fix: 'Fix the lines above first.',
+    });
+  }
+  checks.push(await seccompCheck(engine, runnerImage));
+  checks.push(await tlsCheck(engine, runnerImage, gatewayImage));
+  return checks;
 }
 
 /** The result store answers: kind, schema, runs. A store asked for that cannot be used fails. */

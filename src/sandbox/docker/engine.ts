@@ -14,6 +14,7 @@ import {
   LogWaitError,
   type ContainerRole,
   type ContainerSpec,
+  type EngineCapacity,
   type EngineInfo,
   type ExecOptions,
   type ExecResult,
@@ -46,8 +47,20 @@ export class DockerEngine implements SandboxEngine {
   private readonly runs = new Set<DockerRun>();
 
   /** Connects the way the docker CLI does: DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH, else the local socket. */
-  constructor(docker?: Docker) {
+  constructor(
+    docker?: Docker,
+    readonly name = 'default',
+  ) {
     this.docker = docker ?? new Docker();
+  }
+
+  async capacity(): Promise<EngineCapacity> {
+    try {
+      const i = (await this.docker.info()) as { NCPU?: number; MemTotal?: number };
+      return { cpus: Math.max(1, i.NCPU ?? 1), memoryBytes: i.MemTotal ?? 0 };
+    } catch (e) {
+      throw dockerError(e, `asking the engine ${this.name} what its machine has`);
+    }
   }
 
   async info(): Promise<EngineInfo> {

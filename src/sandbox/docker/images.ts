@@ -65,6 +65,31 @@ export class DockerImages implements ImageStore {
     }
   }
 
+  async save(refs: string[]): Promise<NodeJS.ReadableStream> {
+    try {
+      // GET /images/get?names=…: one tar, the layers the images share written once. Missing from
+      // @types/dockerode.
+      const docker = this.docker as unknown as {
+        getImages(o: { names: string[] }): Promise<NodeJS.ReadableStream>;
+      };
+      return await docker.getImages({ names: refs });
+    } catch (e) {
+      throw dockerError(e, `saving ${refs.join(', ')}`);
+    }
+  }
+
+  async load(tar: NodeJS.ReadableStream): Promise<void> {
+    let stream: NodeJS.ReadableStream;
+    try {
+      stream = (await this.docker.loadImage(tar as unknown as string, {
+        quiet: true,
+      })) as NodeJS.ReadableStream;
+    } catch (e) {
+      throw dockerError(e, 'loading images');
+    }
+    await this.follow(stream, 'loading images');
+  }
+
   private follow(
     stream: NodeJS.ReadableStream,
     doing: string,
