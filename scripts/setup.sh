@@ -22,6 +22,8 @@ if [ "${1:-}" = "--tests" ]; then
   # The store tests run a throwaway PostgreSQL server (initdb + pg_ctl as an unprivileged user).
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ||
     debian_for_tests postgresql "the result store tests"
+  # The engine pool tests start a second Docker daemon on this machine.
+  [ -x /usr/sbin/dockerd ] || [ -x /usr/bin/dockerd ] || debian_for_tests docker.io "a second Docker engine for the engine pool tests"
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
