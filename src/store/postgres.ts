@@ -11,6 +11,7 @@ import type { CheckReport } from '../core/report.js';
 import type { MaliciousRecord } from '../intel/osv.js';
 import {
   maliciousSetOf,
+  runValues,
   toRun,
   type ExportedRun,
   type MaliciousSet,
@@ -294,13 +295,16 @@ export class PgStore implements ResultStore {
     }
   }
 
-  private async tx<T>(body: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    let c: pg.PoolClient;
+  private async client(): Promise<pg.PoolClient> {
     try {
-      c = await this.pool.connect();
+      return await this.pool.connect();
     } catch (e) {
       throw this.error(e);
     }
+  }
+
+  private async tx<T>(body: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const c = await this.client();
     try {
       await c.query('BEGIN');
       const out = await body(c);
@@ -556,12 +560,7 @@ export class PgStore implements ResultStore {
   }
 
   async *exportRuns(): AsyncIterable<ExportedRun> {
-    let c: pg.PoolClient;
-    try {
-      c = await this.pool.connect();
-    } catch (e) {
-      throw this.error(e);
-    }
+    const c = await this.client();
     try {
       // One snapshot for every page: runs written meanwhile are not half in the file.
       await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -603,19 +602,7 @@ export class PgStore implements ResultStore {
           `INSERT INTO runs (name, version, integrity, sandbox, policy_hash, spec, verdict, report,
                              created_at, phonehome_version, duration_ms)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-          [
-            run.name,
-            run.version,
-            run.integrity,
-            run.sandbox,
-            run.policyHash,
-            run.spec,
-            run.verdict,
-            run.report,
-            run.createdAt,
-            run.phonehomeVersion,
-            run.durationMs,
-          ],
+          runValues(run),
         );
         added++;
       }

@@ -11,6 +11,7 @@ import type { CheckReport } from '../core/report.js';
 import type { MaliciousRecord } from '../intel/osv.js';
 import {
   maliciousSetOf,
+  runValues,
   toRun,
   type ExportedRun,
   type MaliciousSet,
@@ -425,19 +426,7 @@ export class SqliteStore implements ResultStore {
     try {
       for await (const run of runs) {
         if (seen.get(run.name, run.version, run.integrity, run.sandbox)) continue;
-        insert.run(
-          run.name,
-          run.version,
-          run.integrity,
-          run.sandbox,
-          run.policyHash,
-          run.spec,
-          run.verdict,
-          run.report,
-          run.createdAt,
-          run.phonehomeVersion,
-          run.durationMs,
-        );
+        insert.run(...runValues(run));
         added++;
       }
       this.db.exec('COMMIT');

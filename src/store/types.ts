@@ -178,3 +178,18 @@ export function maliciousSetOf(
     withIocs,
   };
 }
+
+/** An exported run's columns in the order of the stores' INSERT into runs. */
+export const runValues = (run: ExportedRun): unknown[] => [
+  run.name,
+  run.version,
+  run.integrity,
+  run.sandbox,
+  run.policyHash,
+  run.spec,
+  run.verdict,
+  run.report,
+  run.createdAt,
+  run.phonehomeVersion,
+  run.durationMs,
+];

@@ -7,14 +7,15 @@
  * one's containers removed by `phonehome sweep` once it is back).
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import type { AuditReport } from '../../src/audit/audit.js';
 import { LABEL_RUN } from '../../src/sandbox/sandbox.js';
-import { cli, fixture, leftovers, owner } from '../support/cli.js';
+import { cli, leftovers, owner } from '../support/cli.js';
+import { reportLines, shop } from '../support/shop.js';
 import { startSecondEngine, type SecondEngine } from '../support/second-engine.js';
 import { images } from '../support/sandbox.js';
 import { startVerdaccio, type Verdaccio } from '../support/verdaccio.js';
@@ -48,48 +49,13 @@ describe('an audit over two Docker engines (verdaccio)', () => {
       ],
       env,
     );
-  const lines = (r: AuditReport) =>
-    r.packages
-      .map((p) => ({
-        id: p.id,
-        status: p.status,
-        verdict: p.verdict,
-        findings: (p.report?.findings ?? []).map((f) => `${f.id}:${f.severity}`).sort(),
-      }))
-      .sort((a, b) => a.id.localeCompare(b.id));
   const onSecond = async (pid: number) =>
     (await second.docker.listContainers({ all: true, filters: { label: [owner(pid)] } })).length;
 
   before(async () => {
     await images();
     [registry, second] = await Promise.all([startVerdaccio(), startSecondEngine()]);
-    for (const f of [
-      'telemetry-dep',
-      'uses-telemetry-dep',
-      'app-toolkit',
-      'upgrade-beacon-1.0.1',
-      'honest-no-scripts',
-      'honest-postinstall-prints',
-      'quiet-lib-1.0.0',
-    ])
-      await registry.publish(fixture(f));
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(
-      join(dir, 'package.json'),
-      JSON.stringify({
-        name: 'shop',
-        version: '1.0.0',
-        private: true,
-        dependencies: {
-          'app-toolkit': '^1.0.0',
-          'honest-postinstall-prints': '^1.0.0',
-          'upgrade-beacon': '1.0.1',
-          'quiet-lib': '^1.0.0',
-          'honest-no-scripts': '^1.0.0',
-        },
-      }),
-    );
-    await registry.lock(dir);
+    await shop(registry, dir);
     const r = await audit([]);
     assert.equal(r.code, 1, r.stderr);
     single = JSON.parse(r.stdout) as AuditReport;
@@ -105,7 +71,7 @@ describe('an audit over two Docker engines (verdaccio)', () => {
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /sending the sandbox images from default to unix:\/\//);
     assert.match(r.stderr, new RegExp(`${second.address}: \\d+ CPU`));
-    assert.deepEqual(lines(JSON.parse(r.stdout) as AuditReport), lines(single));
+    assert.deepEqual(reportLines(JSON.parse(r.stdout) as AuditReport), reportLines(single));
     const events = (await second.docker.getEvents({
       since: Math.floor(r.startedAt / 1000),
       until: Math.ceil(r.endedAt / 1000),
@@ -138,7 +104,7 @@ describe('an audit over two Docker engines (verdaccio)', () => {
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /stopped answering .*goes to the other engines/);
     const report = JSON.parse(r.stdout) as AuditReport;
-    assert.deepEqual(lines(report), lines(single));
+    assert.deepEqual(reportLines(report), reportLines(single));
     assert.equal(report.summary.notRun, 0);
     assert.equal(await leftovers(r.pid), 0, 'nothing left on the first engine');
     // Back up, the killed daemon still has the containers of the run it lost; sweep removes

@@ -5,13 +5,14 @@
  * run it once, the second served the first's result.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import type { AuditReport } from '../../src/audit/audit.js';
-import { cli, fixture, leftovers } from '../support/cli.js';
+import { cli, leftovers } from '../support/cli.js';
+import { reportLines, shop } from '../support/shop.js';
 import { startPostgres, type TestPostgres } from '../support/postgres.js';
 import { images } from '../support/sandbox.js';
 import { startVerdaccio, type Verdaccio } from '../support/verdaccio.js';
@@ -47,16 +48,6 @@ describe('a shared PostgreSQL store through the sandbox (verdaccio)', () => {
   before(async () => {
     await images();
     [registry, server] = await Promise.all([startVerdaccio(), startPostgres()]);
-    for (const f of [
-      'telemetry-dep',
-      'uses-telemetry-dep',
-      'app-toolkit',
-      'upgrade-beacon-1.0.1',
-      'honest-no-scripts',
-      'honest-postinstall-prints',
-      'quiet-lib-1.0.0',
-    ])
-      await registry.publish(fixture(f));
   });
   after(async () => {
     await registry?.close();
@@ -64,37 +55,9 @@ describe('a shared PostgreSQL store through the sandbox (verdaccio)', () => {
     rmSync(work, { recursive: true, force: true });
   });
 
-  /** What a report says of each package, leaving out where the answer came from. */
-  const lines = (r: AuditReport) =>
-    r.packages
-      .map((p) => ({
-        id: p.id,
-        path: p.path,
-        status: p.status,
-        verdict: p.verdict,
-        findings: (p.report?.findings ?? []).map((f) => `${f.id}:${f.severity}`).sort(),
-      }))
-      .sort((a, b) => a.id.localeCompare(b.id));
-
   it('audit --shard 1/3, 2/3, 3/3 in three processes, then --report-only: the single audit’s report', async () => {
     const dir = join(work, 'shop');
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(
-      join(dir, 'package.json'),
-      JSON.stringify({
-        name: 'shop',
-        version: '1.0.0',
-        private: true,
-        dependencies: {
-          'app-toolkit': '^1.0.0',
-          'honest-postinstall-prints': '^1.0.0',
-          'upgrade-beacon': '1.0.1',
-          'quiet-lib': '^1.0.0',
-        },
-        devDependencies: { 'honest-no-scripts': '^1.0.0' },
-      }),
-    );
-    await registry.lock(dir);
+    await shop(registry, dir);
 
     const whole = await run(['audit', dir, '--store', join(work, 'whole.sqlite'), '--json']);
     assert.equal(whole.code, 1, whole.stderr);
@@ -122,7 +85,7 @@ describe('a shared PostgreSQL store through the sandbox (verdaccio)', () => {
     const assembled = await run(['audit', dir, '--store', url, '--report-only', '--json']);
     assert.equal(assembled.code, 1, assembled.stderr);
     const report = JSON.parse(assembled.stdout) as AuditReport;
-    assert.deepEqual(lines(report), lines(single));
+    assert.deepEqual(reportLines(report), reportLines(single));
     assert.equal(report.verdict, single.verdict);
     assert.equal(report.summary.fromStore, report.summary.checked, 'nothing ran');
     assert.equal(report.summary.notRun, 0);
