@@ -90,6 +90,11 @@ export interface AuditOptions extends Pick<
   /** Run nothing: the report from the store alone (what is not there is listed as not run). */
   reportOnly?: boolean;
   onProgress?: (p: AuditProgress) => void;
+  /**
+   * An engine of the pool was given up on. Its connections may hang for ever: the caller ends the
+   * process once the report is out rather than wait for them.
+   */
+  onEngineLost?: (name: string) => void;
 }
 
 export interface AuditProgress {
@@ -328,13 +333,26 @@ export async function audit(
         running += shard.length;
         progress();
         let result: ShardResult;
+        // In a pool, an engine that stops answering while a shard runs on it (a remote machine
+        // gone, whose connections hang rather than fail) is given up on: its shard is stopped
+        // and goes to the others.
+        const lost = new AbortController();
+        const watch = pooled ? watchEngine(m.engine, lost) : undefined;
         try {
-          result = await runShard(m.engine, refs, staged, shard, { ...o, ...opts });
+          const signal = opts.signal ? AbortSignal.any([opts.signal, lost.signal]) : lost.signal;
+          const shardRun = runShard(m.engine, refs, staged, shard, { ...o, ...opts, signal });
+          shardRun.catch(() => undefined);
+          result = await (watch ? Promise.race([shardRun, watch.gone]) : shardRun);
         } catch (e) {
           running -= shard.length;
           out--;
-          if (pooled && !opts.signal?.aborted && !(await answers(m.engine))) {
+          if (
+            pooled &&
+            !opts.signal?.aborted &&
+            (lost.signal.aborted || !(await answers(m.engine)))
+          ) {
             m.failed = (e as Error).message;
+            opts.onEngineLost?.(m.engine.name);
             queue.unshift(shard);
             log(
               `[engines] ${m.engine.name} stopped answering (${m.failed}): its shard of ${shard.length} package(s) goes to the other engines`,
@@ -344,6 +362,8 @@ export async function audit(
           }
           notify();
           throw e;
+        } finally {
+          watch?.stop();
         }
         running -= shard.length;
         unattributed += result.unattributed;
@@ -502,6 +522,43 @@ export async function audit(
     policy: { sources: opts.policy.policy.sources, hash: opts.policy.policy.hash },
   };
 }
+
+/** Poll an engine while a shard runs on it: `gone` rejects (and `lost` aborts) after two misses. */
+function watchEngine(
+  engine: SandboxEngine,
+  lost: AbortController,
+): { gone: Promise<never>; stop: () => void } {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const gone = new Promise<never>((_, reject) => {
+    let misses = 0;
+    const tick = async () => {
+      if (stopped) return;
+      misses = (await answers(engine, 10_000)) ? 0 : misses + 1;
+      if (stopped) return;
+      if (misses >= 2) {
+        const e = new PhonehomeError(
+          'EDOCKER_UNREACHABLE',
+          `The engine ${engine.name} has not answered for a minute.`,
+        );
+        lost.abort(e);
+        reject(e);
+      } else timer = setTimeout(() => void tick(), ENGINE_POLL_MS);
+    };
+    timer = setTimeout(() => void tick(), ENGINE_POLL_MS);
+  });
+  gone.catch(() => undefined);
+  return {
+    gone,
+    stop: () => {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** How often an engine of a pool is asked whether it still answers while it runs a shard. */
+const ENGINE_POLL_MS = 25_000;
 
 interface ShardResult {
   reports: Map<string, CheckReport>;

@@ -114,4 +114,34 @@ describe('an audit over two Docker engines (verdaccio)', () => {
     assert.equal(sweep.code, 0, sweep.stderr);
     assert.equal(await onSecond(r.pid), 0, 'nothing left on the second engine after the sweep');
   });
+
+  it('the second engine frozen mid-audit (its connections hang): given up on after a minute, same report', async () => {
+    const running = audit(['--engine', 'default', '--engine', second.address]);
+    let frozen = false;
+    for (let i = 0; i < 600 && !frozen; i++) {
+      const list = await second.docker
+        .listContainers({ filters: { label: [LABEL_RUN], status: ['running'] } })
+        .catch(() => []);
+      if (list.length) {
+        second.freeze();
+        frozen = true;
+      } else await sleep(100);
+    }
+    assert.ok(frozen, 'a sandbox ran on the second engine');
+    try {
+      const r = await running;
+      assert.equal(r.hung, false, r.stderr);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /has not answered for a minute.*goes to the other engines/);
+      const report = JSON.parse(r.stdout) as AuditReport;
+      assert.deepEqual(reportLines(report), reportLines(single));
+      assert.equal(await leftovers(r.pid), 0, 'nothing left on the first engine');
+      second.thaw();
+      const sweep = await cli(['sweep', '--engine', second.address], env);
+      assert.equal(sweep.code, 0, sweep.stderr);
+      assert.equal(await onSecond(r.pid), 0, 'nothing left on the second engine after the sweep');
+    } finally {
+      second.thaw();
+    }
+  });
 });

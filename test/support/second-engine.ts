@@ -18,6 +18,9 @@ export interface SecondEngine {
   docker: Docker;
   start(): Promise<void>;
   kill(): void;
+  /** SIGSTOP, SIGCONT: a daemon whose connections hang instead of failing. */
+  freeze(): void;
+  thaw(): void;
   stop(): Promise<void>;
 }
 
@@ -74,8 +77,11 @@ export async function startSecondEngine(): Promise<SecondEngine> {
     docker,
     start,
     kill: () => child?.kill('SIGKILL'),
+    freeze: () => child?.kill('SIGSTOP'),
+    thaw: () => child?.kill('SIGCONT'),
     stop: async () => {
       if (child && child.exitCode === null) {
+        child.kill('SIGCONT');
         try {
           for (const c of await docker.listContainers({ all: true }))
             await docker.getContainer(c.Id).remove({ force: true });

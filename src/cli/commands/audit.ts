@@ -184,6 +184,7 @@ error, 130 interrupted.`,
         const policy = await withMalicious(policyFiles, store);
         const display = progressDisplay();
         let report: AuditReport;
+        let engineLost = false;
         try {
           const { audit } = await import('../../audit/audit.js');
           const sandbox = engines.length
@@ -210,6 +211,7 @@ error, 130 interrupted.`,
               ctx.log(l);
             },
             onProgress: display.update,
+            onEngineLost: () => (engineLost = true),
             signal: ctx.signal,
           });
         } finally {
@@ -233,6 +235,10 @@ error, 130 interrupted.`,
             o.failOn,
           );
         process.exitCode = hit ? ExitCode.findings : ExitCode.pass;
+        // A lost engine's requests may never end (a frozen daemon, a machine gone): the report is
+        // out, so the process ends now instead of waiting on them. This process's containers on
+        // the other engines are already removed; `phonehome sweep --engine` clears the lost one.
+        if (engineLost) process.exit(process.exitCode);
       },
     );
 }
