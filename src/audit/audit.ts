@@ -305,9 +305,25 @@ export async function audit(
       ...todo.filter((p) => p.installScripts.length),
       ...todo.filter((p) => !p.installScripts.length),
     ];
-    const shards: LockedPackage[][] = [];
     const count = Math.ceil(ordered.length / size);
-    ordered.forEach((p, i) => (shards[i % count] ??= []).push(p));
+    const shards: LockedPackage[][] = Array.from({ length: count }, () => []);
+    const idsIn = shards.map(() => new Set<string>());
+    ordered.forEach((p, i) => {
+      // Copies of one name@version (two tarballs) never share a sandbox: its steps and report
+      // are by name@version, and one copy's conduct must not be charged to the other.
+      let k = i % count;
+      for (let tried = 0; idsIn[k]?.has(idOf(p)); tried++) {
+        if (tried >= shards.length) {
+          shards.push([]);
+          idsIn.push(new Set());
+          k = shards.length - 1;
+          break;
+        }
+        k = (k + 1) % shards.length;
+      }
+      shards[k]?.push(p);
+      idsIn[k]?.add(idOf(p));
+    });
     // One queue for every engine's slots. A shard whose engine stops answering goes back in it
     // for the others: nothing of it was stored, so nothing runs twice in the store. A worker with
     // an empty queue waits while shards are out, since one may come back.
@@ -320,9 +336,13 @@ export async function audit(
       changed = new Promise<void>((r) => (wake = r));
     };
     const pooled = members.length > 1;
+    // A shard is given to another engine once: a second loss fails the audit rather than give a
+    // package that knocks engines out one more try.
+    const requeued = new Set<LockedPackage[]>();
+    let halted = false;
     const worker = async (m: PoolMember) => {
       for (;;) {
-        if (m.failed) return;
+        if (m.failed || halted) return;
         const shard = queue.shift();
         if (!shard) {
           if (!out) return;
@@ -345,22 +365,33 @@ export async function audit(
           result = await (watch ? Promise.race([shardRun, watch.gone]) : shardRun);
         } catch (e) {
           running -= shard.length;
-          out--;
-          if (
-            pooled &&
-            !opts.signal?.aborted &&
-            (lost.signal.aborted || !(await answers(m.engine)))
-          ) {
+          // `out` counts this shard until it is back in the queue: a worker that finds the queue
+          // empty meanwhile waits for it instead of ending.
+          const lostEngine =
+            pooled && !opts.signal?.aborted && (lost.signal.aborted || !(await answers(m.engine)));
+          if (lostEngine) {
             m.failed = (e as Error).message;
             opts.onEngineLost?.(m.engine.name);
+          }
+          if (lostEngine && !requeued.has(shard)) {
+            requeued.add(shard);
             queue.unshift(shard);
+            out--;
             log(
               `[engines] ${m.engine.name} stopped answering (${m.failed}): its shard of ${shard.length} package(s) goes to the other engines`,
             );
             notify();
             return;
           }
+          out--;
+          halted = true;
           notify();
+          if (lostEngine)
+            throw new PhonehomeError(
+              'EDOCKER_UNREACHABLE',
+              `A second engine (${m.engine.name}) stopped answering while it ran the same shard of ${shard.length} package(s); it is not given a third.`,
+              { cause: e },
+            );
           throw e;
         } finally {
           watch?.stop();
@@ -386,11 +417,15 @@ export async function audit(
         progress();
       }
     };
-    await Promise.all(
+    // Every worker ended (the others stop taking shards once one fails) before the first
+    // failure is thrown: nothing goes on running behind an audit that has already failed.
+    const ended = await Promise.allSettled(
       members.flatMap((m) =>
         Array.from({ length: Math.max(1, Math.min(m.slots, shards.length)) }, () => worker(m)),
       ),
     );
+    const failure = ended.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure) throw failure.reason;
     if (queue.length)
       throw new PhonehomeError(
         'EDOCKER_UNREACHABLE',

@@ -75,6 +75,8 @@ export function cliContext(): CliContext {
     controller.abort(new PhonehomeError('EINTERRUPTED'));
     const code = sig === 'SIGINT' ? 130 : 143;
     if (!engines.length) process.exit(code);
+    // Bounded: an engine that hangs (a frozen daemon, a machine gone) cannot hold the exit.
+    setTimeout(() => process.exit(code), 30_000).unref();
     void Promise.allSettled(engines.map((e) => e.disposeAll())).finally(() => process.exit(code));
   };
   // However the process ends, no staging folder of it stays (an interrupt can come between a

@@ -1,14 +1,14 @@
 /**
  * Several Docker engines used as one pool by an audit: each engine that answers gets the sandbox
- * images (transferred from an engine that has them, and checked by image id, or built on the
- * first when none has), and runs as many sandboxes at once as its machine allows. The audit hands
+ * images of the first engine listed (built there when it lacks them, sent to the others, and
+ * checked by image id), and runs as many sandboxes at once as its machine allows. The audit hands
  * shards to whichever engine has a free slot; a shard whose engine stops answering goes back in
  * the queue for the others (src/audit/audit.ts).
  */
 import { buildImages } from '../images/build.js';
 import { imageRefs, resolveVersions } from '../images/inputs.js';
 import { PhonehomeError } from '../core/errors.js';
-import type { ImageStore, SandboxEngine } from './sandbox.js';
+import type { EngineCapacity, ImageStore, SandboxEngine } from './sandbox.js';
 
 export interface PoolMember {
   engine: SandboxEngine;
@@ -41,80 +41,106 @@ export async function answers(engine: SandboxEngine, ms = 10_000): Promise<boole
   }
 }
 
+/** `work`, or a rejection once `ms` have passed. */
+async function within<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>(
+        (_, reject) =>
+          (timer = setTimeout(
+            () =>
+              reject(
+                new PhonehomeError('EDOCKER_UNREACHABLE', `${what}: no answer in ${ms / 1000} s.`),
+              ),
+            ms,
+          )),
+      ),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The engines listed first is the pool's source of images (with the default engine, the machine's
+ * own): the others must have its images, by id, or are sent them. An engine whose images differ
+ * is left out; its content never replaces the source's.
+ */
 export async function preparePool(
   sandboxes: { engine: SandboxEngine; images: ImageStore }[],
   o: { concurrency?: number; log: (line: string) => void },
 ): Promise<{ members: PoolMember[]; refs: { runner: string; gateway: string } }> {
-  // Engines that answer; one that does not is left out and said so, the audit goes on without it.
-  type Reached = {
-    engine: SandboxEngine;
-    images: ImageStore;
-    cap?: { cpus: number; memoryBytes: number };
-    error?: Error;
-  };
-  const reached: Reached[] = await Promise.all(
-    sandboxes.map(async (s): Promise<Reached> => {
+  const refs = imageRefs(resolveVersions());
+  type Member = { engine: SandboxEngine; images: ImageStore; cap: EngineCapacity };
+  const reached = await Promise.all(
+    sandboxes.map(async (s) => {
       try {
-        await s.engine.info();
-        return { ...s, cap: await s.engine.capacity() };
+        await within(s.engine.info(), ANSWER_MS, s.engine.name);
+        return { ...s, cap: await within(s.engine.capacity(), ANSWER_MS, s.engine.name) };
       } catch (e) {
+        o.log(`[engines] ${s.engine.name} does not answer (${(e as Error).message}): left out`);
         return { ...s, error: e as Error };
       }
     }),
   );
-  const up = reached.filter(
-    (r): r is Reached & { cap: { cpus: number; memoryBytes: number } } => r.cap !== undefined,
-  );
-  for (const r of reached)
-    if (!r.cap) o.log(`[engines] ${r.engine.name} does not answer (${r.error?.message}): left out`);
-  if (!up.length) throw reached[0]?.error ?? new PhonehomeError('EDOCKER_UNREACHABLE');
-
-  // The images: from the first engine that has both, else built on the first that answers.
-  const status = await Promise.all(
-    up.map(async (m) => {
-      const refs = imageRefs(resolveVersions());
-      const [runner, gateway] = await Promise.all([
-        m.images.inspect(refs.runner),
-        m.images.inspect(refs.gateway),
-      ]);
-      return {
-        refs,
-        ids: runner && gateway ? { runner: runner.id, gateway: gateway.id } : undefined,
-      };
-    }),
-  );
-  let source = status.findIndex((s) => s.ids);
-  if (source === -1) {
-    source = 0;
-    await buildImages((up[0] as (typeof up)[number]).images, { log: o.log });
+  // Two addresses of one daemon are one engine (its slots counted once).
+  const up: Member[] = [];
+  const ids = new Map<string, string>();
+  for (const r of reached) {
+    if (!('cap' in r) || !r.cap) continue;
+    const twin = r.cap.id ? ids.get(r.cap.id) : undefined;
+    if (twin) {
+      o.log(`[engines] ${r.engine.name} is the daemon of ${twin}: counted once`);
+      continue;
+    }
+    if (r.cap.id) ids.set(r.cap.id, r.engine.name);
+    up.push(r as Member);
   }
-  const from = up[source] as (typeof up)[number];
-  const { refs } = await buildImages(from.images, { log: o.log });
-  const want = status[source]?.ids ?? {
-    runner: (await from.images.inspect(refs.runner))?.id,
-    gateway: (await from.images.inspect(refs.gateway))?.id,
-  };
+  const source = up[0];
+  if (!source || sandboxes[0]?.engine !== source.engine) {
+    const first = reached[0];
+    throw first && 'error' in first && first.error
+      ? first.error
+      : new PhonehomeError('EDOCKER_UNREACHABLE', 'The first engine of the pool does not answer.');
+  }
+  await buildImages(source.images, { log: o.log });
+  const want = await Promise.all([
+    source.images.inspect(refs.runner),
+    source.images.inspect(refs.gateway),
+  ]);
+  if (!want[0] || !want[1])
+    throw new PhonehomeError('EIMAGE_MISSING', `${source.engine.name} has no sandbox images.`);
+  const [runnerId, gatewayId] = [want[0].id, want[1].id];
   const members: PoolMember[] = [];
-  for (const [i, m] of up.entries()) {
-    if (i !== source && !status[i]?.ids) {
-      o.log(`[engines] sending the sandbox images from ${from.engine.name} to ${m.engine.name}`);
-      try {
-        await m.images.load(await from.images.save([refs.runner, refs.gateway]));
-      } catch (e) {
+  for (const m of up) {
+    try {
+      const has = async () => {
+        const [runner, gateway] = await Promise.all([
+          within(m.images.inspect(refs.runner), ANSWER_MS, m.engine.name),
+          within(m.images.inspect(refs.gateway), ANSWER_MS, m.engine.name),
+        ]);
+        return { runner, gateway };
+      };
+      let now = await has();
+      if (m !== source && (!now.runner || !now.gateway)) {
         o.log(
-          `[engines] ${m.engine.name}: the images could not be loaded (${(e as Error).message}): left out`,
+          `[engines] sending the sandbox images from ${source.engine.name} to ${m.engine.name}`,
+        );
+        await m.images.load(await source.images.save([refs.runner, refs.gateway]));
+        now = await has();
+      }
+      // Checked by id, not by tag alone: a tag on that engine could name other contents.
+      if (now.runner?.id !== runnerId || now.gateway?.id !== gatewayId) {
+        o.log(
+          `[engines] ${m.engine.name}: its ${refs.runner} or ${refs.gateway} is not the image ${source.engine.name} has (another build, or altered): left out; remove those tags there and run again`,
         );
         continue;
       }
-    }
-    // Checked by id, not by tag alone: a tag on that engine could name other contents.
-    const [runner, gateway] = await Promise.all([
-      m.images.inspect(refs.runner),
-      m.images.inspect(refs.gateway),
-    ]);
-    if (runner?.id !== want.runner || gateway?.id !== want.gateway) {
+    } catch (e) {
       o.log(
-        `[engines] ${m.engine.name}: its ${refs.runner} or ${refs.gateway} is not the image ${from.engine.name} has (another build under the same tag): left out; \`phonehome images build --force\` there, or remove the tags`,
+        `[engines] ${m.engine.name}: the images could not be checked or sent (${(e as Error).message}): left out`,
       );
       continue;
     }
@@ -128,3 +154,6 @@ export async function preparePool(
     throw new PhonehomeError('EIMAGE_MISSING', 'No engine of the pool has the sandbox images.');
   return { members, refs };
 }
+
+/** How long an engine of the pool has to answer a question (not a transfer). */
+const ANSWER_MS = 15_000;

@@ -132,6 +132,8 @@ export interface SweepResult {
 }
 
 export interface EngineCapacity {
+  /** The daemon's own id: two addresses of one daemon are one engine. */
+  id: string;
   cpus: number;
   memoryBytes: number;
 }

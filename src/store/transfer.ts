@@ -9,6 +9,7 @@
  * A file imported is trusted as the store itself is: its reports answer later checks of the same
  * tarballs. Import only what your own phonehome jobs exported.
  */
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { once } from 'node:events';
 import { PhonehomeError } from '../core/errors.js';
@@ -183,9 +184,11 @@ export async function importStore(
   // Read whole first: a file that is cut short or altered anywhere changes nothing. The line of
   // each tarball's newest run is kept (export writes oldest first).
   let runs = 0;
-  const newest = new Map<string, { n: number; createdAt: string }>();
+  let header = 0;
+  const newest = new Map<string, { n: number; createdAt: string; sha: string }>();
   for await (const { n, text } of lines(file)) {
-    if (n === 1) {
+    if (!header) {
+      header = n;
       let head: { format?: unknown; version?: unknown } = {};
       try {
         head = JSON.parse(text) as typeof head;
@@ -206,14 +209,17 @@ export async function importStore(
     runs++;
     const key = runKeyText(run);
     const seen = newest.get(key);
-    if (!seen || seen.createdAt <= run.createdAt) newest.set(key, { n, createdAt: run.createdAt });
+    if (!seen || seen.createdAt <= run.createdAt)
+      newest.set(key, { n, createdAt: run.createdAt, sha: sha256(text) });
   }
-  if (runs === 0 && size === 0) throw bad(file, 'empty');
-  const keep = new Set([...newest.values()].map((v) => v.n));
+  if (!header) throw bad(file, 'empty');
+  // The second reading takes only the lines the first one checked, byte for byte.
+  const keep = new Map([...newest.values()].map((v) => [v.n, v.sha]));
   async function* chosen(): AsyncGenerator<ExportedRun> {
     for await (const { n, text } of lines(file)) {
-      if (!keep.has(n)) continue;
-      const run = readRun(text);
+      const sha = keep.get(n);
+      if (!sha) continue;
+      const run = sha === sha256(text) ? readRun(text) : 'changed';
       if (typeof run === 'string') throw bad(file, `line ${n} changed while it was imported`);
       yield run;
     }
@@ -221,6 +227,8 @@ export async function importStore(
   const added = await store.importRuns(chosen());
   return { runs, added };
 }
+
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex');
 
 const runKeyText = (r: ExportedRun): string =>
   [r.name, r.version, r.integrity ?? '', r.sandbox].join('\u0000');

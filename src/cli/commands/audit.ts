@@ -217,6 +217,9 @@ error, 130 interrupted.`,
         } finally {
           display.stop();
           await store.close();
+          // Failed with an engine lost: the error is printed by the caller, then the process
+          // ends, whatever of the lost engine's requests still hangs.
+          if (engineLost) setTimeout(() => process.exit(), 3000).unref();
         }
         process.stdout.write(
           o.json

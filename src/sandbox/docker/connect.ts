@@ -10,10 +10,12 @@
  *   checked against `ca.pem`. `tcp://` without `tls=` is plain HTTP, accepted only to a loopback
  *   address: an engine's API is root on its machine, and a package's results would cross the
  *   network in the clear.
- * - `ssh://user@host[:port]`: the engine of that machine over SSH (the agent at SSH_AUTH_SOCK
- *   answers for the key), through `docker system dial-stdio` there, as the docker CLI does.
- *   docker-modem needs the protocol set explicitly for it.
+ * - `ssh://user@host[:port]?hostkey=SHA256:…`: the engine of that machine over SSH (the agent at
+ *   SSH_AUTH_SOCK answers for the key), through `docker system dial-stdio` there, as the docker
+ *   CLI does; the machine's host key must be the pinned one. docker-modem needs the protocol set
+ *   explicitly for it.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 // Types only: reading an address must not load the Docker client (a command answered from the
@@ -30,14 +32,49 @@ export interface EngineAddress {
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)$/i;
 
+/** The address as it may be printed: no password, and nothing of one that does not parse. */
+export function shownAddress(spec: string): string {
+  try {
+    const u = new URL(spec);
+    const path = u.pathname === '/' ? '' : u.pathname;
+    return `${u.protocol}//${u.username ? `${u.username}@` : ''}${u.host}${path}${u.search ? '?…' : ''}`;
+  } catch {
+    return spec.includes('@') ? '(an address that is not a URL)' : spec;
+  }
+}
+
 function bad(spec: string, why: string): PhonehomeError {
-  return new PhonehomeError('EENGINE', `--engine ${spec}: ${why}.`);
+  return new PhonehomeError('EENGINE', `--engine ${shownAddress(spec)}: ${why}.`);
+}
+
+/**
+ * Every connection field set, the unused ones to undefined: docker-modem lays the options over
+ * what DOCKER_HOST and DOCKER_CERT_PATH say, and an address must not be quietly replaced by them.
+ */
+function only(o: Docker.DockerOptions): Docker.DockerOptions {
+  return {
+    socketPath: undefined,
+    host: undefined,
+    port: undefined,
+    protocol: undefined,
+    ca: undefined,
+    cert: undefined,
+    key: undefined,
+    username: undefined,
+    timeout: undefined,
+    ...o,
+  } as Docker.DockerOptions;
+}
+
+/** An SSH host key's fingerprint as ssh-keygen -l prints it: SHA256:<base64, unpadded>. */
+export function sshFingerprint(key: Buffer): string {
+  return `SHA256:${createHash('sha256').update(key).digest('base64').replace(/=+$/, '')}`;
 }
 
 export function parseEngine(spec: string): EngineAddress {
   const value = spec.trim();
   if (!value || value === 'default') return { name: 'default' };
-  if (isAbsolute(value)) return { name: `unix://${value}`, options: { socketPath: value } };
+  if (isAbsolute(value)) return { name: `unix://${value}`, options: only({ socketPath: value }) };
   let url: URL;
   try {
     url = new URL(value);
@@ -50,7 +87,7 @@ export function parseEngine(spec: string): EngineAddress {
     case 'unix:': {
       const path = decodeURIComponent(url.pathname);
       if (!path || path === '/') throw bad(value, 'no socket path');
-      return { name: `unix://${path}`, options: { socketPath: path } };
+      return { name: `unix://${path}`, options: only({ socketPath: path }) };
     }
     case 'tcp:':
     case 'https:':
@@ -73,14 +110,14 @@ export function parseEngine(spec: string): EngineAddress {
         };
         return {
           name: `${name} (TLS)`,
-          options: {
+          options: only({
             protocol: 'https',
             host,
             port: port(2376),
             ca: read('ca.pem'),
             cert: read('cert.pem'),
             key: read('key.pem'),
-          },
+          }),
         };
       }
       if (url.protocol === 'https:')
@@ -91,22 +128,37 @@ export function parseEngine(spec: string): EngineAddress {
           `--engine ${name}: plain TCP to another machine would send the engine API (root there) unencrypted.`,
           { fix: `Add ?tls=<folder with ca.pem, cert.pem, key.pem>, or use ssh://user@${host}.` },
         );
-      return { name, options: { protocol: 'http', host, port: port(2375) } };
+      return { name, options: only({ protocol: 'http', host, port: port(2375) }) };
     }
     case 'ssh:': {
       if (!host) throw bad(value, 'no host');
       if (url.password)
         throw bad(value, 'a password in the address is refused: use the SSH agent (SSH_AUTH_SOCK)');
+      // The engine's machine is who it says only if its host key is the one expected: without a
+      // check, whoever answers for the name would be the engine, and write the results.
+      // A '+' of the base64 written as is reads back as a space.
+      const pinned = url.searchParams.get('hostkey')?.replace(/ /g, '+');
+      if (!pinned || !/^SHA256:[A-Za-z0-9+/]{43}$/.test(pinned))
+        throw new PhonehomeError(
+          'EENGINE',
+          `--engine ${shownAddress(value)}: an ssh engine needs its host key pinned (?hostkey=SHA256:…).`,
+          {
+            fix: `Add ?hostkey= with the fingerprint \`ssh-keyscan ${host} | ssh-keygen -lf -\` prints (checked against what you know of the machine).`,
+          },
+        );
       const username = decodeURIComponent(url.username) || undefined;
       return {
         name: `ssh://${url.username ? `${url.username}@` : ''}${url.host}`,
-        options: {
+        options: only({
           protocol: 'ssh',
           host,
           port: port(22),
           ...(username ? { username } : {}),
-          sshOptions: process.env.SSH_AUTH_SOCK ? { agent: process.env.SSH_AUTH_SOCK } : {},
-        } as Docker.DockerOptions,
+          sshOptions: {
+            ...(process.env.SSH_AUTH_SOCK ? { agent: process.env.SSH_AUTH_SOCK } : {}),
+            hostVerifier: (key: Buffer) => sshFingerprint(key) === pinned,
+          },
+        } as Docker.DockerOptions),
       };
     }
     default:

@@ -56,8 +56,8 @@ export class DockerEngine implements SandboxEngine {
 
   async capacity(): Promise<EngineCapacity> {
     try {
-      const i = (await this.docker.info()) as { NCPU?: number; MemTotal?: number };
-      return { cpus: Math.max(1, i.NCPU ?? 1), memoryBytes: i.MemTotal ?? 0 };
+      const i = (await this.docker.info()) as { ID?: string; NCPU?: number; MemTotal?: number };
+      return { id: i.ID ?? '', cpus: Math.max(1, i.NCPU ?? 1), memoryBytes: i.MemTotal ?? 0 };
     } catch (e) {
       throw dockerError(e, `asking the engine ${this.name} what its machine has`);
     }

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { PhonehomeError } from '../../../src/core/errors.js';
-import { parseEngine } from '../../../src/sandbox/docker/connect.js';
+import Docker from 'dockerode';
+import { parseEngine, sshFingerprint } from '../../../src/sandbox/docker/connect.js';
 import { engineAddresses } from '../../../src/cli/commands/audit.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'phonehome-connect-'));
@@ -20,12 +21,14 @@ const refused = (re: RegExp) => (e: unknown) =>
 describe('--engine addresses', () => {
   it('default, a socket, TCP on loopback, TCP with TLS, ssh', () => {
     assert.deepEqual(parseEngine('default'), { name: 'default' });
-    assert.deepEqual(parseEngine('/run/d2.sock').options, { socketPath: '/run/d2.sock' });
-    assert.deepEqual(parseEngine('unix:///run/d2.sock'), {
-      name: 'unix:///run/d2.sock',
-      options: { socketPath: '/run/d2.sock' },
-    });
-    assert.deepEqual(parseEngine('tcp://127.0.0.1:2375').options, {
+    const used = (spec: string) =>
+      Object.fromEntries(
+        Object.entries(parseEngine(spec).options ?? {}).filter(([, v]) => v !== undefined),
+      );
+    assert.deepEqual(used('/run/d2.sock'), { socketPath: '/run/d2.sock' });
+    assert.equal(parseEngine('unix:///run/d2.sock').name, 'unix:///run/d2.sock');
+    assert.deepEqual(used('unix:///run/d2.sock'), { socketPath: '/run/d2.sock' });
+    assert.deepEqual(used('tcp://127.0.0.1:2375'), {
       protocol: 'http',
       host: '127.0.0.1',
       port: 2375,
@@ -35,16 +38,45 @@ describe('--engine addresses', () => {
     assert.equal(tls.name, 'tcp://build-1.example:2376 (TLS)');
     assert.equal(tls.options?.protocol, 'https');
     assert.equal(String(tls.options?.ca), 'ca.pem');
-    const ssh = parseEngine('ssh://ci@build-2.example:2222');
+    const pin = `SHA256:${'A'.repeat(43)}`;
+    const ssh = parseEngine(`ssh://ci@build-2.example:2222?hostkey=${pin}`);
     assert.equal(ssh.name, 'ssh://ci@build-2.example:2222');
     assert.equal(ssh.options?.protocol, 'ssh', 'docker-modem needs the protocol set');
     assert.equal(ssh.options?.username, 'ci');
     assert.equal(ssh.options?.port, 2222);
+    const verify = (ssh.options?.sshOptions as { hostVerifier: (k: Buffer) => boolean })
+      .hostVerifier;
+    assert.equal(verify(Buffer.from('another machine')), false, 'an unpinned host key is refused');
+    const key = Buffer.from('the machine');
+    const pinned = parseEngine(`ssh://ci@h?hostkey=${sshFingerprint(key)}`).options?.sshOptions as {
+      hostVerifier: (k: Buffer) => boolean;
+    };
+    assert.equal(pinned.hostVerifier(key), true);
+  });
+
+  it('DOCKER_HOST does not replace the engine an address names', () => {
+    const saved = process.env.DOCKER_HOST;
+    process.env.DOCKER_HOST = 'tcp://10.1.2.3:2375';
+    try {
+      const modem = new Docker(parseEngine('/run/other.sock').options).modem as {
+        socketPath?: string;
+        host?: string;
+      };
+      assert.equal(modem.host, undefined);
+      assert.equal(modem.socketPath, '/run/other.sock');
+    } finally {
+      if (saved === undefined) delete process.env.DOCKER_HOST;
+      else process.env.DOCKER_HOST = saved;
+    }
   });
 
   it('refuses what would expose the engine, or names none', () => {
     assert.throws(() => parseEngine('tcp://build-1.example:2375'), refused(/unencrypted/));
-    assert.throws(() => parseEngine('ssh://ci:secret@build-2.example'), refused(/password/));
+    assert.throws(
+      () => parseEngine('ssh://ci:hunter2@build-2.example'),
+      (e: unknown) => refused(/password/)(e) && !(e as Error).message.includes('hunter2'),
+    );
+    assert.throws(() => parseEngine('ssh://ci@build-2.example'), refused(/host key pinned/));
     assert.throws(() => parseEngine('https://h:2376'), refused(/tls=/));
     assert.throws(
       () => parseEngine(`tcp://h:2376?tls=${join(dir, 'none')}`),

@@ -192,6 +192,12 @@ for (const [kind, fresh] of Object.entries(backends)) {
           /nothing was imported/.test(e.message),
       );
       assert.equal(await fresh2.count(), 0);
+      // The header is the first line that is not blank: a blank line does not skip its check.
+      writeFileSync(bad, `\n${lines.slice(1).join('\n')}\n`);
+      await assert.rejects(
+        importStore(fresh2, bad),
+        (e: unknown) => e instanceof PhonehomeError && /not written by/.test(e.message),
+      );
       writeFileSync(bad, 'not an export\n');
       await assert.rejects(
         importStore(fresh2, bad),
