@@ -56,8 +56,19 @@ export class DockerEngine implements SandboxEngine {
 
   async capacity(): Promise<EngineCapacity> {
     try {
-      const i = (await this.docker.info()) as { ID?: string; NCPU?: number; MemTotal?: number };
-      return { id: i.ID ?? '', cpus: Math.max(1, i.NCPU ?? 1), memoryBytes: i.MemTotal ?? 0 };
+      const i = (await this.docker.info()) as {
+        ID?: string;
+        DockerRootDir?: string;
+        NCPU?: number;
+        MemTotal?: number;
+      };
+      // The daemon id alone is shared by daemons of one machine that share /etc/docker; with its
+      // data root it names one daemon.
+      return {
+        id: i.ID ? `${i.ID} ${i.DockerRootDir ?? ''}` : '',
+        cpus: Math.max(1, i.NCPU ?? 1),
+        memoryBytes: i.MemTotal ?? 0,
+      };
     } catch (e) {
       throw dockerError(e, `asking the engine ${this.name} what its machine has`);
     }
