@@ -52,6 +52,18 @@ describe('an audit over two Docker engines (verdaccio)', () => {
   const onSecond = async (pid: number) =>
     (await second.docker.listContainers({ all: true, filters: { label: [owner(pid)] } })).length;
 
+  /** Whether a sandbox runs on the second engine within a minute (polled every 100 ms). */
+  const sandboxOnSecond = async (): Promise<boolean> => {
+    for (let i = 0; i < 600; i++) {
+      const list = await second.docker
+        .listContainers({ filters: { label: [LABEL_RUN], status: ['running'] } })
+        .catch(() => []);
+      if (list.length) return true;
+      await sleep(100);
+    }
+    return false;
+  };
+
   before(async () => {
     await images();
     [registry, second] = await Promise.all([startVerdaccio(), startSecondEngine()]);
@@ -88,17 +100,8 @@ describe('an audit over two Docker engines (verdaccio)', () => {
   it('the second engine’s daemon killed mid-audit: its shard runs on the first, same report', async () => {
     const running = audit(['--engine', 'default', '--engine', second.address]);
     // Killed as soon as a sandbox of this audit runs there.
-    let killed = false;
-    for (let i = 0; i < 600 && !killed; i++) {
-      const list = await second.docker
-        .listContainers({ filters: { label: [LABEL_RUN], status: ['running'] } })
-        .catch(() => []);
-      if (list.length) {
-        second.kill();
-        killed = true;
-      } else await sleep(100);
-    }
-    assert.ok(killed, 'a sandbox ran on the second engine');
+    assert.ok(await sandboxOnSecond(), 'a sandbox ran on the second engine');
+    second.kill();
     const r = await running;
     assert.equal(r.hung, false);
     assert.equal(r.code, 1, r.stderr);
@@ -117,17 +120,8 @@ describe('an audit over two Docker engines (verdaccio)', () => {
 
   it('the second engine frozen mid-audit (its connections hang): given up on after a minute, same report', async () => {
     const running = audit(['--engine', 'default', '--engine', second.address]);
-    let frozen = false;
-    for (let i = 0; i < 600 && !frozen; i++) {
-      const list = await second.docker
-        .listContainers({ filters: { label: [LABEL_RUN], status: ['running'] } })
-        .catch(() => []);
-      if (list.length) {
-        second.freeze();
-        frozen = true;
-      } else await sleep(100);
-    }
-    assert.ok(frozen, 'a sandbox ran on the second engine');
+    assert.ok(await sandboxOnSecond(), 'a sandbox ran on the second engine');
+    second.freeze();
     try {
       const r = await running;
       assert.equal(r.hung, false, r.stderr);
