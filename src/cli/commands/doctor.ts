@@ -83,12 +83,7 @@ async function engineChecks(engine: SandboxEngine, images: ImageStore): Promise<
       detail: `engine ${info.serverVersion} (API ${info.serverApiVersion}, ${info.os}, kernel ${info.kernel}); client API ${info.clientApiVersion}; ${engine.name === 'default' ? (process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock') : engine.name}`,
     });
   } catch (e) {
-    checks.push({
-      name: 'docker',
-      ok: false,
-      detail: e instanceof Error ? e.message : String(e),
-      ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
-    });
+    checks.push(errorCheck('docker', e));
   }
   let gatewayImage: string | undefined;
   let runnerImage: string | undefined;
@@ -128,12 +123,7 @@ async function engineChecks(engine: SandboxEngine, images: ImageStore): Promise<
             },
       );
     } catch (e) {
-      checks.push({
-        name: 'gateway rules',
-        ok: false,
-        detail: e instanceof Error ? e.message : String(e),
-        ...(isPhonehomeError(e) ? { fix: e.fix } : {}),
-      });
+      checks.push(errorCheck('gateway rules', e));
     }
   } else {
     checks.push({
