@@ -52,6 +52,10 @@ export interface HarnessResult {
   threw: number;
   /** Returned promises that did not settle within the bound. */
   pending: number;
+  /** Events emitted on emitters the package exported or gave back (`ready`, `connect`, …). */
+  emitted: number;
+  /** Steps taken through iterators (async ones included) that calls gave back. */
+  iterated: number;
 }
 
 const NOT_LOADABLE = new Set([
@@ -181,6 +185,69 @@ function ownValue(o: object, k: string | symbol): unknown {
     return undefined;
   }
 }
+
+/** A data property found on `o` or its prototypes (16 at most), without running getters. */
+function inherited(o: object, k: string | symbol): unknown {
+  try {
+    let p: object | null = o;
+    for (let depth = 0; p && depth < 16; depth++) {
+      const v = ownValue(p, k);
+      if (v !== undefined) return v;
+      p = Object.getPrototypeOf(p) as object | null;
+    }
+  } catch {
+    // A hostile object: nothing found.
+  }
+  return undefined;
+}
+
+/**
+ * Events a client, server or stream acts on when its work begins or data arrives: emitted on the
+ * emitters the package exports or gives back (with whatever else they listen for), as the network
+ * would emit them. Never `error` (an emitter with no listener for it throws).
+ */
+export const LIFECYCLE_EVENTS = [
+  'ready',
+  'connect',
+  'connected',
+  'open',
+  'listening',
+  'start',
+  'online',
+  'data',
+  'message',
+  'response',
+  'end',
+  'close',
+];
+const NOT_EMITTED = new Set(['error', 'newListener', 'removeListener']);
+/** At most this many events are emitted on one emitter. */
+const EVENTS_PER_EMITTER = 16;
+
+/** What an emitter listens for, for emitting: its registered events first, then the lifecycle ones. */
+function eventsOf(emitter: object): string[] {
+  const names = new Set<string>();
+  const list = inherited(emitter, 'eventNames');
+  if (typeof list === 'function') {
+    try {
+      const got = Reflect.apply(list, emitter, []) as unknown;
+      if (Array.isArray(got))
+        for (const n of got.slice(0, EVENTS_PER_EMITTER))
+          if (typeof n === 'string' && !NOT_EMITTED.has(n)) names.add(n);
+    } catch {
+      // Its own events stay unknown; the lifecycle ones are still emitted.
+    }
+  }
+  for (const n of LIFECYCLE_EVENTS) names.add(n);
+  return [...names].slice(0, EVENTS_PER_EMITTER);
+}
+
+/** An EventEmitter or anything shaped like one: `on` and `emit` as functions. */
+const isEmitter = (v: object): boolean =>
+  typeof inherited(v, 'emit') === 'function' && typeof inherited(v, 'on') === 'function';
+
+/** Steps taken through one iterator a call gave back. */
+const STEPS_PER_ITERATOR = 3;
 
 /** `then` as an own or inherited data property: a promise-like, found without running getters. */
 function isThenable(v: unknown): boolean {
@@ -316,6 +383,8 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
     methods: 0,
     threw: 0,
     pending: 0,
+    emitted: 0,
+    iterated: 0,
   };
   // The package's stray errors are its own business, not the harness's end.
   process.on('uncaughtException', () => undefined);
@@ -338,84 +407,208 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
     result.loadError = code;
   }
   if (loaded.with) result.loadedWith = loaded.with;
-  if (input.mode === 'exercise') {
-    const callTimeoutMs = input.callTimeoutMs ?? 1000;
-    const maxCalls = input.maxCalls ?? 400;
-    let exported = loaded.exported;
-    // An ES module namespace: its default export is what CommonJS consumers would call the module.
-    if (exported && typeof exported === 'object' && Symbol.toStringTag in exported) {
-      exported = { ...(exported as Record<string, unknown>) };
-    }
-    const shapes = argumentShapes(input.callerHost ?? 'test');
-    const deadline = performance.now() + virtualMs(input.callBudgetMs ?? 20_000);
-    // Methods get fewer shapes: none, a host, an object, and the mix.
-    const methodShapes = [0, 1, 3, 6].map((i) => shapes[i] as (typeof shapes)[number]);
-    const fns = collect(exported);
-    for (const fn of fns) {
-      if (isClass(fn)) result.classes++;
-      else result.functions++;
-    }
-    // What the exported functions and classes give back is called in turn (its methods, once per
-    // object), after every export: a client's methods are where an SDK's requests are made.
-    const queue: { fn: unknown; self?: object; method?: boolean }[] = fns.map((fn) => ({ fn }));
-    const expanded = new WeakSet<object>();
-    // One object per export is looked into: the first one a call of it gives back.
-    const expandedFrom = new Set<unknown>();
-    const expand = (from: unknown, v: unknown) => {
-      if (!v || (typeof v !== 'object' && typeof v !== 'function') || expanded.has(v)) return;
-      if (isThenable(v) || fns.includes(v) || expandedFrom.has(from)) return;
-      expandedFrom.add(from);
-      expanded.add(v);
-      if (typeof v === 'function') queue.push({ fn: v, method: true });
-      else for (const m of methodsOf(v)) queue.push({ ...m, method: true });
-    };
-    // A method that ends the process (a CLI object's parse(), say) would end the exercise with it:
-    // while calling, process.exit() runs its 'exit' listeners and returns. Node's exit() ends in
-    // reallyExit; process.exit itself stays Node's own function.
-    const proc = process as unknown as { reallyExit: (code?: number) => void };
-    const reallyExit = proc.reallyExit;
-    proc.reallyExit = () => undefined;
+  if (input.mode === 'exercise') await exercise(input, loaded.exported, schedule, result);
+  await quiesce(schedule, baseline, input.graceMs ?? 1500);
+  // A process that ends on its own emits 'beforeExit' once its loop is empty; the harness ends it
+  // with exit(), so what the package left for that moment is given its moment here.
+  if (process.listenerCount('beforeExit') > 0) {
+    result.emitted++;
     try {
-      outer: for (let i = 0; i < queue.length; i++) {
-        const { fn, self, method } = queue[i] as (typeof queue)[number];
-        if (method) result.methods++;
-        for (const shape of method ? methodShapes : shapes) {
-          if (result.calls >= maxCalls || performance.now() > deadline) break outer;
+      process.emit('beforeExit', 0);
+    } catch {
+      // A listener that throws ends only itself.
+    }
+    await quiesce(schedule, baseline, input.graceMs ?? 1500);
+  }
+  // Exit once the line is out (a pipe would cut it otherwise), whatever the package left running.
+  process.stdout.write(`\n${input.marker}${JSON.stringify(result)}\n`, () => process.exit(0));
+}
+
+/** How deep the exercise goes into what calls give back: an export's result, and its methods' results. */
+const MAX_LEVEL = 2;
+
+type Work =
+  /** A function or class: an export (level 0) or a method of an object found at `level`. */
+  | { kind: 'call'; fn: unknown; self?: object; level: number }
+  /** The lifecycle events of an emitter, emitted once its methods have been called. */
+  | { kind: 'emit'; target: object }
+  /** A few steps through the iterator an object gives. */
+  | { kind: 'iterate'; target: object; iterator: unknown; async: boolean };
+
+/**
+ * Calls every export with every argument shape, then, breadth first, what they give back: the
+ * methods of the first object each export returns, the methods of the first object each of those
+ * methods returns (MAX_LEVEL), lifecycle events on every emitter among them (and on an exported
+ * emitter), and a few steps of every iterator they give (a generator's body runs only then).
+ */
+async function exercise(
+  input: HarnessInput,
+  loadedExport: unknown,
+  schedule: Schedule,
+  result: HarnessResult,
+): Promise<void> {
+  const callTimeoutMs = input.callTimeoutMs ?? 1000;
+  const maxCalls = input.maxCalls ?? 400;
+  let exported = loadedExport;
+  // An ES module namespace: its default export is what CommonJS consumers would call the module.
+  if (exported && typeof exported === 'object' && Symbol.toStringTag in exported) {
+    exported = { ...(exported as Record<string, unknown>) };
+  }
+  const shapes = argumentShapes(input.callerHost ?? 'test');
+  const deadline = performance.now() + virtualMs(input.callBudgetMs ?? 20_000);
+  // Methods get fewer shapes: none, a host, an object, and the mix.
+  const methodShapes = [0, 1, 3, 6].map((i) => shapes[i] as (typeof shapes)[number]);
+  const fns = collect(exported);
+  for (const fn of fns) {
+    if (isClass(fn)) result.classes++;
+    else result.functions++;
+  }
+  const queue: Work[] = fns.map((fn) => ({ kind: 'call', fn, level: 0 }));
+  const looked = new WeakSet<object>();
+  const lookAt = (v: object, level: number) => {
+    looked.add(v);
+    if (typeof v === 'function') {
+      queue.push({ kind: 'call', fn: v, level });
+      return;
+    }
+    for (const m of methodsOf(v)) queue.push({ kind: 'call', ...m, level });
+    if (isEmitter(v)) queue.push({ kind: 'emit', target: v });
+    // The platform's collections hold data, not the package's code.
+    try {
+      if (Array.isArray(v) || ArrayBuffer.isView(v) || v instanceof Map || v instanceof Set) return;
+    } catch {
+      return;
+    }
+    const asyncIt = inherited(v, Symbol.asyncIterator);
+    const syncIt = inherited(v, Symbol.iterator);
+    if (typeof asyncIt === 'function')
+      queue.push({ kind: 'iterate', target: v, iterator: asyncIt, async: true });
+    else if (typeof syncIt === 'function')
+      queue.push({ kind: 'iterate', target: v, iterator: syncIt, async: false });
+  };
+  // An exported emitter (a module that is a client, a bus) gets its events too.
+  for (const v of [
+    exported,
+    ...(exported && typeof exported === 'object' ? valuesOf(exported) : []),
+  ])
+    if (v && typeof v === 'object' && !looked.has(v) && isEmitter(v)) {
+      looked.add(v);
+      queue.push({ kind: 'emit', target: v });
+    }
+  // One object per function is looked into: the first one a call of it gives back.
+  const expandedFrom = new Set<unknown>();
+  const expand = (from: unknown, v: unknown, level: number) => {
+    if (level > MAX_LEVEL || expandedFrom.has(from)) return;
+    if (!v || (typeof v !== 'object' && typeof v !== 'function') || looked.has(v)) return;
+    if (isThenable(v) || fns.includes(v)) return;
+    expandedFrom.add(from);
+    lookAt(v, level);
+  };
+  const out = () => result.calls >= maxCalls || performance.now() > deadline;
+  /** A value that may be a promise, settled within the bound: undefined when it did not settle. */
+  const settle = async (value: unknown): Promise<{ value?: unknown } | undefined> => {
+    if (!isThenable(value)) return { value };
+    const r = await bounded(schedule, value as PromiseLike<unknown>, callTimeoutMs);
+    if (r.state === 'pending') {
+      result.pending++;
+      return undefined;
+    }
+    return { value: r.value };
+  };
+  // A method that ends the process (a CLI object's parse(), say) would end the exercise with it:
+  // while calling, process.exit() runs its 'exit' listeners and returns. Node's exit() ends in
+  // reallyExit; process.exit itself stays Node's own function.
+  const proc = process as unknown as { reallyExit: (code?: number) => void };
+  const reallyExit = proc.reallyExit;
+  proc.reallyExit = () => undefined;
+  try {
+    for (let i = 0; i < queue.length && !out(); i++) {
+      const work = queue[i] as Work;
+      if (work.kind === 'emit') {
+        for (const event of eventsOf(work.target)) {
+          if (out()) break;
           result.calls++;
-          const f = fn as (...a: unknown[]) => unknown;
-          let value: unknown;
+          result.emitted++;
           try {
-            value = isClass(fn)
-              ? new (f as unknown as new (...a: unknown[]) => unknown)(...shape())
-              : Reflect.apply(f, self, shape());
-          } catch (e) {
-            if (e instanceof TypeError && /class constructor/i.test(e.message)) {
-              try {
-                value = new (f as unknown as new (...a: unknown[]) => unknown)(...shape());
-              } catch {
-                result.threw++;
-                continue;
-              }
-            } else {
+            Reflect.apply(
+              inherited(work.target, 'emit') as (...a: unknown[]) => unknown,
+              work.target,
+              [event],
+            );
+          } catch {
+            result.threw++;
+          }
+        }
+        continue;
+      }
+      if (work.kind === 'iterate') {
+        let it: unknown;
+        try {
+          it = Reflect.apply(work.iterator as () => unknown, work.target, []);
+        } catch {
+          result.threw++;
+          continue;
+        }
+        const next = it && typeof it === 'object' ? inherited(it, 'next') : undefined;
+        if (typeof next !== 'function') continue;
+        for (let step = 0; step < STEPS_PER_ITERATOR && !out(); step++) {
+          result.calls++;
+          result.iterated++;
+          let r: { value?: unknown } | undefined;
+          try {
+            r = await settle(Reflect.apply(next as () => unknown, it, []));
+          } catch {
+            result.threw++;
+            break;
+          }
+          const done = r?.value && typeof r.value === 'object' ? ownValue(r.value, 'done') : true;
+          if (!r || done !== false) break;
+        }
+        continue;
+      }
+      const { fn, self, level } = work;
+      if (level > 0) result.methods++;
+      for (const shape of level > 0 ? methodShapes : shapes) {
+        if (out()) break;
+        result.calls++;
+        const f = fn as (...a: unknown[]) => unknown;
+        let value: unknown;
+        try {
+          value = isClass(fn)
+            ? new (f as unknown as new (...a: unknown[]) => unknown)(...shape())
+            : Reflect.apply(f, self, shape());
+        } catch (e) {
+          if (e instanceof TypeError && /class constructor/i.test(e.message)) {
+            try {
+              value = new (f as unknown as new (...a: unknown[]) => unknown)(...shape());
+            } catch {
               result.threw++;
               continue;
             }
+          } else {
+            result.threw++;
+            continue;
           }
-          if (isThenable(value)) {
-            const r = await bounded(schedule, value as PromiseLike<unknown>, callTimeoutMs);
-            if (r.state === 'pending') result.pending++;
-            else if (!method) expand(fn, r.value);
-          } else if (!method) expand(fn, value);
         }
+        const r = await settle(value);
+        if (r) expand(fn, r.value, level + 1);
       }
-    } finally {
-      proc.reallyExit = reallyExit;
-      process.exitCode = 0;
     }
+  } finally {
+    proc.reallyExit = reallyExit;
+    process.exitCode = 0;
   }
-  await quiesce(schedule, baseline, input.graceMs ?? 1500);
-  // Exit once the line is out (a pipe would cut it otherwise), whatever the package left running.
-  process.stdout.write(`\n${input.marker}${JSON.stringify(result)}\n`, () => process.exit(0));
+}
+
+/** The own enumerable data values of an object, without running getters. */
+function valuesOf(o: object): unknown[] {
+  let keys: string[];
+  try {
+    keys = Object.keys(o);
+  } catch {
+    return [];
+  }
+  return keys.slice(0, 1000).map((k) => ownValue(o, k));
 }
 
 /**

@@ -239,6 +239,8 @@ export async function checkStaged(
       classes: calls.classes,
       calls: calls.calls,
       methods: calls.methods,
+      emitted: calls.emitted,
+      iterated: calls.iterated,
       threw: calls.threw,
       pending: calls.pending,
       bins: staged.bins.length,

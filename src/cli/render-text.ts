@@ -11,6 +11,7 @@ import {
   refusal,
   summarizeEvents,
   type CheckReport,
+  type PhaseResult,
   type ReportEvent,
 } from '../core/report.js';
 import { diffLines } from './render-diff.js';
@@ -45,6 +46,15 @@ function short(cmd: string, max = 70): string {
 }
 
 /** The verdict and why, in a line; `esc` escapes what came from the package (text: forTerminal). */
+/** The deeper part of an exercise phase's calls, for the line that counts them. */
+export function extraCalls(c: NonNullable<PhaseResult['calls']>): string {
+  const parts = [
+    c.emitted ? `emitted ${c.emitted} event(s)` : '',
+    c.iterated ? `took ${c.iterated} iterator step(s)` : '',
+  ].filter(Boolean);
+  return parts.length ? `, ${parts.join(', ')}` : '';
+}
+
 export function headline(report: CheckReport, esc: (s: string) => string = t): string {
   const { subject, findings } = report;
   const id = esc(formatId(subject.name, subject.version));
@@ -107,7 +117,7 @@ export function renderText(report: CheckReport): string {
     );
     if (p.calls)
       lines.push(
-        `    called ${p.calls.functions} function(s), ${p.calls.classes} class(es)${p.calls.methods ? ` and ${p.calls.methods} method(s) of what they returned` : ''} ${p.calls.calls} time(s); ran ${p.calls.bins} command(s)`,
+        `    called ${p.calls.functions} function(s), ${p.calls.classes} class(es)${p.calls.methods ? ` and ${p.calls.methods} method(s) of what they returned` : ''} ${p.calls.calls} time(s)${extraCalls(p.calls)}; ran ${p.calls.bins} command(s)`,
       );
     const inPhase = report.events.filter((e) => e.phase === p.name);
     const byPackage = new Map<string, ReportEvent[]>();

@@ -40,6 +40,10 @@ export interface PhaseResult {
     calls: number;
     /** Methods of what the calls returned that were called too. */
     methods?: number;
+    /** Events emitted on emitters the package exported or gave back. */
+    emitted?: number;
+    /** Steps taken through iterators the calls gave back. */
+    iterated?: number;
     threw: number;
     pending: number;
     bins: number;

@@ -30,7 +30,7 @@ import {
 import { PHASES, type Severity } from '../core/terms.js';
 import type { GateReport } from '../gate/gate.js';
 import { diffLines } from '../cli/render-diff.js';
-import { headline } from '../cli/render-text.js';
+import { extraCalls, headline } from '../cli/render-text.js';
 
 /** What decided an attempt, strongest first: the colour of its dot and row. */
 export const DECISIONS = [
@@ -261,7 +261,7 @@ function copyable(suggestion: string | undefined): string {
 }
 
 const callsLine = (c: NonNullable<CheckReport['phases'][number]['calls']>) =>
-  `called ${c.functions} function(s), ${c.classes} class(es)${c.methods ? ` and ${c.methods} method(s) of what they returned` : ''} ${c.calls} time(s); ${c.threw} threw, ${c.pending} never settled; ran ${c.bins} command(s)`;
+  `called ${c.functions} function(s), ${c.classes} class(es)${c.methods ? ` and ${c.methods} method(s) of what they returned` : ''} ${c.calls} time(s)${extraCalls(c)}; ${c.threw} threw, ${c.pending} never settled; ran ${c.bins} command(s)`;
 
 export function checkView(report: CheckReport): CheckView {
   const events = report.events;

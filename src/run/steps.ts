@@ -475,6 +475,8 @@ export function parseHarness(stdout: string, marker: string): HarnessResult | un
     methods: n('methods'),
     threw: n('threw'),
     pending: n('pending'),
+    emitted: n('emitted'),
+    iterated: n('iterated'),
     ...(o.loadedWith === 'require' || o.loadedWith === 'import'
       ? { loadedWith: o.loadedWith }
       : {}),

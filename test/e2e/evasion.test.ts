@@ -87,6 +87,44 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     );
   });
 
+  it("a payload in a client's 'ready' listener is reached: the exercise emits lifecycle events", async () => {
+    const { code, report } = await check('emitter-ready-beacon');
+    assert.equal(code, 1);
+    caught(report, 'hello.ready-hook.example', 'exercise');
+    assert.equal(report.findings.find((f) => f.id === 'bait-leak')?.severity, 'critical');
+    const calls = report.phases.find((p) => p.name === 'exercise')?.calls;
+    assert.ok((calls?.emitted ?? 0) > 0, JSON.stringify(calls));
+  });
+
+  it('a payload in the first step of a returned async iterable is reached', async () => {
+    const { code, report } = await check('async-iterator-beacon');
+    assert.equal(code, 1);
+    caught(report, 'feed.iter-pull.example', 'exercise');
+    const calls = report.phases.find((p) => p.name === 'exercise')?.calls;
+    assert.ok((calls?.iterated ?? 0) > 0, JSON.stringify(calls));
+  });
+
+  it('a payload two levels below the export (a method of what a session method resolves to) is reached', async () => {
+    const { code, report } = await check('deep-method-beacon');
+    assert.equal(code, 1);
+    caught(report, 'store.deep-session.example', 'exercise');
+    assert.equal(report.findings.find((f) => f.id === 'bait-leak')?.severity, 'critical');
+  });
+
+  it("an import-time 'beforeExit' listener gets its moment and is caught in import", async () => {
+    const { code, report } = await check('before-exit-beacon');
+    assert.equal(code, 1);
+    caught(report, 'exit.last-word.example', 'import');
+  });
+
+  it('the control (emitter, async iterable, nested sessions, beforeExit flush, all local) passes', async () => {
+    const { code, report } = await check('honest-emitter-client');
+    assert.equal(report.verdict, 'pass', JSON.stringify(report.findings));
+    assert.equal(code, 0);
+    const calls = report.phases.find((p) => p.name === 'exercise')?.calls;
+    assert.ok((calls?.emitted ?? 0) > 0 && (calls?.iterated ?? 0) > 0, JSON.stringify(calls));
+  });
+
   it("a binding.gyp's configure-time command runs offline and is charged to its package", async () => {
     const { code, report } = await check('gyp-configure-beacon');
     assert.equal(code, 1);

@@ -124,6 +124,67 @@ exports.exitIsNodes = () => rec('nodes', [String(process.exit).includes('reallyE
     assert.equal(status, 0);
     assert.ok(result.calls > 7, JSON.stringify(result));
   });
+  it('calls the methods of what a method returns (two levels), and no deeper', () => {
+    const { result, calls } = exercise(`
+exports.connect = () => ({
+  db: () => ({ collection: (...x) => { rec('collection', x); return { find: () => rec('find', []) }; } }),
+});`);
+    const names = new Set(calls.map((c) => c[0]));
+    // connect() gives { db } (looked into), db() gives { collection } (looked into: the second
+    // level); what collection() gives is not.
+    assert.ok(names.has('collection'), [...names].join(','));
+    assert.ok(!names.has('find'), [...names].join(','));
+    const two = exercise(`
+exports.createClient = () => ({ login: async () => ({ send: (...x) => rec('send', x) }) });`);
+    assert.ok(
+      two.calls.some((c) => c[0] === 'send'),
+      `a method of the object a method's promise gave: ${JSON.stringify(two.calls)}`,
+    );
+    assert.ok(two.result.methods >= 2, JSON.stringify(two.result));
+    assert.ok(result.methods >= 2, JSON.stringify(result));
+  });
+
+  it('emits the lifecycle events, and the events it listens for, on returned and exported emitters', () => {
+    const { result, calls } = exercise(`
+const { EventEmitter } = require('events');
+class Client extends EventEmitter {
+  constructor() { super(); this.on('ready', () => rec('ready', [])); this.on('sync:done', () => rec('custom', [])); }
+}
+exports.Client = Client;
+const bus = new EventEmitter();
+bus.on('connect', () => rec('bus-connect', []));
+bus.on('error', () => rec('error-emitted', []));
+exports.bus = bus;`);
+    const names = new Set(calls.map((c) => c[0]));
+    for (const n of ['ready', 'custom', 'bus-connect'])
+      assert.ok(names.has(n), `${n}: ${[...names].join(',')}`);
+    assert.ok(!names.has('error-emitted'), "'error' is never emitted");
+    assert.ok(result.emitted >= 3, JSON.stringify(result));
+  });
+
+  it('steps through async iterators, iterables and generators it is given, three steps at most', () => {
+    const { result, calls } = exercise(`
+exports.stream = () => ({
+  [Symbol.asyncIterator]() { let n = 0; return { next: async () => { rec('async-step', [n]); return { done: n++ > 10, value: n }; } }; },
+});
+exports.pages = function* pages() { rec('generator-body', []); yield 1; };
+exports.list = () => [1, 2, 3];`);
+    assert.equal(calls.filter((c) => c[0] === 'async-step').length, 3, JSON.stringify(calls));
+    assert.ok(
+      calls.some((c) => c[0] === 'generator-body'),
+      JSON.stringify(calls),
+    );
+    assert.ok(result.iterated >= 4, JSON.stringify(result));
+  });
+
+  it("gives 'beforeExit' listeners their moment, as a process that ends on its own would", () => {
+    const { result, calls } = exercise(`process.on('beforeExit', () => rec('before-exit', []));`);
+    assert.ok(
+      calls.some((c) => c[0] === 'before-exit'),
+      JSON.stringify(calls),
+    );
+    assert.ok(result.emitted >= 1, JSON.stringify(result));
+  });
 });
 
 describe('exercise harness, against hostile return values', () => {
