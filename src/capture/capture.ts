@@ -24,10 +24,11 @@ import {
   type DnsAnswer,
 } from './dns.js';
 import { StreamClassifier, type StreamKind } from './classify.js';
-import { HTTP_OK_EMPTY, splitRequests, type HttpRequestHead } from './http.js';
+import { splitRequests, type HttpRequestHead } from './http.js';
+import { http1Reply, siteReply } from './reply.js';
 import { ObserverLink } from './observer-link.js';
 import { EventSink, monotonicMs, type CaptureStats } from './sink.js';
-import { isNxdomain } from './reserved.js';
+import { isNxdomain, registrableDomain } from './reserved.js';
 import { SyntheticAddresses, type SyntheticBlocks } from './synthetic.js';
 import { looksLikeTls, parseClientHello, TLS_HANDSHAKE_FAILURE_ALERT } from './tls.js';
 import { certificateName, h2Payloads, h2Target, intercept, type Intercepted } from './intercept.js';
@@ -104,6 +105,8 @@ export class Capture {
   readonly names: SyntheticAddresses;
   /** The TLDs that exist (from the Public Suffix List); without them only special-use names are NXDOMAIN. */
   private readonly tlds: ReadonlySet<string> | undefined;
+  /** The Public Suffix List's rules, for where a domain's MX and TXT records are. */
+  private readonly suffixes: ReadonlySet<string> | undefined;
   readonly conntrack = new ConntrackReader();
   readonly observer: ObserverLink;
   /** The run's CA: TLS connections are answered with its certificates and read (none: not). */
@@ -126,11 +129,17 @@ export class Capture {
 
   constructor(
     eventsPath: string,
-    opts: { tlds?: ReadonlySet<string>; blocks?: SyntheticBlocks; ca?: RunCa } = {},
+    opts: {
+      tlds?: ReadonlySet<string>;
+      suffixes?: ReadonlySet<string>;
+      blocks?: SyntheticBlocks;
+      ca?: RunCa;
+    } = {},
   ) {
     this.names = new SyntheticAddresses(opts.blocks);
     this.ca = opts.ca;
     this.tlds = opts.tlds;
+    this.suffixes = opts.suffixes;
     this.sink = new EventSink(eventsPath);
     this.observer = new ObserverLink(this.sink);
   }
@@ -214,8 +223,24 @@ export class Capture {
       const name = addr !== undefined ? this.names.nameFor(addr) : undefined;
       if (name) return { answer: { type: 'PTR', name }, text: name };
       return { answer: { type: 'none', rcode: 3 }, text: 'NXDOMAIN' };
+    } else if ((type === 'MX' || type === 'TXT') && this.isDomainApex(qname)) {
+      // A registered domain has mail and an SPF record, as nearly every real one does; a name
+      // below it has neither. The mail host resolves like any other name.
+      const domain = qname.toLowerCase().replace(/\.$/, '');
+      if (type === 'MX') {
+        const exchange = `mx1.${domain}`;
+        return { answer: { type: 'MX', preference: 10, exchange }, text: `10 ${exchange}` };
+      }
+      const text = 'v=spf1 mx ~all';
+      return { answer: { type: 'TXT', text }, text };
     }
     return { answer: { type: 'none' }, text: 'NOERROR empty' };
+  }
+
+  /** Whether `qname` is a registrable domain itself (`example.co.uk`, not `www.example.co.uk`). */
+  private isDomainApex(qname: string): boolean {
+    const name = qname.toLowerCase().replace(/\.$/, '');
+    return registrableDomain(name, this.suffixes) === name;
   }
 
   /** A DNS query's answer, or undefined when the message is not a query we read. */
@@ -453,7 +478,7 @@ export class Capture {
           return;
         }
         if (v.kind === 'tls') finish('tls', TLS_HANDSHAKE_FAILURE_ALERT);
-        else if (v.kind === 'http') finish('http', HTTP_OK_EMPTY);
+        else if (v.kind === 'http') finish('http', http1Reply(siteReply(v.head)));
         else finish(v.kind);
         return;
       }

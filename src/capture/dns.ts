@@ -1,6 +1,7 @@
 /**
  * A small DNS message codec: enough to read any query and write the answers the capture gives
- * (A/AAAA with synthetic addresses, PTR for them, empty NOERROR for the rest). Pure; no I/O.
+ * (A/AAAA with synthetic addresses, PTR for them, MX and TXT at a domain's apex, empty NOERROR for
+ * the rest). Pure; no I/O.
  */
 
 export const QTYPE_NAMES: Record<number, string> = {
@@ -69,6 +70,8 @@ export type DnsAnswer =
   | { type: 'A'; address: string }
   | { type: 'AAAA'; address: string }
   | { type: 'PTR'; name: string }
+  | { type: 'MX'; preference: number; exchange: string }
+  | { type: 'TXT'; text: string }
   | { type: 'none'; rcode?: number };
 
 function encodeName(name: string): Buffer {
@@ -117,6 +120,15 @@ export function buildResponse(query: Buffer, q: DnsQuestion, answer: DnsAnswer, 
     } else if (answer.type === 'AAAA') {
       type = 28;
       rdata = ipv6Bytes(answer.address);
+    } else if (answer.type === 'MX') {
+      type = 15;
+      const pref = Buffer.alloc(2);
+      pref.writeUInt16BE(answer.preference, 0);
+      rdata = Buffer.concat([pref, encodeName(answer.exchange)]);
+    } else if (answer.type === 'TXT') {
+      type = 16;
+      const text = Buffer.from(answer.text, 'latin1').subarray(0, 255);
+      rdata = Buffer.concat([Buffer.from([text.length]), text]);
     } else {
       type = 12;
       rdata = encodeName(answer.name);

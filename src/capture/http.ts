@@ -111,11 +111,6 @@ export function chunkedBodyComplete(body: Buffer): boolean {
   }
 }
 
-export const HTTP_OK_EMPTY = Buffer.from(
-  'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n',
-  'latin1',
-);
-
 /** Where a chunked body ends (after its last chunk and trailers), or undefined if it has not. */
 export function chunkedBodyEnd(body: Buffer): number | undefined {
   let off = 0;

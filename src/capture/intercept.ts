@@ -16,7 +16,8 @@ import { TLSSocket } from 'node:tls';
 import { createServer as createH2Server, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { StreamClassifier } from './classify.js';
-import { HTTP_OK_EMPTY, type HttpRequestHead } from './http.js';
+import { type HttpRequestHead } from './http.js';
+import { http1Reply, siteReply } from './reply.js';
 import type { RunCa } from './x509.js';
 
 /** How long a decrypted connection may stay silent before we record what we have. */
@@ -355,7 +356,7 @@ export function intercept(
         if (rest.length > 0) ws = Buffer.from(rest.subarray(0, WS_MAX));
         return;
       }
-      if (v.kind === 'http') finish(HTTP_OK_EMPTY, true);
+      if (v.kind === 'http') finish(http1Reply(siteReply(v.head)), true);
       else finish();
     }
   }
@@ -416,8 +417,16 @@ function readH2(
           req.body = Buffer.concat([req.body, d.subarray(0, H2_BODY_MAX - req.body.length)]);
       });
       stream.on('end', () => {
-        if (!stream.destroyed)
-          stream.respond({ ':status': 200, 'content-length': '0' }, { endStream: true });
+        if (stream.destroyed) return;
+        const r = siteReply({ ...req, ...(req.authority ? { host: req.authority } : {}) });
+        stream.respond(
+          {
+            ':status': r.status,
+            ...Object.fromEntries(r.headers.map(([k, v]) => [k.toLowerCase(), v])),
+          },
+          { endStream: r.body.length === 0 },
+        );
+        if (r.body.length > 0) stream.end(r.body);
       });
     },
   );

@@ -16,7 +16,7 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Capture } from './capture.js';
-import { PUBLIC_SUFFIX_LIST, tldsFrom } from './reserved.js';
+import { PUBLIC_SUFFIX_LIST, suffixRulesFrom, tldsFrom } from './reserved.js';
 import { RunCa } from './x509.js';
 
 export { CAPTURE_PORTS } from './capture.js';
@@ -76,9 +76,10 @@ export async function main(args: readonly string[] = process.argv.slice(2)): Pro
 }
 
 /** The TLDs that exist, from the gateway image's Public Suffix List; said when it is missing. */
-function readTlds(): { tlds?: Set<string> } {
+function readTlds(): { tlds?: Set<string>; suffixes?: Set<string> } {
   try {
-    return { tlds: tldsFrom(readFileSync(PUBLIC_SUFFIX_LIST, 'utf8')) };
+    const list = readFileSync(PUBLIC_SUFFIX_LIST, 'utf8');
+    return { tlds: tldsFrom(list), suffixes: suffixRulesFrom(list) };
   } catch (e) {
     process.stderr.write(
       `capture: no Public Suffix List (${String(e)}): only special-use names get NXDOMAIN\n`,

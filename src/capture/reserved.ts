@@ -29,6 +29,51 @@ export function tldsFrom(list: string): Set<string> {
   return tlds;
 }
 
+/** The rules of the Public Suffix List, in ASCII (`*.` and `!` rules kept as written). */
+export function suffixRulesFrom(list: string): Set<string> {
+  const rules = new Set<string>();
+  for (const raw of list.split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('//')) continue;
+    const rule = line.split(/\s/)[0] ?? '';
+    const bang = rule.startsWith('!') ? '!' : '';
+    const star = rule.replace(/^!/, '').startsWith('*.') ? '*.' : '';
+    const bare = rule.replace(/^!/, '').replace(/^\*\./, '');
+    const ascii = (/^[\x21-\x7e]+$/.test(bare) ? bare : domainToASCII(bare)).toLowerCase();
+    if (ascii) rules.add(`${bang}${star}${ascii}`);
+  }
+  return rules;
+}
+
+/**
+ * The registrable domain of `name` (its public suffix and one label more) by the list's rules, or
+ * by its last two labels without them; undefined for a public suffix itself.
+ */
+export function registrableDomain(name: string, rules?: ReadonlySet<string>): string | undefined {
+  const labels = name.toLowerCase().replace(/\.$/, '').split('.').filter(Boolean);
+  if (labels.length < 2) return undefined;
+  // The longest matching rule names the suffix; an exception rule takes one label off a wildcard.
+  let suffix = 1;
+  if (rules)
+    for (let i = 0; i < labels.length; i++) {
+      const rest = labels.slice(i).join('.');
+      if (rules.has(`!${rest}`)) {
+        suffix = labels.length - i - 1;
+        break;
+      }
+      if (i > 0 && rules.has(`*.${labels.slice(i).join('.')}`)) {
+        suffix = labels.length - i + 1;
+        break;
+      }
+      if (rules.has(rest)) {
+        suffix = labels.length - i;
+        break;
+      }
+    }
+  if (labels.length <= suffix) return undefined;
+  return labels.slice(labels.length - suffix - 1).join('.');
+}
+
 /**
  * Whether a query for `qname` gets NXDOMAIN. Without a TLD list only the special-use names do.
  * Reverse lookups (`*.arpa`, other than home.arpa) are answered elsewhere.

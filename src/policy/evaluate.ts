@@ -591,13 +591,14 @@ export function evaluate(report: CheckReport, judge: EvaluationContext): CheckRe
     });
     // A human-approved rule or a curated known-egress entry explains an indicator that may be
     // allowed; a package's own declaration does not (evidence, not trust).
-    // Where a caller-directed attempt went and how much it sent are the caller's choice.
+    // Where a caller-directed attempt went, how much it sent and whether the caller's server
+    // could be read inside (a client that closes mid-handshake, or pins) are the caller's choice.
     const accepted = (h: IndicatorHit) =>
       (decision.id === 'egress-allowed' &&
         decision.rule !== 'declaration' &&
         !decision.rule.startsWith('default:')) ||
       (decision.id === 'egress-caller-directed' &&
-        ['nonstandard-port', 'large-upload'].includes(h.indicator.detector));
+        ['nonstandard-port', 'large-upload', 'refused-inspection'].includes(h.indicator.detector));
     // A curated entry may explain even an indicator no policy can allow, at the severity it names.
     const explained = (h: IndicatorHit) => decision.explains?.[h.indicator.id];
     for (const h of hits)

@@ -65,7 +65,7 @@ describe('TLS interception', () => {
     cb: (e: null, a: string | { address: string; family: number }[], f?: number) => void,
   ) => (o.all ? cb(null, [{ address: '127.0.0.1', family: 4 }]) : cb(null, '127.0.0.1', 4));
 
-  it('reads an HTTPS POST (head and body) from a client that trusts the run CA, and answers 200', async () => {
+  it('reads an HTTPS POST (head and body) from a client that trusts the run CA, and answers it as a site would (2xx)', async () => {
     const status = await new Promise<number | undefined>((resolve, reject) => {
       const req = request(
         { host: NAME, port, path: '/v1/collect?x=1', method: 'POST', ca: ca.certPem, lookup },
@@ -78,7 +78,7 @@ describe('TLS interception', () => {
       req.setHeader('content-type', 'application/json');
       req.end(JSON.stringify({ token: 'secret-in-body' }));
     });
-    assert.equal(status, 200);
+    assert.ok([200, 201, 204].includes(status ?? 0), String(status));
     const r = await last();
     assert.equal(r.outcome, 'decrypted');
     assert.equal(r.head?.method, 'POST');
@@ -124,7 +124,7 @@ describe('TLS interception', () => {
       s.resume();
       s.end('h2-body');
     });
-    assert.equal(status, 200);
+    assert.ok([200, 201, 204].includes(Number(status)), String(status));
     session.close();
     const r = await last();
     assert.equal(r.outcome, 'decrypted');

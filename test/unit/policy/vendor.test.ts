@@ -367,6 +367,22 @@ describe('caller-directed egress', () => {
     assert.equal(port?.severity, 'info');
   });
 
+  it("a TLS connection to the caller's host that refused the run's certificate is the caller's business", () => {
+    const refused = reach('exercise', CALLER).map((e) =>
+      e.kind === 'tls' ? { ...e, intercept: 'refused' as const, tlsAlert: 'unknown_ca' } : e,
+    );
+    assert.ok(refused.some((e) => e.kind === 'tls' && e.intercept === 'refused'));
+    const judged = evaluate(report(refused, [], { callerHosts: [CALLER] }), ctx());
+    assert.equal(judged.verdict, 'pass', ids(judged).join('\n'));
+    assert.equal(judged.findings.find((x) => x.id === 'refused-inspection')?.severity, 'info');
+    // Elsewhere it stays a warning.
+    const elsewhere = reach('exercise', 'api.other-vendor.example').map((e) =>
+      e.kind === 'tls' ? { ...e, intercept: 'refused' as const } : e,
+    );
+    const other = evaluate(report(elsewhere, [], { callerHosts: [CALLER] }), ctx());
+    assert.equal(other.findings.find((x) => x.id === 'refused-inspection')?.severity, 'medium');
+  });
+
   it('not at import, not a name beside it, not claimed over a raw address, not with a secret', () => {
     const hosts = { callerHosts: [CALLER] };
     const judge = (events: ReportEvent[], findings: CheckReport['findings'] = []) =>

@@ -1,0 +1,106 @@
+/**
+ * What the capture answers an HTTP request with, plain or inside intercepted TLS. Every site used
+ * to get the same empty `200 OK`, which a package can test for (two unrelated hosts, or a page
+ * and an API, answering byte for byte alike is no internet). Each site now answers in a style of
+ * its own, picked from the host name and a seed made per run: its server software (or none), and
+ * a body that fits what was asked (a small page, an empty JSON object for APIs and writes, an
+ * empty text file). Still always 2xx, with no content a package could act on: a payload that
+ * waits for its second stage gets nothing it can run. Pure, but for the run's seed.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+
+/** Made when the capture program starts: one per run. */
+export const RUN_REPLY_SEED = randomBytes(16);
+
+export interface ReplyRequest {
+  method: string;
+  path: string;
+  headers: readonly (readonly [string, string])[];
+  /** The site's name: the Host header, else the TLS server name. */
+  host?: string;
+}
+
+export interface SiteReply {
+  status: number;
+  reason: string;
+  /** In order, names in their usual case (HTTP/2 lower-cases them). */
+  headers: [string, string][];
+  body: Buffer;
+}
+
+/** Server software as sites announce it; `undefined`: the site sends no Server header. */
+const SERVERS: (string | undefined)[] = [
+  'nginx',
+  'cloudflare',
+  'Apache',
+  'AmazonS3',
+  'envoy',
+  undefined,
+  'openresty',
+  'Microsoft-IIS/10.0',
+  'gunicorn',
+  'Caddy',
+];
+
+const REASONS: Record<number, string> = { 200: 'OK', 201: 'Created', 204: 'No Content' };
+
+function header(headers: ReplyRequest['headers'], name: string): string {
+  return headers.find(([k]) => k.toLowerCase() === name)?.[1] ?? '';
+}
+
+/** The answer of the site `req` names to `req`, in that site's style for this run. */
+export function siteReply(req: ReplyRequest, seed: Buffer = RUN_REPLY_SEED): SiteReply {
+  const host = (req.host ?? header(req.headers, 'host')).toLowerCase().replace(/:\d+$/, '');
+  const style = createHash('sha256').update(seed).update(host).digest();
+  const server = SERVERS[(style[0] as number) % SERVERS.length];
+  const method = req.method.toUpperCase();
+  const path = req.path.split(/[?#]/)[0] ?? '/';
+  const ext = /\.([a-z0-9]{1,8})$/i.exec(path)?.[1]?.toLowerCase();
+  const accept = header(req.headers, 'accept').toLowerCase();
+  const api =
+    ext === 'json' ||
+    accept.includes('json') ||
+    /^\/(api|v\d+|graphql|rpc|oauth|token|metrics|events|collect|track|ingest)\b/i.test(path);
+  let status = 200;
+  let type: string | undefined;
+  let body = '';
+  if (method === 'OPTIONS') {
+    status = 204;
+  } else if (method !== 'GET' && method !== 'HEAD') {
+    // A write: some APIs say they made something, some answer with nothing.
+    status = [200, 201, 204][(style[1] as number) % 3] as number;
+    if (status !== 204) {
+      type = 'application/json';
+      body = '{}';
+    }
+  } else if (api) {
+    type = 'application/json';
+    body = '{}';
+  } else if (ext && ext !== 'html' && ext !== 'htm' && ext !== 'php') {
+    // A file: empty, typed by the site as plain bytes.
+    type = ext === 'txt' ? 'text/plain' : 'application/octet-stream';
+  } else {
+    type = 'text/html';
+    body = `<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>${host.replace(/[^a-z0-9.-]/g, '')}</title></head><body></body></html>\n`;
+  }
+  const bytes = Buffer.from(body, 'utf8');
+  const headers: [string, string][] = [];
+  if (server) headers.push(['Server', server]);
+  if (type)
+    headers.push(['Content-Type', type.startsWith('text/') ? `${type}; charset=utf-8` : type]);
+  if (status !== 204) headers.push(['Content-Length', String(bytes.length)]);
+  if ((style[2] as number) % 2 === 0) headers.push(['Cache-Control', 'no-cache']);
+  return {
+    status,
+    reason: REASONS[status] ?? 'OK',
+    headers,
+    body: method === 'HEAD' || status === 204 ? Buffer.alloc(0) : bytes,
+  };
+}
+
+/** The reply as HTTP/1.1 bytes; the capture closes the connection after it. */
+export function http1Reply(r: SiteReply): Buffer {
+  const head = [`HTTP/1.1 ${r.status} ${r.reason}`, ...r.headers.map(([k, v]) => `${k}: ${v}`)];
+  head.push('Connection: close', '', '');
+  return Buffer.concat([Buffer.from(head.join('\r\n'), 'latin1'), r.body]);
+}
