@@ -17,6 +17,8 @@
  * marker the step passes in, on stdout.
  */
 import { createHook } from 'node:async_hooks';
+import { spawn } from 'node:child_process';
+import { writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { virtualMs } from './clock.js';
 
@@ -39,6 +41,15 @@ export interface HarnessInput {
    * run, so an attempt to it can only be the package doing what its caller asked.
    */
   callerHost?: string;
+  /**
+   * Set by the supervising harness for the process it starts: the work items (see Work) not to
+   * start again, because a process of this exercise died or stalled in them.
+   */
+  skip?: string[];
+  /** This process is the supervisor's child: it reports its progress on PROGRESS_FD. */
+  child?: boolean;
+  /** A work item without a word for this long (wall-clock ms) stalled (default: twice the call bound and a second). */
+  stallMs?: number;
 }
 
 export interface HarnessResult {
@@ -56,6 +67,8 @@ export interface HarnessResult {
   emitted: number;
   /** Steps taken through iterators (async ones included) that calls gave back. */
   iterated: number;
+  /** Times the exercise started again past a call in which the package ended or stalled it. */
+  resumed?: number;
 }
 
 const NOT_LOADABLE = new Set([
@@ -520,6 +533,7 @@ async function load(
 export async function run(importer: (name: string) => Promise<unknown>): Promise<void> {
   const input = JSON.parse(process.env[HARNESS_INPUT_VAR] ?? '') as HarnessInput;
   delete process.env[HARNESS_INPUT_VAR];
+  if (input.mode === 'exercise' && !input.child) return supervise(input);
   // Before the package loads: timers it creates at import are seen.
   const schedule = new Schedule();
   schedule.start();
@@ -585,13 +599,21 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
 /** How deep the exercise goes into what calls give back: an export's result, its methods' results, theirs. */
 const MAX_LEVEL = 3;
 
-type Work =
+/**
+ * One piece of the exercise. `key` names it by where it was found (`3` the fourth export,
+ * `3>0.5` the sixth method of the first kind of object it gave back, `….e` its events, `….i`
+ * its iteration), the same in every process of one exercise: a process that starts again after
+ * one died in a piece skips it by its key.
+ */
+type Work = { key: string } &
   /** A function or class: an export (level 0) or a method of an object found at `level`. */
-  | { kind: 'call'; fn: unknown; self?: object; level: number }
-  /** The lifecycle events of an emitter, emitted once its methods have been called. */
-  | { kind: 'emit'; target: object }
-  /** A few steps through the iterator an object gives. */
-  | { kind: 'iterate'; target: object; iterator: unknown; async: boolean };
+  (
+    | { kind: 'call'; fn: unknown; self?: object; level: number }
+    /** The lifecycle events of an emitter, emitted once its methods have been called. */
+    | { kind: 'emit'; target: object }
+    /** A few steps through the iterator an object gives. */
+    | { kind: 'iterate'; target: object; iterator: unknown; async: boolean }
+  );
 
 /**
  * Calls every export with every argument shape, then, breadth first, what they give back: the
@@ -633,17 +655,19 @@ async function exercise(
     perExport >= shapes.length
       ? shapes
       : SHAPE_PRIORITY.slice(0, perExport).map((i) => shapes[i] as (typeof shapes)[number]);
-  const queue: Work[] = ordered.map((fn) => ({ kind: 'call', fn, level: 0 }));
+  const queue: Work[] = ordered.map((fn, i) => ({ kind: 'call', fn, level: 0, key: `${i}` }));
   const enqueue = (w: Work) => void (queue[queue.length] = w);
   const looked = new WeakSet<object>();
-  const lookAt = (v: object, level: number) => {
+  const lookAt = (v: object, level: number, key: string) => {
     looked.add(v);
     // A returned function is called, and its own methods too (`express()` gives `app.listen`).
-    if (typeof v === 'function' && !exportedFns.has(v)) enqueue({ kind: 'call', fn: v, level });
-    for (const m of methodsOf(v))
-      if (!exportedFns.has(m.fn)) enqueue({ kind: 'call', ...m, level });
+    if (typeof v === 'function' && !exportedFns.has(v))
+      enqueue({ kind: 'call', fn: v, level, key: `${key}.f` });
+    methodsOf(v).forEach((m, j) => {
+      if (!exportedFns.has(m.fn)) enqueue({ kind: 'call', ...m, level, key: `${key}.${j}` });
+    });
     if (typeof v === 'function') return;
-    if (isEmitter(v)) enqueue({ kind: 'emit', target: v });
+    if (isEmitter(v)) enqueue({ kind: 'emit', target: v, key: `${key}.e` });
     // The platform's collections hold data, not the package's code.
     try {
       if (Array.isArray(v) || ArrayBuffer.isView(v) || v instanceof Map || v instanceof Set) return;
@@ -653,24 +677,25 @@ async function exercise(
     const asyncIt = inherited(v, Symbol.asyncIterator);
     const syncIt = inherited(v, Symbol.iterator);
     if (typeof asyncIt === 'function')
-      enqueue({ kind: 'iterate', target: v, iterator: asyncIt, async: true });
+      enqueue({ kind: 'iterate', target: v, iterator: asyncIt, async: true, key: `${key}.i` });
     else if (typeof syncIt === 'function')
-      enqueue({ kind: 'iterate', target: v, iterator: syncIt, async: false });
+      enqueue({ kind: 'iterate', target: v, iterator: syncIt, async: false, key: `${key}.i` });
   };
   // The module itself, when it is an object: a singleton client (`module.exports = new Client()`)
   // has its methods on its prototype, and the objects it holds theirs. An exported emitter (a
   // module that is a client, a bus) gets its events.
-  if (exported && typeof exported === 'object') lookAt(exported, 1);
+  if (exported && typeof exported === 'object') lookAt(exported, 1, 'x');
   if (exported && typeof exported === 'object')
-    for (const v of valuesOf(exported))
+    valuesOf(exported).forEach((v, j) => {
       if (v && typeof v === 'object' && !looked.has(v) && isEmitter(v)) {
         looked.add(v);
-        enqueue({ kind: 'emit', target: v });
+        enqueue({ kind: 'emit', target: v, key: `x.v${j}` });
       }
+    });
   // What one function gives back is looked into once per kind of object (its prototype), three
   // kinds at most: `create(url)` may give a client and `create()` an error object.
   const expandedFrom = new Map<unknown, unknown[]>();
-  const expand = (from: unknown, v: unknown, level: number) => {
+  const expand = (from: unknown, v: unknown, level: number, key: string) => {
     if (level > MAX_LEVEL) return;
     if (!v || (typeof v !== 'object' && typeof v !== 'function') || looked.has(v)) return;
     if (exportedFns.has(v)) return;
@@ -687,7 +712,7 @@ async function exercise(
     if (kinds.length >= 3 || kinds.includes(kind)) return;
     kinds[kinds.length] = kind;
     expandedFrom.set(from, kinds);
-    lookAt(v, level);
+    lookAt(v, level, `${key}>${kinds.length - 1}`);
   };
   // The exports get at most 60% of the calls and of the time, so that what they give back is
   // reached even in a package of hundreds of functions.
@@ -708,8 +733,11 @@ async function exercise(
     return { value: r.value };
   };
   try {
+    const skip = new Set(input.skip ?? []);
     for (let i = 0; i < queue.length && !out(); i++) {
       const work = queue[i] as Work;
+      if (skip.has(work.key)) continue;
+      progress(input, work.key);
       if (work.kind === 'emit') await emitLifecycle(work.target, result, out);
       else if (work.kind === 'iterate') await iterate(work, result, out, settle);
       else {
@@ -719,6 +747,7 @@ async function exercise(
         let wait = callTimeoutMs;
         for (const shape of level > 0 ? methodShapes : exportShapes) {
           if (out(level)) break;
+          progress(input, work.key);
           result.calls++;
           const f = fn as (...a: unknown[]) => unknown;
           let value: unknown;
@@ -742,9 +771,10 @@ async function exercise(
           keepGuards();
           // A thenable that is not a promise (a query builder: `from(t).insert(row)`) has
           // methods of its own, called before it is awaited.
-          if (isThenable(value) && !(value instanceof Promise)) expand(fn, value, level + 1);
+          if (isThenable(value) && !(value instanceof Promise))
+            expand(fn, value, level + 1, work.key);
           const r = await settle(value, wait);
-          if (r) expand(fn, r.value, level + 1);
+          if (r) expand(fn, r.value, level + 1, work.key);
           else wait = Math.max(1, Math.floor(callTimeoutMs / 10));
         }
       }
@@ -752,6 +782,129 @@ async function exercise(
   } catch {
     // A hostile value that got past the guards ends the calls, not the harness.
   }
+  progress(input, CALLS_DONE);
+}
+
+/** The descriptor a child of the supervising harness reports the work item it starts on. */
+const PROGRESS_FD = 3;
+/** Said on PROGRESS_FD once the calls are over (what follows is the wait for what they started). */
+const CALLS_DONE = '-';
+/** Times the exercise starts again after the package ended or stalled it. */
+const RESUMES_MAX = 3;
+
+function progress(input: HarnessInput, key: string): void {
+  if (!input.child) return;
+  try {
+    writeSync(PROGRESS_FD, `${key}\n`);
+  } catch {
+    // The supervisor is gone: the exercise goes on unwatched.
+  }
+}
+
+/**
+ * The exercise in a child process, started again (RESUMES_MAX times at most) past the work item
+ * in which the package ended it (exit, a signal, a crash the guards did not catch) or kept it
+ * from going on (a call that never returns): one export that kills or hangs its process does not
+ * keep the rest of the package from being called. This process never loads the package; it sums
+ * what its children did and prints the one result line.
+ */
+async function supervise(input: HarnessInput): Promise<void> {
+  const total: HarnessResult = {
+    functions: 0,
+    classes: 0,
+    calls: 0,
+    methods: 0,
+    threw: 0,
+    pending: 0,
+    emitted: 0,
+    iterated: 0,
+    resumed: 0,
+  };
+  const started = now();
+  const budget = virtualMs(input.callBudgetMs ?? 20_000);
+  // A call gets its promise's bound; a piece without a word for twice that (and a second) stalled.
+  const stallMs = virtualMs(input.stallMs ?? 2 * (input.callTimeoutMs ?? 1000) + 1000);
+  const skip: string[] = [];
+  let finished = false;
+  for (let attempt = 0; attempt <= RESUMES_MAX; attempt++) {
+    const remaining = Math.max(0, budget - (now() - started)) / virtualMs(1);
+    const r = await child(
+      { ...input, child: true, skip, callBudgetMs: Math.floor(remaining) },
+      stallMs,
+    );
+    if (r.result) {
+      // Counts as the child printed them (display only: the package could have written the line).
+      const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0);
+      for (const k of ['calls', 'methods', 'threw', 'pending', 'emitted', 'iterated'] as const)
+        total[k] += n(r.result[k]);
+      total.functions = n(r.result.functions);
+      total.classes = n(r.result.classes);
+      if (r.result.loadedWith === 'require' || r.result.loadedWith === 'import')
+        total.loadedWith = r.result.loadedWith;
+      if (typeof r.result.loadError === 'string') total.loadError = r.result.loadError.slice(0, 64);
+      finished = true;
+      break;
+    }
+    // Ended before any piece, or after the calls: nothing to start again past.
+    if (r.last === undefined || r.last === CALLS_DONE || attempt === RESUMES_MAX) break;
+    skip.push(r.last);
+    total.resumed = (total.resumed ?? 0) + 1;
+  }
+  // No child got through and none was started again: as before supervision, no result line (the
+  // step says the package ended the exercise).
+  if (!finished && !total.resumed) {
+    process.stdout.write('', () => process.exit(1));
+    return;
+  }
+  process.stdout.write(`\n${input.marker}${JSON.stringify(total)}\n`, () => process.exit(0));
+}
+
+/** One child of the supervisor: its result (if it printed one) and the last piece it started. */
+function child(
+  input: HarnessInput,
+  stallMs: number,
+): Promise<{ result?: HarnessResult; last?: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+      env: { ...process.env, [HARNESS_INPUT_VAR]: JSON.stringify(input) },
+      stdio: ['ignore', 'pipe', 'inherit', 'pipe'],
+    });
+    let last: string | undefined;
+    let said = now();
+    let pending = '';
+    let tail = '';
+    c.stdout?.on('data', (d: Buffer) => {
+      // The package's output is the step's output; the child's result line is read from it.
+      process.stdout.write(d);
+      tail = (tail + d.toString('latin1')).slice(-65536);
+    });
+    c.stdio[3]?.on('data', (d: Buffer) => {
+      said = now();
+      const lines = (pending + d.toString('latin1')).split('\n');
+      pending = lines.pop() ?? '';
+      const key = lines[lines.length - 1];
+      if (key !== undefined && key.length <= 512) last = key;
+    });
+    const watch = setInterval(() => {
+      if (last !== CALLS_DONE && now() - said > stallMs) c.kill('SIGKILL');
+    }, virtualMs(100));
+    const end = () => {
+      clearInterval(watch);
+      const line = tail
+        .split('\n')
+        .reverse()
+        .find((l) => l.startsWith(input.marker));
+      let result: HarnessResult | undefined;
+      try {
+        result = line ? (JSON.parse(line.slice(input.marker.length)) as HarnessResult) : undefined;
+      } catch {
+        result = undefined;
+      }
+      resolve({ ...(result ? { result } : {}), ...(last !== undefined ? { last } : {}) });
+    };
+    c.on('error', end);
+    c.on('close', end);
+  });
 }
 
 /** Arguments a listener of an event gets from a network client or stream, roughly. */

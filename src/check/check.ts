@@ -233,6 +233,13 @@ export async function checkStaged(
     ]
       .filter(Boolean)
       .join('; ');
+  if (exercised && calls?.resumed)
+    exercised.note = [
+      exercised.note,
+      `the exercise started again ${calls.resumed} time(s), past a call in which the package ended or stalled its process`,
+    ]
+      .filter(Boolean)
+      .join('; ');
   if (exercised && calls) {
     exercised.calls = {
       functions: calls.functions,

@@ -337,6 +337,42 @@ function haystacks(events: CaptureEvent[]): Haystack[] {
   return out;
 }
 
+/** The registry the planted npm token is configured for (`//registry.npmjs.org/:_authToken` in ~/.npmrc). */
+export const NPM_TOKEN_REGISTRY = 'registry.npmjs.org';
+
+/**
+ * A leak that is npm authenticating as it always does: the npm token, as sent, only as
+ * `Authorization: Bearer <token>`, over HTTPS to the registry ~/.npmrc names it for, in a GET or
+ * HEAD of a package document or tarball. That request reads public data from the token's owner
+ * (nobody else receives the token); writes (a publish), token and account paths (`/-/whoami`,
+ * `/-/npm/v1/tokens`) and the token anywhere else stay leaks.
+ */
+export function npmAuthenticatedRead(leak: BaitLeak): boolean {
+  const e = leak.event;
+  if (leak.bait.id !== 'npm-token' || leak.channel !== 'HTTPS headers') return false;
+  // As sent: an encoding that leaves the token as it is (URL encoding of a plain token) counts.
+  const value = leak.bait.value;
+  if (!encodedForms(value).some((f) => f.encoding === leak.encoding && f.form === value))
+    return false;
+  if (e.kind !== 'tls' || e.host !== NPM_TOKEN_REGISTRY || e.sni !== NPM_TOKEN_REGISTRY)
+    return false;
+  const method = (e.method ?? '').toUpperCase();
+  if (method !== 'GET' && method !== 'HEAD') return false;
+  const path = e.path ?? '';
+  if (!path.startsWith('/') || path.startsWith('/-/') || /[?#]/.test(path) || path.includes('..'))
+    return false;
+  const headers = e.headers ?? [];
+  const host = headers.filter(([k]) => k.toLowerCase() === 'host');
+  if (host.length !== 1 || host[0]?.[1].toLowerCase() !== NPM_TOKEN_REGISTRY) return false;
+  const parts = fragments(leak.bait.value);
+  const carrying = headers.filter(([k, v]) => parts.some((p) => k.includes(p) || v.includes(p)));
+  return (
+    carrying.length === 1 &&
+    carrying[0]?.[0].toLowerCase() === 'authorization' &&
+    carrying[0]?.[1] === `Bearer ${leak.bait.value}`
+  );
+}
+
 /** Every bait value seen in the traffic: one leak per bait, channel and encoding. */
 export function findBaitLeaks(events: CaptureEvent[], bait: Bait[]): BaitLeak[] {
   const hay = haystacks(events);

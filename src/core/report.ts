@@ -3,7 +3,7 @@
  * it they were made (never a wall-clock time), and every list is sorted, so two runs of the same
  * package diff cleanly by destination.
  */
-import { findBaitLeaks, type Bait } from './bait.js';
+import { findBaitLeaks, npmAuthenticatedRead, type Bait } from './bait.js';
 import type { SummarisedAttempts } from './bounds.js';
 import type { ReportDiff } from './compare.js';
 import { formatId } from './package-id.js';
@@ -168,6 +168,7 @@ export const SANDBOX_FINDINGS: readonly string[] = [
   'observer-impostor',
   'observer-unresponsive',
   'bait-leak',
+  'npm-token-used',
   'tampering',
   'tree-modified',
   'persistence',
@@ -578,11 +579,27 @@ export function buildReport(input: {
       message: `${counts.outsideSteps} attempt(s) happened while no step was running, when no process of the package should have been alive; they are charged to ${subjectId} during install, the strictest phase`,
     });
   const leaked = new Set<string>();
+  const npmReads = new Set<string>();
   for (const leak of findBaitLeaks([...input.events, ...summarised], input.bait ?? [])) {
     const who = attribute(leak.event, input.windows, subjectId);
     const r = toReportEvent(leak.event, who);
     if (!r) continue;
     const destination = destinationOf(r);
+    if (npmAuthenticatedRead(leak)) {
+      // Said once per phase and package; where the request went is judged as any egress is.
+      const key = `${who.phase}\0${who.package ?? ''}`;
+      if (npmReads.has(key)) continue;
+      npmReads.add(key);
+      findings.push({
+        id: 'npm-token-used',
+        severity: 'info',
+        phase: who.phase,
+        ...(who.package ? { package: who.package } : {}),
+        destination,
+        message: `${who.package ?? 'an unidentified package'} had the npm token planted in ${leak.bait.where.join(' and ')} sent to ${destination}, the registry it is configured for, as npm authenticates (GET ${r.path ?? '/'}) during ${who.phase}: a read of package data, not a theft`,
+      });
+      continue;
+    }
     const key = `${leak.bait.id}\0${who.phase}\0${who.package ?? ''}\0${destination}`;
     if (leaked.has(key)) continue;
     leaked.add(key);

@@ -477,6 +477,7 @@ export function parseHarness(stdout: string, marker: string): HarnessResult | un
     pending: n('pending'),
     emitted: n('emitted'),
     iterated: n('iterated'),
+    ...(n('resumed') > 0 ? { resumed: n('resumed') } : {}),
     ...(o.loadedWith === 'require' || o.loadedWith === 'import'
       ? { loadedWith: o.loadedWith }
       : {}),

@@ -14,9 +14,14 @@ import { HARNESS_INPUT_VAR, type HarnessResult } from '../../../src/agent/harnes
 
 const root = mkdtempSync(join(tmpdir(), 'phonehome-harness-'));
 after(() => rmSync(root, { recursive: true, force: true }));
+const marker = '@@test@@';
 const harness = fileURLToPath(new URL('../../../src/agent/harness.js', import.meta.url));
 
-function exercise(source: string, host = 'db.prod-4821.9f3a0c1e.com') {
+function exerciseRaw(
+  source: string,
+  host = 'db.prod-4821.9f3a0c1e.com',
+  more: Record<string, unknown> = {},
+) {
   const project = join(root, String(Math.random()).slice(2));
   const pkg = join(project, 'node_modules', 'rec');
   mkdirSync(pkg, { recursive: true });
@@ -26,7 +31,6 @@ function exercise(source: string, host = 'db.prod-4821.9f3a0c1e.com') {
     join(pkg, 'index.js'),
     `const fs = require('fs');\nconst rec = (what, args) => fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify([what, ...args.map((a) => typeof a === 'function' ? 'fn' : a)]) + '\\n');\n${source}`,
   );
-  const marker = '@@test@@';
   const r = spawnSync(
     process.execPath,
     [
@@ -44,14 +48,18 @@ function exercise(source: string, host = 'db.prod-4821.9f3a0c1e.com') {
           marker,
           callerHost: host,
           graceMs: 50,
+          ...more,
         }),
       },
       encoding: 'utf8',
       timeout: 30_000,
     },
   );
-  const line = r.stdout.split('\n').find((l) => l.startsWith(marker));
-  assert.ok(line, `a result line:\n${r.stdout}\n${r.stderr}`);
+  // The last one: the supervising harness prints its line after its children's.
+  const line = r.stdout
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith(marker));
   let calls: unknown[][] = [];
   try {
     calls = readFileSync(log, 'utf8')
@@ -61,11 +69,13 @@ function exercise(source: string, host = 'db.prod-4821.9f3a0c1e.com') {
   } catch {
     // nothing was called
   }
-  return {
-    result: JSON.parse(line.slice(marker.length)) as HarnessResult,
-    calls,
-    status: r.status,
-  };
+  return { line, calls, status: r.status, output: `${r.stdout}\n${r.stderr}` };
+}
+
+function exercise(...args: Parameters<typeof exerciseRaw>) {
+  const { line, calls, status, output } = exerciseRaw(...args);
+  assert.ok(line, `a result line:\n${output}`);
+  return { result: JSON.parse(line.slice(marker.length)) as HarnessResult, calls, status };
 }
 
 describe('exercise harness', () => {
@@ -361,5 +371,28 @@ exports.Client = class { send(...a) { rec('send', a); } };`);
       calls.some((c) => c[0] === 'send'),
       JSON.stringify(calls),
     );
+  });
+
+  it('an export that hangs its process, or kills it, does not keep the rest from being called', () => {
+    const { calls, result, status } = exercise(
+      `
+exports.debug = function () { if (arguments.length === 0) for (;;); };
+exports.init = function () { process.kill(process.pid, 'SIGKILL'); };
+exports.Client = class { send(...a) { rec('send', a); } };`,
+      undefined,
+      { stallMs: 40 },
+    );
+    assert.equal(status, 0);
+    assert.ok(
+      calls.some((c) => c[0] === 'send'),
+      JSON.stringify(calls),
+    );
+    assert.equal(result.resumed, 2, JSON.stringify(result));
+  });
+
+  it('a package that ends every process it is loaded in gives no result line, as before', () => {
+    const { status, line } = exerciseRaw(`process.kill(process.pid, 'SIGKILL');`);
+    assert.notEqual(status, 0);
+    assert.equal(line, undefined);
   });
 });

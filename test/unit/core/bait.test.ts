@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { deflateSync, gzipSync } from 'node:zlib';
-import { dechunk, encodedForms, findBaitLeaks, type Bait } from '../../../src/core/bait.js';
+import {
+  dechunk,
+  encodedForms,
+  findBaitLeaks,
+  npmAuthenticatedRead,
+  type Bait,
+} from '../../../src/core/bait.js';
 import type { CaptureEvent } from '../../../src/core/terms.js';
 import { makeIdentity, PLACEHOLDER } from '../../../src/sandbox/identity.js';
 
@@ -247,5 +253,72 @@ describe('bait leaks', () => {
     assert.equal(ci.env.CI, 'true');
     assert.match(ci.env.GITHUB_TOKEN ?? '', /^ghs_/);
     assert.notEqual(makeIdentity('laptop').env.NPM_TOKEN, id.env.NPM_TOKEN, 'unique per run');
+  });
+});
+
+describe("npm's own use of the npm token", () => {
+  const read = (over: Record<string, unknown> = {}) =>
+    http({
+      kind: 'tls',
+      host: 'registry.npmjs.org',
+      sni: 'registry.npmjs.org',
+      intercept: 'decrypted',
+      method: 'GET',
+      path: '/pm2',
+      headers: [
+        ['host', 'registry.npmjs.org'],
+        ['authorization', `Bearer ${token.value}`],
+        ['npm-command', 'install'],
+      ],
+      ...over,
+    });
+  const used = (e: CaptureEvent) => findBaitLeaks([e], [token]).map(npmAuthenticatedRead);
+  const allUsed = (e: CaptureEvent) => {
+    const r = used(e);
+    return r.length > 0 && r.every(Boolean);
+  };
+
+  it('a GET of a package document or tarball on its registry, as Bearer only, is npm authenticating', () => {
+    assert.ok(allUsed(read()));
+    assert.ok(allUsed(read({ path: '/@scope%2fpkg', method: 'HEAD' })));
+    assert.ok(allUsed(read({ path: '/pm2/-/pm2-7.0.4.tgz' })));
+  });
+
+  it('a write, a token or account path, another host, a query or the token elsewhere stays a leak', () => {
+    const cases: Record<string, unknown>[] = [
+      { method: 'PUT' },
+      { path: '/-/whoami' },
+      { path: '/-/npm/v1/tokens' },
+      { path: '/pm2?write=true' },
+      { host: 'registry.npmjs.org.evil.example', sni: 'registry.npmjs.org.evil.example' },
+      { sni: 'c2.evil.example' },
+      { kind: 'http', sni: undefined },
+      {
+        headers: [
+          ['host', 'registry.npmjs.org'],
+          ['authorization', `Bearer ${token.value}`],
+          ['x-copy', token.value],
+        ],
+      },
+      {
+        headers: [
+          ['host', 'collect.evil.example'],
+          ['authorization', `Bearer ${token.value}`],
+        ],
+      },
+      {
+        headers: [
+          ['host', 'registry.npmjs.org'],
+          ['authorization', `Basic ${token.value}`],
+        ],
+      },
+    ];
+    for (const c of cases) {
+      const r = used(read(c));
+      assert.ok(r.length > 0 && r.every((x) => !x), JSON.stringify(c));
+    }
+    // Also in the body or path: those are leaks of their own.
+    const inPath = findBaitLeaks([read({ path: `/pm2/${token.value}` })], [token]);
+    assert.ok(inPath.some((l) => !npmAuthenticatedRead(l)));
   });
 });
