@@ -845,8 +845,9 @@ async function supervise(input: HarnessInput): Promise<void> {
       finished = true;
       break;
     }
-    // Ended before any piece, or after the calls: nothing to start again past.
-    if (r.last === undefined || r.last === CALLS_DONE || attempt === RESUMES_MAX) break;
+    // Ended before any piece: nothing to start again past. Ended after it said the calls were
+    // done (which the package can say for it too): started again past the last piece named.
+    if (r.last === undefined || attempt === RESUMES_MAX || skip.includes(r.last)) break;
     skip.push(r.last);
     total.resumed = (total.resumed ?? 0) + 1;
   }
@@ -869,7 +870,9 @@ function child(
       env: { ...process.env, [HARNESS_INPUT_VAR]: JSON.stringify(input) },
       stdio: ['ignore', 'pipe', 'inherit', 'pipe'],
     });
+    /** The last work item named, and whether the child said the calls were done since. */
     let last: string | undefined;
+    let done = false;
     let said = now();
     let pending = '';
     let tail = '';
@@ -882,11 +885,15 @@ function child(
       said = now();
       const lines = (pending + d.toString('latin1')).split('\n');
       pending = lines.pop() ?? '';
-      const key = lines[lines.length - 1];
-      if (key !== undefined && key.length <= 512) last = key;
+      for (const key of lines)
+        if (key === CALLS_DONE) done = true;
+        else if (key.length <= 512) {
+          last = key;
+          done = false;
+        }
     });
     const watch = setInterval(() => {
-      if (last !== CALLS_DONE && now() - said > stallMs) c.kill('SIGKILL');
+      if (!done && now() - said > stallMs) c.kill('SIGKILL');
     }, virtualMs(100));
     const end = () => {
       clearInterval(watch);

@@ -25,7 +25,7 @@ import {
 } from './dns.js';
 import { StreamClassifier, type StreamKind } from './classify.js';
 import { splitRequests, type HttpRequestHead } from './http.js';
-import { http1Reply, siteReply } from './reply.js';
+import { http1Reply, siteMail, siteReply } from './reply.js';
 import { ObserverLink } from './observer-link.js';
 import { EventSink, monotonicMs, type CaptureStats } from './sink.js';
 import { isNxdomain, registrableDomain } from './reserved.js';
@@ -227,12 +227,12 @@ export class Capture {
       // A registered domain has mail and an SPF record, as nearly every real one does; a name
       // below it has neither. The mail host resolves like any other name.
       const domain = qname.toLowerCase().replace(/\.$/, '');
+      const mail = siteMail(domain);
       if (type === 'MX') {
-        const exchange = `mx1.${domain}`;
-        return { answer: { type: 'MX', preference: 10, exchange }, text: `10 ${exchange}` };
+        const { preference, exchange } = mail;
+        return { answer: { type: 'MX', preference, exchange }, text: `${preference} ${exchange}` };
       }
-      const text = 'v=spf1 mx ~all';
-      return { answer: { type: 'TXT', text }, text };
+      return { answer: { type: 'TXT', text: mail.spf }, text: mail.spf };
     }
     return { answer: { type: 'none' }, text: 'NOERROR empty' };
   }

@@ -81,7 +81,8 @@ export function siteReply(req: ReplyRequest, seed: Buffer = RUN_REPLY_SEED): Sit
     type = ext === 'txt' ? 'text/plain' : 'application/octet-stream';
   } else {
     type = 'text/html';
-    body = `<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>${host.replace(/[^a-z0-9.-]/g, '')}</title></head><body></body></html>\n`;
+    const title = ['', 'Home', 'Welcome', 'Index'][(style[3] as number) % 4];
+    body = `<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>${title}</title></head><body></body></html>\n`;
   }
   const bytes = Buffer.from(body, 'utf8');
   const headers: [string, string][] = [];
@@ -95,6 +96,27 @@ export function siteReply(req: ReplyRequest, seed: Buffer = RUN_REPLY_SEED): Sit
     reason: REASONS[status] ?? 'OK',
     headers,
     body: method === 'HEAD' || status === 204 ? Buffer.alloc(0) : bytes,
+  };
+}
+
+/** A registered domain's mail: its MX and its SPF record, in a style of its own for the run. */
+export function siteMail(
+  domain: string,
+  seed: Buffer = RUN_REPLY_SEED,
+): { preference: number; exchange: string; spf: string } {
+  const style = createHash('sha256').update(seed).update('mail').update(domain).digest();
+  const hosts = ['mx1', 'mail', 'mx', 'inbound', 'smtp', 'mx01'];
+  const spf = [
+    'v=spf1 mx ~all',
+    'v=spf1 mx -all',
+    `v=spf1 a mx include:_spf.${domain} ~all`,
+    'v=spf1 mx a ?all',
+    `v=spf1 include:spf.${domain} -all`,
+  ];
+  return {
+    preference: [10, 5, 1, 20, 0][(style[0] as number) % 5] as number,
+    exchange: `${hosts[(style[1] as number) % hosts.length]}.${domain}`,
+    spf: spf[(style[2] as number) % spf.length] as string,
   };
 }
 

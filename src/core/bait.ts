@@ -210,6 +210,9 @@ export function dechunk(body: Buffer): Buffer {
 /** The path, headers and body (as sent, and decoded) of a request read in plain HTTP or inside TLS. */
 function httpHaystacks(e: StreamEvent, scheme: 'HTTP' | 'HTTPS', out: Haystack[]): void {
   if (e.path) out.push({ channel: `${scheme} path`, text: e.path, caseless: false, event: e });
+  // HTTP/2's :authority is not among the headers; a name carries data caselessly.
+  if (e.httpHost)
+    out.push({ channel: `${scheme} authority`, text: e.httpHost, caseless: true, event: e });
   if (e.headers?.length)
     out.push({
       channel: `${scheme} headers`,
@@ -341,11 +344,14 @@ function haystacks(events: CaptureEvent[]): Haystack[] {
 export const NPM_TOKEN_REGISTRY = 'registry.npmjs.org';
 
 /**
- * A leak that is npm authenticating as it always does: the npm token, as sent, only as
- * `Authorization: Bearer <token>`, over HTTPS to the registry ~/.npmrc names it for, in a GET or
- * HEAD of a package document or tarball. That request reads public data from the token's owner
- * (nobody else receives the token); writes (a publish), token and account paths (`/-/whoami`,
- * `/-/npm/v1/tokens`) and the token anywhere else stay leaks.
+ * A leak that looks like npm authenticating as it always does: the npm token, as sent, only as
+ * `Authorization: Bearer <token>`, over HTTPS to the registry ~/.npmrc names it for (every name
+ * of the request: DNS, TLS server name, Host or :authority), in a GET or HEAD of a package
+ * document or tarball, by a process that calls itself npm (`npm i …`, npm's own title). npm sends
+ * the token nowhere else; but where the bytes go in the wild is the sending process's choice, and
+ * a process can call itself npm, so this is reported (`npm-token-used`, medium), never excused.
+ * Writes (a publish), token and account paths (`/-/whoami`, `/-/npm/v1/tokens`), any other
+ * process and the token anywhere else stay leaks.
  */
 export function npmAuthenticatedRead(leak: BaitLeak): boolean {
   const e = leak.event;
@@ -356,6 +362,13 @@ export function npmAuthenticatedRead(leak: BaitLeak): boolean {
     return false;
   if (e.kind !== 'tls' || e.host !== NPM_TOKEN_REGISTRY || e.sni !== NPM_TOKEN_REGISTRY)
     return false;
+  if (
+    e.httpHost !== undefined &&
+    e.httpHost.toLowerCase().replace(/:443$/, '') !== NPM_TOKEN_REGISTRY
+  )
+    return false;
+  const cmd = e.proc?.cmd ?? '';
+  if (!/^npm\s/.test(cmd) && !/\/npm-cli\.js(\s|$)/.test(cmd)) return false;
   const method = (e.method ?? '').toUpperCase();
   if (method !== 'GET' && method !== 'HEAD') return false;
   const path = e.path ?? '';

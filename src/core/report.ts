@@ -592,11 +592,11 @@ export function buildReport(input: {
       npmReads.add(key);
       findings.push({
         id: 'npm-token-used',
-        severity: 'info',
+        severity: 'medium',
         phase: who.phase,
         ...(who.package ? { package: who.package } : {}),
         destination,
-        message: `${who.package ?? 'an unidentified package'} had the npm token planted in ${leak.bait.where.join(' and ')} sent to ${destination}, the registry it is configured for, as npm authenticates (GET ${r.path ?? '/'}) during ${who.phase}: a read of package data, not a theft`,
+        message: `${who.package ?? 'an unidentified package'} had the npm token planted in ${leak.bait.where.join(' and ')} sent to ${destination}, the registry it is configured for, as npm authenticates (GET ${r.path ?? '/'}, by ${r.process ?? 'a process'}) during ${who.phase}: npm reading package data looks like this, but where the bytes go outside the sandbox is the sending process's choice`,
       });
       continue;
     }

@@ -125,6 +125,20 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     assert.ok((calls?.emitted ?? 0) > 0 && (calls?.iterated ?? 0) > 0, JSON.stringify(calls));
   });
 
+  it("npm reading the registry with its own token is npm-token-used, not a leak; the package's own process doing it is", async () => {
+    const npm = await check('npm-view-at-call');
+    const used = npm.report.findings.find((f) => f.id === 'npm-token-used');
+    assert.equal(used?.severity, 'medium', JSON.stringify(npm.report.findings));
+    assert.match(used?.message ?? '', /npm view/);
+    assert.ok(!npm.report.findings.some((f) => f.id === 'bait-leak'));
+    const theft = await check('registry-bearer-theft');
+    assert.equal(theft.code, 1);
+    const leak = theft.report.findings.find((f) => f.id === 'bait-leak');
+    assert.equal(leak?.severity, 'critical', JSON.stringify(theft.report.findings));
+    assert.equal(leak?.phase, 'import');
+    assert.ok(!theft.report.findings.some((f) => f.id === 'npm-token-used'));
+  });
+
   it("a binding.gyp's configure-time command runs offline and is charged to its package", async () => {
     const { code, report } = await check('gyp-configure-beacon');
     assert.equal(code, 1);

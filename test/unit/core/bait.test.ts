@@ -265,6 +265,7 @@ describe("npm's own use of the npm token", () => {
       intercept: 'decrypted',
       method: 'GET',
       path: '/pm2',
+      proc: { pid: 7, cmd: 'npm i pm2@latest', startMs: 0 },
       headers: [
         ['host', 'registry.npmjs.org'],
         ['authorization', `Bearer ${token.value}`],
@@ -278,10 +279,22 @@ describe("npm's own use of the npm token", () => {
     return r.length > 0 && r.every(Boolean);
   };
 
-  it('a GET of a package document or tarball on its registry, as Bearer only, is npm authenticating', () => {
+  it('a GET of a package document or tarball on its registry, as Bearer only, by npm, looks like npm authenticating', () => {
     assert.ok(allUsed(read()));
     assert.ok(allUsed(read({ path: '/@scope%2fpkg', method: 'HEAD' })));
     assert.ok(allUsed(read({ path: '/pm2/-/pm2-7.0.4.tgz' })));
+    assert.ok(allUsed(read({ httpHost: 'registry.npmjs.org' })));
+    assert.ok(
+      allUsed(
+        read({
+          proc: {
+            pid: 9,
+            cmd: '/usr/local/bin/node /usr/local/lib/node_modules/npm/bin/npm-cli.js view x',
+            startMs: 0,
+          },
+        }),
+      ),
+    );
   });
 
   it('a write, a token or account path, another host, a query or the token elsewhere stays a leak', () => {
@@ -312,6 +325,11 @@ describe("npm's own use of the npm token", () => {
           ['authorization', `Basic ${token.value}`],
         ],
       },
+      // HTTP/2 with another :authority than the TLS server name.
+      { httpHost: 'front.evil.example' },
+      // Not npm: the package's own process, or none known.
+      { proc: { pid: 8, cmd: 'node /work/node_modules/x/index.js', startMs: 0 } },
+      { proc: undefined },
     ];
     for (const c of cases) {
       const r = used(read(c));
@@ -320,5 +338,20 @@ describe("npm's own use of the npm token", () => {
     // Also in the body or path: those are leaks of their own.
     const inPath = findBaitLeaks([read({ path: `/pm2/${token.value}` })], [token]);
     assert.ok(inPath.some((l) => !npmAuthenticatedRead(l)));
+    // A secret in an HTTP/2 :authority is found.
+    const aws: Bait = {
+      id: 'aws',
+      label: 'AWS key',
+      where: ['~/.aws'],
+      value: 'AKIAQ7RX2MLK9PZA4BVT',
+    };
+    const authority = findBaitLeaks(
+      [read({ httpHost: `${aws.value.toLowerCase()}.api.evil.example` })],
+      [aws],
+    );
+    assert.ok(
+      authority.some((l) => l.channel === 'HTTPS authority'),
+      JSON.stringify(authority),
+    );
   });
 });
