@@ -1,7 +1,8 @@
 /**
  * The import and exercise harness: loaded first in a fresh Node process in the sandbox, before the
  * package. It loads the package the way a consumer would, in the exercise phase calls every
- * exported function and constructs every exported class with a few argument shapes, and then
+ * exported function and constructs every exported class with a few argument shapes, and what
+ * they give back in turn (methods, events, iterators; see exercise()), and then
  * keeps the process for the first minutes of its life on the sandbox's virtual clock (see
  * clock.ts), so what the package scheduled (unref'd timers and workers included) acts in the
  * phase.
@@ -12,6 +13,9 @@
  *   await run((n) => import(n));
  * Its input (HarnessInput as JSON) comes in the environment variable HARNESS_INPUT_VAR, removed
  * before the package loads.
+ *
+ * In exercise mode this process only supervises: the calls are made in a child with the same
+ * command line, started again past a call that ends or stalls it (see supervise()).
  *
  * Runs on the sandbox's Node with built-ins only. It prints one result line, prefixed with the
  * marker the step passes in, on stdout.
@@ -530,6 +534,17 @@ async function load(
   }
 }
 
+const noCalls = (): HarnessResult => ({
+  functions: 0,
+  classes: 0,
+  calls: 0,
+  methods: 0,
+  threw: 0,
+  pending: 0,
+  emitted: 0,
+  iterated: 0,
+});
+
 export async function run(importer: (name: string) => Promise<unknown>): Promise<void> {
   const input = JSON.parse(process.env[HARNESS_INPUT_VAR] ?? '') as HarnessInput;
   delete process.env[HARNESS_INPUT_VAR];
@@ -537,16 +552,7 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
   // Before the package loads: timers it creates at import are seen.
   const schedule = new Schedule();
   schedule.start();
-  const result: HarnessResult = {
-    functions: 0,
-    classes: 0,
-    calls: 0,
-    methods: 0,
-    threw: 0,
-    pending: 0,
-    emitted: 0,
-    iterated: 0,
-  };
+  const result = noCalls();
   // The package's stray errors are its own business, not the harness's end.
   keepGuards();
   const baseline = pendingWork();
@@ -809,17 +815,7 @@ function progress(input: HarnessInput, key: string): void {
  * what its children did and prints the one result line.
  */
 async function supervise(input: HarnessInput): Promise<void> {
-  const total: HarnessResult = {
-    functions: 0,
-    classes: 0,
-    calls: 0,
-    methods: 0,
-    threw: 0,
-    pending: 0,
-    emitted: 0,
-    iterated: 0,
-    resumed: 0,
-  };
+  const total: HarnessResult = { ...noCalls(), resumed: 0 };
   const started = now();
   const budget = virtualMs(input.callBudgetMs ?? 20_000);
   // A call gets its promise's bound; a piece without a word for twice that (and a second) stalled.
