@@ -52,7 +52,7 @@ export interface HarnessInput {
   skip?: string[];
   /** This process is the supervisor's child: it reports its progress on PROGRESS_FD. */
   child?: boolean;
-  /** A work item without a word for this long (wall-clock ms) stalled (default: twice the call bound and a second). */
+  /** A work item without a word for this long (wall-clock ms) stalled (default: three times the call bound and 2 s, 5 s at least). */
   stallMs?: number;
 }
 
@@ -818,8 +818,11 @@ async function supervise(input: HarnessInput): Promise<void> {
   const total: HarnessResult = { ...noCalls(), resumed: 0 };
   const started = now();
   const budget = virtualMs(input.callBudgetMs ?? 20_000);
-  // A call gets its promise's bound; a piece without a word for twice that (and a second) stalled.
-  const stallMs = virtualMs(input.stallMs ?? 2 * (input.callTimeoutMs ?? 1000) + 1000);
+  // A call gets its promise's bound; a piece without a word for three times that and 2 s (5 s at
+  // least: a busy machine, a synchronous call that works a while) stalled.
+  const stallMs = virtualMs(
+    input.stallMs ?? Math.max(5000, 3 * (input.callTimeoutMs ?? 1000) + 2000),
+  );
   const skip: string[] = [];
   let finished = false;
   for (let attempt = 0; attempt <= RESUMES_MAX; attempt++) {

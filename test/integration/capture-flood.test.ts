@@ -142,7 +142,11 @@ describe('capture under a flood', () => {
       ok: number;
       status: number | string;
     };
-    assert.equal(out.status, 200, 'the POST was answered');
+    // As the site answers writes in this run: 200, 201 or 204 (src/capture/reply.ts).
+    assert.ok(
+      [200, 201, 204].includes(out.status as number),
+      `the POST was answered: ${out.status}`,
+    );
     return { out, log: await topo.events(60_000) };
   }
 

@@ -1,7 +1,8 @@
 /**
  * A second Docker engine on this machine, standing in for a remote one: its own socket, data
- * root, exec root and pid file, and no bridge or iptables rules of its own (phonehome makes no
- * Docker networks: a sandbox shares its gateway's network namespace). It needs root and Debian's
+ * root, exec root and pid file, a bridge of its own with no iptables rules (phonehome makes no
+ * Docker networks: a sandbox shares its gateway's network namespace). Not `--bridge=none`: a
+ * daemon started so deletes the machine's `docker0`, which the first engine's builds need. It needs root and Debian's
  * dockerd, as the first engine does (scripts/ensure-docker.sh). `kill()` is SIGKILL to the
  * daemon, a crash; `start()` brings it back on the same folders; `stop()` ends it and removes
  * everything it held.
@@ -33,6 +34,17 @@ function dockerd(): string {
 export async function startSecondEngine(): Promise<SecondEngine> {
   // Short paths: a unix socket path is limited to 108 bytes.
   const dir = mkdtempSync('/tmp/ph-engine-');
+  // A bridge of its own, with an address of the documentation range, nothing routed to it.
+  const bridge = `ph2br${process.pid % 100000}`;
+  spawnSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
+  for (const args of [
+    ['link', 'add', 'name', bridge, 'type', 'bridge'],
+    ['addr', 'add', '192.0.2.1/24', 'dev', bridge],
+    ['link', 'set', bridge, 'up'],
+  ]) {
+    const r = spawnSync('ip', args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr}`);
+  }
   const socket = join(dir, 'docker.sock');
   const docker = new Docker({ socketPath: socket });
   let child: ChildProcess | undefined;
@@ -49,7 +61,7 @@ export async function startSecondEngine(): Promise<SecondEngine> {
         join(dir, 'exec'),
         '--pidfile',
         join(dir, 'docker.pid'),
-        '--bridge=none',
+        `--bridge=${bridge}`,
         '--iptables=false',
         '--ip6tables=false',
       ],
@@ -102,6 +114,7 @@ export async function startSecondEngine(): Promise<SecondEngine> {
       } catch {
         /* a mount still busy: left in /tmp */
       }
+      spawnSync('ip', ['link', 'del', bridge], { stdio: 'ignore' });
     },
   };
 }

@@ -94,9 +94,14 @@ describe('parseHarness', () => {
       methods: 0,
       threw: 0,
       pending: 0,
+      emitted: 0,
+      iterated: 0,
       loadError: 'E'.repeat(64),
     });
     assert.equal(parseHarness('@@m@@not json', '@@m@@'), undefined);
+    // Restarts of a supervised exercise are kept when there were some.
+    assert.equal(parseHarness('@@m@@{"resumed":2,"emitted":3}', '@@m@@')?.resumed, 2);
+    assert.equal(parseHarness('@@m@@{"resumed":0}', '@@m@@')?.resumed, undefined);
   });
 });
 
