@@ -22,7 +22,8 @@
  */
 import { createHook } from 'node:async_hooks';
 import { spawn } from 'node:child_process';
-import { writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { virtualMs } from './clock.js';
 
@@ -549,6 +550,13 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
   const input = JSON.parse(process.env[HARNESS_INPUT_VAR] ?? '') as HarnessInput;
   delete process.env[HARNESS_INPUT_VAR];
   if (input.mode === 'exercise' && !input.child) return supervise(input);
+  // The supervisor's nonce, read before the package loads (its stdin is then at its end).
+  if (input.child)
+    try {
+      channelNonce = readFileSync(0, 'latin1').trim();
+    } catch {
+      channelNonce = '';
+    }
   // Before the package loads: timers it creates at import are seen.
   const schedule = new Schedule();
   schedule.start();
@@ -598,6 +606,7 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
   }
   proc.reallyExit = reallyExit;
   process.exitCode = 0;
+  progress(input, `${RESULT} ${JSON.stringify(result)}`);
   // Exit once the line is out (a pipe would cut it otherwise), whatever the package left running.
   process.stdout.write(`\n${input.marker}${JSON.stringify(result)}\n`, () => process.exit(0));
 }
@@ -795,13 +804,22 @@ async function exercise(
 const PROGRESS_FD = 3;
 /** Said on PROGRESS_FD once the calls are over (what follows is the wait for what they started). */
 const CALLS_DONE = '-';
+/** Starts the child's result line on PROGRESS_FD. */
+const RESULT = 'R';
 /** Times the exercise starts again after the package ended or stalled it. */
 const RESUMES_MAX = 3;
 
+/**
+ * The supervisor's nonce, read by a child before the package loads: every line the child sends on
+ * PROGRESS_FD starts with it, so the package (which can write to the descriptor) cannot speak for
+ * the harness.
+ */
+let channelNonce = '';
+
 function progress(input: HarnessInput, key: string): void {
-  if (!input.child) return;
+  if (!input.child || !channelNonce) return;
   try {
-    writeSync(PROGRESS_FD, `${key}\n`);
+    writeSync(PROGRESS_FD, `${channelNonce} ${key}\n`);
   } catch {
     // The supervisor is gone: the exercise goes on unwatched.
   }
@@ -859,57 +877,83 @@ async function supervise(input: HarnessInput): Promise<void> {
   process.stdout.write(`\n${input.marker}${JSON.stringify(total)}\n`, () => process.exit(0));
 }
 
-/** One child of the supervisor: its result (if it printed one) and the last piece it started. */
+/**
+ * One child of the supervisor: its result and the last piece it started, as the child says them
+ * on PROGRESS_FD under the nonce it read on its stdin before the package loaded (the package,
+ * which can read the marker in its environment, cannot forge them); the result counts only when
+ * the child then exits 0 of itself.
+ */
 function child(
   input: HarnessInput,
   stallMs: number,
 ): Promise<{ result?: HarnessResult; last?: string }> {
   return new Promise((resolve) => {
+    const nonce = randomBytes(12).toString('hex');
     const c = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
       env: { ...process.env, [HARNESS_INPUT_VAR]: JSON.stringify(input) },
-      stdio: ['ignore', 'pipe', 'inherit', 'pipe'],
+      stdio: ['pipe', 'pipe', 'inherit', 'pipe'],
     });
-    /** The last work item named, and whether the child said the calls were done since. */
+    c.stdin?.on('error', () => undefined);
+    c.stdin?.end(`${nonce}\n`);
+    /** The last work item named, and when the child said the calls were done since. */
     let last: string | undefined;
-    let done = false;
+    let doneAt: number | undefined;
     let said = now();
     let pending = '';
-    let tail = '';
-    c.stdout?.on('data', (d: Buffer) => {
-      // The package's output is the step's output; the child's result line is read from it.
-      process.stdout.write(d);
-      tail = (tail + d.toString('latin1')).slice(-65536);
-    });
+    let result: HarnessResult | undefined;
+    let killedWaiting = false;
+    c.stdout?.on('data', (d: Buffer) => process.stdout.write(d));
     c.stdio[3]?.on('data', (d: Buffer) => {
-      said = now();
-      const lines = (pending + d.toString('latin1')).split('\n');
+      pending += d.toString('latin1');
+      // A line longer than any key or result is not the harness's: dropped.
+      if (pending.length > 65536 && !pending.includes('\n')) pending = '';
+      const lines = pending.split('\n');
       pending = lines.pop() ?? '';
-      for (const key of lines)
-        if (key === CALLS_DONE) done = true;
-        else if (key.length <= 512) {
-          last = key;
-          done = false;
+      for (const raw of lines) {
+        // Only the harness's lines: the package can write to the descriptor, not the nonce.
+        if (!raw.startsWith(`${nonce} `)) continue;
+        const line = raw.slice(nonce.length + 1);
+        said = now();
+        if (line === CALLS_DONE) doneAt ??= now();
+        else if (line.startsWith(`${RESULT} `)) {
+          try {
+            result = JSON.parse(line.slice(RESULT.length + 1)) as HarnessResult;
+          } catch {
+            result = undefined;
+          }
+        } else if (line.length <= 512) {
+          last = line;
+          doneAt = undefined;
         }
-    });
-    const watch = setInterval(() => {
-      if (!done && now() - said > stallMs) c.kill('SIGKILL');
-    }, virtualMs(100));
-    const end = () => {
-      clearInterval(watch);
-      const line = tail
-        .split('\n')
-        .reverse()
-        .find((l) => l.startsWith(input.marker));
-      let result: HarnessResult | undefined;
-      try {
-        result = line ? (JSON.parse(line.slice(input.marker.length)) as HarnessResult) : undefined;
-      } catch {
-        result = undefined;
       }
-      resolve({ ...(result ? { result } : {}), ...(last !== undefined ? { last } : {}) });
+    });
+    // After the calls the child waits for what they started (LIFE_MS and the grace, a few
+    // rounds of beforeExit): past that, and past a stall before, it is stopped.
+    const afterCalls = LIFE_MS + virtualMs(4 * (input.graceMs ?? 1500) + 2000);
+    const watch = setInterval(() => {
+      if (doneAt === undefined ? now() - said > stallMs : now() - doneAt > afterCalls) {
+        killedWaiting = doneAt !== undefined;
+        c.kill('SIGKILL');
+      }
+    }, virtualMs(100));
+    let ended = false;
+    const end = (ok: boolean) => {
+      if (ended) return;
+      ended = true;
+      clearInterval(watch);
+      resolve({
+        ...(ok && result ? { result } : {}),
+        // Stopped while it waited after its calls: not started again.
+        ...(last !== undefined && !killedWaiting ? { last } : {}),
+      });
     };
-    c.on('error', end);
-    c.on('close', end);
+    c.on('error', () => end(false));
+    // 'exit', not 'close': a detached grandchild holding the child's stdout would keep the pipes
+    // open; what the child wrote before it exited is read within a short drain.
+    c.on('exit', (code, signal) => {
+      const ok = code === 0 && signal === null;
+      setTimeout(() => end(ok), virtualMs(100));
+    });
   });
 }
 

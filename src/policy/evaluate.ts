@@ -15,6 +15,7 @@
  * Indicators are applied to every attempt regardless, and an indicator that forbids allowing
  * (exfiltration channels, cloud metadata, data in DNS names) cannot be silenced by 1–3.
  */
+import { NPM_TOKEN_REGISTRY } from '../core/bait.js';
 import { forYamlString } from '../core/escape.js';
 import type { ReportDiff } from '../core/compare.js';
 import {
@@ -432,7 +433,29 @@ function closure(start: string, deps: Record<string, string[]>): string[] {
  * report can be judged by another policy without running the package again.
  */
 export function evaluate(report: CheckReport, judge: EvaluationContext): CheckReport {
-  const findings: Finding[] = report.findings.filter((f) => SANDBOX_FINDINGS.includes(f.id));
+  // npm's own use of its token is only that while the registry's name was looked up through the
+  // sandbox's resolver alone: a lookup of it through a resolver the package chose (in the wild:
+  // one that answers with its author's address) makes the request a theft.
+  const registryViaOther = report.events.some(
+    (e) =>
+      e.kind === 'dns' &&
+      nameKey(e.host ?? '') === NPM_TOKEN_REGISTRY &&
+      e.resolver !== undefined &&
+      !judge.resolvers.includes(e.resolver),
+  );
+  const findings: Finding[] = report.findings
+    .filter((f) => SANDBOX_FINDINGS.includes(f.id))
+    .map((f) =>
+      f.id === 'npm-token-used' && registryViaOther
+        ? {
+            ...f,
+            id: 'bait-leak',
+            severity: 'critical' as const,
+            message: `${f.message}; but ${NPM_TOKEN_REGISTRY} was also looked up through a resolver the package chose, so the request went where that resolver said: a credential theft; no policy can allow it`,
+            rule: 'bait',
+          }
+        : f,
+    );
   const packages = new Map<string, PackageSummary>((report.packages ?? []).map((p) => [p.id, p]));
   const ctx: EvaluationContext & TreeFacts = {
     ...judge,

@@ -390,6 +390,35 @@ exports.Client = class { send(...a) { rec('send', a); } };`,
     assert.equal(result.resumed, 2, JSON.stringify(result));
   });
 
+  it("a forged result or progress line, a forged 'calls done', or a grandchild holding stdout do not end the exercise", () => {
+    const forged = exercise(
+      `
+const env = fs.readFileSync('/proc/self/environ', 'latin1');
+const marker = (/"marker":"([^"]+)"/.exec(env) || [])[1];
+exports.a = function () {
+  if (marker) fs.writeSync(1, '\\n' + marker + '{"functions":9,"calls":400}\\n');
+  try { fs.writeSync(3, 'R x {"calls":400}\\n-\\n1\\n'); } catch {}
+  process.kill(process.pid, 'SIGKILL');
+};
+exports.b = function () { try { fs.writeSync(3, '-\\n'); } catch {} Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); };
+exports.send = (...a) => rec('send', a);`,
+      undefined,
+      { stallMs: 40 },
+    );
+    assert.ok(
+      forged.calls.some((c) => c[0] === 'send'),
+      JSON.stringify(forged.calls),
+    );
+    assert.equal(forged.result.resumed, 2, JSON.stringify(forged.result));
+    assert.notEqual(forged.result.calls, 400);
+    const held = exercise(
+      `require('child_process').spawn('sleep', ['3'], { detached: true, stdio: 'inherit' }).unref();
+exports.send = (...a) => rec('send', a);`,
+    );
+    assert.ok(held.calls.some((c) => c[0] === 'send'));
+    assert.equal(held.status, 0);
+  });
+
   it('a package that ends every process it is loaded in gives no result line, as before', () => {
     const { status, line } = exerciseRaw(`process.kill(process.pid, 'SIGKILL');`);
     assert.notEqual(status, 0);

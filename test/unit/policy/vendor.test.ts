@@ -339,6 +339,43 @@ describe('groups are judged by every attempt in them', () => {
   });
 });
 
+describe("npm's own use of its token", () => {
+  const used = {
+    id: 'npm-token-used',
+    severity: 'medium' as const,
+    phase: 'exercise' as const,
+    package: SUBJECT,
+    destination: 'registry.npmjs.org:443',
+    message: 'had the npm token sent to registry.npmjs.org:443',
+  };
+  it('stays npm-token-used while the registry was looked up through the sandbox resolver only', () => {
+    const judged = evaluate(
+      report(reach('exercise', 'registry.npmjs.org'), [], { findings: [used] }),
+      ctx(),
+    );
+    assert.equal(judged.findings.find((f) => f.id === 'npm-token-used')?.severity, 'medium');
+    assert.ok(!judged.findings.some((f) => f.id === 'bait-leak'));
+  });
+  it('is a critical bait-leak once the registry was also looked up through a resolver the package chose', () => {
+    const other: ReportEvent = {
+      phase: 'exercise',
+      package: SUBJECT,
+      kind: 'dns',
+      host: 'registry.npmjs.org',
+      qtype: 'A',
+      resolver: '203.0.113.53',
+    };
+    const judged = evaluate(
+      report([...reach('exercise', 'registry.npmjs.org'), other], [], { findings: [used] }),
+      ctx(),
+    );
+    const leak = judged.findings.find((f) => f.id === 'bait-leak');
+    assert.equal(leak?.severity, 'critical');
+    assert.equal(judged.verdict, 'fail');
+    assert.ok(!judged.findings.some((f) => f.id === 'npm-token-used'));
+  });
+});
+
 describe('caller-directed egress', () => {
   it('an exercise attempt to a host the exercise passed is info, with no rule suggested', () => {
     const r = report(
