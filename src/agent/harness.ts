@@ -25,6 +25,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { inspect } from 'node:util';
 import { virtualMs } from './clock.js';
 
 export const HARNESS_INPUT_VAR = 'AGENT_INPUT';
@@ -628,6 +629,8 @@ type Work = { key: string } &
     | { kind: 'emit'; target: object }
     /** A few steps through the iterator an object gives. */
     | { kind: 'iterate'; target: object; iterator: unknown; async: boolean }
+    /** Shown as a consumer shows a result: logged (`util.inspect`) and put in a string. */
+    | { kind: 'show'; target: object }
   );
 
 /**
@@ -683,6 +686,13 @@ async function exercise(
     });
     if (typeof v === 'function') return;
     if (isEmitter(v)) enqueue({ kind: 'emit', target: v, key: `${key}.e` });
+    // `console.log(result)` and `${result}` run its symbol-keyed hooks (util.inspect.custom,
+    // Symbol.toPrimitive), which no method call reaches.
+    if (
+      typeof inherited(v, INSPECT) === 'function' ||
+      typeof inherited(v, Symbol.toPrimitive) === 'function'
+    )
+      enqueue({ kind: 'show', target: v, key: `${key}.s` });
     // The platform's collections hold data, not the package's code.
     try {
       if (Array.isArray(v) || ArrayBuffer.isView(v) || v instanceof Map || v instanceof Set) return;
@@ -755,7 +765,15 @@ async function exercise(
       progress(input, work.key);
       if (work.kind === 'emit') await emitLifecycle(work.target, result, out);
       else if (work.kind === 'iterate') await iterate(work, result, out, settle);
-      else {
+      else if (work.kind === 'show') {
+        result.calls++;
+        try {
+          inspect(work.target, { depth: 1, maxArrayLength: 10, maxStringLength: 200 });
+          String(work.target);
+        } catch {
+          result.threw++;
+        }
+      } else {
         const { fn, self, level } = work;
         if (level > 0) result.methods++;
         // After one call of a function never settled, its other calls are waited on briefly.
@@ -1018,6 +1036,8 @@ async function emitLifecycle(
     await new Promise<void>((r) => setImmediate(r));
   }
 }
+
+const INSPECT = Symbol.for('nodejs.util.inspect.custom');
 
 /** Steps an iterator may take before the harness calls its `return()`. */
 const STEPS_PER_ITERATOR = 10;

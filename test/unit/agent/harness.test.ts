@@ -333,6 +333,15 @@ exports.rows = () => { let i = 0; return { [Symbol.iterator]() { return this; },
     assert.ok(calls.some((c) => c[0] === 'sync-2'));
   });
 
+  it('a result is shown as a consumer shows it: its inspect and toPrimitive hooks run', () => {
+    const { calls } = reached(
+      `exports.get = () => ({ [Symbol.for('nodejs.util.inspect.custom')]() { rec('inspected', []); return 'x'; },
+  [Symbol.toPrimitive]() { rec('primitive', []); return 'y'; } });`,
+      'inspected',
+    );
+    assert.ok(calls.some((c) => c[0] === 'primitive'));
+  });
+
   it("an unref()'d interval's second tick, and a second 'beforeExit', come within the run", () => {
     reached(
       `let n = 0; setInterval(() => { if (++n === 2) rec('tick-2', []); }, 300).unref();`,
