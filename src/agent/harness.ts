@@ -341,15 +341,11 @@ function isThenable(v: unknown): boolean {
   if (!v || (typeof v !== 'object' && typeof v !== 'function')) return false;
   try {
     if (v instanceof Promise) return true;
-    let p: object | null = v as object;
-    for (let depth = 0; p && depth < 16; depth++) {
-      if (typeof ownValue(p, 'then') === 'function') return true;
-      p = Object.getPrototypeOf(p) as object | null;
-    }
   } catch {
     // A hostile object: not awaited, not looked into.
+    return false;
   }
-  return false;
+  return typeof inherited(v, 'then') === 'function';
 }
 
 const platformPrototype = (proto: object): boolean => {
