@@ -14,27 +14,24 @@
  * Its input (HarnessInput as JSON) comes in the environment variable HARNESS_INPUT_VAR, removed
  * before the package loads.
  *
- * In exercise mode this process only supervises: the calls are made in a child with the same
- * command line, started again past a call that ends or stalls it (see supervise()).
+ * It is started by the step driver, which reads its progress and result on a channel of their
+ * own and starts an exercise again past a call that ended or stalled it (see supervise.ts).
  *
- * Runs on the sandbox's Node with built-ins only. It prints one result line, prefixed with the
- * marker the step passes in, on stdout.
+ * Runs on the sandbox's Node with built-ins only. Its stdout is the package's: it says nothing
+ * there.
  */
 import { createHook } from 'node:async_hooks';
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { readFileSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { inspect } from 'node:util';
 import { virtualMs } from './clock.js';
+import { CALLS_DONE, HARNESS_INPUT_VAR, LIFE_MS, PROGRESS_FD, RESULT } from './supervise.js';
 
-export const HARNESS_INPUT_VAR = 'AGENT_INPUT';
+export { HARNESS_INPUT_VAR, LIFE_MS };
 
 export interface HarnessInput {
   mode: 'require' | 'import' | 'exercise';
   name: string;
-  /** Prefix of the result line, so the package's own output cannot pass for it. */
-  marker: string;
   /** Longest wait on one returned promise (wall-clock ms). */
   callTimeoutMs?: number;
   maxCalls?: number;
@@ -48,12 +45,10 @@ export interface HarnessInput {
    */
   callerHost?: string;
   /**
-   * Set by the supervising harness for the process it starts: the work items (see Work) not to
-   * start again, because a process of this exercise died or stalled in them.
+   * Set by the step driver when it starts an exercise again: the work items (see Work) not to
+   * start, because a process of this exercise died or stalled in them.
    */
   skip?: string[];
-  /** This process is the supervisor's child: it reports its progress on PROGRESS_FD. */
-  child?: boolean;
   /** A work item without a word for this long (wall-clock ms) stalled (default: three times the call bound and 2 s, 5 s at least). */
   stallMs?: number;
 }
@@ -109,12 +104,6 @@ function keepGuards(): void {
     if ((apply(listenerCount, process, [event]) as number) === 0)
       apply(processOn, process, [event, swallow]);
 }
-
-/**
- * How much of the process's life on the virtual clock the harness waits for the package's timers
- * and workers: 3 virtual minutes (3.6 s of wall time).
- */
-export const LIFE_MS = 3 * 60_000;
 
 /** A timer or worker the package started, and when (virtual ms since the process started) it is due. */
 interface Scheduled {
@@ -546,14 +535,12 @@ const noCalls = (): HarnessResult => ({
 export async function run(importer: (name: string) => Promise<unknown>): Promise<void> {
   const input = JSON.parse(process.env[HARNESS_INPUT_VAR] ?? '') as HarnessInput;
   delete process.env[HARNESS_INPUT_VAR];
-  if (input.mode === 'exercise' && !input.child) return supervise(input);
-  // The supervisor's nonce, read before the package loads (its stdin is then at its end).
-  if (input.child)
-    try {
-      channelNonce = readFileSync(0, 'latin1').trim();
-    } catch {
-      channelNonce = '';
-    }
+  // The driver's nonce, read before the package loads (its stdin is then at its end).
+  try {
+    channelNonce = readFileSync(0, 'latin1').trim();
+  } catch {
+    channelNonce = '';
+  }
   // Before the package loads: timers it creates at import are seen.
   const schedule = new Schedule();
   schedule.start();
@@ -603,9 +590,9 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
   }
   proc.reallyExit = reallyExit;
   process.exitCode = 0;
-  progress(input, `${RESULT} ${JSON.stringify(result)}`);
-  // Exit once the line is out (a pipe would cut it otherwise), whatever the package left running.
-  process.stdout.write(`\n${input.marker}${JSON.stringify(result)}\n`, () => process.exit(0));
+  progress(`${RESULT} ${JSON.stringify(result)}`);
+  // Exit once the package's output is out, whatever it left running.
+  process.stdout.write('', () => process.exit(0));
 }
 
 /** How deep the exercise goes into what calls give back: an export's result, its methods' results, theirs. */
@@ -758,7 +745,7 @@ async function exercise(
     for (let i = 0; i < queue.length && !out(); i++) {
       const work = queue[i] as Work;
       if (skip.has(work.key)) continue;
-      progress(input, work.key);
+      progress(work.key);
       if (work.kind === 'emit') await emitLifecycle(work.target, result, out);
       else if (work.kind === 'iterate') await iterate(work, result, out, settle);
       else if (work.kind === 'show') {
@@ -776,7 +763,7 @@ async function exercise(
         let wait = callTimeoutMs;
         for (const shape of level > 0 ? methodShapes : exportShapes) {
           if (out(level)) break;
-          progress(input, work.key);
+          progress(work.key);
           result.calls++;
           const f = fn as (...a: unknown[]) => unknown;
           let value: unknown;
@@ -811,164 +798,23 @@ async function exercise(
   } catch {
     // A hostile value that got past the guards ends the calls, not the harness.
   }
-  progress(input, CALLS_DONE);
+  progress(CALLS_DONE);
 }
 
-/** The descriptor a child of the supervising harness reports the work item it starts on. */
-const PROGRESS_FD = 3;
-/** Said on PROGRESS_FD once the calls are over (what follows is the wait for what they started). */
-const CALLS_DONE = '-';
-/** Starts the child's result line on PROGRESS_FD. */
-const RESULT = 'R';
-/** Times the exercise starts again after the package ended or stalled it. */
-const RESUMES_MAX = 3;
-
 /**
- * The supervisor's nonce, read by a child before the package loads: every line the child sends on
+ * The step driver's nonce, read before the package loads: every line the harness writes on
  * PROGRESS_FD starts with it, so the package (which can write to the descriptor) cannot speak for
- * the harness.
+ * the harness (see supervise.ts).
  */
 let channelNonce = '';
 
-function progress(input: HarnessInput, key: string): void {
-  if (!input.child || !channelNonce) return;
+function progress(key: string): void {
+  if (!channelNonce) return;
   try {
     writeSync(PROGRESS_FD, `${channelNonce} ${key}\n`);
   } catch {
-    // The supervisor is gone: the exercise goes on unwatched.
+    // The driver is gone: the exercise goes on unwatched.
   }
-}
-
-/**
- * The exercise in a child process, started again (RESUMES_MAX times at most) past the work item
- * in which the package ended it (exit, a signal, a crash the guards did not catch) or kept it
- * from going on (a call that never returns): one export that kills or hangs its process does not
- * keep the rest of the package from being called. This process never loads the package; it sums
- * what its children did and prints the one result line.
- */
-async function supervise(input: HarnessInput): Promise<void> {
-  const total: HarnessResult = { ...noCalls(), resumed: 0 };
-  const started = now();
-  const budget = virtualMs(input.callBudgetMs ?? 20_000);
-  // A call gets its promise's bound; a piece without a word for three times that and 2 s (5 s at
-  // least: a busy machine, a synchronous call that works a while) stalled.
-  const stallMs = virtualMs(
-    input.stallMs ?? Math.max(5000, 3 * (input.callTimeoutMs ?? 1000) + 2000),
-  );
-  const skip: string[] = [];
-  let finished = false;
-  for (let attempt = 0; attempt <= RESUMES_MAX; attempt++) {
-    const remaining = Math.max(0, budget - (now() - started)) / virtualMs(1);
-    const r = await child(
-      { ...input, child: true, skip, callBudgetMs: Math.floor(remaining) },
-      stallMs,
-    );
-    if (r.result) {
-      // Counts as the child printed them (display only: the package could have written the line).
-      const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0);
-      for (const k of ['calls', 'methods', 'threw', 'pending', 'emitted', 'iterated'] as const)
-        total[k] += n(r.result[k]);
-      total.functions = n(r.result.functions);
-      total.classes = n(r.result.classes);
-      if (r.result.loadedWith === 'require' || r.result.loadedWith === 'import')
-        total.loadedWith = r.result.loadedWith;
-      if (typeof r.result.loadError === 'string') total.loadError = r.result.loadError.slice(0, 64);
-      finished = true;
-      break;
-    }
-    // Ended before any piece: nothing to start again past. Ended after it said the calls were
-    // done (which the package can say for it too): started again past the last piece named.
-    if (r.last === undefined || attempt === RESUMES_MAX || skip.includes(r.last)) break;
-    skip.push(r.last);
-    total.resumed = (total.resumed ?? 0) + 1;
-  }
-  // No child got through and none was started again: as before supervision, no result line (the
-  // step says the package ended the exercise).
-  if (!finished && !total.resumed) {
-    process.stdout.write('', () => process.exit(1));
-    return;
-  }
-  process.stdout.write(`\n${input.marker}${JSON.stringify(total)}\n`, () => process.exit(0));
-}
-
-/**
- * One child of the supervisor: its result and the last piece it started, as the child says them
- * on PROGRESS_FD under the nonce it read on its stdin before the package loaded (the package,
- * which can read the marker in its environment, cannot forge them); the result counts only when
- * the child then exits 0 of itself.
- */
-function child(
-  input: HarnessInput,
-  stallMs: number,
-): Promise<{ result?: HarnessResult; last?: string }> {
-  return new Promise((resolve) => {
-    const nonce = randomBytes(12).toString('hex');
-    const c = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
-      env: { ...process.env, [HARNESS_INPUT_VAR]: JSON.stringify(input) },
-      stdio: ['pipe', 'pipe', 'inherit', 'pipe'],
-    });
-    c.stdin?.on('error', () => undefined);
-    c.stdin?.end(`${nonce}\n`);
-    /** The last work item named, and when the child said the calls were done since. */
-    let last: string | undefined;
-    let doneAt: number | undefined;
-    let said = now();
-    let pending = '';
-    let result: HarnessResult | undefined;
-    let killedWaiting = false;
-    c.stdout?.on('data', (d: Buffer) => process.stdout.write(d));
-    c.stdio[3]?.on('data', (d: Buffer) => {
-      pending += d.toString('latin1');
-      // A line longer than any key or result is not the harness's: dropped.
-      if (pending.length > 65536 && !pending.includes('\n')) pending = '';
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      for (const raw of lines) {
-        // Only the harness's lines: the package can write to the descriptor, not the nonce.
-        if (!raw.startsWith(`${nonce} `)) continue;
-        const line = raw.slice(nonce.length + 1);
-        said = now();
-        if (line === CALLS_DONE) doneAt ??= now();
-        else if (line.startsWith(`${RESULT} `)) {
-          try {
-            result = JSON.parse(line.slice(RESULT.length + 1)) as HarnessResult;
-          } catch {
-            result = undefined;
-          }
-        } else if (line.length <= 512) {
-          last = line;
-          doneAt = undefined;
-        }
-      }
-    });
-    // After the calls the child waits for what they started (LIFE_MS and the grace, a few
-    // rounds of beforeExit): past that, and past a stall before, it is stopped.
-    const afterCalls = LIFE_MS + virtualMs(4 * (input.graceMs ?? 1500) + 2000);
-    const watch = setInterval(() => {
-      if (doneAt === undefined ? now() - said > stallMs : now() - doneAt > afterCalls) {
-        killedWaiting = doneAt !== undefined;
-        c.kill('SIGKILL');
-      }
-    }, virtualMs(100));
-    let ended = false;
-    const end = (ok: boolean) => {
-      if (ended) return;
-      ended = true;
-      clearInterval(watch);
-      resolve({
-        ...(ok && result ? { result } : {}),
-        // Stopped while it waited after its calls: not started again.
-        ...(last !== undefined && !killedWaiting ? { last } : {}),
-      });
-    };
-    c.on('error', () => end(false));
-    // 'exit', not 'close': a detached grandchild holding the child's stdout would keep the pipes
-    // open; what the child wrote before it exited is read within a short drain.
-    c.on('exit', (code, signal) => {
-      const ok = code === 0 && signal === null;
-      setTimeout(() => end(ok), virtualMs(100));
-    });
-  });
 }
 
 /** Arguments a listener of an event gets from a network client or stream, roughly. */

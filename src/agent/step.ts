@@ -15,6 +15,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, lchownSync, lstatSync, readdirSync, readlinkSync, type Dirent } from 'node:fs';
 import { AGENT_CLOCK_ENV } from './clock.js';
 import { cmdline, liveThreads, monotonicMs as now, pids, uids } from './proc.js';
+import { superviseHarness, type Supervised } from './supervise.js';
 
 /** The package's user in the sandbox (the runner image's uid and gid 1000). */
 export const PACKAGE_UID = 1000;
@@ -34,6 +35,11 @@ export interface StepInput {
   /** How long leftover processes may run after the step before they are killed. */
   settleMs: number;
   env?: Record<string, string>;
+  /**
+   * A harness step (harness.ts): its progress and result come on a channel of their own, and an
+   * exercise is started again past what ended or stalled it (supervise.ts).
+   */
+  harness?: boolean;
   /**
    * The project's other packages are locked for the step: every file and folder under
    * `<project>/node_modules` is made root's (readable, not writable, by the package's user)
@@ -78,6 +84,8 @@ export interface StepOutput {
   survivors: number;
   /** Processes of the package's user found alive before the step started, killed then. */
   strays?: number;
+  /** A harness step's result, as the harness said it on its channel (display only). */
+  harness?: Record<string, unknown>;
   /** Files under the guard that the step changed, created or removed (at most 20 listed). */
   modified?: { count: number; paths: string[] };
 }
@@ -332,36 +340,46 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
   const start = now();
   const env: Record<string, string | undefined> = { ...process.env, ...input.env };
   for (const k of AGENT_ONLY_ENV) delete env[k];
-  const child = spawn(input.cmd, input.args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-    // As the package's user: from here on the step can neither signal nor read phonehome's
-    // processes (libuv also drops the supplementary groups).
-    uid: PACKAGE_UID,
-    gid: PACKAGE_GID,
-    env,
-  });
-  const closed = new Promise((r) => child.on('close', r));
-  child.stdout.on('data', keepHead('out'));
-  child.stderr.on('data', keepHead('err'));
+  const launch = (e: Record<string, string | undefined>, harness: boolean) =>
+    spawn(input.cmd, input.args, {
+      stdio: harness ? ['pipe', 'pipe', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe'],
+      detached: true,
+      // As the package's user: from here on the step can neither signal nor read phonehome's
+      // processes (libuv also drops the supplementary groups).
+      uid: PACKAGE_UID,
+      gid: PACKAGE_GID,
+      env: e,
+    });
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
     void killPackageProcesses();
   }, input.timeoutMs);
-  const { code, signal, error } = await new Promise<{
-    code: number | null;
-    signal: string | null;
-    error: string | null;
-  }>((resolve) => {
-    child.on('error', (e) => resolve({ code: null, signal: null, error: e.message }));
-    // 'exit', not 'close': a detached child that inherited the pipes would hold 'close' open.
-    child.on('exit', (c, s) => resolve({ code: c, signal: s, error: null }));
-  });
+  let ran: Supervised;
+  let end: number;
+  if (input.harness) {
+    ran = await superviseHarness((e) => launch(e, true), env, {
+      stopped: () => timedOut,
+      out: keepHead('out'),
+      err: keepHead('err'),
+    });
+    end = now();
+  } else {
+    const child = launch(env, false);
+    const closed = new Promise((r) => child.on('close', r));
+    child.stdout?.on('data', keepHead('out'));
+    child.stderr?.on('data', keepHead('err'));
+    ran = await new Promise<Supervised>((resolve) => {
+      child.on('error', (e) => resolve({ code: null, signal: null, error: e.message }));
+      // 'exit', not 'close': a detached child that inherited the pipes would hold 'close' open.
+      child.on('exit', (c, s) => resolve({ code: c, signal: s, error: null }));
+    });
+    end = now();
+    // Let the output already written drain, without waiting on a leftover that holds the pipes.
+    await Promise.race([closed, sleep(200)]);
+  }
   clearTimeout(timer);
-  const end = now();
-  // Let the output already written drain, without waiting on a leftover that holds the pipes.
-  await Promise.race([closed, sleep(200)]);
+  const { code, signal, error } = ran;
 
   const left = packageProcesses();
   if (left.length > 0) {
@@ -391,6 +409,7 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
     killed: ended.killed,
     survivors: ended.survivors + before.survivors,
     ...(before.killed ? { strays: before.killed } : {}),
+    ...(ran.result ? { harness: ran.result } : {}),
     ...(modified.length
       ? { modified: { count: modified.length, paths: modified.slice(0, 20) } }
       : {}),

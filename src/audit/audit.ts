@@ -13,7 +13,7 @@
  * - each package's result is stored as soon as its shard ends, so an interrupted audit resumes.
  * The exercise phase is not run in an audit (see docs/audit.md).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { cpus, freemem } from 'node:os';
 import {
   buildReport,
@@ -633,7 +633,6 @@ async function runShard(
 
   // Load each package in a process of its own; require() first, import() when the package cannot
   // be required.
-  const marker = `@@${randomBytes(8).toString('hex')}@@`;
   const target = (p: LockedPackage) =>
     p.location === `node_modules/${p.name}` ? p.name : `${SANDBOX_WORKDIR}/${p.location}`;
   const load = (p: LockedPackage, mode: 'require' | 'import'): Step => ({
@@ -642,14 +641,15 @@ async function runShard(
     package: idOf(p),
     cmd: 'node',
     args: ['--input-type=module', '-e', HARNESS_SOURCE, mode],
-    env: { [HARNESS_INPUT_VAR]: JSON.stringify({ mode, name: target(p), marker }) },
+    env: { [HARNESS_INPUT_VAR]: JSON.stringify({ mode, name: target(p) }) },
+    harness: true,
     timeoutMs: o.importTimeoutMs,
     own: [p.location],
   });
   const requires = await batch(shard.map((p) => load(p, 'require')));
   const retry = shard.filter((p, i) => {
     const out = requires.outputs[i];
-    const err = out && parseHarness(out.stdout, marker)?.loadError;
+    const err = out && parseHarness(out)?.loadError;
     return err && /REQUIRE_ESM|REQUIRE_ASYNC|PATH_NOT_EXPORTED/.test(err) && target(p) === p.name;
   });
   const imports = retry.length ? await batch(retry.map((p) => load(p, 'import'))) : undefined;
@@ -710,7 +710,7 @@ async function runShard(
           }
         : { name: 'install', status: 'failed', durationMs: 0, note: 'no result could be believed' };
     const l = loaded.get(id);
-    const loadError = l ? parseHarness(l.out.stdout, marker)?.loadError : undefined;
+    const loadError = l ? parseHarness(l.out)?.loadError : undefined;
     const importPhase: PhaseResult = l
       ? {
           name: 'import',

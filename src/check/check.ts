@@ -138,20 +138,16 @@ export async function checkStaged(
   const topo = await startProject(run, refs, staged.tar(), opts.as, opts);
   const subject = idOf(staged);
   const subjectFolders = staged.packages.filter((p) => idOf(p) === subject).map((p) => p.location);
-  const marker = `@@${randomBytes(8).toString('hex')}@@`;
   const callerHost = newCallerHost();
-  const harness = (
-    phase: Phase,
-    input: Omit<HarnessInput, 'marker' | 'name'>,
-    timeoutMs: number,
-  ): Step => ({
+  const harness = (phase: Phase, input: Omit<HarnessInput, 'name'>, timeoutMs: number): Step => ({
     label: `${input.mode} of ${subject}`,
     phase,
     package: subject,
     cmd: 'node',
     // The mode is repeated as an argument so the command line says which load made an attempt.
     args: ['--input-type=module', '-e', HARNESS_SOURCE, input.mode],
-    env: { [HARNESS_INPUT_VAR]: JSON.stringify({ ...input, name: target, marker }) },
+    env: { [HARNESS_INPUT_VAR]: JSON.stringify({ ...input, name: target }) },
+    harness: true,
     timeoutMs,
     own: subjectFolders,
   });
@@ -214,7 +210,7 @@ export async function checkStaged(
   // process, or its output, before the harness could say what it loaded.
   const notLoadable = (outputs.get('import') ?? []).flatMap((r, i) => {
     const how = i === 0 ? 'require' : 'import';
-    const result = parseHarness(r.stdout, marker);
+    const result = parseHarness(r);
     if (!result) return r.timedOut ? [] : [`${how}(): no result from the harness`];
     return result.loadError ? [`${how}() not possible (${result.loadError})`] : [];
   });
@@ -222,7 +218,7 @@ export async function checkStaged(
     imported.note = [imported.note, ...notLoadable].filter(Boolean).join('; ');
   const exercised = phases.find((p) => p.name === 'exercise');
   const harnessRun = outputs.get('exercise')?.[0];
-  const calls = parseHarness(harnessRun?.stdout ?? '', marker);
+  const calls = parseHarness(harnessRun);
   // The package ended or stopped the exercise before it was done: said, since its calls were cut.
   if (exercised && harnessRun && !calls)
     exercised.note = [

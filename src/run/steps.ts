@@ -51,6 +51,8 @@ export interface Step {
   exitMayFail?: boolean;
   /** The folders of the step's own package: files elsewhere in the project must not change. */
   own?: string[];
+  /** A load or exercise by the harness, which reports on a channel to the driver (StepInput.harness). */
+  harness?: boolean;
 }
 
 /** What a run of steps gave: one output per step that ran, and what could not be believed. */
@@ -183,6 +185,14 @@ function checkOutput(
     )
       return 'modified is not a bounded list';
   }
+  if (
+    o.harness !== undefined &&
+    (!o.harness ||
+      typeof o.harness !== 'object' ||
+      Array.isArray(o.harness) ||
+      JSON.stringify(o.harness).length > 4096)
+  )
+    return 'harness is not a bounded object';
   const strOrNull = (k: string) => o[k] === null || typeof o[k] === 'string';
   if (!(o.code === null || (typeof o.code === 'number' && Number.isInteger(o.code))))
     return 'code is not an exit code';
@@ -355,6 +365,7 @@ function toStepInput(step: Step, settleMs: number, home: string): StepInput {
     maxOutputBytes: STEP_OUTPUT_MAX,
     settleMs,
     ...(step.env ? { env: step.env } : {}),
+    ...(step.harness ? { harness: true } : {}),
     ...(guard ? { guard } : {}),
   };
 }
@@ -451,19 +462,14 @@ export async function startProject(
   });
 }
 
-/** The harness's result line (display only: the package runs in the harness and can forge it). */
-export function parseHarness(stdout: string, marker: string): HarnessResult | undefined {
-  const line = stdout
-    .split('\n')
-    .reverse()
-    .find((l) => l.startsWith(marker));
-  if (!line) return undefined;
-  let v: unknown;
-  try {
-    v = JSON.parse(line.slice(marker.length));
-  } catch {
-    return undefined;
-  }
+/**
+ * The harness's result, as the step driver relayed it from the harness's channel (display only:
+ * the package runs in the harness's process and can change what it counts).
+ */
+export function parseHarness(
+  out: Pick<StepOutput, 'harness'> | undefined,
+): HarnessResult | undefined {
+  const v: unknown = out?.harness;
   if (!v || typeof v !== 'object') return undefined;
   const o = v as Record<string, unknown>;
   const n = (k: string) =>

@@ -4,20 +4,21 @@
  * that the methods of what calls return are reached.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { HARNESS_INPUT_VAR, type HarnessResult } from '../../../src/agent/harness.js';
+import { superviseHarness } from '../../../src/agent/supervise.js';
+import { parseHarness } from '../../../src/run/steps.js';
 
 const root = mkdtempSync(join(tmpdir(), 'phonehome-harness-'));
 after(() => rmSync(root, { recursive: true, force: true }));
-const marker = '@@test@@';
 const harness = fileURLToPath(new URL('../../../src/agent/harness.js', import.meta.url));
 
-function exerciseRaw(
+async function exerciseRaw(
   source: string,
   host = 'db.prod-4821.9f3a0c1e.com',
   more: Record<string, unknown> = {},
@@ -31,35 +32,31 @@ function exerciseRaw(
     join(pkg, 'index.js'),
     `const fs = require('fs');\nconst rec = (what, args) => fs.appendFileSync(${JSON.stringify(log)}, JSON.stringify([what, ...args.map((a) => typeof a === 'function' ? 'fn' : a)]) + '\\n');\n${source}`,
   );
-  const r = spawnSync(
-    process.execPath,
-    [
-      '--input-type=module',
-      '-e',
-      `import { run } from ${JSON.stringify(harness)};\nawait run((n) => import(n));`,
-    ],
+  // As the step driver runs a harness step (src/agent/step.ts), without the sandbox's user.
+  const output: Buffer[] = [];
+  const r = await superviseHarness(
+    (env) =>
+      spawn(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { run } from ${JSON.stringify(harness)};\nawait run((n) => import(n));`,
+        ],
+        { cwd: project, env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'], detached: true },
+      ),
     {
-      cwd: project,
-      env: {
-        ...process.env,
-        [HARNESS_INPUT_VAR]: JSON.stringify({
-          mode: 'exercise',
-          name: 'rec',
-          marker,
-          callerHost: host,
-          graceMs: 50,
-          ...more,
-        }),
-      },
-      encoding: 'utf8',
-      timeout: 30_000,
+      ...process.env,
+      [HARNESS_INPUT_VAR]: JSON.stringify({
+        mode: 'exercise',
+        name: 'rec',
+        callerHost: host,
+        graceMs: 50,
+        ...more,
+      }),
     },
+    { stopped: () => false, out: (d) => output.push(d), err: (d) => output.push(d) },
   );
-  // The last one: the supervising harness prints its line after its children's.
-  const line = r.stdout
-    .split('\n')
-    .reverse()
-    .find((l) => l.startsWith(marker));
   let calls: unknown[][] = [];
   try {
     calls = readFileSync(log, 'utf8')
@@ -69,18 +66,23 @@ function exerciseRaw(
   } catch {
     // nothing was called
   }
-  return { line, calls, status: r.status, output: `${r.stdout}\n${r.stderr}` };
+  return {
+    result: r.result,
+    calls,
+    status: r.code,
+    output: Buffer.concat(output).toString(),
+  };
 }
 
-function exercise(...args: Parameters<typeof exerciseRaw>) {
-  const { line, calls, status, output } = exerciseRaw(...args);
-  assert.ok(line, `a result line:\n${output}`);
-  return { result: JSON.parse(line.slice(marker.length)) as HarnessResult, calls, status };
+async function exercise(...args: Parameters<typeof exerciseRaw>) {
+  const { result, calls, status, output } = await exerciseRaw(...args);
+  assert.ok(result, `a result:\n${output}`);
+  return { result: parseHarness({ harness: result }) as HarnessResult, calls, status };
 }
 
 describe('exercise harness', () => {
-  it('passes the caller host as a string, in a URL and in an options object', () => {
-    const { calls } = exercise(`exports.connect = (...a) => rec('connect', a);`);
+  it('passes the caller host as a string, in a URL and in an options object', async () => {
+    const { calls } = await exercise(`exports.connect = (...a) => rec('connect', a);`);
     const flat = JSON.stringify(calls);
     assert.ok(
       calls.some((c) => c[1] === 'db.prod-4821.9f3a0c1e.com'),
@@ -99,8 +101,8 @@ describe('exercise harness', () => {
     assert.ok(!flat.includes('"test"'), flat);
   });
 
-  it('calls the methods of an instance, of a returned client and of what it holds or its getters give, once per export', () => {
-    const { result, calls } = exercise(`
+  it('calls the methods of an instance, of a returned client and of what it holds or its getters give, once per export', async () => {
+    const { result, calls } = await exercise(`
 class Client {
   constructor(...a) { rec('new', a); this.messages = { send: (...x) => rec('messages.send', x) }; }
   query(...a) { rec('query', a); }
@@ -119,8 +121,8 @@ exports.createClient = async (...a) => ({ list: (...x) => rec('list', x) });`);
     assert.ok(result.methods >= 3, JSON.stringify(result));
   });
 
-  it("a method that calls process.exit() does not end the exercise, and the harness's own exit is Node's", () => {
-    const { result, calls, status } = exercise(`
+  it("a method that calls process.exit() does not end the exercise, and the harness's own exit is Node's", async () => {
+    const { result, calls, status } = await exercise(`
 exports.a = () => ({ parse: () => { rec('parse', []); process.exit(3); } });
 exports.b = (...x) => rec('b', x);
 exports.exitIsNodes = () => rec('nodes', [String(process.exit).includes('reallyExit')]);`);
@@ -136,8 +138,8 @@ exports.exitIsNodes = () => rec('nodes', [String(process.exit).includes('reallyE
     assert.equal(status, 0);
     assert.ok(result.calls > 7, JSON.stringify(result));
   });
-  it('calls the methods of what methods return (three levels), and no deeper', () => {
-    const { result, calls } = exercise(`
+  it('calls the methods of what methods return (three levels), and no deeper', async () => {
+    const { result, calls } = await exercise(`
 exports.connect = () => ({
   db: () => ({ collection: () => ({ insertOne: (...x) => { rec('insertOne', x); return { deeper: () => rec('deeper', []) }; } }) }),
 });`);
@@ -146,7 +148,7 @@ exports.connect = () => ({
     // looked into; what insertOne() gives is not.
     assert.ok(names.has('insertOne'), [...names].join(','));
     assert.ok(!names.has('deeper'), [...names].join(','));
-    const two = exercise(`
+    const two = await exercise(`
 exports.createClient = () => ({ login: async () => ({ send: (...x) => rec('send', x) }) });`);
     assert.ok(
       two.calls.some((c) => c[0] === 'send'),
@@ -156,8 +158,8 @@ exports.createClient = () => ({ login: async () => ({ send: (...x) => rec('send'
     assert.ok(result.methods >= 2, JSON.stringify(result));
   });
 
-  it('emits the lifecycle events, and the events it listens for, on returned and exported emitters', () => {
-    const { result, calls } = exercise(`
+  it('emits the lifecycle events, and the events it listens for, on returned and exported emitters', async () => {
+    const { result, calls } = await exercise(`
 const { EventEmitter } = require('events');
 class Client extends EventEmitter {
   constructor() { super(); this.on('ready', () => rec('ready', [])); this.on('sync:done', () => rec('custom', [])); }
@@ -174,8 +176,8 @@ exports.bus = bus;`);
     assert.ok(result.emitted >= 3, JSON.stringify(result));
   });
 
-  it('steps through async iterators, iterables and generators it is given, ten steps at most', () => {
-    const { result, calls } = exercise(`
+  it('steps through async iterators, iterables and generators it is given, ten steps at most', async () => {
+    const { result, calls } = await exercise(`
 exports.stream = () => ({
   [Symbol.asyncIterator]() { let n = 0; return { next: async () => { rec('async-step', [n]); return { done: n++ > 10, value: n }; } }; },
 });
@@ -189,8 +191,10 @@ exports.list = () => [1, 2, 3];`);
     assert.ok(result.iterated >= 4, JSON.stringify(result));
   });
 
-  it("gives 'beforeExit' listeners their moment, as a process that ends on its own would", () => {
-    const { result, calls } = exercise(`process.on('beforeExit', () => rec('before-exit', []));`);
+  it("gives 'beforeExit' listeners their moment, as a process that ends on its own would", async () => {
+    const { result, calls } = await exercise(
+      `process.on('beforeExit', () => rec('before-exit', []));`,
+    );
     assert.ok(
       calls.some((c) => c[0] === 'before-exit'),
       JSON.stringify(calls),
@@ -200,8 +204,8 @@ exports.list = () => [1, 2, 3];`);
 });
 
 describe('exercise harness, against hostile return values', () => {
-  it('a Proxy that throws or never ends its prototype chain stops neither the harness nor the next export', () => {
-    const { result, calls, status } = exercise(`
+  it('a Proxy that throws or never ends its prototype chain stops neither the harness nor the next export', async () => {
+    const { result, calls, status } = await exercise(`
 const endless = () => new Proxy({}, { getPrototypeOf: () => endless(), ownKeys: () => ['x'] });
 exports.a = () => endless();
 exports.b = () => new Proxy({}, { get() { throw new Error('no'); }, ownKeys() { throw new Error('no'); }, getPrototypeOf() { throw new Error('no'); } });
@@ -218,8 +222,8 @@ exports.z = (...x) => rec('z', x);`);
 });
 
 describe('exercise harness, where real SDKs keep their network code', () => {
-  const reached = (source: string, name: string) => {
-    const { calls, result, status } = exercise(source);
+  const reached = async (source: string, name: string) => {
+    const { calls, result, status } = await exercise(source);
     assert.equal(status, 0);
     assert.ok(
       calls.some((c) => c[0] === name),
@@ -228,16 +232,19 @@ describe('exercise harness, where real SDKs keep their network code', () => {
     return { calls, result };
   };
 
-  it('a module that is an instance (a singleton client) has its methods called', () => {
-    reached(
+  it('a module that is an instance (a singleton client) has its methods called', async () => {
+    await reached(
       `class Mongoose { connect(...a) { rec('connect', a); } }\nmodule.exports = new Mongoose();`,
       'connect',
     );
-    reached(`class A { track(...a) { rec('track', a); } }\nexports.default = new A();`, 'track');
+    await reached(
+      `class A { track(...a) { rec('track', a); } }\nexports.default = new A();`,
+      'track',
+    );
   });
 
-  it("sub-clients held as fields, with their classes' methods (client.chat.completions.create)", () => {
-    reached(
+  it("sub-clients held as fields, with their classes' methods (client.chat.completions.create)", async () => {
+    await reached(
       `class Completions { create(...a) { rec('create', a); } }
 class Chat { constructor() { this.completions = new Completions(); } }
 module.exports = class OpenAI { constructor() { this.chat = new Chat(); } };`,
@@ -245,8 +252,8 @@ module.exports = class OpenAI { constructor() { this.chat = new Chat(); } };`,
     );
   });
 
-  it('a constructor that needs an API key gets one, with the caller host as its base URL', () => {
-    const { calls } = reached(
+  it('a constructor that needs an API key gets one, with the caller host as its base URL', async () => {
+    const { calls } = await reached(
       `exports.Client = class { constructor({ apiKey, baseURL } = {}) { if (!apiKey) throw new Error('apiKey required'); this.base = baseURL; }
   complete(...a) { rec('complete', [this.base]); } };`,
       'complete',
@@ -254,35 +261,35 @@ module.exports = class OpenAI { constructor() { this.chat = new Chat(); } };`,
     assert.ok(calls.some((c) => c[1] === 'https://db.prod-4821.9f3a0c1e.com/v1'));
   });
 
-  it('a returned function has its own methods called (app.listen), and static methods too', () => {
-    reached(
+  it('a returned function has its own methods called (app.listen), and static methods too', async () => {
+    await reached(
       `module.exports = () => { const app = () => undefined; app.listen = (...a) => rec('listen', a); return app; };`,
       'listen',
     );
-    reached(
+    await reached(
       `exports.MongoClient = class MongoClient { static connect(...a) { rec('static', a); } };`,
       'static',
     );
   });
 
-  it('a thenable query builder has its methods called before it is awaited', () => {
-    reached(
+  it('a thenable query builder has its methods called before it is awaited', async () => {
+    await reached(
       `class Query { insert(...a) { rec('insert', a); return this; } then(res, rej) { return Promise.resolve({}).then(res, rej); } }
 exports.createClient = () => ({ from: () => new Query() });`,
       'insert',
     );
   });
 
-  it('an ES default export holding namespaces, and a method that needs (topic, handler)', () => {
-    reached(`exports.default = { auth: { login: (...a) => rec('login', a) } };`, 'login');
-    reached(
+  it('an ES default export holding namespaces, and a method that needs (topic, handler)', async () => {
+    await reached(`exports.default = { auth: { login: (...a) => rec('login', a) } };`, 'login');
+    await reached(
       `exports.PubSub = class { subscribe(t, fn) { if (typeof t !== 'string' || typeof fn !== 'function') throw new TypeError('subscribe(topic, fn)'); rec('subscribe', [t]); } };`,
       'subscribe',
     );
   });
 
-  it('hundreds of exports leave calls for the classes and what they give back', () => {
-    const { result } = reached(
+  it('hundreds of exports leave calls for the classes and what they give back', async () => {
+    const { result } = await reached(
       `for (let i = 0; i < 300; i++) exports['fmt' + i] = (s) => String(s);
 exports.Client = class { send(...a) { rec('send', a); } };`,
       'send',
@@ -290,15 +297,15 @@ exports.Client = class { send(...a) { rec('send', a); } };`,
     assert.ok(result.calls <= 400, JSON.stringify(result));
   });
 
-  it('what one function gives back is looked into per kind: an error object does not hide the client', () => {
-    reached(
+  it('what one function gives back is looked into per kind: an error object does not hide the client', async () => {
+    await reached(
       `exports.createClient = (url) => (typeof url === 'string' && url.includes('.') ? { query: (...a) => rec('query', a) } : { error: 'url required' });`,
       'query',
     );
   });
 
-  it('listeners are called one by one with data, after a listener for each lifecycle event was added', () => {
-    const { calls } = reached(
+  it('listeners are called one by one with data, after a listener for each lifecycle event was added', async () => {
+    const { calls } = await reached(
       `const { EventEmitter } = require('events');
 class Socket extends EventEmitter { constructor() { super();
   this.on('data', (chunk) => { this.buf = chunk.toString(); throw new Error('first listener fails'); });
@@ -312,8 +319,8 @@ exports.connect = () => new Socket();`,
     assert.ok(calls.some((c) => c[0] === 'lazy-connect'));
   });
 
-  it('the lifecycle events are emitted even on an emitter with many events of its own', () => {
-    reached(
+  it('the lifecycle events are emitted even on an emitter with many events of its own', async () => {
+    await reached(
       `const { EventEmitter } = require('events');
 class Conn extends EventEmitter { constructor() { super();
   for (let i = 0; i < 20; i++) this.on('internal' + i, () => undefined);
@@ -323,8 +330,8 @@ exports.connect = () => new Conn();`,
     );
   });
 
-  it("an iterator's later steps and its finally block run; a missing done goes on", () => {
-    const { calls } = reached(
+  it("an iterator's later steps and its finally block run; a missing done goes on", async () => {
+    const { calls } = await reached(
       `exports.list = () => ({ async *[Symbol.asyncIterator]() { try { for (let i = 0; i < 20; i++) { if (i === 3) rec('page-2', []); yield i; } } finally { rec('finally', []); } } });
 exports.rows = () => { let i = 0; return { [Symbol.iterator]() { return this; }, next() { i++; if (i === 2) rec('sync-2', []); return i < 5 ? { value: i } : { done: true }; } }; };`,
       'page-2',
@@ -333,8 +340,8 @@ exports.rows = () => { let i = 0; return { [Symbol.iterator]() { return this; },
     assert.ok(calls.some((c) => c[0] === 'sync-2'));
   });
 
-  it('a result is shown as a consumer shows it: its inspect and toPrimitive hooks run', () => {
-    const { calls } = reached(
+  it('a result is shown as a consumer shows it: its inspect and toPrimitive hooks run', async () => {
+    const { calls } = await reached(
       `exports.get = () => ({ [Symbol.for('nodejs.util.inspect.custom')]() { rec('inspected', []); return 'x'; },
   [Symbol.toPrimitive]() { rec('primitive', []); return 'y'; } });`,
       'inspected',
@@ -342,12 +349,12 @@ exports.rows = () => { let i = 0; return { [Symbol.iterator]() { return this; },
     assert.ok(calls.some((c) => c[0] === 'primitive'));
   });
 
-  it("an unref()'d interval's second tick, and a second 'beforeExit', come within the run", () => {
-    reached(
+  it("an unref()'d interval's second tick, and a second 'beforeExit', come within the run", async () => {
+    await reached(
       `let n = 0; setInterval(() => { if (++n === 2) rec('tick-2', []); }, 300).unref();`,
       'tick-2',
     );
-    reached(
+    await reached(
       `let n = 0; process.on('beforeExit', () => { if (++n === 1) setImmediate(() => undefined); else if (n === 2) rec('second-exit', []); });`,
       'second-exit',
     );
@@ -355,8 +362,8 @@ exports.rows = () => { let i = 0; return { [Symbol.iterator]() { return this; },
 });
 
 describe('exercise harness, against a package that works on the harness itself', () => {
-  it('replaced Reflect.apply, Array.prototype.push and performance.now do not stop the calls', () => {
-    const { calls } = exercise(`
+  it('replaced Reflect.apply, Array.prototype.push and performance.now do not stop the calls', async () => {
+    const { calls } = await exercise(`
 const realApply = Reflect.apply;
 Reflect.apply = function (f, s, a) { if (/harness/.test(new Error().stack)) return undefined; return realApply(f, s, a); };
 const realPush = Array.prototype.push;
@@ -369,8 +376,8 @@ exports.Client = class { send(...a) { rec('send', a); } };`);
     );
   });
 
-  it('a copy of reallyExit taken at import, or the guards taken away, do not end the exercise', () => {
-    const { calls, status } = exercise(`
+  it('a copy of reallyExit taken at import, or the guards taken away, do not end the exercise', async () => {
+    const { calls, status } = await exercise(`
 const exitNow = process.reallyExit.bind(process);
 exports.a = function () { if (arguments.length === 0) exitNow(0); };
 exports.b = function () { process.removeAllListeners('uncaughtException'); setImmediate(() => { throw new Error('x'); }); return new Promise((r) => setTimeout(r, 5)); };
@@ -382,14 +389,14 @@ exports.Client = class { send(...a) { rec('send', a); } };`);
     );
   });
 
-  it('an export that hangs its process, or kills it, does not keep the rest from being called', () => {
-    const { calls, result, status } = exercise(
+  it('an export that hangs its process, or kills it, does not keep the rest from being called', async () => {
+    const { calls, result, status } = await exercise(
       `
 exports.debug = function () { if (arguments.length === 0) for (;;); };
 exports.init = function () { process.kill(process.pid, 'SIGKILL'); };
 exports.Client = class { send(...a) { rec('send', a); } };`,
       undefined,
-      { stallMs: 40 },
+      { stallMs: 2000 },
     );
     assert.equal(status, 0);
     assert.ok(
@@ -399,20 +406,18 @@ exports.Client = class { send(...a) { rec('send', a); } };`,
     assert.equal(result.resumed, 2, JSON.stringify(result));
   });
 
-  it("a forged result or progress line, a forged 'calls done', or a grandchild holding stdout do not end the exercise", () => {
-    const forged = exercise(
+  it("a forged result (on stdout or the channel) or progress line, a forged 'calls done', or a grandchild holding stdout do not end the exercise", async () => {
+    const forged = await exercise(
       `
-const env = fs.readFileSync('/proc/self/environ', 'latin1');
-const marker = (/"marker":"([^"]+)"/.exec(env) || [])[1];
 exports.a = function () {
-  if (marker) fs.writeSync(1, '\\n' + marker + '{"functions":9,"calls":400}\\n');
+  fs.writeSync(1, '\\n@@x@@{"functions":9,"calls":400}\\n');
   try { fs.writeSync(3, 'R x {"calls":400}\\n-\\n1\\n'); } catch {}
   process.kill(process.pid, 'SIGKILL');
 };
 exports.b = function () { try { fs.writeSync(3, '-\\n'); } catch {} Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0); };
 exports.send = (...a) => rec('send', a);`,
       undefined,
-      { stallMs: 40 },
+      { stallMs: 2000 },
     );
     assert.ok(
       forged.calls.some((c) => c[0] === 'send'),
@@ -420,7 +425,7 @@ exports.send = (...a) => rec('send', a);`,
     );
     assert.equal(forged.result.resumed, 2, JSON.stringify(forged.result));
     assert.notEqual(forged.result.calls, 400);
-    const held = exercise(
+    const held = await exercise(
       `require('child_process').spawn('sleep', ['3'], { detached: true, stdio: 'inherit' }).unref();
 exports.send = (...a) => rec('send', a);`,
     );
@@ -428,9 +433,9 @@ exports.send = (...a) => rec('send', a);`,
     assert.equal(held.status, 0);
   });
 
-  it('a package that ends every process it is loaded in gives no result line, as before', () => {
-    const { status, line } = exerciseRaw(`process.kill(process.pid, 'SIGKILL');`);
+  it('a package that ends every process it is loaded in gives no result, as before', async () => {
+    const { status, result } = await exerciseRaw(`process.kill(process.pid, 'SIGKILL');`);
     assert.notEqual(status, 0);
-    assert.equal(line, undefined);
+    assert.equal(result, undefined);
   });
 });

@@ -1,0 +1,256 @@
+/**
+ * The harness's channel to the step driver, and the driver's side of it.
+ *
+ * A harness step (a load or the exercise of a package, see harness.ts) is started by the step
+ * driver with a pipe on PROGRESS_FD and a nonce on its standard input. The harness reads the
+ * nonce before the package loads and starts every line it writes on the pipe with it: the work
+ * item it starts (exercise), CALLS_DONE once the calls are over, and its result. The package runs
+ * in the same process and can write to the pipe, but not under the nonce; its stdout carries
+ * nothing the driver reads. The result reaches the host in the driver's own step result, on the
+ * engine's exec stream.
+ *
+ * The exercise is started again (RESUMES_MAX times at most) past the work item in which the
+ * package ended it (exit, a signal, a crash the guards did not catch) or kept it from going on (a
+ * call that never returns), so one export that kills or hangs its process does not keep the rest
+ * of the package from being called. The driver is the supervisor: no second node process per
+ * exercise, and the exercise's process is a child of the driver like every other step's.
+ *
+ * Node built-ins only; the times here are the kernel's (the driver keeps the wall clock, the
+ * harness runs on the virtual one).
+ */
+import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { CLOCK_SPEED } from './clock.js';
+import { monotonicMs as now } from './proc.js';
+
+/** The harness's input (HarnessInput as JSON), in the step's environment; it removes it. */
+export const HARNESS_INPUT_VAR = 'AGENT_INPUT';
+/** The descriptor the harness writes its lines on. */
+export const PROGRESS_FD = 3;
+/** Said on PROGRESS_FD once the calls are over (what follows is the wait for what they started). */
+export const CALLS_DONE = '-';
+/** Starts the harness's result line on PROGRESS_FD. */
+export const RESULT = 'R';
+/** Times the exercise starts again after the package ended or stalled it. */
+export const RESUMES_MAX = 3;
+/**
+ * How much of the process's life on the virtual clock the harness waits for the package's timers
+ * and workers: 3 virtual minutes (3.6 s of wall time).
+ */
+export const LIFE_MS = 3 * 60_000;
+/** The longest line the harness writes: a work item's key, or its result. */
+const LINE_MAX = 65_536;
+/** How long what an attempt wrote before it exited may take to arrive (a grandchild may hold the pipes). */
+const DRAIN_MS = 100;
+/** The counts a result sums over the attempts of one exercise. */
+const COUNTS = ['calls', 'methods', 'threw', 'pending', 'emitted', 'iterated'] as const;
+
+/** What the harness's input says that the supervision needs (see HarnessInput). */
+interface Input {
+  mode?: unknown;
+  callBudgetMs?: unknown;
+  callTimeoutMs?: unknown;
+  graceMs?: unknown;
+  stallMs?: unknown;
+  skip?: unknown;
+}
+
+export interface Supervised {
+  code: number | null;
+  signal: string | null;
+  error: string | null;
+  /** The harness's result as it said it under the nonce (its counts summed over the attempts). */
+  result?: Record<string, unknown>;
+}
+
+/** One attempt's process: started with the environment given, stdio as `['pipe', 'pipe', 'pipe', 'pipe']`. */
+export type Starter = (env: Record<string, string | undefined>) => ChildProcess;
+
+interface Attempt {
+  code: number | null;
+  signal: string | null;
+  error: string | null;
+  result?: Record<string, unknown>;
+  /** The last work item named, unless the attempt was stopped while it waited after its calls. */
+  last?: string;
+}
+
+const num = (v: unknown, d: number) => (typeof v === 'number' && Number.isFinite(v) ? v : d);
+
+/**
+ * Run a harness step: once (a load), or as an exercise started again past what ended or stalled
+ * it. `stopped` says the step's own bound ended it (no attempt is started after that); `out` and
+ * `err` get what each attempt printed.
+ */
+export async function superviseHarness(
+  start: Starter,
+  env: Record<string, string | undefined>,
+  o: {
+    stopped: () => boolean;
+    out: (d: Buffer) => void;
+    err: (d: Buffer) => void;
+  },
+): Promise<Supervised> {
+  let input: Input;
+  try {
+    input = JSON.parse(env[HARNESS_INPUT_VAR] ?? '') as Input;
+  } catch {
+    return { code: null, signal: null, error: 'the harness step has no input' };
+  }
+  if (!input || typeof input !== 'object')
+    return { code: null, signal: null, error: 'the harness step has no input' };
+  if (input.mode !== 'exercise') {
+    const a = await attempt(start, env, o, undefined);
+    return {
+      code: a.code,
+      signal: a.signal,
+      error: a.error,
+      ...(a.result ? { result: a.result } : {}),
+    };
+  }
+  const started = now();
+  const budget = num(input.callBudgetMs, 20_000);
+  // A call gets its promise's bound; a piece without a word for three times that and 2 s (5 s at
+  // least: a busy machine, a synchronous call that works a while) stalled.
+  const stallMs = num(input.stallMs, Math.max(5000, 3 * num(input.callTimeoutMs, 1000) + 2000));
+  // After the calls the harness waits for what they started (LIFE_MS and the grace, a few rounds
+  // of beforeExit): past that it is stopped.
+  const afterCallsMs = LIFE_MS / CLOCK_SPEED + 4 * num(input.graceMs, 1500) + 2000;
+  const skip: string[] = Array.isArray(input.skip)
+    ? input.skip.filter((k): k is string => typeof k === 'string')
+    : [];
+  let total: Record<string, unknown> | undefined;
+  let resumed = 0;
+  let last: Attempt = { code: null, signal: null, error: null };
+  for (let round = 0; round <= RESUMES_MAX && !o.stopped(); round++) {
+    const remaining = Math.max(0, budget - (now() - started));
+    const a = await attempt(
+      start,
+      {
+        ...env,
+        [HARNESS_INPUT_VAR]: JSON.stringify({
+          ...input,
+          skip,
+          callBudgetMs: Math.floor(remaining),
+        }),
+      },
+      o,
+      { stallMs, afterCallsMs },
+    );
+    last = a;
+    if (a.result) {
+      total = { ...a.result };
+      break;
+    }
+    // Ended before any piece: nothing to start again past. Ended after it said the calls were
+    // done (which the package can say for it too): started again past the last piece named.
+    if (a.last === undefined || round === RESUMES_MAX || skip.includes(a.last)) break;
+    skip.push(a.last);
+    resumed++;
+  }
+  // No attempt got through and none was started again: no result (the step says the package
+  // ended the exercise).
+  if (!total && resumed === 0) return { code: last.code, signal: last.signal, error: last.error };
+  const sum: Record<string, unknown> = { ...total, resumed };
+  for (const k of COUNTS) sum[k] = Math.max(0, num(total?.[k], 0));
+  return { code: 0, signal: null, error: null, result: sum };
+}
+
+/**
+ * One process of a harness step: its result and the last work item it started, as it says them
+ * on PROGRESS_FD under the nonce it read on its stdin before the package loaded; the result counts
+ * only when the process then exits 0 of itself. With `watch` (the exercise), a process that says
+ * nothing for `stallMs`, or waits more than `afterCallsMs` after its calls, is killed.
+ */
+function attempt(
+  start: Starter,
+  env: Record<string, string | undefined>,
+  o: { out: (d: Buffer) => void; err: (d: Buffer) => void },
+  watch: { stallMs: number; afterCallsMs: number } | undefined,
+): Promise<Attempt> {
+  return new Promise((resolve) => {
+    const nonce = randomBytes(12).toString('hex');
+    let c: ChildProcess;
+    try {
+      c = start(env);
+    } catch (e) {
+      resolve({ code: null, signal: null, error: (e as Error).message });
+      return;
+    }
+    c.stdin?.on('error', () => undefined);
+    c.stdin?.end(`${nonce}\n`);
+    let last: string | undefined;
+    let doneAt: number | undefined;
+    let said = now();
+    let pending = '';
+    let result: Record<string, unknown> | undefined;
+    let killedWaiting = false;
+    c.stdout?.on('data', o.out);
+    c.stderr?.on('data', o.err);
+    const channel = c.stdio[PROGRESS_FD];
+    channel?.on('error', () => undefined);
+    channel?.on('data', (d: Buffer) => {
+      pending += d.toString('latin1');
+      // A line longer than any key or result is not the harness's: dropped.
+      if (pending.length > LINE_MAX && !pending.includes('\n')) pending = '';
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const raw of lines) {
+        // Only the harness's lines: the package can write to the descriptor, not the nonce.
+        if (!raw.startsWith(`${nonce} `)) continue;
+        const line = raw.slice(nonce.length + 1);
+        said = now();
+        if (line === CALLS_DONE) doneAt ??= now();
+        else if (line.startsWith(`${RESULT} `)) {
+          try {
+            const v: unknown = JSON.parse(line.slice(RESULT.length + 1));
+            result =
+              v && typeof v === 'object' && !Array.isArray(v) ? (v as typeof result) : undefined;
+          } catch {
+            result = undefined;
+          }
+        } else if (line.length <= 512) {
+          last = line;
+          doneAt = undefined;
+        }
+      }
+    });
+    const timer = watch
+      ? setInterval(() => {
+          if (
+            doneAt === undefined
+              ? now() - said > watch.stallMs
+              : now() - doneAt > watch.afterCallsMs
+          ) {
+            killedWaiting = doneAt !== undefined;
+            c.kill('SIGKILL');
+          }
+        }, 100)
+      : undefined;
+    const closed = Promise.all(
+      [c.stdout, c.stderr, channel].map(
+        (s) => new Promise<void>((r) => (s ? s.once('close', () => r()) : r())),
+      ),
+    );
+    let ended = false;
+    const end = (a: Omit<Attempt, 'result' | 'last'>) => {
+      if (ended) return;
+      ended = true;
+      clearInterval(timer);
+      resolve({
+        ...a,
+        ...(a.code === 0 && a.signal === null && result ? { result } : {}),
+        // Stopped while it waited after its calls: not started again.
+        ...(last !== undefined && !killedWaiting ? { last } : {}),
+      });
+    };
+    c.on('error', (e) => end({ code: null, signal: null, error: e.message }));
+    // 'exit', not 'close': a detached grandchild holding the pipes would keep them open; what the
+    // process wrote before it exited is read within a short drain.
+    c.on('exit', (code, signal) => {
+      void Promise.race([closed, new Promise((r) => setTimeout(r, DRAIN_MS))]).then(() =>
+        end({ code, signal, error: null }),
+      );
+    });
+  });
+}
