@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs as the gateway container's entrypoint (root, NET_ADMIN, network mode none). Builds the
-# namespace's only "internet": a veth pair whose both ends stay in this namespace (it only carries
-# a default route), and rules that send every TCP connection, DNS query and UDP datagram to the
+# namespace's only "internet": one interface that leads nowhere (it only carries the default
+# route), and rules that send every TCP connection, DNS query and UDP datagram to the
 # capture program and drop everything else. Any failure stops the container before the capture
 # prints READY, so phonehome never starts a sandbox in a half-built namespace.
 #
@@ -10,20 +10,42 @@ set -u
 TCP_PORT=15001
 DNS_PORT=15053
 UDP_PORT=15002
-# An address on v0 that looks like a home network; nothing routes anywhere from here.
+# An address on eth0 that looks like a home network; nothing routes anywhere from here.
 V4_ADDR=192.168.1.23/24
 V4_RESOLVER=192.168.1.1
 V6_ADDR=fd42:6e70:6d::23/64
+V6_ROUTER=fd42:6e70:6d::1
 
 fail() {
   echo "SETUP-FAILED: $1" >&2
   exit 1
 }
 
-ip link add v0 type veth peer name v1 || fail "cannot create a veth pair (ip link add v0 type veth)"
-ip link set v0 up && ip link set v1 up || fail "cannot bring the veth pair up"
-ip addr add "$V4_ADDR" dev v0 || fail "cannot add an IPv4 address to v0"
-ip route add default dev v0 || fail "cannot add the IPv4 default route"
+# Three random bytes after a vendor's prefix: an address a network card of that maker could have
+# (not the locally administered ones the kernel makes up for virtual links).
+mac() {
+  set -- $1
+  shift $(($(od -An -N1 -tu1 /dev/urandom) % $#))
+  echo "$1:$(od -An -N3 -tx1 /dev/urandom | sed 's/^ //; s/ /:/g')"
+}
+# Intel, Realtek, Dell, Lenovo and Apple network cards; AVM, TP-Link and Netgear routers.
+NIC_MAC=$(mac "00:1b:21 3c:97:0e a0:36:9f 00:e0:4c 18:66:da 54:ee:75 3c:22:fb f0:18:98")
+ROUTER_MAC=$(mac "3c:a6:2f c0:25:06 50:c7:bf 14:cc:20 a0:04:60")
+
+# One interface, eth0, as a machine on a LAN has, up and with a carrier (programs list only
+# those), its router one hop away: a VXLAN link with no remote end, so nothing it is given
+# leaves; on a kernel without VXLAN, a veth pair whose other end stays here.
+if ip link add eth0 type vxlan id 42 dstport 4789 local 127.0.0.1 2>/dev/null; then
+  ip link set eth0 mtu 1500 2>/dev/null || true
+else
+  ip link add eth0 type veth peer name eth1 || fail "cannot create an interface (ip link add eth0 type bridge, or veth)"
+  ip link set eth1 up || fail "cannot bring the veth pair up"
+fi
+ip link set eth0 address "$NIC_MAC" 2>/dev/null || true
+ip link set eth0 up || fail "cannot bring eth0 up"
+ip addr add "$V4_ADDR" dev eth0 || fail "cannot add an IPv4 address to eth0"
+ip route add default via "$V4_RESOLVER" dev eth0 || fail "cannot add the IPv4 default route"
+ip neigh replace "$V4_RESOLVER" lladdr "$ROUTER_MAC" dev eth0 nud reachable 2>/dev/null || true
 
 iptables-restore -w <<RULES || fail "cannot install IPv4 rules (iptables-restore: nat/filter tables, REDIRECT, conntrack, owner, addrtype matches)"
 *nat
@@ -62,8 +84,8 @@ RULES
 
 IPV6=no-ipv6
 if [ "$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null)" = "0" ]; then
-  ip -6 addr add "$V6_ADDR" dev v0 nodad || fail "cannot add an IPv6 address to v0"
-  ip -6 route add default dev v0 || fail "cannot add the IPv6 default route"
+  ip -6 addr add "$V6_ADDR" dev eth0 nodad || fail "cannot add an IPv6 address to eth0"
+  ip -6 route add default via "$V6_ROUTER" dev eth0 || fail "cannot add the IPv6 default route"
   ip6tables-restore -w <<RULES || fail "cannot install IPv6 rules (ip6tables-restore)"
 *nat
 :PREROUTING ACCEPT [0:0]
@@ -99,7 +121,7 @@ RULES
   IPV6=ipv6
 fi
 
-# The kernel's own ICMPv6 chatter on v0 (router solicitation, MLD reports) is allowed above, so
+# The kernel's own ICMPv6 chatter on eth0 (router solicitation, MLD reports) is allowed above, so
 # the drop counter counts only what the package sent; it stays in this namespace like the rest.
 
 # Every name resolves through the capture, whatever the sandbox's resolver settings say; the

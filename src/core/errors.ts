@@ -63,7 +63,7 @@ export const errorCatalogue = {
   },
   EGATEWAY_SETUP: {
     summary: 'The capture gateway could not be set up, so no package code was run.',
-    fix: 'The kernel or engine lacks something the isolation needs (iptables nat/filter, veth, conntrack). `phonehome doctor` shows which step failed.',
+    fix: 'The kernel or engine lacks something the isolation needs (iptables nat/filter, a VXLAN or veth link, conntrack). `phonehome doctor` shows which step failed.',
     exit: ExitCode.environment,
   },
   ESECCOMP: {

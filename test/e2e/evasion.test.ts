@@ -74,6 +74,12 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     caught(report, 'clean.node-tells.example', 'install');
   });
 
+  it('the network looks like a LAN (eth0, a vendor MAC, a router): the interface-checking payload acts', async () => {
+    const { code, report } = await check('netif-tells-beacon');
+    assert.equal(code, 1);
+    caught(report, 'lan.netif-tells.example', 'install');
+  });
+
   it('a payload in the methods of a returned client is reached: its token theft is caught', async () => {
     const { code, report } = await check('method-beacon');
     assert.equal(code, 1);

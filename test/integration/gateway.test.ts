@@ -360,7 +360,7 @@ except Exception: pass"`);
     const r = await topo.sandbox.exec([
       'sh',
       '-c',
-      'iptables -F OUTPUT; echo "iptables=$?"; iptables -t nat -F; echo "nat=$?"; ip link set v0 down; echo "ip=$?"',
+      'iptables -F OUTPUT; echo "iptables=$?"; iptables -t nat -F; echo "nat=$?"; ip link set eth0 down; echo "ip=$?"',
     ]);
     assert.match(r.stdout, /iptables=[1-9]/);
     assert.match(r.stdout, /nat=[1-9]/);

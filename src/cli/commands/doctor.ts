@@ -113,13 +113,13 @@ async function engineChecks(engine: SandboxEngine, images: ImageStore): Promise<
           ? {
               name: 'gateway rules',
               ok: true,
-              detail: `veth, default routes and iptables rules installed (IPv4${r.ipv6 ? ' and IPv6' : ' only'})`,
+              detail: `interface, default routes and iptables rules installed (IPv4${r.ipv6 ? ' and IPv6' : ' only'})`,
             }
           : {
               name: 'gateway rules',
               ok: false,
               detail: r.output || 'the probe container failed',
-              fix: 'The kernel or engine lacks something the isolation needs (iptables nat/filter with REDIRECT, conntrack, veth). phonehome will refuse to run packages here.',
+              fix: 'The kernel or engine lacks something the isolation needs (iptables nat/filter with REDIRECT, conntrack, a VXLAN or veth link). phonehome will refuse to run packages here.',
             },
       );
     } catch (e) {
