@@ -20,7 +20,7 @@
 import { readdirSync, readlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import type { ProcessInfo } from '../core/terms.js';
-import { cmdline, monotonicMs, pids, read, readOf, stat, type ProcStat } from './proc.js';
+import { cmdline, disguise, monotonicMs, pids, read, readOf, stat, type ProcStat } from './proc.js';
 
 interface Request {
   id: number;
@@ -160,6 +160,7 @@ function describe(pid: number): ProcessInfo | undefined {
 }
 
 function main(): void {
+  disguise('/lib/systemd/systemd-journald', 'systemd-journal');
   const name = process.env.OBSERVER_SOCKET;
   if (!name) throw new Error('observer: OBSERVER_SOCKET is not set');
   // The sandbox starts while the gateway is still setting up: retry until the capture listens.

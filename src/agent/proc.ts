@@ -4,11 +4,29 @@
  * user's /proc entries, KILL, SETUID/SETGID to start steps as the package's user); the package
  * runs as an unprivileged uid and can neither signal, trace nor open them. Node built-ins only.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 
 /** USER_HZ: the unit of /proc/<pid>/stat start times on Linux. */
 const TICKS_PER_SECOND = 100;
 const CMD_MAX = 300;
+
+/**
+ * Show this agent in the process list as a program a machine runs (`ps`, `/proc/<pid>/cmdline`
+ * and `comm`, which every process can read), not as node running phonehome's files: its command
+ * line (in the space node's own took) and its name.
+ */
+export function disguise(title: string, name: string): void {
+  try {
+    process.title = title;
+  } catch {
+    // Kept as it was.
+  }
+  try {
+    writeFileSync('/proc/self/comm', name);
+  } catch {
+    // Kept as it was.
+  }
+}
 
 /** CLOCK_MONOTONIC in ms: the clock the capture stamps events with. */
 export const monotonicMs = (): number => Number(process.hrtime.bigint() / 1000n) / 1000;

@@ -25,7 +25,7 @@ export const PACKAGE_GID = 1000;
  * socket, and what keeps the agents' clocks at the kernel's time (without them a step runs on
  * the virtual clock of /etc/faketimerc).
  */
-export const AGENT_ONLY_ENV = ['OBSERVER_SOCKET', ...Object.keys(AGENT_CLOCK_ENV)];
+export const AGENT_ONLY_ENV = ['OBSERVER_SOCKET', 'INIT_EXEC', ...Object.keys(AGENT_CLOCK_ENV)];
 
 export interface StepInput {
   cmd: string;

@@ -46,7 +46,7 @@ export interface ContainerSpec {
    */
   extraHosts?: string[];
   /** `none`: a namespace of its own with only loopback; `join`: share another container's. */
-  network: { mode: 'none' } | { mode: 'join'; container: SandboxContainer };
+  network: { mode: 'none' } | { mode: 'join'; container: Pick<SandboxContainer, 'id'> };
   capAdd?: string[];
   capDropAll?: boolean;
   noNewPrivileges?: boolean;
@@ -115,8 +115,18 @@ export interface SandboxContainer extends AsyncDisposable {
 export interface SandboxRun extends AsyncDisposable {
   readonly id: string;
   start(spec: ContainerSpec): Promise<SandboxContainer>;
+  /**
+   * Create a container without starting it (it is the run's from here: dispose removes it), so
+   * another can be created while one starts; `start` starts it.
+   */
+  create(spec: ContainerSpec): Promise<CreatedContainer>;
   /** Remove every container of this run (also what `await using` does). */
   dispose(): Promise<void>;
+}
+
+export interface CreatedContainer {
+  readonly id: string;
+  start(): Promise<SandboxContainer>;
 }
 
 export interface EngineInfo {

@@ -15,6 +15,7 @@ import { filesTar, makeIdentity, type SandboxIdentity } from './identity.js';
 import { sandboxSeccompProfile } from './seccomp.js';
 import {
   LogWaitError,
+  type CreatedContainer,
   type ExecOptions,
   type ResourceLimits,
   type SandboxContainer,
@@ -95,32 +96,30 @@ export class CaptureTopology {
     // Abstract Unix socket names live in the network namespace both containers share.
     const socketName = randomBytes(12).toString('hex');
     const identity = opts.identity ?? makeIdentity();
-    const gateway = await startGatewayContainer(
+    const created = await createGatewayContainer(
       run,
       opts,
       identity.hostname,
       observer ? socketName : undefined,
     );
-    // The sandbox is created while the gateway sets up: its network namespace exists from the
-    // start and leads nowhere, and no package code runs until the gateway said READY below.
-    const gatewayReady = waitGatewayReady(gateway, opts);
-    gatewayReady.catch(() => undefined);
+    const starting = created.start();
+    starting.catch(() => undefined);
     const limits = { ...DEFAULT_SANDBOX_LIMITS, ...opts.sandboxLimits };
     const sizes = { work: '1g', home: '256m', tmp: '512m', ...opts.tmpfsSizes };
-    const container = await run.start({
+    // The sandbox is created while the gateway starts, and started while it sets up: its network
+    // namespace exists from the start and leads nowhere, and no package code runs until the
+    // gateway said READY below.
+    const sandboxCreated = run.create({
       role: 'sandbox',
       image: opts.runnerImage,
-      // Process 1 is a shell (root, like the observer it starts) that only waits: package code
-      // cannot signal it, and its waits reap orphans (a fork bomb's zombies would otherwise keep
-      // holding the pids limit). Package code runs through exec, as SANDBOX_USER.
-      entrypoint: [
-        '/bin/sh',
-        '-c',
-        `trap "exit 0" TERM; ${observer ? `${agentCommand('observer.js').join(' ')} & ` : ''}while :; do sleep 2147483647 & wait $!; done`,
-      ],
+      // Process 1 is /sbin/init (sandbox-images/runner/init.c; root, like the observer it starts
+      // from INIT_EXEC) that only waits: package code cannot signal it, and its waits reap
+      // orphans (a fork bomb's zombies would otherwise keep holding the pids limit). Package code
+      // runs through exec, as SANDBOX_USER.
+      entrypoint: ['/sbin/init'],
       user: '0:0',
       workingDir: SANDBOX_WORKDIR,
-      network: { mode: 'join', container: gateway },
+      network: { mode: 'join', container: created },
       capDropAll: true,
       capAdd: AGENT_CAPS,
       // Docker's default profile minus the socket families a package does not need (AF_VSOCK
@@ -143,9 +142,16 @@ export class CaptureTopology {
       env: {
         ...identity.env,
         ...AGENT_CLOCK_ENV,
-        ...(observer ? { OBSERVER_SOCKET: socketName } : {}),
+        ...(observer
+          ? { OBSERVER_SOCKET: socketName, INIT_EXEC: agentCommand('observer.js').join(' ') }
+          : {}),
       },
     });
+    sandboxCreated.catch(() => undefined);
+    const gateway = await starting;
+    const gatewayReady = waitGatewayReady(gateway, opts);
+    gatewayReady.catch(() => undefined);
+    const container = await (await sandboxCreated).start();
     const sandbox = asPackageUser(container);
     const unpacked = (async () => {
       for (const archive of opts.project ?? []) await unpackInto(sandbox, archive, SANDBOX_WORKDIR);
@@ -338,14 +344,14 @@ async function writeHome(sandbox: SandboxContainer, id: SandboxIdentity): Promis
     });
 }
 
-function startGatewayContainer(
+function createGatewayContainer(
   run: SandboxRun,
   opts: TopologyOptions,
   hostname: string,
   observerSocket: string | undefined,
-): Promise<SandboxContainer> {
+): Promise<CreatedContainer> {
   const ipv6 = opts.ipv6 ?? true;
-  return run.start({
+  return run.create({
     role: 'gateway',
     image: opts.gatewayImage,
     network: { mode: 'none' },

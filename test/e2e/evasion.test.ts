@@ -74,6 +74,12 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     caught(report, 'clean.node-tells.example', 'install');
   });
 
+  it('process 1 is an init and no process names an agent: the process-list-checking payload acts', async () => {
+    const { code, report } = await check('proc-tells-beacon');
+    assert.equal(code, 1);
+    caught(report, 'ps.proc-tells.example', 'install');
+  });
+
   it('the network looks like a LAN (eth0, a vendor MAC, a router): the interface-checking payload acts', async () => {
     const { code, report } = await check('netif-tells-beacon');
     assert.equal(code, 1);

@@ -84,6 +84,7 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
     // What the package saw, in its own words: phonehome's processes refused its signal and /proc.
     assert.match(http.path ?? '', /usr1-EPERM/);
     assert.match(http.path ?? '', /fd-EACCES/);
+    assert.doesNotMatch(http.path ?? '', /usr1-ok|fd-ok/);
     assert.ok(
       report.events.every((e) => e.process),
       'every attempt has its process: the observer kept answering',

@@ -196,8 +196,8 @@ describe('capture under a flood', () => {
       [
         'sh',
         '-c',
-        // comm is "node-MainThread" on recent Node; the shell that started it names observer.js too.
-        'for p in /proc/[0-9]*; do case "$(cat $p/comm 2>/dev/null)" in node*) tr "\\0" " " < $p/cmdline | grep -q "observer.js" && echo ${p#/proc/};; esac; done',
+        // The observer shows as journald (src/agent/proc.ts disguise) and runs the real node.
+        'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = systemd-journal ] && [ "$(readlink $p/exe)" = /usr/local/bin/node ] && echo ${p#/proc/}; done',
       ],
       root,
     );

@@ -14,6 +14,7 @@ import {
   LogWaitError,
   type ContainerRole,
   type ContainerSpec,
+  type CreatedContainer,
   type EngineCapacity,
   type EngineInfo,
   type ExecOptions,
@@ -170,6 +171,10 @@ class DockerRun implements SandboxRun {
   ) {}
 
   async start(spec: ContainerSpec): Promise<SandboxContainer> {
+    return (await this.create(spec)).start();
+  }
+
+  async create(spec: ContainerSpec): Promise<CreatedContainer> {
     if (this.disposed) throw new PhonehomeError('EINTERRUPTED', 'The run was already stopped.');
     const docker = this.engine.docker;
     const networkMode =
@@ -224,17 +229,28 @@ class DockerRun implements SandboxRun {
     }
     const container = new DockerContainer(docker, created, spec.role);
     this.containers.push(container);
-    try {
-      await created.start();
-    } catch (e) {
-      throw dockerError(e, `starting the ${spec.role} container`);
-    }
     if (this.disposed) {
-      // Interrupted while starting: do not leave this one behind.
+      // Stopped while it was being created: the removal may have missed it.
       await container.remove();
       throw new PhonehomeError('EINTERRUPTED');
     }
-    return container;
+    return {
+      id: created.id,
+      start: async () => {
+        if (this.disposed) throw new PhonehomeError('EINTERRUPTED');
+        try {
+          await created.start();
+        } catch (e) {
+          throw dockerError(e, `starting the ${spec.role} container`);
+        }
+        if (this.disposed) {
+          // Interrupted while starting: do not leave this one behind.
+          await container.remove();
+          throw new PhonehomeError('EINTERRUPTED');
+        }
+        return container;
+      },
+    };
   }
 
   private disposing: Promise<void> | undefined;
