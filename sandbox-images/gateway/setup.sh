@@ -21,6 +21,12 @@ fail() {
   exit 1
 }
 
+IPV6=no-ipv6
+[ "$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null)" = "0" ] && IPV6=ipv6
+
+# The namespace's links, routes and rules (not indented: the here-documents' ends must start
+# their lines).
+rules() {
 # Three random bytes after a vendor's prefix: an address a network card of that maker could have
 # (not the locally administered ones the kernel makes up for virtual links).
 mac() {
@@ -82,8 +88,7 @@ iptables-restore -w <<RULES || echo "capture: loopback traffic stays tracked (no
 COMMIT
 RULES
 
-IPV6=no-ipv6
-if [ "$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null)" = "0" ]; then
+if [ "$IPV6" = ipv6 ]; then
   ip -6 addr add "$V6_ADDR" dev eth0 nodad || fail "cannot add an IPv6 address to eth0"
   ip -6 route add default via "$V6_ROUTER" dev eth0 || fail "cannot add the IPv6 default route"
   ip6tables-restore -w <<RULES || fail "cannot install IPv6 rules (ip6tables-restore)"
@@ -118,11 +123,11 @@ RULES
 -A OUTPUT -o lo -d ::1/128 -j CT --notrack
 COMMIT
 RULES
-  IPV6=ipv6
 fi
 
 # The kernel's own ICMPv6 chatter on eth0 (router solicitation, MLD reports) is allowed above, so
 # the drop counter counts only what the package sent; it stays in this namespace like the rest.
+}
 
 # Every name resolves through the capture, whatever the sandbox's resolver settings say; the
 # sandbox shares this file with the gateway.
@@ -130,7 +135,14 @@ echo "nameserver $V4_RESOLVER" > /etc/resolv.conf 2>/dev/null || true
 
 mkdir -p /run/capture || fail "cannot create /run/capture"
 if [ "${1:-}" = "--rules-only" ]; then
+  rules
   echo "RULES-OK $IPV6"
   exit 0
 fi
-exec node /opt/capture/main.js /run/capture/events.ndjson "$IPV6"
+# The rules go in while the capture loads: it says READY only once RULES_IN exists, and exits
+# when RULES_FAILED does (fail() in the subshell leaves it), so no sandbox ever sees READY in a
+# half-built namespace.
+RULES_IN=/run/capture/rules-in
+RULES_FAILED=/run/capture/rules-failed
+( trap ': > "$RULES_FAILED"' EXIT; rules && : > "$RULES_IN" && trap - EXIT ) &
+exec node /opt/capture/main.js /run/capture/events.ndjson "$IPV6" "$RULES_IN" "$RULES_FAILED"

@@ -13,7 +13,7 @@
  * `main()` runs only when this file is the program node started: importing it (a test, the
  * contract test reading CAPTURE_PORTS) binds nothing and prints nothing.
  */
-import { readFileSync, realpathSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Capture } from './capture.js';
 import { PUBLIC_SUFFIX_LIST, suffixRulesFrom, tldsFrom } from './reserved.js';
@@ -21,7 +21,11 @@ import { RunCa } from './x509.js';
 
 export { CAPTURE_PORTS } from './capture.js';
 
-/** Start the capture; `args` are the program's arguments: the events path, then ipv6|no-ipv6. */
+/**
+ * Start the capture; `args` are the program's arguments: the events path, ipv6|no-ipv6, and the
+ * files whose existence says the namespace's rules are in, or failed (setup.sh installs them
+ * while this loads): READY only after the first.
+ */
 export async function main(args: readonly string[] = process.argv.slice(2)): Promise<void> {
   const eventsPath = args[0] ?? '/run/capture/events.ndjson';
   const ipv6 = args[1] !== 'no-ipv6';
@@ -72,7 +76,22 @@ export async function main(args: readonly string[] = process.argv.slice(2)): Pro
     clearInterval(icmpTimer);
     void flush().then(() => process.exit(0));
   });
+  if (args[2] && args[3] && !(await rulesIn(args[2], args[3]))) {
+    process.stderr.write('SETUP-FAILED: the rules were not installed\n');
+    process.exit(1);
+  }
   process.stdout.write(ca ? `READY CA ${ca.certDer.toString('base64')}\n` : 'READY\n');
+}
+
+/** Whether `done` appears before `failed` does (or 15 s pass). */
+async function rulesIn(done: string, failed: string): Promise<boolean> {
+  const until = Date.now() + 15_000;
+  while (Date.now() < until) {
+    if (existsSync(done)) return true;
+    if (existsSync(failed)) return false;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return false;
 }
 
 /** The TLDs that exist, from the gateway image's Public Suffix List; said when it is missing. */
