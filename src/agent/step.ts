@@ -86,6 +86,8 @@ export interface StepOutput {
   strays?: number;
   /** A harness step's result, as the harness said it on its channel (display only). */
   harness?: Record<string, unknown>;
+  /** Times an exercise was started again past a work item that ended or stalled it. */
+  resumed?: number;
   /** Files under the guard that the step changed, created or removed (at most 20 listed). */
   modified?: { count: number; paths: string[] };
 }
@@ -362,6 +364,7 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
       stopped: () => timedOut,
       out: keepHead('out'),
       err: keepHead('err'),
+      between: () => killPackageProcesses(),
     });
     end = now();
   } else {
@@ -410,6 +413,7 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
     survivors: ended.survivors + before.survivors,
     ...(before.killed ? { strays: before.killed } : {}),
     ...(ran.result ? { harness: ran.result } : {}),
+    ...(ran.resumed ? { resumed: ran.resumed } : {}),
     ...(modified.length
       ? { modified: { count: modified.length, paths: modified.slice(0, 20) } }
       : {}),

@@ -59,8 +59,26 @@ export interface Supervised {
   code: number | null;
   signal: string | null;
   error: string | null;
-  /** The harness's result as it said it under the nonce (its counts summed over the attempts). */
+  /**
+   * The harness's result as the attempt that got through said it under the nonce, its known
+   * fields only, bounded (display only: the package runs in that process and can find the nonce
+   * in its own memory).
+   */
   result?: Record<string, unknown>;
+  /** Times the exercise was started again past a work item that ended or stalled it. */
+  resumed?: number;
+}
+
+/** The fields of a result the driver passes on, and how: numbers of calls, and what loading said. */
+function known(v: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of ['functions', 'classes', ...COUNTS]) {
+    const n = v[k];
+    out[k] = typeof n === 'number' && Number.isFinite(n) ? Math.max(0, Math.floor(n)) : 0;
+  }
+  if (v.loadedWith === 'require' || v.loadedWith === 'import') out.loadedWith = v.loadedWith;
+  if (typeof v.loadError === 'string') out.loadError = v.loadError.slice(0, 64);
+  return out;
 }
 
 /** One attempt's process: started with the environment given, stdio as `['pipe', 'pipe', 'pipe', 'pipe']`. */
@@ -89,6 +107,8 @@ export async function superviseHarness(
     stopped: () => boolean;
     out: (d: Buffer) => void;
     err: (d: Buffer) => void;
+    /** Ends what an attempt left running before the next one starts (the package's processes). */
+    between?: () => Promise<unknown>;
   },
 ): Promise<Supervised> {
   let input: Input;
@@ -105,7 +125,7 @@ export async function superviseHarness(
       code: a.code,
       signal: a.signal,
       error: a.error,
-      ...(a.result ? { result: a.result } : {}),
+      ...(a.result ? { result: known(a.result) } : {}),
     };
   }
   const started = now();
@@ -116,13 +136,20 @@ export async function superviseHarness(
   // After the calls the harness waits for what they started (LIFE_MS and the grace, a few rounds
   // of beforeExit): past that it is stopped.
   const afterCallsMs = LIFE_MS / CLOCK_SPEED + 4 * num(input.graceMs, 1500) + 2000;
+  // However often it starts again, the whole exercise ends by then: the calls' budget and one
+  // wait after them (the commands the package installs get the rest of the phase).
+  const deadline = started + budget + afterCallsMs;
   const skip: string[] = Array.isArray(input.skip)
     ? input.skip.filter((k): k is string => typeof k === 'string')
     : [];
-  let total: Record<string, unknown> | undefined;
   let resumed = 0;
   let last: Attempt = { code: null, signal: null, error: null };
   for (let round = 0; round <= RESUMES_MAX && !o.stopped(); round++) {
+    if (round > 0) {
+      // Nothing of the attempt before (a watcher that kills each new process) outlives it.
+      await o.between?.();
+      if (o.stopped() || now() >= started + budget) break;
+    }
     const remaining = Math.max(0, budget - (now() - started));
     const a = await attempt(
       start,
@@ -135,25 +162,34 @@ export async function superviseHarness(
         }),
       },
       o,
-      { stallMs, afterCallsMs },
+      { stallMs, afterCallsMs, deadline },
     );
     last = a;
     if (a.result) {
-      total = { ...a.result };
-      break;
+      const result = known(a.result);
+      if (resumed) result.resumed = resumed;
+      return {
+        code: a.code,
+        signal: a.signal,
+        error: a.error,
+        result,
+        ...(resumed ? { resumed } : {}),
+      };
     }
-    // Ended before any piece: nothing to start again past. Ended after it said the calls were
-    // done (which the package can say for it too): started again past the last piece named.
+    // Ended before any piece: nothing to start again past. Ended after its calls were done:
+    // nothing left to call.
     if (a.last === undefined || round === RESUMES_MAX || skip.includes(a.last)) break;
     skip.push(a.last);
     resumed++;
   }
-  // No attempt got through and none was started again: no result (the step says the package
-  // ended the exercise).
-  if (!total && resumed === 0) return { code: last.code, signal: last.signal, error: last.error };
-  const sum: Record<string, unknown> = { ...total, resumed };
-  for (const k of COUNTS) sum[k] = Math.max(0, num(total?.[k], 0));
-  return { code: 0, signal: null, error: null, result: sum };
+  // No attempt got through: no result (the step says the package ended the exercise), and how
+  // often it was started again.
+  return {
+    code: last.code,
+    signal: last.signal,
+    error: last.error,
+    ...(resumed ? { resumed } : {}),
+  };
 }
 
 /**
@@ -166,7 +202,7 @@ function attempt(
   start: Starter,
   env: Record<string, string | undefined>,
   o: { out: (d: Buffer) => void; err: (d: Buffer) => void },
-  watch: { stallMs: number; afterCallsMs: number } | undefined,
+  watch: { stallMs: number; afterCallsMs: number; deadline: number } | undefined,
 ): Promise<Attempt> {
   return new Promise((resolve) => {
     const nonce = randomBytes(12).toString('hex');
@@ -184,7 +220,7 @@ function attempt(
     let said = now();
     let pending = '';
     let result: Record<string, unknown> | undefined;
-    let killedWaiting = false;
+    let afterCalls = false;
     c.stdout?.on('data', o.out);
     c.stderr?.on('data', o.err);
     const channel = c.stdio[PROGRESS_FD];
@@ -197,11 +233,15 @@ function attempt(
       pending = lines.pop() ?? '';
       for (const raw of lines) {
         // Only the harness's lines: the package can write to the descriptor, not the nonce.
-        if (!raw.startsWith(`${nonce} `)) continue;
-        const line = raw.slice(nonce.length + 1);
+        // What it wrote without a newline before a line of the harness's does not spoil it.
+        const at = raw.lastIndexOf(`${nonce} `);
+        if (at < 0) continue;
+        const line = raw.slice(at + nonce.length + 1);
         said = now();
-        if (line === CALLS_DONE) doneAt ??= now();
-        else if (line.startsWith(`${RESULT} `)) {
+        if (line === CALLS_DONE) {
+          doneAt ??= now();
+          afterCalls = true;
+        } else if (line.startsWith(`${RESULT} `)) {
           try {
             const v: unknown = JSON.parse(line.slice(RESULT.length + 1));
             result =
@@ -209,22 +249,18 @@ function attempt(
           } catch {
             result = undefined;
           }
-        } else if (line.length <= 512) {
+        } else if (line.length <= 512 && !afterCalls) {
           last = line;
-          doneAt = undefined;
         }
       }
     });
     const timer = watch
       ? setInterval(() => {
-          if (
+          const late =
             doneAt === undefined
               ? now() - said > watch.stallMs
-              : now() - doneAt > watch.afterCallsMs
-          ) {
-            killedWaiting = doneAt !== undefined;
-            c.kill('SIGKILL');
-          }
+              : now() - doneAt > watch.afterCallsMs;
+          if (late || now() > watch.deadline) c.kill('SIGKILL');
         }, 100)
       : undefined;
     const closed = Promise.all(
@@ -240,8 +276,8 @@ function attempt(
       resolve({
         ...a,
         ...(a.code === 0 && a.signal === null && result ? { result } : {}),
-        // Stopped while it waited after its calls: not started again.
-        ...(last !== undefined && !killedWaiting ? { last } : {}),
+        // Ended (or stopped) once its calls were done: nothing left to call, not started again.
+        ...(last !== undefined && !afterCalls ? { last } : {}),
       });
     };
     c.on('error', (e) => end({ code: null, signal: null, error: e.message }));

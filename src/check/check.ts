@@ -229,10 +229,11 @@ export async function checkStaged(
     ]
       .filter(Boolean)
       .join('; ');
-  if (exercised && calls?.resumed)
+  const resumed = Math.min(harnessRun?.resumed ?? 0, 99);
+  if (exercised && resumed)
     exercised.note = [
       exercised.note,
-      `the exercise started again ${calls.resumed} time(s), past a call in which the package ended or stalled its process`,
+      `the exercise started again ${resumed} time(s), past a call in which the package ended or stalled its process`,
     ]
       .filter(Boolean)
       .join('; ');

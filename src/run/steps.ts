@@ -173,6 +173,7 @@ function checkOutput(
   ])
     if (!num(k)) return `${k} is not a number`;
   if (o.strays !== undefined && !num('strays')) return 'strays is not a number';
+  if (o.resumed !== undefined && !num('resumed')) return 'resumed is not a number';
   if (o.modified !== undefined) {
     const m = o.modified as { count?: unknown; paths?: unknown };
     if (

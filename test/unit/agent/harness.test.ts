@@ -68,6 +68,7 @@ async function exerciseRaw(
   }
   return {
     result: r.result,
+    resumed: r.resumed,
     calls,
     status: r.code,
     output: Buffer.concat(output).toString(),
@@ -437,5 +438,69 @@ exports.send = (...a) => rec('send', a);`,
     const { status, result } = await exerciseRaw(`process.kill(process.pid, 'SIGKILL');`);
     assert.notEqual(status, 0);
     assert.equal(result, undefined);
+  });
+
+  it('restarts used up by decoys give no result and say how often it started again, not a success with no calls', async () => {
+    const r = await exerciseRaw(
+      [0, 1, 2, 3]
+        .map((i) => `exports.k${i} = () => process.kill(process.pid, 'SIGKILL');`)
+        .join('\n'),
+      undefined,
+      { stallMs: 2000 },
+    );
+    assert.equal(r.result, undefined, JSON.stringify(r.result));
+    assert.notEqual(r.status, 0);
+    assert.equal(r.resumed, 3);
+  });
+
+  it('bytes written to the channel without a newline do not hide the progress lines after them', async () => {
+    const { calls, result } = await exercise(
+      `
+exports.a = () => { try { fs.writeSync(3, 'x'); } catch {} };
+exports.b = () => { try { fs.writeSync(3, 'x'); } catch {} process.kill(process.pid, 'SIGKILL'); };
+exports.send = (...a) => rec('send', a);`,
+      undefined,
+      { stallMs: 2000 },
+    );
+    assert.ok(
+      calls.some((c) => c[0] === 'send'),
+      JSON.stringify(calls),
+    );
+    assert.equal(result.resumed, 1, JSON.stringify(result));
+  });
+
+  it('a death after the calls were done is not started again past an innocent call', async () => {
+    const r = await exerciseRaw(
+      `exports.a = (...a) => rec('a', a);
+exports.b = () => { process.exit = () => process.kill(process.pid, 'SIGKILL'); };`,
+    );
+    assert.equal(r.resumed, undefined);
+    assert.equal(r.result, undefined);
+    assert.ok(r.calls.some((c) => c[0] === 'a'));
+  });
+
+  it('a result line the package writes under the nonce it read from the harness keeps only bounded counts', async () => {
+    // The package replaces the harness's live fs.writeSync binding and learns the nonce from the
+    // first progress line; what it then says as the result is cut to the known fields.
+    const r = await exerciseRaw(
+      `
+const w = fs.writeSync; let nonce;
+fs.writeSync = function (fd, s, ...rest) { if (fd === 3 && !nonce) nonce = String(s).split(' ')[0]; return w.call(this, fd, s, ...rest); };
+require('module').syncBuiltinESMExports();
+exports.a = () => {
+  w(3, nonce + ' R ' + JSON.stringify({ calls: 1e9, functions: -5, loadError: 'E'.repeat(5000), extra: 'x'.repeat(9000) }) + '\\n');
+  // The harness's own result line goes nowhere: the package's is the last.
+  fs.writeSync = () => 0;
+  require('module').syncBuiltinESMExports();
+};`,
+    );
+    assert.ok(r.result, r.output);
+    assert.ok(JSON.stringify(r.result).length < 400, JSON.stringify(r.result).slice(0, 200));
+    const got = r.result as Record<string, unknown>;
+    // The package's line is the one relayed (display only), cut to the known, bounded fields.
+    assert.equal(got.calls, 1e9);
+    assert.equal(got.functions, 0);
+    assert.equal((got.loadError as string).length, 64);
+    assert.equal(got.extra, undefined);
   });
 });
