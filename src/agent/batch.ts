@@ -16,6 +16,11 @@ export interface BatchInput {
   steps: StepInput[];
   /** The whole batch's time: a step gets at most what is left, and none starts once it is spent. */
   budgetMs?: number;
+  /**
+   * The steps as runs of consecutive steps with a time of their own (the phases of a check, in
+   * one exec): a group's budget counts from its start. Without it, one group with `budgetMs`.
+   */
+  groups?: { steps: number; budgetMs?: number }[];
 }
 
 const write = (line: string) =>
@@ -26,14 +31,19 @@ disguise('-bash', 'bash');
 const chunks: Buffer[] = [];
 for await (const c of process.stdin) chunks.push(c as Buffer);
 const input = JSON.parse(Buffer.concat(chunks).toString('utf8')) as BatchInput;
-const started = monotonicMs();
-for (const step of input.steps) {
-  const left = (input.budgetMs ?? Infinity) - (monotonicMs() - started);
-  // The same text as NOT_RUN in src/run/steps.ts.
-  if (left <= 0) await write('{"notRun":true}');
-  else
-    await write(
-      JSON.stringify(await runStep({ ...step, timeoutMs: Math.min(step.timeoutMs, left) })),
-    );
+const groups = input.groups ?? [{ steps: input.steps.length, budgetMs: input.budgetMs }];
+let next = 0;
+for (const group of groups) {
+  const started = monotonicMs();
+  for (let k = 0; k < group.steps && next < input.steps.length; k++) {
+    const step = input.steps[next++] as StepInput;
+    const left = (group.budgetMs ?? Infinity) - (monotonicMs() - started);
+    // The same text as NOT_RUN in src/run/steps.ts.
+    if (left <= 0) await write('{"notRun":true}');
+    else
+      await write(
+        JSON.stringify(await runStep({ ...step, timeoutMs: Math.min(step.timeoutMs, left) })),
+      );
+  }
 }
 process.exit(0);

@@ -353,9 +353,11 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
       env: e,
     });
   let timedOut = false;
+  // Awaited before the step ends: a kill still going on would take the next step's processes.
+  let killing: Promise<unknown> = Promise.resolve();
   const timer = setTimeout(() => {
     timedOut = true;
-    void killPackageProcesses();
+    killing = killPackageProcesses();
   }, input.timeoutMs);
   let ran: Supervised;
   let end: number;
@@ -382,6 +384,7 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
     await Promise.race([closed, sleep(200)]);
   }
   clearTimeout(timer);
+  await killing;
   const { code, signal, error } = ran;
 
   const left = packageProcesses();

@@ -30,7 +30,7 @@ import {
   installSteps,
   noteFor,
   parseHarness,
-  runSteps,
+  runStepGroups,
   startProject,
   type StepConduct,
   type Step,
@@ -229,6 +229,20 @@ export async function checkStaged(
     ]
       .filter(Boolean)
       .join('; ');
+  // A package that replaced built-ins the harness relies on may have cut its calls short.
+  const interfered = [
+    ...new Set([
+      ...(outputs.get('import') ?? []).flatMap((r) => parseHarness(r)?.interfered ?? []),
+      ...(calls?.interfered ?? []),
+    ]),
+  ].slice(0, 8);
+  if (exercised && interfered.length)
+    exercised.note = [
+      exercised.note,
+      `the package replaced built-ins the exercise relies on (${interfered.join(', ')}); they were put back where they could be`,
+    ]
+      .filter(Boolean)
+      .join('; ');
   const resumed = Math.min(harnessRun?.resumed ?? 0, 99);
   if (exercised && resumed)
     exercised.note = [
@@ -385,17 +399,24 @@ async function runPlan(
     conduct: [] as StepConduct[],
     outputs: new Map<Phase, StepOutput[]>(),
   };
+  // Every phase in one exec of the batch driver (one driver start, not one per phase), each with
+  // its own budget; the phases' order and results are as if each had its own.
+  const running = plan.filter((p) => p.steps.length > 0);
+  const runs = await runStepGroups(topo, running, {
+    settleMs: o.settleMs,
+    ...(o.signal ? { signal: o.signal } : {}),
+    onGroup: (i) => {
+      const p = running[i];
+      if (p) o.onPhase?.(p.name);
+    },
+  });
   for (const p of plan) {
-    if (p.steps.length === 0) {
+    const i = running.indexOf(p);
+    const ran = runs[i];
+    if (i < 0 || !ran) {
       out.phases.push({ name: p.name, status: 'skipped', durationMs: 0, note: p.nothing });
       continue;
     }
-    o.onPhase?.(p.name);
-    const ran = await runSteps(topo, p.steps, {
-      settleMs: o.settleMs,
-      budgetMs: p.budgetMs,
-      ...(o.signal ? { signal: o.signal } : {}),
-    });
     out.windows.push(...ran.windows);
     out.tampering.push(...ran.tampering);
     out.conduct.push(...ran.conduct);

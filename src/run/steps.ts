@@ -93,14 +93,14 @@ export interface StepConduct {
 export function readStepResults(
   stdout: string,
   steps: readonly Pick<Step, 'label' | 'timeoutMs'>[],
-  limits: { settleMs: number; maxOutputBytes: number },
+  limits: { settleMs: number; maxOutputBytes: number; after?: number },
 ): { outputs: StepOutput[]; notRun: number; tampering: string[] } {
   const lines = stdout.split('\n');
   if (lines[lines.length - 1] === '') lines.pop();
   const outputs: StepOutput[] = [];
   const tampering: string[] = [];
   let notRun = 0;
-  let previousEnd = -Infinity;
+  let previousEnd = limits.after ?? -Infinity;
   for (const [i, line] of lines.entries()) {
     const step = steps[i];
     if (!step) {
@@ -380,13 +380,42 @@ export async function runSteps(
   steps: Step[],
   o: { settleMs: number; signal?: AbortSignal; budgetMs?: number },
 ): Promise<StepRun> {
+  const [ran] = await runStepGroups(topo, [{ steps, budgetMs: o.budgetMs }], o);
+  return ran as StepRun;
+}
+
+/**
+ * Run groups of steps (the phases of a check) in one exec of the batch driver: each group's
+ * budget counts from its start, and `onGroup` hears when each starts, as the driver's lines come.
+ * One exec and one driver start for all of them, instead of one per phase.
+ */
+export async function runStepGroups(
+  topo: CaptureTopology,
+  groups: readonly { steps: Step[]; budgetMs?: number | undefined }[],
+  o: { settleMs: number; signal?: AbortSignal; onGroup?: (index: number) => void },
+): Promise<StepRun[]> {
   o.signal?.throwIfAborted();
+  const steps = groups.flatMap((g) => g.steps);
   if (steps.length === 0)
-    return { outputs: [], notRun: 0, windows: [], tampering: [], conduct: [] };
+    return groups.map(() => ({ outputs: [], notRun: 0, windows: [], tampering: [], conduct: [] }));
   const batch: BatchInput = {
     steps: steps.map((s) => toStepInput(s, o.settleMs, topo.identity.home)),
-    ...(o.budgetMs !== undefined ? { budgetMs: o.budgetMs } : {}),
+    groups: groups.map((g) => ({
+      steps: g.steps.length,
+      ...(g.budgetMs !== undefined ? { budgetMs: g.budgetMs } : {}),
+    })),
   };
+  // Where each group starts in the driver's lines, for onGroup.
+  const starts = groups.map((_, i) => groups.slice(0, i).reduce((n, g) => n + g.steps.length, 0));
+  let lines = 0;
+  let told = 0;
+  const tell = () => {
+    while (told < groups.length && (starts[told] as number) <= lines) {
+      if ((groups[told]?.steps.length ?? 0) > 0) o.onGroup?.(told);
+      told++;
+    }
+  };
+  tell();
   const input = JSON.stringify(batch);
   const r = await topo.sandbox.exec(agentCommand('batch.js'), {
     user: '0:0',
@@ -396,17 +425,42 @@ export async function runSteps(
     // The driver kills each step at its timeout; this only guards against the driver hanging.
     timeoutMs: steps.reduce((n, s) => n + s.timeoutMs + o.settleMs + 2_000, 0) + 15_000,
     maxOutputBytes: LINE_MAX * steps.length,
+    onStdout: (chunk) => {
+      for (const byte of chunk) if (byte === 10) lines++;
+      tell();
+    },
   });
   // Ctrl-C removes the containers under a running step: that is the interruption, not tampering.
   o.signal?.throwIfAborted();
-  const { outputs, notRun, tampering } = readStepResults(r.stdout, steps, {
-    settleMs: o.settleMs,
-    maxOutputBytes: STEP_OUTPUT_MAX,
+  const all = r.stdout.split('\n');
+  let after = -Infinity;
+  return groups.map((g, gi) => {
+    const start = starts[gi] as number;
+    // The last group also gets any lines past the steps (the driver said too much).
+    const mine =
+      gi === groups.length - 1 ? all.slice(start) : all.slice(start, start + g.steps.length);
+    const { outputs, notRun, tampering } = readStepResults(mine.join('\n'), g.steps, {
+      settleMs: o.settleMs,
+      maxOutputBytes: STEP_OUTPUT_MAX,
+      after,
+    });
+    after = outputs[outputs.length - 1]?.settledAt ?? after;
+    if (tampering.length && (r.exitCode !== 0 || r.timedOut))
+      tampering.push(
+        `the step driver ended with exit ${r.exitCode ?? 'unknown'}${r.timedOut ? ' after its time ran out' : ''}${r.stderr.trim() ? `: ${r.stderr.trim().slice(0, 300)}` : ''}`,
+      );
+    return summarize(topo, g.steps, outputs, notRun, tampering);
   });
-  if (tampering.length && (r.exitCode !== 0 || r.timedOut))
-    tampering.push(
-      `the step driver ended with exit ${r.exitCode ?? 'unknown'}${r.timedOut ? ' after its time ran out' : ''}${r.stderr.trim() ? `: ${r.stderr.trim().slice(0, 300)}` : ''}`,
-    );
+}
+
+/** A group's outputs with the windows its packages are charged for and what its steps did to the sandbox. */
+function summarize(
+  topo: CaptureTopology,
+  steps: readonly Step[],
+  outputs: StepOutput[],
+  notRun: number,
+  tampering: string[],
+): StepRun {
   const windows = outputs.map((out, i) => {
     const s = steps[i] as Step;
     return { name: s.phase, package: s.package, startMs: out.start, endMs: out.settledAt };
@@ -489,6 +543,14 @@ export function parseHarness(
       ? { loadedWith: o.loadedWith }
       : {}),
     ...(typeof o.loadError === 'string' ? { loadError: o.loadError.slice(0, 64) } : {}),
+    ...(Array.isArray(o.interfered) && o.interfered.length
+      ? {
+          // Names of built-ins only: the harness's own names, which the package could rewrite.
+          interfered: o.interfered
+            .filter((x): x is string => typeof x === 'string' && /^[\w.[\] ]{1,48}$/.test(x))
+            .slice(0, 8),
+        }
+      : {}),
   };
 }
 

@@ -69,6 +69,8 @@ export interface ExecOptions {
   maxOutputBytes?: number;
   /** Fed to the command's standard input, then closed. */
   stdin?: Readable;
+  /** Sees the command's stdout as it arrives (what the result keeps is still bounded). */
+  onStdout?: (chunk: Buffer) => void;
 }
 
 export interface ExecResult {

@@ -154,7 +154,8 @@ export class CaptureTopology {
     const container = await (await sandboxCreated).start();
     const sandbox = asPackageUser(container);
     const unpacked = (async () => {
-      for (const archive of opts.project ?? []) await unpackInto(sandbox, archive, SANDBOX_WORKDIR);
+      // One exec for all of them: tar archives one after another, read with --ignore-zeros.
+      if (opts.project?.length) await unpackInto(sandbox, joined(opts.project), SANDBOX_WORKDIR);
     })();
     // The trust store waits for the run's CA, which the capture makes as it starts.
     await Promise.all([gatewayReady, writeIdentity(sandbox, identity, gatewayReady), unpacked]);
@@ -238,16 +239,29 @@ export const TRUST_FILES = {
 } as const;
 
 /** Unpack a tar stream into a folder of the sandbox as the sandbox user. */
+/** Tar streams one after another, as one stream (which `tar --ignore-zeros` reads whole). */
+function joined(archives: readonly Readable[]): Readable {
+  if (archives.length === 1) return archives[0] as Readable;
+  return Readable.from(
+    (async function* () {
+      for (const a of archives) for await (const chunk of a) yield chunk as Buffer;
+    })(),
+  );
+}
+
 async function unpackInto(
   sandbox: SandboxContainer,
   archive: Readable,
   dir: string,
 ): Promise<void> {
-  const r = await sandbox.exec(['tar', '-x', '--no-same-owner', '-C', dir, '-f', '-'], {
-    stdin: archive,
-    timeoutMs: 300_000,
-    maxOutputBytes: 16_384,
-  });
+  const r = await sandbox.exec(
+    ['tar', '-x', '--ignore-zeros', '--no-same-owner', '-C', dir, '-f', '-'],
+    {
+      stdin: archive,
+      timeoutMs: 300_000,
+      maxOutputBytes: 16_384,
+    },
+  );
   if (r.exitCode !== 0) {
     const full = /No space left on device/i.test(r.stderr);
     throw new PhonehomeError(

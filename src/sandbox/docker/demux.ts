@@ -8,9 +8,14 @@ export class BoundedBuffer {
   private chunks: Buffer[] = [];
   private kept = 0;
   total = 0;
-  constructor(private readonly maxBytes: number) {}
+  constructor(
+    private readonly maxBytes: number,
+    /** Sees every chunk as it arrives, kept or not. */
+    private readonly tap?: (chunk: Buffer) => void,
+  ) {}
 
   push(chunk: Buffer): void {
+    this.tap?.(chunk);
     this.total += chunk.length;
     const room = this.maxBytes - this.kept;
     if (room <= 0) return;

@@ -259,19 +259,11 @@ class DockerRun implements SandboxRun {
   dispose(): Promise<void> {
     this.disposed = true;
     this.disposing ??= (async () => {
-      // Dependents first: a sandbox holds the gateway's namespace. Try every container even if
-      // one removal fails, then report the first failure.
-      const errors: unknown[] = [];
-      // Stop everything at once first: removing stopped containers is quicker than stopping
-      // them one by one.
-      await Promise.allSettled(this.containers.map((c) => c.kill('SIGKILL')));
-      for (const c of [...this.containers].reverse()) {
-        try {
-          await c.remove();
-        } catch (e) {
-          errors.push(e);
-        }
-      }
+      // All at once, each in one call (a forced removal kills it first): the sandbox holding the
+      // gateway's namespace does not stop the gateway's removal. Every container is tried even if
+      // one removal fails, then the first failure is reported.
+      const removed = await Promise.allSettled(this.containers.map((c) => c.remove()));
+      const errors = removed.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
       this.onDisposed();
       if (errors.length > 0) throw errors[0];
     })();
@@ -298,7 +290,7 @@ class DockerContainer implements SandboxContainer {
 
   async exec(cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     const max = opts.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
-    const stdout = new BoundedBuffer(max);
+    const stdout = new BoundedBuffer(max, opts.onStdout);
     const stderr = new BoundedBuffer(max);
     let exec: Docker.Exec;
     let stream: NodeJS.ReadWriteStream;
