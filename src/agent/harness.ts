@@ -70,6 +70,8 @@ export interface HarnessResult {
   iterated: number;
   /** Times the exercise started again past a call in which the package ended or stalled it. */
   resumed?: number;
+  /** Built-ins the harness relies on that the package replaced (see keepIntrinsics). */
+  interfered?: string[];
 }
 
 const NOT_LOADABLE = new Set([
@@ -94,15 +96,111 @@ const now = (): number => apply(clockNow, clock, []) as number;
 const processOn = process.on;
 const listenerCount = process.listenerCount;
 const swallow = (): undefined => undefined;
+const defineProperty = Object.defineProperty;
+const RealPromise = Promise;
+const promiseThen = Promise.prototype.then;
+const promiseResolve = Promise.resolve;
+
+/**
+ * Built-ins the exercise uses once package code has run, as they were before it loaded. A package
+ * that replaces one (`Set.prototype.has` always true, a `Promise.prototype.then` that throws) to
+ * cut its exercise short has it put back before the harness goes on (where it can be), and the
+ * result names it: the phase's note says the package interfered.
+ */
+const ARRAY_ITERATOR = getPrototypeOf([][Symbol.iterator]()) as object;
+const INTRINSICS: [object, string | symbol, string][] = [
+  ...(['has', 'add', 'delete'] as const).map((k): [object, string, string] => [
+    Set.prototype,
+    k,
+    `Set.prototype.${k}`,
+  ]),
+  ...(['get', 'set', 'has'] as const).map((k): [object, string, string] => [
+    Map.prototype,
+    k,
+    `Map.prototype.${k}`,
+  ]),
+  ...(['has', 'add'] as const).map((k): [object, string, string] => [
+    WeakSet.prototype,
+    k,
+    `WeakSet.prototype.${k}`,
+  ]),
+  ...(
+    ['map', 'filter', 'forEach', 'slice', 'includes', 'push', 'sort', 'join', 'indexOf'] as const
+  ).map((k): [object, string, string] => [Array.prototype, k, `Array.prototype.${k}`]),
+  [Array.prototype, Symbol.iterator, 'Array.prototype[Symbol.iterator]'],
+  [ARRAY_ITERATOR, 'next', 'ArrayIterator.next'],
+  [Array, 'isArray', 'Array.isArray'],
+
+  [Function.prototype, 'call', 'Function.prototype.call'],
+  [Function.prototype, 'apply', 'Function.prototype.apply'],
+  [Function.prototype, 'toString', 'Function.prototype.toString'],
+  [Object, 'keys', 'Object.keys'],
+  [Object, 'getPrototypeOf', 'Object.getPrototypeOf'],
+  [Object, 'getOwnPropertyDescriptor', 'Object.getOwnPropertyDescriptor'],
+  [Reflect, 'apply', 'Reflect.apply'],
+  [Reflect, 'ownKeys', 'Reflect.ownKeys'],
+  [JSON, 'stringify', 'JSON.stringify'],
+  [String.prototype, 'startsWith', 'String.prototype.startsWith'],
+  [RegExp.prototype, 'test', 'RegExp.prototype.test'],
+  [RegExp.prototype, 'exec', 'RegExp.prototype.exec'],
+];
+/**
+ * Named when replaced, not put back: the harness waits on promises through its own copies, and a
+ * package that brings its own Promise (zone.js) needs it.
+ */
+const NOTED: [object, string | symbol, string][] = [
+  [Promise.prototype, 'then', 'Promise.prototype.then'],
+  [Promise, 'resolve', 'Promise.resolve'],
+  [globalThis, 'Promise', 'Promise'],
+];
+const INTRINSIC_VALUES = INTRINSICS.map(([o, k]) => descriptorOf(o, k));
+const NOTED_VALUES = NOTED.map(([o, k]) => descriptorOf(o, k));
+/** Names of the built-ins the package replaced, in the order first seen (INTERFERED_MAX at most). */
+const interfered: string[] = [];
+const INTERFERED_MAX = 8;
+
+/** Put back what the package replaced of INTRINSICS, and note it (and what it replaced of NOTED). */
+function keepIntrinsics(): void {
+  const all = INTRINSICS.length + NOTED.length;
+  for (let i = 0; i < all; i++) {
+    const restore = i < INTRINSICS.length;
+    // Indexed, not destructured: destructuring runs the array iterator, which the package can replace.
+    const entry = (restore ? INTRINSICS[i] : NOTED[i - INTRINSICS.length]) as [
+      object,
+      string | symbol,
+      string,
+    ];
+    const o = entry[0];
+    const k = entry[1];
+    const name = entry[2];
+    const was = restore ? INTRINSIC_VALUES[i] : NOTED_VALUES[i - INTRINSICS.length];
+    let now: PropertyDescriptor | undefined;
+    try {
+      now = descriptorOf(o, k);
+    } catch {
+      now = undefined;
+    }
+    if (now && was && now.value === was.value && now.get === was.get) continue;
+    if (interfered.length < INTERFERED_MAX && interfered.indexOf(name) < 0)
+      interfered[interfered.length] = name;
+    try {
+      if (was && restore) defineProperty(o, k, was);
+    } catch {
+      // Frozen in place by the package: named in the result all the same.
+    }
+  }
+}
 
 /**
  * The package's stray errors and rejections are its own business, not the harness's end: the
  * handlers that say so are put back whenever a call of the package took them away.
  */
 function keepGuards(): void {
-  for (const event of ['uncaughtException', 'unhandledRejection'])
-    if ((apply(listenerCount, process, [event]) as number) === 0)
-      apply(processOn, process, [event, swallow]);
+  keepIntrinsics();
+  const events = ['uncaughtException', 'unhandledRejection'];
+  for (let i = 0; i < events.length; i++)
+    if ((apply(listenerCount, process, [events[i]]) as number) === 0)
+      apply(processOn, process, [events[i], swallow]);
 }
 
 /** A timer or worker the package started, and when (virtual ms since the process started) it is due. */
@@ -234,10 +332,17 @@ function bounded(
   p: PromiseLike<unknown>,
   wallMs: number,
 ): Promise<{ state: 'settled' | 'pending'; value?: unknown }> {
-  return new Promise((resolve) => {
+  return new RealPromise((resolve) => {
     const timer = schedule.timer(() => resolve({ state: 'pending' }), virtualMs(wallMs));
-    Promise.resolve(p).then(
-      (value) => {
+    let settled: Promise<unknown>;
+    try {
+      settled = apply(promiseResolve, RealPromise, [p]) as Promise<unknown>;
+    } catch {
+      resolve({ state: 'settled' });
+      return;
+    }
+    apply(promiseThen, settled, [
+      (value: unknown) => {
         realClearTimeout(timer);
         resolve({ state: 'settled', value });
       },
@@ -245,7 +350,7 @@ function bounded(
         realClearTimeout(timer);
         resolve({ state: 'settled' });
       },
-    );
+    ]);
   });
 }
 
@@ -590,6 +695,8 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
   }
   proc.reallyExit = reallyExit;
   process.exitCode = 0;
+  keepIntrinsics();
+  if (interfered.length) result.interfered = interfered.slice();
   progress(`${RESULT} ${JSON.stringify(result)}`);
   // Exit once the package's output is out, whatever it left running.
   process.stdout.write('', () => process.exit(0));
@@ -741,10 +848,13 @@ async function exercise(
     return { value: r.value };
   };
   try {
-    const skip = new Set(input.skip ?? []);
+    // A null-prototype record, read with `in`: nothing the package replaces decides what is skipped.
+    const skip: Record<string, true> = Object.create(null) as Record<string, true>;
+    for (let j = 0; j < (input.skip ?? []).length; j++)
+      skip[(input.skip ?? [])[j] as string] = true;
     for (let i = 0; i < queue.length && !out(); i++) {
       const work = queue[i] as Work;
-      if (skip.has(work.key)) continue;
+      if (work.key in skip) continue;
       progress(work.key);
       if (work.kind === 'emit') await emitLifecycle(work.target, result, out);
       else if (work.kind === 'iterate') await iterate(work, result, out, settle);
@@ -761,7 +871,9 @@ async function exercise(
         if (level > 0) result.methods++;
         // After one call of a function never settled, its other calls are waited on briefly.
         let wait = callTimeoutMs;
-        for (const shape of level > 0 ? methodShapes : exportShapes) {
+        const these = level > 0 ? methodShapes : exportShapes;
+        for (let si = 0; si < these.length; si++) {
+          const shape = these[si] as (typeof these)[number];
           if (out(level)) break;
           progress(work.key);
           result.calls++;

@@ -78,6 +78,11 @@ function known(v: Record<string, unknown>): Record<string, unknown> {
   }
   if (v.loadedWith === 'require' || v.loadedWith === 'import') out.loadedWith = v.loadedWith;
   if (typeof v.loadError === 'string') out.loadError = v.loadError.slice(0, 64);
+  if (Array.isArray(v.interfered))
+    out.interfered = v.interfered
+      .filter((x): x is string => typeof x === 'string')
+      .slice(0, 8)
+      .map((x) => x.slice(0, 48));
   return out;
 }
 

@@ -479,6 +479,35 @@ exports.b = () => { process.exit = () => process.kill(process.pid, 'SIGKILL'); }
     assert.ok(r.calls.some((c) => c[0] === 'a'));
   });
 
+  it('built-ins replaced to cut the calls short are put back, and named in the result', async () => {
+    const setHas = await exercise(
+      `exports.a = () => { Set.prototype.has = () => true; };
+exports.payload = (...a) => rec('payload', a);`,
+    );
+    assert.ok(
+      setHas.calls.some((c) => c[0] === 'payload'),
+      JSON.stringify(setHas.calls),
+    );
+    assert.deepEqual(setHas.result.interfered, ['Set.prototype.has']);
+    const iterator = await exercise(
+      `exports.a = () => { Array.prototype[Symbol.iterator] = function* () {}; };
+exports.payload = (...a) => rec('payload', a);`,
+    );
+    assert.ok(iterator.calls.some((c) => c[0] === 'payload'));
+    assert.deepEqual(iterator.result.interfered, ['Array.prototype[Symbol.iterator]']);
+    const then = await exercise(
+      `exports.a = () => { Promise.prototype.then = function () { throw new Error('no'); }; return Promise.resolve(1); };
+exports.payload = (...a) => rec('payload', a);`,
+    );
+    assert.ok(then.calls.some((c) => c[0] === 'payload'));
+    assert.ok(then.result.interfered?.includes('Promise.prototype.then'));
+    const frozen = await exercise(
+      `exports.a = () => { Object.defineProperty(Set.prototype, 'add', { value: () => {}, configurable: false, writable: false }); };
+exports.b = (...a) => rec('b', a);`,
+    );
+    assert.ok(frozen.result.interfered?.includes('Set.prototype.add'));
+  });
+
   it('a result line the package writes under the nonce it read from the harness keeps only bounded counts', async () => {
     // The package replaces the harness's live fs.writeSync binding and learns the nonce from the
     // first progress line; what it then says as the result is cut to the known fields.
