@@ -38,10 +38,14 @@ mac() {
 NIC_MAC=$(mac "00:1b:21 3c:97:0e a0:36:9f 00:e0:4c 18:66:da 54:ee:75 3c:22:fb f0:18:98")
 ROUTER_MAC=$(mac "3c:a6:2f c0:25:06 50:c7:bf 14:cc:20 a0:04:60")
 
+# Nothing arrives on eth0 (everything is redirected over loopback): a frame that does, unwrapped
+# from a datagram a package sent to the VXLAN port, is dropped (filter INPUT, and before
+# conntrack where the raw table exists), so its conntrack entry is never confirmed and no package
+# can plant entries that pass for its connections.
 # One interface, eth0, as a machine on a LAN has, up and with a carrier (programs list only
 # those), its router one hop away: a VXLAN link with no remote end, so nothing it is given
 # leaves; on a kernel without VXLAN, a veth pair whose other end stays here.
-if ip link add eth0 type vxlan id 42 dstport 4789 local 127.0.0.1 2>/dev/null; then
+if ip link add eth0 type vxlan id 42 dstport 4789 local 127.0.0.1 nolearning 2>/dev/null; then
   ip link set eth0 mtu 1500 2>/dev/null || true
 else
   ip link add eth0 type veth peer name eth1 || fail "cannot create an interface (ip link add eth0 type bridge, or veth)"
@@ -69,6 +73,7 @@ COMMIT
 :INPUT ACCEPT [0:0]
 :FORWARD DROP [0:0]
 :OUTPUT DROP [0:0]
+-A INPUT -i eth0 -j DROP
 -A OUTPUT -o lo -j ACCEPT
 -A OUTPUT -m conntrack --ctstate DNAT -j ACCEPT
 -A OUTPUT -p icmp --icmp-type echo-request -j ACCEPT
@@ -84,6 +89,7 @@ iptables-restore -w <<RULES || echo "capture: loopback traffic stays tracked (no
 *raw
 :PREROUTING ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
+-A PREROUTING -i eth0 -j DROP
 -A OUTPUT -o lo -d 127.0.0.0/8 -j CT --notrack
 COMMIT
 RULES
@@ -107,6 +113,7 @@ COMMIT
 :INPUT ACCEPT [0:0]
 :FORWARD DROP [0:0]
 :OUTPUT DROP [0:0]
+-A INPUT -i eth0 -j DROP
 -A OUTPUT -o lo -j ACCEPT
 -A OUTPUT -m conntrack --ctstate DNAT -j ACCEPT
 -A OUTPUT -p ipv6-icmp --icmpv6-type echo-request -j ACCEPT
@@ -120,6 +127,7 @@ RULES
 *raw
 :PREROUTING ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
+-A PREROUTING -i eth0 -j DROP
 -A OUTPUT -o lo -d ::1/128 -j CT --notrack
 COMMIT
 RULES

@@ -97,6 +97,48 @@ const processOn = process.on;
 const listenerCount = process.listenerCount;
 const swallow = (): undefined => undefined;
 const defineProperty = Object.defineProperty;
+const create = Object.create;
+const construct = Reflect.construct;
+const { max, min, floor } = Math;
+const stringify = JSON.stringify;
+const mapForEach = Map.prototype.forEach;
+const mapSetFn = Map.prototype.set;
+const mapDeleteFn = Map.prototype.delete;
+// Imported bindings of node's modules follow `syncBuiltinESMExports()`: the package could swap
+// them under the harness. These copies, taken as the harness loads, cannot be.
+const write = writeSync;
+const show = inspect;
+const newHook = createHook;
+const requireFrom = createRequire;
+
+/** Append to one of the harness's own lists without running a setter the package put on Array.prototype. */
+function append<T>(list: T[], v: T): void {
+  defineProperty(list, list.length, {
+    value: v,
+    writable: true,
+    enumerable: true,
+    configurable: true,
+  });
+}
+
+/** Whether `v` has `proto` on its prototype chain (`instanceof` runs `Symbol.hasInstance`, which the package can define). */
+function inheritsFrom(v: unknown, proto: object): boolean {
+  if (!v || (typeof v !== 'object' && typeof v !== 'function')) return false;
+  try {
+    let p = getPrototypeOf(v) as object | null;
+    for (let depth = 0; p && depth < 64; depth++) {
+      if (p === proto) return true;
+      p = getPrototypeOf(p) as object | null;
+    }
+  } catch {
+    // A hostile object: not one of them.
+  }
+  return false;
+}
+const PROMISE_PROTO = Promise.prototype;
+const TYPE_ERROR_PROTO = TypeError.prototype;
+const MAP_PROTO = Map.prototype;
+const SET_PROTO = Set.prototype;
 const RealPromise = Promise;
 const promiseThen = Promise.prototype.then;
 const promiseResolve = Promise.resolve;
@@ -158,6 +200,8 @@ const NOTED_VALUES = NOTED.map(([o, k]) => descriptorOf(o, k));
 /** Names of the built-ins the package replaced, in the order first seen (INTERFERED_MAX at most). */
 const interfered: string[] = [];
 const INTERFERED_MAX = 8;
+/** Named in `interfered` when the harness's handling of a work item threw. */
+const ITEM_THREW = 'work item threw';
 
 /** Put back what the package replaced of INTRINSICS, and note it (and what it replaced of NOTED). */
 function keepIntrinsics(): void {
@@ -182,7 +226,7 @@ function keepIntrinsics(): void {
     }
     if (now && was && now.value === was.value && now.get === was.get) continue;
     if (interfered.length < INTERFERED_MAX && interfered.indexOf(name) < 0)
-      interfered[interfered.length] = name;
+      append(interfered, name);
     try {
       if (was && restore) defineProperty(o, k, was);
     } catch {
@@ -222,19 +266,19 @@ const TICK_MARGIN = virtualMs(10);
 class Schedule {
   private readonly live = new Map<number, Scheduled>();
   private own = false;
-  private readonly hook = createHook({
+  private readonly hook = newHook({
     init: (id, type, _trigger, resource) => {
       if (this.own) return;
       if (type === 'Timeout') {
         const t = resource as { _idleTimeout?: unknown; _repeat?: unknown };
-        const after = typeof t._idleTimeout === 'number' ? Math.max(1, t._idleTimeout) : 1;
+        const after = typeof t._idleTimeout === 'number' ? max(1, t._idleTimeout) : 1;
         const every = typeof t._repeat === 'number' && t._repeat > 0 ? t._repeat : undefined;
-        this.live.set(id, { due: now() + after, ...(every ? { every } : {}) });
+        apply(mapSetFn, this.live, [id, { due: now() + after, ...(every ? { every } : {}) }]);
       } else if (type === 'WORKER') {
-        this.live.set(id, { due: now(), worker: true });
+        apply(mapSetFn, this.live, [id, { due: now(), worker: true }]);
       }
     },
-    destroy: (id) => void this.live.delete(id),
+    destroy: (id) => void apply(mapDeleteFn, this.live, [id]),
   });
 
   start(): void {
@@ -258,17 +302,21 @@ class Schedule {
    */
   next(at: number): number | undefined {
     let first: number | undefined;
-    for (const s of this.live.values()) {
-      let due = s.worker ? at : s.due;
-      if (s.every) {
-        // A tick counts as done a moment after it was due (timers fire a little late).
-        const late = at - TICK_MARGIN;
-        const ticked = due <= late ? Math.floor((late - due) / s.every) + 1 : 0;
-        if (ticked >= INTERVAL_TICKS) continue;
-        due += ticked * s.every;
-      }
-      if (first === undefined || due < first) first = due;
-    }
+    // Through the Map's own forEach, taken before the package loaded: an emptied iterator would
+    // make the harness see no timer and end before a delayed payload is due.
+    apply(mapForEach, this.live, [
+      (s: Scheduled) => {
+        let due = s.worker ? at : s.due;
+        if (s.every) {
+          // A tick counts as done a moment after it was due (timers fire a little late).
+          const late = at - TICK_MARGIN;
+          const ticked = due <= late ? floor((late - due) / s.every) + 1 : 0;
+          if (ticked >= INTERVAL_TICKS) return;
+          due += ticked * s.every;
+        }
+        if (first === undefined || due < first) first = due;
+      },
+    ]);
     return first;
   }
 }
@@ -434,7 +482,7 @@ const isEmitter = (v: object): boolean =>
 function isThenable(v: unknown): boolean {
   if (!v || (typeof v !== 'object' && typeof v !== 'function')) return false;
   try {
-    if (v instanceof Promise) return true;
+    if (inheritsFrom(v, PROMISE_PROTO)) return true;
   } catch {
     // A hostile object: not awaited, not looked into.
     return false;
@@ -524,7 +572,7 @@ function methodsOf(obj: object): { fn: unknown; self: object }[] {
         if (typeof v === 'function') {
           if (!accessor && !seen.has(v)) {
             seen.add(v);
-            out[out.length] = { fn: v, self: o };
+            append(out, { fn: v, self: o });
           }
         } else if (
           v &&
@@ -566,7 +614,7 @@ function collect(exported: unknown): unknown[] {
   const add = (f: unknown) => {
     if (known.has(f) || found.length >= EXPORTS_MAX) return;
     known.add(f);
-    found[found.length] = f;
+    append(found, f);
     let keys: (string | symbol)[];
     try {
       keys = ownKeys(f as object);
@@ -578,7 +626,7 @@ function collect(exported: unknown): unknown[] {
       const v = ownValue(f as object, k);
       if (typeof v === 'function' && !known.has(v) && found.length < EXPORTS_MAX) {
         known.add(v);
-        found[found.length] = v;
+        append(found, v);
       }
     }
   };
@@ -615,7 +663,7 @@ async function load(
   input: HarnessInput,
   importer: (name: string) => Promise<unknown>,
 ): Promise<{ exported?: unknown; with?: 'require' | 'import' }> {
-  const require = createRequire(`${process.cwd()}/`);
+  const require = requireFrom(`${process.cwd()}/`);
   if (input.mode === 'import') return { exported: await importer(input.name), with: 'import' };
   try {
     return { exported: require(input.name) as unknown, with: 'require' };
@@ -626,16 +674,19 @@ async function load(
   }
 }
 
-const noCalls = (): HarnessResult => ({
-  functions: 0,
-  classes: 0,
-  calls: 0,
-  methods: 0,
-  threw: 0,
-  pending: 0,
-  emitted: 0,
-  iterated: 0,
-});
+/** A result with no prototype: no setter or `toJSON` the package puts on Object.prototype reaches it. */
+const noCalls = (): HarnessResult => {
+  const r = create(null) as HarnessResult;
+  r.functions = 0;
+  r.classes = 0;
+  r.calls = 0;
+  r.methods = 0;
+  r.threw = 0;
+  r.pending = 0;
+  r.emitted = 0;
+  r.iterated = 0;
+  return r;
+};
 
 export async function run(importer: (name: string) => Promise<unknown>): Promise<void> {
   const input = JSON.parse(process.env[HARNESS_INPUT_VAR] ?? '') as HarnessInput;
@@ -697,7 +748,7 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
   process.exitCode = 0;
   keepIntrinsics();
   if (interfered.length) result.interfered = interfered.slice();
-  progress(`${RESULT} ${JSON.stringify(result)}`);
+  progress(`${RESULT} ${apply(stringify, JSON, [result]) as string}`);
   // Exit once the package's output is out, whatever it left running.
   process.stdout.write('', () => process.exit(0));
 }
@@ -755,16 +806,16 @@ async function exercise(
   // Classes first (a client is built from one), then functions; when there are more exports than
   // their share of the calls allows every shape for, each gets the first shapes of SHAPE_PRIORITY.
   const ordered = [...fns.filter((f) => isClass(f)), ...fns.filter((f) => !isClass(f))];
-  const perExport = Math.max(
+  const perExport = max(
     1,
-    Math.min(shapes.length, Math.floor((maxCalls * EXPORT_SHARE) / Math.max(1, fns.length))),
+    min(shapes.length, floor((maxCalls * EXPORT_SHARE) / max(1, fns.length))),
   );
   const exportShapes =
     perExport >= shapes.length
       ? shapes
       : SHAPE_PRIORITY.slice(0, perExport).map((i) => shapes[i] as (typeof shapes)[number]);
   const queue: Work[] = ordered.map((fn, i) => ({ kind: 'call', fn, level: 0, key: `${i}` }));
-  const enqueue = (w: Work) => void (queue[queue.length] = w);
+  const enqueue = (w: Work) => append(queue, w);
   const looked = new WeakSet<object>();
   const lookAt = (v: object, level: number, key: string) => {
     looked.add(v);
@@ -785,7 +836,13 @@ async function exercise(
       enqueue({ kind: 'show', target: v, key: `${key}.s` });
     // The platform's collections hold data, not the package's code.
     try {
-      if (Array.isArray(v) || ArrayBuffer.isView(v) || v instanceof Map || v instanceof Set) return;
+      if (
+        Array.isArray(v) ||
+        ArrayBuffer.isView(v) ||
+        inheritsFrom(v, MAP_PROTO) ||
+        inheritsFrom(v, SET_PROTO)
+      )
+        return;
     } catch {
       return;
     }
@@ -825,7 +882,7 @@ async function exercise(
     }
     const kinds = expandedFrom.get(from) ?? [];
     if (kinds.length >= 3 || kinds.includes(kind)) return;
-    kinds[kinds.length] = kind;
+    append(kinds, kind);
     expandedFrom.set(from, kinds);
     lookAt(v, level, `${key}>${kinds.length - 1}`);
   };
@@ -849,62 +906,72 @@ async function exercise(
   };
   try {
     // A null-prototype record, read with `in`: nothing the package replaces decides what is skipped.
-    const skip: Record<string, true> = Object.create(null) as Record<string, true>;
+    const skip: Record<string, true> = create(null) as Record<string, true>;
     for (let j = 0; j < (input.skip ?? []).length; j++)
       skip[(input.skip ?? [])[j] as string] = true;
     for (let i = 0; i < queue.length && !out(); i++) {
       const work = queue[i] as Work;
       if (work.key in skip) continue;
       progress(work.key);
-      if (work.kind === 'emit') await emitLifecycle(work.target, result, out);
-      else if (work.kind === 'iterate') await iterate(work, result, out, settle);
-      else if (work.kind === 'show') {
-        result.calls++;
-        try {
-          inspect(work.target, { depth: 1, maxArrayLength: 10, maxStringLength: 200 });
-          String(work.target);
-        } catch {
-          result.threw++;
-        }
-      } else {
-        const { fn, self, level } = work;
-        if (level > 0) result.methods++;
-        // After one call of a function never settled, its other calls are waited on briefly.
-        let wait = callTimeoutMs;
-        const these = level > 0 ? methodShapes : exportShapes;
-        for (let si = 0; si < these.length; si++) {
-          const shape = these[si] as (typeof these)[number];
-          if (out(level)) break;
-          progress(work.key);
+      // A throw out of the harness's own handling of one item (a built-in the package turned
+      // against it) ends that item, not the calls, and is named.
+      try {
+        if (work.kind === 'emit') await emitLifecycle(work.target, result, out);
+        else if (work.kind === 'iterate') await iterate(work, result, out, settle);
+        else if (work.kind === 'show') {
           result.calls++;
-          const f = fn as (...a: unknown[]) => unknown;
-          let value: unknown;
           try {
-            value = isClass(fn)
-              ? new (f as unknown as new (...a: unknown[]) => unknown)(...shape())
-              : apply(f, self, shape());
-          } catch (e) {
-            if (e instanceof TypeError && /class constructor/i.test(e.message)) {
-              try {
-                value = new (f as unknown as new (...a: unknown[]) => unknown)(...shape());
-              } catch {
+            show(work.target, { depth: 1, maxArrayLength: 10, maxStringLength: 200 });
+            String(work.target);
+          } catch {
+            result.threw++;
+          }
+        } else {
+          const { fn, self, level } = work;
+          if (level > 0) result.methods++;
+          // After one call of a function never settled, its other calls are waited on briefly.
+          let wait = callTimeoutMs;
+          const these = level > 0 ? methodShapes : exportShapes;
+          for (let si = 0; si < these.length; si++) {
+            const shape = these[si] as (typeof these)[number];
+            if (out(level)) break;
+            progress(work.key);
+            result.calls++;
+            const f = fn as (...a: unknown[]) => unknown;
+            let value: unknown;
+            try {
+              value = isClass(fn)
+                ? construct(f as unknown as new (...a: unknown[]) => unknown, shape())
+                : apply(f, self, shape());
+            } catch (e) {
+              if (
+                inheritsFrom(e, TYPE_ERROR_PROTO) &&
+                /class constructor/i.test(String((e as Error).message))
+              ) {
+                try {
+                  value = construct(f as unknown as new (...a: unknown[]) => unknown, shape());
+                } catch {
+                  result.threw++;
+                  continue;
+                }
+              } else {
                 result.threw++;
                 continue;
               }
-            } else {
-              result.threw++;
-              continue;
             }
+            keepGuards();
+            // A thenable that is not a promise (a query builder: `from(t).insert(row)`) has
+            // methods of its own, called before it is awaited.
+            if (isThenable(value) && !inheritsFrom(value, PROMISE_PROTO))
+              expand(fn, value, level + 1, work.key);
+            const r = await settle(value, wait);
+            if (r) expand(fn, r.value, level + 1, work.key);
+            else wait = max(1, floor(callTimeoutMs / 10));
           }
-          keepGuards();
-          // A thenable that is not a promise (a query builder: `from(t).insert(row)`) has
-          // methods of its own, called before it is awaited.
-          if (isThenable(value) && !(value instanceof Promise))
-            expand(fn, value, level + 1, work.key);
-          const r = await settle(value, wait);
-          if (r) expand(fn, r.value, level + 1, work.key);
-          else wait = Math.max(1, Math.floor(callTimeoutMs / 10));
         }
+      } catch {
+        if (interfered.length < INTERFERED_MAX && interfered.indexOf(ITEM_THREW) < 0)
+          append(interfered, ITEM_THREW);
       }
     }
   } catch {
@@ -923,7 +990,7 @@ let channelNonce = '';
 function progress(key: string): void {
   if (!channelNonce) return;
   try {
-    writeSync(PROGRESS_FD, `${channelNonce} ${key}\n`);
+    write(PROGRESS_FD, `${channelNonce} ${key}\n`);
   } catch {
     // The driver is gone: the exercise goes on unwatched.
   }
@@ -1076,9 +1143,9 @@ async function quiesce(schedule: Schedule, baseline: number, graceMs: number): P
     const next = schedule.next(at);
     const waiting = next !== undefined && next <= LIFE_MS;
     if (!waiting && (!busy || at >= graceEnd)) return;
-    if (at >= Math.max(graceEnd, LIFE_MS)) return;
+    if (at >= max(graceEnd, LIFE_MS)) return;
     // Wake when the next timer is due (or soon, to see sockets close); 20 ms of wall time at most.
-    const wait = Math.min(virtualMs(20), Math.max(1, (next ?? Infinity) - at + 1));
+    const wait = min(virtualMs(20), max(1, (next ?? Infinity) - at + 1));
     await new Promise<void>((r) => schedule.timer(r, wait));
   }
 }

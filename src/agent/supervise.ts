@@ -42,7 +42,7 @@ export const LIFE_MS = 3 * 60_000;
 const LINE_MAX = 65_536;
 /** How long what an attempt wrote before it exited may take to arrive (a grandchild may hold the pipes). */
 const DRAIN_MS = 100;
-/** The counts a result sums over the attempts of one exercise. */
+/** The counts of a result (those of the attempt that got through: calls before a restart are not added). */
 const COUNTS = ['calls', 'methods', 'threw', 'pending', 'emitted', 'iterated'] as const;
 
 /** What the harness's input says that the supervision needs (see HarnessInput). */

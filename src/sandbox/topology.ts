@@ -380,6 +380,8 @@ function createGatewayContainer(
       // Lets the unprivileged sandbox user ping (ICMP datagram sockets), so pings are recorded
       // instead of failing before they are sent.
       'net.ipv4.ping_group_range': '0 2147483647',
+      // A laptop forwards nothing (the engine's namespaces start with forwarding on).
+      'net.ipv4.ip_forward': '0',
     },
     limits: { memoryBytes: 512 * 1024 * 1024, pids: 128, nanoCpus: 1_000_000_000 },
     env: {

@@ -508,28 +508,82 @@ exports.b = (...a) => rec('b', a);`,
     assert.ok(frozen.result.interfered?.includes('Set.prototype.add'));
   });
 
-  it('a result line the package writes under the nonce it read from the harness keeps only bounded counts', async () => {
-    // The package replaces the harness's live fs.writeSync binding and learns the nonce from the
-    // first progress line; what it then says as the result is cut to the known fields.
-    const r = await exerciseRaw(
+  it('an Array.prototype index setter, an emptied Map iterator, Math.max and Symbol.hasInstance do not empty the exercise', async () => {
+    const setter = await exercise(
+      `Object.defineProperty(Array.prototype, '0', { set() {}, get() { return undefined; }, configurable: true });
+exports.payload = (...a) => rec('payload', a);`,
+    );
+    assert.ok(
+      setter.calls.some((c) => c[0] === 'payload'),
+      JSON.stringify(setter.result),
+    );
+    const math = await exercise(
+      `const m = Math.max; Math.max = function (...a) { Math.max = m; return 0; };
+exports.payload = (...a) => rec('payload', a);`,
+    );
+    assert.ok(
+      math.calls.some((c) => c[0] === 'payload'),
+      JSON.stringify(math.result),
+    );
+    const instance = await exercise(
+      `Object.defineProperty(TypeError, Symbol.hasInstance, { value: () => { throw new Error('x'); } });
+exports.a = () => { throw new TypeError('no'); };
+exports.payload = (...a) => rec('payload', a);`,
+    );
+    assert.ok(
+      instance.calls.some((c) => c[0] === 'payload'),
+      JSON.stringify(instance.result),
+    );
+    // A timer the package set at import, with Map iteration emptied: the harness still waits for it.
+    const timer = await exercise(
+      `Map.prototype.values = function* () {};
+setTimeout(() => rec('late', []), 300).unref();`,
+    );
+    assert.ok(
+      timer.calls.some((c) => c[0] === 'late'),
+      JSON.stringify(timer.calls),
+    );
+  });
+
+  it("the harness's channel cannot be taken over through syncBuiltinESMExports, and a result said under the nonce keeps only bounded counts", async () => {
+    // The package swaps fs.writeSync and pushes it into the ES module bindings: the harness
+    // writes through a copy taken before the package loaded, so the package never sees the nonce.
+    const hijack = await exerciseRaw(
       `
 const w = fs.writeSync; let nonce;
 fs.writeSync = function (fd, s, ...rest) { if (fd === 3 && !nonce) nonce = String(s).split(' ')[0]; return w.call(this, fd, s, ...rest); };
 require('module').syncBuiltinESMExports();
 exports.a = () => {
-  w(3, nonce + ' R ' + JSON.stringify({ calls: 1e9, functions: -5, loadError: 'E'.repeat(5000), extra: 'x'.repeat(9000) }) + '\\n');
-  // The harness's own result line goes nowhere: the package's is the last.
+  w(3, nonce + ' R ' + JSON.stringify({ calls: 1e9 }) + '\\n');
   fs.writeSync = () => 0;
   require('module').syncBuiltinESMExports();
-};`,
+};
+exports.payload = (...a) => rec('payload', a);`,
     );
-    assert.ok(r.result, r.output);
-    assert.ok(JSON.stringify(r.result).length < 400, JSON.stringify(r.result).slice(0, 200));
-    const got = r.result as Record<string, unknown>;
-    // The package's line is the one relayed (display only), cut to the known, bounded fields.
+    assert.ok(hijack.result, hijack.output);
+    assert.notEqual((hijack.result as Record<string, unknown>).calls, 1e9);
+    assert.ok(hijack.calls.some((c) => c[0] === 'payload'));
+    // One that has the nonce anyway (here: a process that reads it and speaks for the harness)
+    // gets only the known fields through, bounded.
+    const forged = await superviseHarness(
+      (env) =>
+        spawn(
+          process.execPath,
+          [
+            '-e',
+            `const n = require('fs').readFileSync(0, 'latin1').trim(); require('fs').writeSync(3, n + ' R ' + JSON.stringify({ calls: 1e9, functions: -5, loadError: 'E'.repeat(5000), extra: 'x'.repeat(9000), interfered: ['a'.repeat(200)] }) + '\\n');`,
+          ],
+          { env, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] },
+        ),
+      { ...process.env, [HARNESS_INPUT_VAR]: JSON.stringify({ mode: 'require', name: 'x' }) },
+      { stopped: () => false, out: () => undefined, err: () => undefined },
+    );
+    const got = forged.result as Record<string, unknown>;
+    assert.ok(JSON.stringify(got).length < 400, JSON.stringify(got).slice(0, 200));
     assert.equal(got.calls, 1e9);
     assert.equal(got.functions, 0);
     assert.equal((got.loadError as string).length, 64);
     assert.equal(got.extra, undefined);
+    assert.deepEqual(parseHarness({ harness: got })?.interfered, ['a'.repeat(48)]);
   });
 });
