@@ -4,7 +4,7 @@
  * arborist with scripts ignored, which fetches every package at its locked version and checks
  * its locked integrity. Nothing runs on the host.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import {
   basename,
@@ -15,7 +15,8 @@ import {
   resolve as resolvePath,
 } from 'node:path';
 import { BlockList, isIP } from 'node:net';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import Arborist, { type ArboristNode } from '@npmcli/arborist';
 import npa from 'npm-package-arg';
 import * as tar from 'tar';
@@ -297,7 +298,7 @@ export async function loadLockTree(
     format === 'npm' ? undefined : fromOtherFormat(lockfile, projectJson, opts.npmConfig ?? {});
   if (converted) await fromRegistry(converted, opts.npmConfig ?? {}, opts.signal);
   const lock = converted?.lock ?? readLockfile(lockfile);
-  const { dir, cleanup } = await stagingDir(opts.signal);
+  const { work, dir, cleanup } = await stagingDir(opts.signal);
   try {
     await mkdir(dir);
     const rootEntry = lock.packages?.[''] ?? {};
@@ -597,7 +598,7 @@ export async function loadLockTree(
         project: { name: projectName, version: String(pkg.version ?? '0.0.0') },
         dir,
         packages,
-        tar: () => tar.c({ cwd: dir, portable: true, follow: false }, ['.']) as unknown as Readable,
+        tar: packedOnce(dir, join(work, 'tree.tar')),
       };
     };
     const byRegistry = new Set(converted?.registryIntegrity ?? []);
@@ -757,4 +758,25 @@ export function refusedSources(
       });
   }
   return out;
+}
+
+/**
+ * The staged tree as tar streams, packed once into a file of the staging folder (removed with
+ * it) and read from there by every sandbox that asks: an audit's shards each packed the whole
+ * tree again, seconds of the host's CPU apiece for a tree of a thousand packages.
+ */
+function packedOnce(dir: string, file: string): () => Readable {
+  let written: Promise<string> | undefined;
+  return () => {
+    written ??= pipeline(
+      tar.c({ cwd: dir, portable: true, follow: false }, ['.']) as unknown as Readable,
+      createWriteStream(file),
+    ).then(() => file);
+    const ready = written;
+    return Readable.from(
+      (async function* () {
+        for await (const chunk of createReadStream(await ready)) yield chunk as Buffer;
+      })(),
+    );
+  };
 }

@@ -1,9 +1,10 @@
 /**
  * End to end: spawn the built CLI on fixture packages and read its JSON, exit code and stderr.
  */
+import { scratch } from '../support/scratch.js';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
@@ -259,7 +260,7 @@ describe('phonehome check (CLI), threat behaviours and controls', () => {
       { token },
     );
     try {
-      const dir = mkdtempSync(join(tmpdir(), 'npmrc-'));
+      const dir = scratch('npmrc-');
       const npmrc = join(dir, 'npmrc');
       const hostPath = registry.url.replace(/^http:/, '');
       writeFileSync(npmrc, `registry=${registry.url}\n${hostPath}:_authToken=\${TEST_TOKEN}\n`);
@@ -297,8 +298,9 @@ describe('phonehome check (CLI), bad input', () => {
     assert.equal(await leftovers(r.pid), 0);
   });
 
-  it('a corrupt tarball: exit 2 with a clear error', async () => {
+  it('a corrupt tarball: exit 2 with a clear error', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'corrupt-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const tgz = join(dir, 'broken-1.0.0.tgz');
     writeFileSync(
       tgz,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -47,10 +47,11 @@ describe('conntrack', () => {
     assert.equal(pickEntry([old, live]), live);
   });
 
-  it('finds a flow whose client port conntrack remapped (a source port reused for two destinations)', async () => {
+  it('finds a flow whose client port conntrack remapped (a source port reused for two destinations)', async (t) => {
     const remapped =
       'ipv4     2 tcp      6 119 ESTABLISHED src=192.168.1.23 dst=203.0.113.8 sport=40312 dport=80 src=127.0.0.1 dst=192.168.1.23 sport=15001 dport=61234 [ASSURED] mark=0 zone=0 use=2';
     const dir = mkdtempSync(join(tmpdir(), 'ct-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const path = join(dir, 'nf_conntrack');
     writeFileSync(path, [TCP, remapped].join('\n') + '\n');
     const reader = new ConntrackReader(path);
@@ -62,8 +63,9 @@ describe('conntrack', () => {
     assert.equal(second?.dst, '203.0.113.8');
   });
 
-  it('answers many concurrent lookups from one read', async () => {
+  it('answers many concurrent lookups from one read', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'ct-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
     const path = join(dir, 'nf_conntrack');
     writeFileSync(path, [TCP, UDP, TCP6, ICMP].join('\n') + '\n');
     const reader = new ConntrackReader(path);

@@ -1,6 +1,6 @@
+import { scratch } from '../../support/scratch.js';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { conntrackDrops, udpReceiveErrors } from '../../../src/capture/kernel-stats.js';
@@ -22,7 +22,7 @@ const STAT = `entries  clashres found new invalid ignore delete chainlength inse
 `;
 
 describe('kernel counters', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'kstats-'));
+  const dir = scratch('kstats-');
   const file = (name: string, text: string) => {
     const p = join(dir, name);
     writeFileSync(p, text);

@@ -1,8 +1,8 @@
+import { scratch } from '../../support/scratch.js';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import {
@@ -26,7 +26,7 @@ const links: ObserverLink[] = [];
 after(() => links.forEach((l) => l.close()));
 
 async function setup() {
-  const path = join(mkdtempSync(join(tmpdir(), 'link-')), 'events.ndjson');
+  const path = join(scratch('link-'), 'events.ndjson');
   const sink = new EventSink(path);
   const link = new ObserverLink(sink);
   links.push(link);
@@ -169,7 +169,7 @@ describe('observer link', () => {
   });
 
   it('skips lookups when no observer was configured', async () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'link-')), 'events.ndjson');
+    const path = join(scratch('link-'), 'events.ndjson');
     const link = new ObserverLink(new EventSink(path));
     assert.equal(link.state, 'none');
     assert.equal(await link.who('udp', 1), undefined);

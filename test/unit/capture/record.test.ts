@@ -2,9 +2,9 @@
  * What the capture records of a connection's requests, plain or read inside TLS: one event per
  * request (pipelined ones too), sizes as carried, HTTP/2 streams with their own body sizes.
  */
+import { scratch } from '../../support/scratch.js';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Capture } from '../../../src/capture/capture.js';
@@ -16,7 +16,7 @@ import { parseEventLog } from '../../../src/core/events.js';
 import type { StreamEvent } from '../../../src/core/terms.js';
 
 function capture(): { c: Capture; streams: () => StreamEvent[] } {
-  const path = join(mkdtempSync(join(tmpdir(), 'record-')), 'events.ndjson');
+  const path = join(scratch('record-'), 'events.ndjson');
   const c = new Capture(path);
   return {
     c,

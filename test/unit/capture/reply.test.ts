@@ -4,9 +4,9 @@
  * asked, and the MX and TXT records a registered domain has (its apex only, by the Public Suffix
  * List's rules).
  */
+import { scratch } from '../../support/scratch.js';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Capture } from '../../../src/capture/capture.js';
@@ -107,7 +107,7 @@ describe('MX and TXT of the capture', () => {
   });
 
   it("a domain's apex has an MX and an SPF record, a name below it neither", () => {
-    const c = new Capture(join(mkdtempSync(join(tmpdir(), 'reply-')), 'events.ndjson'), {
+    const c = new Capture(join(scratch('reply-'), 'events.ndjson'), {
       suffixes: rules,
     });
     const mx = c.answerFor('example.co.uk', 15).answer;

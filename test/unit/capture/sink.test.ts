@@ -1,6 +1,6 @@
+import { scratch } from '../../support/scratch.js';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { EventSink, type AttemptInput, type SinkLimits } from '../../../src/capture/sink.js';
@@ -10,7 +10,7 @@ import { parseEventLog, type EventLog } from '../../../src/core/events.js';
 import type { CaptureEvent, DnsEvent, ProcessInfo, StreamEvent } from '../../../src/core/terms.js';
 
 function newSink(limits: Partial<SinkLimits> = {}): { sink: EventSink; read: () => EventLog } {
-  const path = join(mkdtempSync(join(tmpdir(), 'sink-')), 'events.ndjson');
+  const path = join(scratch('sink-'), 'events.ndjson');
   const sink = new EventSink(path, limits);
   return { sink, read: () => parseEventLog(readFileSync(path, 'utf8')) };
 }
@@ -288,7 +288,7 @@ describe('event sink', () => {
   });
 
   it('stays within the size the host reads, every line readable', () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'sink-')), 'events.ndjson');
+    const path = join(scratch('sink-'), 'events.ndjson');
     const sink = new EventSink(path, { maxEvents: 1_000_000 });
     const head = 'x'.repeat(60_000);
     for (let i = 0; i < 600; i++)
