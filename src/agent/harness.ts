@@ -68,8 +68,6 @@ export interface HarnessResult {
   emitted: number;
   /** Steps taken through iterators (async ones included) that calls gave back. */
   iterated: number;
-  /** Times the exercise started again past a call in which the package ended or stalled it. */
-  resumed?: number;
   /** Built-ins the harness relies on that the package replaced (see keepIntrinsics). */
   interfered?: string[];
 }
@@ -150,85 +148,84 @@ const promiseResolve = Promise.resolve;
  * result names it: the phase's note says the package interfered.
  */
 const ARRAY_ITERATOR = getPrototypeOf([][Symbol.iterator]()) as object;
-const INTRINSICS: [object, string | symbol, string][] = [
-  ...(['has', 'add', 'delete'] as const).map((k): [object, string, string] => [
-    Set.prototype,
-    k,
-    `Set.prototype.${k}`,
-  ]),
-  ...(['get', 'set', 'has'] as const).map((k): [object, string, string] => [
-    Map.prototype,
-    k,
-    `Map.prototype.${k}`,
-  ]),
-  ...(['has', 'add'] as const).map((k): [object, string, string] => [
-    WeakSet.prototype,
-    k,
-    `WeakSet.prototype.${k}`,
-  ]),
-  ...(
-    ['map', 'filter', 'forEach', 'slice', 'includes', 'push', 'sort', 'join', 'indexOf'] as const
-  ).map((k): [object, string, string] => [Array.prototype, k, `Array.prototype.${k}`]),
-  [Array.prototype, Symbol.iterator, 'Array.prototype[Symbol.iterator]'],
-  [ARRAY_ITERATOR, 'next', 'ArrayIterator.next'],
-  [Array, 'isArray', 'Array.isArray'],
-
-  [Function.prototype, 'call', 'Function.prototype.call'],
-  [Function.prototype, 'apply', 'Function.prototype.apply'],
-  [Function.prototype, 'toString', 'Function.prototype.toString'],
-  [Object, 'keys', 'Object.keys'],
-  [Object, 'getPrototypeOf', 'Object.getPrototypeOf'],
-  [Object, 'getOwnPropertyDescriptor', 'Object.getOwnPropertyDescriptor'],
-  [Reflect, 'apply', 'Reflect.apply'],
-  [Reflect, 'ownKeys', 'Reflect.ownKeys'],
-  [JSON, 'stringify', 'JSON.stringify'],
-  [String.prototype, 'startsWith', 'String.prototype.startsWith'],
-  [RegExp.prototype, 'test', 'RegExp.prototype.test'],
-  [RegExp.prototype, 'exec', 'RegExp.prototype.exec'],
+/** A watched built-in: where it is, its name in the result, what it was, and whether it is put back. */
+interface Watched {
+  on: object;
+  key: string | symbol;
+  name: string;
+  was: PropertyDescriptor | undefined;
+  restore: boolean;
+}
+const watch = (on: object, keys: readonly (string | symbol)[], prefix: string, restore = true) =>
+  keys.map((key): Watched => ({
+    on,
+    key,
+    name: typeof key === 'symbol' ? `${prefix}[${key.description ?? ''}]` : `${prefix}.${key}`,
+    was: descriptorOf(on, key),
+    restore,
+  }));
+const WATCHED: Watched[] = [
+  ...watch(Set.prototype, ['has', 'add', 'delete'], 'Set.prototype'),
+  ...watch(Map.prototype, ['get', 'set', 'has'], 'Map.prototype'),
+  ...watch(WeakSet.prototype, ['has', 'add'], 'WeakSet.prototype'),
+  ...watch(
+    Array.prototype,
+    [
+      'map',
+      'filter',
+      'forEach',
+      'slice',
+      'includes',
+      'push',
+      'sort',
+      'join',
+      'indexOf',
+      Symbol.iterator,
+    ],
+    'Array.prototype',
+  ),
+  ...watch(ARRAY_ITERATOR, ['next'], 'ArrayIterator'),
+  ...watch(Array, ['isArray'], 'Array'),
+  ...watch(Function.prototype, ['call', 'apply', 'toString'], 'Function.prototype'),
+  ...watch(Object, ['keys', 'getPrototypeOf', 'getOwnPropertyDescriptor'], 'Object'),
+  ...watch(Reflect, ['apply', 'ownKeys'], 'Reflect'),
+  ...watch(JSON, ['stringify'], 'JSON'),
+  ...watch(String.prototype, ['startsWith'], 'String.prototype'),
+  ...watch(RegExp.prototype, ['test', 'exec'], 'RegExp.prototype'),
+  // Named when replaced, not put back: the harness waits on promises through its own copies,
+  // and a package that brings its own Promise (zone.js) needs it.
+  ...watch(Promise.prototype, ['then'], 'Promise.prototype', false),
+  ...watch(Promise, ['resolve'], 'Promise', false),
+  {
+    on: globalThis,
+    key: 'Promise',
+    name: 'Promise',
+    was: descriptorOf(globalThis, 'Promise'),
+    restore: false,
+  },
 ];
-/**
- * Named when replaced, not put back: the harness waits on promises through its own copies, and a
- * package that brings its own Promise (zone.js) needs it.
- */
-const NOTED: [object, string | symbol, string][] = [
-  [Promise.prototype, 'then', 'Promise.prototype.then'],
-  [Promise, 'resolve', 'Promise.resolve'],
-  [globalThis, 'Promise', 'Promise'],
-];
-const INTRINSIC_VALUES = INTRINSICS.map(([o, k]) => descriptorOf(o, k));
-const NOTED_VALUES = NOTED.map(([o, k]) => descriptorOf(o, k));
 /** Names of the built-ins the package replaced, in the order first seen (INTERFERED_MAX at most). */
 const interfered: string[] = [];
 const INTERFERED_MAX = 8;
 /** Named in `interfered` when the harness's handling of a work item threw. */
 const ITEM_THREW = 'work item threw';
 
-/** Put back what the package replaced of INTRINSICS, and note it (and what it replaced of NOTED). */
+/** Put back what the package replaced of WATCHED (where it is to be put back), and note it. */
 function keepIntrinsics(): void {
-  const all = INTRINSICS.length + NOTED.length;
-  for (let i = 0; i < all; i++) {
-    const restore = i < INTRINSICS.length;
-    // Indexed, not destructured: destructuring runs the array iterator, which the package can replace.
-    const entry = (restore ? INTRINSICS[i] : NOTED[i - INTRINSICS.length]) as [
-      object,
-      string | symbol,
-      string,
-    ];
-    const o = entry[0];
-    const k = entry[1];
-    const name = entry[2];
-    const was = restore ? INTRINSIC_VALUES[i] : NOTED_VALUES[i - INTRINSICS.length];
+  // Indexed, not iterated: iteration runs the array iterator, which the package can replace.
+  for (let i = 0; i < WATCHED.length; i++) {
+    const w = WATCHED[i] as Watched;
     let now: PropertyDescriptor | undefined;
     try {
-      now = descriptorOf(o, k);
+      now = descriptorOf(w.on, w.key);
     } catch {
       now = undefined;
     }
-    if (now && was && now.value === was.value && now.get === was.get) continue;
-    if (interfered.length < INTERFERED_MAX && interfered.indexOf(name) < 0)
-      append(interfered, name);
+    if (now && w.was && now.value === w.was.value && now.get === w.was.get) continue;
+    if (interfered.length < INTERFERED_MAX && interfered.indexOf(w.name) < 0)
+      append(interfered, w.name);
     try {
-      if (was && restore) defineProperty(o, k, was);
+      if (w.was && w.restore) defineProperty(w.on, w.key, w.was);
     } catch {
       // Frozen in place by the package: named in the result all the same.
     }

@@ -171,13 +171,11 @@ export async function superviseHarness(
     );
     last = a;
     if (a.result) {
-      const result = known(a.result);
-      if (resumed) result.resumed = resumed;
       return {
         code: a.code,
         signal: a.signal,
         error: a.error,
-        result,
+        result: known(a.result),
         ...(resumed ? { resumed } : {}),
       };
     }
@@ -225,7 +223,6 @@ function attempt(
     let said = now();
     let pending = '';
     let result: Record<string, unknown> | undefined;
-    let afterCalls = false;
     c.stdout?.on('data', o.out);
     c.stderr?.on('data', o.err);
     const channel = c.stdio[PROGRESS_FD];
@@ -243,10 +240,8 @@ function attempt(
         if (at < 0) continue;
         const line = raw.slice(at + nonce.length + 1);
         said = now();
-        if (line === CALLS_DONE) {
-          doneAt ??= now();
-          afterCalls = true;
-        } else if (line.startsWith(`${RESULT} `)) {
+        if (line === CALLS_DONE) doneAt ??= now();
+        else if (line.startsWith(`${RESULT} `)) {
           try {
             const v: unknown = JSON.parse(line.slice(RESULT.length + 1));
             result =
@@ -254,7 +249,7 @@ function attempt(
           } catch {
             result = undefined;
           }
-        } else if (line.length <= 512 && !afterCalls) {
+        } else if (line.length <= 512 && doneAt === undefined) {
           last = line;
         }
       }
@@ -282,7 +277,7 @@ function attempt(
         ...a,
         ...(a.code === 0 && a.signal === null && result ? { result } : {}),
         // Ended (or stopped) once its calls were done: nothing left to call, not started again.
-        ...(last !== undefined && !afterCalls ? { last } : {}),
+        ...(last !== undefined && doneAt === undefined ? { last } : {}),
       });
     };
     c.on('error', (e) => end({ code: null, signal: null, error: e.message }));

@@ -538,7 +538,6 @@ export function parseHarness(
     pending: n('pending'),
     emitted: n('emitted'),
     iterated: n('iterated'),
-    ...(n('resumed') > 0 ? { resumed: n('resumed') } : {}),
     ...(o.loadedWith === 'require' || o.loadedWith === 'import'
       ? { loadedWith: o.loadedWith }
       : {}),

@@ -99,9 +99,29 @@ describe('parseHarness', () => {
     });
     assert.equal(parseHarness({}), undefined);
     assert.equal(parseHarness(undefined), undefined);
-    // Restarts of a supervised exercise are kept when there were some.
-    assert.equal(parseHarness({ harness: { resumed: 2, emitted: 3 } })?.resumed, 2);
-    assert.equal(parseHarness({ harness: { resumed: 0 } })?.resumed, undefined);
+    // Restarts of a supervised exercise are the driver's count (StepOutput.resumed), checked with
+    // the rest of its line; what the harness says about them is not taken.
+    assert.equal(
+      (parseHarness({ harness: { resumed: 2, emitted: 3 } }) as unknown as Record<string, unknown>)
+        .resumed,
+      undefined,
+    );
+    assert.equal(
+      readStepResults(
+        lines(out(1000, { resumed: 2 })),
+        [steps[0] as (typeof steps)[number]],
+        limits,
+      ).outputs[0]?.resumed,
+      2,
+    );
+    assert.match(
+      readStepResults(
+        lines(out(1000, { resumed: 'x' as unknown as number })),
+        [steps[0] as (typeof steps)[number]],
+        limits,
+      ).tampering[0] ?? '',
+      /resumed is not a number/,
+    );
   });
 });
 
