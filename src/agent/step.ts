@@ -15,6 +15,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, lchownSync, lstatSync, readdirSync, readlinkSync, type Dirent } from 'node:fs';
 import { AGENT_CLOCK_ENV } from './clock.js';
 import { cmdline, liveThreads, monotonicMs as now, pids, uids } from './proc.js';
+import type { HarnessResult } from './harness.js';
 import { superviseHarness, type Supervised } from './supervise.js';
 
 /** The package's user in the sandbox (the runner image's uid and gid 1000). */
@@ -85,7 +86,7 @@ export interface StepOutput {
   /** Processes of the package's user found alive before the step started, killed then. */
   strays?: number;
   /** A harness step's result, as the harness said it on its channel (display only). */
-  harness?: Record<string, unknown>;
+  harness?: HarnessResult;
   /** Times an exercise was started again past a work item that ended or stalled it. */
   resumed?: number;
   /** Files under the guard that the step changed, created or removed (at most 20 listed). */

@@ -21,6 +21,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { CLOCK_SPEED } from './clock.js';
+import type { HarnessResult } from './harness.js';
 import { monotonicMs as now } from './proc.js';
 
 /** The harness's input (HarnessInput as JSON), in the step's environment; it removes it. */
@@ -42,8 +43,6 @@ export const LIFE_MS = 3 * 60_000;
 const LINE_MAX = 65_536;
 /** How long what an attempt wrote before it exited may take to arrive (a grandchild may hold the pipes). */
 const DRAIN_MS = 100;
-/** The counts of a result (those of the attempt that got through: calls before a restart are not added). */
-const COUNTS = ['calls', 'methods', 'threw', 'pending', 'emitted', 'iterated'] as const;
 
 /** What the harness's input says that the supervision needs (see HarnessInput). */
 interface Input {
@@ -60,30 +59,45 @@ export interface Supervised {
   signal: string | null;
   error: string | null;
   /**
-   * The harness's result as the attempt that got through said it under the nonce, its known
-   * fields only, bounded (display only: the package runs in that process and can find the nonce
-   * in its own memory).
+   * The harness's result as the attempt that got through said it under the nonce (its counts,
+   * not those of earlier attempts), known fields only, bounded (display only: the package runs in
+   * that process).
    */
-  result?: Record<string, unknown>;
+  result?: HarnessResult | undefined;
   /** Times the exercise was started again past a work item that ended or stalled it. */
   resumed?: number;
 }
 
-/** The fields of a result the driver passes on, and how: numbers of calls, and what loading said. */
-function known(v: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const k of ['functions', 'classes', ...COUNTS]) {
-    const n = v[k];
-    out[k] = typeof n === 'number' && Number.isFinite(n) ? Math.max(0, Math.floor(n)) : 0;
-  }
-  if (v.loadedWith === 'require' || v.loadedWith === 'import') out.loadedWith = v.loadedWith;
-  if (typeof v.loadError === 'string') out.loadError = v.loadError.slice(0, 64);
-  if (Array.isArray(v.interfered))
-    out.interfered = v.interfered
-      .filter((x): x is string => typeof x === 'string')
-      .slice(0, 8)
-      .map((x) => x.slice(0, 48));
-  return out;
+/**
+ * A result's known fields, bounded and typed: what the driver passes on from the harness's
+ * channel and what the host reads of it (src/run/steps.ts parseHarness), the same both sides.
+ */
+export function harnessResult(v: unknown): HarnessResult | undefined {
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+  const o = v as Record<string, unknown>;
+  const n = (k: string) =>
+    typeof o[k] === 'number' && Number.isFinite(o[k]) ? Math.max(0, Math.floor(o[k] as number)) : 0;
+  const names = Array.isArray(o.interfered)
+    ? // Names of built-ins only: the harness's own names, which the package could rewrite.
+      o.interfered
+        .filter((x): x is string => typeof x === 'string' && /^[\w.[\] ]{1,48}$/.test(x))
+        .slice(0, 8)
+    : [];
+  return {
+    functions: n('functions'),
+    classes: n('classes'),
+    calls: n('calls'),
+    methods: n('methods'),
+    threw: n('threw'),
+    pending: n('pending'),
+    emitted: n('emitted'),
+    iterated: n('iterated'),
+    ...(o.loadedWith === 'require' || o.loadedWith === 'import'
+      ? { loadedWith: o.loadedWith }
+      : {}),
+    ...(typeof o.loadError === 'string' ? { loadError: o.loadError.slice(0, 64) } : {}),
+    ...(names.length ? { interfered: names } : {}),
+  };
 }
 
 /** One attempt's process: started with the environment given, stdio as `['pipe', 'pipe', 'pipe', 'pipe']`. */
@@ -130,7 +144,7 @@ export async function superviseHarness(
       code: a.code,
       signal: a.signal,
       error: a.error,
-      ...(a.result ? { result: known(a.result) } : {}),
+      ...(a.result ? { result: harnessResult(a.result) } : {}),
     };
   }
   const started = now();
@@ -175,7 +189,7 @@ export async function superviseHarness(
         code: a.code,
         signal: a.signal,
         error: a.error,
-        result: known(a.result),
+        result: harnessResult(a.result),
         ...(resumed ? { resumed } : {}),
       };
     }

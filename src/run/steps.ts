@@ -18,6 +18,7 @@ import type { SandboxRun } from '../sandbox/sandbox.js';
 import { agentCommand, AGENT_DIR, CaptureTopology, SANDBOX_WORKDIR } from '../sandbox/topology.js';
 import type { TreePackageInfo } from '../resolve/stage.js';
 import type { HarnessResult } from '../agent/harness.js';
+import { harnessResult } from '../agent/supervise.js';
 import { idOf } from './summaries.js';
 import type { BatchInput } from '../agent/batch.js';
 import type { Leftover, StepInput, StepOutput } from '../agent/step.js';
@@ -521,36 +522,8 @@ export async function startProject(
  * The harness's result, as the step driver relayed it from the harness's channel (display only:
  * the package runs in the harness's process and can change what it counts).
  */
-export function parseHarness(
-  out: Pick<StepOutput, 'harness'> | undefined,
-): HarnessResult | undefined {
-  const v: unknown = out?.harness;
-  if (!v || typeof v !== 'object') return undefined;
-  const o = v as Record<string, unknown>;
-  const n = (k: string) =>
-    typeof o[k] === 'number' && Number.isFinite(o[k]) ? Math.max(0, Math.floor(o[k] as number)) : 0;
-  return {
-    functions: n('functions'),
-    classes: n('classes'),
-    calls: n('calls'),
-    methods: n('methods'),
-    threw: n('threw'),
-    pending: n('pending'),
-    emitted: n('emitted'),
-    iterated: n('iterated'),
-    ...(o.loadedWith === 'require' || o.loadedWith === 'import'
-      ? { loadedWith: o.loadedWith }
-      : {}),
-    ...(typeof o.loadError === 'string' ? { loadError: o.loadError.slice(0, 64) } : {}),
-    ...(Array.isArray(o.interfered) && o.interfered.length
-      ? {
-          // Names of built-ins only: the harness's own names, which the package could rewrite.
-          interfered: o.interfered
-            .filter((x): x is string => typeof x === 'string' && /^[\w.[\] ]{1,48}$/.test(x))
-            .slice(0, 8),
-        }
-      : {}),
-  };
+export function parseHarness(out: { harness?: unknown } | undefined): HarnessResult | undefined {
+  return harnessResult(out?.harness);
 }
 
 /** npm's own closing lines, which say nothing about why the script failed. */

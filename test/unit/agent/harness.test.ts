@@ -561,7 +561,7 @@ exports.a = () => {
 exports.payload = (...a) => rec('payload', a);`,
     );
     assert.ok(hijack.result, hijack.output);
-    assert.notEqual((hijack.result as Record<string, unknown>).calls, 1e9);
+    assert.notEqual(hijack.result.calls, 1e9);
     assert.ok(hijack.calls.some((c) => c[0] === 'payload'));
     // One that has the nonce anyway (here: a process that reads it and speaks for the harness)
     // gets only the known fields through, bounded.
@@ -578,12 +578,13 @@ exports.payload = (...a) => rec('payload', a);`,
       { ...process.env, [HARNESS_INPUT_VAR]: JSON.stringify({ mode: 'require', name: 'x' }) },
       { stopped: () => false, out: () => undefined, err: () => undefined },
     );
-    const got = forged.result as Record<string, unknown>;
+    const got = forged.result as unknown as Record<string, unknown>;
     assert.ok(JSON.stringify(got).length < 400, JSON.stringify(got).slice(0, 200));
     assert.equal(got.calls, 1e9);
     assert.equal(got.functions, 0);
     assert.equal((got.loadError as string).length, 64);
     assert.equal(got.extra, undefined);
-    assert.deepEqual(parseHarness({ harness: got })?.interfered, ['a'.repeat(48)]);
+    // A name longer than any built-in's is not one the harness wrote: not passed on.
+    assert.equal(parseHarness({ harness: got })?.interfered, undefined);
   });
 });
