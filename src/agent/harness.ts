@@ -23,7 +23,7 @@
 import { createHook } from 'node:async_hooks';
 import { readFileSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { inspect } from 'node:util';
+import { inspect, types } from 'node:util';
 import { virtualMs } from './clock.js';
 import { CALLS_DONE, HARNESS_INPUT_VAR, LIFE_MS, PROGRESS_FD, RESULT } from './supervise.js';
 
@@ -70,6 +70,8 @@ export interface HarnessResult {
   iterated: number;
   /** Built-ins the harness relies on that the package replaced (see keepIntrinsics). */
   interfered?: string[];
+  /** Exports never called because the exports' share of the calls ran out. */
+  uncalled?: number;
 }
 
 const NOT_LOADABLE = new Set([
@@ -108,6 +110,28 @@ const write = writeSync;
 const show = inspect;
 const newHook = createHook;
 const requireFrom = createRequire;
+const isNamespace = types.isModuleNamespaceObject;
+const deleteProperty = Reflect.deleteProperty;
+
+/**
+ * A record with no prototype: what the harness returns from async code or resolves a promise
+ * with is read for `then` by the engine, and a getter the package put on Object.prototype.then
+ * would see (and could rewrite) it.
+ */
+function record<T extends object>(fields: T): T {
+  const r = create(null) as T;
+  const keys = ownKeys(fields);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i] as keyof T & (string | symbol);
+    defineProperty(r, k, {
+      value: fields[k],
+      writable: true,
+      enumerable: true,
+      configurable: true,
+    });
+  }
+  return r;
+}
 
 /** Append to one of the harness's own lists without running a setter the package put on Array.prototype. */
 function append<T>(list: T[], v: T): void {
@@ -185,7 +209,11 @@ const WATCHED: Watched[] = [
     'Array.prototype',
   ),
   ...watch(ARRAY_ITERATOR, ['next'], 'ArrayIterator'),
-  ...watch(Array, ['isArray'], 'Array'),
+  ...watch(Array, ['isArray', Symbol.species], 'Array'),
+  ...watch(Array.prototype, ['constructor'], 'Array.prototype'),
+  // Not there before the package loaded: a getter put there is taken away.
+  ...watch(Object.prototype, ['then'], 'Object.prototype'),
+  ...watch(Array.prototype, ['then'], 'Array.prototype'),
   ...watch(Function.prototype, ['call', 'apply', 'toString'], 'Function.prototype'),
   ...watch(Object, ['keys', 'getPrototypeOf', 'getOwnPropertyDescriptor'], 'Object'),
   ...watch(Reflect, ['apply', 'ownKeys'], 'Reflect'),
@@ -221,11 +249,15 @@ function keepIntrinsics(): void {
     } catch {
       now = undefined;
     }
+    if (!now && !w.was) continue;
     if (now && w.was && now.value === w.was.value && now.get === w.was.get) continue;
     if (interfered.length < INTERFERED_MAX && interfered.indexOf(w.name) < 0)
       append(interfered, w.name);
     try {
-      if (w.was && w.restore) defineProperty(w.on, w.key, w.was);
+      if (w.restore) {
+        if (w.was) defineProperty(w.on, w.key, w.was);
+        else deleteProperty(w.on, w.key);
+      }
     } catch {
       // Frozen in place by the package: named in the result all the same.
     }
@@ -378,22 +410,25 @@ function bounded(
   wallMs: number,
 ): Promise<{ state: 'settled' | 'pending'; value?: unknown }> {
   return new RealPromise((resolve) => {
-    const timer = schedule.timer(() => resolve({ state: 'pending' }), virtualMs(wallMs));
+    const timer = schedule.timer(
+      () => resolve(record({ state: 'pending' as const })),
+      virtualMs(wallMs),
+    );
     let settled: Promise<unknown>;
     try {
       settled = apply(promiseResolve, RealPromise, [p]) as Promise<unknown>;
     } catch {
-      resolve({ state: 'settled' });
+      resolve(record({ state: 'settled' as const }));
       return;
     }
     apply(promiseThen, settled, [
       (value: unknown) => {
         realClearTimeout(timer);
-        resolve({ state: 'settled', value });
+        resolve(record({ state: 'settled' as const, value }));
       },
       () => {
         realClearTimeout(timer);
-        resolve({ state: 'settled' });
+        resolve(record({ state: 'settled' as const }));
       },
     ]);
   });
@@ -661,13 +696,14 @@ async function load(
   importer: (name: string) => Promise<unknown>,
 ): Promise<{ exported?: unknown; with?: 'require' | 'import' }> {
   const require = requireFrom(`${process.cwd()}/`);
-  if (input.mode === 'import') return { exported: await importer(input.name), with: 'import' };
+  if (input.mode === 'import')
+    return record({ exported: await importer(input.name), with: 'import' as const });
   try {
-    return { exported: require(input.name) as unknown, with: 'require' };
+    return record({ exported: require(input.name) as unknown, with: 'require' as const });
   } catch (e) {
     if (input.mode === 'require') throw e;
     // An ESM-only package: exercise what import() gives.
-    return { exported: await importer(input.name), with: 'import' };
+    return record({ exported: await importer(input.name), with: 'import' as const });
   }
 }
 
@@ -713,6 +749,8 @@ export async function run(importer: (name: string) => Promise<unknown>): Promise
   let loaded: Awaited<ReturnType<typeof load>>;
   try {
     loaded = await load(input, importer);
+    // What the package replaced at import is put back before the harness reads its exports.
+    keepIntrinsics();
   } catch (e) {
     // Not loadable this way (no entry point, no matching export condition, an ES module with
     // top-level await under require): how the package is built, not a failure of its code.
@@ -787,7 +825,9 @@ async function exercise(
   const maxCalls = input.maxCalls ?? 400;
   let exported = loadedExport;
   // An ES module namespace: its default export is what CommonJS consumers would call the module.
-  if (exported && typeof exported === 'object' && Symbol.toStringTag in exported) {
+  // Only a real namespace: a CommonJS object that calls itself 'Module' keeps its own,
+  // non-enumerable exports too.
+  if (exported && typeof exported === 'object' && isNamespace(exported)) {
     exported = { ...(exported as Record<string, unknown>) };
   }
   const shapes = argumentShapes(input.callerHost ?? 'test');
@@ -893,17 +933,19 @@ async function exercise(
   };
   /** A value that may be a promise, settled within the bound: undefined when it did not settle. */
   const settle = async (value: unknown, wallMs = callTimeoutMs) => {
-    if (!isThenable(value)) return { value };
+    if (!isThenable(value)) return record({ value });
     const r = await bounded(schedule, value as PromiseLike<unknown>, wallMs);
     if (r.state === 'pending') {
       result.pending++;
       return undefined;
     }
-    return { value: r.value };
+    return record({ value: r.value });
   };
   try {
     // A null-prototype record, read with `in`: nothing the package replaces decides what is skipped.
     const skip: Record<string, true> = create(null) as Record<string, true>;
+    // The exports (level 0) that got at least one call.
+    const called: Record<string, true> = create(null) as Record<string, true>;
     for (let j = 0; j < (input.skip ?? []).length; j++)
       skip[(input.skip ?? [])[j] as string] = true;
     for (let i = 0; i < queue.length && !out(); i++) {
@@ -934,6 +976,7 @@ async function exercise(
             if (out(level)) break;
             progress(work.key);
             result.calls++;
+            if (level === 0) called[work.key] = true;
             const f = fn as (...a: unknown[]) => unknown;
             let value: unknown;
             try {
@@ -970,6 +1013,13 @@ async function exercise(
         if (interfered.length < INTERFERED_MAX && interfered.indexOf(ITEM_THREW) < 0)
           append(interfered, ITEM_THREW);
       }
+    }
+    // Exports the calls' share ran out before (many exports, cheap ones first): said, since a
+    // payload among them was never called.
+    for (let i = 0; i < queue.length; i++) {
+      const w = queue[i] as Work;
+      if (w.kind === 'call' && w.level === 0 && !(w.key in called) && !(w.key in skip))
+        result.uncalled = (result.uncalled ?? 0) + 1;
     }
   } catch {
     // A hostile value that got past the guards ends the calls, not the harness.

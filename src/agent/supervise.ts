@@ -97,6 +97,7 @@ export function harnessResult(v: unknown): HarnessResult | undefined {
       : {}),
     ...(typeof o.loadError === 'string' ? { loadError: o.loadError.slice(0, 64) } : {}),
     ...(names.length ? { interfered: names } : {}),
+    ...(n('uncalled') > 0 ? { uncalled: n('uncalled') } : {}),
   };
 }
 

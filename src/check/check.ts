@@ -243,6 +243,13 @@ export async function checkStaged(
     ]
       .filter(Boolean)
       .join('; ');
+  if (exercised && calls?.uncalled)
+    exercised.note = [
+      exercised.note,
+      `${calls.uncalled} of ${calls.functions + calls.classes} export(s) were not called: the exports' share of the calls ran out`,
+    ]
+      .filter(Boolean)
+      .join('; ');
   const resumed = Math.min(harnessRun?.resumed ?? 0, 99);
   if (exercised && resumed)
     exercised.note = [

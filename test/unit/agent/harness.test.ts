@@ -545,6 +545,62 @@ setTimeout(() => rec('late', []), 300).unref();`,
     );
   });
 
+  it('a then getter on Object.prototype, a species on Array.prototype.constructor and a false namespace tag do not hide the payload', async () => {
+    // The engine reads `then` from whatever an async function returns: the harness's own records.
+    const then = await exercise(
+      `const decoy = { version() { return 1; } };
+Object.defineProperty(Object.prototype, 'then', { configurable: true, get() {
+  if (this && Object.prototype.hasOwnProperty.call(this, 'exported')) this.exported = decoy;
+  if (this && Object.prototype.hasOwnProperty.call(this, 'value') && this.value && this.value.client) this.value = undefined;
+  return undefined;
+} });
+exports.create = () => ({ client: { send: (...a) => rec('method', a) } });
+exports.payload = (...a) => rec('payload', a);`,
+    );
+    assert.ok(
+      then.calls.some((c) => c[0] === 'payload'),
+      JSON.stringify(then.calls),
+    );
+    assert.ok(then.calls.some((c) => c[0] === 'method'));
+    assert.ok(then.result.interfered?.includes('Object.prototype.then'));
+    // filter/map/slice build their result through the constructor's species.
+    const species = await exercise(
+      `const payload = (...a) => rec('payload', a);
+exports.payload = payload;
+exports.other = () => 1;
+function Fake() {}
+Fake[Symbol.species] = function () { return new Proxy([], { defineProperty: (t, k, d) => d.value === payload || Reflect.defineProperty(t, String(t.length), d) }); };
+Object.defineProperty(Array.prototype, 'constructor', { configurable: true, get() {
+  try { for (let i = 0; i < this.length; i++) if (this[i] === payload) return Fake; } catch {}
+  return Array;
+} });`,
+    );
+    assert.ok(
+      species.calls.some((c) => c[0] === 'payload'),
+      JSON.stringify(species.result),
+    );
+    assert.ok(species.result.interfered?.includes('Array.prototype.constructor'));
+    // A CommonJS module that calls itself a namespace keeps its non-enumerable exports.
+    const tag = await exercise(
+      `Object.defineProperty(exports, Symbol.toStringTag, { value: 'Module' });
+Object.defineProperty(exports, 'sync', { value: (...a) => rec('payload', a), enumerable: false });`,
+    );
+    assert.ok(
+      tag.calls.some((c) => c[0] === 'payload'),
+      JSON.stringify(tag.result),
+    );
+  });
+
+  it("exports left uncalled when the exports' share of the calls ran out are counted", async () => {
+    const flood = await exercise(
+      `for (let i = 0; i < 250; i++) exports['Locale' + i] = class { constructor(x) { this.x = x; } };
+exports.sync = (...a) => rec('payload', a);`,
+    );
+    assert.ok((flood.result.uncalled ?? 0) >= 1, JSON.stringify(flood.result));
+    const few = await exercise(`exports.a = (...a) => rec('a', a);`);
+    assert.equal(few.result.uncalled, undefined);
+  });
+
   it("the harness's channel cannot be taken over through syncBuiltinESMExports, and a result said under the nonce keeps only bounded counts", async () => {
     // The package swaps fs.writeSync and pushes it into the ES module bindings: the harness
     // writes through a copy taken before the package loaded, so the package never sees the nonce.
