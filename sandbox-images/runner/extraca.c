@@ -9,11 +9,27 @@
  * question of another program, gets the real environment: `process.env.NODE_EXTRA_CA_CERTS`,
  * `printenv` and /proc/self/environ show nothing.
  *
- * It reads `environ` itself instead of calling the next getenv, so it needs neither dlsym nor
- * anything that could call getenv back.
+ * It reads `environ` itself instead of calling the next getenv, so it needs nothing that could
+ * call getenv back.
+ *
+ * It also keeps libfaketime's plumbing out of sight. libfaketime shares a counter between a
+ * process and its children through a semaphore and a shared memory object in /dev/shm
+ * (`faketime_sem_<pid>`, `faketime_shm_<pid>`), an open descriptor on it, and the variable
+ * FAKETIME_SHARED that names them: any of these says "libfaketime" to a package that lists
+ * /dev/shm, its own descriptors or its environment. The virtual clock (a rate from each
+ * process's start, /etc/faketimerc) needs none of it: sem_open answers libfaketime's names with
+ * a failure, which libfaketime takes as a platform without semaphores and goes on without, and
+ * the variable is never there.
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <semaphore.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #ifndef CA_FILE
@@ -23,6 +39,8 @@
 #define NODE_BINARY "/usr/local/bin/node"
 #endif
 #define WANTED "NODE_EXTRA_CA_CERTS"
+#define FT_SHARED "FAKETIME_SHARED"
+#define FT_PREFIX "/faketime_"
 
 extern char **environ;
 
@@ -45,10 +63,33 @@ static int is_node(void) {
 
 char *getenv(const char *name) {
   if (name == NULL) return NULL;
+  if (name[0] == 'F' && strcmp(name, FT_SHARED) == 0) return NULL;
   char *value = real_getenv(name);
   if (!served && value == NULL && name[0] == 'N' && strcmp(name, WANTED) == 0) {
     served = 1;
     if (is_node() && access(CA_FILE, R_OK) == 0) return (char *)CA_FILE;
   }
   return value;
+}
+
+sem_t *sem_open(const char *name, int oflag, ...) {
+  if (strncmp(name, FT_PREFIX, sizeof(FT_PREFIX) - 1) == 0) {
+    errno = ENOSYS;
+    return SEM_FAILED;
+  }
+  static sem_t *(*next)(const char *, int, ...);
+  if (next == NULL) next = (sem_t * (*)(const char *, int, ...)) dlsym(RTLD_NEXT, "sem_open");
+  if (next == NULL) {
+    errno = ENOSYS;
+    return SEM_FAILED;
+  }
+  if (oflag & O_CREAT) {
+    va_list ap;
+    va_start(ap, oflag);
+    mode_t mode = va_arg(ap, mode_t);
+    unsigned int value = va_arg(ap, unsigned int);
+    va_end(ap);
+    return next(name, oflag, mode, value);
+  }
+  return next(name, oflag);
 }

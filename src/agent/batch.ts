@@ -9,7 +9,7 @@
  * results go to its standard output, the engine's exec stream, which no package process can
  * write to.
  */
-import { disguise, monotonicMs } from './proc.js';
+import { disguise, DRIVER_TITLE, monotonicMs } from './proc.js';
 import { runStep, type StepInput } from './step.js';
 
 export interface BatchInput {
@@ -26,8 +26,8 @@ export interface BatchInput {
 const write = (line: string) =>
   new Promise<void>((resolve) => process.stdout.write(line + '\n', () => resolve()));
 
-// The parent of every step's process: on a machine, the shell the user typed the command in.
-disguise('-bash', 'bash');
+// The parent of every step's process.
+disguise(...DRIVER_TITLE);
 const chunks: Buffer[] = [];
 for await (const c of process.stdin) chunks.push(c as Buffer);
 const input = JSON.parse(Buffer.concat(chunks).toString('utf8')) as BatchInput;

@@ -28,6 +28,9 @@ export function disguise(title: string, name: string): void {
   }
 }
 
+/** The batch driver's title and name: on a machine, the shell the user typed the command in. */
+export const DRIVER_TITLE = ['-bash', 'bash'] as const;
+
 /** CLOCK_MONOTONIC in ms: the clock the capture stamps events with. */
 export const monotonicMs = (): number => Number(process.hrtime.bigint() / 1000n) / 1000;
 

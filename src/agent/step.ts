@@ -14,8 +14,17 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, lchownSync, lstatSync, readdirSync, readlinkSync, type Dirent } from 'node:fs';
 import { AGENT_CLOCK_ENV } from './clock.js';
-import { cmdline, liveThreads, monotonicMs as now, pids, uids } from './proc.js';
+import {
+  cmdline,
+  disguise,
+  DRIVER_TITLE,
+  liveThreads,
+  monotonicMs as now,
+  pids,
+  uids,
+} from './proc.js';
 import type { HarnessResult } from './harness.js';
+import { scriptEnv, type ScriptRun } from './lifecycle.js';
 import { superviseHarness, type Supervised } from './supervise.js';
 
 /** The package's user in the sandbox (the runner image's uid and gid 1000). */
@@ -36,6 +45,11 @@ export interface StepInput {
   /** How long leftover processes may run after the step before they are killed. */
   settleMs: number;
   env?: Record<string, string>;
+  /**
+   * Install scripts, run one after another as npm runs them (lifecycle.ts) in place of `cmd`:
+   * the first that fails ends the step.
+   */
+  scripts?: ScriptRun[];
   /**
    * A harness step (harness.ts): its progress and result come on a channel of their own, and an
    * exercise is started again past what ended or stalled it (supervise.ts).
@@ -343,15 +357,22 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
   const start = now();
   const env: Record<string, string | undefined> = { ...process.env, ...input.env };
   for (const k of AGENT_ONLY_ENV) delete env[k];
-  const launch = (e: Record<string, string | undefined>, harness: boolean) =>
-    spawn(input.cmd, input.args, {
-      stdio: harness ? ['pipe', 'pipe', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe'],
+  const launch = (
+    e: Record<string, string | undefined>,
+    harness: boolean,
+    cmd = input.cmd,
+    args = input.args,
+    cwd?: string,
+  ) =>
+    spawn(cmd, args, {
+      stdio: harness ? ['pipe', 'pipe', 'pipe', 'pipe'] : [cwd ? 'pipe' : 'ignore', 'pipe', 'pipe'],
       detached: true,
       // As the package's user: from here on the step can neither signal nor read phonehome's
       // processes (libuv also drops the supplementary groups).
       uid: PACKAGE_UID,
       gid: PACKAGE_GID,
       env: e,
+      ...(cwd ? { cwd } : {}),
     });
   let timedOut = false;
   // Awaited before the step ends: a kill still going on would take the next step's processes.
@@ -371,18 +392,35 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
     });
     end = now();
   } else {
-    const child = launch(env, false);
-    const closed = new Promise((r) => child.on('close', r));
-    child.stdout?.on('data', keepHead('out'));
-    child.stderr?.on('data', keepHead('err'));
-    ran = await new Promise<Supervised>((resolve) => {
-      child.on('error', (e) => resolve({ code: null, signal: null, error: e.message }));
-      // 'exit', not 'close': a detached child that inherited the pipes would hold 'close' open.
-      child.on('exit', (c, s) => resolve({ code: c, signal: s, error: null }));
-    });
+    // One process, or one per install script (npm's `sh -c`, in the package's folder, its
+    // standard input a pipe closed at once, as npm's run-script leaves it).
+    const runs: (() => ReturnType<typeof launch>)[] = input.scripts
+      ? input.scripts.map(
+          (r) => () => launch(scriptEnv(env, r), false, 'sh', ['-c', r.command], r.path),
+        )
+      : [() => launch(env, false)];
+    // While install scripts run, their parent shows as npm's does under `npm install`.
+    if (input.scripts) disguise('npm install', 'npm install');
+    ran = { code: 0, signal: null, error: null };
+    const drained: Promise<unknown>[] = [];
+    for (const start of runs) {
+      if (timedOut) break;
+      const child = start();
+      child.stdin?.end();
+      drained.push(new Promise((r) => child.on('close', r)));
+      child.stdout?.on('data', keepHead('out'));
+      child.stderr?.on('data', keepHead('err'));
+      ran = await new Promise<Supervised>((resolve) => {
+        child.on('error', (e) => resolve({ code: null, signal: null, error: e.message }));
+        // 'exit', not 'close': a detached child that inherited the pipes would hold 'close' open.
+        child.on('exit', (c, s) => resolve({ code: c, signal: s, error: null }));
+      });
+      if (ran.code !== 0 || ran.error) break;
+    }
+    if (input.scripts) disguise(...DRIVER_TITLE);
     end = now();
     // Let the output already written drain, without waiting on a leftover that holds the pipes.
-    await Promise.race([closed, sleep(200)]);
+    await Promise.race([Promise.all(drained), sleep(200)]);
   }
   clearTimeout(timer);
   await killing;

@@ -705,7 +705,7 @@ async function runShard(
             durationMs: Math.round(inst.settledAt - inst.start),
             exitCode: inst.timedOut ? null : inst.code,
             ...(inst.code !== 0 && !inst.timedOut
-              ? { note: `npm rebuild ${id}: exit ${inst.code}` }
+              ? { note: `install scripts of ${id}: exit ${inst.code}` }
               : {}),
           }
         : { name: 'install', status: 'failed', durationMs: 0, note: 'no result could be believed' };

@@ -23,7 +23,8 @@
  * - attribution: the package (`name@version`) and process an event is charged to.
  * - settle window: how long processes that outlived a step (detached children) are watched before
  *   they are killed; their attempts count for the phase that started them.
- * - step: one command run in the sandbox within a phase (`npm rebuild`, a `require()`, a bin).
+ * - step: one command run in the sandbox within a phase (a package's install scripts, a `require()`,
+ *   a bin).
  * - capability: what a package's files show it could do (network modules, child_process, eval,
  *   native code, obfuscation, shell install scripts), read without running it. Weak evidence.
  * - declaration: the `egress` field of a package's package.json: what its author says it needs.

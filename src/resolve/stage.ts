@@ -7,7 +7,7 @@ import { existsSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { lstat, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, join, resolve as resolvePath } from 'node:path';
+import { basename, join, relative as relativePath, resolve as resolvePath } from 'node:path';
 import type { Readable } from 'node:stream';
 import Arborist, { type ArboristNode } from '@npmcli/arborist';
 import pacote from 'pacote';
@@ -15,6 +15,7 @@ import * as tar from 'tar';
 import { PhonehomeError } from '../core/errors.js';
 import { formatId } from '../core/package-id.js';
 import type { Capability } from '../core/terms.js';
+import type { ScriptRun } from '../agent/lifecycle.js';
 import { scanCapabilities } from './capabilities.js';
 import { specError } from './errors.js';
 import { stagingPrefix } from './staging-dirs.js';
@@ -67,6 +68,12 @@ export interface TreePackageInfo {
    * package's install scripts as part of rebuilding the package that bundles it, never by name.
    */
   bundledBy?: string;
+  /**
+   * What npm puts in its install scripts' environment about it (src/agent/lifecycle.ts): its
+   * package.json's `name`, `version`, `config`, `engines` and `bin`, and its place in the tree.
+   * Only for a package with install scripts.
+   */
+  scriptContext?: Pick<ScriptRun, 'pkg' | 'tree'>;
 }
 
 export interface StageOptions {
@@ -77,7 +84,7 @@ export interface StageOptions {
   signal?: AbortSignal;
 }
 
-const INSTALL_EVENTS = ['preinstall', 'install', 'postinstall'] as const;
+export const INSTALL_EVENTS = ['preinstall', 'install', 'postinstall'] as const;
 
 /** What arborist's `add` should see: local tarballs and folders become file: specs (folders packed first). */
 async function addSpec(spec: string, work: string, opts: StageOptions): Promise<string> {
@@ -237,6 +244,7 @@ export async function describeTree(
       ...(linksOf(manifest).length ? { links: linksOf(manifest) } : {}),
       fromRegistry: vouchedFor(n, registries),
       ...(bundler(n) ? { bundledBy: bundler(n) } : {}),
+      ...(scripts.length ? { scriptContext: scriptContext(n, manifest, dir) } : {}),
       dependencies: [...n.edgesOut.values()]
         .map((e) => e.to)
         .filter((t): t is ArboristNode => !!t && !t.isRoot)
@@ -350,6 +358,42 @@ async function readManifest(folder: string, known: Manifest): Promise<Manifest> 
   } catch {
     return known;
   }
+}
+
+/**
+ * The fields npm's run-script turns into `npm_package_*` (a `bin` string as the object npm's
+ * package.json normalising makes of it), and arborist's rebuild's view of the node.
+ */
+function scriptContext(
+  n: ArboristNode,
+  manifest: Manifest,
+  project: string,
+): Pick<ScriptRun, 'pkg' | 'tree'> {
+  const m = manifest as Record<string, unknown>;
+  const name = typeof m.name === 'string' ? m.name : n.packageName;
+  const bin =
+    typeof m.bin === 'string' ? { [name.replace(/^@[^/]+\//, '')]: m.bin } : (m.bin ?? undefined);
+  return {
+    pkg: {
+      name,
+      version: typeof m.version === 'string' ? m.version : n.version,
+      ...(m.config !== undefined ? { config: m.config } : {}),
+      ...(m.engines !== undefined ? { engines: m.engines } : {}),
+      ...(bin !== undefined ? { bin } : {}),
+    },
+    tree: {
+      // A file dependency as the project's lockfile writes it (relative to the project): the
+      // host's staging path would name phonehome.
+      resolved: n.resolved?.startsWith('file:')
+        ? `file:${relativePath(project, n.resolved.slice('file:'.length))}`
+        : n.resolved,
+      integrity: n.integrity,
+      optional: n.optional,
+      dev: n.dev,
+      peer: n.peer,
+      devOptional: n.devOptional,
+    },
+  };
 }
 
 /** The install events npm runs for a package, with the implicit `node-gyp rebuild`. */

@@ -16,7 +16,8 @@ import type { Phase } from '../core/terms.js';
 import { filesTar, makeIdentity, type IdentityProfile } from '../sandbox/identity.js';
 import type { SandboxRun } from '../sandbox/sandbox.js';
 import { agentCommand, AGENT_DIR, CaptureTopology, SANDBOX_WORKDIR } from '../sandbox/topology.js';
-import type { TreePackageInfo } from '../resolve/stage.js';
+import { INSTALL_EVENTS, type TreePackageInfo } from '../resolve/stage.js';
+import type { ScriptRun } from '../agent/lifecycle.js';
 import type { HarnessResult } from '../agent/harness.js';
 import { harnessResult } from '../agent/supervise.js';
 import { idOf } from './summaries.js';
@@ -54,6 +55,8 @@ export interface Step {
   own?: string[];
   /** A load or exercise by the harness, which reports on a channel to the driver (StepInput.harness). */
   harness?: boolean;
+  /** Install scripts the driver runs itself, as npm would, in place of `cmd` (StepInput.scripts). */
+  scripts?: ScriptRun[];
 }
 
 /** What a run of steps gave: one output per step that ran, and what could not be believed. */
@@ -368,6 +371,7 @@ function toStepInput(step: Step, settleMs: number, home: string): StepInput {
     settleMs,
     ...(step.env ? { env: step.env } : {}),
     ...(step.harness ? { harness: true } : {}),
+    ...(step.scripts ? { scripts: step.scripts } : {}),
     ...(guard ? { guard } : {}),
   };
 }
@@ -533,9 +537,10 @@ const NPM_TRAILER =
 /**
  * The install phase's steps: each package's install scripts in a step of their own, in npm's
  * order (dependencies first), so the step, not the process's npm variables, says whose scripts
- * made an attempt. A bundled package's scripts run with the package that bundles it (npm never
- * rebuilds a bundled package by name: its identity is its bundler's tarball). `chargeTo` picks
- * the package a step is charged to (default: the package rebuilt).
+ * made an attempt. The driver runs each script as `npm install` would (src/agent/lifecycle.ts).
+ * A bundled package's scripts run with the package that bundles it (npm never rebuilds a bundled
+ * package by name: its identity is its bundler's tarball). `chargeTo` picks the package a step is
+ * charged to (default: the package whose scripts run).
  */
 export function installSteps(
   packages: readonly TreePackageInfo[],
@@ -549,16 +554,39 @@ export function installSteps(
     owners.set(owner, [...(owners.get(owner) ?? []), p]);
   }
   const locations = (id: string) => packages.filter((p) => idOf(p) === id).map((p) => p.location);
-  return [...owners].map(([owner, scripted]) => ({
-    label: `install scripts of ${owner}`,
-    phase: 'install',
-    package: chargeTo(owner, scripted),
-    cmd: 'npm',
-    args: ['rebuild', owner, '--dangerously-allow-all-scripts', '--foreground-scripts'],
-    env: { ...STEP_ENV },
-    timeoutMs,
-    own: [...locations(owner), ...scripted.map((p) => p.location)],
-  }));
+  return [...owners].map(([owner, scripted]) => {
+    // As npm's rebuild runs them: every package's preinstall, then every install, then every
+    // postinstall (what a package bundles before the package, deeper locations first).
+    const scripts = INSTALL_EVENTS.flatMap((event) =>
+      scripted
+        .filter((p) => p.installScripts.includes(event))
+        .map((p): ScriptRun => ({
+          path: `${SANDBOX_WORKDIR}/${p.location}`,
+          event,
+          command: p.scripts[event]?.command ?? 'node-gyp rebuild',
+          pkg: p.scriptContext?.pkg ?? { name: p.name, version: p.version },
+          tree: p.scriptContext?.tree ?? {
+            resolved: null,
+            integrity: p.integrity,
+            optional: false,
+            dev: false,
+            peer: false,
+            devOptional: false,
+          },
+        })),
+    );
+    return {
+      label: `install scripts of ${owner}`,
+      phase: 'install' as const,
+      package: chargeTo(owner, scripted),
+      cmd: 'sh',
+      args: ['-c', scripts.map((r) => r.command).join(' && ')],
+      scripts,
+      env: { ...STEP_ENV },
+      timeoutMs,
+      own: [...new Set([...locations(owner), ...scripted.map((p) => p.location)])],
+    };
+  });
 }
 
 /** A line on why a step failed, from its error or its stderr. */

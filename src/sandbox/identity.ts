@@ -12,6 +12,7 @@ import { Header, Pax, type HeaderData } from 'tar';
 import type { Bait } from '../core/bait.js';
 
 import type { IdentityProfile } from '../core/terms.js';
+import { CI_RUNNER_ENV } from '../agent/lifecycle.js';
 
 export type { IdentityProfile };
 
@@ -231,15 +232,13 @@ export function makeIdentity(profile: IdentityProfile = 'laptop'): SandboxIdenti
   if (profile === 'ci') {
     const runId = String(randomInt(1_000_000_000, 9_999_999_999));
     Object.assign(env, {
-      CI: 'true',
-      GITHUB_ACTIONS: 'true',
+      ...CI_RUNNER_ENV,
       GITHUB_WORKFLOW: 'CI',
       GITHUB_REPOSITORY: `${org}/${repo}`,
       GITHUB_REF: 'refs/heads/main',
       GITHUB_SHA: randomBytes(20).toString('hex'),
       GITHUB_RUN_ID: runId,
       GITHUB_ACTOR: pick(PEOPLE)[0],
-      GITHUB_SERVER_URL: 'https://github.com',
       GITHUB_API_URL: 'https://api.github.com',
       RUNNER_OS: 'Linux',
       RUNNER_ARCH: 'X64',

@@ -20,6 +20,8 @@ declare module '@npmcli/arborist' {
     dev: boolean;
     optional: boolean;
     peer: boolean;
+    /** Needed only by dev dependencies' optional dependencies, or by both. */
+    devOptional: boolean;
     package: Record<string, unknown> & { scripts?: Record<string, string> };
     children: Map<string, ArboristNode>;
     inventory: Map<string, ArboristNode>;

@@ -126,13 +126,18 @@ describe('parseHarness', () => {
 });
 
 describe('installSteps', () => {
-  const pkg = (name: string, scripts: string[], bundledBy?: string): TreePackageInfo => ({
+  const pkg = (
+    name: string,
+    scripts: string[],
+    bundledBy?: string,
+    commands: Record<string, string> = {},
+  ): TreePackageInfo => ({
     name,
     version: '1.0.0',
     location: `node_modules/${name}`,
     integrity: null,
     installScripts: scripts,
-    scripts: {},
+    scripts: Object.fromEntries(Object.entries(commands).map(([e, command]) => [e, { command }])),
     capabilities: [],
     dependencies: [],
     fromRegistry: true,
@@ -142,19 +147,37 @@ describe('installSteps', () => {
   it('one step per package with install scripts, a bundled one with its bundler, in order', () => {
     const s = installSteps(
       [
-        pkg('dep', ['postinstall']),
+        pkg('dep', ['postinstall'], undefined, { postinstall: 'node dep.js' }),
         pkg('inner', ['install'], 'outer@1.0.0'),
         pkg('plain', []),
-        pkg('outer', []),
+        pkg('outer', ['preinstall', 'postinstall'], undefined, {
+          preinstall: 'echo pre',
+          postinstall: 'echo post',
+        }),
       ],
       9000,
     );
     assert.deepEqual(
-      s.map((x) => [x.package, x.args[1], x.phase, x.timeoutMs]),
+      s.map((x) => [x.package, x.phase, x.timeoutMs]),
       [
-        ['dep@1.0.0', 'dep@1.0.0', 'install', 9000],
-        ['outer@1.0.0', 'outer@1.0.0', 'install', 9000],
+        ['dep@1.0.0', 'install', 9000],
+        ['outer@1.0.0', 'install', 9000],
       ],
     );
+    // npm's order within a step: every preinstall, then every install, then every postinstall;
+    // an install with no script of its own is binding.gyp's implicit one.
+    assert.deepEqual(
+      s[1]?.scripts?.map((r) => [r.path, r.event, r.command]),
+      [
+        ['/work/node_modules/outer', 'preinstall', 'echo pre'],
+        ['/work/node_modules/inner', 'install', 'node-gyp rebuild'],
+        ['/work/node_modules/outer', 'postinstall', 'echo post'],
+      ],
+    );
+    assert.deepEqual(
+      s[0]?.scripts?.map((r) => [r.event, r.command, r.pkg]),
+      [['postinstall', 'node dep.js', { name: 'dep', version: '1.0.0' }]],
+    );
+    assert.deepEqual(s[1]?.own, ['node_modules/outer', 'node_modules/inner']);
   });
 });
