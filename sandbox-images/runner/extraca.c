@@ -17,9 +17,10 @@
  * (`faketime_sem_<pid>`, `faketime_shm_<pid>`), an open descriptor on it, and the variable
  * FAKETIME_SHARED that names them: any of these says "libfaketime" to a package that lists
  * /dev/shm, its own descriptors or its environment. The virtual clock (a rate from each
- * process's start, /etc/faketimerc) needs none of it: sem_open answers libfaketime's names with
- * a failure, which libfaketime takes as a platform without semaphores and goes on without, and
- * the variable is never there.
+ * process's start, /etc/faketimerc) needs none of it: when libfaketime asks, sem_open answers its
+ * names with a failure, which it takes as a platform without semaphores and goes on without, and
+ * getenv says the variable is not set, so it never sets it. Every other caller gets the real
+ * thing (a package that sets FAKETIME_SHARED itself reads it back).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -46,6 +47,13 @@ extern char **environ;
 
 static int served;
 
+/* Whether the code at `where` is libfaketime's. */
+static int from_faketime(const void *where) {
+  Dl_info info;
+  return dladdr(where, &info) != 0 && info.dli_fname != NULL &&
+         strstr(info.dli_fname, "libfaketime") != NULL;
+}
+
 static char *real_getenv(const char *name) {
   size_t n = strlen(name);
   if (n == 0 || strchr(name, '=') != NULL || environ == NULL) return NULL;
@@ -63,7 +71,9 @@ static int is_node(void) {
 
 char *getenv(const char *name) {
   if (name == NULL) return NULL;
-  if (name[0] == 'F' && strcmp(name, FT_SHARED) == 0) return NULL;
+  if (name[0] == 'F' && strcmp(name, FT_SHARED) == 0 &&
+      from_faketime(__builtin_return_address(0)))
+    return NULL;
   char *value = real_getenv(name);
   if (!served && value == NULL && name[0] == 'N' && strcmp(name, WANTED) == 0) {
     served = 1;
@@ -73,7 +83,8 @@ char *getenv(const char *name) {
 }
 
 sem_t *sem_open(const char *name, int oflag, ...) {
-  if (strncmp(name, FT_PREFIX, sizeof(FT_PREFIX) - 1) == 0) {
+  if (strncmp(name, FT_PREFIX, sizeof(FT_PREFIX) - 1) == 0 &&
+      from_faketime(__builtin_return_address(0))) {
     errno = ENOSYS;
     return SEM_FAILED;
   }

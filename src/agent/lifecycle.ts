@@ -43,9 +43,23 @@ export interface ScriptRun {
   path: string;
   event: string;
   command: string;
-  /** `name`, `version`, `config`, `engines`, `bin` of its package.json (npm_package_*). */
-  pkg: Record<string, unknown>;
-  /** Its place in the tree, as arborist's rebuild puts it in the environment. */
+  /** The package's own `npm_package_*` variables (packageEnv), in npm's order. */
+  env: Record<string, string>;
+}
+
+/** How deep and how large the package's own variables may get (npm's have no bound). */
+const PACKAGE_ENV_DEPTH = 16;
+const PACKAGE_ENV_BYTES = 64 * 1024;
+
+/**
+ * What npm puts in an install script's environment about the package: arborist's rebuild's view
+ * of the node (resolved, integrity, optional, dev, peer), then run-script's `npm_package_*` of
+ * the package.json's `name`, `version`, `config`, `engines` and `bin`, flattened as npm's
+ * package-envs does it (objects by key, arrays by index, false and null as empty). Computed on
+ * the host, bounded: a package.json nested thousands deep or megabytes wide gets what fits.
+ */
+export function packageEnv(
+  pkg: { name: string; version: string; config?: unknown; engines?: unknown; bin?: unknown },
   tree: {
     resolved: string | null;
     integrity: string | null;
@@ -53,14 +67,56 @@ export interface ScriptRun {
     dev: boolean;
     peer: boolean;
     devOptional: boolean;
+  },
+  path: string,
+): Record<string, string> {
+  const flag = (b: boolean) => (b ? '1' : '');
+  const env: Record<string, string> = {
+    npm_package_resolved: String(tree.resolved),
+    npm_package_integrity: String(tree.integrity),
+    npm_package_json: `${path}/package.json`,
+    npm_package_optional: flag(tree.optional),
+    npm_package_dev: flag(tree.dev),
+    npm_package_peer: flag(tree.peer),
+    npm_package_dev_optional: flag(tree.devOptional && !tree.dev && !tree.optional),
   };
+  let bytes = 0;
+  const put = (key: string, val: string) => {
+    bytes += key.length + val.length + 2;
+    if (bytes <= PACKAGE_ENV_BYTES) env[key] = val;
+  };
+  const walk = (vals: Record<string, unknown>, prefix: string, depth: number) => {
+    for (const [key, val] of Object.entries(vals)) {
+      if (bytes > PACKAGE_ENV_BYTES) return;
+      if (val === undefined) continue;
+      else if (val === null || val === false) put(`${prefix}${key}`, '');
+      else if (Array.isArray(val)) {
+        if (depth < PACKAGE_ENV_DEPTH)
+          val.forEach((item, i) => walk({ [`${key}_${i}`]: item }, prefix, depth + 1));
+      } else if (typeof val === 'object') {
+        if (depth < PACKAGE_ENV_DEPTH)
+          walk(val as Record<string, unknown>, `${prefix}${key}_`, depth + 1);
+      } else put(`${prefix}${key}`, String(val));
+    }
+  };
+  walk(
+    {
+      name: pkg.name,
+      version: pkg.version,
+      config: pkg.config,
+      engines: pkg.engines,
+      bin: pkg.bin,
+    },
+    'npm_package_',
+    0,
+  );
+  return env;
 }
 
 type Env = Record<string, string | undefined>;
 
 interface Helpers {
   template: NpmEnvTemplate;
-  packageEnvs: (pkg: Record<string, unknown>) => Record<string, string>;
   setPATH: (path: string, binPaths: false, env: Env) => Env;
 }
 
@@ -70,15 +126,9 @@ function load(): Helpers {
   if (helpers) return helpers;
   const template = JSON.parse(readFileSync(NPM_ENV_FILE, 'utf8')) as NpmEnvTemplate;
   const req = createRequire(`${template.npmRoot}/node_modules/@npmcli/run-script/package.json`);
-  helpers = {
-    template,
-    packageEnvs: req('./lib/package-envs.js') as Helpers['packageEnvs'],
-    setPATH: req('./lib/set-path.js') as Helpers['setPATH'],
-  };
+  helpers = { template, setPATH: req('./lib/set-path.js') as Helpers['setPATH'] };
   return helpers;
 }
-
-const boolEnv = (b: boolean) => (b ? '1' : '');
 
 /** npm's defaults that come from the user's own variables (its config definitions). */
 const FROM_ENV: Record<string, string[]> = {
@@ -88,10 +138,10 @@ const FROM_ENV: Record<string, string[]> = {
 
 /**
  * The environment of one install script: the step's own (the identity's) with what npm adds,
- * in the order npm's makeSpawnArgs builds it.
+ * in the order npm's makeSpawnArgs builds it, and the PATH npm's run-script makes.
  */
 export function scriptEnv(base: Env, run: ScriptRun): Env {
-  const { template, packageEnvs, setPATH } = load();
+  const { template, setPATH } = load();
   const home = base.HOME ?? '/root';
   const npm = base.GITHUB_ACTIONS === 'true' ? template.ci : template.laptop;
   const env: Env = { ...base };
@@ -99,22 +149,10 @@ export function scriptEnv(base: Env, run: ScriptRun): Env {
     const own = FROM_ENV[k]?.map((name) => base[name]).find((x) => x);
     env[k] = own ?? v.split(HOME_MARK).join(home);
   }
-  const t = run.tree;
-  Object.assign(env, {
-    npm_package_resolved: String(t.resolved),
-    npm_package_integrity: String(t.integrity),
-    npm_package_json: `${run.path}/package.json`,
-    npm_package_optional: boolEnv(t.optional),
-    npm_package_dev: boolEnv(t.dev),
-    npm_package_peer: boolEnv(t.peer),
-    npm_package_dev_optional: boolEnv(t.devOptional && !t.dev && !t.optional),
-    ...packageEnvs(run.pkg),
-  });
-  Object.assign(env, {
+  Object.assign(env, run.env, {
     npm_package_json: `${run.path}/package.json`,
     npm_lifecycle_event: run.event,
     npm_lifecycle_script: run.command,
-    npm_config_node_gyp: env.npm_config_node_gyp,
   });
   return setPATH(run.path, false, env);
 }

@@ -49,9 +49,10 @@ async function variant(npmRoot: string): Promise<Record<string, string>> {
   for (const src of [env, process.env])
     for (const [k, v] of Object.entries(src))
       if (v !== undefined && before[k] !== v && k !== 'PWD' && k !== 'OLDPWD') out[k] = v;
-  // lib/npm.js: the command, and colour off (scripts' output is piped, not a terminal).
-  out.npm_command = 'install';
+  // lib/npm.js, in its order: colour off (scripts' output is piped, not a terminal), then the
+  // command.
   out.COLOR = '0';
+  out.npm_command = 'install';
   return out;
 }
 

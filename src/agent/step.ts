@@ -13,16 +13,8 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, lchownSync, lstatSync, readdirSync, readlinkSync, type Dirent } from 'node:fs';
-import { AGENT_CLOCK_ENV } from './clock.js';
-import {
-  cmdline,
-  disguise,
-  DRIVER_TITLE,
-  liveThreads,
-  monotonicMs as now,
-  pids,
-  uids,
-} from './proc.js';
+import { AGENT_CLOCK_ENV, REAL_NODE } from './clock.js';
+import { cmdline, liveThreads, monotonicMs as now, pids, uids } from './proc.js';
 import type { HarnessResult } from './harness.js';
 import { scriptEnv, type ScriptRun } from './lifecycle.js';
 import { superviseHarness, type Supervised } from './supervise.js';
@@ -30,6 +22,11 @@ import { superviseHarness, type Supervised } from './supervise.js';
 /** The package's user in the sandbox (the runner image's uid and gid 1000). */
 export const PACKAGE_UID = 1000;
 export const PACKAGE_GID = 1000;
+/** Where the runner image keeps phonehome's programs (AGENT_DIR in src/sandbox/topology.ts). */
+export const AGENT_DIR = '/opt/agent';
+/** The project folder (SANDBOX_WORKDIR in src/core/terms.ts) and npm's command, as a shell names it. */
+export const SANDBOX_DIR = '/work';
+export const NPM_BIN = '/usr/local/bin/npm';
 /**
  * Variables of the agents' own environment that package code must not inherit: the observer's
  * socket, and what keeps the agents' clocks at the kernel's time (without them a step runs on
@@ -340,6 +337,35 @@ export async function killPackageProcesses(
 /** Whether this driver already swept the package's uid (see runStep). */
 let swept = false;
 
+/**
+ * The install scripts' parent's input: each script with its environment, made here (as root,
+ * from what the host staged) rather than by the parent. A script npm could not start (a NUL byte
+ * in it or in its environment) fails the step, as it fails npm.
+ */
+function scriptsInput(
+  base: Record<string, string | undefined>,
+  runs: ScriptRun[],
+): { env: Record<string, string | undefined>; runs: object[] } | { error: string } {
+  // npm's own environment, as a shell that ran `npm install` in the project gives it.
+  const env = { ...base, PWD: SANDBOX_DIR, SHLVL: '1', _: NPM_BIN };
+  try {
+    const out = runs.map((r) => {
+      const e = scriptEnv(env, r);
+      for (const [k, v] of Object.entries(e))
+        if (k.includes('\0') || v?.includes('\0'))
+          throw new Error(
+            `${r.event} of ${r.path}: a NUL byte in its environment (${k.slice(0, 40)})`,
+          );
+      if (r.command.includes('\0'))
+        throw new Error(`${r.event} of ${r.path}: a NUL byte in its script`);
+      return { path: r.path, command: r.command, env: e };
+    });
+    return { env, runs: out };
+  } catch (e) {
+    return { error: (e as Error).message.slice(0, 300) };
+  }
+}
+
 /** Run one step and say how it went. */
 export async function runStep(input: StepInput): Promise<StepOutput> {
   // Nothing of an earlier step may act in this one. The end of every step of this driver swept
@@ -357,22 +383,24 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
   const start = now();
   const env: Record<string, string | undefined> = { ...process.env, ...input.env };
   for (const k of AGENT_ONLY_ENV) delete env[k];
+  // The harness gets a channel on descriptor 3; the scripts' parent its input on standard input.
   const launch = (
     e: Record<string, string | undefined>,
-    harness: boolean,
+    stdio: 'harness' | 'input' | 'output',
     cmd = input.cmd,
     args = input.args,
-    cwd?: string,
   ) =>
     spawn(cmd, args, {
-      stdio: harness ? ['pipe', 'pipe', 'pipe', 'pipe'] : [cwd ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      stdio:
+        stdio === 'harness'
+          ? ['pipe', 'pipe', 'pipe', 'pipe']
+          : [stdio === 'input' ? 'pipe' : 'ignore', 'pipe', 'pipe'],
       detached: true,
       // As the package's user: from here on the step can neither signal nor read phonehome's
       // processes (libuv also drops the supplementary groups).
       uid: PACKAGE_UID,
       gid: PACKAGE_GID,
       env: e,
-      ...(cwd ? { cwd } : {}),
     });
   let timedOut = false;
   // Awaited before the step ends: a kill still going on would take the next step's processes.
@@ -384,7 +412,7 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
   let ran: Supervised;
   let end: number;
   if (input.harness) {
-    ran = await superviseHarness((e) => launch(e, true), env, {
+    ran = await superviseHarness((e) => launch(e, 'harness'), env, {
       stopped: () => timedOut,
       out: keepHead('out'),
       err: keepHead('err'),
@@ -392,35 +420,33 @@ export async function runStep(input: StepInput): Promise<StepOutput> {
     });
     end = now();
   } else {
-    // One process, or one per install script (npm's `sh -c`, in the package's folder, its
-    // standard input a pipe closed at once, as npm's run-script leaves it).
-    const runs: (() => ReturnType<typeof launch>)[] = input.scripts
-      ? input.scripts.map(
-          (r) => () => launch(scriptEnv(env, r), false, 'sh', ['-c', r.command], r.path),
-        )
-      : [() => launch(env, false)];
-    // While install scripts run, their parent shows as npm's does under `npm install`.
-    if (input.scripts) disguise('npm install', 'npm install');
-    ran = { code: 0, signal: null, error: null };
-    const drained: Promise<unknown>[] = [];
-    for (const start of runs) {
-      if (timedOut) break;
-      const child = start();
-      child.stdin?.end();
-      drained.push(new Promise((r) => child.on('close', r)));
+    // Install scripts run under a parent of the package's own (npm-install.ts), as under npm.
+    const scripts = input.scripts ? scriptsInput(env, input.scripts) : undefined;
+    let closed: Promise<unknown> = Promise.resolve();
+    if (scripts && 'error' in scripts) ran = { code: null, signal: null, error: scripts.error };
+    else {
+      const child = scripts
+        ? launch(scripts.env, 'input', REAL_NODE, [
+            '--disable-sigusr1',
+            `${AGENT_DIR}/npm-install.js`,
+          ])
+        : launch(env, 'output');
+      closed = new Promise((r) => child.on('close', r));
       child.stdout?.on('data', keepHead('out'));
       child.stderr?.on('data', keepHead('err'));
+      if (scripts) {
+        child.stdin?.on('error', () => undefined);
+        child.stdin?.end(JSON.stringify(scripts.runs));
+      }
       ran = await new Promise<Supervised>((resolve) => {
         child.on('error', (e) => resolve({ code: null, signal: null, error: e.message }));
         // 'exit', not 'close': a detached child that inherited the pipes would hold 'close' open.
         child.on('exit', (c, s) => resolve({ code: c, signal: s, error: null }));
       });
-      if (ran.code !== 0 || ran.error) break;
     }
-    if (input.scripts) disguise(...DRIVER_TITLE);
     end = now();
     // Let the output already written drain, without waiting on a leftover that holds the pipes.
-    await Promise.race([Promise.all(drained), sleep(200)]);
+    await Promise.race([closed, sleep(200)]);
   }
   clearTimeout(timer);
   await killing;

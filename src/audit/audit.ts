@@ -4,10 +4,10 @@
  * - the tree is staged once, as locked (arborist, scripts ignored);
  * - packages already in the result store (same integrity, same sandbox) are not run again;
  * - the rest are split into shards, each run in a fresh sandbox behind a fresh gateway, a bounded
- *   number at once; in a shard, only packages with install scripts (or binding.gyp) are rebuilt,
- *   by name, so npm's lifecycle environment charges each attempt to its package; every package is
- *   then loaded in a process of its own (its id on the command line, so the observer's answer
- *   charges the attempt to it), one after another through one batch driver per shard (the step
+ *   number at once; in a shard, only packages with install scripts (or binding.gyp) run them, a
+ *   step per package and event, so the step window charges each attempt to its package; every
+ *   package is then loaded in a process of its own, one after another through one batch driver
+ *   per shard (the step
  *   driver kills whatever outlives a step, so loads in one sandbox cannot overlap; parallelism
  *   comes from sandboxes);
  * - each package's result is stored as soon as its shard ends, so an interrupted audit resumes.
@@ -307,22 +307,29 @@ export async function audit(
     ];
     const count = Math.ceil(ordered.length / size);
     const shards: LockedPackage[][] = Array.from({ length: count }, () => []);
-    const idsIn = shards.map(() => new Set<string>());
+    const idsIn = shards.map(() => new Map<string, string | null>());
+    // Copies of one name@version from two tarballs never share a sandbox: its steps and report
+    // are by name@version, and one copy's conduct must not be charged to the other. Copies of
+    // one tarball (the same integrity, at several places of the tree) may: they are one package,
+    // each loaded from its own place. (A tree of a thousand packages holds twenty copies of one;
+    // each in a sandbox of its own cost a sandbox start apiece.)
+    const clash = (k: number, p: LockedPackage) => {
+      const seen = idsIn[k]?.get(idOf(p));
+      return seen !== undefined && (seen === null || seen !== p.integrity);
+    };
     ordered.forEach((p, i) => {
-      // Copies of one name@version (two tarballs) never share a sandbox: its steps and report
-      // are by name@version, and one copy's conduct must not be charged to the other.
       let k = i % count;
-      for (let tried = 0; idsIn[k]?.has(idOf(p)); tried++) {
+      for (let tried = 0; clash(k, p); tried++) {
         if (tried >= shards.length) {
           shards.push([]);
-          idsIn.push(new Set());
+          idsIn.push(new Map());
           k = shards.length - 1;
           break;
         }
         k = (k + 1) % shards.length;
       }
       shards[k]?.push(p);
-      idsIn[k]?.add(idOf(p));
+      idsIn[k]?.set(idOf(p), p.integrity);
     });
     // One queue for every engine's slots. A shard whose engine stops answering goes back in it
     // for the others: nothing of it was stored, so nothing runs twice in the store. A worker with
@@ -604,7 +611,7 @@ interface ShardResult {
 }
 
 /**
- * One sandbox: each of the shard's packages that has install scripts rebuilt in a step of its own,
+ * One sandbox: each of the shard's packages that has install scripts runs them (a step per event),
  * then each package loaded in a step of its own; every attempt is charged to the package of the
  * step (and window) it happened in.
  */
@@ -629,7 +636,12 @@ async function runShard(
       inShard.has(owner) ? owner : idOf(scripted[0] as LockedPackage),
     ),
   );
-  const installOf = new Map(installs.windows.map((w, i) => [w.package, installs.outputs[i]]));
+  // Each package's install steps (one per event it has a script for), in order.
+  const installOf = new Map<string, StepOutput[]>();
+  installs.windows.forEach((w, i) => {
+    const out = installs.outputs[i];
+    if (out) installOf.set(w.package, [...(installOf.get(w.package) ?? []), out]);
+  });
 
   // Load each package in a process of its own; require() first, import() when the package cannot
   // be required.
@@ -692,20 +704,23 @@ async function runShard(
   for (const p of shard) {
     const id = idOf(p);
     if (reports.has(id)) continue;
-    const inst =
-      installOf.get(id) ??
-      (p.bundledBy ? installOf.get(p.bundledBy) : undefined) ??
-      [...installOf.values()].find((_, i) => installs.windows[i]?.package === id);
+    const steps = installOf.get(id) ?? (p.bundledBy ? installOf.get(p.bundledBy) : undefined);
+    // The step that ran out of time or failed says how the phase went; else the last.
+    const inst = steps?.find((o) => o.timedOut || o.code !== 0) ?? steps?.[steps.length - 1];
     const installPhase: PhaseResult = !p.installScripts.length
       ? { name: 'install', status: 'skipped', durationMs: 0, note: 'no install scripts' }
-      : inst
+      : inst && steps?.[0]
         ? {
             name: 'install',
             status: inst.timedOut ? 'timeout' : inst.code === 0 ? 'completed' : 'failed',
-            durationMs: Math.round(inst.settledAt - inst.start),
+            durationMs: Math.round(
+              (steps[steps.length - 1] as StepOutput).settledAt - steps[0].start,
+            ),
             exitCode: inst.timedOut ? null : inst.code,
             ...(inst.code !== 0 && !inst.timedOut
-              ? { note: `install scripts of ${id}: exit ${inst.code}` }
+              ? {
+                  note: `install scripts of ${id}: ${inst.error ?? `exit ${inst.code ?? inst.signal}`}`,
+                }
               : {}),
           }
         : { name: 'install', status: 'failed', durationMs: 0, note: 'no result could be believed' };

@@ -582,6 +582,7 @@ export async function loadLockTree(
             fix: "Check the lockfile's integrity values; regenerate it with `npm install --package-lock-only` if it is wrong.",
           },
         );
+      const packed = packedOnce(dir, join(work, 'tree.tar'));
       const described = await describeTree(root, dir, registryOrigins(opts.npmConfig ?? {}));
       const byLocation = new Map(entries.map((e) => [e.location, e]));
       const packages: LockedPackage[] = described.map((p) => {
@@ -598,7 +599,7 @@ export async function loadLockTree(
         project: { name: projectName, version: String(pkg.version ?? '0.0.0') },
         dir,
         packages,
-        tar: packedOnce(dir, join(work, 'tree.tar')),
+        tar: packed,
       };
     };
     const byRegistry = new Set(converted?.registryIntegrity ?? []);
@@ -763,15 +764,18 @@ export function refusedSources(
 /**
  * The staged tree as tar streams, packed once into a file of the staging folder (removed with
  * it) and read from there by every sandbox that asks: an audit's shards each packed the whole
- * tree again, seconds of the host's CPU apiece for a tree of a thousand packages.
+ * tree again, seconds of the host's CPU apiece for a tree of a thousand packages. Packing starts
+ * as soon as the tree is verified, while the host reads it (describeTree).
  */
 function packedOnce(dir: string, file: string): () => Readable {
-  let written: Promise<string> | undefined;
+  // Started at once: the host reads the tree's files for what they could do meanwhile.
+  const written = pipeline(
+    tar.c({ cwd: dir, portable: true, follow: false }, ['.']) as unknown as Readable,
+    createWriteStream(file),
+  ).then(() => file);
+  // A stage that fails meanwhile removes the folder: the error is the stage's, not this one's.
+  written.catch(() => undefined);
   return () => {
-    written ??= pipeline(
-      tar.c({ cwd: dir, portable: true, follow: false }, ['.']) as unknown as Readable,
-      createWriteStream(file),
-    ).then(() => file);
     const ready = written;
     return Readable.from(
       (async function* () {

@@ -14,8 +14,8 @@ import pacote from 'pacote';
 import * as tar from 'tar';
 import { PhonehomeError } from '../core/errors.js';
 import { formatId } from '../core/package-id.js';
-import type { Capability } from '../core/terms.js';
-import type { ScriptRun } from '../agent/lifecycle.js';
+import { SANDBOX_WORKDIR, type Capability } from '../core/terms.js';
+import { packageEnv } from '../agent/lifecycle.js';
 import { scanCapabilities } from './capabilities.js';
 import { specError } from './errors.js';
 import { stagingPrefix } from './staging-dirs.js';
@@ -69,11 +69,10 @@ export interface TreePackageInfo {
    */
   bundledBy?: string;
   /**
-   * What npm puts in its install scripts' environment about it (src/agent/lifecycle.ts): its
-   * package.json's `name`, `version`, `config`, `engines` and `bin`, and its place in the tree.
-   * Only for a package with install scripts.
+   * What npm puts in its install scripts' environment about it (`npm_package_*`, see packageEnv
+   * in src/agent/lifecycle.ts). Only for a package with install scripts.
    */
-  scriptContext?: Pick<ScriptRun, 'pkg' | 'tree'>;
+  scriptEnv?: Record<string, string>;
 }
 
 export interface StageOptions {
@@ -169,6 +168,7 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
     const direct = [...root.edgesOut.values()][0]?.to;
     if (!direct) throw new PhonehomeError('ESPEC', `Resolving ${spec} produced no package.`);
     const packages = await describeTree(root, dir, registryOrigins(opts.npmConfig ?? {}));
+    await allowScripts(dir, packages);
     return {
       name: direct.packageName,
       version: direct.version,
@@ -184,6 +184,28 @@ export async function stage(spec: string, opts: StageOptions = {}): Promise<Stag
     await cleanup();
     throw e;
   }
+}
+
+/**
+ * The project allows the install scripts that run, in npm 12's `allowScripts` (as `npm
+ * install-scripts approve` writes it: `name@version` for a registry package, the resolved spec of
+ * a file dependency): the scripts run as a project that allows them would run them, and one that
+ * reads the project's package.json finds what npm would have needed.
+ */
+async function allowScripts(dir: string, packages: readonly TreePackageInfo[]): Promise<void> {
+  const keys = packages
+    .filter((p) => p.installScripts.length && !p.bundledBy)
+    .map((p) => {
+      const resolved = p.scriptEnv?.npm_package_resolved ?? '';
+      return !p.fromRegistry && resolved.startsWith('file:')
+        ? resolved
+        : formatId(p.name, p.version);
+    });
+  if (!keys.length) return;
+  const file = join(dir, 'package.json');
+  const project = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+  project.allowScripts = Object.fromEntries([...new Set(keys)].sort().map((k) => [k, true]));
+  await writeFile(file, JSON.stringify(project, null, 2) + '\n');
 }
 
 /**
@@ -244,7 +266,7 @@ export async function describeTree(
       ...(linksOf(manifest).length ? { links: linksOf(manifest) } : {}),
       fromRegistry: vouchedFor(n, registries),
       ...(bundler(n) ? { bundledBy: bundler(n) } : {}),
-      ...(scripts.length ? { scriptContext: scriptContext(n, manifest, dir) } : {}),
+      ...(scripts.length ? { scriptEnv: scriptEnv(n, manifest, dir) } : {}),
       dependencies: [...n.edgesOut.values()]
         .map((e) => e.to)
         .filter((t): t is ArboristNode => !!t && !t.isRoot)
@@ -364,24 +386,20 @@ async function readManifest(folder: string, known: Manifest): Promise<Manifest> 
  * The fields npm's run-script turns into `npm_package_*` (a `bin` string as the object npm's
  * package.json normalising makes of it), and arborist's rebuild's view of the node.
  */
-function scriptContext(
-  n: ArboristNode,
-  manifest: Manifest,
-  project: string,
-): Pick<ScriptRun, 'pkg' | 'tree'> {
+function scriptEnv(n: ArboristNode, manifest: Manifest, project: string): Record<string, string> {
   const m = manifest as Record<string, unknown>;
   const name = typeof m.name === 'string' ? m.name : n.packageName;
   const bin =
     typeof m.bin === 'string' ? { [name.replace(/^@[^/]+\//, '')]: m.bin } : (m.bin ?? undefined);
-  return {
-    pkg: {
+  return packageEnv(
+    {
       name,
       version: typeof m.version === 'string' ? m.version : n.version,
       ...(m.config !== undefined ? { config: m.config } : {}),
       ...(m.engines !== undefined ? { engines: m.engines } : {}),
       ...(bin !== undefined ? { bin } : {}),
     },
-    tree: {
+    {
       // A file dependency as the project's lockfile writes it (relative to the project): the
       // host's staging path would name phonehome.
       resolved: n.resolved?.startsWith('file:')
@@ -393,7 +411,8 @@ function scriptContext(
       peer: n.peer,
       devOptional: n.devOptional,
     },
-  };
+    `${SANDBOX_WORKDIR}/${n.location}`,
+  );
 }
 
 /** The install events npm runs for a package, with the implicit `node-gyp rebuild`. */

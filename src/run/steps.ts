@@ -17,7 +17,7 @@ import { filesTar, makeIdentity, type IdentityProfile } from '../sandbox/identit
 import type { SandboxRun } from '../sandbox/sandbox.js';
 import { agentCommand, AGENT_DIR, CaptureTopology, SANDBOX_WORKDIR } from '../sandbox/topology.js';
 import { INSTALL_EVENTS, type TreePackageInfo } from '../resolve/stage.js';
-import type { ScriptRun } from '../agent/lifecycle.js';
+import { packageEnv, type ScriptRun } from '../agent/lifecycle.js';
 import type { HarnessResult } from '../agent/harness.js';
 import { harnessResult } from '../agent/supervise.js';
 import { idOf } from './summaries.js';
@@ -535,12 +535,14 @@ const NPM_TRAILER =
   /A complete log of this run can be found in|^npm (error|ERR!) (code|path|command|workdir|signal|errno)\b|^npm (error|ERR!)\s*$/;
 
 /**
- * The install phase's steps: each package's install scripts in a step of their own, in npm's
- * order (dependencies first), so the step, not the process's npm variables, says whose scripts
- * made an attempt. The driver runs each script as `npm install` would (src/agent/lifecycle.ts).
- * A bundled package's scripts run with the package that bundles it (npm never rebuilds a bundled
- * package by name: its identity is its bundler's tarball). `chargeTo` picks the package a step is
- * charged to (default: the package whose scripts run).
+ * The install phase's steps, in npm's order: every package's preinstall, then every install, then
+ * every postinstall, dependencies first within each, so no package's postinstall runs before
+ * another's preinstall, as under npm. One step per package and event, so the step, not the
+ * process's npm variables, says whose script made an attempt. The driver runs each script as `npm
+ * install` would (src/agent/lifecycle.ts). A bundled package's scripts run in the steps of the
+ * package that bundles it (npm never rebuilds a bundled package by name: its identity is its
+ * bundler's tarball). `chargeTo` picks the package a step is charged to (default: the package
+ * whose scripts run).
  */
 export function installSteps(
   packages: readonly TreePackageInfo[],
@@ -554,18 +556,17 @@ export function installSteps(
     owners.set(owner, [...(owners.get(owner) ?? []), p]);
   }
   const locations = (id: string) => packages.filter((p) => idOf(p) === id).map((p) => p.location);
-  return [...owners].map(([owner, scripted]) => {
-    // As npm's rebuild runs them: every package's preinstall, then every install, then every
-    // postinstall (what a package bundles before the package, deeper locations first).
-    const scripts = INSTALL_EVENTS.flatMap((event) =>
-      scripted
-        .filter((p) => p.installScripts.includes(event))
-        .map((p): ScriptRun => ({
-          path: `${SANDBOX_WORKDIR}/${p.location}`,
-          event,
-          command: p.scripts[event]?.command ?? 'node-gyp rebuild',
-          pkg: p.scriptContext?.pkg ?? { name: p.name, version: p.version },
-          tree: p.scriptContext?.tree ?? {
+  const run = (p: TreePackageInfo, event: string): ScriptRun => {
+    const path = `${SANDBOX_WORKDIR}/${p.location}`;
+    return {
+      path,
+      event,
+      command: p.scripts[event]?.command ?? 'node-gyp rebuild',
+      env:
+        p.scriptEnv ??
+        packageEnv(
+          { name: p.name, version: p.version },
+          {
             resolved: null,
             integrity: p.integrity,
             optional: false,
@@ -573,20 +574,30 @@ export function installSteps(
             peer: false,
             devOptional: false,
           },
-        })),
-    );
-    return {
-      label: `install scripts of ${owner}`,
-      phase: 'install' as const,
-      package: chargeTo(owner, scripted),
-      cmd: 'sh',
-      args: ['-c', scripts.map((r) => r.command).join(' && ')],
-      scripts,
-      env: { ...STEP_ENV },
-      timeoutMs,
-      own: [...new Set([...locations(owner), ...scripted.map((p) => p.location)])],
+          path,
+        ),
     };
-  });
+  };
+  return INSTALL_EVENTS.flatMap((event) =>
+    [...owners].flatMap(([owner, scripted]): Step[] => {
+      const scripts = scripted
+        .filter((p) => p.installScripts.includes(event))
+        .map((p) => run(p, event));
+      if (!scripts.length) return [];
+      return [
+        {
+          label: `${event} of ${owner}`,
+          phase: 'install',
+          package: chargeTo(owner, scripted),
+          cmd: 'sh',
+          args: ['-c', scripts.map((r) => r.command).join(' && ')],
+          scripts,
+          timeoutMs,
+          own: [...new Set([...locations(owner), ...scripted.map((p) => p.location)])],
+        },
+      ];
+    }),
+  );
 }
 
 /** A line on why a step failed, from its error or its stderr. */

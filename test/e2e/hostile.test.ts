@@ -89,7 +89,7 @@ describe('phonehome check (CLI), hostile packages', () => {
       assert.equal(install.exitCode, null);
       assert.match(
         install.note ?? '',
-        /^killed at its timeout \(install scripts of hostile-fork-bomb@1\.0\.0\)/,
+        /^killed at its timeout \(postinstall of hostile-fork-bomb@1\.0\.0\)/,
       );
       assert.equal(phaseOf(report, 'import').status, 'completed');
       assert.equal(phaseOf(report, 'exercise').status, 'completed');

@@ -15,8 +15,16 @@ import type { CaptureTopology } from '../../src/sandbox/topology.js';
 import { engine as newEngine, images } from '../support/sandbox.js';
 import { scratch } from '../support/scratch.js';
 
-/** Writes its environment where the test reads it: stdout under phonehome, a file under npm. */
-const DUMP = `node -e "const j=JSON.stringify(process.env); if (process.env.INIT_CWD==='/tmp/real') require('fs').writeFileSync('/tmp/real-env.json', j); else process.stdout.write(j)"`;
+/**
+ * Writes its environment and what it can see of its parent's parent (npm, or what stands for it)
+ * where the test reads it: stdout under phonehome, a file under npm.
+ */
+const DUMP = `node -e "const fs = require('fs'); const st = fs.readFileSync('/proc/' + process.ppid + '/stat', 'utf8'); const npm = st.slice(st.lastIndexOf(')') + 2).split(' ')[1]; const j = JSON.stringify({ env: process.env, npm: { uid: fs.statSync('/proc/' + npm).uid, cmd: fs.readFileSync('/proc/' + npm + '/cmdline', 'utf8').split(String.fromCharCode(0)).filter(Boolean).join(' '), exe: fs.readlinkSync('/proc/' + npm + '/exe') } }); if (process.env.INIT_CWD === '/tmp/real') fs.writeFileSync('/tmp/real-env.json', j); else process.stdout.write(j + String.fromCharCode(10))"`;
+
+interface Dump {
+  env: Record<string, string>;
+  npm: { uid: number; cmd: string; exe: string };
+}
 
 /** What differs by folder and by how the test started npm, not by who ran the script. */
 const BY_FOLDER = new Set([
@@ -33,6 +41,12 @@ const BY_FOLDER = new Set([
   'npm_config_offline',
   'npm_config_install_links',
   '_',
+  // The test's npm is told not to ask the registry for updates or audits (STEP_ENV).
+  'npm_config_update_notifier',
+  'npm_config_audit',
+  'npm_config_fund',
+  // The shell the test starts npm from (sh, not a user's bash).
+  'SHLVL',
 ]);
 
 for (const as of ['laptop', 'ci'] as const) {
@@ -68,16 +82,21 @@ for (const as of ['laptop', 'ci'] as const) {
 
     it('gives a script what npm install gives it, with no trace of phonehome or npm rebuild', async () => {
       const steps = installSteps(staged.packages, 60_000);
-      assert.equal(steps.length, 1);
-      const [out] = (await runSteps(topo, steps, { settleMs: 500 })).outputs;
-      assert.ok(out, 'the install step ran');
-      assert.equal(out.code, 0, out.stderr);
-      // Two scripts, two dumps, back to back.
-      const [pre, post] = out.stdout.split('}{').map((s, i, all) => {
-        const text = `${i > 0 ? '{' : ''}${s}${i < all.length - 1 ? '}' : ''}`;
-        return JSON.parse(text) as Record<string, string>;
-      });
-      assert.ok(pre && post);
+      assert.deepEqual(
+        steps.map((x) => x.label),
+        ['preinstall of env-dump@1.2.3', 'postinstall of env-dump@1.2.3'],
+      );
+      const { outputs } = await runSteps(topo, steps, { settleMs: 500 });
+      assert.equal(outputs.length, 2);
+      for (const o of outputs) assert.equal(o.code, 0, o.stderr);
+      const out = { stdout: outputs.map((o) => o.stdout).join('') };
+      // Two scripts, two dumps, a line each.
+      const [preDump, postDump] = out.stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Dump);
+      assert.ok(preDump && postDump);
+      const [pre, post] = [preDump.env, postDump.env];
       // The same package under the image's npm, in the same sandbox, as the same user.
       const real = await topo.sandbox.exec(
         [
@@ -91,7 +110,14 @@ for (const as of ['laptop', 'ci'] as const) {
         { user: '1000:1000', timeoutMs: 120_000 },
       );
       assert.equal(real.exitCode, 0, real.stderr);
-      const npm = JSON.parse(real.stdout) as Record<string, string>;
+      const realDump = JSON.parse(real.stdout) as Dump;
+      const npm = realDump.env;
+      // The scripts' parent: node, as the package's user, showing as npm does.
+      assert.deepEqual(
+        { uid: postDump.npm.uid, exe: postDump.npm.exe },
+        { uid: realDump.npm.uid, exe: realDump.npm.exe },
+      );
+      assert.equal(postDump.npm.cmd, 'npm install');
       const keys = (e: Record<string, string>) =>
         Object.keys(e)
           .filter((k) => !BY_FOLDER.has(k))
@@ -112,6 +138,8 @@ for (const as of ['laptop', 'ci'] as const) {
       assert.equal(post.INIT_CWD, '/work');
       assert.ok(post.PATH?.startsWith('/work/node_modules/env-dump/node_modules/.bin:'), post.PATH);
       for (const k of AGENT_ONLY_ENV) assert.equal(post[k], undefined, k);
+      // A user's npm with its default configuration sets none of these.
+      for (const k of Object.keys(STEP_ENV)) assert.equal(post[k], undefined, k);
       assert.deepEqual(
         Object.entries(post).filter(([k, v]) => /rebuild|phonehome|\/opt\/agent/.test(`${k}=${v}`)),
         [],

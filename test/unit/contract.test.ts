@@ -9,7 +9,16 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { describe, it } from 'node:test';
 import { AGENT_CLOCK_ENV, CLOCK_SPEED, REAL_NODE } from '../../src/agent/clock.js';
-import { AGENT_ONLY_ENV, PACKAGE_GID, PACKAGE_UID } from '../../src/agent/step.js';
+import {
+  AGENT_DIR as DRIVER_AGENT_DIR,
+  AGENT_ONLY_ENV,
+  NPM_BIN,
+  PACKAGE_GID,
+  PACKAGE_UID,
+  SANDBOX_DIR,
+} from '../../src/agent/step.js';
+import { NPM_ENV_FILE } from '../../src/agent/lifecycle.js';
+import { SANDBOX_WORKDIR } from '../../src/core/terms.js';
 import { CAPTURE_PORTS } from '../../src/capture/main.js';
 import { captureDistDir, packageRoot } from '../../src/paths.js';
 import { CA_SUBJECT } from '../../src/capture/x509.js';
@@ -158,6 +167,20 @@ describe('contract: the runner image and the sandbox agents', () => {
       new RegExp(`chmod -R a\\+rX,go-w ${AGENT_DIR}$`, 'm'),
       `${RUNNER_DOCKERFILE} should make ${AGENT_DIR} read-only to the package's user`,
     );
+  });
+
+  it("the step driver's own copies of the agents' folder and the project folder agree", () => {
+    assert.equal(DRIVER_AGENT_DIR, AGENT_DIR, 'AGENT_DIR in src/agent/step.ts vs topology');
+    assert.equal(SANDBOX_DIR, SANDBOX_WORKDIR, 'SANDBOX_DIR in src/agent/step.ts vs terms');
+    assert.equal(NPM_ENV_FILE, `${AGENT_DIR}/npm-env.json`, 'NPM_ENV_FILE in lifecycle.ts');
+    // npm's variables are recorded in the project folder, where the scripts run.
+    assert.match(
+      runnerDockerfile,
+      new RegExp(`cd ${SANDBOX_WORKDIR} && node ${AGENT_DIR}/npm-env\\.js > ${NPM_ENV_FILE}`),
+      `${RUNNER_DOCKERFILE} should record npm's variables into ${NPM_ENV_FILE} from ${SANDBOX_WORKDIR}`,
+    );
+    // npm on the PATH is node's own installer's, which npm-env.ts finds next to REAL_NODE.
+    assert.equal(NPM_BIN, `${posix.dirname(REAL_NODE)}/npm`);
   });
 
   it('node is REAL_NODE itself, and the virtual clock runs at CLOCK_SPEED', () => {

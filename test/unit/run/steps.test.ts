@@ -157,27 +157,33 @@ describe('installSteps', () => {
       ],
       9000,
     );
+    // npm's order: every preinstall, then every install, then every postinstall, a step per
+    // package and event; an install with no script of its own is binding.gyp's implicit one.
     assert.deepEqual(
-      s.map((x) => [x.package, x.phase, x.timeoutMs]),
+      s.map((x) => [x.label, x.package, x.phase, x.timeoutMs]),
       [
-        ['dep@1.0.0', 'install', 9000],
-        ['outer@1.0.0', 'install', 9000],
-      ],
-    );
-    // npm's order within a step: every preinstall, then every install, then every postinstall;
-    // an install with no script of its own is binding.gyp's implicit one.
-    assert.deepEqual(
-      s[1]?.scripts?.map((r) => [r.path, r.event, r.command]),
-      [
-        ['/work/node_modules/outer', 'preinstall', 'echo pre'],
-        ['/work/node_modules/inner', 'install', 'node-gyp rebuild'],
-        ['/work/node_modules/outer', 'postinstall', 'echo post'],
+        ['preinstall of outer@1.0.0', 'outer@1.0.0', 'install', 9000],
+        ['install of outer@1.0.0', 'outer@1.0.0', 'install', 9000],
+        ['postinstall of dep@1.0.0', 'dep@1.0.0', 'install', 9000],
+        ['postinstall of outer@1.0.0', 'outer@1.0.0', 'install', 9000],
       ],
     );
     assert.deepEqual(
-      s[0]?.scripts?.map((r) => [r.event, r.command, r.pkg]),
-      [['postinstall', 'node dep.js', { name: 'dep', version: '1.0.0' }]],
+      s.map((x) => x.scripts?.map((r) => [r.path, r.event, r.command])),
+      [
+        [['/work/node_modules/outer', 'preinstall', 'echo pre']],
+        [['/work/node_modules/inner', 'install', 'node-gyp rebuild']],
+        [['/work/node_modules/dep', 'postinstall', 'node dep.js']],
+        [['/work/node_modules/outer', 'postinstall', 'echo post']],
+      ],
     );
+    assert.equal(s[2]?.scripts?.[0]?.env.npm_package_name, 'dep');
+    assert.equal(s[2]?.scripts?.[0]?.env.npm_package_json, '/work/node_modules/dep/package.json');
     assert.deepEqual(s[1]?.own, ['node_modules/outer', 'node_modules/inner']);
+    assert.equal(
+      s[0]?.env,
+      undefined,
+      'no npm of its own: no npm configuration in its environment',
+    );
   });
 });
