@@ -531,8 +531,11 @@ const platformPrototype = (proto: object): boolean => {
 const NODE_CLASSES = new Set<unknown>();
 for (const m of ['events', 'stream', 'net', 'http', 'https', 'tls', 'dgram', 'worker_threads'])
   try {
-    for (const v of Object.values(createRequire(import.meta.url)(m) as Record<string, unknown>))
-      if (typeof v === 'function') NODE_CLASSES.add(v);
+    // Values only: a getter of these modules loads more of Node (http's WebSocket loads undici,
+    // two fifths of the harness's start-up), and a package that never asks for it never has it.
+    const exported = Object.getOwnPropertyDescriptors(createRequire(import.meta.url)(m) as object);
+    for (const d of Object.values(exported))
+      if (typeof d.value === 'function') NODE_CLASSES.add(d.value);
   } catch {
     // A module the sandbox's Node lacks adds nothing.
   }

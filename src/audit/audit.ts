@@ -297,15 +297,18 @@ export async function audit(
     const { members, staged, refs } = await prepare();
     const todo = staged.packages.filter((p) => locations.has(p.location));
     // Every shard unpacks the whole tree into its sandbox, so a large tree gets larger shards
-    // (four per sandbox): fewer unpacks, at the price of coarser resuming after a Ctrl-C.
+    // (three per sandbox): fewer unpacks, at the price of coarser resuming after a Ctrl-C.
     const k0 = members.reduce((n, m) => n + m.slots, 0);
-    const size = opts.shardSize ?? Math.min(150, Math.max(40, Math.ceil(todo.length / (k0 * 4))));
+    const size = opts.shardSize ?? Math.min(250, Math.max(40, Math.ceil(todo.length / (k0 * 3))));
     // Packages with install scripts spread over shards, so no sandbox gets all the slow ones.
     const ordered = [
       ...todo.filter((p) => p.installScripts.length),
       ...todo.filter((p) => !p.installScripts.length),
     ];
-    const count = Math.ceil(ordered.length / size);
+    // As many shards as a whole number of rounds of the sandboxes: a last shard alone would run
+    // while the other slots stand idle (nine shards on two slots: a ninth of the audit on one core).
+    const rounds = Math.ceil(ordered.length / size);
+    const count = opts.shardSize ? rounds : Math.min(ordered.length, Math.ceil(rounds / k0) * k0);
     const shards: LockedPackage[][] = Array.from({ length: count }, () => []);
     const idsIn = shards.map(() => new Map<string, string | null>());
     // Copies of one name@version from two tarballs never share a sandbox: its steps and report

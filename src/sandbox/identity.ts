@@ -362,6 +362,15 @@ export function filesTar(
   dirs: string[] = [],
   opts: { aged?: boolean } = {},
 ): Readable {
+  return Readable.from([filesTarBytes(files, dirs, opts)]);
+}
+
+/** filesTar's archive, as bytes. */
+export function filesTarBytes(
+  files: IdentityFile[],
+  dirs: string[] = [],
+  opts: { aged?: boolean } = {},
+): Buffer {
   const blocks: Buffer[] = [];
   const now = Date.now();
   const DAY = 86_400_000;
@@ -380,5 +389,5 @@ export function filesTar(
   for (const f of files) entry(f.path.replace(/^\//, ''), 'File', f.mode, Buffer.from(f.content));
   // The end of the archive: two empty blocks.
   blocks.push(Buffer.alloc(2 * BLOCK));
-  return Readable.from([Buffer.concat(blocks)]);
+  return Buffer.concat(blocks);
 }

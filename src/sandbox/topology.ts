@@ -11,7 +11,7 @@ import { PhonehomeError } from '../core/errors.js';
 import { SANDBOX_WORKDIR } from '../core/terms.js';
 import { parseEventLog, type EventLog } from '../core/events.js';
 import { AGENT_CLOCK_ENV, REAL_NODE } from '../agent/clock.js';
-import { filesTar, makeIdentity, type SandboxIdentity } from './identity.js';
+import { filesTarBytes, makeIdentity, type SandboxIdentity } from './identity.js';
 import { sandboxSeccompProfile } from './seccomp.js';
 import {
   LogWaitError,
@@ -153,12 +153,15 @@ export class CaptureTopology {
     gatewayReady.catch(() => undefined);
     const container = await (await sandboxCreated).start();
     const sandbox = asPackageUser(container);
-    const unpacked = (async () => {
-      // One exec for all of them: tar archives one after another, read with --ignore-zeros.
-      if (opts.project?.length) await unpackInto(sandbox, joined(opts.project), SANDBOX_WORKDIR);
-    })();
-    // The trust store waits for the run's CA, which the capture makes as it starts.
-    await Promise.all([gatewayReady, writeIdentity(sandbox, identity, gatewayReady), unpacked]);
+    // The home folder and the project in one exec; the user and the trust store wait for the
+    // run's CA, which the capture makes as it starts.
+    const unpacked = writeHomeAndProject(
+      sandbox,
+      identity,
+      opts.project?.length ? joined(opts.project) : undefined,
+    );
+    const trusted = gatewayReady.then((ca) => writeUserAndTrust(sandbox, identity, ca));
+    await Promise.all([gatewayReady, trusted, unpacked]);
     if (observer) {
       try {
         await sandbox.waitForLog(/^READY \d+ \d+$/m, opts.readyTimeoutMs ?? 15_000);
@@ -262,33 +265,21 @@ async function unpackInto(
       maxOutputBytes: 16_384,
     },
   );
-  if (r.exitCode !== 0) {
-    const full = /No space left on device/i.test(r.stderr);
-    throw new PhonehomeError(
-      full ? 'EDISK_FULL' : 'EINTERNAL',
-      full
-        ? `The staged package does not fit in the sandbox's ${dir}.`
-        : `Unpacking the staged package in the sandbox failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,
-      { detail: r.stderr.slice(0, 4000) },
-    );
-  }
+  if (r.exitCode !== 0) unpackFailed(r, dir);
 }
 
-/**
- * Give the sandbox its identity before any package code runs: the user in passwd and group and
- * the trust store (as root, in the identity tmpfs, once the run's CA is known), and, at the same
- * time, the home folder and its files (as the user). Not written by process 1 at start: its
- * command line is readable by package code, and would say how the user was made.
- */
-async function writeIdentity(
-  sandbox: SandboxContainer,
-  id: SandboxIdentity,
-  caPem: Promise<string | undefined>,
-): Promise<void> {
-  await Promise.all([
-    caPem.then((ca) => writeUserAndTrust(sandbox, id, ca)),
-    writeHome(sandbox, id),
-  ]);
+function unpackFailed(
+  r: { exitCode: number | null; timedOut?: boolean; stderr: string },
+  dir: string,
+): never {
+  const full = /No space left on device/i.test(r.stderr);
+  throw new PhonehomeError(
+    full ? 'EDISK_FULL' : 'EINTERNAL',
+    full
+      ? `The staged package does not fit in the sandbox's ${dir}.`
+      : `Unpacking the staged package in the sandbox failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}).`,
+    { detail: r.stderr.slice(0, 4000) },
+  );
 }
 
 const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -327,10 +318,20 @@ async function writeUserAndTrust(
     );
 }
 
-/** As the user: the home folder, its files, and node-gyp's header cache. */
-async function writeHome(sandbox: SandboxContainer, id: SandboxIdentity): Promise<void> {
+/**
+ * As the user, in one exec: the home folder, its files and node-gyp's header cache, then the
+ * project (tar archives one after another, read with --ignore-zeros). The home's archive goes
+ * first with its length, so one standard input carries both. Before any package code runs; not
+ * written by process 1 at start: its command line is readable by package code, and would say how
+ * the user was made.
+ */
+async function writeHomeAndProject(
+  sandbox: SandboxContainer,
+  id: SandboxIdentity,
+  project: Readable | undefined,
+): Promise<void> {
   const q = shq;
-  const pack = filesTar(
+  const home = filesTarBytes(
     id.homeFiles,
     id.homeDirs.map((d) => `${id.home.slice(1)}/${d}`),
     { aged: true },
@@ -344,18 +345,32 @@ async function writeHome(sandbox: SandboxContainer, id: SandboxIdentity): Promis
     `d=${q(id.home)}/.cache/node-gyp/$v`,
     `{ [ -z "$v" ] || [ -z "$iv" ] || { mkdir -p "$d/include" && ln -s ${NODE_HEADERS} "$d/include/node" && echo "$iv" > "$d/installVersion" && touch -h -d '37 days ago' "$d/include/node" "$d/installVersion" "$d/include" "$d"; }; }`,
   ].join('; ');
+  const unpackProject = project
+    ? `tar -x --ignore-zeros --no-same-owner -C ${SANDBOX_WORKDIR} -f - || exit 4`
+    : 'true';
   const r = await sandbox.exec(
-    ['sh', '-c', `tar -x --no-same-owner -C / -f - || exit 1; ${devDir}`],
+    [
+      'sh',
+      '-c',
+      // head -c reads exactly the home's bytes and leaves the rest of the input to the project's tar.
+      `head -c ${home.length} | tar -x --no-same-owner -C / -f - || exit 3; { ${devDir}; } || exit 3; ${unpackProject}`,
+    ],
     {
-      stdin: pack,
-      timeoutMs: 30_000,
+      stdin: Readable.from(
+        (async function* () {
+          yield home;
+          if (project) for await (const chunk of project) yield chunk as Buffer;
+        })(),
+      ),
+      timeoutMs: 300_000,
       maxOutputBytes: 16_384,
     },
   );
-  if (r.exitCode !== 0)
+  if (r.exitCode === 3)
     throw new PhonehomeError('EINTERNAL', 'Could not set up the sandbox home folder.', {
       detail: r.stderr.slice(0, 2000),
     });
+  if (r.exitCode !== 0) unpackFailed(r, SANDBOX_WORKDIR);
 }
 
 function createGatewayContainer(
