@@ -146,8 +146,15 @@ function lockProject(guard: NonNullable<StepInput['guard']>): void {
     }
   };
   const visit = (path: string, inOwn: boolean) => {
-    const mine = inOwn || own.has(path);
-    if (path === top) sticky(path);
+    // The packages a step's own package depends on, nested in its node_modules, are other
+    // packages with steps of their own: never the step's (unless listed, as what it bundles), so
+    // a dependent's script cannot rewrite a dependency's code before the dependency's step runs
+    // it under the dependency's name. Their node_modules folder stays open for new entries (a
+    // cache, an install the package runs), as the top one does; the PATH folders in it are
+    // watched (guard.watch).
+    const nested = inOwn && !own.has(path) && path.endsWith('/node_modules');
+    const mine = !nested && (inOwn || own.has(path));
+    if (path === top || nested) sticky(path);
     else set(path, ...((mine ? [PACKAGE_UID, PACKAGE_GID] : [0, 0]) as [number, number]));
     let entries: Dirent[];
     try {

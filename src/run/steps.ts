@@ -57,6 +57,8 @@ export interface Step {
   harness?: boolean;
   /** Install scripts the driver runs itself, as npm would, in place of `cmd` (StepInput.scripts). */
   scripts?: ScriptRun[];
+  /** More project paths a change to which is reported (guard.watch), besides the usual ones. */
+  watch?: string[];
 }
 
 /** What a run of steps gave: one output per step that ran, and what could not be believed. */
@@ -355,6 +357,7 @@ function guardFor(step: Step, home: string): StepInput['guard'] {
       `${home}/.cache/node-gyp`,
       `${home}/.node-gyp`,
       `${home}/.gyp`,
+      ...(step.watch ?? []).map((l) => `${SANDBOX_WORKDIR}/${l}`),
     ],
     // Named first when a step changed more files than the driver lists.
     first: planted,
@@ -555,7 +558,17 @@ export function installSteps(
     const owner = p.bundledBy ?? idOf(p);
     owners.set(owner, [...(owners.get(owner) ?? []), p]);
   }
-  const locations = (id: string) => packages.filter((p) => idOf(p) === id).map((p) => p.location);
+  // A step's own folders: its package's, and what that package bundles (its tarball's code).
+  const ownOf = (id: string) =>
+    packages.filter((p) => idOf(p) === id || p.bundledBy === id).map((p) => p.location);
+  // The folders on the PATH npm gives each package's scripts (every node_modules/.bin from its
+  // folder up): one package's step that adds a command there would run as another's.
+  const pathOf = (p: TreePackageInfo) => {
+    const out: string[] = [];
+    for (let at = p.location; at; at = at.includes('/') ? at.slice(0, at.lastIndexOf('/')) : '')
+      out.push(`${at}/node_modules/.bin`);
+    return out;
+  };
   const run = (p: TreePackageInfo, event: string): ScriptRun => {
     const path = `${SANDBOX_WORKDIR}/${p.location}`;
     return {
@@ -578,8 +591,10 @@ export function installSteps(
         ),
     };
   };
+  const bins = new Map([...owners].map(([owner, scripted]) => [owner, scripted.flatMap(pathOf)]));
   return INSTALL_EVENTS.flatMap((event) =>
     [...owners].flatMap(([owner, scripted]): Step[] => {
+      const others = [...bins].filter(([o]) => o !== owner).flatMap(([, b]) => b);
       const scripts = scripted
         .filter((p) => p.installScripts.includes(event))
         .map((p) => run(p, event));
@@ -593,7 +608,8 @@ export function installSteps(
           args: ['-c', scripts.map((r) => r.command).join(' && ')],
           scripts,
           timeoutMs,
-          own: [...new Set([...locations(owner), ...scripted.map((p) => p.location)])],
+          own: [...new Set([...ownOf(owner), ...scripted.map((p) => p.location)])],
+          watch: [...new Set(others)].sort(),
         },
       ];
     }),

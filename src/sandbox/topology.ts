@@ -129,8 +129,9 @@ export class CaptureTopology {
       readOnlyRootFs: true,
       tmpfs: {
         [SANDBOX_WORKDIR]: `rw,exec,nosuid,nodev,size=${sizes.work},uid=1000,gid=1000,mode=0755`,
-        // All of /home, so only this run's user has a folder there.
-        '/home': `rw,exec,nosuid,nodev,size=${sizes.home},uid=1000,gid=1000,mode=0755`,
+        // The run's home alone: /home itself stays the image's (root's, with no other user's
+        // folder), as on a machine, where a user cannot make folders beside their own.
+        [identity.home]: `rw,exec,nosuid,nodev,size=${sizes.home},uid=1000,gid=1000,mode=0755`,
         '/tmp': `rw,exec,nosuid,nodev,size=${sizes.tmp},mode=1777`,
         // /etc/passwd and /etc/group of the runner image point here: the user's name is per run.
         // So do the system's certificate bundle and the run CA's file (trust store, below).

@@ -4,7 +4,8 @@
  * `npm install` must see the same environment, but for what names the folder they ran in.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import * as tar from 'tar';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { AGENT_ONLY_ENV } from '../../src/agent/step.js';
@@ -150,3 +151,96 @@ for (const as of ['laptop', 'ci'] as const) {
     });
   });
 }
+
+describe("install scripts: a dependent's script cannot take over a nested dependency's step", () => {
+  const engine = newEngine();
+  let run: SandboxRun;
+  let topo: CaptureTopology;
+  let staged: StagedPackage;
+  const dir = scratch('lifecycle-nested-');
+
+  /** A package folder packed as npm packs it, for a `file:` dependency. */
+  const pack = async (name: string, files: Record<string, string>): Promise<string> => {
+    const folder = join(dir, name);
+    mkdirSync(folder, { recursive: true });
+    for (const [f, body] of Object.entries(files)) writeFileSync(join(folder, f), body);
+    const tgz = join(dir, `${name}.tgz`);
+    await tar.c(
+      { gzip: true, file: tgz, cwd: folder, prefix: 'package/', portable: true },
+      Object.keys(files),
+    );
+    return tgz;
+  };
+
+  before(async () => {
+    const refs = await images(engine);
+    // victim@1 (nested under the helper, its postinstall runs `victim-tool`, which npm's PATH
+    // looks for in every node_modules/.bin up from its folder) and victim@2 at the top.
+    const v1 = await pack('victim-1', {
+      'package.json': JSON.stringify({
+        name: 'victim',
+        version: '1.0.0',
+        scripts: { postinstall: 'node install.js; victim-tool || true' },
+      }),
+      'install.js': "console.log('victim: own install.js');\n",
+    });
+    const v2 = await pack('victim-2', {
+      'package.json': JSON.stringify({ name: 'victim', version: '2.0.0' }),
+    });
+    // The helper's preinstall runs before every install and postinstall: it tries to rewrite
+    // the nested victim's code and to put a command on the victim's PATH.
+    const helper = await pack('helper', {
+      'package.json': JSON.stringify({
+        name: 'helper',
+        version: '1.0.0',
+        dependencies: { victim: `file:${v1}` },
+        scripts: { preinstall: 'node plant.js' },
+      }),
+      'plant.js': [
+        "const fs = require('fs');",
+        "const nested = __dirname + '/node_modules/victim';",
+        "try { fs.writeFileSync(nested + '/install.js', \"console.log('victim: planted');\\n\"); console.log('rewrite: ok'); } catch (e) { console.log('rewrite: ' + e.code); }",
+        "try { fs.mkdirSync(__dirname + '/node_modules/.bin', { recursive: true }); fs.writeFileSync(__dirname + '/node_modules/.bin/victim-tool', '#!/bin/sh\\necho victim: planted tool\\n', { mode: 0o755 }); console.log('plant: ok'); } catch (e) { console.log('plant: ' + e.code); }",
+        '',
+      ].join('\n'),
+    });
+    const subject = join(dir, 'subject');
+    mkdirSync(subject);
+    writeFileSync(
+      join(subject, 'package.json'),
+      JSON.stringify({
+        name: 'subject',
+        version: '1.0.0',
+        dependencies: { victim: `file:${v2}`, helper: `file:${helper}` },
+      }),
+    );
+    staged = await stage(subject);
+    run = engine.newRun();
+    topo = await startProject(run, refs, staged.tar(), 'laptop');
+  });
+  after(async () => {
+    await run?.dispose();
+    await staged?.[Symbol.asyncDispose]();
+  });
+
+  it("keeps the nested dependency's code its own, and reports a command put on its PATH", async () => {
+    const steps = installSteps(staged.packages, 60_000);
+    assert.deepEqual(
+      steps.map((x) => x.label),
+      ['preinstall of helper@1.0.0', 'postinstall of victim@1.0.0'],
+    );
+    const { outputs, conduct } = await runSteps(topo, steps, { settleMs: 500 });
+    const [plant, victim] = outputs;
+    assert.ok(plant && victim);
+    assert.match(plant.stdout, /rewrite: EACCES/, plant.stdout);
+    assert.match(victim.stdout, /victim: own install\.js/, victim.stdout);
+    assert.doesNotMatch(victim.stdout, /victim: planted\n/);
+    // The command could be put there (npm would let it too), but not unseen: the helper's step
+    // changed a folder on another package's PATH.
+    const modified = conduct.find((c) => c.id === 'tree-modified' && c.package === 'helper@1.0.0');
+    assert.ok(
+      modified?.paths?.shown.some((p) => p.includes('helper/node_modules/.bin')),
+      JSON.stringify(conduct),
+    );
+  });
+});

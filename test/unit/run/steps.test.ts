@@ -179,7 +179,14 @@ describe('installSteps', () => {
     );
     assert.equal(s[2]?.scripts?.[0]?.env.npm_package_name, 'dep');
     assert.equal(s[2]?.scripts?.[0]?.env.npm_package_json, '/work/node_modules/dep/package.json');
-    assert.deepEqual(s[1]?.own, ['node_modules/outer', 'node_modules/inner']);
+    assert.deepEqual(s[1]?.own?.slice().sort(), ['node_modules/inner', 'node_modules/outer']);
+    // What a step must not touch: the PATH folders of the other packages' scripts.
+    assert.deepEqual(s[2]?.watch, [
+      'node_modules/inner/node_modules/.bin',
+      'node_modules/node_modules/.bin',
+      'node_modules/outer/node_modules/.bin',
+    ]);
+    assert.ok(!s[2]?.watch?.includes('node_modules/dep/node_modules/.bin'), 'its own is its own');
     assert.equal(
       s[0]?.env,
       undefined,
