@@ -121,11 +121,14 @@ function lockProject(guard: NonNullable<StepInput['guard']>): void {
       const [u, g] = st.nlink > 1 && !st.isDirectory() ? [0, 0] : [uid, gid];
       if (st.uid !== u || st.gid !== g) lchownSync(path, u, g);
       // What becomes root's stays readable (and runnable) for the package's user: a file its
-      // install wrote 0600 must still load in a later step.
+      // install wrote 0600 must still load in a later step. It is never writable by others: a
+      // folder a package made 0777 (or sticky 1777) while it was its own would take files from
+      // any later step; set-id bits go too.
       if (u === 0 && !st.isSymbolicLink()) {
         const mode = st.mode & 0o7777;
         const other = (mode & 0o400 ? 0o004 : 0) | (mode & 0o100 || st.isDirectory() ? 0o001 : 0);
-        if ((mode & other) !== other) chmodSync(path, mode | other);
+        const locked = (mode | other) & ~0o7022;
+        if (locked !== mode) chmodSync(path, locked);
       }
     } catch {
       // gone meanwhile
@@ -149,12 +152,15 @@ function lockProject(guard: NonNullable<StepInput['guard']>): void {
     // The packages a step's own package depends on, nested in its node_modules, are other
     // packages with steps of their own: never the step's (unless listed, as what it bundles), so
     // a dependent's script cannot rewrite a dependency's code before the dependency's step runs
-    // it under the dependency's name. Their node_modules folder stays open for new entries (a
-    // cache, an install the package runs), as the top one does; the PATH folders in it are
-    // watched (guard.watch).
+    // it under the dependency's name. Their node_modules folder is root's too and takes no new
+    // entries: a folder added there would shadow, for the packages nested in it, a dependency
+    // hoisted above (require() looks there first).
     const nested = inOwn && !own.has(path) && path.endsWith('/node_modules');
     const mine = !nested && (inOwn || own.has(path));
-    if (path === top || nested) sticky(path);
+    // A package's own folder itself is root's and sticky, as /tmp is: the package changes, adds
+    // and removes its own files, but cannot rename that node_modules away and put a folder of
+    // its own where a nested package's step will look.
+    if (path === top || (own.has(path) && !inOwn)) sticky(path);
     else set(path, ...((mine ? [PACKAGE_UID, PACKAGE_GID] : [0, 0]) as [number, number]));
     let entries: Dirent[];
     try {

@@ -200,6 +200,9 @@ describe("install scripts: a dependent's script cannot take over a nested depend
         "const fs = require('fs');",
         "const nested = __dirname + '/node_modules/victim';",
         "try { fs.writeFileSync(nested + '/install.js', \"console.log('victim: planted');\\n\"); console.log('rewrite: ok'); } catch (e) { console.log('rewrite: ' + e.code); }",
+        "try { fs.mkdirSync(nested + '/../left-pad'); console.log('shadow: ok'); } catch (e) { console.log('shadow: ' + e.code); }",
+        "try { fs.renameSync(__dirname + '/node_modules', __dirname + '/old_modules'); console.log('rename: ok'); } catch (e) { console.log('rename: ' + e.code); }",
+        "try { fs.chmodSync(__dirname + '/node_modules', 0o777); console.log('chmod: ok'); } catch (e) { console.log('chmod: ' + e.code); }",
         "try { fs.mkdirSync(__dirname + '/node_modules/.bin', { recursive: true }); fs.writeFileSync(__dirname + '/node_modules/.bin/victim-tool', '#!/bin/sh\\necho victim: planted tool\\n', { mode: 0o755 }); console.log('plant: ok'); } catch (e) { console.log('plant: ' + e.code); }",
         '',
       ].join('\n'),
@@ -223,7 +226,7 @@ describe("install scripts: a dependent's script cannot take over a nested depend
     await staged?.[Symbol.asyncDispose]();
   });
 
-  it("keeps the nested dependency's code its own, and reports a command put on its PATH", async () => {
+  it("keeps the nested dependency's code, its folder and its PATH its own", async () => {
     const steps = installSteps(staged.packages, 60_000);
     assert.deepEqual(
       steps.map((x) => x.label),
@@ -233,14 +236,15 @@ describe("install scripts: a dependent's script cannot take over a nested depend
     const [plant, victim] = outputs;
     assert.ok(plant && victim);
     assert.match(plant.stdout, /rewrite: EACCES/, plant.stdout);
+    // Nor can it add a folder that require() would find first, move the folder away or open it.
+    assert.match(plant.stdout, /shadow: EACCES/, plant.stdout);
+    assert.match(plant.stdout, /rename: EPERM|rename: EACCES/, plant.stdout);
+    assert.match(plant.stdout, /chmod: EPERM/, plant.stdout);
     assert.match(victim.stdout, /victim: own install\.js/, victim.stdout);
     assert.doesNotMatch(victim.stdout, /victim: planted\n/);
-    // The command could be put there (npm would let it too), but not unseen: the helper's step
-    // changed a folder on another package's PATH.
-    const modified = conduct.find((c) => c.id === 'tree-modified' && c.package === 'helper@1.0.0');
-    assert.ok(
-      modified?.paths?.shown.some((p) => p.includes('helper/node_modules/.bin')),
-      JSON.stringify(conduct),
-    );
+    // Its node_modules is root's: no command on the victim's PATH either.
+    assert.match(plant.stdout, /plant: EACCES/, plant.stdout);
+    assert.doesNotMatch(victim.stdout, /planted tool/);
+    assert.deepEqual(conduct, []);
   });
 });
