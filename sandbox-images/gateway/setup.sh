@@ -38,6 +38,9 @@ mac() {
 NIC_MAC=$(mac "00:1b:21 3c:97:0e a0:36:9f 00:e0:4c 18:66:da 54:ee:75 3c:22:fb f0:18:98")
 ROUTER_MAC=$(mac "3c:a6:2f c0:25:06 50:c7:bf 14:cc:20 a0:04:60")
 
+# A ping is answered, by this namespace's own loopback under the address that was pinged (the
+# router, or any host: a payload that pings before it acts finds a network); conntrack keeps the
+# address asked, which is what the capture reports.
 # Nothing arrives on eth0 (everything is redirected over loopback): a frame that does, unwrapped
 # from a datagram a package sent to the VXLAN port, is dropped (filter INPUT, and before
 # conntrack where the raw table exists), so its conntrack entry is never confirmed and no package
@@ -65,6 +68,7 @@ iptables-restore -w <<RULES || fail "cannot install IPv4 rules (iptables-restore
 :POSTROUTING ACCEPT [0:0]
 -A OUTPUT -d 127.0.0.0/8 -j RETURN
 -A OUTPUT -p udp --dport 53 -j REDIRECT --to-ports $DNS_PORT
+-A OUTPUT -p icmp --icmp-type echo-request -j REDIRECT
 -A OUTPUT -m addrtype --dst-type LOCAL -j RETURN
 -A OUTPUT -p tcp -j REDIRECT --to-ports $TCP_PORT
 -A OUTPUT -p udp -j REDIRECT --to-ports $UDP_PORT
@@ -105,6 +109,7 @@ if [ "$IPV6" = ipv6 ]; then
 :POSTROUTING ACCEPT [0:0]
 -A OUTPUT -d ::1/128 -j RETURN
 -A OUTPUT -p udp --dport 53 -j REDIRECT --to-ports $DNS_PORT
+-A OUTPUT -p ipv6-icmp --icmpv6-type echo-request -j REDIRECT
 -A OUTPUT -m addrtype --dst-type LOCAL -j RETURN
 -A OUTPUT -p tcp -j REDIRECT --to-ports $TCP_PORT
 -A OUTPUT -p udp -j REDIRECT --to-ports $UDP_PORT

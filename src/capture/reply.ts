@@ -28,10 +28,14 @@ export interface SiteReply {
   body: Buffer;
 }
 
-/** Server software as sites announce it; `undefined`: the site sends no Server header. */
+/**
+ * Server software as sites announce it; `undefined`: the site sends no Server header. None of
+ * them is a CDN: a CDN's name comes with headers of its own (Cloudflare's `CF-RAY`), and a
+ * package can ask for them.
+ */
 const SERVERS: (string | undefined)[] = [
   'nginx',
-  'cloudflare',
+  'nginx/1.24.0',
   'Apache',
   'AmazonS3',
   'envoy',
@@ -49,7 +53,11 @@ function header(headers: ReplyRequest['headers'], name: string): string {
 }
 
 /** The answer of the site `req` names to `req`, in that site's style for this run. */
-export function siteReply(req: ReplyRequest, seed: Buffer = RUN_REPLY_SEED): SiteReply {
+export function siteReply(
+  req: ReplyRequest,
+  seed: Buffer = RUN_REPLY_SEED,
+  now: Date = new Date(),
+): SiteReply {
   const host = (req.host ?? header(req.headers, 'host')).toLowerCase().replace(/:\d+$/, '');
   const style = createHash('sha256').update(seed).update(host).digest();
   const server = SERVERS[(style[0] as number) % SERVERS.length];
@@ -87,6 +95,8 @@ export function siteReply(req: ReplyRequest, seed: Buffer = RUN_REPLY_SEED): Sit
   const bytes = Buffer.from(body, 'utf8');
   const headers: [string, string][] = [];
   if (server) headers.push(['Server', server]);
+  // Every origin server sends one (RFC 9110, 6.6.1); the gateway's clock is the real one.
+  headers.push(['Date', now.toUTCString()]);
   if (type)
     headers.push(['Content-Type', type.startsWith('text/') ? `${type}; charset=utf-8` : type]);
   if (status !== 204) headers.push(['Content-Length', String(bytes.length)]);

@@ -86,6 +86,17 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     caught(report, 'lan.netif-tells.example', 'install');
   });
 
+  it('a payload that acts only when its router and 1.1.1.1 answer ping is caught, pings and all', async () => {
+    const { code, report } = await check('ping-gate-beacon');
+    assert.equal(code, 1);
+    caught(report, 'online.ping-gate.example', 'install');
+    for (const ip of ['192.168.1.1', '1.1.1.1'])
+      assert.ok(
+        report.events.some((e) => e.kind === 'icmp' && e.ip === ip),
+        `the ping of ${ip} is reported`,
+      );
+  });
+
   it('a payload in the methods of a returned client is reached: its token theft is caught', async () => {
     const { code, report } = await check('method-beacon');
     assert.equal(code, 1);

@@ -329,11 +329,19 @@ except Exception: pass"`);
     assert.deepEqual(streams(events), []);
   });
 
-  it('ICMP echo is counted per destination', async () => {
-    const { events } = await attempt('ping -c 2 -W 1 203.0.113.5; true');
+  it('ICMP echo is answered under the address pinged, and counted per destination', async () => {
+    const { events, stdout } = await attempt(
+      'ping -n -c 2 -W 1 203.0.113.5; ping -n -c 1 -W 1 192.168.1.1; true',
+    );
+    // Both answer, as a router and a host on the internet do, from the address asked.
+    assert.match(stdout, /64 bytes from 203\.0\.113\.5: icmp_seq=1/, stdout);
+    assert.match(stdout, /2 packets transmitted, 2 received/, stdout);
+    assert.match(stdout, /64 bytes from 192\.168\.1\.1: icmp_seq=1/, stdout);
+    assert.doesNotMatch(stdout, /127\.0\.0\.1/, stdout);
     const icmp = events.find((e): e is IcmpEvent => e.kind === 'icmp' && e.ip === '203.0.113.5');
     assert.ok(icmp, 'icmp recorded');
     assert.ok(icmp.count >= 1);
+    assert.ok(events.some((e) => e.kind === 'icmp' && e.ip === '192.168.1.1'), 'router ping recorded');
   });
 
   it('the Docker bridge, the host addresses and the metadata service are recorded, never reached', async () => {

@@ -29,8 +29,9 @@ describe('HTTP replies of the capture', () => {
     const servers = new Set(hosts.map((h) => headerOf(siteReply(get(h), seed), 'Server') ?? '-'));
     assert.ok(servers.size >= 5, [...servers].join(','));
     assert.ok(servers.has('-'), 'some sites send no Server header');
-    const a = http1Reply(siteReply(get('one.example.com'), seed));
-    const b = http1Reply(siteReply(get('one.example.com', '/'), seed));
+    const at = new Date(Date.UTC(2026, 0, 2, 3, 4, 5));
+    const a = http1Reply(siteReply(get('one.example.com'), seed, at));
+    const b = http1Reply(siteReply(get('one.example.com', '/'), seed, at));
     assert.deepEqual(a, b);
     // Another run, another style for the same sites.
     const other = Buffer.from('fedcba9876543210');
@@ -78,6 +79,18 @@ describe('HTTP replies of the capture', () => {
     );
     assert.deepEqual([...statuses].sort(), [200, 201, 204]);
     assert.equal(siteReply({ ...get('x.example.com'), method: 'OPTIONS' }, seed).status, 204);
+  });
+
+  it('every reply carries the time of day, and no site claims a CDN it cannot look like', () => {
+    const at = new Date(Date.UTC(2026, 0, 2, 3, 4, 5));
+    for (let i = 0; i < 40; i++) {
+      const r = siteReply(get(`d${i}.example.com`), seed, at);
+      assert.equal(headerOf(r, 'Date'), 'Fri, 02 Jan 2026 03:04:05 GMT');
+      assert.doesNotMatch(headerOf(r, 'Server') ?? '', /cloudflare|akamai|fastly|cloudfront/i);
+    }
+    const post = siteReply({ ...get('w.example.com', '/collect'), method: 'POST' }, seed, at);
+    assert.equal(headerOf(post, 'Date'), 'Fri, 02 Jan 2026 03:04:05 GMT');
+    assert.match(http1Reply(post).toString('latin1'), /\r\nDate: Fri, 02 Jan 2026 03:04:05 GMT\r\n/);
   });
 
   it('is well-formed HTTP/1.1 that closes the connection, and never echoes what was sent', () => {
