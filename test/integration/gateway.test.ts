@@ -341,7 +341,10 @@ except Exception: pass"`);
     const icmp = events.find((e): e is IcmpEvent => e.kind === 'icmp' && e.ip === '203.0.113.5');
     assert.ok(icmp, 'icmp recorded');
     assert.ok(icmp.count >= 1);
-    assert.ok(events.some((e) => e.kind === 'icmp' && e.ip === '192.168.1.1'), 'router ping recorded');
+    assert.ok(
+      events.some((e) => e.kind === 'icmp' && e.ip === '192.168.1.1'),
+      'router ping recorded',
+    );
   });
 
   it('the Docker bridge, the host addresses and the metadata service are recorded, never reached', async () => {

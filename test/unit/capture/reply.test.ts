@@ -90,7 +90,10 @@ describe('HTTP replies of the capture', () => {
     }
     const post = siteReply({ ...get('w.example.com', '/collect'), method: 'POST' }, seed, at);
     assert.equal(headerOf(post, 'Date'), 'Fri, 02 Jan 2026 03:04:05 GMT');
-    assert.match(http1Reply(post).toString('latin1'), /\r\nDate: Fri, 02 Jan 2026 03:04:05 GMT\r\n/);
+    assert.match(
+      http1Reply(post).toString('latin1'),
+      /\r\nDate: Fri, 02 Jan 2026 03:04:05 GMT\r\n/,
+    );
   });
 
   it('is well-formed HTTP/1.1 that closes the connection, and never echoes what was sent', () => {
