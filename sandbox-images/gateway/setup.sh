@@ -15,6 +15,13 @@ V4_ADDR=192.168.1.23/24
 V4_RESOLVER=192.168.1.1
 V6_ADDR=fd42:6e70:6d::23/64
 V6_ROUTER=fd42:6e70:6d::1
+# Pings that go unanswered (see rules()): the LAN's other hosts and special-purpose ranges.
+PING_UNANSWERED_V4="0.0.0.0/8 10.0.0.0/8 100.64.0.0/10 169.254.0.0/16 172.16.0.0/12 192.0.0.0/24 192.0.2.0/24 192.88.99.0/24 192.168.0.0/16 198.18.0.0/15 198.51.100.0/24 203.0.113.0/24 224.0.0.0/3"
+PING_UNANSWERED_V6="::/8 100::/64 2001:2::/48 2001:db8::/32 fc00::/7 fe80::/10 ff00::/8"
+PING_MIN_TTL=4
+# The TTLs (and hop limits) of answers from the internet, by the last three bits of the address
+# (so 8.8.8.8 answers with 116 and 1.1.1.1 with 57, about what they give on a home line).
+PING_TTLS="116 57 54 119 52 59 113 242"
 
 fail() {
   echo "SETUP-FAILED: $1" >&2
@@ -23,6 +30,34 @@ fail() {
 
 IPV6=no-ipv6
 [ "$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null)" = "0" ] && IPV6=ipv6
+
+# What makes answered pings look like the internet's, added to the PING chains where the kernel has
+# the extensions (optional: without them every answer has TTL 64). $1: iptables or ip6tables, $2:
+# the router, $3: the offset of the destination address's last four bytes in the header, $4 and
+# $5: the TTL target and its option prefix.
+ping_rules() {
+  {
+    echo "*nat"
+    # IPv4 options: a header longer than 20 bytes.
+    if [ "$1" = iptables ]; then
+      echo "-I PING 2 -m u32 --u32 \"0>>24&0xF=0x6:0xF\" -j RETURN"
+    fi
+    echo "COMMIT"
+    echo "*mangle"
+    if [ "$1" = iptables ]; then
+      request="-p icmp --icmp-type echo-request" reply="-p icmp --icmp-type echo-reply"
+    else
+      request="-p ipv6-icmp --icmpv6-type echo-request" reply="-p ipv6-icmp --icmpv6-type echo-reply"
+    fi
+    i=0
+    for ttl in $PING_TTLS; do
+      echo "-A OUTPUT $request ! -d $2 -m addrtype ! --dst-type LOCAL -m u32 --u32 \"$3&0x7=$i\" -j CONNMARK --set-mark $((0x70 + i))"
+      echo "-A POSTROUTING $reply -m connmark --mark $((0x70 + i)) -j $4 --$5-set $ttl"
+      i=$((i + 1))
+    done
+    echo "COMMIT"
+  } | "$1-restore" -w --noflush || echo "capture: answered pings keep TTL 64 ($1: no u32, CONNMARK or $4)" >&2
+}
 
 # The namespace's links, routes and rules (not indented: the here-documents' ends must start
 # their lines).
@@ -39,8 +74,14 @@ NIC_MAC=$(mac "00:1b:21 3c:97:0e a0:36:9f 00:e0:4c 18:66:da 54:ee:75 3c:22:fb f0
 ROUTER_MAC=$(mac "3c:a6:2f c0:25:06 50:c7:bf 14:cc:20 a0:04:60")
 
 # A ping is answered, by this namespace's own loopback under the address that was pinged (the
-# router, or any host: a payload that pings before it acts finds a network); conntrack keeps the
-# address asked, which is what the capture reports.
+# router, or a host on the internet: a payload that pings before it acts finds a network);
+# conntrack keeps the address asked, which is what the capture reports. As on a LAN, what would
+# not answer does not: other hosts of the LAN and of private, documentation, benchmarking and
+# reserved ranges, broadcast and multicast, and an echo whose TTL runs out before the internet (a
+# traceroute's first hops; the router answers at any TTL). Where the kernel has the u32, CONNMARK
+# and TTL/HL extensions, an echo with IP options (record route, timestamps) is not answered either,
+# and answers from the internet come with the TTL of a host some hops away (one of eight, by the
+# address), not the 64 of a host next door.
 # Nothing arrives on eth0 (everything is redirected over loopback): a frame that does, unwrapped
 # from a datagram a package sent to the VXLAN port, is dropped (filter INPUT, and before
 # conntrack where the raw table exists), so its conntrack entry is never confirmed and no package
@@ -66,12 +107,18 @@ iptables-restore -w <<RULES || fail "cannot install IPv4 rules (iptables-restore
 :INPUT ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
+:PING - [0:0]
 -A OUTPUT -d 127.0.0.0/8 -j RETURN
 -A OUTPUT -p udp --dport 53 -j REDIRECT --to-ports $DNS_PORT
--A OUTPUT -p icmp --icmp-type echo-request -j REDIRECT
+-A OUTPUT -p icmp --icmp-type echo-request -j PING
 -A OUTPUT -m addrtype --dst-type LOCAL -j RETURN
 -A OUTPUT -p tcp -j REDIRECT --to-ports $TCP_PORT
 -A OUTPUT -p udp -j REDIRECT --to-ports $UDP_PORT
+-A PING -d $V4_RESOLVER -j REDIRECT
+-A PING -m addrtype --dst-type LOCAL,BROADCAST,MULTICAST -j RETURN
+-A PING -m ttl --ttl-lt $PING_MIN_TTL -j RETURN
+$(for net in $PING_UNANSWERED_V4; do echo "-A PING -d $net -j RETURN"; done)
+-A PING -j REDIRECT
 COMMIT
 *filter
 :INPUT ACCEPT [0:0]
@@ -97,6 +144,7 @@ iptables-restore -w <<RULES || echo "capture: loopback traffic stays tracked (no
 -A OUTPUT -o lo -d 127.0.0.0/8 -j CT --notrack
 COMMIT
 RULES
+ping_rules iptables "$V4_RESOLVER" 16 TTL ttl
 
 if [ "$IPV6" = ipv6 ]; then
   ip -6 addr add "$V6_ADDR" dev eth0 nodad || fail "cannot add an IPv6 address to eth0"
@@ -107,12 +155,18 @@ if [ "$IPV6" = ipv6 ]; then
 :INPUT ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
+:PING - [0:0]
 -A OUTPUT -d ::1/128 -j RETURN
 -A OUTPUT -p udp --dport 53 -j REDIRECT --to-ports $DNS_PORT
--A OUTPUT -p ipv6-icmp --icmpv6-type echo-request -j REDIRECT
+-A OUTPUT -p ipv6-icmp --icmpv6-type echo-request -j PING
 -A OUTPUT -m addrtype --dst-type LOCAL -j RETURN
 -A OUTPUT -p tcp -j REDIRECT --to-ports $TCP_PORT
 -A OUTPUT -p udp -j REDIRECT --to-ports $UDP_PORT
+-A PING -d $V6_ROUTER -j REDIRECT
+-A PING -m addrtype --dst-type LOCAL,MULTICAST -j RETURN
+-A PING -m hl --hl-lt $PING_MIN_TTL -j RETURN
+$(for net in $PING_UNANSWERED_V6; do echo "-A PING -d $net -j RETURN"; done)
+-A PING -j REDIRECT
 COMMIT
 *filter
 :INPUT ACCEPT [0:0]
@@ -136,6 +190,7 @@ RULES
 -A OUTPUT -o lo -d ::1/128 -j CT --notrack
 COMMIT
 RULES
+  ping_rules ip6tables "$V6_ROUTER" 36 HL hl
 fi
 
 # The kernel's own ICMPv6 chatter on eth0 (router solicitation, MLD reports) is allowed above, so

@@ -13,7 +13,7 @@ import { execFile } from 'node:child_process';
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Socket } from 'node:net';
 import { promisify } from 'node:util';
-import { ConntrackReader, type ConntrackEntry } from './conntrack.js';
+import { ConntrackReader, type ConntrackEntry, type Lookup } from './conntrack.js';
 import { conntrackDrops, udpReceiveErrors } from './kernel-stats.js';
 import {
   buildResponse,
@@ -25,7 +25,7 @@ import {
 } from './dns.js';
 import { StreamClassifier, type StreamKind } from './classify.js';
 import { splitRequests, type HttpRequestHead } from './http.js';
-import { http1Reply, siteMail, siteReply } from './reply.js';
+import { http1Reply, processDate, RUN_REPLY_SEED, siteMail, siteReply } from './reply.js';
 import { ObserverLink } from './observer-link.js';
 import { EventSink, monotonicMs, type CaptureStats } from './sink.js';
 import { isNxdomain, registrableDomain } from './reserved.js';
@@ -36,6 +36,9 @@ import type { RunCa } from './x509.js';
 import type { ProcessInfo, StreamEvent } from '../core/terms.js';
 
 const execFileP = promisify(execFile);
+
+/** The two ends of a flow as the capture's socket sees them, to tell apart flows of one port. */
+type Ends = Pick<Lookup, 'clientAddress' | 'captureAddress'>;
 
 /** The ports setup.sh redirects to (TCP_PORT, DNS_PORT, UDP_PORT there; a contract test checks). */
 export const CAPTURE_PORTS = { tcp: 15001, dns: 15053, udp: 15002 } as const;
@@ -162,10 +165,11 @@ export class Capture {
     proto: 'tcp' | 'udp',
     clientPort: number,
     capturePort: number,
-    ask = true,
+    ask: boolean,
+    ends: Ends,
   ): Promise<{ ct: ConntrackEntry | undefined; proc: ProcessInfo | undefined }> {
     return this.track(
-      this.conntrack.lookup({ proto, clientPort, capturePort }).then(async (ct) => {
+      this.conntrack.lookup({ proto, clientPort, capturePort, ...ends }).then(async (ct) => {
         if (!ct) return { ct, proc: undefined }; // counted as a conntrack miss
         if (!ask) {
           this.unasked++;
@@ -190,8 +194,9 @@ export class Capture {
     capturePort: number,
     rport: number | undefined,
     ask: boolean,
+    ends: Ends,
   ): Promise<{ ct: ConntrackEntry | undefined; proc: ProcessInfo | undefined }> {
-    const ctP = this.conntrack.lookup({ proto: 'udp', clientPort, capturePort });
+    const ctP = this.conntrack.lookup({ proto: 'udp', clientPort, capturePort, ...ends });
     if (!ask) this.unasked++;
     const first = ask ? this.observer.who('udp', clientPort, rport) : Promise.resolve(undefined);
     return this.track(
@@ -311,7 +316,10 @@ export class Capture {
       }
       this.datagramsWaiting++;
       // The reply waits for the lookups (never past the deadline), the record for their end.
-      const found = this.lookupDatagram(rinfo.port, CAPTURE_PORTS.dns, 53, true);
+      const found = this.lookupDatagram(rinfo.port, CAPTURE_PORTS.dns, 53, true, {
+        clientAddress: rinfo.address,
+        captureAddress: host,
+      });
       const sample = answered ? undefined : Buffer.from(msg.subarray(0, RAW_SAMPLE_MAX));
       if (answered) {
         let sent = false;
@@ -370,7 +378,10 @@ export class Capture {
       const ask = this.datagramsWaiting < MAX_DATAGRAMS_WAITING;
       if (!ask) this.sink.hitBound('datagrams', MAX_DATAGRAMS_WAITING);
       this.datagramsWaiting++;
-      const found = this.lookup('udp', rinfo.port, CAPTURE_PORTS.udp, ask);
+      const found = this.lookup('udp', rinfo.port, CAPTURE_PORTS.udp, ask, {
+        clientAddress: rinfo.address,
+        captureAddress: host,
+      });
       void found.then(({ ct, proc }) => {
         this.datagramsWaiting--;
         this.recordDatagram(sample, msg.length, t, ct, proc);
@@ -388,26 +399,36 @@ export class Capture {
       this.onConnection(s),
     );
     server.maxConnections = MAX_CONNECTIONS;
-    server.on('drop', (data?: { remotePort?: number }) => {
-      // Refused, but its destination is still in conntrack: recorded, without its process.
-      const t = monotonicMs();
-      this.sink.hitBound('connections', MAX_CONNECTIONS);
-      this.unasked++;
-      const clientPort = data?.remotePort;
-      if (!clientPort) {
-        this.sink.countOnly('tcp', `more than ${MAX_CONNECTIONS} connections open at once`);
-        return;
-      }
-      void this.track(
-        this.conntrack
-          .lookup({ proto: 'tcp', clientPort, capturePort: CAPTURE_PORTS.tcp })
-          .then((ct) => {
-            if (ct) this.recordStream(t, ct, Buffer.alloc(0), 0, undefined, undefined);
-            else
-              this.sink.countOnly('tcp', `more than ${MAX_CONNECTIONS} connections open at once`);
-          }),
-      );
-    });
+    server.on(
+      'drop',
+      (data?: { remotePort?: number; remoteAddress?: string; localAddress?: string }) => {
+        // Refused, but its destination is still in conntrack: recorded, without its process.
+        const t = monotonicMs();
+        this.sink.hitBound('connections', MAX_CONNECTIONS);
+        this.unasked++;
+        const clientPort = data?.remotePort;
+        if (!clientPort) {
+          this.sink.countOnly('tcp', `more than ${MAX_CONNECTIONS} connections open at once`);
+          return;
+        }
+        void this.track(
+          this.conntrack
+            .lookup({
+              proto: 'tcp',
+              clientPort,
+              capturePort: CAPTURE_PORTS.tcp,
+              ...(data?.remoteAddress && data.localAddress
+                ? { clientAddress: data.remoteAddress, captureAddress: data.localAddress }
+                : {}),
+            })
+            .then((ct) => {
+              if (ct) this.recordStream(t, ct, Buffer.alloc(0), 0, undefined, undefined);
+              else
+                this.sink.countOnly('tcp', `more than ${MAX_CONNECTIONS} connections open at once`);
+            }),
+        );
+      },
+    );
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       // '::' with ipv6Only off takes both the IPv4 and the IPv6 redirects.
@@ -420,13 +441,24 @@ export class Capture {
   onConnection(sock: Socket): void {
     const t = monotonicMs();
     const clientPort = sock.remotePort ?? 0;
-    const found = this.lookup('tcp', clientPort, CAPTURE_PORTS.tcp);
+    const found = this.lookup(
+      'tcp',
+      clientPort,
+      CAPTURE_PORTS.tcp,
+      true,
+      sock.remoteAddress && sock.localAddress
+        ? { clientAddress: sock.remoteAddress, captureAddress: sock.localAddress }
+        : {},
+    );
     const stream = new StreamClassifier();
     let done = false;
     let idle: NodeJS.Timeout | undefined;
     const deadline = setTimeout(() => finish('timeout'), CONNECTION_MAX_MS);
 
-    const finish = (why: 'idle' | 'timeout' | 'end' | 'flush' | StreamKind, reply?: Buffer) => {
+    const finish = (
+      why: 'idle' | 'timeout' | 'end' | 'flush' | StreamKind,
+      reply?: Buffer | ((proc: ProcessInfo | undefined) => Buffer),
+    ) => {
       if (done) return;
       done = true;
       this.open.delete(finishAtFlush);
@@ -445,8 +477,8 @@ export class Capture {
       }
       // Answer only once the observer has looked up the client's socket: a client that has its
       // answer closes, and a closed socket has no owner to find.
-      void found.then(() => {
-        if (reply && !sock.destroyed) sock.end(reply);
+      void found.then(({ proc }) => {
+        if (reply && !sock.destroyed) sock.end(typeof reply === 'function' ? reply(proc) : reply);
         else sock.end();
         // Never wait on a client that does not close.
         setTimeout(() => sock.destroy(), 1000).unref();
@@ -478,8 +510,15 @@ export class Capture {
           return;
         }
         if (v.kind === 'tls') finish('tls', TLS_HANDSHAKE_FAILURE_ALERT);
-        else if (v.kind === 'http') finish('http', http1Reply(siteReply(v.head)));
-        else finish(v.kind);
+        else if (v.kind === 'http') {
+          const request = v.head;
+          // Dated by the asking process's clock, once the observer has named it.
+          finish('http', (proc) =>
+            http1Reply(
+              siteReply(request, RUN_REPLY_SEED, processDate(proc, Date.now(), monotonicMs())),
+            ),
+          );
+        } else finish(v.kind);
         return;
       }
       if (v.reading !== 'unknown') return;
@@ -529,10 +568,20 @@ export class Capture {
     let settle: (r: Intercepted) => void = () => undefined;
     const result = new Promise<Intercepted>((resolve) => (settle = resolve));
     this.intercepting++;
-    const end = intercept(sock, clientHello, stream.bytesSeen, ca, ready, (r) => {
-      this.intercepting--;
-      settle(r);
-    });
+    let asker: ProcessInfo | undefined;
+    void found.then(({ proc }) => (asker = proc));
+    const end = intercept(
+      sock,
+      clientHello,
+      stream.bytesSeen,
+      ca,
+      ready,
+      (r) => {
+        this.intercepting--;
+        settle(r);
+      },
+      () => processDate(asker, Date.now(), monotonicMs()),
+    );
     this.open.add(end);
     // Recorded when it ends; a flush ends it first, then waits for the record.
     void this.track(
@@ -729,6 +778,8 @@ export class Capture {
     }
     for (const e of entries) {
       if (e.proto !== 'icmp' && e.proto !== 'icmpv6') continue;
+      // A ping of the sandbox's own address stays in the machine, as on any other.
+      if (e.dst === e.src) continue;
       const ids = this.icmpSeen.get(e.dst) ?? new Set<number>();
       ids.add(e.icmpId ?? 0);
       this.icmpSeen.set(e.dst, ids);

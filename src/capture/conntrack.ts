@@ -17,6 +17,9 @@ export interface ConntrackEntry {
   dport: number;
   /** Reply tuple source port: the capture's port for redirected flows. */
   replySport: number;
+  /** Reply tuple addresses: the capture's (127.0.0.1 or ::1 for redirected flows) and the client's. */
+  replySrc?: string;
+  replyDst?: string;
   /**
    * Reply tuple destination port: the client port as the capture's socket sees it. Usually the
    * original source port, but not always: when the kernel reuses a source port for two
@@ -74,6 +77,7 @@ export function parseConntrackLine(line: string): ConntrackEntry | undefined {
   const dport = sport && field(line, 'dport', sport.end - 1);
   if (!sport || !dport) return undefined;
   const rsrc = field(line, 'src', dport.end - 1);
+  const rdst = rsrc && field(line, 'dst', rsrc.end - 1);
   const rsport = rsrc && field(line, 'sport', rsrc.end - 1);
   const rdport = rsport && field(line, 'dport', rsport.end - 1);
   return {
@@ -85,9 +89,18 @@ export function parseConntrackLine(line: string): ConntrackEntry | undefined {
     dport: Number(dport.value),
     replySport: rsport ? Number(rsport.value) : 0,
     replyDport: rdport ? Number(rdport.value) : 0,
+    ...(rsrc ? { replySrc: addr(family, rsrc.value) } : {}),
+    ...(rdst ? { replyDst: addr(family, rdst.value) } : {}),
     mark,
     ...(state ? { state } : {}),
   };
+}
+
+/** A socket's address as conntrack prints it: IPv4-mapped IPv6 as IPv4, IPv6 compressed. */
+export function socketAddress(a: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);
+  if (mapped) return mapped[1] as string;
+  return a.includes(':') ? normalizeIpv6(a) : a;
 }
 
 const STALE_STATES = new Set(['TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'FIN_WAIT']);
@@ -101,6 +114,22 @@ export interface Lookup {
   proto: 'tcp' | 'udp';
   clientPort: number;
   capturePort: number;
+  /**
+   * The two ends as the capture's socket sees them. Given, only an entry whose reply tuple has
+   * both is taken: two sockets of one port (SO_REUSEADDR), one connected straight to the
+   * capture's port on the sandbox's own address and one redirected, have the same ports but not
+   * the same capture address, and neither may take the other's destination.
+   */
+  clientAddress?: string;
+  captureAddress?: string;
+}
+
+/** Whether `e` is the flow `w` names, where `w` names its addresses. */
+function sameEnds(e: ConntrackEntry, w: Lookup): boolean {
+  if (w.clientAddress !== undefined && e.replyDst !== socketAddress(w.clientAddress)) return false;
+  if (w.captureAddress !== undefined && e.replySrc !== socketAddress(w.captureAddress))
+    return false;
+  return true;
 }
 
 /**
@@ -179,10 +208,10 @@ export class ConntrackReader {
           else index.set(key, [e]);
         }
         for (const w of batch) {
-          const found = index.get(
-            `${w.lookup.proto}/${w.lookup.clientPort}/${w.lookup.capturePort}`,
-          );
-          if (found) w.resolve(pickEntry(found));
+          const found = index
+            .get(`${w.lookup.proto}/${w.lookup.clientPort}/${w.lookup.capturePort}`)
+            ?.filter((e) => sameEnds(e, w.lookup));
+          if (found?.length) w.resolve(pickEntry(found));
           else if (++w.tries >= this.maxTries) {
             this.unresolved++;
             w.resolve(undefined);

@@ -17,7 +17,7 @@ import { createServer as createH2Server, type ServerHttp2Stream } from 'node:htt
 import type { Socket } from 'node:net';
 import { StreamClassifier } from './classify.js';
 import { type HttpRequestHead } from './http.js';
-import { http1Reply, siteReply } from './reply.js';
+import { http1Reply, RUN_REPLY_SEED, siteReply } from './reply.js';
 import type { RunCa } from './x509.js';
 
 /** How long a decrypted connection may stay silent before we record what we have. */
@@ -169,6 +169,8 @@ export function intercept(
   ca: RunCa,
   ready: Promise<string>,
   done: (r: Intercepted) => void,
+  /** The time of day the client reads, for the replies' `Date`. */
+  now: () => Date = () => new Date(),
 ): () => void {
   let bytesOut = seen;
   /** The connection's record was made: nothing more is read or answered. */
@@ -309,6 +311,7 @@ export function intercept(
               h2Raw = Buffer.concat([h2Raw, d.subarray(0, H2_RAW_MAX - h2Raw.length)]);
           },
           () => finish(),
+          now,
         );
       } else t.on('data', onData);
     });
@@ -356,7 +359,7 @@ export function intercept(
         if (rest.length > 0) ws = Buffer.from(rest.subarray(0, WS_MAX));
         return;
       }
-      if (v.kind === 'http') finish(http1Reply(siteReply(v.head)), true);
+      if (v.kind === 'http') finish(http1Reply(siteReply(v.head, RUN_REPLY_SEED, now())), true);
       else finish();
     }
   }
@@ -373,6 +376,7 @@ function readH2(
   out: H2Request[],
   received: (raw: Buffer) => void,
   end: () => void,
+  now: () => Date,
 ): void {
   const server = createH2Server({
     maxSessionMemory: 4,
@@ -418,7 +422,11 @@ function readH2(
       });
       stream.on('end', () => {
         if (stream.destroyed) return;
-        const r = siteReply({ ...req, ...(req.authority ? { host: req.authority } : {}) });
+        const r = siteReply(
+          { ...req, ...(req.authority ? { host: req.authority } : {}) },
+          RUN_REPLY_SEED,
+          now(),
+        );
         stream.respond(
           {
             ':status': r.status,

@@ -19,6 +19,9 @@ import { Capture } from './capture.js';
 import { PUBLIC_SUFFIX_LIST, suffixRulesFrom, tldsFrom } from './reserved.js';
 import { RunCa } from './x509.js';
 
+/** How often conntrack is read for new ICMP echo entries, at the least. */
+const ICMP_POLL_MS = 100;
+
 export { CAPTURE_PORTS } from './capture.js';
 
 /**
@@ -45,8 +48,19 @@ export async function main(args: readonly string[] = process.argv.slice(2)): Pro
   await capture.startTcp();
   const observerSocket = process.env.OBSERVER_SOCKET;
   if (observerSocket) await capture.observer.listen(observerSocket);
-  // ICMP echo entries live 30 s in conntrack; a 1 s poll sees each and dates it to within 1 s.
-  const icmpTimer = setInterval(() => void capture.pollIcmp(), 1000);
+  // ICMP echo entries live 30 s in conntrack. Answered pings end in milliseconds, so a step's
+  // pings are looked for every ICMP_POLL_MS, which dates them to within that, unless reading the
+  // table takes long (a flood): then at most a tenth of the time goes to reading it.
+  let icmpTimer: NodeJS.Timeout | undefined;
+  const pollIcmp = async () => {
+    const t0 = performance.now();
+    await capture.pollIcmp();
+    icmpTimer = setTimeout(
+      () => void pollIcmp(),
+      Math.max(ICMP_POLL_MS, 10 * (performance.now() - t0)),
+    );
+  };
+  void pollIcmp();
   let flushing: Promise<void> = Promise.resolve();
   let flushes = 0;
   const flush = () => {
@@ -73,7 +87,7 @@ export async function main(args: readonly string[] = process.argv.slice(2)): Pro
   });
   process.on('SIGUSR1', () => void flush());
   process.on('SIGTERM', () => {
-    clearInterval(icmpTimer);
+    clearTimeout(icmpTimer);
     void flush().then(() => process.exit(0));
   });
   if (args[2] && args[3] && !(await rulesIn(args[2], args[3]))) {

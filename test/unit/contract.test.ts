@@ -21,6 +21,7 @@ import { NPM_ENV_FILE } from '../../src/agent/lifecycle.js';
 import { SANDBOX_WORKDIR } from '../../src/core/terms.js';
 import { CAPTURE_PORTS } from '../../src/capture/main.js';
 import { captureDistDir, packageRoot } from '../../src/paths.js';
+import { SANDBOX_CLOCK_SPEED } from '../../src/capture/reply.js';
 import { CA_SUBJECT } from '../../src/capture/x509.js';
 import {
   AGENT_DIR,
@@ -193,6 +194,7 @@ describe('contract: the runner image and the sandbox agents', () => {
       `+0 x${CLOCK_SPEED}`,
       `/etc/faketimerc in ${RUNNER_DOCKERFILE} vs CLOCK_SPEED`,
     );
+    assert.equal(SANDBOX_CLOCK_SPEED, CLOCK_SPEED, 'SANDBOX_CLOCK_SPEED in src/capture/reply.ts');
     assert.match(runnerDockerfile, /> \/etc\/ld\.so\.preload/, 'libfaketime is not preloaded');
     assert.match(read(BASE_PACKAGES), /^libfaketime$/m, `libfaketime is not in ${BASE_PACKAGES}`);
     // What keeps the agents on the kernel's clock is never passed to a step.

@@ -63,6 +63,51 @@ describe('conntrack', () => {
     assert.equal(second?.dst, '203.0.113.8');
   });
 
+  it("two sockets of one port, one straight to the capture's port, never take each other's destination", async (t) => {
+    // A package binds two sockets to one port (SO_REUSEADDR): one connects to the capture's port
+    // on the sandbox's own address, the other to its real destination (redirected). The ports of
+    // their reply tuples are the same; the capture's address is not.
+    const direct =
+      'ipv4     2 tcp      6 119 ESTABLISHED src=192.168.1.23 dst=192.168.1.23 sport=40312 dport=15001 src=192.168.1.23 dst=192.168.1.23 sport=15001 dport=40312 [ASSURED] mark=0 zone=0 use=2';
+    const dir = mkdtempSync(join(tmpdir(), 'ct-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const path = join(dir, 'nf_conntrack');
+    const reader = new ConntrackReader(path, 2, 0);
+    for (const order of [
+      [direct, TCP],
+      [TCP, direct],
+    ]) {
+      writeFileSync(path, order.join('\n') + '\n');
+      const at = { proto: 'tcp', clientPort: 40312, capturePort: 15001 } as const;
+      const [redirected, straight, v6] = await Promise.all([
+        reader.lookup({
+          ...at,
+          clientAddress: '::ffff:192.168.1.23',
+          captureAddress: '::ffff:127.0.0.1',
+        }),
+        reader.lookup({
+          ...at,
+          clientAddress: '::ffff:192.168.1.23',
+          captureAddress: '::ffff:192.168.1.23',
+        }),
+        reader.lookup({ ...at, clientAddress: 'fd42:6e70:6d::23', captureAddress: '::1' }),
+      ]);
+      assert.equal(redirected?.dst, '203.0.113.7');
+      assert.equal(straight?.dst, '192.168.1.23');
+      assert.equal(straight?.dport, 15001);
+      assert.equal(v6, undefined, 'no IPv6 flow on that port');
+    }
+    writeFileSync(path, TCP6 + '\n');
+    const six = await reader.lookup({
+      proto: 'tcp',
+      clientPort: 50000,
+      capturePort: 15001,
+      clientAddress: 'fd42:6e70:6d:0:0:0:0:23',
+      captureAddress: '::1',
+    });
+    assert.equal(six?.dst, '2001:db8::7');
+  });
+
   it('answers many concurrent lookups from one read', async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'ct-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));

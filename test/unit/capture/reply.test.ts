@@ -12,7 +12,14 @@ import { describe, it } from 'node:test';
 import { Capture } from '../../../src/capture/capture.js';
 import { buildResponse, parseQuery } from '../../../src/capture/dns.js';
 import { registrableDomain, suffixRulesFrom } from '../../../src/capture/reserved.js';
-import { http1Reply, siteMail, siteReply, type ReplyRequest } from '../../../src/capture/reply.js';
+import {
+  http1Reply,
+  processDate,
+  SANDBOX_CLOCK_SPEED,
+  siteMail,
+  siteReply,
+  type ReplyRequest,
+} from '../../../src/capture/reply.js';
 
 const seed = Buffer.from('0123456789abcdef');
 const get = (host: string, path = '/', more: [string, string][] = []): ReplyRequest => ({
@@ -94,6 +101,20 @@ describe('HTTP replies of the capture', () => {
       http1Reply(post).toString('latin1'),
       /\r\nDate: Fri, 02 Jan 2026 03:04:05 GMT\r\n/,
     );
+  });
+
+  it("a site's time of day is the asking process's: its clock runs fast from its start", () => {
+    const wall = Date.UTC(2026, 0, 2, 3, 4, 5);
+    // Unknown process: the wall clock.
+    assert.equal(processDate(undefined, wall, 9_000).getTime(), wall);
+    // Started 2 s of wall time ago: it has lived 2 s × SANDBOX_CLOCK_SPEED on its own clock.
+    const d = processDate({ startMs: 7_000 }, wall, 9_000);
+    assert.equal(d.getTime() - wall, (SANDBOX_CLOCK_SPEED - 1) * 2_000);
+    // Over a wait, the site's Date moves as the process's clock does.
+    const later = processDate({ startMs: 7_000 }, wall + 2_400, 11_400);
+    assert.equal(later.getTime() - d.getTime(), SANDBOX_CLOCK_SPEED * 2_400);
+    // A start time after now (a clock read a moment late) never dates the reply back.
+    assert.equal(processDate({ startMs: 9_500 }, wall, 9_000).getTime(), wall);
   });
 
   it('is well-formed HTTP/1.1 that closes the connection, and never echoes what was sent', () => {
