@@ -132,9 +132,11 @@ COMMIT
 COMMIT
 RULES
 
-# Traffic the sandbox sends to its own loopback is not egress and is neither redirected nor
-# recorded: left untracked, it does not grow the conntrack table the capture reads for every
-# redirected flow (each read walks the whole table). Optional: without the raw table (or the CT
+# Traffic the sandbox sends to its own loopback, or to its own addresses, is not egress and is
+# neither redirected nor recorded: left untracked, it does not grow the conntrack table the
+# capture reads for every redirected flow (each read walks the whole table), so a package cannot
+# slow every lookup by flooding its own ports. Packets from loopback are the capture's replies to
+# redirected flows (and the answers to pings), which conntrack must see to un-NAT them. Optional: without the raw table (or the CT
 # target) it is tracked as before.
 iptables-restore -w <<RULES || echo "capture: loopback traffic stays tracked (no raw table)" >&2
 *raw
@@ -142,6 +144,7 @@ iptables-restore -w <<RULES || echo "capture: loopback traffic stays tracked (no
 :OUTPUT ACCEPT [0:0]
 -A PREROUTING -i eth0 -j DROP
 -A OUTPUT -o lo -d 127.0.0.0/8 -j CT --notrack
+-A OUTPUT -m addrtype --dst-type LOCAL ! -s 127.0.0.0/8 -j CT --notrack
 COMMIT
 RULES
 ping_rules iptables "$V4_RESOLVER" 16 TTL ttl
@@ -188,6 +191,7 @@ RULES
 :OUTPUT ACCEPT [0:0]
 -A PREROUTING -i eth0 -j DROP
 -A OUTPUT -o lo -d ::1/128 -j CT --notrack
+-A OUTPUT -m addrtype --dst-type LOCAL ! -s ::1/128 -j CT --notrack
 COMMIT
 RULES
   ping_rules ip6tables "$V6_ROUTER" 36 HL hl

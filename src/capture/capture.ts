@@ -12,8 +12,14 @@
 import { execFile } from 'node:child_process';
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Socket } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { promisify } from 'node:util';
-import { ConntrackReader, type ConntrackEntry, type Lookup } from './conntrack.js';
+import {
+  ConntrackReader,
+  socketAddress,
+  type ConntrackEntry,
+  type Lookup,
+} from './conntrack.js';
 import { conntrackDrops, udpReceiveErrors } from './kernel-stats.js';
 import {
   buildResponse,
@@ -36,6 +42,14 @@ import type { RunCa } from './x509.js';
 import type { ProcessInfo, StreamEvent } from '../core/terms.js';
 
 const execFileP = promisify(execFile);
+
+/** The namespace's own addresses (the sandbox shares it), as conntrack prints them. */
+function localAddresses(): Set<string> {
+  const out = new Set<string>();
+  for (const list of Object.values(networkInterfaces()))
+    for (const a of list ?? []) out.add(socketAddress(a.address.replace(/%.*$/, '')));
+  return out;
+}
 
 /** The two ends of a flow as the capture's socket sees them, to tell apart flows of one port. */
 type Ends = Pick<Lookup, 'clientAddress' | 'captureAddress'>;
@@ -776,10 +790,12 @@ export class Capture {
     } catch {
       return;
     }
+    const local = localAddresses();
     for (const e of entries) {
       if (e.proto !== 'icmp' && e.proto !== 'icmpv6') continue;
-      // A ping of the sandbox's own address stays in the machine, as on any other.
-      if (e.dst === e.src) continue;
+      // A ping of the sandbox's own address stays in the machine, as on any other (untracked
+      // where the raw table exists). Only the destination says so: a source can be forged.
+      if (local.has(e.dst)) continue;
       const ids = this.icmpSeen.get(e.dst) ?? new Set<number>();
       ids.add(e.icmpId ?? 0);
       this.icmpSeen.set(e.dst, ids);

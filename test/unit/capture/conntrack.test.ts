@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { Capture } from '../../../src/capture/capture.js';
 import { ConntrackReader, parseConntrackLine, pickEntry } from '../../../src/capture/conntrack.js';
+import { parseEventLog } from '../../../src/core/events.js';
 
 // Lines as the kernel prints them in the gateway's namespace (shapes seen on our machines).
 const TCP =
@@ -124,5 +126,38 @@ describe('conntrack', () => {
     assert.equal(b?.dst, '9.9.9.9');
     assert.equal(c?.dst, '2001:db8::7');
     assert.equal(missing, undefined, 'a direct loopback connection has no entry');
+  });
+});
+
+describe('ICMP from conntrack', () => {
+  it("a ping with a forged source is recorded; one of the namespace's own addresses is not", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'ct-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const table = join(dir, 'nf_conntrack');
+    const own = Object.values(networkInterfaces())
+      .flat()
+      .find((a) => a?.family === 'IPv4')?.address;
+    assert.ok(own, 'an IPv4 address of this machine');
+    writeFileSync(
+      table,
+      [
+        // Source forged to the destination (IPV6_FREEBIND): egress all the same.
+        'ipv6     10 icmpv6   58 29 src=2a01:04f8:0001:0002:0000:0000:0000:0099 dst=2a01:04f8:0001:0002:0000:0000:0000:0099 type=128 code=0 id=6001 [UNREPLIED] src=2a01:04f8:0001:0002:0000:0000:0000:0099 dst=2a01:04f8:0001:0002:0000:0000:0000:0099 type=129 code=0 id=6001 mark=113 zone=0 use=2',
+        `ipv4     2 icmp     1 29 src=${own} dst=${own} type=8 code=0 id=18 src=${own} dst=${own} type=0 code=0 id=18 mark=0 zone=0 use=2`,
+        ICMP,
+      ].join('\n') + '\n',
+    );
+    const events = join(dir, 'events.ndjson');
+    const c = new Capture(events);
+    (c as unknown as { conntrack: ConntrackReader }).conntrack = new ConntrackReader(table);
+    await c.pollIcmp();
+    c.sink.finish();
+    const icmp = parseEventLog(readFileSync(events, 'utf8')).events.filter(
+      (e) => e.kind === 'icmp',
+    );
+    assert.deepEqual(icmp.map((e) => (e.kind === 'icmp' ? e.ip : '')).sort(), [
+      '203.0.113.5',
+      '2a01:4f8:1:2::99',
+    ]);
   });
 });
