@@ -14,12 +14,7 @@ import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dg
 import { createServer, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { promisify } from 'node:util';
-import {
-  ConntrackReader,
-  socketAddress,
-  type ConntrackEntry,
-  type Lookup,
-} from './conntrack.js';
+import { ConntrackReader, socketAddress, type ConntrackEntry, type Lookup } from './conntrack.js';
 import { conntrackDrops, udpReceiveErrors } from './kernel-stats.js';
 import {
   buildResponse,
