@@ -42,7 +42,7 @@ const execFileP = promisify(execFile);
 function localAddresses(): Set<string> {
   const out = new Set<string>();
   for (const list of Object.values(networkInterfaces()))
-    for (const a of list ?? []) out.add(socketAddress(a.address.replace(/%.*$/, '')));
+    for (const a of list ?? []) out.add(socketAddress(a.address));
   return out;
 }
 

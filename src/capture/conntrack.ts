@@ -96,11 +96,19 @@ export function parseConntrackLine(line: string): ConntrackEntry | undefined {
   };
 }
 
-/** A socket's address as conntrack prints it: IPv4-mapped IPv6 as IPv4, IPv6 compressed. */
+/**
+ * A socket's address as conntrack prints it: IPv4-mapped IPv6 as IPv4, IPv6 compressed and without
+ * a scope (`fe80::1%eth0`). Never throws: an address it cannot read is returned as it was.
+ */
 export function socketAddress(a: string): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(a);
   if (mapped) return mapped[1] as string;
-  return a.includes(':') ? normalizeIpv6(a) : a;
+  if (!a.includes(':')) return a;
+  try {
+    return normalizeIpv6(a.replace(/%.*$/, ''));
+  } catch {
+    return a;
+  }
 }
 
 const STALE_STATES = new Set(['TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'FIN_WAIT']);

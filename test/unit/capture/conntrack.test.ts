@@ -4,7 +4,12 @@ import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { Capture } from '../../../src/capture/capture.js';
-import { ConntrackReader, parseConntrackLine, pickEntry } from '../../../src/capture/conntrack.js';
+import {
+  ConntrackReader,
+  parseConntrackLine,
+  pickEntry,
+  socketAddress,
+} from '../../../src/capture/conntrack.js';
 import { parseEventLog } from '../../../src/core/events.js';
 
 // Lines as the kernel prints them in the gateway's namespace (shapes seen on our machines).
@@ -108,6 +113,11 @@ describe('conntrack', () => {
       captureAddress: '::1',
     });
     assert.equal(six?.dst, '2001:db8::7');
+    // Scoped, malformed or overlong addresses are read as far as they can be, never thrown on.
+    assert.equal(socketAddress('fe80:0:0:0:0:0:0:1%eth0'), 'fe80::1');
+    assert.equal(socketAddress('::FFFF:192.168.1.23'), '192.168.1.23');
+    for (const odd of ['1:2:3:4:5:6:7:8:9:10', 'zz::', '::1.2.3.4.5', ''])
+      assert.doesNotThrow(() => socketAddress(odd), odd);
   });
 
   it('answers many concurrent lookups from one read', async (t) => {
