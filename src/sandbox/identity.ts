@@ -13,6 +13,7 @@ import type { Bait } from '../core/bait.js';
 
 import type { IdentityProfile } from '../core/terms.js';
 import { CI_RUNNER_ENV } from '../agent/lifecycle.js';
+import { RUNTIME_DIR, SSH_AGENT_SOCKET } from '../agent/ssh-agent.js';
 
 export type { IdentityProfile };
 
@@ -263,8 +264,8 @@ export function makeIdentity(profile: IdentityProfile = 'laptop'): SandboxIdenti
       TERM: 'xterm-256color',
       COLORTERM: 'truecolor',
       EDITOR: 'vim',
-      XDG_RUNTIME_DIR: `/run/user/1000`,
-      SSH_AUTH_SOCK: `/run/user/1000/keyring/ssh`,
+      XDG_RUNTIME_DIR: RUNTIME_DIR,
+      SSH_AUTH_SOCK: SSH_AGENT_SOCKET,
     });
   }
 
