@@ -21,7 +21,6 @@ import { readdirSync, readlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import type { ProcessInfo } from '../core/terms.js';
 import { cmdline, disguise, monotonicMs, pids, read, readOf, stat, type ProcStat } from './proc.js';
-import { serveAgent, SSH_AGENT_SOCKET } from './ssh-agent.js';
 
 interface Request {
   id: number;
@@ -164,8 +163,6 @@ function main(): void {
   disguise('/lib/systemd/systemd-journald', 'systemd-journal');
   const name = process.env.OBSERVER_SOCKET;
   if (!name) throw new Error('observer: OBSERVER_SOCKET is not set');
-  // Before any package code runs: the user's SSH agent, where the identity names one (laptop).
-  if (process.env.SSH_AUTH_SOCK === SSH_AGENT_SOCKET) serveAgent(SSH_AGENT_SOCKET, 1000, 1000);
   // The sandbox starts while the gateway is still setting up: retry until the capture listens.
   const give = Date.now() + 15_000;
   const attempt = () => {

@@ -13,8 +13,12 @@ import type { Bait } from '../core/bait.js';
 
 import type { IdentityProfile } from '../core/terms.js';
 import { CI_RUNNER_ENV } from '../agent/lifecycle.js';
-import { RUNTIME_DIR, SSH_AGENT_SOCKET } from '../agent/ssh-agent.js';
 
+/**
+ * The user's runtime folder as a desktop login makes it (XDG_RUNTIME_DIR): under the laptop
+ * identity a tmpfs of the user's own in the sandbox (src/sandbox/topology.ts).
+ */
+export const RUNTIME_DIR = '/run/user/1000';
 export type { IdentityProfile };
 
 export interface IdentityFile {
@@ -265,7 +269,7 @@ export function makeIdentity(profile: IdentityProfile = 'laptop'): SandboxIdenti
       COLORTERM: 'truecolor',
       EDITOR: 'vim',
       XDG_RUNTIME_DIR: RUNTIME_DIR,
-      SSH_AUTH_SOCK: SSH_AGENT_SOCKET,
+      SSH_AUTH_SOCK: `${RUNTIME_DIR}/keyring/ssh`,
     });
   }
 

@@ -11,8 +11,7 @@ import { PhonehomeError } from '../core/errors.js';
 import { SANDBOX_WORKDIR } from '../core/terms.js';
 import { parseEventLog, type EventLog } from '../core/events.js';
 import { AGENT_CLOCK_ENV, REAL_NODE } from '../agent/clock.js';
-import { RUNTIME_DIR } from '../agent/ssh-agent.js';
-import { filesTarBytes, makeIdentity, type SandboxIdentity } from './identity.js';
+import { filesTarBytes, makeIdentity, RUNTIME_DIR, type SandboxIdentity } from './identity.js';
 import { sandboxSeccompProfile } from './seccomp.js';
 import {
   LogWaitError,
@@ -137,8 +136,8 @@ export class CaptureTopology {
         // /etc/passwd and /etc/group of the runner image point here: the user's name is per run.
         // So do the system's certificate bundle and the run CA's file (trust store, below).
         [IDENTITY_DIR]: 'rw,noexec,nosuid,nodev,size=2m,mode=0755',
-        // The user's runtime folder, as a desktop login makes it (XDG_RUNTIME_DIR, with the SSH
-        // agent's socket): the laptop identity's alone.
+        // The user's runtime folder, as a desktop login makes it (XDG_RUNTIME_DIR): the laptop
+        // identity's alone.
         ...(identity.env.XDG_RUNTIME_DIR === RUNTIME_DIR
           ? { [RUNTIME_DIR]: 'rw,nosuid,nodev,size=1m,uid=1000,gid=1000,mode=0700' }
           : {}),
