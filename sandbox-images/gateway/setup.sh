@@ -136,8 +136,8 @@ RULES
 # neither redirected nor recorded: left untracked, it does not grow the conntrack table the
 # capture reads for every redirected flow (each read walks the whole table), so a package cannot
 # slow every lookup by flooding its own ports. Packets from loopback are the capture's replies to
-# redirected flows (and the answers to pings), which conntrack must see to un-NAT them. Optional: without the raw table (or the CT
-# target) it is tracked as before.
+# redirected flows (and the answers to pings), which conntrack must see to un-NAT them.
+# Optional: without the raw table (or the CT target) it is tracked as before.
 iptables-restore -w <<RULES || echo "capture: loopback traffic stays tracked (no raw table)" >&2
 *raw
 :PREROUTING ACCEPT [0:0]

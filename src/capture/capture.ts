@@ -49,6 +49,17 @@ function localAddresses(): Set<string> {
 /** The two ends of a flow as the capture's socket sees them, to tell apart flows of one port. */
 type Ends = Pick<Lookup, 'clientAddress' | 'captureAddress'>;
 
+/** The ends of an accepted (or refused) connection; `undefined` once its socket is gone. */
+function endsOf(s: { remoteAddress?: string; localAddress?: string }): Ends | undefined {
+  return s.remoteAddress && s.localAddress
+    ? { clientAddress: s.remoteAddress, captureAddress: s.localAddress }
+    : undefined;
+}
+
+/** The time of day `proc` reads, for a reply's `Date`. */
+const dateFor = (proc: ProcessInfo | undefined): Date =>
+  processDate(proc, Date.now(), monotonicMs());
+
 /** The ports setup.sh redirects to (TCP_PORT, DNS_PORT, UDP_PORT there; a contract test checks). */
 export const CAPTURE_PORTS = { tcp: 15001, dns: 15053, udp: 15002 } as const;
 
@@ -416,20 +427,14 @@ export class Capture {
         this.sink.hitBound('connections', MAX_CONNECTIONS);
         this.unasked++;
         const clientPort = data?.remotePort;
-        if (!clientPort) {
+        const ends = data && endsOf(data);
+        if (!clientPort || !ends) {
           this.sink.countOnly('tcp', `more than ${MAX_CONNECTIONS} connections open at once`);
           return;
         }
         void this.track(
           this.conntrack
-            .lookup({
-              proto: 'tcp',
-              clientPort,
-              capturePort: CAPTURE_PORTS.tcp,
-              ...(data?.remoteAddress && data.localAddress
-                ? { clientAddress: data.remoteAddress, captureAddress: data.localAddress }
-                : {}),
-            })
+            .lookup({ proto: 'tcp', clientPort, capturePort: CAPTURE_PORTS.tcp, ...ends })
             .then((ct) => {
               if (ct) this.recordStream(t, ct, Buffer.alloc(0), 0, undefined, undefined);
               else
@@ -450,15 +455,12 @@ export class Capture {
   onConnection(sock: Socket): void {
     const t = monotonicMs();
     const clientPort = sock.remotePort ?? 0;
-    const found = this.lookup(
-      'tcp',
-      clientPort,
-      CAPTURE_PORTS.tcp,
-      true,
-      sock.remoteAddress && sock.localAddress
-        ? { clientAddress: sock.remoteAddress, captureAddress: sock.localAddress }
-        : {},
-    );
+    // A socket reset before it was handed over has no addresses: no entry is its (a miss).
+    const ends = endsOf(sock);
+    if (!ends) this.conntrack.unresolved++;
+    const found = ends
+      ? this.lookup('tcp', clientPort, CAPTURE_PORTS.tcp, true, ends)
+      : Promise.resolve({ ct: undefined, proc: undefined });
     const stream = new StreamClassifier();
     let done = false;
     let idle: NodeJS.Timeout | undefined;
@@ -522,11 +524,7 @@ export class Capture {
         else if (v.kind === 'http') {
           const request = v.head;
           // Dated by the asking process's clock, once the observer has named it.
-          finish('http', (proc) =>
-            http1Reply(
-              siteReply(request, RUN_REPLY_SEED, processDate(proc, Date.now(), monotonicMs())),
-            ),
-          );
+          finish('http', (proc) => http1Reply(siteReply(request, RUN_REPLY_SEED, dateFor(proc))));
         } else finish(v.kind);
         return;
       }
@@ -589,7 +587,7 @@ export class Capture {
         this.intercepting--;
         settle(r);
       },
-      () => processDate(asker, Date.now(), monotonicMs()),
+      () => dateFor(asker),
     );
     this.open.add(end);
     // Recorded when it ends; a flush ends it first, then waits for the record.
@@ -785,9 +783,10 @@ export class Capture {
     } catch {
       return;
     }
-    const local = localAddresses();
+    let local: Set<string> | undefined;
     for (const e of entries) {
       if (e.proto !== 'icmp' && e.proto !== 'icmpv6') continue;
+      local ??= localAddresses();
       // A ping of the sandbox's own address stays in the machine, as on any other (untracked
       // where the raw table exists). Only the destination says so: a source can be forged.
       if (local.has(e.dst)) continue;

@@ -1,8 +1,9 @@
 /**
  * Original destinations of redirected connections, read back from /proc/net/nf_conntrack in the
  * gateway's namespace (Node has no SO_ORIGINAL_DST). A redirected flow is found by its reply
- * tuple: source port = the capture's port, destination port = the client port the capture's
- * socket sees. The reply tuple is unique in the table, the original source port is not.
+ * tuple: source = the capture's address and port, destination = the client's address and port
+ * as the capture's socket sees them. The reply tuple is unique in the table, the original source
+ * port is not.
  */
 import { readFile } from 'node:fs/promises';
 import { normalizeIpv6 } from './dns.js';
@@ -123,21 +124,24 @@ export interface Lookup {
   clientPort: number;
   capturePort: number;
   /**
-   * The two ends as the capture's socket sees them. Given, only an entry whose reply tuple has
-   * both is taken: two sockets of one port (SO_REUSEADDR), one connected straight to the
-   * capture's port on the sandbox's own address and one redirected, have the same ports but not
-   * the same capture address, and neither may take the other's destination.
+   * The two ends' addresses as the capture's socket sees them. Both belong to the flow's key with
+   * the ports: two sockets of one port (SO_REUSEADDR), one connected straight to the capture's
+   * port on the sandbox's own address and one redirected, have the same ports but not the same
+   * capture address, and neither may take the other's destination.
    */
-  clientAddress?: string;
-  captureAddress?: string;
+  clientAddress: string;
+  captureAddress: string;
 }
 
-/** Whether `e` is the flow `w` names, where `w` names its addresses. */
-function sameEnds(e: ConntrackEntry, w: Lookup): boolean {
-  if (w.clientAddress !== undefined && e.replyDst !== socketAddress(w.clientAddress)) return false;
-  if (w.captureAddress !== undefined && e.replySrc !== socketAddress(w.captureAddress))
-    return false;
-  return true;
+/** A flow's key: its reply tuple, whose destination is the client and whose source the capture. */
+function flowKey(
+  proto: string,
+  client: string | undefined,
+  clientPort: number,
+  capture: string | undefined,
+  capturePort: number,
+): string {
+  return `${proto}/${client}/${clientPort}/${capture}/${capturePort}`;
 }
 
 /**
@@ -146,7 +150,7 @@ function sameEnds(e: ConntrackEntry, w: Lookup): boolean {
  */
 export class ConntrackReader {
   private waiting: {
-    lookup: Lookup;
+    key: string;
     resolve: (e: ConntrackEntry | undefined) => void;
     tries: number;
   }[] = [];
@@ -171,8 +175,15 @@ export class ConntrackReader {
   ) {}
 
   lookup(lookup: Lookup): Promise<ConntrackEntry | undefined> {
+    const key = flowKey(
+      lookup.proto,
+      socketAddress(lookup.clientAddress),
+      lookup.clientPort,
+      socketAddress(lookup.captureAddress),
+      lookup.capturePort,
+    );
     return new Promise((resolve) => {
-      this.waiting.push({ lookup, resolve, tries: 0 });
+      this.waiting.push({ key, resolve, tries: 0 });
       void this.pump();
     });
   }
@@ -210,16 +221,14 @@ export class ConntrackReader {
         }
         const index = new Map<string, ConntrackEntry[]>();
         for (const e of entries) {
-          const key = `${e.proto}/${e.replyDport}/${e.replySport}`;
+          const key = flowKey(e.proto, e.replyDst, e.replyDport, e.replySrc, e.replySport);
           const list = index.get(key);
           if (list) list.push(e);
           else index.set(key, [e]);
         }
         for (const w of batch) {
-          const found = index
-            .get(`${w.lookup.proto}/${w.lookup.clientPort}/${w.lookup.capturePort}`)
-            ?.filter((e) => sameEnds(e, w.lookup));
-          if (found?.length) w.resolve(pickEntry(found));
+          const found = index.get(w.key);
+          if (found) w.resolve(pickEntry(found));
           else if (++w.tries >= this.maxTries) {
             this.unresolved++;
             w.resolve(undefined);

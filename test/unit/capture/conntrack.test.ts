@@ -24,6 +24,10 @@ const TCP6 =
 const ICMP =
   'ipv4     2 icmp     1 29 src=192.168.1.23 dst=203.0.113.5 type=8 code=0 id=17 [UNREPLIED] src=203.0.113.5 dst=192.168.1.23 type=0 code=0 id=17 mark=0 zone=0 use=2';
 
+/** The ends of a redirected flow as the capture's socket sees them. */
+const V4 = { clientAddress: '192.168.1.23', captureAddress: '127.0.0.1' };
+const V6 = { clientAddress: 'fd42:6e70:6d::23', captureAddress: '::1' };
+
 describe('conntrack', () => {
   it('reads original destination and the capture port of a redirected flow', () => {
     const e = parseConntrackLine(TCP);
@@ -63,8 +67,8 @@ describe('conntrack', () => {
     writeFileSync(path, [TCP, remapped].join('\n') + '\n');
     const reader = new ConntrackReader(path);
     const [first, second] = await Promise.all([
-      reader.lookup({ proto: 'tcp', clientPort: 40312, capturePort: 15001 }),
-      reader.lookup({ proto: 'tcp', clientPort: 61234, capturePort: 15001 }),
+      reader.lookup({ proto: 'tcp', clientPort: 40312, capturePort: 15001, ...V4 }),
+      reader.lookup({ proto: 'tcp', clientPort: 61234, capturePort: 15001, ...V4 }),
     ]);
     assert.equal(first?.dst, '203.0.113.7');
     assert.equal(second?.dst, '203.0.113.8');
@@ -127,10 +131,10 @@ describe('conntrack', () => {
     writeFileSync(path, [TCP, UDP, TCP6, ICMP].join('\n') + '\n');
     const reader = new ConntrackReader(path);
     const [a, b, c, missing] = await Promise.all([
-      reader.lookup({ proto: 'tcp', clientPort: 40312, capturePort: 15001 }),
-      reader.lookup({ proto: 'udp', clientPort: 51000, capturePort: 15053 }),
-      reader.lookup({ proto: 'tcp', clientPort: 50000, capturePort: 15001 }),
-      reader.lookup({ proto: 'tcp', clientPort: 1, capturePort: 15001 }),
+      reader.lookup({ proto: 'tcp', clientPort: 40312, capturePort: 15001, ...V4 }),
+      reader.lookup({ proto: 'udp', clientPort: 51000, capturePort: 15053, ...V4 }),
+      reader.lookup({ proto: 'tcp', clientPort: 50000, capturePort: 15001, ...V6 }),
+      reader.lookup({ proto: 'tcp', clientPort: 1, capturePort: 15001, ...V4 }),
     ]);
     assert.equal(a?.dst, '203.0.113.7');
     assert.equal(b?.dst, '9.9.9.9');
