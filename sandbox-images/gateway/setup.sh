@@ -10,6 +10,10 @@ set -u
 TCP_PORT=15001
 DNS_PORT=15053
 UDP_PORT=15002
+# Where nothing listens (the discard port): what is sent straight to the capture's ports goes here.
+CLOSED_PORT=9
+# The package's uid (PACKAGE_UID in src/agent/step.ts).
+PACKAGE_UID=1000
 # An address on eth0 that looks like a home network; nothing routes anywhere from here.
 V4_ADDR=192.168.1.23/24
 V4_RESOLVER=192.168.1.1
@@ -108,6 +112,8 @@ iptables-restore -w <<RULES || fail "cannot install IPv4 rules (iptables-restore
 :OUTPUT ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
 :PING - [0:0]
+-A OUTPUT -p tcp --dport $TCP_PORT -m addrtype --dst-type LOCAL -j REDIRECT --to-ports $CLOSED_PORT
+-A OUTPUT -p udp -m multiport --dports $DNS_PORT,$UDP_PORT -m addrtype --dst-type LOCAL -j REDIRECT --to-ports $CLOSED_PORT
 -A OUTPUT -d 127.0.0.0/8 -j RETURN
 -A OUTPUT -p udp --dport 53 -j REDIRECT --to-ports $DNS_PORT
 -A OUTPUT -p icmp --icmp-type echo-request -j PING
@@ -132,19 +138,26 @@ COMMIT
 COMMIT
 RULES
 
-# Traffic the sandbox sends to its own loopback, or to its own addresses, is not egress and is
+# What the package sends to its own loopback, or to its own addresses, is not egress and is
 # neither redirected nor recorded: left untracked, it does not grow the conntrack table the
 # capture reads for every redirected flow (each read walks the whole table), so a package cannot
-# slow every lookup by flooding its own ports. Packets from loopback are the capture's replies to
-# redirected flows (and the answers to pings), which conntrack must see to un-NAT them.
-# Optional: without the raw table (or the CT target) it is tracked as before.
+# slow every lookup by flooding its own ports. Only the package's own packets are left untracked:
+# the capture's replies to redirected flows (root's), and the kernel's answers to pings and
+# refusals (nobody's), must be seen by conntrack to be un-NATed. Optional: without the raw table
+# (or the CT target, or the owner match) it is tracked as before.
+# Connections and datagrams straight to the capture's ports (on a local address: not redirected)
+# are redirected to CLOSED_PORT, where nothing listens, so they are refused as on a machine where
+# nothing listens on those ports (a reset, or port unreachable): a package could otherwise find
+# the capture, or queue connections the capture must read before the ones it is after. They stay
+# tracked (raw) for that.
 iptables-restore -w <<RULES || echo "capture: loopback traffic stays tracked (no raw table)" >&2
 *raw
 :PREROUTING ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 -A PREROUTING -i eth0 -j DROP
--A OUTPUT -o lo -d 127.0.0.0/8 -j CT --notrack
--A OUTPUT -m addrtype --dst-type LOCAL ! -s 127.0.0.0/8 -j CT --notrack
+-A OUTPUT -p tcp --dport $TCP_PORT -j RETURN
+-A OUTPUT -p udp -m multiport --dports $DNS_PORT,$UDP_PORT -j RETURN
+-A OUTPUT -m owner --uid-owner $PACKAGE_UID -m addrtype --dst-type LOCAL -j CT --notrack
 COMMIT
 RULES
 ping_rules iptables "$V4_RESOLVER" 16 TTL ttl
@@ -159,6 +172,8 @@ if [ "$IPV6" = ipv6 ]; then
 :OUTPUT ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
 :PING - [0:0]
+-A OUTPUT -p tcp --dport $TCP_PORT -m addrtype --dst-type LOCAL -j REDIRECT --to-ports $CLOSED_PORT
+-A OUTPUT -p udp -m multiport --dports $DNS_PORT,$UDP_PORT -m addrtype --dst-type LOCAL -j REDIRECT --to-ports $CLOSED_PORT
 -A OUTPUT -d ::1/128 -j RETURN
 -A OUTPUT -p udp --dport 53 -j REDIRECT --to-ports $DNS_PORT
 -A OUTPUT -p ipv6-icmp --icmpv6-type echo-request -j PING
@@ -190,8 +205,9 @@ RULES
 :PREROUTING ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
 -A PREROUTING -i eth0 -j DROP
--A OUTPUT -o lo -d ::1/128 -j CT --notrack
--A OUTPUT -m addrtype --dst-type LOCAL ! -s ::1/128 -j CT --notrack
+-A OUTPUT -p tcp --dport $TCP_PORT -j RETURN
+-A OUTPUT -p udp -m multiport --dports $DNS_PORT,$UDP_PORT -j RETURN
+-A OUTPUT -m owner --uid-owner $PACKAGE_UID -m addrtype --dst-type LOCAL -j CT --notrack
 COMMIT
 RULES
   ping_rules ip6tables "$V6_ROUTER" 36 HL hl

@@ -56,6 +56,13 @@ function endsOf(s: { remoteAddress?: string; localAddress?: string }): Ends | un
     : undefined;
 }
 
+/** The capture's own addresses, which a redirected flow's reply tuple comes from. */
+const LOOPBACK = new Set(['127.0.0.1', '::1']);
+
+/** A redirected connection's identity while conntrack lists it: both its tuples. */
+const flowId = (e: ConntrackEntry): string =>
+  `${e.proto}/${e.src}/${e.sport}/${e.dst}/${e.dport}/${e.replyDst}/${e.replyDport}`;
+
 /** The time of day `proc` reads, for a reply's `Date`. */
 const dateFor = (proc: ProcessInfo | undefined): Date =>
   processDate(proc, Date.now(), monotonicMs());
@@ -78,6 +85,12 @@ const IDLE_MS = 1500;
 /** The longest we hold any one connection. */
 const CONNECTION_MAX_MS = 10_000;
 const MAX_CONNECTIONS = 4096;
+/**
+ * How long a poll waits before it records a redirected connection no lookup claimed: a closed
+ * one (reset) will never be read; an open one may still be waiting to be accepted.
+ */
+const ORPHAN_CLOSED_MS = 1000;
+const ORPHAN_OPEN_MS = 15_000;
 /** TLS connections intercepted at once (the rest get a handshake failure, counted). */
 const MAX_INTERCEPTED = 256;
 /**
@@ -140,6 +153,10 @@ export class Capture {
   private readonly inflight = new Set<Promise<unknown>>();
   private sampleBudget = BODY_SAMPLE_BUDGET;
   private readonly icmpSeen = new Map<string, Set<number>>();
+  /** Redirected connections a lookup found (flowId), while conntrack still lists them. */
+  private readonly claimed = new Set<string>();
+  /** Redirected connections no lookup has found yet, and when a poll first saw each. */
+  private readonly unclaimed = new Map<string, number>();
   private readonly icmpReported = new Map<string, number>();
   private droppedReported = { ipv4: 0, ipv6: 0 };
   /** Attempts never asked about: refused connections, or too many datagrams waiting. */
@@ -177,6 +194,14 @@ export class Capture {
     this.baseline = { udpErrors: await udpReceiveErrors(), conntrackDrops: await conntrackDrops() };
   }
 
+  /** A flow's conntrack entry, which is then the capture's to record (see `pollTable`). */
+  private find(l: Lookup): Promise<ConntrackEntry | undefined> {
+    return this.conntrack.lookup(l).then((ct) => {
+      if (ct) this.claimed.add(flowId(ct));
+      return ct;
+    });
+  }
+
   /**
    * Conntrack entry of a redirected flow, then the sandbox process that owns its socket (asked
    * for a connected socket by the port it aimed at too; a datagram socket is one per local port).
@@ -189,7 +214,7 @@ export class Capture {
     ends: Ends,
   ): Promise<{ ct: ConntrackEntry | undefined; proc: ProcessInfo | undefined }> {
     return this.track(
-      this.conntrack.lookup({ proto, clientPort, capturePort, ...ends }).then(async (ct) => {
+      this.find({ proto, clientPort, capturePort, ...ends }).then(async (ct) => {
         if (!ct) return { ct, proc: undefined }; // counted as a conntrack miss
         if (!ask) {
           this.unasked++;
@@ -216,7 +241,7 @@ export class Capture {
     ask: boolean,
     ends: Ends,
   ): Promise<{ ct: ConntrackEntry | undefined; proc: ProcessInfo | undefined }> {
-    const ctP = this.conntrack.lookup({ proto: 'udp', clientPort, capturePort, ...ends });
+    const ctP = this.find({ proto: 'udp', clientPort, capturePort, ...ends });
     if (!ask) this.unasked++;
     const first = ask ? this.observer.who('udp', clientPort, rport) : Promise.resolve(undefined);
     return this.track(
@@ -419,30 +444,12 @@ export class Capture {
       this.onConnection(s),
     );
     server.maxConnections = MAX_CONNECTIONS;
-    server.on(
-      'drop',
-      (data?: { remotePort?: number; remoteAddress?: string; localAddress?: string }) => {
-        // Refused, but its destination is still in conntrack: recorded, without its process.
-        const t = monotonicMs();
-        this.sink.hitBound('connections', MAX_CONNECTIONS);
-        this.unasked++;
-        const clientPort = data?.remotePort;
-        const ends = data && endsOf(data);
-        if (!clientPort || !ends) {
-          this.sink.countOnly('tcp', `more than ${MAX_CONNECTIONS} connections open at once`);
-          return;
-        }
-        void this.track(
-          this.conntrack
-            .lookup({ proto: 'tcp', clientPort, capturePort: CAPTURE_PORTS.tcp, ...ends })
-            .then((ct) => {
-              if (ct) this.recordStream(t, ct, Buffer.alloc(0), 0, undefined, undefined);
-              else
-                this.sink.countOnly('tcp', `more than ${MAX_CONNECTIONS} connections open at once`);
-            }),
-        );
-      },
-    );
+    server.on('drop', () => {
+      // Refused, but its destination is still in conntrack: the next poll of the table records
+      // it (an unclaimed flow, see pollTable), without its process.
+      this.sink.hitBound('connections', MAX_CONNECTIONS);
+      this.unasked++;
+    });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       // '::' with ipv6Only off takes both the IPv4 and the IPv6 redirects.
@@ -455,9 +462,9 @@ export class Capture {
   onConnection(sock: Socket): void {
     const t = monotonicMs();
     const clientPort = sock.remotePort ?? 0;
-    // A socket reset before it was handed over has no addresses: no entry is its (a miss).
+    // A socket reset before it was accepted has no addresses: the next poll of the table records
+    // its flow, unclaimed (see pollTable).
     const ends = endsOf(sock);
-    if (!ends) this.conntrack.unresolved++;
     const found = ends
       ? this.lookup('tcp', clientPort, CAPTURE_PORTS.tcp, true, ends)
       : Promise.resolve({ ct: undefined, proc: undefined });
@@ -776,15 +783,42 @@ export class Capture {
 
   // ---- ICMP and drops (polled: the kernel keeps no per-packet record we can read otherwise) ----
 
-  async pollIcmp(): Promise<void> {
+  /**
+   * Reads the whole table: ICMP echoes, which nothing else reports, and redirected connections no
+   * lookup claimed. A connection the capture never got to read (reset while it waited to be
+   * accepted, or refused past MAX_CONNECTIONS) is recorded from its entry alone, with no bytes
+   * and no process: once it is closed (CLOSE) and a poll has seen it for ORPHAN_CLOSED_MS, else
+   * after ORPHAN_OPEN_MS or at the `final` poll, when every lookup has ended.
+   */
+  async pollTable(final = false): Promise<void> {
     let entries: ConntrackEntry[];
     try {
       entries = await this.conntrack.readAll();
     } catch {
       return;
     }
+    const now = monotonicMs();
+    const listed = new Set<string>();
     let local: Set<string> | undefined;
     for (const e of entries) {
+      if (
+        e.proto === 'tcp' &&
+        e.replySport === CAPTURE_PORTS.tcp &&
+        LOOPBACK.has(e.replySrc ?? '')
+      ) {
+        const id = flowId(e);
+        listed.add(id);
+        if (this.claimed.has(id)) continue;
+        const seen = this.unclaimed.get(id) ?? now;
+        this.unclaimed.set(id, seen);
+        const waited = now - seen;
+        if (final || waited >= (e.state === 'CLOSE' ? ORPHAN_CLOSED_MS : ORPHAN_OPEN_MS)) {
+          this.claimed.add(id);
+          this.unclaimed.delete(id);
+          this.recordStream(seen, e, Buffer.alloc(0), 0, undefined, undefined);
+        }
+        continue;
+      }
       if (e.proto !== 'icmp' && e.proto !== 'icmpv6') continue;
       local ??= localAddresses();
       // A ping of the sandbox's own address stays in the machine, as on any other (untracked
@@ -796,6 +830,9 @@ export class Capture {
     }
     // Recorded when first seen, so the attempt falls in the phase that made it.
     this.reportIcmp();
+    // What conntrack no longer lists cannot come back under the same id while it was claimed.
+    for (const id of this.claimed) if (!listed.has(id)) this.claimed.delete(id);
+    for (const id of this.unclaimed.keys()) if (!listed.has(id)) this.unclaimed.delete(id);
   }
 
   reportIcmp(): void {
@@ -837,7 +874,7 @@ export class Capture {
     // Connections still held open (a detached child that never closes) are recorded as they are.
     for (const finish of [...this.open]) finish();
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
-    await this.pollIcmp();
+    await this.pollTable(true);
     await this.reportDropped();
     this.sink.finish(await this.stats());
   }

@@ -48,13 +48,13 @@ export async function main(args: readonly string[] = process.argv.slice(2)): Pro
   await capture.startTcp();
   const observerSocket = process.env.OBSERVER_SOCKET;
   if (observerSocket) await capture.observer.listen(observerSocket);
-  // ICMP echo entries live 30 s in conntrack. Answered pings end in milliseconds, so a step's
-  // pings are looked for every ICMP_POLL_MS, which dates them to within that, unless reading the
-  // table takes long (a flood): then at most a tenth of the time goes to reading it.
+  // ICMP echo entries live 30 s in conntrack, closed connections 10 s. Answered pings end in
+  // milliseconds, so the table is read every ICMP_POLL_MS, which dates them to within that, unless
+  // reading it takes long (a flood): then at most a tenth of the time goes to reading it.
   let icmpTimer: NodeJS.Timeout | undefined;
   const pollIcmp = async () => {
     const t0 = performance.now();
-    await capture.pollIcmp();
+    await capture.pollTable();
     icmpTimer = setTimeout(
       () => void pollIcmp(),
       Math.max(ICMP_POLL_MS, 10 * (performance.now() - t0)),

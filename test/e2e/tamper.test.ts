@@ -191,6 +191,22 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
     assert.ok(report.events.every((e) => e.package === 'tamper-connection-flood@1.0.0'));
   });
 
+  it('connections reset before the capture accepts them, behind decoys to its port, are still recorded', async () => {
+    const { r, report } = await check('tamper-reset-before-accept', '--settle', '1');
+    assert.equal(r.code, 1);
+    assert.equal(report.verdict, 'fail');
+    const to = (host: string) =>
+      report.events.filter((e) => e.kind !== 'dns' && e.host === host && e.port === 443);
+    assert.equal(to('drop.reset-race.example').length, 1, JSON.stringify(report.events));
+    // Each of the twenty is a connection of its own (another source port).
+    assert.equal(to('linger.reset-race.example').length, 20, JSON.stringify(report.events));
+    // Read from the connection table, they have no process, and are charged to the package.
+    for (const e of [...to('drop.reset-race.example'), ...to('linger.reset-race.example')])
+      assert.equal(e.package, 'tamper-reset-before-accept@1.0.0');
+    // The decoys were refused, as on a machine where nothing listens on that port.
+    assert.ok(!report.events.some((e) => e.ip === '127.0.0.1'));
+  });
+
   it('a secret in a TLS ClientHello to a declared host is a bait leak', async () => {
     const { r, report } = await check('tamper-tls-hello-secret');
     assert.equal(r.code, 1);

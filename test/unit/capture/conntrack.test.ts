@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { Capture } from '../../../src/capture/capture.js';
 import {
   ConntrackReader,
+  type Lookup,
   parseConntrackLine,
   pickEntry,
   socketAddress,
@@ -164,7 +165,7 @@ describe('ICMP from conntrack', () => {
     const events = join(dir, 'events.ndjson');
     const c = new Capture(events);
     (c as unknown as { conntrack: ConntrackReader }).conntrack = new ConntrackReader(table);
-    await c.pollIcmp();
+    await c.pollTable();
     c.sink.finish();
     const icmp = parseEventLog(readFileSync(events, 'utf8')).events.filter(
       (e) => e.kind === 'icmp',
@@ -173,5 +174,34 @@ describe('ICMP from conntrack', () => {
       '203.0.113.5',
       '2a01:4f8:1:2::99',
     ]);
+  });
+});
+
+describe('connections the capture could not read', () => {
+  it('a redirected connection no lookup claimed is recorded from its entry; a claimed one is not', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'ct-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const table = join(dir, 'nf_conntrack');
+    const reset =
+      'ipv4     2 tcp      6 9 CLOSE src=192.168.1.23 dst=203.0.113.9 sport=40999 dport=443 src=127.0.0.1 dst=192.168.1.23 sport=15001 dport=40999 [ASSURED] mark=0 zone=0 use=2';
+    // Not redirected to the capture (its reply comes from elsewhere): never a connection of ours.
+    const other =
+      'ipv4     2 tcp      6 9 CLOSE src=192.168.1.23 dst=203.0.113.10 sport=41000 dport=443 src=203.0.113.10 dst=192.168.1.23 sport=443 dport=41000 mark=0 zone=0 use=2';
+    writeFileSync(table, [TCP, reset, other].join('\n') + '\n');
+    const events = join(dir, 'events.ndjson');
+    const c = new Capture(events);
+    (c as unknown as { conntrack: ConntrackReader }).conntrack = new ConntrackReader(table);
+    // The capture read the first connection (its lookup claimed it), never the reset one.
+    const find = (c as unknown as { find(l: Lookup): Promise<unknown> }).find.bind(c);
+    assert.ok(await find({ proto: 'tcp', clientPort: 40312, capturePort: 15001, ...V4 }));
+    await c.pollTable();
+    await c.pollTable(true);
+    await c.pollTable(true);
+    c.sink.finish();
+    const tcp = parseEventLog(readFileSync(events, 'utf8')).events.filter((e) => e.kind === 'tcp');
+    assert.deepEqual(
+      tcp.map((e) => (e.kind === 'tcp' ? [e.ip, e.port, e.bytesOut] : [])),
+      [['203.0.113.9', 443, 0]],
+    );
   });
 });
