@@ -70,6 +70,9 @@ const dateFor = (proc: ProcessInfo | undefined): Date =>
 /** The ports setup.sh redirects to (TCP_PORT, DNS_PORT, UDP_PORT there; a contract test checks). */
 export const CAPTURE_PORTS = { tcp: 15001, dns: 15053, udp: 15002 } as const;
 
+/** What a table line of a flow redirected to the capture's TCP port holds (its reply's source). */
+const TCP_REPLY = ` sport=${CAPTURE_PORTS.tcp} `;
+
 const BODY_SAMPLE_MAX = 64 * 1024;
 /** After this many sample bytes in all, samples shrink to 1 KiB each. */
 const BODY_SAMPLE_BUDGET = 16 * 1024 * 1024;
@@ -155,8 +158,8 @@ export class Capture {
   private readonly icmpSeen = new Map<string, Set<number>>();
   /** Redirected connections a lookup found (flowId), while conntrack still lists them. */
   private readonly claimed = new Set<string>();
-  /** Redirected connections no lookup has found yet, and when a poll first saw each. */
-  private readonly unclaimed = new Map<string, number>();
+  /** Redirected connections no lookup has found yet: their entries, and when a poll first saw each. */
+  private readonly unclaimed = new Map<string, { seen: number; entry: ConntrackEntry }>();
   private readonly icmpReported = new Map<string, number>();
   private droppedReported = { ipv4: 0, ipv6: 0 };
   /** Attempts never asked about: refused connections, or too many datagrams waiting. */
@@ -793,7 +796,11 @@ export class Capture {
   async pollTable(final = false): Promise<void> {
     let entries: ConntrackEntry[];
     try {
-      entries = await this.conntrack.readAll();
+      // Only these lines are read whole (ICMP, and what was redirected to the capture's TCP
+      // port): a table the package filled with other flows costs a test per line.
+      entries = await this.conntrack.readAll(
+        (line) => line.includes(' icmp') || line.includes(TCP_REPLY),
+      );
     } catch {
       return;
     }
@@ -809,14 +816,11 @@ export class Capture {
         const id = flowId(e);
         listed.add(id);
         if (this.claimed.has(id)) continue;
-        const seen = this.unclaimed.get(id) ?? now;
-        this.unclaimed.set(id, seen);
+        const seen = this.unclaimed.get(id)?.seen ?? now;
+        this.unclaimed.set(id, { seen, entry: e });
         const waited = now - seen;
-        if (final || waited >= (e.state === 'CLOSE' ? ORPHAN_CLOSED_MS : ORPHAN_OPEN_MS)) {
-          this.claimed.add(id);
-          this.unclaimed.delete(id);
-          this.recordStream(seen, e, Buffer.alloc(0), 0, undefined, undefined);
-        }
+        if (final || waited >= (e.state === 'CLOSE' ? ORPHAN_CLOSED_MS : ORPHAN_OPEN_MS))
+          this.recordOrphan(id);
         continue;
       }
       if (e.proto !== 'icmp' && e.proto !== 'icmpv6') continue;
@@ -830,9 +834,19 @@ export class Capture {
     }
     // Recorded when first seen, so the attempt falls in the phase that made it.
     this.reportIcmp();
-    // What conntrack no longer lists cannot come back under the same id while it was claimed.
+    // A flow conntrack no longer lists can never be claimed: recorded now, however few polls saw
+    // it (a package that slows the reads must not outlast its entry's timeout).
+    for (const id of this.unclaimed.keys()) if (!listed.has(id)) this.recordOrphan(id);
     for (const id of this.claimed) if (!listed.has(id)) this.claimed.delete(id);
-    for (const id of this.unclaimed.keys()) if (!listed.has(id)) this.unclaimed.delete(id);
+  }
+
+  /** Records an unclaimed redirected connection from its entry, once, unless a lookup found it. */
+  private recordOrphan(id: string): void {
+    const u = this.unclaimed.get(id);
+    this.unclaimed.delete(id);
+    if (!u || this.claimed.has(id)) return;
+    this.claimed.add(id);
+    this.recordStream(u.seen, u.entry, Buffer.alloc(0), 0, undefined, undefined);
   }
 
   reportIcmp(): void {

@@ -151,6 +151,7 @@ function flowKey(
 export class ConntrackReader {
   private waiting: {
     key: string;
+    capturePort: number;
     resolve: (e: ConntrackEntry | undefined) => void;
     tries: number;
   }[] = [];
@@ -183,16 +184,17 @@ export class ConntrackReader {
       lookup.capturePort,
     );
     return new Promise((resolve) => {
-      this.waiting.push({ key, resolve, tries: 0 });
+      this.waiting.push({ key, capturePort: lookup.capturePort, resolve, tries: 0 });
       void this.pump();
     });
   }
 
-  async readAll(): Promise<ConntrackEntry[]> {
+  /** Every entry of the table, or those whose line passes `keep` (a cheaper test than parsing). */
+  async readAll(keep?: (line: string) => boolean): Promise<ConntrackEntry[]> {
     const text = await readFile(this.path, 'utf8');
     const out: ConntrackEntry[] = [];
     for (const line of text.split('\n')) {
-      if (!line) continue;
+      if (!line || (keep && !keep(line))) continue;
       const e = parseConntrackLine(line);
       if (e) out.push(e);
     }
@@ -212,7 +214,9 @@ export class ConntrackReader {
         let entries: ConntrackEntry[] = [];
         try {
           const r0 = performance.now();
-          entries = await this.readAll();
+          // Only flows redirected to one of the ports asked about are parsed.
+          const ports = [...new Set(batch.map((w) => ` sport=${w.capturePort} `))];
+          entries = await this.readAll((line) => ports.some((p) => line.includes(p)));
           this.reads++;
           this.readMs += performance.now() - r0;
         } catch {

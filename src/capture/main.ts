@@ -21,6 +21,8 @@ import { RunCa } from './x509.js';
 
 /** How often conntrack is read for new ICMP echo entries, at the least. */
 const ICMP_POLL_MS = 100;
+/** ...and at the most, whatever a read costs: well inside the 10 s a closed flow is listed. */
+const POLL_MAX_MS = 2000;
 
 export { CAPTURE_PORTS } from './capture.js';
 
@@ -50,14 +52,15 @@ export async function main(args: readonly string[] = process.argv.slice(2)): Pro
   if (observerSocket) await capture.observer.listen(observerSocket);
   // ICMP echo entries live 30 s in conntrack, closed connections 10 s. Answered pings end in
   // milliseconds, so the table is read every ICMP_POLL_MS, which dates them to within that, unless
-  // reading it takes long (a flood): then at most a tenth of the time goes to reading it.
+  // reading it takes long (a flood): then at most a tenth of the time goes to reading it, up to
+  // POLL_MAX_MS apart.
   let icmpTimer: NodeJS.Timeout | undefined;
   const pollIcmp = async () => {
     const t0 = performance.now();
     await capture.pollTable();
     icmpTimer = setTimeout(
       () => void pollIcmp(),
-      Math.max(ICMP_POLL_MS, 10 * (performance.now() - t0)),
+      Math.min(POLL_MAX_MS, Math.max(ICMP_POLL_MS, 10 * (performance.now() - t0))),
     );
   };
   void pollIcmp();

@@ -204,4 +204,29 @@ describe('connections the capture could not read', () => {
       [['203.0.113.9', 443, 0]],
     );
   });
+
+  it('an unclaimed connection that leaves the table between two polls is recorded all the same', async (t) => {
+    // A package that slows every read of the table can make its reset connection's entry
+    // expire before a second poll sees it.
+    const dir = mkdtempSync(join(tmpdir(), 'ct-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const table = join(dir, 'nf_conntrack');
+    writeFileSync(
+      table,
+      'ipv4     2 tcp      6 9 CLOSE src=192.168.1.23 dst=198.51.100.7 sport=41001 dport=443 src=127.0.0.1 dst=192.168.1.23 sport=15001 dport=41001 [ASSURED] mark=0 zone=0 use=2\n',
+    );
+    const events = join(dir, 'events.ndjson');
+    const c = new Capture(events);
+    (c as unknown as { conntrack: ConntrackReader }).conntrack = new ConntrackReader(table);
+    await c.pollTable();
+    writeFileSync(table, '');
+    await c.pollTable();
+    await c.pollTable(true);
+    c.sink.finish();
+    const tcp = parseEventLog(readFileSync(events, 'utf8')).events.filter((e) => e.kind === 'tcp');
+    assert.deepEqual(
+      tcp.map((e) => (e.kind === 'tcp' ? [e.ip, e.port] : [])),
+      [['198.51.100.7', 443]],
+    );
+  });
 });
