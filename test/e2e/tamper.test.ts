@@ -207,6 +207,19 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
     assert.ok(!report.events.some((e) => e.ip === '127.0.0.1'));
   });
 
+  it('a reset connection is recorded even when a full table makes polls of it slow', async () => {
+    const { r, report } = await check('tamper-slow-table');
+    assert.equal(r.code, 1);
+    assert.equal(report.verdict, 'fail');
+    const out = report.events.filter((e) => e.kind === 'tcp' && e.ip === '198.51.100.7');
+    // Once under each identity the check ran.
+    assert.ok(out.length >= 1, JSON.stringify(report.events.filter((e) => e.kind !== 'dns')));
+    for (const e of out) {
+      assert.equal(e.port, 443);
+      assert.equal(e.package, 'tamper-slow-table@1.0.0');
+    }
+  });
+
   it('a secret in a TLS ClientHello to a declared host is a bait leak', async () => {
     const { r, report } = await check('tamper-tls-hello-secret');
     assert.equal(r.code, 1);
