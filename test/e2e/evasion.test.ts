@@ -102,11 +102,14 @@ describe('phonehome check (CLI), payloads that wait or look before acting', () =
     const { code, report } = await check('ping-gate-beacon');
     assert.equal(code, 1);
     caught(report, 'online.ping-gate.example', 'install');
-    // Reported in the phase that sent them, although they were answered in milliseconds.
+    // Reported, and charged to the package. Their phase is the step running when a poll of the
+    // connection table first saw them (to within 0.1 s: docs/check.md), so it is not asserted.
     for (const ip of ['192.168.1.1', '1.1.1.1'])
       assert.ok(
-        report.events.some((e) => e.kind === 'icmp' && e.ip === ip && e.phase === 'install'),
-        `the ping of ${ip} is reported in install: ${JSON.stringify(report.events.filter((e) => e.kind === 'icmp'))}`,
+        report.events.some(
+          (e) => e.kind === 'icmp' && e.ip === ip && e.package === 'ping-gate-beacon@1.0.0',
+        ),
+        `the ping of ${ip} is reported: ${JSON.stringify(report.events.filter((e) => e.kind === 'icmp'))}`,
       );
   });
 
