@@ -10,6 +10,7 @@
  * entry and then its owner.
  */
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -94,6 +95,23 @@ const MAX_CONNECTIONS = 4096;
  */
 const ORPHAN_CLOSED_MS = 1000;
 const ORPHAN_OPEN_MS = 15_000;
+/**
+ * Polls in a row that must miss a flow, over at least this long, before it counts as gone from
+ * the table: a read of /proc while the table changes can skip entries, and a skip must neither
+ * forget a claimed flow (it would come back unclaimed and be recorded twice) nor record a waiting
+ * one before its lookup.
+ */
+const GONE_AFTER_MISSES = 3;
+const GONE_AFTER_MS = 1000;
+/**
+ * A query repeated byte for byte from the same socket to the same resolver within this long is a
+ * retransmission of one attempt: answered each time, recorded once. The sandbox's clock runs
+ * fast, so a resolver's first timeout (two seconds in c-ares) passes in 40 ms of real time, less
+ * than a reply held for its lookups may take.
+ */
+const DNS_RETRANSMIT_MS = 10_000;
+/** Queries remembered for that at once (the oldest are forgotten first). */
+const DNS_RETRANSMIT_MAX = 8192;
 /** TLS connections intercepted at once (the rest get a handshake failure, counted). */
 const MAX_INTERCEPTED = 256;
 /**
@@ -111,6 +129,30 @@ const UDP_RECV_BUFFER = 8 * 1024 * 1024;
  * replies to its receive buffer (212 KiB by default, under 200 replies).
  */
 const REPLY_BURST = 32;
+
+/** How recently polls of the connection table listed a flow (see GONE_AFTER_MISSES). */
+interface Listing {
+  /** Polls in a row that have not listed it. */
+  missed: number;
+  /** When one last did. */
+  listed: number;
+}
+
+/**
+ * What makes two DNS datagrams one query sent twice: the same bytes (id included) from the same
+ * socket to the same resolver. Hashed: a query may be 64 KiB, and thousands are remembered.
+ */
+function dnsKey(
+  msg: Buffer,
+  from: { address: string; port: number },
+  resolver: string,
+  resolverPort: number,
+): string {
+  return createHash('sha256')
+    .update(`${from.address}\0${from.port}\0${resolver}\0${resolverPort}\0`)
+    .update(msg)
+    .digest('base64');
+}
 
 /** A sender that spreads bursts of datagrams over time, in order. */
 function pacedSender(sock: UdpSocket): (reply: Buffer, port: number, address: string) => void {
@@ -156,10 +198,18 @@ export class Capture {
   private readonly inflight = new Set<Promise<unknown>>();
   private sampleBudget = BODY_SAMPLE_BUDGET;
   private readonly icmpSeen = new Map<string, Set<number>>();
-  /** Redirected connections a lookup found (flowId), while conntrack still lists them. */
-  private readonly claimed = new Set<string>();
-  /** Redirected connections no lookup has found yet: their entries, and when a poll first saw each. */
-  private readonly unclaimed = new Map<string, { seen: number; entry: ConntrackEntry }>();
+  /**
+   * Redirected connections a lookup found (flowId), while conntrack still lists them: how many
+   * polls in a row have missed each.
+   */
+  private readonly claimed = new Map<string, Listing>();
+  /**
+   * Redirected connections no lookup has found yet: their entries, when a poll first saw each,
+   * and how many polls in a row have missed it since.
+   */
+  private readonly unclaimed = new Map<string, Listing & { seen: number; entry: ConntrackEntry }>();
+  /** DNS queries recorded lately (see `dnsKey`), with when each was received. */
+  private readonly dnsRecent = new Map<string, number>();
   private readonly icmpReported = new Map<string, number>();
   private droppedReported = { ipv4: 0, ipv6: 0 };
   /** Attempts never asked about: refused connections, or too many datagrams waiting. */
@@ -200,7 +250,7 @@ export class Capture {
   /** A flow's conntrack entry, which is then the capture's to record (see `pollTable`). */
   private find(l: Lookup): Promise<ConntrackEntry | undefined> {
     return this.conntrack.lookup(l).then((ct) => {
-      if (ct) this.claimed.add(flowId(ct));
+      if (ct) this.claimed.set(flowId(ct), { missed: 0, listed: monotonicMs() });
       return ct;
     });
   }
@@ -384,11 +434,29 @@ export class Capture {
         this.datagramsWaiting--;
         if (answered) {
           const resolver = ct?.dst ?? plainAddress(host);
-          this.recordDns(answered, t, resolver, ct?.dport ?? 53, 'udp', proc);
+          const port = ct?.dport ?? 53;
+          if (!this.retransmission(dnsKey(msg, rinfo, resolver, port), t))
+            this.recordDns(answered, t, resolver, port, 'udp', proc);
         } else if (sample) this.recordDatagram(sample, msg.length, t, ct, proc);
       });
     });
     return bind(sock, host, CAPTURE_PORTS.dns);
+  }
+
+  /**
+   * Whether a query repeats one recorded within DNS_RETRANSMIT_MS of it (a resolver that gave up
+   * waiting for the first answer), which is then not recorded again; else it is remembered.
+   */
+  retransmission(key: string, t: number): boolean {
+    const before = this.dnsRecent.get(key);
+    if (before !== undefined && Math.abs(t - before) < DNS_RETRANSMIT_MS) return true;
+    this.dnsRecent.delete(key);
+    if (this.dnsRecent.size >= DNS_RETRANSMIT_MAX) {
+      const oldest = this.dnsRecent.keys().next().value;
+      if (oldest !== undefined) this.dnsRecent.delete(oldest);
+    }
+    this.dnsRecent.set(key, t);
+    return false;
   }
 
   // ---- UDP (not DNS) ----
@@ -815,9 +883,14 @@ export class Capture {
       ) {
         const id = flowId(e);
         listed.add(id);
-        if (this.claimed.has(id)) continue;
+        const claim = this.claimed.get(id);
+        if (claim) {
+          claim.missed = 0;
+          claim.listed = now;
+          continue;
+        }
         const seen = this.unclaimed.get(id)?.seen ?? now;
-        this.unclaimed.set(id, { seen, entry: e });
+        this.unclaimed.set(id, { seen, entry: e, missed: 0, listed: now });
         const waited = now - seen;
         if (final || waited >= (e.state === 'CLOSE' ? ORPHAN_CLOSED_MS : ORPHAN_OPEN_MS))
           this.recordOrphan(id);
@@ -834,10 +907,14 @@ export class Capture {
     }
     // Recorded when first seen, so the attempt falls in the phase that made it.
     this.reportIcmp();
-    // A flow conntrack no longer lists can never be claimed: recorded now, however few polls saw
-    // it (a package that slows the reads must not outlast its entry's timeout).
-    for (const id of this.unclaimed.keys()) if (!listed.has(id)) this.recordOrphan(id);
-    for (const id of this.claimed) if (!listed.has(id)) this.claimed.delete(id);
+    // A flow conntrack no longer lists can never be claimed: recorded once it is gone (see
+    // GONE_AFTER_MISSES), however few polls saw it (a package that slows the reads must not
+    // outlast its entry's timeout), and at the final poll whatever is left.
+    const gone = (l: Listing) => ++l.missed >= GONE_AFTER_MISSES && now - l.listed >= GONE_AFTER_MS;
+    for (const [id, u] of this.unclaimed)
+      if (!listed.has(id) && (gone(u) || final)) this.recordOrphan(id);
+    for (const [id, claim] of this.claimed)
+      if (!listed.has(id) && gone(claim)) this.claimed.delete(id);
   }
 
   /** Records an unclaimed redirected connection from its entry, once, unless a lookup found it. */
@@ -845,7 +922,7 @@ export class Capture {
     const u = this.unclaimed.get(id);
     this.unclaimed.delete(id);
     if (!u || this.claimed.has(id)) return;
-    this.claimed.add(id);
+    this.claimed.set(id, { missed: 0, listed: u.listed });
     this.recordStream(u.seen, u.entry, Buffer.alloc(0), 0, undefined, undefined);
   }
 

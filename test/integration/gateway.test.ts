@@ -256,6 +256,29 @@ describe('capture gateway', () => {
     assert.equal(txt.resolver, '9.9.9.9');
   });
 
+  it('a query sent again, byte for byte, is answered each time and recorded once', async () => {
+    // What a resolver does when its first timeout passes: 40 ms of real time on the sandbox's
+    // fast clock. The same bytes to another resolver, or with another id, are other attempts.
+    const script = `
+      const dgram = require('dgram');
+      const query = (id) => Buffer.concat([Buffer.from([id >> 8, id & 255, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]),
+        Buffer.from('\\x07resend1\\x07example\\x00', 'latin1'), Buffer.from([0, 1, 0, 1])]);
+      const u = dgram.createSocket('udp4');
+      let replies = 0;
+      u.on('message', () => { replies++; });
+      const sends = [[0x1234, '192.168.1.1'], [0x1234, '192.168.1.1'], [0x1234, '192.168.1.1'],
+        [0x1234, '9.9.9.9'], [0x4321, '192.168.1.1']];
+      sends.forEach(([id, to], i) => setTimeout(() => u.send(query(id), 53, to), i * 30));
+      setTimeout(() => { console.log(replies); process.exit(0); }, 1500);`;
+    const { events, stdout } = await attempt(`node -e "${script.replace(/"/g, '\\"')}"`);
+    assert.equal(stdout.trim(), '5');
+    const asked = dns(events)
+      .filter((e) => e.qname === 'resend1.example')
+      .map((e) => e.resolver)
+      .sort();
+    assert.deepEqual(asked, ['192.168.1.1', '192.168.1.1', '9.9.9.9']);
+  });
+
   it('python3 urllib', async () => {
     const { events } = await attempt(`python3 -c "import urllib.request
 try: urllib.request.urlopen('http://kappa.example/py', timeout=5)
