@@ -104,12 +104,13 @@ const ORPHAN_OPEN_MS = 15_000;
 const GONE_AFTER_MISSES = 3;
 const GONE_AFTER_MS = 1000;
 /**
- * A query repeated byte for byte from the same socket to the same resolver within this long is a
- * retransmission of one attempt: answered each time, recorded once. The sandbox's clock runs
- * fast, so a resolver's first timeout (two seconds in c-ares) passes in 40 ms of real time, less
- * than a reply held for its lookups may take.
+ * A query repeated byte for byte by the same process from the same socket to the same resolver
+ * within this long is a retransmission of one attempt: answered each time, recorded once. The
+ * sandbox's clock runs fast, so a resolver's first timeout (two seconds in c-ares) passes in
+ * 40 ms of real time, less than a reply held for its lookups may take; its last retry comes
+ * within 0.3 s. A process never outlives its step, so a repeat is never hidden in another phase.
  */
-const DNS_RETRANSMIT_MS = 10_000;
+const DNS_RETRANSMIT_MS = 3000;
 /** Queries remembered for that at once (the oldest are forgotten first). */
 const DNS_RETRANSMIT_MAX = 8192;
 /** TLS connections intercepted at once (the rest get a handshake failure, counted). */
@@ -131,25 +132,78 @@ const UDP_RECV_BUFFER = 8 * 1024 * 1024;
 const REPLY_BURST = 32;
 
 /** How recently polls of the connection table listed a flow (see GONE_AFTER_MISSES). */
-interface Listing {
+export interface Listing {
   /** Polls in a row that have not listed it. */
   missed: number;
   /** When one last did. */
   listed: number;
+  /** When the capture's own socket of the flow closed (a flow recorded from its entry: then). */
+  released?: number;
+  /**
+   * Once its entry is closed (FINAL_STATES) and the capture's socket too: a time its entry
+   * expires before, from every sighting since (see `reopened`).
+   */
+  expiresBefore?: number;
+}
+
+/** States a connection's entry only leaves by expiring, with no packets left to refresh it. */
+const FINAL_STATES = new Set(['TIME_WAIT', 'CLOSE']);
+/**
+ * How long after the capture's socket closed its peer's last packets may still come (a reset
+ * answering what the capture sent after the client had gone refreshes the entry's timeout).
+ */
+const RELEASE_SETTLE_MS = 250;
+/** The table counts in kernel ticks. */
+const TICK_SLACK_MS = 50;
+
+/**
+ * Whether a claimed flow's entry now belongs to another connection on the same addresses and
+ * ports: a package can reset one it made earlier and connect again from the same port, reset
+ * before the capture accepts it, and the table shows one flow. Once closed, an entry only counts
+ * down, so one that is open again or expires later than it could have is another connection.
+ * Each sighting once the capture's socket has closed keeps the bound its timeout gives
+ * (`expiresBefore`); `read` is when the read of the table began and ended.
+ */
+export function reopened(
+  claim: Pick<Listing, 'expiresBefore' | 'released'>,
+  e: ConntrackEntry,
+  read: { from: number; to: number },
+): boolean {
+  const closed = e.state !== undefined && FINAL_STATES.has(e.state);
+  if (claim.expiresBefore !== undefined) {
+    if (!closed) return true;
+    // It expires no sooner than the read's start plus the whole seconds printed (and a kernel
+    // tick or two: the table counts in jiffies).
+    if (
+      e.timeout !== undefined &&
+      read.from + e.timeout * 1000 >= claim.expiresBefore + TICK_SLACK_MS
+    )
+      return true;
+  }
+  const settled = claim.released !== undefined && read.from >= claim.released + RELEASE_SETTLE_MS;
+  if (closed && settled && e.timeout !== undefined)
+    claim.expiresBefore = Math.min(
+      claim.expiresBefore ?? Infinity,
+      read.to + (e.timeout + 1) * 1000,
+    );
+  return false;
 }
 
 /**
  * What makes two DNS datagrams one query sent twice: the same bytes (id included) from the same
- * socket to the same resolver. Hashed: a query may be 64 KiB, and thousands are remembered.
+ * process and socket to the same resolver. Hashed: a query may be 64 KiB, and thousands are
+ * remembered.
  */
 function dnsKey(
   msg: Buffer,
   from: { address: string; port: number },
   resolver: string,
   resolverPort: number,
+  proc: ProcessInfo,
 ): string {
   return createHash('sha256')
-    .update(`${from.address}\0${from.port}\0${resolver}\0${resolverPort}\0`)
+    .update(`${proc.pid}\0${proc.startMs}\0${from.address}\0${from.port}\0`)
+    .update(`${resolver}\0${resolverPort}\0`)
     .update(msg)
     .digest('base64');
 }
@@ -435,7 +489,8 @@ export class Capture {
         if (answered) {
           const resolver = ct?.dst ?? plainAddress(host);
           const port = ct?.dport ?? 53;
-          if (!this.retransmission(dnsKey(msg, rinfo, resolver, port), t))
+          // Only a process the observer named can be said to have asked twice.
+          if (!proc || !this.retransmission(dnsKey(msg, rinfo, resolver, port, proc), t))
             this.recordDns(answered, t, resolver, port, 'udp', proc);
         } else if (sample) this.recordDatagram(sample, msg.length, t, ct, proc);
       });
@@ -539,6 +594,12 @@ export class Capture {
     const found = ends
       ? this.lookup('tcp', clientPort, CAPTURE_PORTS.tcp, true, ends)
       : Promise.resolve({ ct: undefined, proc: undefined });
+    sock.once('close', () => {
+      void found.then(({ ct }) => {
+        const claim = ct && this.claimed.get(flowId(ct));
+        if (claim) claim.released = monotonicMs();
+      });
+    });
     const stream = new StreamClassifier();
     let done = false;
     let idle: NodeJS.Timeout | undefined;
@@ -863,6 +924,7 @@ export class Capture {
    */
   async pollTable(final = false): Promise<void> {
     let entries: ConntrackEntry[];
+    const from = monotonicMs();
     try {
       // Only these lines are read whole (ICMP, and what was redirected to the capture's TCP
       // port): a table the package filled with other flows costs a test per line.
@@ -884,11 +946,13 @@ export class Capture {
         const id = flowId(e);
         listed.add(id);
         const claim = this.claimed.get(id);
-        if (claim) {
+        if (claim && !reopened(claim, e, { from, to: now })) {
           claim.missed = 0;
           claim.listed = now;
           continue;
         }
+        // Another connection on a claimed flow's ends is a flow no lookup has found.
+        if (claim) this.claimed.delete(id);
         const seen = this.unclaimed.get(id)?.seen ?? now;
         this.unclaimed.set(id, { seen, entry: e, missed: 0, listed: now });
         const waited = now - seen;
@@ -922,7 +986,7 @@ export class Capture {
     const u = this.unclaimed.get(id);
     this.unclaimed.delete(id);
     if (!u || this.claimed.has(id)) return;
-    this.claimed.set(id, { missed: 0, listed: u.listed });
+    this.claimed.set(id, { missed: 0, listed: u.listed, released: monotonicMs() });
     this.recordStream(u.seen, u.entry, Buffer.alloc(0), 0, undefined, undefined);
   }
 

@@ -30,6 +30,8 @@ export interface ConntrackEntry {
   /** ICMP echo id, for icmp entries. */
   icmpId?: number;
   mark: number;
+  /** Whole seconds left before the entry expires, as the kernel printed them. */
+  timeout?: number;
 }
 
 function field(line: string, key: string, from = 0): { value: string; end: number } | undefined {
@@ -58,6 +60,8 @@ export function parseConntrackLine(line: string): ConntrackEntry | undefined {
   const state = maybeState && /^[A-Z_]+$/.test(maybeState) ? maybeState : undefined;
   const markF = field(line, 'mark');
   const mark = markF ? Number(markF.value) : 0;
+  const left = Number(parts[4]);
+  const timeout = Number.isInteger(left) && left >= 0 ? { timeout: left } : {};
   if (proto === 'icmp' || proto === 'icmpv6') {
     const id = field(line, 'id', dst.end - 1);
     return {
@@ -72,6 +76,7 @@ export function parseConntrackLine(line: string): ConntrackEntry | undefined {
       mark,
       ...(id ? { icmpId: Number(id.value) } : {}),
       ...(state ? { state } : {}),
+      ...timeout,
     };
   }
   const sport = field(line, 'sport', dst.end - 1);
@@ -94,6 +99,7 @@ export function parseConntrackLine(line: string): ConntrackEntry | undefined {
     ...(rdst ? { replyDst: addr(family, rdst.value) } : {}),
     mark,
     ...(state ? { state } : {}),
+    ...timeout,
   };
 }
 

@@ -207,6 +207,38 @@ describe('phonehome check (CLI), packages that tamper with the sandbox', () => {
     assert.ok(!report.events.some((e) => e.ip === '127.0.0.1'));
   });
 
+  it("a connection reset before accept on an earlier connection's ports is one of its own, in its phase", async () => {
+    const policy = join(fixture('tamper-claim-reuse'), 'policy.yaml');
+    const { r, report } = await check('tamper-claim-reuse', '--policy', policy);
+    assert.equal(r.code, 1);
+    const to = (phase: string) =>
+      report.events.filter(
+        (e) =>
+          e.kind !== 'dns' &&
+          e.phase === phase &&
+          e.host === 'assets.claim-reuse.example' &&
+          e.port === 443,
+      );
+    assert.ok(
+      to('install').length >= 1,
+      JSON.stringify(report.events.filter((e) => e.kind !== 'dns')),
+    );
+    // Under each identity: the connection the table shows under the install one's ports.
+    assert.ok(
+      to('import').length >= 1,
+      JSON.stringify(report.events.filter((e) => e.kind !== 'dns')),
+    );
+    for (const e of to('import')) assert.equal(e.package, 'tamper-claim-reuse@1.0.0');
+    assert.ok(
+      report.findings.some(
+        (f) => f.phase === 'import' && /assets\.claim-reuse\.example:443/.test(f.message),
+      ),
+      JSON.stringify(report.findings),
+    );
+    // The lookups repeated byte for byte from one socket are recorded, once per process at least.
+    assert.ok(report.events.some((e) => e.kind === 'dns' && e.phase === 'import'));
+  });
+
   it('a reset connection is recorded even when a full table makes polls of it slow', async () => {
     const { r, report } = await check('tamper-slow-table');
     assert.equal(r.code, 1);

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { Capture } from '../../../src/capture/capture.js';
+import { Capture, reopened } from '../../../src/capture/capture.js';
 import {
   ConntrackReader,
   type Lookup,
@@ -277,7 +277,48 @@ describe('DNS retransmissions', () => {
     assert.equal(c.retransmission('b', 5000), false);
     assert.equal(c.retransmission('b', 4990), true);
     assert.equal(c.retransmission('c', 1040), false);
-    assert.equal(c.retransmission('a', 20_000), false);
+    assert.equal(c.retransmission('a', 4100), false);
     c.sink.finish();
+  });
+});
+
+describe('a claimed flow whose ends another connection takes', () => {
+  const entry = (state: string, timeout: number) => {
+    const e = parseConntrackLine(
+      `ipv4     2 tcp      6 ${timeout} ${state} src=192.168.1.23 dst=203.0.113.7 sport=40123 dport=443 src=127.0.0.1 dst=192.168.1.23 sport=15001 dport=40123 [ASSURED] mark=0 zone=0 use=2`,
+    );
+    assert.ok(e);
+    return e;
+  };
+  const at = (ms: number) => ({ from: ms, to: ms + 5 });
+
+  it('a closed entry counting down, read at any moment, is the same connection', () => {
+    const claim = { released: 0 };
+    // Reset at 300 ms: CLOSE expires at 10.3 s; the table prints whole seconds left.
+    for (const t of [400, 1250, 2300, 5299, 9000, 10_250])
+      assert.equal(reopened(claim, entry('CLOSE', Math.floor((10_300 - t) / 1000)), at(t)), false);
+  });
+
+  it('closed, then open again or expiring later than it could: another connection', () => {
+    const claim = { released: 0 };
+    assert.equal(reopened(claim, entry('CLOSE', 9), at(1000)), false);
+    // Reset again from the same port three seconds later: 10 s left at 4 s.
+    assert.equal(reopened({ ...claim }, entry('CLOSE', 9), at(4100)), true);
+    assert.equal(reopened({ ...claim }, entry('ESTABLISHED', 431_999), at(2000)), true);
+    assert.equal(reopened({ ...claim }, entry('SYN_RECV', 59), at(1500)), true);
+  });
+
+  it("an open connection's entry, or one the capture's socket has only just let go, is not bounded", () => {
+    const open = {};
+    assert.equal(reopened(open, entry('CLOSE', 9), at(1000)), false);
+    assert.equal(reopened(open, entry('CLOSE', 9), at(4000)), false);
+    // The client's reset to what the capture sent last refreshes the timeout: not yet bounded.
+    const just = { released: 900 };
+    assert.equal(reopened(just, entry('CLOSE', 9), at(1000)), false);
+    assert.equal(reopened(just, entry('CLOSE', 9), at(1200)), false);
+    // A closed connection's entry going from TIME_WAIT to CLOSE only expires sooner.
+    const tw = { released: 0 };
+    assert.equal(reopened(tw, entry('TIME_WAIT', 119), at(1000)), false);
+    assert.equal(reopened(tw, entry('CLOSE', 9), at(2000)), false);
   });
 });
