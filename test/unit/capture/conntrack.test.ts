@@ -177,22 +177,36 @@ describe('ICMP from conntrack', () => {
   });
 });
 
+/** A capture reading its connection table from a file the test writes. */
+function tableCapture(
+  t: { after(fn: () => void): void },
+  lines: string[],
+): {
+  table: string;
+  events: string;
+  c: Capture;
+  find: (l: Lookup) => Promise<unknown>;
+} {
+  const dir = mkdtempSync(join(tmpdir(), 'ct-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const table = join(dir, 'nf_conntrack');
+  writeFileSync(table, lines.map((l) => l + '\n').join(''));
+  const events = join(dir, 'events.ndjson');
+  const c = new Capture(events);
+  (c as unknown as { conntrack: ConntrackReader }).conntrack = new ConntrackReader(table);
+  const find = (c as unknown as { find(l: Lookup): Promise<unknown> }).find.bind(c);
+  return { table, events, c, find };
+}
+
 describe('connections the capture could not read', () => {
   it('a redirected connection no lookup claimed is recorded from its entry; a claimed one is not', async (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'ct-'));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const table = join(dir, 'nf_conntrack');
     const reset =
       'ipv4     2 tcp      6 9 CLOSE src=192.168.1.23 dst=203.0.113.9 sport=40999 dport=443 src=127.0.0.1 dst=192.168.1.23 sport=15001 dport=40999 [ASSURED] mark=0 zone=0 use=2';
     // Not redirected to the capture (its reply comes from elsewhere): never a connection of ours.
     const other =
       'ipv4     2 tcp      6 9 CLOSE src=192.168.1.23 dst=203.0.113.10 sport=41000 dport=443 src=203.0.113.10 dst=192.168.1.23 sport=443 dport=41000 mark=0 zone=0 use=2';
-    writeFileSync(table, [TCP, reset, other].join('\n') + '\n');
-    const events = join(dir, 'events.ndjson');
-    const c = new Capture(events);
-    (c as unknown as { conntrack: ConntrackReader }).conntrack = new ConntrackReader(table);
+    const { events, c, find } = tableCapture(t, [TCP, reset, other]);
     // The capture read the first connection (its lookup claimed it), never the reset one.
-    const find = (c as unknown as { find(l: Lookup): Promise<unknown> }).find.bind(c);
     assert.ok(await find({ proto: 'tcp', clientPort: 40312, capturePort: 15001, ...V4 }));
     await c.pollTable();
     await c.pollTable(true);
@@ -208,16 +222,9 @@ describe('connections the capture could not read', () => {
   it('an unclaimed connection that leaves the table between two polls is recorded all the same', async (t) => {
     // A package that slows every read of the table can make its reset connection's entry
     // expire before a second poll sees it.
-    const dir = mkdtempSync(join(tmpdir(), 'ct-'));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const table = join(dir, 'nf_conntrack');
-    writeFileSync(
-      table,
-      'ipv4     2 tcp      6 9 CLOSE src=192.168.1.23 dst=198.51.100.7 sport=41001 dport=443 src=127.0.0.1 dst=192.168.1.23 sport=15001 dport=41001 [ASSURED] mark=0 zone=0 use=2\n',
-    );
-    const events = join(dir, 'events.ndjson');
-    const c = new Capture(events);
-    (c as unknown as { conntrack: ConntrackReader }).conntrack = new ConntrackReader(table);
+    const { table, events, c } = tableCapture(t, [
+      'ipv4     2 tcp      6 9 CLOSE src=192.168.1.23 dst=198.51.100.7 sport=41001 dport=443 src=127.0.0.1 dst=192.168.1.23 sport=15001 dport=41001 [ASSURED] mark=0 zone=0 use=2',
+    ]);
     await c.pollTable();
     writeFileSync(table, '');
     const recorded = () => {
@@ -243,14 +250,7 @@ describe('connections the capture could not read', () => {
   it('a claimed connection one read skipped is still claimed when the next lists it: never recorded twice', async (t) => {
     // Reading /proc while the table changes can skip an entry; the connection's own record came
     // from its lookup, and it must not come back as one nobody claimed.
-    const dir = mkdtempSync(join(tmpdir(), 'ct-'));
-    t.after(() => rmSync(dir, { recursive: true, force: true }));
-    const table = join(dir, 'nf_conntrack');
-    writeFileSync(table, TCP + '\n');
-    const events = join(dir, 'events.ndjson');
-    const c = new Capture(events);
-    (c as unknown as { conntrack: ConntrackReader }).conntrack = new ConntrackReader(table);
-    const find = (c as unknown as { find(l: Lookup): Promise<unknown> }).find.bind(c);
+    const { table, events, c, find } = tableCapture(t, [TCP]);
     assert.ok(await find({ proto: 'tcp', clientPort: 40312, capturePort: 15001, ...V4 }));
     await c.pollTable();
     writeFileSync(table, '');
