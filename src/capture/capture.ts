@@ -11,6 +11,7 @@
  */
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -139,9 +140,14 @@ export interface Listing {
   listed: number;
   /** When the capture's own socket of the flow closed (a flow recorded from its entry: then). */
   released?: number;
+  /** The closed state (FINAL_STATES) its entry was last seen in, and from when. */
+  finalState?: string;
+  finalSince?: number;
+  /** Seen open after the capture's socket settled: it closed later, on the client's terms. */
+  openAfterRelease?: boolean;
   /**
-   * Once its entry is closed (FINAL_STATES) and the capture's socket too: a time its entry
-   * expires before, from every sighting since (see `reopened`).
+   * Once its entry is closed and the capture's socket settled: a time its entry expires before,
+   * from the state's full timeout and every sighting since (see `reopened`).
    */
   expiresBefore?: number;
 }
@@ -149,44 +155,86 @@ export interface Listing {
 /** States a connection's entry only leaves by expiring, with no packets left to refresh it. */
 const FINAL_STATES = new Set(['TIME_WAIT', 'CLOSE']);
 /**
- * How long after the capture's socket closed its peer's last packets may still come (a reset
- * answering what the capture sent after the client had gone refreshes the entry's timeout).
+ * How long after the capture's socket closed its peer's last packets may still come: the kernel
+ * answers at once (an ACK of the capture's FIN, a reset to what it sent after the client had
+ * gone), and each refreshes the entry's timeout.
  */
-const RELEASE_SETTLE_MS = 250;
+const RELEASE_SETTLE_MS = 50;
 /** The table counts in kernel ticks. */
 const TICK_SLACK_MS = 50;
 
+/** The kernel's timeouts of the closed states, in ms (net.netfilter.nf_conntrack_tcp_timeout_*). */
+export type FinalTimeouts = Partial<Record<string, number>>;
+
 /**
  * Whether a claimed flow's entry now belongs to another connection on the same addresses and
- * ports: a package can reset one it made earlier and connect again from the same port, reset
- * before the capture accepts it, and the table shows one flow. Once closed, an entry only counts
- * down, so one that is open again or expires later than it could have is another connection.
- * Each sighting once the capture's socket has closed keeps the bound its timeout gives
- * (`expiresBefore`); `read` is when the read of the table began and ended.
+ * ports: a package can close one it made earlier and connect again from the same port, reset
+ * before the capture accepts it, and the table shows one flow. Once closed and settled, an entry
+ * keeps its state and only counts down, so one in another state, or that expires later than it
+ * could have, is another connection. The bound (`expiresBefore`) starts at the state's full
+ * timeout after the last packet the old connection could have had, and every sighting tightens
+ * it; `read` is when the read of the table began and ended.
  */
 export function reopened(
-  claim: Pick<Listing, 'expiresBefore' | 'released'>,
+  claim: Pick<
+    Listing,
+    'expiresBefore' | 'released' | 'finalState' | 'finalSince' | 'openAfterRelease'
+  >,
   e: ConntrackEntry,
   read: { from: number; to: number },
+  timeouts: FinalTimeouts = {},
 ): boolean {
-  const closed = e.state !== undefined && FINAL_STATES.has(e.state);
-  if (claim.expiresBefore !== undefined) {
-    if (!closed) return true;
+  const settled = claim.released !== undefined && read.from >= claim.released + RELEASE_SETTLE_MS;
+  if (settled && claim.finalState !== undefined) {
+    if (e.state !== claim.finalState) return true;
     // It expires no sooner than the read's start plus the whole seconds printed (and a kernel
     // tick or two: the table counts in jiffies).
     if (
+      claim.expiresBefore !== undefined &&
       e.timeout !== undefined &&
       read.from + e.timeout * 1000 >= claim.expiresBefore + TICK_SLACK_MS
     )
       return true;
   }
-  const settled = claim.released !== undefined && read.from >= claim.released + RELEASE_SETTLE_MS;
-  if (closed && settled && e.timeout !== undefined)
-    claim.expiresBefore = Math.min(
-      claim.expiresBefore ?? Infinity,
-      read.to + (e.timeout + 1) * 1000,
-    );
+  if (e.state === undefined || !FINAL_STATES.has(e.state)) {
+    if (settled) claim.openAfterRelease = true;
+    return false;
+  }
+  if (claim.finalState !== e.state) {
+    claim.finalState = e.state;
+    claim.finalSince = read.to;
+  }
+  if (!settled || claim.released === undefined) return false;
+  const full = timeouts[e.state];
+  // The old connection's last packet: within the settling time of the capture's close (a reset
+  // from the client closed the entry before the socket, a FIN exchange closes both at once),
+  // unless the entry was still open after that, and closed later.
+  const quiet = claim.openAfterRelease
+    ? (claim.finalSince ?? read.to)
+    : claim.released + RELEASE_SETTLE_MS;
+  let bound = claim.expiresBefore ?? (full !== undefined ? quiet + full : Infinity);
+  if (e.timeout !== undefined) bound = Math.min(bound, read.to + (e.timeout + 1) * 1000);
+  claim.expiresBefore = bound;
   return false;
+}
+
+/** The closed states' timeouts of this namespace; one it cannot read is left out (no bound). */
+async function finalTimeouts(): Promise<FinalTimeouts> {
+  const out: FinalTimeouts = {};
+  for (const [state, name] of [
+    ['CLOSE', 'close'],
+    ['TIME_WAIT', 'time_wait'],
+  ] as const) {
+    try {
+      const v = Number(
+        (await readFile(`/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_${name}`, 'utf8')).trim(),
+      );
+      if (Number.isInteger(v) && v > 0) out[state] = v * 1000;
+    } catch {
+      // Bounded by the sightings alone.
+    }
+  }
+  return out;
 }
 
 /**
@@ -264,6 +312,8 @@ export class Capture {
   private readonly unclaimed = new Map<string, Listing & { seen: number; entry: ConntrackEntry }>();
   /** DNS queries recorded lately (see `dnsKey`), with when each was received. */
   private readonly dnsRecent = new Map<string, number>();
+  /** The kernel's timeouts of closed TCP entries (see `reopened`). */
+  private finalTimeouts: FinalTimeouts = {};
   private readonly icmpReported = new Map<string, number>();
   private droppedReported = { ipv4: 0, ipv6: 0 };
   /** Attempts never asked about: refused connections, or too many datagrams waiting. */
@@ -298,6 +348,7 @@ export class Capture {
   }
 
   async start(): Promise<void> {
+    this.finalTimeouts = await finalTimeouts();
     this.baseline = { udpErrors: await udpReceiveErrors(), conntrackDrops: await conntrackDrops() };
   }
 
@@ -946,7 +997,7 @@ export class Capture {
         const id = flowId(e);
         listed.add(id);
         const claim = this.claimed.get(id);
-        if (claim && !reopened(claim, e, { from, to: now })) {
+        if (claim && !reopened(claim, e, { from, to: now }, this.finalTimeouts)) {
           claim.missed = 0;
           claim.listed = now;
           continue;

@@ -291,34 +291,55 @@ describe('a claimed flow whose ends another connection takes', () => {
     return e;
   };
   const at = (ms: number) => ({ from: ms, to: ms + 5 });
+  const KERNEL = { CLOSE: 10_000, TIME_WAIT: 120_000 };
 
   it('a closed entry counting down, read at any moment, is the same connection', () => {
-    const claim = { released: 0 };
-    // Reset at 300 ms: CLOSE expires at 10.3 s; the table prints whole seconds left.
-    for (const t of [400, 1250, 2300, 5299, 9000, 10_250])
-      assert.equal(reopened(claim, entry('CLOSE', Math.floor((10_300 - t) / 1000)), at(t)), false);
+    for (const timeouts of [{}, KERNEL]) {
+      // Reset at 300 ms, and the capture's socket closed: CLOSE expires at 10.3 s.
+      const claim = { released: 300 };
+      for (const t of [400, 1250, 2300, 5299, 9000, 10_250])
+        assert.equal(
+          reopened(claim, entry('CLOSE', Math.floor((10_300 - t) / 1000)), at(t), timeouts),
+          false,
+        );
+    }
   });
 
-  it('closed, then open again or expiring later than it could: another connection', () => {
+  it('closed, then open again, closed another way, or expiring later than it could: another connection', () => {
     const claim = { released: 0 };
     assert.equal(reopened(claim, entry('CLOSE', 9), at(1000)), false);
     // Reset again from the same port three seconds later: 10 s left at 4 s.
     assert.equal(reopened({ ...claim }, entry('CLOSE', 9), at(4100)), true);
     assert.equal(reopened({ ...claim }, entry('ESTABLISHED', 431_999), at(2000)), true);
     assert.equal(reopened({ ...claim }, entry('SYN_RECV', 59), at(1500)), true);
-  });
-
-  it("an open connection's entry, or one the capture's socket has only just let go, is not bounded", () => {
-    const open = {};
-    assert.equal(reopened(open, entry('CLOSE', 9), at(1000)), false);
-    assert.equal(reopened(open, entry('CLOSE', 9), at(4000)), false);
-    // The client's reset to what the capture sent last refreshes the timeout: not yet bounded.
-    const just = { released: 900 };
-    assert.equal(reopened(just, entry('CLOSE', 9), at(1000)), false);
-    assert.equal(reopened(just, entry('CLOSE', 9), at(1200)), false);
-    // A closed connection's entry going from TIME_WAIT to CLOSE only expires sooner.
+    // Closed with FINs (TIME_WAIT, 120 s), then a connection from the same port, reset: a new
+    // entry in CLOSE, which expires far sooner.
     const tw = { released: 0 };
     assert.equal(reopened(tw, entry('TIME_WAIT', 119), at(1000)), false);
-    assert.equal(reopened(tw, entry('CLOSE', 9), at(2000)), false);
+    assert.equal(reopened(tw, entry('CLOSE', 9), at(2000)), true);
+  });
+
+  it("the state's full timeout bounds the expiry from the capture's close: a reuse 0.4 s later is caught", () => {
+    const claim = { released: 1000 };
+    assert.equal(reopened(claim, entry('CLOSE', 9), at(1100), KERNEL), false);
+    // The other connection is reset at 1.4 s: it expires at 11.4 s, past 1.05 s + 10 s.
+    assert.equal(reopened(claim, entry('CLOSE', 9), at(1500), KERNEL), false);
+    assert.equal(reopened(claim, entry('CLOSE', 9), at(2100), KERNEL), true);
+  });
+
+  it("an open connection's entry, one the capture's socket has only just let go, or one the client closed later, is not bounded", () => {
+    const open = {};
+    assert.equal(reopened(open, entry('CLOSE', 9), at(1000), KERNEL), false);
+    assert.equal(reopened(open, entry('CLOSE', 9), at(4000), KERNEL), false);
+    // The client's reset to what the capture sent last refreshes the timeout: not yet bounded.
+    const just = { released: 980 };
+    assert.equal(reopened(just, entry('CLOSE', 9), at(1000), KERNEL), false);
+    assert.equal(reopened(just, entry('CLOSE', 9), at(1200), KERNEL), false);
+    // Still open after the capture let go (its FIN sent, the client's to come): the client's
+    // close at 2.9 s starts the count.
+    const late = { released: 1000 };
+    assert.equal(reopened(late, entry('FIN_WAIT', 119), at(1100), KERNEL), false);
+    assert.equal(reopened(late, entry('TIME_WAIT', 119), at(3000), KERNEL), false);
+    assert.equal(reopened(late, entry('TIME_WAIT', 117), at(5000), KERNEL), false);
   });
 });
