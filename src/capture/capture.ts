@@ -352,10 +352,13 @@ export class Capture {
     this.baseline = { udpErrors: await udpReceiveErrors(), conntrackDrops: await conntrackDrops() };
   }
 
-  /** A flow's conntrack entry, which is then the capture's to record (see `pollTable`). */
+  /**
+   * A flow's conntrack entry; a TCP one is then the capture's to record (see `pollTable`, which
+   * reads only TCP flows: a datagram is recorded as it comes).
+   */
   private find(l: Lookup): Promise<ConntrackEntry | undefined> {
     return this.conntrack.lookup(l).then((ct) => {
-      if (ct) this.claimed.set(flowId(ct), { missed: 0, listed: monotonicMs() });
+      if (ct?.proto === 'tcp') this.claimed.set(flowId(ct), { missed: 0, listed: monotonicMs() });
       return ct;
     });
   }
