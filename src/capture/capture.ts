@@ -722,24 +722,76 @@ export class Capture {
         return;
       }
       if (v.reading !== 'unknown') return;
-      // Neither TLS nor HTTP: DNS over TCP if it went to port 53, answered and recorded as dns
-      // only. Asked once the destination is known, with the bytes kept by then.
+      // Neither TLS nor HTTP: DNS over TCP if it went to port 53. Each whole query it holds is
+      // answered and recorded as DNS; what follows them (bytes that are no query, or sent after
+      // the answers) is recorded as the connection's own. Asked once the destination is known,
+      // with the bytes kept by then.
       void found.then(({ ct, proc }) => {
         if (done || !ct || ct.dport !== 53) return;
         const dns = stream.atDnsPort();
         if (dns.status !== 'done' || dns.kind !== 'dns-tcp') return;
-        const answered = this.answerDns(dns.query);
-        if (!answered) return;
-        this.recordDns(answered, t, ct.dst, ct.dport, 'tcp', proc);
-        const reply = answered.reply;
-        const framed = Buffer.alloc(2 + reply.length);
-        framed.writeUInt16BE(reply.length, 0);
-        reply.copy(framed, 2);
-        finish('dns-tcp', framed);
+        const kept = stream.bytes;
+        const replies: Buffer[] = [];
+        let off = 0;
+        while (kept.length - off >= 2) {
+          const len = kept.readUInt16BE(off);
+          if (kept.length - off < 2 + len) break;
+          const answered = this.answerDns(kept.subarray(off + 2, off + 2 + len));
+          if (!answered) break;
+          this.recordDns(answered, t, ct.dst, ct.dport, 'tcp', proc);
+          const framed = Buffer.alloc(2 + answered.reply.length);
+          framed.writeUInt16BE(answered.reply.length, 0);
+          answered.reply.copy(framed, 2);
+          replies.push(framed);
+          off += 2 + len;
+        }
+        if (replies.length === 0) return;
+        this.dnsTcpRest(sock, t, ct, proc, kept.subarray(off), stream.bytesSeen - kept.length);
+        finish('dns-tcp', Buffer.concat(replies));
       });
     });
     sock.on('end', () => finish('end'));
     sock.on('error', () => finish('end'));
+  }
+
+  /**
+   * What a DNS-over-TCP connection carries besides its queries: the bytes after them (`rest`, and
+   * `unkept` more the classifier did not keep), and all it sends once answered. Recorded as the
+   * connection's own stream when it closes (at most a second after its answers), if any.
+   */
+  private dnsTcpRest(
+    sock: Socket,
+    t: number,
+    ct: ConntrackEntry,
+    proc: ProcessInfo | undefined,
+    rest: Buffer,
+    unkept: number,
+  ): void {
+    const sample = [Buffer.from(rest.subarray(0, RAW_SAMPLE_MAX))];
+    let sampled = sample[0]?.length ?? 0;
+    let total = rest.length + unkept;
+    const record = () => {
+      if (total > 0) this.recordStream(t, ct, Buffer.concat(sample), total, undefined, proc);
+    };
+    if (sock.destroyed) {
+      record();
+      return;
+    }
+    sock.on('data', (d: Buffer) => {
+      total += d.length;
+      if (sampled >= RAW_SAMPLE_MAX) return;
+      const part = Buffer.from(d.subarray(0, RAW_SAMPLE_MAX - sampled));
+      sample.push(part);
+      sampled += part.length;
+    });
+    void this.track(
+      new Promise<void>((resolve) => {
+        sock.once('close', () => {
+          record();
+          resolve();
+        });
+      }),
+    );
   }
 
   /**

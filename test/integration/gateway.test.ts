@@ -355,6 +355,37 @@ except Exception: pass"`);
     assert.deepEqual(streams(events), []);
   });
 
+  it('DNS over TCP: every query is answered and recorded, and what else the connection carries is its stream', async () => {
+    // Two queries and then other bytes in one write, and more after the answers: the second
+    // query's name and the bytes after the queries were once lost unrecorded.
+    const script = [
+      'import socket, struct',
+      'def q(i, name):',
+      '    m = struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0)',
+      '    for l in name.split("."): m += bytes([len(l)]) + l.encode()',
+      '    m += b"\\0" + struct.pack(">HH", 1, 1)',
+      '    return struct.pack(">H", len(m)) + m',
+      's = socket.create_connection(("192.168.1.1", 53), timeout=3)',
+      's.sendall(q(1, "first.tcpq.example") + q(2, "second.tcpq.example") + b"SMUGGLED-1")',
+      'print(len(s.recv(4096)))',
+      'try: s.sendall(b"SMUGGLED-2")',
+      'except OSError: pass',
+      's.close()',
+    ].join('\n');
+    const { events, stdout } = await attempt(`python3 -c '${script}'`);
+    assert.ok(Number(stdout.trim()) > 0, stdout);
+    const asked = dns(events)
+      .filter((e) => e.transport === 'tcp' && e.qname.endsWith('.tcpq.example'))
+      .map((e) => e.qname)
+      .sort();
+    assert.deepEqual(asked, ['first.tcpq.example', 'second.tcpq.example']);
+    const rest = streams(events).filter((e) => e.port === 53);
+    assert.equal(rest.length, 1, JSON.stringify(rest));
+    const sent = Buffer.from(rest[0]?.firstBytesHex ?? '', 'hex').toString('latin1');
+    assert.match(sent, /^SMUGGLED-1/);
+    assert.ok((rest[0]?.bytesOut ?? 0) >= 'SMUGGLED-1'.length, JSON.stringify(rest[0]));
+  });
+
   it('ICMP echo is answered as on a LAN, under the address pinged, and counted per destination', async () => {
     const { events, stdout } = await attempt(
       [
